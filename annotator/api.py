@@ -1,0 +1,239 @@
+"""REST API for projects, conversations, responses, taxonomy, labels and the rest.
+
+Visibility and write rules are per project (see ProjectScopedViewSet). Annotators see
+only their own labels, corrections and preferences; leads and admins see all of their projects'.
+"""
+
+import csv
+
+from django.db import transaction
+from django.db.models import Q
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, mixins, parsers, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from training.models import ModelVersion
+
+from . import serializers as s
+from .api_base import ProjectScopedViewSet
+from .models import (
+    Conversation,
+    Correction,
+    ImportJob,
+    Label,
+    Membership,
+    ModelResponse,
+    Preference,
+    Project,
+    Review,
+    Role,
+    Status,
+    TaxonomyCategory,
+)
+from .permissions import can_create_projects, has_role, projects_with_role, visible_projects
+
+
+class ProjectViewSet(viewsets.ModelViewSet):
+    serializer_class = s.ProjectSerializer
+    lookup_field = "slug"
+    filterset_fields = ["slug"]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Project.objects.none()
+        return visible_projects(self.request.user).order_by("id")
+
+    def perform_create(self, serializer):
+        if not can_create_projects(self.request.user):
+            raise exceptions.PermissionDenied("Only staff users can create projects.")
+        serializer.save()
+
+    def perform_update(self, serializer):
+        if not has_role(self.request.user, serializer.instance, Role.ADMIN):
+            raise exceptions.PermissionDenied("Changing a project needs the admin role in it.")
+        serializer.save()
+
+    def perform_destroy(self, instance):
+        if not has_role(self.request.user, instance, Role.ADMIN):
+            raise exceptions.PermissionDenied("Deleting a project needs the admin role in it.")
+        instance.delete()
+
+
+class MembershipViewSet(ProjectScopedViewSet):
+    serializer_class = s.MembershipSerializer
+    base_queryset = Membership.objects.select_related("user", "project")
+    read_role = Role.LEAD
+    filterset_fields = {"project__slug": ["exact"], "role": ["exact"], "user__username": ["exact"]}
+
+
+class ModelVersionViewSet(ProjectScopedViewSet):
+    serializer_class = s.ModelVersionSerializer
+    base_queryset = ModelVersion.objects.select_related("project")
+    filterset_fields = {"project__slug": ["exact"], "origin": ["exact"], "stage": ["exact"], "name": ["exact"]}
+
+
+class ConversationViewSet(ProjectScopedViewSet):
+    serializer_class = s.ConversationSerializer
+    base_queryset = Conversation.objects.select_related("project")
+    filterset_fields = {"project__slug": ["exact"], "split": ["exact"], "external_id": ["exact"],
+                        "priority": ["exact", "gte", "lte"], "created_at": ["gte", "lte"]}
+
+
+class ModelResponseViewSet(ProjectScopedViewSet):
+    serializer_class = s.ModelResponseSerializer
+    base_queryset = ModelResponse.objects.all()
+    project_path = "conversation__project"
+    filterset_fields = {"conversation": ["exact"], "model_version": ["exact"],
+                        "conversation__project__slug": ["exact"], "created_at": ["gte", "lte"]}
+
+
+class TaxonomyCategoryViewSet(ProjectScopedViewSet):
+    serializer_class = s.TaxonomyCategorySerializer
+    base_queryset = TaxonomyCategory.objects.select_related("project")
+    write_role = Role.LEAD
+    filterset_fields = {"project__slug": ["exact"], "parent": ["exact", "isnull"], "active": ["exact"]}
+
+
+class OwnWorkViewSet(ProjectScopedViewSet):
+    """Labels, corrections, preferences: annotators see and change only their own."""
+
+    write_role = Role.ANNOTATOR
+    owner_path = "annotator"
+
+    def get_queryset(self):
+        user = self.request.user
+        qs = self.get_base_queryset()
+        if getattr(self, "swagger_fake_view", False) or user.is_superuser:
+            return qs
+        lead_projects = projects_with_role(user, Role.LEAD).values("pk")
+        return qs.filter(Q(**{self.owner_path: user}) | Q(**{f"{self.project_path}__in": lead_projects}))
+
+    def owner_of(self, obj):
+        for part in self.owner_path.split("__"):
+            obj = getattr(obj, part)
+        return obj
+
+    def check_owner(self, obj):
+        if self.owner_of(obj).pk != self.request.user.pk:
+            raise exceptions.PermissionDenied("Only its annotator can change this; leads review it instead.")
+
+    def perform_update(self, serializer):
+        self.check_owner(serializer.instance)
+        super().perform_update(serializer)
+
+    def perform_destroy(self, instance):
+        self.check_owner(instance)
+        if getattr(instance, "status", Status.DRAFT) == Status.APPROVED:
+            raise exceptions.PermissionDenied("Approved work cannot be deleted.")
+        super().perform_destroy(instance)
+
+
+class LabelViewSet(OwnWorkViewSet):
+    serializer_class = s.LabelSerializer
+    base_queryset = Label.objects.select_related("annotator").prefetch_related("categories")
+    project_path = "response__conversation__project"
+    filterset_fields = {"status": ["exact"], "verdict": ["exact"], "annotator__username": ["exact"],
+                        "response": ["exact"], "response__conversation__project__slug": ["exact"],
+                        "categories": ["exact"], "submitted_at": ["gte", "lte"]}
+
+
+class CorrectionViewSet(OwnWorkViewSet):
+    serializer_class = s.CorrectionSerializer
+    base_queryset = Correction.objects.all()
+    project_path = "label__response__conversation__project"
+    owner_path = "label__annotator"
+    filterset_fields = {"label": ["exact"], "label__response__conversation__project__slug": ["exact"]}
+
+
+class PreferenceViewSet(OwnWorkViewSet):
+    serializer_class = s.PreferenceSerializer
+    base_queryset = Preference.objects.select_related("annotator")
+    project_path = "response_a__conversation__project"
+    filterset_fields = {"status": ["exact"], "choice": ["exact"], "annotator__username": ["exact"],
+                        "response_a__conversation__project__slug": ["exact"]}
+
+
+class ReviewViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                    viewsets.GenericViewSet):
+    """Leads review; annotators can read the reviews of their own work (to see why it came back)."""
+
+    serializer_class = s.ReviewSerializer
+    filterset_fields = {"decision": ["exact"], "label": ["exact"], "preference": ["exact"]}
+
+    def get_queryset(self):
+        user = self.request.user
+        qs = Review.objects.select_related("reviewer")
+        if getattr(self, "swagger_fake_view", False) or user.is_superuser:
+            return qs
+        lead_projects = projects_with_role(user, Role.LEAD).values("pk")
+        return qs.filter(
+            Q(label__annotator=user) | Q(preference__annotator=user)
+            | Q(label__response__conversation__project__in=lead_projects)
+            | Q(preference__response_a__conversation__project__in=lead_projects)
+        )
+
+
+class ImportJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                       viewsets.GenericViewSet):
+    """Upload a JSONL file; a worker imports it. Poll the job for progress; fetch its issues."""
+
+    serializer_class = s.ImportJobSerializer
+    parser_classes = [parsers.MultiPartParser, parsers.FormParser, parsers.JSONParser]
+    filterset_fields = {"project__slug": ["exact"], "status": ["exact"]}
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return ImportJob.objects.none()
+        return ImportJob.objects.filter(project__in=projects_with_role(self.request.user, Role.LEAD).values("pk"))
+
+    def perform_create(self, serializer):
+        from .tasks import start_import
+
+        project = serializer.validated_data["project"]
+        if not has_role(self.request.user, project, Role.ADMIN):
+            raise exceptions.PermissionDenied("Importing needs the admin role in this project.")
+        upload = serializer.validated_data["file"]
+        with transaction.atomic():
+            job = serializer.save(created_by=self.request.user, original_name=upload.name[:255], size_bytes=upload.size)
+            start_import(job)
+
+    @extend_schema(responses=s.ImportIssueSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def issues(self, request, pk=None):
+        job = self.get_object()
+        page = self.paginate_queryset(job.issues.all().order_by("-id"))
+        return self.get_paginated_response(s.ImportIssueSerializer(page, many=True).data)
+
+    @extend_schema(responses={(200, "text/csv"): bytes})
+    @action(detail=True, methods=["get"])
+    def report(self, request, pk=None):
+        return import_report_response(self.get_object())
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = self.get_object()
+        if not has_role(request.user, job.project, Role.ADMIN):
+            raise exceptions.PermissionDenied("Cancelling an import needs the admin role.")
+        ImportJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+        return Response({"cancel_requested": True})
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def import_report_response(job: ImportJob) -> StreamingHttpResponse:
+    """Every rejected line as CSV (line, field, message), streamed."""
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(["line", "field", "message"])
+        for issue in job.issues.order_by("line", "id").values_list("line", "field", "message").iterator(2000):
+            yield writer.writerow(issue)
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-report.csv"'
+    return response

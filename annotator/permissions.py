@@ -1,0 +1,52 @@
+"""Who may do what, per project. Pages and API both call these functions."""
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from .models import ROLE_RANK, Membership, Project, Role
+
+
+def role_in(user, project: Project | int) -> str | None:
+    """The user's role in a project (superusers act as admins everywhere), cached per user object."""
+    if not user or not user.is_authenticated:
+        return None
+    if user.is_superuser:
+        return Role.ADMIN
+    project_id = project if isinstance(project, int) else project.pk
+    cache = user.__dict__.setdefault("_badcase_roles", None)
+    if cache is None:
+        cache = dict(Membership.objects.filter(user=user).values_list("project_id", "role"))
+        user.__dict__["_badcase_roles"] = cache
+    return cache.get(project_id)
+
+
+def has_role(user, project: Project | int, minimum: str) -> bool:
+    role = role_in(user, project)
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[minimum]
+
+
+def visible_projects(user) -> QuerySet:
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user)
+
+
+def projects_with_role(user, minimum: str) -> QuerySet:
+    if user.is_superuser:
+        return Project.objects.all()
+    allowed = [r for r, rank in ROLE_RANK.items() if rank >= ROLE_RANK[minimum]]
+    return Project.objects.filter(memberships__user=user, memberships__role__in=allowed)
+
+
+def project_for(user, slug: str, minimum: str = Role.ANNOTATOR) -> Project:
+    """The project by slug if the user holds at least `minimum` in it; 404 otherwise (no existence leak)."""
+    from django.core.exceptions import PermissionDenied
+
+    project = get_object_or_404(visible_projects(user), slug=slug)
+    if not has_role(user, project, minimum):
+        raise PermissionDenied(f"This needs the {minimum} role in {project.name}.")
+    return project
+
+
+def can_create_projects(user) -> bool:
+    return user.is_authenticated and (user.is_superuser or user.is_staff)

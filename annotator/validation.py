@@ -1,0 +1,190 @@
+"""Validation of OpenAI-format conversations, tool specs and assistant messages.
+
+Every check returns a list of FieldError with a JSON-path-like field, so the importer,
+the API and the correction editor all report the same precise messages.
+"""
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+    def as_dict(self):
+        return {"field": self.field, "message": self.message}
+
+
+def tool_name(spec) -> str | None:
+    if not isinstance(spec, dict):
+        return None
+    fn = spec.get("function", spec)
+    name = fn.get("name") if isinstance(fn, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def tool_parameters(tools, name: str):
+    for spec in tools or []:
+        if tool_name(spec) == name:
+            fn = spec.get("function", spec)
+            return fn.get("parameters") if isinstance(fn, dict) else None
+    return None
+
+
+def validate_tool_specs(tools, path: str = "tools") -> list[FieldError]:
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        return [FieldError(path, "must be a list of tool specs")]
+    errors, seen = [], set()
+    for i, spec in enumerate(tools):
+        where = f"{path}[{i}]"
+        if not isinstance(spec, dict):
+            errors.append(FieldError(where, "must be an object"))
+            continue
+        fn = spec.get("function", spec)
+        if not isinstance(fn, dict):
+            errors.append(FieldError(f"{where}.function", "must be an object"))
+            continue
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            errors.append(FieldError(f"{where}.function.name", "must be a non-empty string"))
+            continue
+        if name in seen:
+            errors.append(FieldError(f"{where}.function.name", f"duplicate tool name {name!r}"))
+        seen.add(name)
+        params = fn.get("parameters")
+        if params is not None:
+            if not isinstance(params, dict):
+                errors.append(FieldError(f"{where}.function.parameters", "must be a JSON schema object"))
+            else:
+                try:
+                    Draft202012Validator.check_schema(params)
+                except SchemaError as exc:
+                    errors.append(FieldError(f"{where}.function.parameters", f"invalid JSON schema: {exc.message}"))
+    return errors
+
+
+@lru_cache(maxsize=512)
+def _validator(schema_json: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_json))
+
+
+def schema_errors(arguments: dict, parameters: dict | None, path: str) -> list[FieldError]:
+    """Arguments checked against the tool's JSON schema."""
+    if not parameters:
+        return []
+    validator = _validator(json.dumps(parameters, sort_keys=True))
+    errors = []
+    for err in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
+        sub = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        errors.append(FieldError(f"{path}{sub}", err.message))
+    return errors
+
+
+def decode_arguments(raw):
+    """Tool-call arguments arrive as a JSON string (OpenAI) or an object; return (dict|None, error)."""
+    if isinstance(raw, dict):
+        return raw, None
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            return None, f"is not valid JSON ({exc.msg} at char {exc.pos})"
+        if not isinstance(value, dict):
+            return None, "must be a JSON object"
+        return value, None
+    return None, "must be a JSON object or a string holding one"
+
+
+def validate_tool_calls(tool_calls, tools, path: str, check_schema: bool) -> list[FieldError]:
+    if not isinstance(tool_calls, list):
+        return [FieldError(path, "must be a list")]
+    names = {tool_name(t) for t in tools or []}
+    errors = []
+    for j, call in enumerate(tool_calls):
+        where = f"{path}[{j}]"
+        if not isinstance(call, dict):
+            errors.append(FieldError(where, "must be an object"))
+            continue
+        fn = call.get("function")
+        if not isinstance(fn, dict):
+            errors.append(FieldError(f"{where}.function", "is required and must be an object"))
+            continue
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            errors.append(FieldError(f"{where}.function.name", "must be a non-empty string"))
+        elif tools is not None and name not in names:
+            errors.append(FieldError(f"{where}.function.name", f"unknown tool {name!r} (not in tools)"))
+        args, problem = decode_arguments(fn.get("arguments", {}))
+        if problem:
+            errors.append(FieldError(f"{where}.function.arguments", problem))
+        elif check_schema and isinstance(name, str) and name in names:
+            errors.extend(schema_errors(args, tool_parameters(tools, name), f"{where}.function.arguments"))
+    return errors
+
+
+def validate_assistant_message(message, tools, path: str = "message", check_schema: bool = False) -> list[FieldError]:
+    if not isinstance(message, dict):
+        return [FieldError(path, "must be an object")]
+    errors = []
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        errors.append(FieldError(f"{path}.content", "must be a string or null"))
+    calls = message.get("tool_calls")
+    if calls is not None:
+        errors.extend(validate_tool_calls(calls, tools, f"{path}.tool_calls", check_schema))
+    if not (content or "").strip() and not calls:
+        errors.append(FieldError(path, "needs reply text or at least one tool call"))
+    return errors
+
+
+def validate_messages(messages, tools, path: str = "messages") -> list[FieldError]:
+    """Roles, order and tool-call references of an OpenAI chat transcript."""
+    if not isinstance(messages, list) or not messages:
+        return [FieldError(path, "must be a non-empty list of messages")]
+    errors = []
+    open_calls: set[str] = set()
+    for i, msg in enumerate(messages):
+        where = f"{path}[{i}]"
+        if not isinstance(msg, dict):
+            errors.append(FieldError(where, "must be an object"))
+            continue
+        role = msg.get("role")
+        if role not in ROLES:
+            errors.append(FieldError(f"{where}.role", f"must be one of {', '.join(ROLES)} (got {role!r})"))
+            continue
+        content = msg.get("content")
+        if content is not None and not isinstance(content, str):
+            errors.append(FieldError(f"{where}.content", "must be a string or null"))
+        if role == "system" and i != 0:
+            errors.append(FieldError(f"{where}.role", "a system message may only come first"))
+        if role == "user" and content is None:
+            errors.append(FieldError(f"{where}.content", "a user message needs content"))
+        if role == "assistant":
+            calls = msg.get("tool_calls")
+            if calls is not None:
+                errors.extend(validate_tool_calls(calls, tools, f"{where}.tool_calls", check_schema=False))
+                if isinstance(calls, list):
+                    open_calls = {c.get("id") for c in calls if isinstance(c, dict) and c.get("id")}
+            if content is None and not calls:
+                errors.append(FieldError(where, "an assistant message needs content or tool_calls"))
+        if role == "tool":
+            prev = messages[i - 1] if i else None
+            if not isinstance(prev, dict) or prev.get("role") not in ("assistant", "tool"):
+                errors.append(FieldError(f"{where}.role", "a tool message must follow an assistant tool call"))
+            call_id = msg.get("tool_call_id")
+            if call_id is not None and open_calls and call_id not in open_calls:
+                errors.append(FieldError(f"{where}.tool_call_id", f"{call_id!r} matches no preceding tool call"))
+    first = next((m for m in messages if isinstance(m, dict) and m.get("role") != "system"), None)
+    if first is not None and first.get("role") not in ("user",):
+        errors.append(FieldError(path, "the first non-system message must be from the user"))
+    return errors

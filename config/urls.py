@@ -1,0 +1,33 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from annotator import api as annotator_api
+
+from .health import healthz
+
+router = DefaultRouter()
+router.register("projects", annotator_api.ProjectViewSet, basename="project")
+router.register("memberships", annotator_api.MembershipViewSet, basename="membership")
+router.register("model-versions", annotator_api.ModelVersionViewSet, basename="modelversion")
+router.register("conversations", annotator_api.ConversationViewSet, basename="conversation")
+router.register("responses", annotator_api.ModelResponseViewSet, basename="response")
+router.register("categories", annotator_api.TaxonomyCategoryViewSet, basename="category")
+router.register("labels", annotator_api.LabelViewSet, basename="label")
+router.register("corrections", annotator_api.CorrectionViewSet, basename="correction")
+router.register("preferences", annotator_api.PreferenceViewSet, basename="preference")
+router.register("reviews", annotator_api.ReviewViewSet, basename="review")
+router.register("imports", annotator_api.ImportJobViewSet, basename="import")
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include("annotator.urls")),
+]
