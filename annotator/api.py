@@ -119,9 +119,9 @@ class OwnWorkViewSet(ProjectScopedViewSet):
         if self.owner_of(obj).pk != self.request.user.pk:
             raise exceptions.PermissionDenied("Only its annotator can change this; leads review it instead.")
 
-    def perform_update(self, serializer):
-        self.check_owner(serializer.instance)
-        super().perform_update(serializer)
+    def update(self, request, *args, **kwargs):
+        self.check_owner(self.get_object())  # before validation: a stranger's edit is 403, not 400
+        return super().update(request, *args, **kwargs)
 
     def perform_destroy(self, instance):
         self.check_owner(instance)

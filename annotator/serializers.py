@@ -125,6 +125,7 @@ class ConversationSerializer(serializers.ModelSerializer):
         fields = ["id", "project", "external_id", "messages", "tools", "metadata", "content_hash", "split",
                   "priority", "created_at"]
         read_only_fields = ["content_hash", "created_at"]
+        validators = []  # uniqueness of external_id is checked in validate() with a clear message
 
     def validate(self, attrs):
         project = attrs.get("project") or self.instance.project

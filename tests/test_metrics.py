@@ -2,10 +2,13 @@
 
 Plain functions over plain data: no database, no Django settings.
 """
+
 import json
 import math
 
 import pytest
+
+from evaluation import metrics
 
 from evaluation.metrics import (
     DEFECTS,
@@ -39,8 +42,11 @@ def gold(*calls, **extra):
     """A gold assistant message; calls are (name, args) or (name, args, {extra})."""
     tool_calls = []
     for i, c in enumerate(calls):
-        tc = {"id": f"call_{i}", "type": "function",
-              "function": {"name": c[0], "arguments": json.dumps(c[1])}}
+        tc = {
+            "id": f"call_{i}",
+            "type": "function",
+            "function": {"name": c[0], "arguments": json.dumps(c[1])},
+        }
         if len(c) > 2:
             tc.update(c[2])
         tool_calls.append(tc)
@@ -76,8 +82,12 @@ def test_tool_names_of_accepts_openai_and_bare_specs():
 def test_expected_calls_decodes_argument_strings_and_keeps_extras():
     msg = gold(("check_inventory", {"sku": "A-1"}, {"optional": ["store"], "acceptable": {"sku": ["a-1"]}}))
     assert expected_calls(msg) == [
-        {"name": "check_inventory", "arguments": {"sku": "A-1"},
-         "optional": ["store"], "acceptable": {"sku": ["a-1"]}}
+        {
+            "name": "check_inventory",
+            "arguments": {"sku": "A-1"},
+            "optional": ["store"],
+            "acceptable": {"sku": ["a-1"]},
+        }
     ]
 
 
@@ -85,9 +95,15 @@ def test_expected_calls_plain_message_and_dict_arguments():
     assert expected_calls(NO_CALL) == []
     assert expected_calls(None) == []
     assert expected_calls({"role": "assistant", "content": "x", "tool_calls": []}) == []
-    msg = {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]}
+    msg = {
+        "role": "assistant",
+        "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}],
+    }
     assert expected_calls(msg)[0]["arguments"] == {"a": 1}
-    msg = {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": ""}}]}
+    msg = {
+        "role": "assistant",
+        "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": ""}}],
+    }
     assert expected_calls(msg)[0]["arguments"] == {}
 
 
@@ -262,7 +278,10 @@ def test_open_tag_inside_open_block():
 
 
 def test_block_numbers_in_reasons():
-    out = block("check_inventory", {"sku": "A-1"}) + "\n<tool_call>\n{\"name\": \"x\", \"arguments\": 5}\n</tool_call>"
+    out = (
+        block("check_inventory", {"sku": "A-1"})
+        + '\n<tool_call>\n{"name": "x", "arguments": 5}\n</tool_call>'
+    )
     p = parse_output(out, NAMES)
     assert p.malformed_reasons == ["block 2: arguments is not an object"]
     assert p.calls == [ToolCall("check_inventory", {"sku": "A-1"})]
@@ -553,11 +572,21 @@ def test_argument_string_form_in_model_output_scores_right():
 
 
 def test_gold_with_optional_and_acceptable():
-    g = gold(("search_products", {"query": "running shoes", "limit": 10},
-              {"optional": ["limit"], "acceptable": {"query": ["running shoe"]}}))
+    g = gold(
+        (
+            "search_products",
+            {"query": "running shoes", "limit": 10},
+            {"optional": ["limit"], "acceptable": {"query": ["running shoe"]}},
+        )
+    )
     assert score(g, block("search_products", {"query": "running shoe"}))["tool_call_accuracy"] == 1
-    assert score(g, block("search_products", {"query": "running shoes", "limit": 10.0}))["tool_call_accuracy"] == 1
-    assert score(g, block("search_products", {"query": "running shoes", "limit": 5}))["tool_call_accuracy"] == 0
+    assert (
+        score(g, block("search_products", {"query": "running shoes", "limit": 10.0}))["tool_call_accuracy"]
+        == 1
+    )
+    assert (
+        score(g, block("search_products", {"query": "running shoes", "limit": 5}))["tool_call_accuracy"] == 0
+    )
 
 
 def test_text_before_call_is_allowed():
@@ -611,12 +640,12 @@ def test_end_repetition_word_runs():
 
 
 def test_end_repetition_run_of_twenty_words_but_not_twenty_one():
-    run20 = " ".join(f"w{i}" for i in range(20)) + " "
-    run21 = " ".join(f"w{i}" for i in range(21)) + " "
+    letters = "abcdefghijklmnopqrstu"
+    run20 = " ".join(letters[:20]) + " "
+    run21 = " ".join(letters[:21]) + " "
+    assert len("Start. " + run21 * 3) < 200  # below the gzip test
     assert score(NO_CALL, "Start. " + run20 * 3)["defects"]["end_repetition"] == 1
-    # 21-word run x3 is not a 1-20 word run, and is short enough to pass gzip
-    r = score(NO_CALL, "Start. " + run21 * 3)
-    assert r["defects"]["end_repetition"] == (1 if len("Start. " + run21 * 3) >= 200 else 0)
+    assert score(NO_CALL, "Start. " + run21 * 3)["defects"]["end_repetition"] == 0
 
 
 def test_end_repetition_cjk():
@@ -643,12 +672,15 @@ def test_gzip_check_skips_short_answers():
     assert score(NO_CALL, "ab " * 60 + "end of it")["defects"]["end_repetition"] == 0  # 189 chars
 
 
-def test_correct_parallel_calls_are_not_repetition():
+def test_many_parallel_calls_meet_the_gzip_rule_as_written(monkeypatch):
     skus = [f"A-{100 + i}" for i in range(6)]
     g = gold(*[("check_inventory", {"sku": s}) for s in skus])
     out = "\n".join(block("check_inventory", {"sku": s}) for s in skus)
     r = score(g, out)
-    assert r["tool_call_accuracy"] == 1 and r["response_quality"] == 1
+    # metrics.md: an answer of 200+ chars that gzip shrinks more than 2.4x is end_repetition
+    assert r["tool_call_accuracy"] == 1 and r["defects"]["end_repetition"] == 1
+    monkeypatch.setattr(metrics, "GZIP_INCLUDES_VALID_CALLS", False)
+    assert score(g, out)["response_quality"] == 1
 
 
 def test_looping_identical_calls_are_repetition():
@@ -664,13 +696,17 @@ def test_stopped_at_limit():
 
 
 def test_fabricated_tool_response_tag():
-    out = block("check_inventory", {"sku": "A-113"}) + "\n<tool_response>\n{\"stock\": 5}\n</tool_response>"
+    out = block("check_inventory", {"sku": "A-113"}) + '\n<tool_response>\n{"stock": 5}\n</tool_response>'
     r = score(INV, out)
     assert r["defects"]["fabricated_tool_result"] == 1
     assert r["tool_call_accuracy"] == 1  # the call itself is right
     assert r["response_quality"] == 0
-    assert score(NO_CALL, "<tool_response>{\"stock\": 5}</tool_response> It is in stock.")[
-        "defects"]["fabricated_tool_result"] == 1
+    assert (
+        score(NO_CALL, '<tool_response>{"stock": 5}</tool_response> It is in stock.')["defects"][
+            "fabricated_tool_result"
+        ]
+        == 1
+    )
 
 
 def test_fabricated_reply_after_last_call():
@@ -714,7 +750,6 @@ def test_single_stop_token_at_end_is_not_a_leak():
     # two end tokens: one is the stop token, the other leaked
     assert score(NO_CALL, REPLY + "<|im_end|><|im_end|>")["defects"]["template_leak"] == 1
     # the stop token is stripped before the other checks
-    assert score(NO_CALL, "Thank you!<|im_end|>")["defects"]["too_short"] == 0 or True
     assert score(NO_CALL, "Sure.<|im_end|>")["defects"] == {**{d: 0 for d in DEFECTS}, "too_short": 1}
 
 
@@ -778,9 +813,9 @@ def test_summary_rates_and_per_call():
     s = summarize(scores)
     assert s["n"] == 6
     tca = s["tool_call_accuracy"]
-    assert (tca["n"], tca["count"]) == (6, 1)
-    assert tca["value"] == pytest.approx(1 / 6)
-    assert tca["se"] == pytest.approx(math.sqrt((1 / 6) * (5 / 6) / 6))
+    assert (tca["n"], tca["count"]) == (6, 2)  # the right call and the short no-call reply
+    assert tca["value"] == pytest.approx(2 / 6)
+    assert tca["se"] == pytest.approx(math.sqrt((2 / 6) * (4 / 6) / 6))
     assert (s["tool_name_accuracy"]["n"], s["tool_name_accuracy"]["count"]) == (4, 2)
     assert (s["tool_args_accuracy"]["n"], s["tool_args_accuracy"]["count"]) == (4, 1)
     assert s["args_accuracy_given_name"]["value"] == pytest.approx(1 / 2)
@@ -811,8 +846,9 @@ def test_summary_breakdowns():
         score(INV, REPLY),
         score(NO_CALL, REPLY),
     ]
-    s = summarize(scores, categories=[["wrong_args"], ["missed_call", "wrong_args"], []],
-                  turn_depths=[1, 3, None])
+    s = summarize(
+        scores, categories=[["wrong_args"], ["missed_call", "wrong_args"], []], turn_depths=[1, 3, None]
+    )
     bc = s["by_category"]
     assert set(bc) == {"wrong_args", "missed_call", "(uncategorized)"}
     assert bc["wrong_args"]["n"] == 2
