@@ -1,0 +1,49 @@
+import json
+from pathlib import Path
+
+from django.core.files import File
+from django.core.management.base import BaseCommand, CommandError
+
+from annotator.importers import run_import
+from annotator.models import ImportJob, Project, Split
+
+
+class Command(BaseCommand):
+    help = "Import a JSONL file of conversations into a project (in this process, or queued with --queue)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("project", help="project slug")
+        parser.add_argument("path", help="JSONL file")
+        parser.add_argument("--split", default=Split.TRAIN, choices=Split.values)
+        parser.add_argument("--queue", action="store_true", help="hand the job to a Celery worker and return")
+        parser.add_argument("--show-issues", type=int, default=20, help="print the first N rejected lines")
+
+    def handle(self, *args, **opts):
+        try:
+            project = Project.objects.get(slug=opts["project"])
+        except Project.DoesNotExist as exc:
+            raise CommandError(f"No project with slug {opts['project']!r}.") from exc
+        path = Path(opts["path"])
+        if not path.is_file():
+            raise CommandError(f"No such file: {path}")
+        job = ImportJob(project=project, original_name=path.name[:255], size_bytes=path.stat().st_size,
+                        default_split=opts["split"])
+        with path.open("rb") as fh:
+            job.file.save(path.name, File(fh), save=False)
+        job.save()
+        if opts["queue"]:
+            from annotator.tasks import import_conversations
+
+            import_conversations.delay(job.pk)
+            self.stdout.write(f"import {job.pk} queued")
+            return
+        job = run_import(job.pk)
+        for issue in job.issues.order_by("line", "id")[: opts["show_issues"]]:
+            self.stderr.write(f"line {issue.line}: {issue.field or '(line)'}: {issue.message}")
+        self.stdout.write(json.dumps({
+            "job": job.pk, "status": job.status, "lines": job.lines_read, "conversations": job.conversations_created,
+            "responses": job.responses_created, "duplicates": job.duplicates, "rejected_lines": job.error_count,
+            "message": job.message,
+        }))
+        if job.status == ImportJob.State.FAILED:
+            raise CommandError(job.message)

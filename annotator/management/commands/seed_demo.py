@@ -1,0 +1,164 @@
+"""Demo data: users, a sales-agent project, conversations with real badcases, through the real importer.
+
+Responses come from the offline demo base model when it has been built (what the model
+really said); otherwise from a scripted unreliable agent whose mistakes are the ones the
+demo model is pre-trained to make. Idempotent: running it again changes nothing.
+"""
+
+import json
+import random
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from annotator.importers import run_import
+from annotator.models import ImportJob, Membership, Project, Role
+from annotator.taxonomy import seed_default_taxonomy
+from training import demo_domain
+
+DEMO_USERS = [
+    # username, password, role, staff
+    ("admin", "badcase-admin", Role.ADMIN, True),
+    ("lead", "badcase-lead", Role.LEAD, False),
+    ("annotator", "badcase-annotator", Role.ANNOTATOR, False),
+    ("annotator2", "badcase-annotator2", Role.ANNOTATOR, False),
+]
+
+GUIDELINES = """# Labelling the Northwind sales agent
+
+The agent answers shoppers and **must use its tools** for anything live: stock, prices, orders, callbacks.
+
+1. **Verdict** — *reasonable* only if a careful human agent would have said exactly this.
+2. **Categories** — pick every failure you see. A missing tool call is *Tool not called*;
+   a guessed stock level is also *Hallucinated fact*.
+3. **Correction** — write what the agent should have said. For tool calls, give the exact
+   arguments: SKUs are case-sensitive (`A-113`, not `a113`), quantities are integers.
+4. **Pairs** — pick the better response and say why in one line. *Both bad* is allowed.
+
+Keyboard: `1`/`2` verdict, digits for categories, `Ctrl+Enter` submit, `S` skip, `?` for all keys.
+"""
+
+
+def scripted_response(case: dict, rng: random.Random) -> tuple[str, str]:
+    """(raw model text, what went wrong) for one context, in the unreliable agent's ways."""
+    expected = case["expected"]
+    calls = expected.get("tool_calls") or []
+    roll = rng.random()
+    if calls:
+        fn = calls[0]["function"]
+        args = json.loads(fn["arguments"])
+        if roll < 0.35:
+            return "\n".join(demo_domain.call_text(c["function"]["name"], json.loads(c["function"]["arguments"]))
+                             for c in calls), "correct"
+        if roll < 0.6:
+            return "Yes, that is in stock and ready to ship today. Anything else?", "no_call"
+        if roll < 0.85:
+            for kind, key in (("sku_lower", "sku"), ("qty_str", "quantity"), ("oid_digits", "order_id"),
+                              ("time_only", "time"), ("query_lower", "query"), ("cid_missing", "customer_id")):
+                if key in args:
+                    try:
+                        return demo_domain.call_text(fn["name"], demo_domain._corrupt(kind, args)), "wrong_args"
+                    except (KeyError, IndexError, ValueError):
+                        continue
+            return demo_domain.call_text(fn["name"], {}), "wrong_args"
+        return (demo_domain.call_text(fn["name"], args)
+                + '\n<tool_response>\n{"in_stock": 12}\n</tool_response>\nGood news: 12 units are in stock.'), "fabricated"
+    if roll < 0.5:
+        return expected.get("content") or "", "correct"
+    if roll < 0.8:
+        return demo_domain.call_text("search_product", {"query": "policy"}), "false_call"
+    return "OK.", "too_short"
+
+
+def demo_records(n: int, seed: int, model_responses=None) -> list[dict]:
+    rng = random.Random(seed)
+    cases = demo_domain.eval_prompts(n, seed=seed + 1000)
+    records = []
+    for i, case in enumerate(cases):
+        responses = []
+        if model_responses is not None:
+            responses.append({"model": model_responses["name"], "raw": model_responses["outputs"][i],
+                              "generation": model_responses["settings"]})
+        else:
+            raw, _what = scripted_response(case, rng)
+            responses.append({"model": "sales-agent-v0 (scripted)", "raw": raw})
+        if i % 3 == 0:  # a second opinion on the same context, for pairwise comparison
+            raw2, _ = scripted_response(case, rng)
+            responses.append({"model": "sales-agent-v1 (scripted)", "raw": raw2})
+        records.append({
+            "external_id": case["external_id"],
+            "messages": case["messages"],
+            "tools": case["tools"],
+            "metadata": {**case["metadata"], "expected": case["expected"]},
+            "split": "eval" if i % 10 == 0 else "train",
+            "priority": 1 if case["metadata"].get("expects_call") else 0,
+            "responses": responses,
+        })
+    return records
+
+
+class Command(BaseCommand):
+    help = "Create demo users and a demo sales-agent project with a few hundred badcases (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--conversations", type=int, default=300)
+        parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--scripted", action="store_true", help="do not use the demo model even if built")
+
+    def handle(self, *args, **opts):
+        users = self.ensure_users()
+        project = self.ensure_project(users)
+        if project.conversations.exists():
+            self.stdout.write(f"demo project '{project.slug}' already has data; nothing to import")
+        else:
+            model_responses = None if opts["scripted"] else self.model_responses(opts["conversations"], opts["seed"])
+            records = demo_records(opts["conversations"], opts["seed"], model_responses)
+            data = ("\n".join(json.dumps(r) for r in records) + "\n").encode()
+            job = ImportJob(project=project, original_name="demo.jsonl", size_bytes=len(data),
+                            created_by=users["admin"])
+            job.file.save("demo.jsonl", ContentFile(data), save=False)
+            job.save()
+            job = run_import(job.pk)
+            self.stdout.write(f"imported: {job.message}")
+        for username, password, role, _ in DEMO_USERS:
+            self.stdout.write(f"  login {username:<11} password {password:<20} ({role})")
+
+    def ensure_users(self) -> dict:
+        User = get_user_model()
+        users = {}
+        for username, password, _role, staff in DEMO_USERS:
+            user, created = User.objects.get_or_create(username=username, defaults={"is_staff": staff,
+                                                                                   "is_superuser": staff})
+            if created:
+                user.set_password(password)
+                user.save()
+            users[username] = user
+        return users
+
+    @transaction.atomic
+    def ensure_project(self, users) -> Project:
+        project, created = Project.objects.get_or_create(slug="sales-agent", defaults={
+            "name": "Northwind sales agent", "guidelines": GUIDELINES, "tools": demo_domain.TOOLS, "overlap": 2,
+        })
+        if created:
+            seed_default_taxonomy(project)
+        for username, _pw, role, _ in DEMO_USERS:
+            Membership.objects.get_or_create(user=users[username], project=project, defaults={"role": role})
+        return project
+
+    def model_responses(self, n: int, seed: int):
+        """The demo base model's own greedy outputs for the demo contexts, if the model is built."""
+        model_dir = Path(settings.MODEL_DIR) / "demo-base"
+        if not (model_dir / "config.json").exists():
+            self.stdout.write("demo model not built: using the scripted agent's responses")
+            return None
+        from training.demo_model import generate
+
+        cases = demo_domain.eval_prompts(n, seed=seed + 1000)
+        self.stdout.write(f"generating {n} responses with the demo model in {model_dir} ...")
+        outputs = generate(str(model_dir), None, [c["messages"] for c in cases], demo_domain.TOOLS)
+        return {"name": "demo-base", "outputs": outputs, "settings": {"decoding": "greedy"}}
