@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from evaluation.metrics import parse_output, tool_names_of
 
+from .bulk import bulk_insert
 from .models import Conversation, ImportIssue, ImportJob, ModelResponse, Project, Split, content_hash
 from .validation import FieldError, validate_assistant_message, validate_messages, validate_tool_specs
 
@@ -308,7 +309,7 @@ class Importer:
                     metadata=p.metadata, content_hash=p.content_hash, split=p.split, priority=p.priority,
                 ))
             keep.append((line_no, p))
-        for conv in Conversation.objects.bulk_create(new_rows):
+        for conv in bulk_insert(new_rows):
             existing[conv.external_id] = conv.pk
         created_responses = self._write_responses(keep, existing)
         return len(new_rows), created_responses, duplicates, conflicts
@@ -339,7 +340,7 @@ class Importer:
             if key not in have and key not in keys:
                 keys.add(key)
                 fresh.append(w)
-        ModelResponse.objects.bulk_create(fresh)
+        bulk_insert(fresh)
         return len(fresh)
 
 

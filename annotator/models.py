@@ -116,7 +116,7 @@ class ModelResponse(models.Model):
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="responses")
     model_version = models.ForeignKey(
-        "training.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="responses"
+        "training.ModelVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="responses"
     )
     context_length = models.PositiveIntegerField(help_text="How many messages of the conversation it answers.")
     raw_text = models.TextField(blank=True)

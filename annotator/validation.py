@@ -66,11 +66,20 @@ def validate_tool_specs(tools, path: str = "tools") -> list[FieldError]:
             if not isinstance(params, dict):
                 errors.append(FieldError(f"{where}.function.parameters", "must be a JSON schema object"))
             else:
-                try:
-                    Draft202012Validator.check_schema(params)
-                except SchemaError as exc:
-                    errors.append(FieldError(f"{where}.function.parameters", f"invalid JSON schema: {exc.message}"))
+                problem = _schema_problem(json.dumps(params, sort_keys=True))
+                if problem:
+                    errors.append(FieldError(f"{where}.function.parameters", f"invalid JSON schema: {problem}"))
     return errors
+
+
+@lru_cache(maxsize=1024)
+def _schema_problem(schema_json: str) -> str | None:
+    """Checking a schema against the metaschema is slow; files repeat the same tools on every line."""
+    try:
+        Draft202012Validator.check_schema(json.loads(schema_json))
+    except SchemaError as exc:
+        return exc.message
+    return None
 
 
 @lru_cache(maxsize=512)
