@@ -1,0 +1,267 @@
+"""The annotation queue: tasks, overlap slots, expiring locks, skips, reservations.
+
+Rules (see the annotator workspace issue):
+- an item (Task) needs `project.overlap` distinct annotators: one Slot each;
+- an annotator never holds two slots of one task (a unique constraint makes sure), and
+  asking again while holding a lock returns the same slot (reload-safe);
+- a taken slot is a lock that expires after the project's TTL; expired locks go back to the
+  pool; a skipped task goes to the back of that annotator's queue;
+- order: slots reserved for this annotator first, then priority, then tasks that already have
+  submissions (breadth first), then the project's strategy key (sequential, random, uncertain);
+- on PostgreSQL the pick is `SELECT … FOR UPDATE SKIP LOCKED` over a partial index, so two
+  annotators asking at once never get the same slot and a lock never hides the rest of the queue.
+"""
+
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models.functions import Mod
+from django.utils import timezone
+
+from .bulk import bulk_insert
+from .models import ModelResponse, Project, Skip, Slot, Task
+
+STRATEGIES = ("sequential", "random", "uncertain")
+
+
+class QueueError(Exception):
+    """A queue rule refused the action; the message is meant for the annotator."""
+
+
+class StaleSubmit(QueueError):
+    pass
+
+
+def lock_ttl(project: Project) -> timedelta:
+    return timedelta(minutes=float(project.setting("lock_ttl_minutes")))
+
+
+# --- building the queue ----------------------------------------------------------------------
+
+def sync_tasks(project: Project, max_pairs_per_context: int = 3) -> dict:
+    """Create label tasks for new responses and compare tasks for new pairs; then fill slots. Idempotent."""
+    created = {"label": 0, "compare": 0}
+    fresh = (ModelResponse.objects.filter(conversation__project=project)
+             .exclude(Exists(Task.objects.filter(kind=Task.Kind.LABEL, response=OuterRef("pk"))))
+             .values_list("pk", "conversation__priority"))
+    batch = []
+    for pk, priority in fresh.iterator(chunk_size=5000):
+        batch.append(Task(project=project, kind=Task.Kind.LABEL, response_id=pk, priority=priority))
+        if len(batch) >= 5000:
+            created["label"] += len(bulk_insert(batch))
+            batch = []
+    created["label"] += len(bulk_insert(batch))
+
+    # Pairs: responses answering the same context (conversation + context length).
+    groups = (ModelResponse.objects.filter(conversation__project=project)
+              .values("conversation_id", "context_length").annotate(n=Count("id")).filter(n__gte=2))
+    existing = set(Task.objects.filter(project=project, kind=Task.Kind.COMPARE)
+                   .values_list("response_id", "response_b_id"))
+    pairs = []
+    for group in groups.iterator(chunk_size=2000):
+        ids = list(ModelResponse.objects.filter(conversation_id=group["conversation_id"],
+                                                context_length=group["context_length"])
+                   .order_by("id").values_list("id", "conversation__priority"))
+        made = 0
+        for i in range(len(ids)):
+            for j in range(i + 1, len(ids)):
+                if made >= max_pairs_per_context:
+                    break
+                made += 1
+                if (ids[i][0], ids[j][0]) not in existing:
+                    pairs.append(Task(project=project, kind=Task.Kind.COMPARE, response_id=ids[i][0],
+                                      response_b_id=ids[j][0], priority=ids[i][1]))
+    for start in range(0, len(pairs), 5000):
+        created["compare"] += len(bulk_insert(pairs[start:start + 5000]))
+    created["slots"] = ensure_slots(project)
+    return created
+
+
+def _order_key(strategy: str):
+    if strategy == "random":  # a fixed pseudo-random order (Knuth's multiplicative hash of the id)
+        return Mod(F("task_id") * 2654435761, 4294967296) / 4294967296.0
+    if strategy == "uncertain":  # most uncertain first: higher stored score, smaller key
+        from django.db.models import Subquery
+        from django.db.models.functions import Coalesce
+
+        score = Subquery(ModelResponse.objects.filter(tasks=OuterRef("task_id")).values("uncertainty")[:1])
+        return -Coalesce(score, 0.0)
+    return F("task_id") * 1.0
+
+
+def order_key_value(strategy: str, task_id: int, uncertainty: float | None) -> float:
+    """The same key as _order_key() computes in SQL, for slots created in Python."""
+    if strategy == "random":
+        return (task_id * 2654435761) % 4294967296 / 4294967296.0
+    if strategy == "uncertain":
+        return -(uncertainty or 0.0)
+    return float(task_id)
+
+
+def ensure_slots(project: Project) -> int:
+    """Give every task exactly `overlap` slots; surplus slots are removed only while free and unreserved.
+
+    Raising the overlap adds slots to existing tasks; lowering it never touches locked or done work.
+    """
+    overlap, strategy = project.overlap, project.setting("strategy")
+    added = 0
+    for index in range(overlap):
+        missing = (Task.objects.filter(project=project)
+                   .exclude(Exists(Slot.objects.filter(task=OuterRef("pk"), index=index)))
+                   .values_list("pk", "priority", "completed", "response__uncertainty"))
+        batch = []
+        for pk, priority, completed, uncertainty in missing.iterator(chunk_size=5000):
+            batch.append(Slot(project=project, task_id=pk, index=index, priority=priority, progress=completed,
+                              order_key=order_key_value(strategy, pk, uncertainty)))
+            if len(batch) >= 5000:
+                added += len(bulk_insert(batch))
+                batch = []
+        added += len(bulk_insert(batch))
+    Slot.objects.filter(project=project, index__gte=overlap, state=Slot.State.FREE, reserved_for__isnull=True).delete()
+    return added
+
+
+def set_strategy(project: Project, strategy: str):
+    if strategy not in STRATEGIES:
+        raise QueueError(f"Unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+    if project.setting("strategy") != strategy:
+        project.label_settings = {**(project.label_settings or {}), "strategy": strategy}
+        project.save(update_fields=["label_settings"])
+    Slot.objects.filter(project=project).update(order_key=_order_key(strategy))
+
+
+def reserve(project: Project, tasks, annotator) -> int:
+    """A lead assigns tasks to a named annotator: one free slot each, kept for them."""
+    count = 0
+    with transaction.atomic():
+        for task in tasks:
+            if Slot.objects.filter(task=task).filter(Q(annotator=annotator) | Q(reserved_for=annotator)).exists():
+                continue
+            slot = (Slot.objects.select_for_update().filter(task=task, state=Slot.State.FREE,
+                                                            reserved_for__isnull=True).order_by("index").first())
+            if slot:
+                slot.reserved_for = annotator
+                slot.save(update_fields=["reserved_for", "updated_at"])
+                count += 1
+    return count
+
+
+# --- handing out work ----------------------------------------------------------------------
+
+def _lockable(qs):
+    if connection.features.has_select_for_update_skip_locked:
+        return qs.select_for_update(skip_locked=True, of=("self",))
+    return qs  # SQLite: writes are serialised (BEGIN IMMEDIATE), which is enough
+
+
+def release_expired(project: Project, now=None) -> int:
+    now = now or timezone.now()
+    return Slot.objects.filter(project=project, state=Slot.State.LOCKED, locked_until__lt=now).update(
+        state=Slot.State.FREE, annotator=None, locked_until=None)
+
+
+def current_slot(project: Project, user, kind: str | None = None) -> Slot | None:
+    qs = Slot.objects.filter(project=project, annotator=user, state=Slot.State.LOCKED,
+                             locked_until__gte=timezone.now())
+    if kind:
+        qs = qs.filter(task__kind=kind)
+    return qs.select_related("task").order_by("id").first()
+
+
+def next_task(project: Project, user, kind: str | None = None) -> Slot | None:
+    """Lock and return the annotator's next slot, or None when nothing is left for them."""
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                return _next_task(project, user, kind)
+        except IntegrityError:
+            continue  # the same annotator raced themselves (two tabs): try again
+    return None
+
+
+def _next_task(project, user, kind):
+    get_user_model().objects.select_for_update().filter(pk=user.pk).exists()  # one request per annotator at a time
+    now = timezone.now()
+    held = current_slot(project, user, kind)
+    if held:
+        _lock(held, user, project, now)
+        return held
+    release_expired(project, now)
+    mine = Slot.objects.filter(task_id=OuterRef("task_id"), annotator=user)
+    skipped = Skip.objects.filter(task_id=OuterRef("task_id"), annotator=user)
+    kind_filter = Q(task__kind=kind) if kind else Q()
+    candidates = [
+        # 1. slots a lead reserved for this annotator
+        Slot.objects.filter(kind_filter, project=project, reserved_for=user, state=Slot.State.FREE)
+        .exclude(Exists(mine)).order_by("id"),
+        # 2. the shared pool, never a task already held or done by this annotator, nor one they skipped
+        Slot.objects.filter(kind_filter, project=project, state=Slot.State.FREE, reserved_for__isnull=True)
+        .exclude(Exists(mine)).exclude(Exists(skipped)).order_by("-priority", "-progress", "order_key", "id"),
+    ]
+    for qs in candidates:
+        slot = _lockable(qs).first()
+        if slot:
+            return _lock(slot, user, project, now)
+    # 3. the back of the queue: tasks this annotator skipped, oldest skip first
+    skipped_first = (Slot.objects.filter(kind_filter, project=project, state=Slot.State.FREE, reserved_for__isnull=True,
+                                         task__skips__annotator=user)
+                     .exclude(Exists(mine)).order_by("task__skips__skipped_at", "id"))
+    slot = _lockable(skipped_first).first()
+    return _lock(slot, user, project, now) if slot else None
+
+
+def _lock(slot: Slot, user, project, now) -> Slot:
+    slot.state = Slot.State.LOCKED
+    slot.annotator = user
+    slot.locked_until = now + lock_ttl(project)
+    slot.save(update_fields=["state", "annotator", "locked_until", "updated_at"])
+    return slot
+
+
+def heartbeat(task: Task, user) -> bool:
+    """Renew the annotator's lock while the page is open. False if it is no longer theirs."""
+    until = timezone.now() + lock_ttl(task.project)
+    return bool(Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).update(locked_until=until))
+
+
+def skip(task: Task, user) -> None:
+    with transaction.atomic():
+        Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).update(
+            state=Slot.State.FREE, annotator=None, locked_until=None)
+        Skip.objects.update_or_create(task=task, annotator=user, defaults={})
+
+
+def claim_for_submit(task: Task, user) -> Slot:
+    """The slot this submission fills; call inside a transaction. Refuses stale submits."""
+    # Lock order task -> slots, the same for every submitter of this task: no deadlocks.
+    Task.objects.select_for_update().filter(pk=task.pk).exists()
+    slot = Slot.objects.select_for_update().filter(task=task, annotator=user).first()
+    if slot is not None and slot.state == Slot.State.DONE:
+        raise QueueError("You already submitted this item.")
+    if slot is None:
+        # The lock expired and was released. Take any still-free slot; if none, someone else has it.
+        slot = _lockable(Slot.objects.filter(task=task, state=Slot.State.FREE)
+                         .filter(Q(reserved_for__isnull=True) | Q(reserved_for=user)).order_by("index")).first()
+        if slot is None:
+            raise StaleSubmit("Your lock on this item expired and its slot was given to another annotator, "
+                              "so this submission was not saved over theirs. Your draft is kept; take the next item.")
+    return slot
+
+
+def complete(slot: Slot, user) -> None:
+    """Mark a claimed slot done and move its task forward in everyone's breadth-first order."""
+    Slot.objects.filter(pk=slot.pk).update(state=Slot.State.DONE, annotator=user, locked_until=None,
+                                           updated_at=timezone.now())
+    Task.objects.filter(pk=slot.task_id).update(completed=F("completed") + 1)
+    done = Task.objects.filter(pk=slot.task_id).values_list("completed", flat=True).first()
+    Slot.objects.filter(task_id=slot.task_id).update(progress=done)
+
+
+def queue_size(project: Project, user) -> int:
+    """How many tasks this annotator could still get (free slots of tasks they have not touched)."""
+    mine = Slot.objects.filter(task_id=OuterRef("task_id"), annotator=user)
+    return (Slot.objects.filter(project=project, state=Slot.State.FREE)
+            .filter(Q(reserved_for__isnull=True) | Q(reserved_for=user))
+            .exclude(Exists(mine)).values("task_id").distinct().count())
