@@ -63,12 +63,14 @@ def sync_tasks(project: Project, max_pairs_per_context: int = 3) -> dict:
     for group in groups.iterator(chunk_size=2000):
         ids = list(ModelResponse.objects.filter(conversation_id=group["conversation_id"],
                                                 context_length=group["context_length"])
-                   .order_by("id").values_list("id", "conversation__priority"))
+                   .order_by("id").values_list("id", "conversation__priority", "response_hash"))
         made = 0
         for i in range(len(ids)):
             for j in range(i + 1, len(ids)):
                 if made >= max_pairs_per_context:
                     break
+                if ids[i][2] == ids[j][2]:
+                    continue  # the same text twice: nothing to compare
                 made += 1
                 if (ids[i][0], ids[j][0]) not in existing:
                     pairs.append(Task(project=project, kind=Task.Kind.COMPARE, response_id=ids[i][0],
@@ -259,9 +261,15 @@ def complete(slot: Slot, user) -> None:
     Slot.objects.filter(task_id=slot.task_id).update(progress=done)
 
 
-def queue_size(project: Project, user) -> int:
+def queue_size_by_kind(project: Project, user, kind: str | None = None) -> int:
     """How many tasks this annotator could still get (free slots of tasks they have not touched)."""
     mine = Slot.objects.filter(task_id=OuterRef("task_id"), annotator=user)
-    return (Slot.objects.filter(project=project, state=Slot.State.FREE)
-            .filter(Q(reserved_for__isnull=True) | Q(reserved_for=user))
-            .exclude(Exists(mine)).values("task_id").distinct().count())
+    qs = (Slot.objects.filter(project=project, state=Slot.State.FREE)
+          .filter(Q(reserved_for__isnull=True) | Q(reserved_for=user)).exclude(Exists(mine)))
+    if kind:
+        qs = qs.filter(task__kind=kind)
+    return qs.values("task_id").distinct().count()
+
+
+def queue_size(project: Project, user) -> int:
+    return queue_size_by_kind(project, user)

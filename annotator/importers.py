@@ -374,6 +374,11 @@ def run_import(job_id: int) -> ImportJob:
             parts.append(f"{job.duplicates:,} already present")
         if job.error_count:
             parts.append(f"{job.error_count:,} lines rejected")
+        from .assignment import sync_tasks
+
+        made = sync_tasks(job.project)
+        if made["label"] or made["compare"]:
+            parts.append(f"{made['label']:,} labelling and {made['compare']:,} comparison tasks queued")
         _finish(job, ImportJob.State.DONE, "; ".join(parts) + ".")
     return job
 

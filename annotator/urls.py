@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import reviewing, views, workspace
 
 app_name = "annotator"
 
@@ -13,4 +13,16 @@ urlpatterns = [
     path("p/<slug:slug>/imports/<int:pk>/cancel/", views.import_cancel, name="import-cancel"),
     path("p/<slug:slug>/conversations/", views.conversation_list, name="conversation-list"),
     path("p/<slug:slug>/conversations/<int:pk>/", views.conversation_detail, name="conversation-detail"),
+    path("p/<slug:slug>/next/", workspace.next_item, name="next"),
+    path("p/<slug:slug>/tasks/<int:task_id>/", workspace.task_page, name="task"),
+    path("p/<slug:slug>/tasks/<int:task_id>/submit/", workspace.task_submit, name="task-submit"),
+    path("p/<slug:slug>/tasks/<int:task_id>/draft/", workspace.task_draft, name="task-draft"),
+    path("p/<slug:slug>/tasks/<int:task_id>/skip/", workspace.task_skip, name="task-skip"),
+    path("p/<slug:slug>/tasks/<int:task_id>/heartbeat/", workspace.task_heartbeat, name="task-heartbeat"),
+    path("p/<slug:slug>/tasks/<int:task_id>/check-correction/", workspace.check_correction, name="check-correction"),
+    path("p/<slug:slug>/review/", reviewing.review_queue, name="review"),
+    path("p/<slug:slug>/review/<str:what>/<int:pk>/", reviewing.review_action, name="review-action"),
+    path("p/<slug:slug>/disagreements/", reviewing.disagreements, name="disagreements"),
+    path("p/<slug:slug>/disagreements/<int:task_id>/", reviewing.adjudicate, name="adjudicate"),
+    path("p/<slug:slug>/assign/", reviewing.assign, name="assign"),
 ]

@@ -9,7 +9,8 @@ from django.views.decorators.http import require_POST
 
 from .api import import_report_response
 from .forms import ImportForm
-from .models import Conversation, ImportJob, Label, ModelResponse, Role, Split, Status
+from . import assignment
+from .models import Conversation, ImportJob, Label, ModelResponse, Role, Split, Status, Task
 from .permissions import has_role, project_for, role_in, visible_projects
 from .tasks import start_import
 
@@ -38,9 +39,19 @@ def project_home(request, slug):
         "responses": ModelResponse.objects.filter(conversation__project=project).count(),
     }
     imports = ImportJob.objects.filter(project=project)[:5] if has_role(request.user, project, Role.LEAD) else []
+    sent_back = (Label.objects.filter(annotator=request.user, status=Status.REJECTED,
+                                      response__conversation__project=project)
+                 .select_related("response__conversation").order_by("-updated_at")[:20])
+    sent_back_tasks = dict(Task.objects.filter(kind=Task.Kind.LABEL, response__in=[lb.response_id for lb in sent_back])
+                           .values_list("response_id", "pk"))
+    queues = {
+        "label": assignment.queue_size_by_kind(project, request.user, Task.Kind.LABEL),
+        "compare": assignment.queue_size_by_kind(project, request.user, Task.Kind.COMPARE),
+    }
     return render(request, "annotator/project_home.html", {
-        "project": project, "role": role, "mine": mine, "counts": counts, "imports": imports,
-        "is_admin": has_role(request.user, project, Role.ADMIN),
+        "project": project, "role": role, "mine": mine, "counts": counts, "imports": imports, "queues": queues,
+        "sent_back": [(lb, sent_back_tasks.get(lb.response_id)) for lb in sent_back],
+        "is_admin": has_role(request.user, project, Role.ADMIN), "is_lead": has_role(request.user, project, Role.LEAD),
     })
 
 

@@ -1,0 +1,216 @@
+"""The annotator's workspace pages: next task, labelling, comparing, drafts, heartbeat, live validation.
+
+Views stay thin: queue rules live in assignment.py, submission rules in labelling.py.
+"""
+
+import hashlib
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from . import assignment, labelling
+from .models import Correction, Label, Preference, Review, Role, Slot, Status, Task, TaxonomyCategory
+from .permissions import has_role, project_for
+
+
+def _task(request, slug, task_id):
+    project = project_for(request.user, slug, Role.ANNOTATOR)
+    task = get_object_or_404(Task.objects.select_related("response__conversation", "response__model_version",
+                                                         "response_b__model_version"), project=project, pk=task_id)
+    return project, task
+
+
+def _kind(request) -> str:
+    return Task.Kind.COMPARE if request.GET.get("kind") == "compare" else Task.Kind.LABEL
+
+
+@login_required
+def next_item(request, slug):
+    project = project_for(request.user, slug, Role.ANNOTATOR)
+    kind = _kind(request)
+    slot = assignment.next_task(project, request.user, kind)
+    if slot is None:
+        return render(request, "annotator/queue_empty.html", {"project": project, "kind": kind})
+    return redirect("annotator:task", slug=slug, task_id=slot.task_id)
+
+
+def _mode(task, user) -> tuple[str, object]:
+    """editable (holds the lock), fix (rejected, sent back), done (submitted), or none."""
+    if task.kind == Task.Kind.LABEL:
+        work = Label.objects.filter(response=task.response, annotator=user).first()
+    else:
+        work = Preference.objects.filter(response_a=task.response, response_b=task.response_b, annotator=user).first()
+    if work is not None and work.status == Status.REJECTED:
+        return "fix", work
+    if work is not None and work.status in (Status.SUBMITTED, Status.APPROVED):
+        return "done", work
+    if Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).exists():
+        return "editable", work
+    return "none", work
+
+
+def _category_tree(project):
+    cats = list(TaxonomyCategory.objects.filter(project=project, active=True).order_by("position", "name"))
+    children: dict[int | None, list] = {}
+    for c in cats:
+        children.setdefault(c.parent_id, []).append(c)
+    rows = []
+
+    def walk(parent, depth):
+        for c in children.get(parent, []):
+            rows.append({"cat": c, "depth": depth, "leaf": c.pk not in children})
+            walk(c.pk, depth + 1)
+
+    walk(None, 0)
+    return rows
+
+
+def _tool_calls_text(message) -> str:
+    calls = []
+    for call in (message or {}).get("tool_calls") or []:
+        fn = call.get("function", {})
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                pass
+        calls.append({"name": fn.get("name"), "arguments": args})
+    return json.dumps(calls, indent=2, ensure_ascii=False) if calls else ""
+
+
+@login_required
+def task_page(request, slug, task_id, errors=None, status=200, form=None):
+    project, task = _task(request, slug, task_id)
+    mode, work = _mode(task, request.user)
+    if mode == "none":
+        messages.info(request, "That item is not assigned to you; here is your next one.")
+        return redirect(reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == "compare" else ""))
+    response = task.response
+    context_messages = response.conversation.messages[: response.context_length]
+    reviews = []
+    if work is not None and work.pk:
+        reviews = Review.objects.filter(**({"label": work} if task.kind == "label" else {"preference": work}))[:3]
+    ctx = {
+        "project": project, "task": task, "mode": mode, "work": work, "errors": errors or {},
+        "context_messages": context_messages,
+        "tools": response.conversation.tools, "reviews": reviews,
+        "queue_left": assignment.queue_size_by_kind(project, request.user, task.kind),
+        "slot": Slot.objects.filter(task=task, annotator=request.user).first(),
+        "lead": has_role(request.user, project, Role.LEAD),
+    }
+    if task.kind == Task.Kind.LABEL:
+        draft = (work.draft if work else {}) or {}
+        correction = Correction.objects.filter(label=work).first() if work and work.pk else None
+        ctx.update({
+            "response": response, "categories": _category_tree(project),
+            "chosen": set(work.categories.values_list("pk", flat=True)) if work and work.pk else set(),
+            "verdict": (form or {}).get("verdict") or (work.verdict if work else ""),
+            "note": (form or {}).get("note", work.note if work else ""),
+            "correction_content": (form or {}).get("correction_content", draft.get("content", (correction.message.get("content") if correction else None) or "")),
+            "correction_tool_calls": (form or {}).get("correction_tool_calls", draft.get("tool_calls") if "tool_calls" in draft else _tool_calls_text(correction.message if correction else response.message)),
+            "draft_saved_at": draft.get("saved_at", ""),
+        })
+        if form is not None:
+            ctx["chosen"] = {int(c) for c in form.getlist("categories") if c.isdigit()}
+        template = "annotator/label.html"
+    else:
+        # Left/right is randomised per annotator and item, and recorded with the choice.
+        flip = work.left_side == "b" if work and work.choice else int(hashlib.sha256(
+            f"{request.user.pk}:{task.pk}".encode()).hexdigest(), 16) % 2 == 1
+        a, b = task.response, task.response_b
+        ctx.update({"left": b if flip else a, "right": a if flip else b, "left_side": "b" if flip else "a",
+                    "left_key": "b" if flip else "a", "right_key": "a" if flip else "b",
+                    "choice": (form or {}).get("choice") or (work.choice if work else ""),
+                    "reason": (form or {}).get("reason", work.reason if work else ""),
+                    "reason_required": project.setting("require_preference_reason")})
+        template = "annotator/compare.html"
+    return render(request, template, ctx, status=status)
+
+
+@login_required
+@require_POST
+def task_submit(request, slug, task_id):
+    project, task = _task(request, slug, task_id)
+    data = {
+        "verdict": request.POST.get("verdict", ""), "categories": request.POST.getlist("categories"),
+        "note": request.POST.get("note", ""), "correction_content": request.POST.get("correction_content", ""),
+        "correction_tool_calls": request.POST.get("correction_tool_calls", ""),
+        "time_spent_ms": request.POST.get("time_spent_ms"), "choice": request.POST.get("choice", ""),
+        "reason": request.POST.get("reason", ""), "left_side": request.POST.get("left_side", ""),
+    }
+    try:
+        if task.kind == Task.Kind.LABEL:
+            labelling.submit_label(task, request.user, data)
+        else:
+            labelling.submit_preference(task, request.user, data)
+    except ValidationError as exc:
+        errors = {("general" if k == "__all__" else k): v for k, v in exc.message_dict.items()}
+        return task_page(request, slug, task_id, errors=errors, status=422, form=request.POST)
+    except assignment.QueueError as exc:
+        messages.error(request, str(exc))
+        return task_page(request, slug, task_id, errors={"general": [str(exc)]}, status=409, form=request.POST) \
+            if _mode(task, request.user)[0] != "none" else redirect("annotator:next", slug=slug)
+    messages.success(request, "Submitted.")
+    return redirect(reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == "compare" else ""))
+
+
+@login_required
+@require_POST
+def task_draft(request, slug, task_id):
+    """Autosave (the page posts the whole form a moment after each change)."""
+    project, task = _task(request, slug, task_id)
+    mode, _ = _mode(task, request.user)
+    if mode not in ("editable", "fix"):
+        return JsonResponse({"saved": False, "error": "This item is no longer yours to edit."}, status=409)
+    if task.kind == Task.Kind.LABEL:
+        label = labelling.save_label_draft(task, request.user, {
+            "verdict": request.POST.get("verdict", ""), "categories": request.POST.getlist("categories"),
+            "note": request.POST.get("note", ""), "correction_content": request.POST.get("correction_content", ""),
+            "correction_tool_calls": request.POST.get("correction_tool_calls", ""),
+            "time_spent_ms": request.POST.get("time_spent_ms"),
+        })
+        return JsonResponse({"saved": True, "saved_at": label.draft.get("saved_at")})
+    pref, _ = Preference.objects.get_or_create(annotator=request.user, response_a=task.response,
+                                               response_b=task.response_b)
+    if pref.status in (Status.DRAFT, Status.REJECTED):
+        choice = request.POST.get("choice", "")
+        pref.choice = choice if choice in Preference.Choice.values else pref.choice
+        pref.reason = request.POST.get("reason", "")[:20000]
+        pref.left_side = request.POST.get("left_side") if request.POST.get("left_side") in ("a", "b") else pref.left_side
+        pref.save()
+    return JsonResponse({"saved": True, "saved_at": pref.updated_at.isoformat()})
+
+
+@login_required
+@require_POST
+def task_skip(request, slug, task_id):
+    project, task = _task(request, slug, task_id)
+    assignment.skip(task, request.user)
+    return redirect(reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == "compare" else ""))
+
+
+@login_required
+@require_POST
+def task_heartbeat(request, slug, task_id):
+    project, task = _task(request, slug, task_id)
+    if assignment.heartbeat(task, request.user):
+        return HttpResponse(status=204)
+    return JsonResponse({"error": "Your lock on this item expired and another annotator may have it."}, status=409)
+
+
+@login_required
+@require_POST
+def check_correction(request, slug, task_id):
+    """Live validation of the correction editor against the tools' JSON schemas (htmx fragment)."""
+    project, task = _task(request, slug, task_id)
+    _, problems = labelling.parse_correction(request.POST.get("correction_content", ""),
+                                             request.POST.get("correction_tool_calls", ""),
+                                             task.response.conversation.tools)
+    return render(request, "annotator/_correction_errors.html", {"problems": problems})
