@@ -81,6 +81,8 @@ def submit_label(task: Task, user, data: dict) -> Label:
     if errors:
         save_label_draft(task, user, data)  # nothing typed is lost
         raise ValidationError(errors)
+    if correction and same_message(correction, task.response.message):
+        correction = None  # the editor starts from the response itself: unchanged is not a correction
     with transaction.atomic():
         label = Label.objects.select_for_update().filter(response=task.response, annotator=user).first()
         resubmission = label is not None and label.status == Status.REJECTED
@@ -132,6 +134,24 @@ def submit_preference(task: Task, user, data: dict) -> Preference:
         if slot is not None:
             assignment.complete(slot, user)
     return pref
+
+
+def _comparable(message: dict) -> tuple:
+    calls = []
+    for call in (message or {}).get("tool_calls") or []:
+        fn = call.get("function", {})
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                pass
+        calls.append(json.dumps([fn.get("name"), args], sort_keys=True))
+    return ((message or {}).get("content") or "").strip(), tuple(calls)
+
+
+def same_message(a: dict, b: dict) -> bool:
+    return _comparable(a) == _comparable(b)
 
 
 def _int(value) -> int:

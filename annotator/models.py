@@ -231,6 +231,10 @@ class Correction(models.Model):
     def __str__(self):
         return f"correction for label {self.label_id}"
 
+    @property
+    def message_as_list(self) -> list:
+        return [self.message]
+
     def clean(self):
         from .validation import validate_assistant_message
 

@@ -113,7 +113,8 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
             "chosen": set(work.categories.values_list("pk", flat=True)) if work and work.pk else set(),
             "verdict": (form or {}).get("verdict") or (work.verdict if work else ""),
             "note": (form or {}).get("note", work.note if work else ""),
-            "correction_content": (form or {}).get("correction_content", draft.get("content", (correction.message.get("content") if correction else None) or "")),
+            "correction_content": (form or {}).get("correction_content", draft["content"] if "content" in draft else
+                                                   ((correction.message if correction else response.message).get("content") or "")),
             "correction_tool_calls": (form or {}).get("correction_tool_calls", draft.get("tool_calls") if "tool_calls" in draft else _tool_calls_text(correction.message if correction else response.message)),
             "draft_saved_at": draft.get("saved_at", ""),
         })
