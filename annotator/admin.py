@@ -91,3 +91,39 @@ class ImportJobAdmin(admin.ModelAdmin):
 class ImportIssueAdmin(admin.ModelAdmin):
     list_display = ["job", "line", "field", "message"]
     raw_id_fields = ["job"]
+
+
+class SlotInline(admin.TabularInline):
+    model = m.Slot
+    extra = 0
+    raw_id_fields = ["annotator", "reserved_for"]
+    readonly_fields = ["index", "state", "locked_until", "progress", "order_key"]
+
+
+@admin.register(m.Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "kind", "priority", "completed", "created_at"]
+    list_filter = ["kind", "project"]
+    raw_id_fields = ["response", "response_b"]
+    inlines = [SlotInline]
+    show_full_result_count = False
+
+
+@admin.register(m.Slot)
+class SlotAdmin(admin.ModelAdmin):
+    list_display = ["id", "task", "index", "state", "annotator", "reserved_for", "locked_until"]
+    list_filter = ["state"]
+    raw_id_fields = ["task", "annotator", "reserved_for"]
+    show_full_result_count = False
+
+
+@admin.register(m.Skip)
+class SkipAdmin(admin.ModelAdmin):
+    list_display = ["task", "annotator", "skipped_at"]
+    raw_id_fields = ["task"]
+
+
+@admin.register(m.Adjudication)
+class AdjudicationAdmin(SimpleHistoryAdmin):
+    list_display = ["task", "lead", "verdict", "choice", "updated_at"]
+    raw_id_fields = ["task"]

@@ -132,3 +132,16 @@ def test_list_endpoints_use_a_constant_number_of_queries(api, members, project, 
         assert len(client.get("/api/labels/?page_size=100").json()["results"]) == 30
     with django_assert_max_num_queries(8):
         assert len(client.get("/api/conversations/?page_size=100").json()["results"]) >= 30
+
+
+def test_token_auth(client, members, api):
+    response = client.post("/api/auth/token/", {"username": "annotator", "password": "pw-annotator"})
+    assert response.status_code == 200
+    token = response.json()["token"]
+    from rest_framework.test import APIClient
+
+    c = APIClient()
+    c.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert [p["slug"] for p in c.get("/api/projects/").json()["results"]] == ["sales"]
+    c.credentials(HTTP_AUTHORIZATION="Token wrong")
+    assert c.get("/api/projects/").status_code == 401
