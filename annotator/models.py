@@ -192,6 +192,10 @@ class Label(models.Model):
 
     response = models.ForeignKey(ModelResponse, on_delete=models.CASCADE, related_name="labels")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="labels")
+    # Copied from the response on save (they never change) so dashboards aggregate one table.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels", editable=False)
+    model_version = models.ForeignKey("training.ModelVersion", null=True, blank=True, on_delete=models.RESTRICT,
+                                      related_name="labels", editable=False)
     verdict = models.CharField(max_length=20, choices=Verdict.choices, blank=True)
     categories = models.ManyToManyField(TaxonomyCategory, blank=True, related_name="labels")
     note = models.TextField(blank=True)
@@ -209,10 +213,19 @@ class Label(models.Model):
         indexes = [
             models.Index(fields=["annotator", "status"], name="label_annotator_status"),
             models.Index(fields=["status", "submitted_at"], name="label_status_submitted"),
+            models.Index(fields=["project", "status", "submitted_at"], name="label_project_status_time"),
+            models.Index(fields=["project", "model_version", "verdict"], name="label_project_model"),
         ]
 
     def __str__(self):
         return f"label {self.pk} ({self.verdict or 'no verdict'}, {self.status})"
+
+    def save(self, *args, **kwargs):
+        if self.project_id is None or (self.model_version_id is None and self.response_id):
+            project_id, model_version_id = ModelResponse.objects.filter(pk=self.response_id).values_list(
+                "conversation__project_id", "model_version_id").get()
+            self.project_id, self.model_version_id = project_id, model_version_id
+        super().save(*args, **kwargs)
 
     def clean(self):
         if self.status != Status.DRAFT and not self.verdict:
