@@ -1,5 +1,8 @@
 from django.conf import settings
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from simple_history.models import HistoricalRecords
 
 
@@ -46,3 +49,103 @@ class ModelVersion(models.Model):
             chain.append(node)
             node = node.parent
         return list(reversed(chain))
+
+
+class DatasetSnapshot(models.Model):
+    """An immutable, content-hashed JSONL export (SFT, DPO or eval) built by a Celery worker.
+
+    The row is created `queued` with its filter spec and audit settings; the build
+    (training/datasets.py) streams rows into a temp file, audits them, and only then
+    renames the file into place and turns the row `ready` in one transaction. Once ready
+    nothing about it changes (save() refuses); delete it and build another instead.
+    """
+
+    class Kind(models.TextChoices):
+        SFT = "sft", "SFT"
+        DPO = "dpo", "DPO"
+        EVAL = "eval", "eval"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        READY = "ready"
+        FAILED = "failed"
+
+    class Failure(models.TextChoices):
+        NONE = "", "none"
+        NO_ROWS = "no_rows", "no rows"
+        AUDIT = "audit_blocked", "blocked by the audit"
+        ERROR = "error", "error"
+        QUEUE = "queue_unavailable", "task queue unavailable"
+        GAVE_UP = "gave_up", "gave up after repeated worker deaths"
+
+    project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="dataset_snapshots")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    version = models.PositiveIntegerField(help_text="1, 2, 3 … per project and kind.")
+    layout = models.CharField(max_length=40, help_text="Row format, e.g. trl_messages or openai_preference.")
+    note = models.TextField(blank=True)
+    filters = models.JSONField(default=dict, help_text="Normalised filter spec (see training/datasets.py).")
+    audit_config = models.JSONField(default=dict, help_text="Mode per audit check and its thresholds.")
+
+    status = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    failure = models.CharField(max_length=20, choices=Failure.choices, blank=True, default="")
+    message = models.TextField(blank=True)
+    phase = models.CharField(max_length=40, blank=True, help_text="What the running build is doing.")
+    rows_total = models.PositiveIntegerField(default=0, help_text="Source records to read (known at start).")
+    rows_done = models.PositiveIntegerField(default=0)
+    row_count = models.PositiveIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    file = models.FileField(max_length=500, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    stats = models.JSONField(default=dict, blank=True)
+    audit = models.JSONField(default=dict, blank=True)
+
+    build_token = models.CharField(max_length=32, blank=True, help_text="The build attempt that owns this row.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="dataset_snapshots")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "kind", "version"], name="snapshot_unique_version"),
+        ]
+        indexes = [models.Index(fields=["project", "kind", "status"], name="snapshot_project_kind")]
+
+    def __str__(self):
+        return f"{self.project.slug if self.project_id else '?'} {self.name}"
+
+    def save(self, *args, **kwargs):
+        if self.pk and DatasetSnapshot.objects.filter(pk=self.pk, status=self.State.READY).exists():
+            raise ValidationError("A ready dataset snapshot is immutable; build a new one instead.")
+        super().save(*args, **kwargs)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-v{self.version}"
+
+    @property
+    def progress(self) -> float:
+        if self.status == self.State.READY:
+            return 1.0
+        return min(1.0, self.rows_done / self.rows_total) if self.rows_total else 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.State.READY, self.State.FAILED)
+
+    @property
+    def download_name(self) -> str:
+        return f"{self.project.slug}-{self.name}.jsonl"
+
+
+@receiver(post_delete, sender=DatasetSnapshot)
+def remove_snapshot_files(sender, instance, **kwargs):
+    """The file goes with the row, once the deletion is committed (a rolled-back delete keeps it)."""
+    from .datasets import remove_files
+
+    transaction.on_commit(lambda: remove_files(instance))

@@ -1,0 +1,41 @@
+"""Celery tasks of the training app. Snapshot builds run on the `exports` queue (see CELERY_TASK_ROUTES)."""
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+
+from .models import DatasetSnapshot
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=3,
+             autoretry_for=(OperationalError, InterfaceError), retry_backoff=10, retry_jitter=True)
+def build_snapshot(self, snapshot_id: int):
+    """Build one dataset snapshot. A redelivery (worker killed) or a retry takes the build over
+    from scratch; a finished snapshot is left alone."""
+    from .datasets import build_snapshot as build
+
+    snapshot = build(snapshot_id)
+    return {"snapshot": snapshot_id, "status": snapshot.status if snapshot else "deleted"}
+
+
+def start_build(snapshot: DatasetSnapshot):
+    """Queue the build once the snapshot row is committed; a broker outage is reported on the snapshot."""
+
+    def send():
+        try:
+            build_snapshot.delay(snapshot.pk)
+        except BrokerError as exc:
+            log.warning("snapshot %s not queued: %s", snapshot.pk, exc)
+            DatasetSnapshot.objects.filter(pk=snapshot.pk, status=DatasetSnapshot.State.QUEUED).update(
+                status=DatasetSnapshot.State.FAILED, failure=DatasetSnapshot.Failure.QUEUE,
+                finished_at=timezone.now(),
+                message=f"Could not reach the task queue ({exc}). Nothing was built; use “Build again” once the "
+                "queue is back.",
+            )
+
+    transaction.on_commit(send)
