@@ -6,6 +6,7 @@ from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from annotator import api as annotator_api
+from training import api as training_api
 
 from .health import healthz
 
@@ -21,6 +22,7 @@ router.register("corrections", annotator_api.CorrectionViewSet, basename="correc
 router.register("preferences", annotator_api.PreferenceViewSet, basename="preference")
 router.register("reviews", annotator_api.ReviewViewSet, basename="review")
 router.register("imports", annotator_api.ImportJobViewSet, basename="import")
+router.register("datasets", training_api.DatasetSnapshotViewSet, basename="datasetsnapshot")
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -32,4 +34,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("annotator.urls")),
+    path("", include("training.urls")),
 ]

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from simple_history.admin import SimpleHistoryAdmin
 
-from .models import ModelVersion
+from .models import DatasetSnapshot, ModelVersion
 
 
 @admin.register(ModelVersion)
@@ -9,3 +9,19 @@ class ModelVersionAdmin(SimpleHistoryAdmin):
     list_display = ["name", "project", "origin", "stage", "parent", "created_at"]
     list_filter = ["origin", "stage", "project"]
     search_fields = ["name"]
+
+
+@admin.register(DatasetSnapshot)
+class DatasetSnapshotAdmin(admin.ModelAdmin):
+    """Read-only: snapshots are built by workers and never edited (delete and rebuild instead)."""
+
+    list_display = ["__str__", "project", "layout", "status", "row_count", "created_by", "created_at"]
+    list_filter = ["kind", "status", "project"]
+    search_fields = ["sha256", "note"]
+    list_select_related = ["project", "created_by"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in DatasetSnapshot._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

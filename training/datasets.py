@@ -1391,7 +1391,11 @@ def _next_version(project: Project, kind: str) -> int:
 
 def create_snapshot(project: Project, user, data: dict, start: bool = True) -> DatasetSnapshot:
     """Validate the request, create the queued snapshot and send its build to a worker (on commit)."""
-    spec = clean_spec(project, data)
+    return save_snapshot(project, user, clean_spec(project, data), start)
+
+
+def save_snapshot(project: Project, user, spec: dict, start: bool = True) -> DatasetSnapshot:
+    """Create the queued snapshot from a spec returned by clean_spec."""
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=project.pk).first()  # versions are numbered one at a time
         snapshot = DatasetSnapshot.objects.create(

@@ -1,0 +1,79 @@
+"""REST API for dataset snapshots. Leads read; admins create, rebuild and delete (as on the pages)."""
+
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from annotator.api_base import ProjectScopedViewSet
+from annotator.models import Role
+from annotator.permissions import has_role
+
+from . import datasets
+from . import serializers as s
+from .models import DatasetSnapshot
+
+
+def snapshot_download(snapshot: DatasetSnapshot) -> FileResponse:
+    """The ready file as an attachment, with its sha256 for the client to check."""
+    response = FileResponse(open(datasets.media_path(snapshot.file.name), "rb"), as_attachment=True,
+                            filename=snapshot.download_name, content_type="application/x-ndjson")
+    response["X-Content-SHA256"] = snapshot.sha256
+    response["ETag"] = f'"{snapshot.sha256}"'
+    return response
+
+
+class NotReady(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "not_ready"
+
+
+class DatasetSnapshotViewSet(ProjectScopedViewSet):
+    """Dataset snapshots (SFT, DPO, eval). Created `queued`; a worker builds them; poll `progress`
+    and `status`. A ready snapshot never changes: delete it and build another."""
+
+    serializer_class = s.DatasetSnapshotSerializer
+    base_queryset = DatasetSnapshot.objects.select_related("project", "created_by")
+    read_role = Role.LEAD
+    write_role = Role.ADMIN
+    http_method_names = ["get", "post", "delete", "head", "options"]
+    filterset_fields = {"project__slug": ["exact"], "kind": ["exact"], "status": ["exact"]}
+
+    def perform_create(self, serializer):
+        self.check_write(serializer.validated_data["project"])
+        serializer.save()
+
+    @extend_schema(responses={(200, "application/x-ndjson"): bytes, 409: None})
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        snapshot = self.get_object()
+        if snapshot.status != DatasetSnapshot.State.READY:
+            raise NotReady(f"Only a ready snapshot can be downloaded (this one is {snapshot.status}).")
+        return snapshot_download(snapshot)
+
+    @extend_schema(responses=s.PreviewRowSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def preview(self, request, pk=None):
+        """The first 20 rows read back as chat messages (context, target, rejected), with their sources."""
+        return Response(datasets.preview(self.get_object()))
+
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Build a failed (or stalled) snapshot again, same spec and version."""
+        snapshot = self.get_object()
+        self.check_write(snapshot.project)
+        snapshot = datasets.retry_snapshot(snapshot)
+        return Response(self.get_serializer(snapshot).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=s.CountRequestSerializer, responses=s.CountResponseSerializer)
+    @action(detail=False, methods=["post"])
+    def count(self, request):
+        """How many rows a spec would export, by source: the create form's live count."""
+        serializer = s.CountRequestSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        project = serializer.validated_data["project"]
+        if not has_role(request.user, project, Role.LEAD):
+            raise exceptions.PermissionDenied(f"This needs the lead role in project {project.slug!r}.")
+        spec = serializer.validated_data["spec"]
+        return Response(datasets.count_matching(project.pk, spec["kind"], spec["filters"]))
