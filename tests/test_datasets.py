@@ -75,10 +75,9 @@ def test_sft_rows_are_the_context_plus_the_correction_exactly(world, members, pr
     assert snap.status == "ready", snap.message
     rows = lines(snap)
     assert len(rows) == snap.row_count == 2
-    tools = json.dumps(project.tools)
-    assert rows[0] == {"messages": [SYSTEM, {"role": "user", "content": "Is A-1 in stock?"},
-                                    {"role": "assistant", "content": None, "tool_calls": [CHECK_A1]}],
-                       "tools": tools}
+    assert rows[0]["messages"] == [SYSTEM, {"role": "user", "content": "Is A-1 in stock?"},
+                                   {"role": "assistant", "content": None, "tool_calls": [CHECK_A1]}]
+    assert set(rows[0]) == {"messages", "tools"} and isinstance(rows[0]["tools"], str)
     # the reviewed turn is the 6th message: the context is the five before it, tool turns included
     c2 = world["c2"].messages
     assert rows[1]["messages"][:-1] == [
@@ -163,7 +162,7 @@ def test_dpo_pairs_from_preferences_and_corrections(world, members, project):
     assert pref["prompt"] == [SYSTEM, {"role": "user", "content": "Is A-4 in stock?"}]
     assert pref["chosen"] == [{"role": "assistant", "content": None, "tool_calls": [call("check_inventory", {"sku": "A-4"})]}]
     assert pref["rejected"] == [{"role": "assistant", "content": "It is in stock."}]
-    assert pref["tools"] == json.dumps(project.tools)
+    assert json.loads(pref["tools"]) == project.tools  # (PostgreSQL's jsonb may reorder the keys)
     fix = rows[2]
     assert fix["chosen"] == [{"role": "assistant", "content": None, "tool_calls": [ORDER_B2]}]
     assert fix["rejected"] == [{"role": "assistant", "content": None, "tool_calls": [
@@ -230,9 +229,9 @@ def test_dpo_layouts_openai_and_llamafactory(world, members, project):
 
 def test_sft_layouts_prompt_completion_and_openai_chat(world, members, project):
     pc = lines(build(project, members["admin"], layout="trl_prompt_completion"))[0]
-    assert pc == {"prompt": [SYSTEM, {"role": "user", "content": "Is A-1 in stock?"}],
-                  "completion": [{"role": "assistant", "content": None, "tool_calls": [CHECK_A1]}],
-                  "tools": json.dumps(project.tools)}
+    assert {**pc, "tools": json.loads(pc["tools"])} == {
+        "prompt": [SYSTEM, {"role": "user", "content": "Is A-1 in stock?"}],
+        "completion": [{"role": "assistant", "content": None, "tool_calls": [CHECK_A1]}], "tools": project.tools}
     oa = lines(build(project, members["admin"], layout="openai_chat"))[0]
     assert oa["tools"] == project.tools and oa["messages"][-1]["tool_calls"] == [CHECK_A1]
 

@@ -94,7 +94,8 @@ INDEX_DTYPE = np.dtype([
 
 
 def chunk_size() -> int:
-    return getattr(settings, "DATASET_EXPORT_CHUNK_SIZE", 2000)
+    """Source records per query (and per progress update)."""
+    return getattr(settings, "DATASET_EXPORT_CHUNK_SIZE", None) or int(os.environ.get("DATASET_EXPORT_CHUNK_SIZE", 2000))
 
 
 # =============================================================================== spec
