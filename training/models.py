@@ -149,3 +149,105 @@ def remove_snapshot_files(sender, instance, **kwargs):
     from .datasets import remove_files
 
     transaction.on_commit(lambda: remove_files(instance))
+
+
+class TrainingJob(models.Model):
+    """One fine-tuning run (SFT or DPO, LoRA) executed by a worker on the `training` queue.
+
+    All state lives here so a page, the API and a restarted worker agree on what happened.
+    """
+
+    class Stage(models.TextChoices):
+        SFT = "sft", "SFT (corrections)"
+        DPO = "dpo", "DPO (preferences)"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        STOPPED_BY_GUARD = "stopped_by_guard", "stopped by guard"
+
+    project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="training_jobs")
+    name = models.CharField(max_length=200)
+    stage = models.CharField(max_length=10, choices=Stage.choices)
+    base_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="training_jobs")
+    train_snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.PROTECT, related_name="training_jobs")
+    eval_snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT,
+                                      related_name="eval_for_jobs")
+    allow_raw_base = models.BooleanField(default=False, help_text="DPO straight on a base model (not advised).")
+    params = models.JSONField(default=dict, help_text="Hyper-parameters, preset applied (see training/trainer.py).")
+    guard = models.JSONField(default=dict, help_text="Brain-damage guard limits.")
+    merge_weights = models.BooleanField(default=False, help_text="Also save merged full weights.")
+    evaluate_after = models.BooleanField(default=False)
+
+    status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
+    message = models.TextField(blank=True)
+    step = models.PositiveIntegerField(default=0)
+    max_steps = models.PositiveIntegerField(default=0)
+    log_tail = models.TextField(blank=True)
+    device = models.CharField(max_length=100, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    run_token = models.CharField(max_length=32, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    guard_report = models.JSONField(default=dict, blank=True, help_text="Which check tripped, when, with what values.")
+    timings = models.JSONField(default=dict, blank=True)
+    output_dir = models.CharField(max_length=1000, blank=True)
+    result_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                       related_name="made_by_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["project", "status"], name="trainingjob_project_status"),
+                   models.Index(fields=["status", "heartbeat_at"], name="trainingjob_heartbeat")]
+
+    def __str__(self):
+        return f"{self.stage} job {self.pk} ({self.status})"
+
+    @property
+    def progress(self) -> float:
+        if self.status == self.State.SUCCEEDED:
+            return 1.0
+        return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in (self.State.QUEUED, self.State.RUNNING)
+
+    @property
+    def resumable(self) -> bool:
+        return self.status in (self.State.FAILED, self.State.CANCELLED) and self.checkpoints.exists()
+
+
+class MetricPoint(models.Model):
+    """What the trainer logged at one step: loss, learning rate, grad norm, eval loss, DPO rewards…"""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    epoch = models.FloatField(null=True, blank=True)
+    values = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "step", "id"]
+        indexes = [models.Index(fields=["job", "step"], name="metricpoint_job_step")]
+
+
+class Checkpoint(models.Model):
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    path = models.CharField(max_length=1000)
+    healthy = models.BooleanField(null=True, help_text="Passed the guard at this step (None: not checked).")
+    guard = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "step"]
+        constraints = [models.UniqueConstraint(fields=["job", "step"], name="checkpoint_unique_step")]
