@@ -39,3 +39,36 @@ def start_build(snapshot: DatasetSnapshot):
             )
 
     transaction.on_commit(send)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_training(self, job_id: int):
+    """Run one training job on the `training` queue (GPU hosts consume it). A duplicate delivery is a no-op."""
+    from .trainer import run_job
+
+    job = run_job(job_id)
+    return {"job": job_id, "status": job.status if job else "not claimed"}
+
+
+@shared_task
+def reap_stale_training_jobs():
+    """Periodic (celery beat): fail running jobs whose worker stopped sending heartbeats."""
+    from .trainer import reap_stale_jobs
+
+    return reap_stale_jobs()
+
+
+def start_training(job):
+    from .models import TrainingJob
+
+    def send():
+        try:
+            run_training.delay(job.pk)
+        except BrokerError as exc:
+            log.warning("training job %s not queued: %s", job.pk, exc)
+            TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.State.QUEUED).update(
+                status=TrainingJob.State.FAILED, finished_at=timezone.now(),
+                message=f"Could not reach the task queue ({exc}). Nothing ran; press Resume or create the job "
+                "again once the queue is back.")
+
+    transaction.on_commit(send)

@@ -1,0 +1,596 @@
+"""Run a TrainingJob: TRL's SFTTrainer or DPOTrainer with a PEFT LoRA adapter.
+
+Read top to bottom: presets and validation, readiness checks, the job's lifecycle (claim,
+heartbeat, cancel, fail, reap), the brain-damage guard, the callback that writes metric
+points and checkpoints to the database, and `run_job`, which ties them together.
+Nothing here assumes a CPU: on a CUDA host the same code trains on the GPU.
+"""
+
+import json
+import math
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .loading import check_folders, device_name, resolve
+from .models import Checkpoint, DatasetSnapshot, MetricPoint, ModelVersion, TrainingJob
+
+# --- presets and parameters -----------------------------------------------------------------
+
+COMMON = {
+    "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "all-linear",
+    "num_train_epochs": 1.0, "max_steps": 0, "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 4, "max_length": 2048, "logging_steps": 5, "save_steps": 50,
+    "warmup_ratio": 0.03, "seed": 42,
+}
+PRESETS = {
+    # A real model (e.g. an 8B agent model) on a GPU: rank 8 is usually enough when the base knows the domain.
+    "lora-r8": {
+        "sft": {**COMMON, "learning_rate": 2e-4},
+        "dpo": {**COMMON, "learning_rate": 5e-6, "beta": 0.1, "loss_type": ["sigmoid"]},
+    },
+    # The offline demo model (a few hundred thousand parameters) on a CPU core.
+    "demo-tiny": {
+        "sft": {**COMMON, "learning_rate": 3e-3, "num_train_epochs": 2.0, "per_device_train_batch_size": 8,
+                "gradient_accumulation_steps": 1, "max_length": 512, "logging_steps": 2, "save_steps": 10,
+                "warmup_ratio": 0.0, "lora_dropout": 0.0},
+        "dpo": {**COMMON, "learning_rate": 5e-3, "num_train_epochs": 1.0, "per_device_train_batch_size": 8,
+                "gradient_accumulation_steps": 1, "max_length": 512, "logging_steps": 2, "save_steps": 10,
+                "warmup_ratio": 0.0, "lora_dropout": 0.0, "beta": 0.1, "loss_type": ["sigmoid", "sft"]},
+    },
+}
+DEFAULT_GUARD = {"max_perplexity_ratio": 1.3, "max_quality_drop": 0.10, "prompts": 8, "max_new_tokens": 64}
+
+# name -> (type, minimum, maximum)
+PARAM_SPEC = {
+    "lora_r": (int, 1, 256), "lora_alpha": (int, 1, 1024), "lora_dropout": (float, 0.0, 0.9),
+    "learning_rate": (float, 1e-8, 1.0), "num_train_epochs": (float, 0.01, 100.0), "max_steps": (int, 0, 10**7),
+    "per_device_train_batch_size": (int, 1, 4096), "gradient_accumulation_steps": (int, 1, 4096),
+    "max_length": (int, 16, 131072), "logging_steps": (int, 1, 10**6), "save_steps": (int, 1, 10**7),
+    "warmup_ratio": (float, 0.0, 0.5), "seed": (int, 0, 2**31 - 1), "beta": (float, 1e-4, 100.0),
+}
+LOSS_TYPES = {"sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down", "sft"}
+SFT_LAYOUTS = {"trl_messages", "trl_prompt_completion"}
+DPO_LAYOUTS = {"trl_preference"}
+
+
+def default_params(stage: str, preset: str = "lora-r8") -> dict:
+    return json.loads(json.dumps(PRESETS[preset][stage]))
+
+
+def clean_params(stage: str, preset: str, overrides: dict) -> tuple[dict, dict]:
+    """Preset + overrides, each checked. Returns (params, errors by field)."""
+    if preset not in PRESETS:
+        return {}, {"preset": f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"}
+    params, errors = default_params(stage, preset), {}
+    for name, raw in (overrides or {}).items():
+        if raw in (None, ""):
+            continue
+        if name == "target_modules":
+            value = raw if raw == "all-linear" else [s.strip() for s in str(raw).split(",") if s.strip()] \
+                if isinstance(raw, str) else raw
+            if not value or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+                errors[name] = "all-linear, or a comma-separated list of module names"
+            else:
+                params[name] = value
+            continue
+        if name == "loss_type":
+            value = [s.strip() for s in raw.split(",")] if isinstance(raw, str) else raw
+            if stage != "dpo":
+                errors[name] = "only DPO jobs have a loss type"
+            elif not isinstance(value, list) or not value or set(value) - LOSS_TYPES:
+                errors[name] = f"one or more of {', '.join(sorted(LOSS_TYPES))}"
+            else:
+                params[name] = value
+            continue
+        if name not in PARAM_SPEC:
+            errors[name] = "unknown hyper-parameter"
+            continue
+        kind, low, high = PARAM_SPEC[name]
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            errors[name] = f"must be {'an integer' if kind is int else 'a number'}"
+            continue
+        if not (low <= value <= high) or (kind is float and not math.isfinite(value)):
+            errors[name] = f"must be between {low:g} and {high:g}"
+            continue
+        if name == "beta" and stage != "dpo":
+            errors[name] = "only DPO jobs have a beta"
+            continue
+        params[name] = value
+    return params, errors
+
+
+def readiness_problems(job: TrainingJob) -> list[str]:
+    """Why this job cannot start, in words an admin can act on (empty when it can)."""
+    problems = check_folders(job.base_version)
+    snap = job.train_snapshot
+    if snap.status != DatasetSnapshot.State.READY:
+        problems.append(f"The training snapshot {snap.name} is {snap.status}, not ready.")
+    expected = DatasetSnapshot.Kind.SFT if job.stage == TrainingJob.Stage.SFT else DatasetSnapshot.Kind.DPO
+    if snap.kind != expected:
+        problems.append(f"A {job.stage.upper()} job needs a {expected} snapshot; {snap.name} is {snap.kind}.")
+    layouts = SFT_LAYOUTS if job.stage == TrainingJob.Stage.SFT else DPO_LAYOUTS
+    if snap.layout not in layouts:
+        problems.append(f"Snapshot layout {snap.layout!r} is not trainable here; use {' or '.join(sorted(layouts))}.")
+    if snap.status == DatasetSnapshot.State.READY and not (snap.file and Path(snap.file.path).is_file()):
+        problems.append(f"The file of snapshot {snap.name} is missing.")
+    if job.eval_snapshot_id and job.eval_snapshot.status != DatasetSnapshot.State.READY:
+        problems.append(f"The evaluation snapshot {job.eval_snapshot.name} is not ready.")
+    if snap.project_id != job.project_id or job.base_version.project_id != job.project_id:
+        problems.append("The base model and the snapshot must belong to this project.")
+    problems.extend(order_problems(job.stage, job.base_version, job.allow_raw_base))
+    return problems
+
+
+def order_problems(stage: str, base: ModelVersion, allow_raw_base: bool) -> list[str]:
+    """SFT first, DPO second: DPO cannot repair what SFT broke, and does little on an untuned base."""
+    if stage != TrainingJob.Stage.DPO or allow_raw_base:
+        return []
+    if not any(v.origin == ModelVersion.Origin.SFT for v in base.lineage()):
+        return [f"{base.name} has no SFT stage in its lineage. Run SFT first (DPO aligns behaviour but cannot "
+                "repair what SFT did not teach), or tick 'allow a raw base' to go ahead anyway."]
+    return []
+
+
+# --- lifecycle ------------------------------------------------------------------------------
+
+def heartbeat_timeout() -> int:
+    return int(getattr(settings, "TRAINING_HEARTBEAT_TIMEOUT", 120))
+
+
+def claim(job_id: int) -> TrainingJob | None:
+    """Take a queued job for this process. A second delivery of the same task finds it taken."""
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    taken = TrainingJob.objects.filter(pk=job_id, status=TrainingJob.State.QUEUED).update(
+        status=TrainingJob.State.RUNNING, run_token=token, attempts=F("attempts") + 1, heartbeat_at=now,
+        started_at=now, worker=f"{socket.gethostname()}:{os.getpid()}", message="", cancel_requested=False)
+    return TrainingJob.objects.get(pk=job_id) if taken else None
+
+
+def reap_stale_jobs(project=None) -> int:
+    """Running jobs whose worker stopped sending heartbeats are failed (and can be resumed)."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=heartbeat_timeout())
+    qs = TrainingJob.objects.filter(status=TrainingJob.State.RUNNING, heartbeat_at__lt=cutoff)
+    if project is not None:
+        qs = qs.filter(project=project)
+    reaped = 0
+    for job in qs:
+        last = job.checkpoints.order_by("-step").first()
+        resume = f" Resume continues from the checkpoint at step {last.step}." if last else " No checkpoint was saved."
+        reaped += TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.State.RUNNING,
+                                             run_token=job.run_token).update(
+            status=TrainingJob.State.FAILED, finished_at=timezone.now(),
+            message=f"The worker {job.worker or ''} stopped responding: no heartbeat since "
+                    f"{timezone.localtime(job.heartbeat_at):%H:%M:%S}.{resume}")
+    return reaped
+
+
+def request_cancel(job: TrainingJob) -> None:
+    if job.status == TrainingJob.State.QUEUED:
+        TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.State.QUEUED).update(
+            status=TrainingJob.State.CANCELLED, finished_at=timezone.now(), message="Cancelled before it started.")
+    TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.State.RUNNING).update(cancel_requested=True)
+
+
+def resume(job: TrainingJob) -> bool:
+    """Queue a failed or cancelled job again; it continues from its last checkpoint."""
+    if not job.resumable:
+        return False
+    return bool(TrainingJob.objects.filter(pk=job.pk, status__in=[TrainingJob.State.FAILED,
+                                                                   TrainingJob.State.CANCELLED]).update(
+        status=TrainingJob.State.QUEUED, finished_at=None, cancel_requested=False,
+        message="Queued to resume from its last checkpoint."))
+
+
+def _update(job: TrainingJob, **fields) -> None:
+    TrainingJob.objects.filter(pk=job.pk, run_token=job.run_token).update(**fields)
+    for k, v in fields.items():
+        if not hasattr(v, "resolve_expression"):
+            setattr(job, k, v)
+
+
+def _log(job: TrainingJob, line: str) -> None:
+    tail = (job.log_tail + f"[{timezone.localtime():%H:%M:%S}] {line}\n")[-8000:]
+    _update(job, log_tail=tail)
+
+
+# --- the brain-damage guard -----------------------------------------------------------------
+
+GENERAL_TEXT = [
+    "The museum opens at nine in the morning and closes at six in the evening, except on public holidays.",
+    "Water boils at one hundred degrees Celsius at sea level, and at a lower temperature on a mountain.",
+    "She wrote a short letter to her grandmother, thanking her for the birthday present and the kind words.",
+    "A good meeting has a clear goal, the right people in the room, and ends with decisions and owners.",
+    "The train to the airport leaves every twenty minutes from the main station, platform four.",
+    "Thank you for your message. I will check the details and get back to you before the end of the day.",
+    "Rivers carry sediment from the mountains to the sea, building deltas over thousands of years.",
+    "Please keep your receipt: you can return most items within thirty days for a full refund.",
+]
+
+
+class Guard:
+    """Perplexity on fixed general text relative to the job's starting model, and response quality
+    (metrics.md) on fixed prompts. A check that crosses a limit stops the job."""
+
+    def __init__(self, tokenizer, prompts: list[dict], limits: dict, device: str):
+        self.tokenizer, self.prompts, self.device = tokenizer, prompts, device
+        self.limits = {**DEFAULT_GUARD, **(limits or {})}
+        self.base_ppl = self.base_quality = None
+
+    def _perplexity(self, model) -> float:
+        import torch
+
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for text in GENERAL_TEXT:
+                ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)
+                if ids.shape[1] < 2:
+                    continue
+                out = model(input_ids=ids, labels=ids)
+                total += float(out.loss) * (ids.shape[1] - 1)
+                count += ids.shape[1] - 1
+        return math.exp(min(50.0, total / max(count, 1)))
+
+    def _quality(self, model) -> tuple[float, list[str]]:
+        from evaluation.metrics import score_case
+
+        from .demo_model import generate
+
+        if not self.prompts:
+            return 1.0, []
+        by_tools: dict[str, list[int]] = {}
+        for i, p in enumerate(self.prompts):
+            by_tools.setdefault(json.dumps(p.get("tools") or [], sort_keys=True), []).append(i)
+        outs: list[dict] = [{}] * len(self.prompts)
+        for tools_json, idx in by_tools.items():
+            got = generate(model, self.tokenizer, [self.prompts[i]["messages"] for i in idx],
+                           tools=json.loads(tools_json) or None, max_new_tokens=int(self.limits["max_new_tokens"]),
+                           batch_size=8, return_details=True)
+            for i, o in zip(idx, got, strict=True):
+                outs[i] = o
+        scores = [score_case({"role": "assistant", "content": "-"}, o["text"], p.get("tools") or [],
+                             stopped_at_limit=o["hit_limit"])["response_quality"]
+                  for o, p in zip(outs, self.prompts, strict=True)]
+        return sum(scores) / len(scores), [o["text"] for o in outs[:3]]
+
+    def measure(self, model) -> dict:
+        was_training = model.training
+        model.eval()
+        try:
+            ppl = self._perplexity(model)
+            quality, samples = self._quality(model)
+        finally:
+            model.train(was_training)
+        return {"perplexity": round(ppl, 4), "quality": round(quality, 4), "samples": samples}
+
+    def baseline(self, model) -> dict:
+        with model.disable_adapter():
+            m = self.measure(model)
+        self.base_ppl, self.base_quality = m["perplexity"], m["quality"]
+        return m
+
+    def check(self, model, step: int) -> dict:
+        m = self.measure(model)
+        ratio = m["perplexity"] / self.base_ppl if self.base_ppl else 1.0
+        drop = (self.base_quality or 0.0) - m["quality"]
+        tripped = []
+        if ratio > self.limits["max_perplexity_ratio"]:
+            tripped.append(f"perplexity ratio {ratio:.2f} > {self.limits['max_perplexity_ratio']}")
+        if drop > self.limits["max_quality_drop"]:
+            tripped.append(f"response quality fell {100 * drop:.0f} points (limit {100 * self.limits['max_quality_drop']:.0f})")
+        return {**m, "step": step, "perplexity_ratio": round(ratio, 4), "quality_drop": round(drop, 4),
+                "base_perplexity": self.base_ppl, "base_quality": self.base_quality, "tripped": tripped,
+                "ok": not tripped}
+
+
+def guard_prompts(job: TrainingJob, n: int) -> list[dict]:
+    """Fixed prompts for the quality check: the eval snapshot's, else the first rows of the training set."""
+    snap = job.eval_snapshot or job.train_snapshot
+    prompts = []
+    with open(snap.file.path, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if "prompt" in row:
+                messages = row["prompt"]
+            elif "messages" in row:
+                msgs = row["messages"]
+                cut = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=len(msgs))
+                messages = msgs[:cut]
+            else:
+                messages = row.get("input", {}).get("messages") or []
+            tools = row.get("tools")
+            tools = json.loads(tools) if isinstance(tools, str) else tools
+            if messages:
+                prompts.append({"messages": messages, "tools": tools or []})
+            if len(prompts) >= n:
+                break
+    return prompts
+
+
+# --- the callback ---------------------------------------------------------------------------
+
+def _numbers(logs: dict) -> dict:
+    return {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+
+
+def make_callback(job: TrainingJob, guard: Guard):
+    from transformers import TrainerCallback
+
+    class JobCallback(TrainerCallback):
+        """Metric points, heartbeat and cancel checks every step; guard check at every checkpoint."""
+
+        def __init__(self):
+            self.cancelled = False
+            self.tripped: dict | None = None
+            self._beat = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            _update(job, max_steps=state.max_steps, step=state.global_step, heartbeat_at=timezone.now())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            values = _numbers(logs)
+            if not values:
+                return
+            MetricPoint.objects.create(job=job, step=state.global_step, epoch=state.epoch, values=values)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k in (
+                "loss", "learning_rate", "grad_norm", "eval_loss", "rewards/margins", "rewards/accuracies"))
+            if shown:
+                _log(job, f"step {state.global_step}: {shown}")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.monotonic()
+            if now - self._beat < 1.0:
+                return
+            self._beat = now
+            _update(job, step=state.global_step, heartbeat_at=timezone.now())
+            if TrainingJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+                self.cancelled = True
+                control.should_training_stop = True
+                control.should_save = True  # keep the last checkpoint
+                _log(job, f"cancel requested: stopping at step {state.global_step}")
+
+        def on_save(self, args, state, control, model=None, **kwargs):
+            step = state.global_step
+            path = str(Path(args.output_dir) / f"checkpoint-{step}")
+            result = guard.check(model, step)
+            _update(job, heartbeat_at=timezone.now())
+            Checkpoint.objects.update_or_create(job=job, step=step, defaults={
+                "path": path, "healthy": result["ok"], "guard": result})
+            _log(job, f"checkpoint {step}: perplexity x{result['perplexity_ratio']:.2f}, "
+                      f"quality {100 * result['quality']:.0f}% — {'healthy' if result['ok'] else 'TRIPPED'}")
+            if not result["ok"] and self.tripped is None:
+                self.tripped = result
+                control.should_training_stop = True
+
+    return JobCallback()
+
+
+# --- running a job --------------------------------------------------------------------------
+
+def _load_for_training(job: TrainingJob, device: str):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base, adapters = resolve(job.base_version)
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    for adapter in adapters:  # earlier stages are merged; this job trains a fresh adapter on top
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model.to(device), tokenizer
+
+
+def _dataset(job: TrainingJob):
+    from datasets import load_dataset
+
+    ds = load_dataset("json", data_files=job.train_snapshot.file.path, split="train")
+    keep = {"messages", "tools"} if job.train_snapshot.layout == "trl_messages" else \
+        {"prompt", "completion", "tools"} if job.train_snapshot.layout == "trl_prompt_completion" else \
+        {"prompt", "chosen", "rejected", "tools"}
+    return ds.remove_columns([c for c in ds.column_names if c not in keep])
+
+
+def build_trainer(job: TrainingJob, model, tokenizer, dataset, device: str, callbacks=()):
+    """The TRL trainer for this job (also used by benchmarks/training_overhead.py for the bare run)."""
+    import torch
+    from peft import LoraConfig
+
+    p = job.params
+    peft_config = LoraConfig(r=p["lora_r"], lora_alpha=p["lora_alpha"], lora_dropout=p["lora_dropout"],
+                             target_modules=p["target_modules"], task_type="CAUSAL_LM")
+    bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    common = dict(
+        output_dir=job.output_dir, learning_rate=p["learning_rate"], num_train_epochs=p["num_train_epochs"],
+        max_steps=p["max_steps"] or -1, per_device_train_batch_size=p["per_device_train_batch_size"],
+        gradient_accumulation_steps=p["gradient_accumulation_steps"], logging_steps=p["logging_steps"],
+        save_strategy="steps", save_steps=p["save_steps"], warmup_steps=p["warmup_ratio"], seed=p["seed"],
+        max_length=p["max_length"], report_to="none", bf16=bf16, gradient_checkpointing=False,
+        use_cpu=device == "cpu", disable_tqdm=True, dataloader_num_workers=0,
+    )
+    if job.stage == TrainingJob.Stage.SFT:
+        from trl import SFTConfig, SFTTrainer
+
+        layout = job.train_snapshot.layout
+        args = SFTConfig(**common, assistant_only_loss=layout == "trl_messages",
+                         completion_only_loss=True if layout == "trl_prompt_completion" else None)
+        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=list(callbacks))
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(**common, beta=p["beta"], loss_type=p["loss_type"])
+    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=peft_config, callbacks=list(callbacks))
+
+
+def _register(job: TrainingJob, adapter_dir: str, note: str) -> ModelVersion:
+    name = f"{job.base_version.name}+{job.stage}-job{job.pk}"
+    version, _ = ModelVersion.objects.update_or_create(project=job.project, name=name, defaults={
+        "adapter_path": adapter_dir, "parent": job.base_version,
+        "origin": ModelVersion.Origin.SFT if job.stage == TrainingJob.Stage.SFT else ModelVersion.Origin.DPO,
+        "notes": note, "created_by": job.created_by,
+        "metadata": {"training_job": job.pk, "train_snapshot_ids": [job.train_snapshot_id],
+                     "snapshot_sha256": job.train_snapshot.sha256, "params": job.params},
+    })
+    return version
+
+
+def _finish(job: TrainingJob, status: str, message: str, **fields) -> None:
+    _update(job, status=status, message=message, finished_at=timezone.now(), **fields)
+
+
+def run_job(job_id: int) -> TrainingJob | None:
+    job = claim(job_id)
+    if job is None:
+        return None  # finished, cancelled, or already taken by another delivery
+    started = time.monotonic()
+    try:
+        _run(job, started)
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job, with its reason
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+            reason = (f"Out of memory on {job.device or 'the device'}: lower per_device_train_batch_size or "
+                      f"max_length, or raise gradient_accumulation_steps. ({exc})")
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        _log(job, "failed: " + reason)
+        last = job.checkpoints.order_by("-step").first()
+        _finish(job, TrainingJob.State.FAILED, reason + (f" Resume continues from step {last.step}." if last else ""))
+    job.refresh_from_db()
+    return job
+
+
+def _run(job: TrainingJob, started: float) -> None:
+    import torch
+
+    problems = readiness_problems(job)
+    if problems:
+        _finish(job, TrainingJob.State.FAILED, " ".join(problems))
+        return
+    device = device_name()
+    torch.set_num_threads(max(1, int(os.environ.get("TRAINING_THREADS", "1"))) if device == "cpu" else torch.get_num_threads())
+    out = Path(settings.MEDIA_ROOT) / "training" / f"job-{job.pk}"
+    out.mkdir(parents=True, exist_ok=True)
+    _update(job, device=f"{device}" + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else ""),
+            output_dir=str(out))
+    _log(job, f"attempt {job.attempts} on {job.worker}, device {job.device}")
+    t0 = time.monotonic()
+    model, tokenizer = _load_for_training(job, device)
+    dataset = _dataset(job)
+    guard = Guard(tokenizer, guard_prompts(job, int({**DEFAULT_GUARD, **job.guard}["prompts"])), job.guard, device)
+    callback = make_callback(job, guard)
+    trainer = build_trainer(job, model, tokenizer, dataset, device, callbacks=[callback])
+    base = guard.baseline(trainer.model)
+    _update(job, guard_report={"baseline": base}, heartbeat_at=timezone.now())
+    _log(job, f"loaded in {time.monotonic() - t0:.1f}s; {len(dataset)} rows; baseline perplexity "
+              f"{base['perplexity']:.2f}, quality {100 * base['quality']:.0f}%")
+    last = job.checkpoints.order_by("-step").first()
+    resume_from = last.path if last and Path(last.path).is_dir() else None
+    if resume_from:
+        _log(job, f"resuming from checkpoint {last.step}")
+    t1 = time.monotonic()
+    trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.monotonic() - t1
+    timings = {"load_s": round(t1 - t0, 2), "train_s": round(train_seconds, 2),
+               "steps": trainer.state.global_step,
+               "s_per_step": round(train_seconds / max(1, trainer.state.global_step - (last.step if resume_from else 0)), 4)}
+
+    if callback.tripped is None and not callback.cancelled:
+        final = guard.check(trainer.model, trainer.state.global_step)
+        if not final["ok"]:
+            callback.tripped = final
+    if callback.tripped is not None:
+        healthy = job.checkpoints.filter(healthy=True).order_by("-step").first()
+        report = {"baseline": base, "tripped": callback.tripped}
+        if healthy is None:
+            _finish(job, TrainingJob.State.STOPPED_BY_GUARD,
+                    f"Stopped by the guard at step {callback.tripped['step']}: {'; '.join(callback.tripped['tripped'])}. "
+                    "No checkpoint was healthy, so no model was registered.", guard_report=report, timings=timings)
+            return
+        version = _register(job, healthy.path, f"Last healthy checkpoint (step {healthy.step}) of job {job.pk}, "
+                                                 "kept when the guard stopped it.")
+        _finish(job, TrainingJob.State.STOPPED_BY_GUARD,
+                f"Stopped by the guard at step {callback.tripped['step']}: {'; '.join(callback.tripped['tripped'])}. "
+                f"The healthy checkpoint of step {healthy.step} is the result.",
+                guard_report=report, timings=timings, result_version=version)
+        return
+    if callback.cancelled:
+        _finish(job, TrainingJob.State.CANCELLED,
+                f"Cancelled at step {trainer.state.global_step}; the checkpoint there is kept and Resume continues from it.",
+                timings=timings)
+        return
+    adapter_dir = out / "adapter"
+    trainer.save_model(str(adapter_dir))
+    note = f"{job.get_stage_display()} job {job.pk} on snapshot {job.train_snapshot.name}, {trainer.state.global_step} steps."
+    version = _register(job, str(adapter_dir), note)
+    if job.merge_weights:
+        merged = out / "merged"
+        trainer.model.merge_and_unload().save_pretrained(str(merged))
+        tokenizer.save_pretrained(str(merged))
+        version.metadata = {**version.metadata, "merged_path": str(merged)}
+        version.save(update_fields=["metadata"])
+    timings["total_s"] = round(time.monotonic() - started, 2)
+    _finish(job, TrainingJob.State.SUCCEEDED, f"Done: {version.name} registered.", timings=timings,
+            result_version=version, step=trainer.state.global_step,
+            guard_report={"baseline": base, "final": final})
+    _log(job, f"succeeded in {timings['total_s']}s")
+    if job.evaluate_after:
+        _start_evaluation(job, version)
+
+
+def _start_evaluation(job: TrainingJob, version: ModelVersion) -> None:
+    try:
+        from evaluation.runner import start_run_for_version
+    except ImportError:
+        _log(job, "evaluation after training is not available in this installation")
+        return
+    try:
+        start_run_for_version(version, user=job.created_by)
+        _log(job, "evaluation run queued")
+    except Exception as exc:  # noqa: BLE001 - training succeeded; the eval request is reported, not fatal
+        _log(job, f"could not queue the evaluation: {exc}")
+
+
+def create_job(project, user, *, stage, base_version, train_snapshot, eval_snapshot=None, preset="lora-r8",
+               overrides=None, allow_raw_base=False, merge_weights=False, evaluate_after=False, guard=None,
+               name="", start=True) -> TrainingJob:
+    """Validate and create a job (pages and API both call this). Raises ValidationError with fields."""
+    from django.core.exceptions import ValidationError
+
+    params, errors = clean_params(stage, preset, overrides or {})
+    if stage not in TrainingJob.Stage.values:
+        errors["stage"] = "sft or dpo"
+    guard_cfg = {**DEFAULT_GUARD, **(guard or {})}
+    for key in ("max_perplexity_ratio", "max_quality_drop"):
+        try:
+            guard_cfg[key] = float(guard_cfg[key])
+        except (TypeError, ValueError):
+            errors[f"guard.{key}"] = "must be a number"
+    if not errors:
+        job = TrainingJob(project=project, stage=stage, base_version=base_version, train_snapshot=train_snapshot,
+                          eval_snapshot=eval_snapshot, allow_raw_base=allow_raw_base, params=params, guard=guard_cfg,
+                          merge_weights=merge_weights, evaluate_after=evaluate_after, created_by=user,
+                          name=name or f"{stage.upper()} on {train_snapshot.name} from {base_version.name}")
+        problems = readiness_problems(job)
+        if problems:
+            errors["__all__"] = problems
+    if errors:
+        raise ValidationError({k: v if isinstance(v, list) else [v] for k, v in errors.items()})
+    with transaction.atomic():
+        job.save()
+        if start:
+            from .tasks import start_training
+
+            start_training(job)
+    return job
