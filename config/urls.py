@@ -6,7 +6,9 @@ from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from annotator import api as annotator_api
+from evaluation import api as evaluation_api
 from training import api as training_api
+from training import job_api as training_job_api
 
 from .health import healthz
 
@@ -22,7 +24,12 @@ router.register("corrections", annotator_api.CorrectionViewSet, basename="correc
 router.register("preferences", annotator_api.PreferenceViewSet, basename="preference")
 router.register("reviews", annotator_api.ReviewViewSet, basename="review")
 router.register("imports", annotator_api.ImportJobViewSet, basename="import")
+router.register("eval-suites", evaluation_api.EvalSuiteViewSet, basename="evalsuite")
+router.register("eval-runs", evaluation_api.EvalRunViewSet, basename="evalrun")
+router.register("promotions", evaluation_api.PromotionViewSet, basename="promotion")
+router.register("eval-settings", evaluation_api.EvalSettingsViewSet, basename="evalsettings")
 router.register("datasets", training_api.DatasetSnapshotViewSet, basename="datasetsnapshot")
+router.register("training-jobs", training_job_api.TrainingJobViewSet, basename="trainingjob")
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -34,5 +41,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("annotator.urls")),
+    path("", include("evaluation.urls")),
     path("", include("training.urls")),
+    path("", include("training.job_urls")),
+    path("api/projects/<slug:slug>/dashboards/", include("annotator.dashboard_api")),
 ]

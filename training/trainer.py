@@ -51,7 +51,7 @@ DEFAULT_GUARD = {"max_perplexity_ratio": 1.3, "max_quality_drop": 0.10, "prompts
 # name -> (type, minimum, maximum)
 PARAM_SPEC = {
     "lora_r": (int, 1, 256), "lora_alpha": (int, 1, 1024), "lora_dropout": (float, 0.0, 0.9),
-    "learning_rate": (float, 1e-8, 1.0), "num_train_epochs": (float, 0.01, 100.0), "max_steps": (int, 0, 10**7),
+    "learning_rate": (float, 1e-8, 10.0), "num_train_epochs": (float, 0.01, 100.0), "max_steps": (int, 0, 10**7),
     "per_device_train_batch_size": (int, 1, 4096), "gradient_accumulation_steps": (int, 1, 4096),
     "max_length": (int, 16, 131072), "logging_steps": (int, 1, 10**6), "save_steps": (int, 1, 10**7),
     "warmup_ratio": (float, 0.0, 0.5), "seed": (int, 0, 2**31 - 1), "beta": (float, 1e-4, 100.0),

@@ -35,3 +35,12 @@ def pretty_json(value) -> str:
 @register.filter
 def percent(value) -> str:
     return "—" if value is None else f"{100 * value:.0f}%"
+
+
+@register.filter
+def get_item(mapping, key):
+    """mapping[key] in templates (forms and error dicts keyed by field name)."""
+    try:
+        return mapping.get(key)
+    except AttributeError:
+        return None
