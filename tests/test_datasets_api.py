@@ -229,7 +229,7 @@ def test_blocked_snapshot_page_says_why(client, members, project):
     snap = build_snapshot(create_snapshot(project, members["admin"], {"kind": "sft"}, start=False).pk)
     client.force_login(members["admin"])
     html = client.get(f"/p/{project.slug}/datasets/{snap.pk}/").content.decode()
-    assert "Blocked by the audit" in html and "1 × tool not in tools" in html and "Build again" in html
+    assert "Blocked by the audit" in html and "1 × Tool not in tools" in html and "Build again" in html
     audit = client.get(f"/p/{project.slug}/datasets/{snap.pk}/audit/").content.decode()
     assert "&#x27;refund&#x27; is not in the row&#x27;s tools" in audit
 

@@ -138,7 +138,7 @@ def test_each_seeded_defect_is_found_and_blocks(project, members, key, kind, see
     found = check(snap, key)
     assert found["count"] == count and found["outcome"] == "blocked"
     assert detail in found["examples"][0]["detail"], found["examples"]
-    assert snap.message.startswith("Blocked by the audit: ") and found["title"].lower() in snap.message
+    assert snap.message.startswith("Blocked by the audit: ") and found["title"] in snap.message
     assert not snap.file and snap.audit["blocking"] == [key]
     # every other check passed: each seed trips exactly its own check
     assert [c["key"] for c in snap.audit["checks"] if c["count"]] == [key]

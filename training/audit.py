@@ -49,8 +49,8 @@ CHECKS = [
     Check("exact_duplicate", "Exact duplicates",
           "The row is byte-for-byte the same as an earlier row.", WARN),
     Check("normalised_duplicate", "Normalised duplicates",
-          "The row equals an earlier row after lower-casing, collapsing whitespace and canonicalising "
-          "tool arguments (exact duplicates not counted again).", WARN),
+          "The row equals an earlier row once lower-cased with whitespace removed (exact duplicates are "
+          "not counted again).", WARN),
     Check("chosen_equals_rejected", "Chosen identical to rejected",
           "The pair's chosen and rejected messages say the same thing (arguments compared as JSON).", BLOCK,
           ("dpo",)),
@@ -81,6 +81,69 @@ def default_modes(kind: str) -> dict[str, str]:
 # ------------------------------------------------------------------ message checks
 
 
+_SIMPLE_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,)}
+_ANNOTATIONS = {"description", "title", "examples"}
+
+
+def _compile_simple(schema) -> callable | None:
+    """A fast validity test for the everyday tool schema (an object of typed primitive
+    properties, `required`, `additionalProperties`, `enum`), or None when the schema uses
+    anything else. It only ever answers "valid" when jsonschema would too; every other
+    case goes to jsonschema, which also words the error."""
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return None
+    if set(schema) - {"type", "properties", "required", "additionalProperties"} - _ANNOTATIONS:
+        return None
+    props = schema.get("properties", {})
+    required = schema.get("required", [])
+    extra = schema.get("additionalProperties", True)
+    if not isinstance(props, dict) or not isinstance(required, list) or not isinstance(extra, bool):
+        return None
+    checks = {}
+    for key, sub in props.items():
+        if not isinstance(sub, dict) or set(sub) - {"type", "enum"} - _ANNOTATIONS:
+            return None
+        types = _SIMPLE_TYPES.get(sub.get("type"))
+        if types is None or ("enum" in sub and not isinstance(sub["enum"], list)):
+            return None
+        checks[key] = (types, sub.get("enum"))
+
+    def valid(args: dict) -> bool:
+        for key in required:
+            if key not in args:
+                return False
+        for key, value in args.items():
+            check = checks.get(key)
+            if check is None:
+                if not extra:
+                    return False
+                continue
+            types, enum = check
+            if type(value) not in types or (enum is not None and value not in enum):
+                return False  # bool is not int here: `type`, not isinstance
+        return True
+
+    return valid
+
+
+_fast_cache: dict[int, dict] = {}
+
+
+def _fast_checkers(tools: list) -> dict:
+    """Fast validity tests per tool name, cached per tools list object (one per distinct tools JSON)."""
+    hit = _fast_cache.get(id(tools))
+    if hit is None or hit["tools"] is not tools:
+        if len(_fast_cache) > 256:
+            _fast_cache.clear()
+        names = {}
+        for spec in tools or ():
+            fn = spec.get("function", spec) if isinstance(spec, dict) else None
+            if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+                names[fn["name"]] = _compile_simple(fn.get("parameters") or {"type": "object"})
+        hit = _fast_cache[id(tools)] = {"tools": tools, "names": names}
+    return hit["names"]
+
+
 def message_problems(message: dict, tools: list, tool_names: set[str]) -> list[tuple[str, str]]:
     """(check key, detail) for every tool-call and tag problem of one assistant message."""
     problems = []
@@ -94,6 +157,9 @@ def message_problems(message: dict, tools: list, tool_names: set[str]) -> list[t
         if name not in tool_names:
             problems.append(("unknown_tool", f"{label}: {name!r} is not in the row's tools"))
         elif args is not None:
+            fast = _fast_checkers(tools).get(name)
+            if fast is not None and fast(args):
+                continue
             errors = schema_errors(args, tool_parameters(tools, name), "arguments")
             if errors:
                 e = errors[0]
@@ -128,6 +194,16 @@ def semantic_form(message: dict):
         args, _ = decode_arguments(fn.get("arguments", {}))
         calls.append((fn.get("name"), args if args is not None else fn.get("arguments")))
     return ((message.get("content") or "").strip(), repr(calls))
+
+
+def same_message(a: dict, b: dict) -> bool:
+    """Do two assistant messages say the same thing? Cheap tests first: most pairs differ in text or calls."""
+    if (a.get("content") or "").strip() != (b.get("content") or "").strip():
+        return False
+    calls_a, calls_b = a.get("tool_calls") or (), b.get("tool_calls") or ()
+    if len(calls_a) != len(calls_b):
+        return False
+    return semantic_form(a) == semantic_form(b)
 
 
 # ------------------------------------------------------------------------- auditor
@@ -170,8 +246,7 @@ class Auditor:
         problem = target_length_problem(target, self.min_chars)
         if problem:
             self.flag(problem[0], problem[1], row_no, **where)
-        if row.rejected is not None and self.on("chosen_equals_rejected") \
-                and semantic_form(target) == semantic_form(row.rejected):
+        if row.rejected is not None and self.on("chosen_equals_rejected") and same_message(target, row.rejected):
             self.flag("chosen_equals_rejected", "chosen and rejected say the same thing", row_no, **where)
         if row.conflict:
             self.flag("label_conflict", row.conflict, row_no, **where)
@@ -197,5 +272,5 @@ class Auditor:
                 "min_target_chars": self.min_chars, "max_tokens": self.max_tokens, "token_counter": token_counter}
 
     def blocked_message(self) -> str:
-        parts = [f"{self.counts[k]:,} × {CHECKS_BY_KEY[k].title.lower()}" for k in self.blocking]
+        parts = [f"{self.counts[k]:,} × {CHECKS_BY_KEY[k].title}" for k in self.blocking]
         return "Blocked by the audit: " + "; ".join(parts) + ". Fix the source data, or set those checks to warn."
