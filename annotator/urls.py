@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import reviewing, views, workspace
+from . import dashboard_views, reviewing, views, workspace
 
 app_name = "annotator"
 
@@ -25,4 +25,10 @@ urlpatterns = [
     path("p/<slug:slug>/disagreements/", reviewing.disagreements, name="disagreements"),
     path("p/<slug:slug>/disagreements/<int:task_id>/", reviewing.adjudicate, name="adjudicate"),
     path("p/<slug:slug>/assign/", reviewing.assign, name="assign"),
+    path("p/<slug:slug>/dashboards/", dashboard_views.overview, name="dash-overview"),
+    path("p/<slug:slug>/dashboards/annotators/", dashboard_views.annotators, name="dash-annotators"),
+    path("p/<slug:slug>/dashboards/agreement/", dashboard_views.agreement, name="dash-agreement"),
+    path("p/<slug:slug>/dashboards/models/", dashboard_views.models, name="dash-models"),
+    path("p/<slug:slug>/dashboards/cases/", dashboard_views.cases, name="dash-cases"),
+    path("p/<slug:slug>/dashboards/comparisons/", dashboard_views.comparisons, name="dash-comparisons"),
 ]

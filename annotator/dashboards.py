@@ -1,0 +1,1211 @@
+"""Lead dashboards: the analytics as plain functions over one project and a set of filters.
+
+Pages (dashboard_views.py), the REST API and the CSV downloads (dashboard_api.py) all call these
+functions; nothing here knows about HTTP. Every aggregate runs in the database (GROUP BY, a
+self-join for agreement contingency tables, Count(filter=...)) and comes back as a few hundred rows
+at most; Python only rolls those up (days into weeks, children into parents) and computes the
+statistics in agreement.py. The number of queries per dashboard does not depend on the data.
+
+Counting unit: a *label* (one annotator's judgement of one model response). A badcase is a label
+with the verdict "unreasonable"; the badcase rate is badcase labels / labels. Labels carry their
+project and model version (denormalised), so the main aggregates read one table. Drafts are never
+counted; by default submitted and approved labels are (`status` filter).
+"""
+
+import datetime as dt
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlencode
+
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Case, Count, Exists, F, IntegerField, Max, Min, OuterRef, Q, Sum, Value, When
+from django.db.models.functions import Least, TruncDate
+from django.utils import timezone
+
+from training.models import ModelVersion
+
+from . import agreement as stats
+from .models import (
+    Adjudication,
+    Label,
+    Membership,
+    Preference,
+    Review,
+    Skip,
+    Split,
+    Status,
+    Task,
+    TaxonomyCategory,
+)
+
+LabelCategory = Label.categories.through
+UNREASONABLE = Label.Verdict.UNREASONABLE
+REASONABLE = Label.Verdict.REASONABLE
+COUNTED_STATUSES = (Status.SUBMITTED, Status.APPROVED, Status.REJECTED)
+DEFAULT_STATUSES = (Status.SUBMITTED, Status.APPROVED)
+TIME_CAP_S = 1800  # time-per-item histogram: one-second bins up to 30 minutes, the rest in the last bin
+MIN_PAIR_ITEMS = 10  # below this many shared items a kappa is shown but flagged as too few
+DISAGREEMENT_ITEMS = 50
+BOOTSTRAP_SAMPLES = 1000
+
+
+# --- filters ------------------------------------------------------------------------------------
+
+class FilterError(ValueError):
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a lead narrowed the dashboards to. Parsed from a query string, written back into links."""
+
+    models: tuple[int, ...] = ()
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None  # inclusive
+    annotator: int | None = None
+    split: str = ""
+    statuses: tuple[str, ...] = DEFAULT_STATUSES
+    bucket: str = "auto"  # day | week | auto
+    category: int | None = None  # scope: badcases in this category's subtree (and drill-down in the tree)
+
+    @classmethod
+    def parse(cls, params: Mapping, strict: bool = False) -> "Filters":
+        """From request.GET (or a dict). Bad values raise FilterError when strict, else are dropped."""
+        errors: dict[str, str] = {}
+
+        def many(name):
+            values = params.getlist(name) if hasattr(params, "getlist") else [params.get(name)]
+            return [p.strip() for v in values if v for p in str(v).split(",") if p.strip()]
+
+        def one_int(name):
+            raw = params.get(name)
+            if raw in (None, ""):
+                return None
+            try:
+                return int(raw)
+            except (TypeError, ValueError):
+                errors[name] = f"{raw!r} is not an id."
+                return None
+
+        def one_date(name):
+            raw = params.get(name)
+            if not raw:
+                return None
+            try:
+                return dt.date.fromisoformat(str(raw))
+            except ValueError:
+                errors[name] = f"{raw!r} is not a date (YYYY-MM-DD)."
+                return None
+
+        models = []
+        for raw in many("model"):
+            try:
+                models.append(int(raw))
+            except ValueError:
+                errors["model"] = f"{raw!r} is not a model version id."
+        statuses = many("status")
+        if statuses == ["all"]:
+            statuses = list(COUNTED_STATUSES)
+        bad = [s for s in statuses if s not in COUNTED_STATUSES]
+        if bad:
+            errors["status"] = f"{', '.join(bad)}: choose from {', '.join(COUNTED_STATUSES)} or all."
+            statuses = [s for s in statuses if s in COUNTED_STATUSES]
+        split = params.get("split") or ""
+        if split and split not in Split.values:
+            errors["split"] = f"{split!r}: choose from {', '.join(Split.values)}."
+            split = ""
+        bucket = params.get("bucket") or "auto"
+        if bucket not in ("day", "week", "auto"):
+            errors["bucket"] = "choose day, week or auto."
+            bucket = "auto"
+        f = cls(
+            models=tuple(sorted(set(models))), date_from=one_date("from"), date_to=one_date("to"),
+            annotator=one_int("annotator"), split=split,
+            statuses=tuple(s for s in COUNTED_STATUSES if s in statuses) or DEFAULT_STATUSES,
+            bucket=bucket, category=one_int("category"),
+        )
+        if f.date_from and f.date_to and f.date_from > f.date_to:
+            errors["to"] = "The end date is before the start date."
+        if errors and strict:
+            raise FilterError(errors)
+        return f
+
+    def params(self, **overrides) -> dict:
+        """Query parameters that reproduce these filters (defaults left out), with overrides applied."""
+        f = replace(self, **{k: v for k, v in overrides.items() if k in self.__dataclass_fields__})
+        out = {}
+        if f.models:
+            out["model"] = ",".join(str(m) for m in f.models)
+        if f.date_from:
+            out["from"] = f.date_from.isoformat()
+        if f.date_to:
+            out["to"] = f.date_to.isoformat()
+        if f.annotator:
+            out["annotator"] = f.annotator
+        if f.split:
+            out["split"] = f.split
+        if f.statuses != DEFAULT_STATUSES:
+            out["status"] = ",".join(f.statuses)
+        if f.bucket != "auto":
+            out["bucket"] = f.bucket
+        if f.category:
+            out["category"] = f.category
+        extra = {k: v for k, v in overrides.items() if k not in self.__dataclass_fields__ and v not in (None, "")}
+        out.update(extra)
+        return out
+
+    def query(self, **overrides) -> str:
+        return urlencode(self.params(**overrides))
+
+    def key(self) -> str:
+        return self.query() or "-"
+
+    def describe(self) -> dict:
+        return {"models": list(self.models), "from": self.date_from, "to": self.date_to,
+                "annotator": self.annotator, "split": self.split or None, "statuses": list(self.statuses),
+                "bucket": self.bucket, "category": self.category}
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
+
+
+def label_q(project, f: Filters, prefix: str = "", annotator: bool = True) -> Q:
+    """The Q selecting a project's counted labels under the filters; `prefix` reaches Label through a join."""
+    q = Q(**{f"{prefix}project_id": project.pk, f"{prefix}status__in": f.statuses})
+    if f.models:
+        q &= Q(**{f"{prefix}model_version_id__in": f.models})
+    if f.date_from:
+        q &= Q(**{f"{prefix}submitted_at__gte": _day_start(f.date_from)})
+    if f.date_to:
+        q &= Q(**{f"{prefix}submitted_at__lt": _day_start(f.date_to + dt.timedelta(days=1))})
+    if f.annotator and annotator:
+        q &= Q(**{f"{prefix}annotator_id": f.annotator})
+    if f.split:
+        q &= Q(**{f"{prefix}response__conversation__split": f.split})
+    return q
+
+
+def preference_q(project, f: Filters, prefix: str = "", annotator: bool = True) -> Q:
+    q = Q(**{f"{prefix}response_a__conversation__project_id": project.pk, f"{prefix}status__in": f.statuses})
+    if f.models:
+        q &= Q(**{f"{prefix}response_a__model_version_id__in": f.models}) | Q(
+            **{f"{prefix}response_b__model_version_id__in": f.models})
+    if f.date_from:
+        q &= Q(**{f"{prefix}submitted_at__gte": _day_start(f.date_from)})
+    if f.date_to:
+        q &= Q(**{f"{prefix}submitted_at__lt": _day_start(f.date_to + dt.timedelta(days=1))})
+    if f.annotator and annotator:
+        q &= Q(**{f"{prefix}annotator_id": f.annotator})
+    if f.split:
+        q &= Q(**{f"{prefix}response_a__conversation__split": f.split})
+    return q
+
+
+# --- shared lookups -----------------------------------------------------------------------------
+
+@dataclass
+class CategoryTree:
+    """The project's taxonomy (all categories, retired ones included: old labels still carry them)."""
+
+    nodes: dict[int, dict]
+    children: dict[int | None, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, project) -> "CategoryTree":
+        rows = TaxonomyCategory.objects.filter(project=project).order_by("position", "name").values(
+            "id", "parent_id", "name", "description", "root_cause", "recommended_fix", "active", "position")
+        nodes = {r["id"]: dict(r) for r in rows}
+        children: dict[int | None, list[int]] = defaultdict(list)
+        for r in nodes.values():
+            parent = r["parent_id"] if r["parent_id"] in nodes else None
+            children[parent].append(r["id"])
+        tree = cls(nodes, dict(children))
+        for node_id, depth in tree.walk():
+            nodes[node_id]["depth"] = depth
+        return tree
+
+    def walk(self, root: int | None = None, depth: int = 0):
+        """(id, depth) in display order, depth-first, below `root` (None: the whole tree)."""
+        stack = [(c, depth) for c in reversed(self.children.get(root, []))]
+        seen = set()
+        while stack:
+            node, d = stack.pop()
+            if node in seen:  # a cycle in bad data must not hang the page
+                continue
+            seen.add(node)
+            yield node, d
+            stack.extend((c, d + 1) for c in reversed(self.children.get(node, [])))
+
+    def subtree(self, node: int) -> list[int]:
+        return [node, *(n for n, _ in self.walk(node))]
+
+    def ancestors(self, node: int) -> list[int]:
+        """Root first, the node itself excluded."""
+        chain, seen = [], {node}
+        parent = self.nodes[node]["parent_id"]
+        while parent in self.nodes and parent not in seen:
+            seen.add(parent)
+            chain.append(parent)
+            parent = self.nodes[parent]["parent_id"]
+        return list(reversed(chain))
+
+    def internal(self) -> list[int]:
+        return [n for n in self.nodes if self.children.get(n)]
+
+    def path(self, node: int) -> str:
+        return " › ".join(self.nodes[n]["name"] for n in [*self.ancestors(node), node])
+
+
+def model_versions(project) -> list[dict]:
+    """The project's model versions, lineage-ordered (parents before children, then by creation)."""
+    rows = list(ModelVersion.objects.filter(project=project).order_by("created_at", "id").values(
+        "id", "name", "parent_id", "origin", "stage", "created_at"))
+    by_id = {r["id"]: r for r in rows}
+    order, seen = [], set()
+
+    def visit(r):
+        if r["id"] in seen:
+            return
+        seen.add(r["id"])
+        if r["parent_id"] in by_id:
+            visit(by_id[r["parent_id"]])
+        order.append(r)
+
+    for r in rows:
+        visit(r)
+    return order
+
+
+def filter_choices(project) -> dict:
+    """What the filter bar offers: model versions, annotators (members), splits, statuses."""
+    users = list(Membership.objects.filter(project=project).select_related("user").order_by("user__username")
+                 .values("user_id", "user__username", "role"))
+    return {
+        "models": [{"id": m["id"], "name": m["name"]} for m in model_versions(project)],
+        "annotators": [{"id": u["user_id"], "name": u["user__username"], "role": u["role"]} for u in users],
+        "splits": list(Split.values),
+        "statuses": list(COUNTED_STATUSES),
+    }
+
+
+def _nested_aggregate(inner_qs, outer_select: str, group_by: str) -> list[tuple]:
+    """Run `SELECT outer_select FROM (inner) sub GROUP BY group_by`: an aggregate over an aggregate."""
+    sql, params = inner_qs.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {outer_select} FROM ({sql}) sub GROUP BY {group_by}", params)
+        return cursor.fetchall()
+
+
+def _rate(k, n):
+    return k / n if n else None
+
+
+def _wilson(k, n):
+    ci = stats.wilson_interval(k, n)
+    return (None, None) if ci is None else ci
+
+
+def _week_start(day: dt.date) -> dt.date:
+    return day - dt.timedelta(days=day.weekday())
+
+
+def _as_date(value) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, str):  # SQLite returns TruncDate as text in nested SQL
+        return dt.date.fromisoformat(value[:10])
+    return value
+
+
+# --- 1. badcase overview ------------------------------------------------------------------------
+
+def overview(project, f: Filters) -> dict:
+    """Badcase counts and rates by taxonomy category (tree), root cause (Pareto), model version and time."""
+    tree = CategoryTree.load(project)
+    versions = model_versions(project)
+    names = {v["id"]: v["name"] for v in versions}
+    scope = tree.subtree(f.category) if f.category in tree.nodes else None
+
+    bad_q = Q(verdict=UNREASONABLE)
+    if scope:
+        bad_q &= Q(Exists(LabelCategory.objects.filter(label_id=OuterRef("pk"), taxonomycategory_id__in=scope)))
+    cube = list(Label.objects.filter(label_q(project, f)).annotate(day=TruncDate("submitted_at"))
+                .values("model_version_id", "day")
+                .annotate(labels=Count("id"), bad=Count("id", filter=bad_q), all_bad=Count("id", filter=Q(verdict=UNREASONABLE)))
+                .order_by())
+
+    # category counts: direct assignments per (category, version), then distinct labels per subtree
+    direct = defaultdict(Counter)  # category -> version -> badcase labels carrying it
+    for row in (LabelCategory.objects.filter(label_q(project, f, "label__"), label__verdict=UNREASONABLE)
+                .values("taxonomycategory_id", "label__model_version_id").annotate(n=Count("id")).order_by()):
+        direct[row["taxonomycategory_id"]][row["label__model_version_id"]] = row["n"]
+    subtree_counts = _subtree_counts(project, f, tree)
+
+    labels_by_version = Counter()
+    bad_by_version = Counter()
+    all_bad = 0
+    days = defaultdict(lambda: {"labels": Counter(), "bad": Counter()})
+    for row in cube:
+        mv = row["model_version_id"]
+        labels_by_version[mv] += row["labels"]
+        bad_by_version[mv] += row["bad"]
+        all_bad += row["all_bad"]
+        day = _as_date(row["day"])
+        if day is not None:
+            days[day]["labels"][mv] += row["labels"]
+            days[day]["bad"][mv] += row["bad"]
+    total_labels = sum(labels_by_version.values())
+    total_bad = sum(bad_by_version.values())
+    lo, hi = _wilson(total_bad, total_labels)
+    totals = {"labels": total_labels, "badcases": total_bad, "rate": _rate(total_bad, total_labels),
+              "rate_low": lo, "rate_high": hi, "all_badcases": all_bad,
+              "scope": tree.path(f.category) if scope else None}
+
+    present = [v for v in versions if labels_by_version.get(v["id"])]
+    if labels_by_version.get(None):
+        present.append({"id": None, "name": "(no model version)", "parent_id": None})
+    rates = {v["id"]: _rate(bad_by_version[v["id"]], labels_by_version[v["id"]]) for v in present}
+    by_model = []
+    for v in present:
+        n, k = labels_by_version[v["id"]], bad_by_version[v["id"]]
+        lo, hi = _wilson(k, n)
+        parent_rate = rates.get(v.get("parent_id")) if v.get("parent_id") in rates else None
+        by_model.append({
+            "model_version": v["id"], "name": v["name"], "labels": n, "badcases": k, "rate": _rate(k, n),
+            "rate_low": lo, "rate_high": hi,
+            "parent": names.get(v.get("parent_id")),
+            "change_vs_parent": None if parent_rate is None or rates[v["id"]] is None else rates[v["id"]] - parent_rate,
+        })
+
+    categories = []
+    for node_id, depth in tree.walk():
+        node = tree.nodes[node_id]
+        counts = subtree_counts.get(node_id) if tree.children.get(node_id) else direct.get(node_id)
+        counts = counts or Counter()
+        n = sum(counts.values())
+        categories.append({
+            "category": node_id, "name": node["name"], "path": tree.path(node_id), "depth": depth,
+            "parent": node["parent_id"], "has_children": bool(tree.children.get(node_id)),
+            "active": node["active"], "root_cause": node["root_cause"], "recommended_fix": node["recommended_fix"],
+            "badcases": n, "direct": sum(direct.get(node_id, Counter()).values()),
+            "share_of_badcases": _rate(n, all_bad), "rate": _rate(n, total_labels),
+            "by_model": {str(v["id"]): {"badcases": counts.get(v["id"], 0),
+                                         "rate": _rate(counts.get(v["id"], 0), labels_by_version[v["id"]])}
+                         for v in present},
+            "in_scope": scope is None or node_id in scope,
+        })
+
+    # drill-down: the chart shows the scoped node's children (the top level when unscoped)
+    level = tree.children.get(f.category if scope else None, [])
+    cat_index = {c["category"]: c for c in categories}
+    drill = sorted((cat_index[c] for c in level), key=lambda c: -c["badcases"])
+
+    # Pareto of root causes: direct assignments (they do not overlap), in scope, biggest first
+    pareto_rows = [c for c in categories if c["direct"] and c["in_scope"]]
+    pareto_rows.sort(key=lambda c: (-c["direct"], c["name"]))
+    assignments = sum(c["direct"] for c in pareto_rows)
+    running = 0
+    pareto = []
+    for c in pareto_rows:
+        running += c["direct"]
+        pareto.append({"category": c["category"], "name": c["name"], "path": c["path"], "badcases": c["direct"],
+                       "share": _rate(c["direct"], assignments), "cumulative": _rate(running, assignments),
+                       "root_cause": c["root_cause"], "recommended_fix": c["recommended_fix"]})
+
+    return {
+        "filters": f.describe(), "totals": totals, "by_model": by_model, "categories": categories,
+        "drill": {"node": f.category if scope else None, "path": tree.path(f.category) if scope else None,
+                  "parent": tree.nodes[f.category]["parent_id"] if scope else None, "rows": drill},
+        "pareto": pareto, "over_time": _over_time(days, present, f),
+        "models": [{"id": v["id"], "name": v["name"]} for v in present],
+    }
+
+
+def _subtree_counts(project, f: Filters, tree: CategoryTree) -> dict[int, Counter]:
+    """Distinct badcase labels per (internal node, version): a label tagged with two siblings counts once.
+
+    One query per level of internal nodes (a two-level taxonomy needs one), mapping every
+    category to its ancestor at that level with a CASE and counting distinct labels.
+    """
+    out: dict[int, Counter] = {}
+    by_depth = defaultdict(dict)  # depth -> {internal node: [categories in its subtree]}
+    for node in tree.internal():
+        by_depth[tree.nodes[node]["depth"]][node] = tree.subtree(node)
+    for _depth, groups in sorted(by_depth.items()):
+        whens = [When(taxonomycategory_id__in=members, then=Value(node)) for node, members in groups.items()]
+        rows = (LabelCategory.objects.filter(label_q(project, f, "label__"), label__verdict=UNREASONABLE,
+                                             taxonomycategory_id__in=[c for m in groups.values() for c in m])
+                .annotate(node=Case(*whens, output_field=IntegerField()))
+                .values("node", "label__model_version_id").annotate(n=Count("label_id", distinct=True)).order_by())
+        for row in rows:
+            out.setdefault(row["node"], Counter())[row["label__model_version_id"]] = row["n"]
+    return out
+
+
+def _over_time(days: dict, present: list[dict], f: Filters) -> dict:
+    if not days:
+        return {"bucket": "day" if f.bucket == "auto" else f.bucket, "rows": []}
+    first, last = min(days), max(days)
+    if f.date_from:
+        first = min(first, f.date_from)
+    if f.date_to:
+        last = max(last, min(f.date_to, timezone.localdate()))
+    bucket = f.bucket if f.bucket != "auto" else ("week" if (last - first).days > 62 else "day")
+    step = dt.timedelta(days=7 if bucket == "week" else 1)
+    start = _week_start(first) if bucket == "week" else first
+    buckets: dict[dt.date, dict] = {}
+    cursor = start
+    while cursor <= last:
+        buckets[cursor] = {"labels": Counter(), "bad": Counter()}
+        cursor += step
+    for day, c in days.items():
+        key = _week_start(day) if bucket == "week" else day
+        buckets[key]["labels"].update(c["labels"])
+        buckets[key]["bad"].update(c["bad"])
+    rows = []
+    for start_day, c in buckets.items():
+        end_day = start_day + step - dt.timedelta(days=1)
+        n, k = sum(c["labels"].values()), sum(c["bad"].values())
+        rows.append({
+            "start": start_day, "end": end_day, "labels": n, "badcases": k, "rate": _rate(k, n),
+            "by_model": {str(v["id"]): {"labels": c["labels"].get(v["id"], 0), "badcases": c["bad"].get(v["id"], 0),
+                                         "rate": _rate(c["bad"].get(v["id"], 0), c["labels"].get(v["id"], 0))}
+                         for v in present},
+        })
+    return {"bucket": bucket, "rows": rows}
+
+
+# --- 2. annotators ------------------------------------------------------------------------------
+
+def _percentile(hist: Counter, q: float) -> float | None:
+    """q-quantile (0..1) of values given as {value: count} (one-second bins; nearest-rank)."""
+    n = sum(hist.values())
+    if not n:
+        return None
+    rank = max(1, math.ceil(q * n))
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= rank:
+            return float(value)
+    return float(max(hist))
+
+
+TIME_BINS = [(0, 15, "under 15 s"), (15, 30, "15–30 s"), (30, 60, "30–60 s"), (60, 120, "1–2 min"),
+             (120, 300, "2–5 min"), (300, 600, "5–10 min"), (600, None, "10 min or more")]
+
+
+def _work_stats(qs, time_field="time_spent_ms") -> dict[int, dict]:
+    """Per annotator: items, items with a recorded time, time spent, a one-second time histogram, first/last."""
+    seconds = Least(F(time_field) / 1000, Value(TIME_CAP_S), output_field=IntegerField())
+    out: dict[int, dict] = {}
+    for row in (qs.annotate(sec=seconds).values("annotator_id", "sec")
+                .annotate(n=Count("id"), ms=Sum(time_field), first=Min("submitted_at"), last=Max("submitted_at"))
+                .order_by()):
+        s = out.setdefault(row["annotator_id"], {"items": 0, "timed": 0, "ms": 0, "hist": Counter(),
+                                                 "first": None, "last": None})
+        s["items"] += row["n"]
+        s["ms"] += row["ms"] or 0
+        if row["ms"]:
+            s["timed"] += row["n"]
+            s["hist"][row["sec"]] += row["n"]
+        s["first"] = min(filter(None, [s["first"], row["first"]]), default=None)
+        s["last"] = max(filter(None, [s["last"], row["last"]]), default=None)
+    return out
+
+
+def annotators(project, f: Filters) -> dict:
+    """Throughput, time per item, skips, review outcomes and agreement (with peers and with gold) per annotator."""
+    labels = _work_stats(Label.objects.filter(label_q(project, f)))
+    prefs = _work_stats(Preference.objects.filter(preference_q(project, f)))
+
+    skip_q = Q(task__project_id=project.pk)
+    if f.date_from:
+        skip_q &= Q(skipped_at__gte=_day_start(f.date_from))
+    if f.date_to:
+        skip_q &= Q(skipped_at__lt=_day_start(f.date_to + dt.timedelta(days=1)))
+    if f.annotator:
+        skip_q &= Q(annotator_id=f.annotator)
+    if f.models:
+        skip_q &= Q(task__response__model_version_id__in=f.models)
+    if f.split:
+        skip_q &= Q(task__response__conversation__split=f.split)
+    skips = dict(Skip.objects.filter(skip_q).values("annotator_id").annotate(n=Count("id"))
+                 .order_by().values_list("annotator_id", "n"))
+
+    # Review decisions on the annotator's work (every decision counts, also ones later revised)
+    reviews = defaultdict(Counter)
+    review_window = Q()
+    if f.date_from:
+        review_window &= Q(created_at__gte=_day_start(f.date_from))
+    if f.date_to:
+        review_window &= Q(created_at__lt=_day_start(f.date_to + dt.timedelta(days=1)))
+    label_reviews = Review.objects.filter(review_window, label_q(project, replace(f, statuses=COUNTED_STATUSES,
+                                                                               date_from=None, date_to=None), "label__"))
+    for row in label_reviews.values("label__annotator_id", "decision").annotate(n=Count("id")).order_by():
+        reviews[row["label__annotator_id"]][row["decision"]] += row["n"]
+    pref_reviews = Review.objects.filter(review_window, preference_q(
+        project, replace(f, statuses=COUNTED_STATUSES, date_from=None, date_to=None), "preference__"))
+    for row in pref_reviews.values("preference__annotator_id", "decision").annotate(n=Count("id")).order_by():
+        reviews[row["preference__annotator_id"]][row["decision"]] += row["n"]
+
+    pair_tables = verdict_pair_tables(project, replace(f, annotator=None))
+    with_others = defaultdict(Counter)
+    for (a, b), table in pair_tables.items():
+        for (va, vb), n in table.items():
+            with_others[a][(va, vb)] += n
+            with_others[b][(vb, va)] += n
+    gold = gold_tables(project, f)
+
+    ids = set(labels) | set(prefs) | set(skips) | set(reviews) | set(gold)
+    if f.annotator:
+        ids &= {f.annotator}
+    users = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))
+    rows = []
+    overall_hist: Counter = Counter()
+    for uid in sorted(ids, key=lambda i: users.get(i, "")):
+        lab, pre = labels.get(uid), prefs.get(uid)
+        parts = [s for s in (lab, pre) if s]
+        items = sum(s["items"] for s in parts)
+        timed = sum(s["timed"] for s in parts)
+        ms = sum(s["ms"] for s in parts)
+        hist: Counter = Counter()
+        for s in parts:
+            hist.update(s["hist"])
+        overall_hist.update(hist)
+        n_skips = skips.get(uid, 0)
+        rv = reviews.get(uid, Counter())
+        reviewed = rv["approve"] + rv["reject"]
+        peers = stats.cohen_kappa(with_others.get(uid, {}))
+        g = stats.cohen_kappa(gold.get(uid, {}))
+        rows.append({
+            "annotator": uid, "name": users.get(uid, f"user {uid}"),
+            "labels": lab["items"] if lab else 0, "comparisons": pre["items"] if pre else 0, "items": items,
+            "hours": ms / 3_600_000, "items_per_hour": timed / (ms / 3_600_000) if ms else None,
+            "median_s": _percentile(hist, 0.5), "p25_s": _percentile(hist, 0.25),
+            "p75_s": _percentile(hist, 0.75), "p90_s": _percentile(hist, 0.9),
+            "time_bins": _bin(hist),
+            "skips": n_skips, "skip_rate": _rate(n_skips, n_skips + items),
+            "reviewed": reviewed, "approved": rv["approve"], "rejected": rv["reject"],
+            "approval_rate": _rate(rv["approve"], reviewed), "rejection_rate": _rate(rv["reject"], reviewed),
+            "peer_items": peers.n, "peer_agreement": peers.observed, "peer_kappa": peers.kappa,
+            "gold_items": g.n, "gold_agreement": g.observed, "gold_kappa": g.kappa,
+            "first": min(filter(None, [s["first"] for s in parts]), default=None),
+            "last": max(filter(None, [s["last"] for s in parts]), default=None),
+        })
+    return {"filters": f.describe(), "rows": rows, "time_bins": [label for _, _, label in TIME_BINS],
+            "team": {"items": sum(r["items"] for r in rows), "median_s": _percentile(overall_hist, 0.5),
+                     "time_bins": _bin(overall_hist)},
+            "min_pair_items": MIN_PAIR_ITEMS}
+
+
+def _bin(hist: Counter) -> list[int]:
+    out = [0] * len(TIME_BINS)
+    for sec, n in hist.items():
+        for i, (lo, hi, _) in enumerate(TIME_BINS):
+            if sec >= lo and (hi is None or sec < hi):
+                out[i] += n
+                break
+    return out
+
+
+def multi_judged(project, f: Filters):
+    """Subquery: responses with two or more counted labels, the only ones that carry agreement.
+
+    Agreement queries filter on it first, so their joins and groupings touch the multiply-judged
+    tenth of the labels instead of all of them.
+    """
+    return (Label.objects.filter(label_q(project, f, annotator=False)).values("response_id")
+            .annotate(m=Count("id")).filter(m__gte=2).values("response_id"))
+
+
+def verdict_pair_tables(project, f: Filters) -> dict[tuple[int, int], Counter]:
+    """{(annotator_a, annotator_b): {(verdict_a, verdict_b): items}} with a < b, over items both judged.
+
+    One self-join of the filtered labels on the response: the contingency tables for every pair.
+    """
+    other = "response__labels__"
+    q = label_q(project, f) & label_q(project, replace(f, split=""), other) & Q(
+        **{f"{other}annotator_id__gt": F("annotator_id")}) & Q(response_id__in=multi_judged(project, f))
+    out: dict[tuple[int, int], Counter] = defaultdict(Counter)
+    for row in (Label.objects.filter(q).values("annotator_id", f"{other}annotator_id", "verdict", f"{other}verdict")
+                .annotate(n=Count("id")).order_by()):
+        out[(row["annotator_id"], row[f"{other}annotator_id"])][(row["verdict"], row[f"{other}verdict"])] = row["n"]
+    return out
+
+
+def gold_tables(project, f: Filters) -> dict[int, Counter]:
+    """{annotator: {(their verdict, the lead's gold verdict): items}} on adjudicated label tasks."""
+    path = "response__tasks__adjudication__"
+    rows = (Label.objects.filter(label_q(project, f), response__tasks__kind=Task.Kind.LABEL,
+                                 **{f"{path}verdict__in": Label.Verdict.values})
+            .values("annotator_id", "verdict", f"{path}verdict").annotate(n=Count("id")).order_by())
+    out: dict[int, Counter] = defaultdict(Counter)
+    for row in rows:
+        out[row["annotator_id"]][(row["verdict"], row[f"{path}verdict"])] = row["n"]
+    return out
+
+
+# --- 3. agreement -------------------------------------------------------------------------------
+
+def agreement(project, f: Filters) -> dict:
+    """Verdict agreement (pairwise Cohen's kappa, Krippendorff's alpha), per-category agreement on
+    the multi-label taxonomy choices, agreement on pairwise choices, and the items driving disagreement."""
+    base = Label.objects.filter(label_q(project, f, annotator=False))
+    tree = CategoryTree.load(project)
+
+    # verdict compositions per multiply-judged response -> alpha; also the units by size for categories
+    per_unit = (base.values("response_id")
+                .annotate(r=Count("id", filter=Q(verdict=REASONABLE)), u=Count("id", filter=Q(verdict=UNREASONABLE)),
+                          m=Count("id")).filter(m__gte=2).values("r", "u").order_by())
+    compositions = [({REASONABLE: r, UNREASONABLE: u}, n)
+                    for r, u, n in _nested_aggregate(per_unit, "r, u, COUNT(*)", "r, u")]
+    alpha = stats.alpha_nominal(compositions)
+    units_by_size = Counter()
+    for comp, n in compositions:
+        units_by_size[sum(comp.values())] += n
+
+    # per-category: for every category, units with m judges of which k chose it
+    multi = (base.values("response_id").annotate(m=Count("id")).filter(m__gte=2).annotate(rid=F("response_id"))
+             .values("rid", "m").order_by())
+    chosen = (LabelCategory.objects.filter(label_q(project, f, "label__", annotator=False),
+                                           label__response_id__in=multi_judged(project, f))
+              .annotate(rid=F("label__response_id"), cat=F("taxonomycategory_id")).values("rid", "cat")
+              .annotate(k=Count("id")).values("rid", "cat", "k").order_by())
+    multi_sql, multi_params = multi.query.sql_with_params()
+    chosen_sql, chosen_params = chosen.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT c.cat, u.m, c.k, COUNT(*) FROM ({chosen_sql}) c "
+            f"JOIN ({multi_sql}) u ON u.rid = c.rid GROUP BY c.cat, u.m, c.k",
+            [*chosen_params, *multi_params])
+        cat_rows = cursor.fetchall()
+    by_cat: dict[int, Counter] = defaultdict(Counter)
+    for cat, m, k, n in cat_rows:
+        by_cat[cat][(m, k)] += n
+    categories = []
+    for node_id, depth in tree.walk():
+        sizes = by_cat.get(node_id, Counter())
+        a = stats.alpha_nominal(stats.binary_compositions(sizes, units_by_size))
+        chose = sum(units * k for (m, k), units in sizes.items())
+        split_units = sum(units for (m, k), units in sizes.items() if 0 < k < m)
+        categories.append({
+            "category": node_id, "name": tree.nodes[node_id]["name"], "path": tree.path(node_id), "depth": depth,
+            "units": sum(sizes.values()), "choices": chose, "split_units": split_units,
+            "alpha": a.alpha, "specific_agreement": stats.specific_agreement(sizes),
+        })
+
+    # annotator pairs: Cohen's kappa per pair
+    tables_by_pair = verdict_pair_tables(project, replace(f, annotator=None))
+    names = dict(get_user_model().objects.filter(pk__in={u for pair in tables_by_pair for u in pair})
+                 .values_list("pk", "username"))
+    pairs = []
+    for (a, b), table in tables_by_pair.items():
+        if f.annotator and f.annotator not in (a, b):
+            continue
+        k = stats.cohen_kappa(table)
+        disagree = sum(n for (va, vb), n in table.items() if va != vb)
+        pairs.append({"a": a, "a_name": names.get(a, str(a)), "b": b, "b_name": names.get(b, str(b)),
+                      "items": k.n, "agreement": k.observed, "expected": k.expected, "kappa": k.kappa,
+                      "disagreements": disagree, "few": k.n < MIN_PAIR_ITEMS})
+    pairs.sort(key=lambda p: (p["kappa"] is None, p["kappa"] if p["kappa"] is not None else 0, -p["items"]))
+
+    # pairwise choices: alpha over {a, b, tie, both_bad} on pairs compared by two or more annotators
+    choices = list(Preference.Choice.values)
+    pref_units = (Preference.objects.filter(preference_q(project, f, annotator=False))
+                  .values("response_a_id", "response_b_id")
+                  .annotate(m=Count("id"), **{f"c_{c}": Count("id", filter=Q(choice=c)) for c in choices})
+                  .filter(m__gte=2).values(*[f"c_{c}" for c in choices]).order_by())
+    cols = ", ".join(f"c_{c}" for c in choices)
+    pref_comps = [(dict(zip(choices, row[:-1], strict=True)), row[-1])
+                  for row in _nested_aggregate(pref_units, f"{cols}, COUNT(*)", cols)]
+    pref_alpha = stats.alpha_nominal(pref_comps)
+    # collapse to "which response is better" (a / b / neither) for a second, coarser view
+    coarse = [({"a": c["a"], "b": c["b"], "neither": c["tie"] + c["both_bad"]}, n) for c, n in pref_comps]
+
+    return {
+        "filters": f.describe(),
+        "verdict": {"alpha": alpha.alpha, "units": alpha.units, "values": alpha.values,
+                    "observed_disagreement": alpha.observed_disagreement,
+                    "expected_disagreement": alpha.expected_disagreement,
+                    "pairwise_agreement": pairwise_agreement(compositions),
+                    "units_by_judges": dict(sorted(units_by_size.items()))},
+        "pairs": pairs, "min_pair_items": MIN_PAIR_ITEMS,
+        "categories": categories,
+        "preferences": {"alpha": pref_alpha.alpha, "units": pref_alpha.units,
+                        "pairwise_agreement": pairwise_agreement(pref_comps),
+                        "alpha_better": stats.alpha_nominal(coarse).alpha},
+        "items": disagreement_items(project, f),
+    }
+
+
+def pairwise_agreement(compositions) -> float | None:
+    """Share of ordered pairs of judges, within a unit, that gave the same value."""
+    same = total = 0
+    for comp, n in compositions:
+        m = sum(comp.values())
+        same += n * sum(c * (c - 1) for c in comp.values())
+        total += n * m * (m - 1)
+    return same / total if total else None
+
+
+def disagreement_items(project, f: Filters, limit: int = DISAGREEMENT_ITEMS) -> list[dict]:
+    """Responses whose verdicts split, most disagreeing pairs first, with who said what."""
+    base = Label.objects.filter(label_q(project, f, annotator=False), response_id__in=multi_judged(project, f))
+    if f.annotator:
+        base = base.filter(response__labels__annotator_id=f.annotator)
+    top = list(base.values("response_id")
+               .annotate(r=Count("id", filter=Q(verdict=REASONABLE), distinct=True),
+                         u=Count("id", filter=Q(verdict=UNREASONABLE), distinct=True),
+                         last=Max("submitted_at"))
+               .filter(r__gt=0, u__gt=0).annotate(pairs=F("r") * F("u"))
+               .order_by("-pairs", "-last", "response_id")[:limit])
+    ids = [t["response_id"] for t in top]
+    labels = defaultdict(list)
+    for label in (Label.objects.filter(label_q(project, replace(f, annotator=None)), response_id__in=ids)
+                  .select_related("annotator", "response__conversation", "model_version")
+                  .prefetch_related("categories").order_by("annotator__username")):
+        labels[label.response_id].append(label)
+    tasks = dict(Task.objects.filter(kind=Task.Kind.LABEL, response_id__in=ids).values_list("response_id", "pk"))
+    gold = dict(Adjudication.objects.filter(task__response_id__in=ids, task__kind=Task.Kind.LABEL)
+                .values_list("task__response_id", "verdict"))
+    out = []
+    for t in top:
+        group = labels.get(t["response_id"], [])
+        if not group:
+            continue
+        first = group[0]
+        cats = Counter(c.name for lb in group for c in lb.categories.all())
+        out.append({
+            "response": t["response_id"], "conversation": first.response.conversation_id,
+            "external_id": first.response.conversation.external_id,
+            "model_version": first.model_version.name if first.model_version else None,
+            "reasonable": t["r"], "unreasonable": t["u"], "last": t["last"],
+            "judgements": [{"annotator": lb.annotator.username, "verdict": lb.verdict,
+                            "categories": [c.name for c in lb.categories.all()]} for lb in group],
+            "categories": dict(cats.most_common()), "task": tasks.get(t["response_id"]),
+            "gold": gold.get(t["response_id"]) or None,
+        })
+    return out
+
+
+# --- 4. model versions --------------------------------------------------------------------------
+
+def model_comparison(project, f: Filters) -> dict:
+    """Pairwise win rates from human preferences, Bradley-Terry ratings with bootstrap intervals,
+    and each version's lineage with its badcase rate and evaluation results."""
+    versions = model_versions(project)
+    by_id = {v["id"]: v for v in versions}
+    pf = replace(f, models=())  # every version takes part; the model filter picks what is highlighted
+    cells = defaultdict(Counter)  # (a_version, b_version) -> choice counts, as stored (a/b order)
+    left_chosen = decisive = 0
+    rows = (Preference.objects.filter(preference_q(project, pf))
+            .values("response_a__model_version_id", "response_b__model_version_id", "choice", "left_side")
+            .annotate(n=Count("id")).order_by())
+    for row in rows:
+        a, b = row["response_a__model_version_id"], row["response_b__model_version_id"]
+        cells[(a, b)][row["choice"]] += row["n"]
+        if row["choice"] in ("a", "b"):
+            decisive += row["n"]
+            if row["choice"] == row["left_side"]:
+                left_chosen += row["n"]
+
+    ids = [v["id"] for v in versions]
+    index = {mv: i for i, mv in enumerate(ids)}
+    k = len(ids)
+    wins = [[0.0] * k for _ in range(k)]
+    ties = [[0.0] * k for _ in range(k)]
+    both_bad = [[0] * k for _ in range(k)]
+    same_version = 0
+    for (a, b), c in cells.items():
+        if a == b or a not in index or b not in index:
+            same_version += sum(c.values())
+            continue
+        i, j = index[a], index[b]
+        wins[i][j] += c["a"]
+        wins[j][i] += c["b"]
+        ties[i][j] += c["tie"] + c["both_bad"]
+        ties[j][i] += c["tie"] + c["both_bad"]
+        both_bad[i][j] += c["both_bad"]
+        both_bad[j][i] += c["both_bad"]
+
+    matrix = []
+    for i, a in enumerate(ids):
+        row = []
+        for j, b in enumerate(ids):
+            w, lo_, t = wins[i][j], wins[j][i], ties[i][j]
+            n = w + lo_ + t
+            ci = stats.wilson_interval(w + t / 2, n) if n else None
+            row.append({"a": a, "b": b, "wins": int(w), "losses": int(lo_), "ties": int(t), "both_bad": both_bad[i][j],
+                        "comparisons": int(n), "win_rate": _rate(w + t / 2, n),
+                        "decisive_win_rate": _rate(w, w + lo_), "low": ci[0] if ci else None,
+                        "high": ci[1] if ci else None} if i != j else None)
+        matrix.append(row)
+
+    strengths = stats.bradley_terry_bootstrap(
+        wins, [[ties[i][j] if j > i else 0 for j in range(k)] for i in range(k)],
+        prior=1.0, samples=BOOTSTRAP_SAMPLES, seed=project.pk) if k else []
+    ratings = []
+    for s in strengths:
+        v = versions[s.index]
+        ratings.append({"model_version": v["id"], "name": v["name"], "rating": s.rating, "low": s.low,
+                        "high": s.high, "beta": s.beta, "comparisons": int(s.comparisons)})
+    ratings.sort(key=lambda r: (r["rating"] is None, -(r["rating"] or 0)))
+
+    # badcase rate per version (labels), for the lineage
+    verdicts = defaultdict(Counter)
+    for row in (Label.objects.filter(label_q(project, replace(f, models=())))
+                .values("model_version_id", "verdict").annotate(n=Count("id")).order_by()):
+        verdicts[row["model_version_id"]][row["verdict"]] += row["n"]
+    evals = eval_summaries(project, [v["id"] for v in versions])
+    rating_by = {r["model_version"]: r for r in ratings}
+    lineage = []
+    for v in versions:
+        n = sum(verdicts[v["id"]].values())
+        bad = verdicts[v["id"]][UNREASONABLE]
+        chain = []
+        node, seen = v, set()
+        while node is not None and node["id"] not in seen:
+            seen.add(node["id"])
+            chain.append(node["name"])
+            node = by_id.get(node["parent_id"])
+        parent = by_id.get(v["parent_id"])
+        vs_parent = None
+        if parent:
+            cell = matrix[index[v["id"]]][index[parent["id"]]]
+            vs_parent = cell if cell and cell["comparisons"] else None
+        parent_n = sum(verdicts[parent["id"]].values()) if parent else 0
+        parent_rate = _rate(verdicts[parent["id"]][UNREASONABLE], parent_n) if parent else None
+        rate = _rate(bad, n)
+        lineage.append({
+            "model_version": v["id"], "name": v["name"], "parent": parent["name"] if parent else None,
+            "parent_id": v["parent_id"], "origin": v["origin"], "stage": v["stage"], "created_at": v["created_at"],
+            "lineage": list(reversed(chain)), "depth": len(chain) - 1,
+            "labels": n, "badcases": bad, "badcase_rate": rate,
+            "badcase_change": None if rate is None or parent_rate is None else rate - parent_rate,
+            "rating": rating_by.get(v["id"], {}).get("rating"),
+            "win_rate_vs_parent": vs_parent["win_rate"] if vs_parent else None,
+            "comparisons_vs_parent": vs_parent["comparisons"] if vs_parent else 0,
+            "eval": evals["by_version"].get(v["id"]),
+        })
+    comparisons = int(sum(wins[i][j] for i in range(k) for j in range(k)) + sum(
+        ties[i][j] for i in range(k) for j in range(i + 1, k)))
+    return {
+        "filters": f.describe(), "versions": [{"id": v["id"], "name": v["name"]} for v in versions],
+        "matrix": matrix, "ratings": ratings, "comparisons": comparisons, "same_version_comparisons": same_version,
+        "position": {"decisive": decisive, "left_chosen": left_chosen, "left_rate": _rate(left_chosen, decisive),
+                     "low": (stats.wilson_interval(left_chosen, decisive) or (None, None))[0],
+                     "high": (stats.wilson_interval(left_chosen, decisive) or (None, None))[1]},
+        "lineage": lineage, "evaluation": {k: v for k, v in evals.items() if k != "by_version"},
+        "highlight": list(f.models),
+    }
+
+
+def eval_summaries(project, version_ids: list[int]) -> dict:
+    """Each version's latest finished evaluation on one shared suite (the yardstick), for the lineage.
+
+    Runs on different suites are not comparable, so one suite is chosen: the one that evaluated
+    the most of these versions (the newest such suite on a tie). {"available": False} while the
+    evaluation app has no runs model; "runs" is empty until a run has finished.
+    """
+    from django.apps import apps
+    from django.core.exceptions import FieldError
+
+    try:
+        run_model = apps.get_model("evaluation", "EvalRun")
+        from evaluation.metrics import HEADLINE_METRICS
+    except (LookupError, ImportError):
+        return {"available": False, "suite": None, "metrics": [], "by_version": {}, "runs": 0}
+    try:
+        runs = list(run_model.objects.filter(project=project, status="done", model_version_id__in=version_ids)
+                    .order_by("-finished_at", "-id")
+                    .values("id", "model_version_id", "suite_id", "suite__name", "suite__version", "summary",
+                            "finished_at"))
+    except FieldError:  # the evaluation app changed shape: show the lineage without it, never a 500
+        return {"available": False, "suite": None, "metrics": [], "by_version": {}, "runs": 0}
+    latest: dict[tuple[int, int], dict] = {}
+    for run in runs:
+        latest.setdefault((run["model_version_id"], run["suite_id"]), run)
+    coverage = Counter(suite for _, suite in latest)
+    if not coverage:
+        return {"available": True, "suite": None, "metrics": list(HEADLINE_METRICS), "by_version": {}, "runs": 0}
+    suite = max(coverage, key=lambda s: (coverage[s], s))
+    by_version = {}
+    suite_name = None
+    for (mv, s_id), run in latest.items():
+        if s_id != suite:
+            continue
+        suite_name = f"{run['suite__name']} v{run['suite__version']}"
+        summary = run["summary"] or {}
+        by_version[mv] = {"run": run["id"], "finished_at": run["finished_at"], "n": summary.get("n"),
+                          "metrics": {m: {"value": (summary.get(m) or {}).get("value"),
+                                          "se": (summary.get(m) or {}).get("se")} for m in HEADLINE_METRICS}}
+    return {"available": True, "suite": suite_name, "suite_id": suite, "metrics": list(HEADLINE_METRICS),
+            "by_version": by_version, "runs": len(runs),
+            "other_suites": len(coverage) - 1}
+
+
+# --- drill-down lists ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CaseFilters:
+    """Extra narrowing for the list of cases behind a chart bar or table cell."""
+
+    verdict: str = ""
+    category: int | None = None  # labels carrying a category in this subtree (direct=1: this exact one)
+    direct: bool = False
+    pair: tuple[int, int] | None = None  # items both annotators judged (shown: the first one's labels)
+    disagree: bool = False  # with pair: only items where their verdicts differ; alone: split verdicts
+    category_split: int | None = None  # items where judges split on choosing this category
+    gold: str = ""  # "match" | "mismatch": against the lead's gold verdict
+
+    @classmethod
+    def parse(cls, params: Mapping) -> "CaseFilters":
+        def as_int(v):
+            try:
+                return int(v)
+            except (TypeError, ValueError):
+                return None
+
+        pair = None
+        if params.get("pair"):
+            parts = [as_int(p) for p in str(params["pair"]).split(",")]
+            if len(parts) == 2 and None not in parts:
+                pair = (parts[0], parts[1])
+        verdict = params.get("verdict") or ""
+        return cls(verdict=verdict if verdict in Label.Verdict.values else "",
+                   category=as_int(params.get("category")), direct=params.get("direct") == "1", pair=pair,
+                   disagree=params.get("disagree") == "1", category_split=as_int(params.get("category_split")),
+                   gold=params.get("gold") if params.get("gold") in ("match", "mismatch") else "")
+
+
+def case_queryset(project, f: Filters, c: CaseFilters):
+    """The labels behind a dashboard number: same filters, same counting, so the list length equals it."""
+    qs = Label.objects.filter(label_q(project, f))
+    if c.verdict:
+        qs = qs.filter(verdict=c.verdict)
+    if c.category:
+        tree = CategoryTree.load(project) if not c.direct else None
+        cats = [c.category] if c.direct else (tree.subtree(c.category) if c.category in tree.nodes else [c.category])
+        qs = qs.filter(Exists(LabelCategory.objects.filter(label_id=OuterRef("pk"), taxonomycategory_id__in=cats)))
+    if c.pair:
+        a, b = c.pair
+        other = Label.objects.filter(label_q(project, replace(f, annotator=None)), annotator_id=b,
+                                     response_id=OuterRef("response_id"))
+        if c.disagree:
+            other = other.exclude(verdict=OuterRef("verdict"))
+        qs = qs.filter(annotator_id=a).filter(Exists(other))
+    elif c.disagree:
+        peers = Label.objects.filter(label_q(project, replace(f, annotator=None)), response_id=OuterRef("response_id"))
+        qs = qs.filter(Exists(peers.filter(verdict=REASONABLE)), Exists(peers.filter(verdict=UNREASONABLE)))
+    if c.category_split:
+        peers = Label.objects.filter(label_q(project, replace(f, annotator=None)), response_id=OuterRef("response_id"))
+        has = LabelCategory.objects.filter(label_id=OuterRef("pk"), taxonomycategory_id=c.category_split)
+        qs = qs.filter(Exists(peers.filter(Exists(has))), Exists(peers.exclude(Exists(has))))
+    if c.gold:
+        gold = Adjudication.objects.filter(task__kind=Task.Kind.LABEL, task__response_id=OuterRef("response_id"),
+                                           verdict__in=Label.Verdict.values)
+        gold = gold.filter(verdict=OuterRef("verdict")) if c.gold == "match" else gold.exclude(verdict=OuterRef("verdict"))
+        qs = qs.filter(Exists(gold))
+    return qs
+
+
+def case_page(project, f: Filters, c: CaseFilters, page: int = 1, per_page: int = 50) -> dict:
+    qs = case_queryset(project, f, c)
+    total = qs.count()
+    pages = max(1, math.ceil(total / per_page))
+    page = min(max(1, page), pages)
+    rows = list(qs.select_related("annotator", "model_version", "response__conversation")
+                .prefetch_related("categories").order_by("-submitted_at", "-id")[(page - 1) * per_page: page * per_page])
+    return {"total": total, "page": page, "pages": pages, "per_page": per_page,
+            "rows": [case_row(label) for label in rows]}
+
+
+def case_row(label) -> dict:
+    conv = label.response.conversation
+    return {"label": label.pk, "response": label.response_id, "conversation": conv.pk,
+            "external_id": conv.external_id, "split": conv.split,
+            "model_version": label.model_version.name if label.model_version else None,
+            "annotator": label.annotator.username, "verdict": label.verdict, "status": label.status,
+            "categories": [c.name for c in label.categories.all()], "note": label.note,
+            "time_spent_s": round(label.time_spent_ms / 1000, 1), "submitted_at": label.submitted_at}
+
+
+def comparison_queryset(project, f: Filters, model_a: int | None = None, model_b: int | None = None,
+                        outcome: str = ""):
+    """Preferences behind a win-rate cell: model_a against model_b in either stored order.
+
+    outcome is from model_a's side: win, loss or tie (tie includes both bad); empty: all.
+    """
+    qs = Preference.objects.filter(preference_q(project, replace(f, models=())))
+    if model_a and model_b:
+        forward = Q(response_a__model_version_id=model_a, response_b__model_version_id=model_b)
+        backward = Q(response_a__model_version_id=model_b, response_b__model_version_id=model_a)
+        if outcome == "win":
+            qs = qs.filter((forward & Q(choice="a")) | (backward & Q(choice="b")))
+        elif outcome == "loss":
+            qs = qs.filter((forward & Q(choice="b")) | (backward & Q(choice="a")))
+        elif outcome == "tie":
+            qs = qs.filter((forward | backward) & Q(choice__in=["tie", "both_bad"]))
+        else:
+            qs = qs.filter(forward | backward)
+    elif model_a:
+        qs = qs.filter(Q(response_a__model_version_id=model_a) | Q(response_b__model_version_id=model_a))
+    return qs
+
+
+def comparison_page(project, f: Filters, model_a=None, model_b=None, outcome="", page=1, per_page=50) -> dict:
+    qs = comparison_queryset(project, f, model_a, model_b, outcome)
+    total = qs.count()
+    pages = max(1, math.ceil(total / per_page))
+    page = min(max(1, page), pages)
+    rows = []
+    for p in (qs.select_related("annotator", "response_a__model_version", "response_b__model_version",
+                                "response_a__conversation").order_by("-submitted_at", "-id")
+              [(page - 1) * per_page: page * per_page]):
+        ma, mb = p.response_a.model_version, p.response_b.model_version
+        rows.append({"preference": p.pk, "conversation": p.response_a.conversation_id,
+                     "external_id": p.response_a.conversation.external_id,
+                     "model_a": ma.name if ma else None, "model_b": mb.name if mb else None,
+                     "choice": p.choice, "winner": {"a": ma.name if ma else "A", "b": mb.name if mb else "B"}.get(p.choice),
+                     "reason": p.reason, "annotator": p.annotator.username, "status": p.status,
+                     "left_side": p.left_side, "submitted_at": p.submitted_at})
+    return {"total": total, "page": page, "pages": pages, "per_page": per_page, "rows": rows}
+
+
+# --- CSV tables ---------------------------------------------------------------------------------
+
+def _pct(v):
+    return "" if v is None else round(v, 6)
+
+
+def tables(page: str, data: dict) -> dict[str, tuple[list[str], list[list]]]:
+    """The data behind every chart of a page as flat tables: {name: (header, rows)} for CSV."""
+    out = {}
+    if page == "overview":
+        models = data["models"]
+        out["categories"] = (
+            ["category_id", "path", "depth", "badcases", "share_of_badcases", "rate_of_labels",
+             *[f"rate[{m['name']}]" for m in models], "root_cause", "recommended_fix"],
+            [[c["category"], c["path"], c["depth"], c["badcases"], _pct(c["share_of_badcases"]), _pct(c["rate"]),
+              *[_pct(c["by_model"][str(m["id"])]["rate"]) for m in models], c["root_cause"], c["recommended_fix"]]
+             for c in data["categories"] if c["in_scope"]])
+        out["pareto"] = (["category_id", "path", "badcases", "share", "cumulative", "root_cause", "recommended_fix"],
+                         [[p["category"], p["path"], p["badcases"], _pct(p["share"]), _pct(p["cumulative"]),
+                           p["root_cause"], p["recommended_fix"]] for p in data["pareto"]])
+        out["by_model"] = (["model_version_id", "model_version", "labels", "badcases", "rate", "rate_low_95",
+                            "rate_high_95", "parent", "change_vs_parent"],
+                           [[m["model_version"], m["name"], m["labels"], m["badcases"], _pct(m["rate"]),
+                             _pct(m["rate_low"]), _pct(m["rate_high"]), m["parent"] or "",
+                             _pct(m["change_vs_parent"])] for m in data["by_model"]])
+        rows = []
+        for r in data["over_time"]["rows"]:
+            rows.append([r["start"].isoformat(), r["end"].isoformat(), "all", r["labels"], r["badcases"], _pct(r["rate"])])
+            for m in models:
+                cell = r["by_model"][str(m["id"])]
+                rows.append([r["start"].isoformat(), r["end"].isoformat(), m["name"], cell["labels"],
+                             cell["badcases"], _pct(cell["rate"])])
+        out["over_time"] = (["bucket_start", "bucket_end", "model_version", "labels", "badcases", "rate"], rows)
+    elif page == "annotators":
+        out["annotators"] = (
+            ["annotator_id", "annotator", "labels", "comparisons", "items", "hours", "items_per_hour",
+             "median_s", "p25_s", "p75_s", "p90_s", "skips", "skip_rate", "reviewed", "approved", "rejected",
+             "approval_rate", "rejection_rate", "peer_items", "peer_agreement", "peer_kappa",
+             "gold_items", "gold_agreement", "gold_kappa"],
+            [[r["annotator"], r["name"], r["labels"], r["comparisons"], r["items"], round(r["hours"], 4),
+              _pct(r["items_per_hour"]), r["median_s"], r["p25_s"], r["p75_s"], r["p90_s"], r["skips"],
+              _pct(r["skip_rate"]), r["reviewed"], r["approved"], r["rejected"], _pct(r["approval_rate"]),
+              _pct(r["rejection_rate"]), r["peer_items"], _pct(r["peer_agreement"]), _pct(r["peer_kappa"]),
+              r["gold_items"], _pct(r["gold_agreement"]), _pct(r["gold_kappa"])] for r in data["rows"]])
+        out["time_per_item"] = (["annotator", *data["time_bins"]],
+                                [[r["name"], *r["time_bins"]] for r in data["rows"]])
+    elif page == "agreement":
+        out["pairs"] = (["annotator_a", "annotator_b", "items", "agreement", "chance_agreement", "kappa",
+                         "disagreements"],
+                        [[p["a_name"], p["b_name"], p["items"], _pct(p["agreement"]), _pct(p["expected"]),
+                          _pct(p["kappa"]), p["disagreements"]] for p in data["pairs"]])
+        out["categories"] = (["category_id", "path", "units_chosen_in", "choices", "split_units", "alpha",
+                              "specific_agreement"],
+                             [[c["category"], c["path"], c["units"], c["choices"], c["split_units"], _pct(c["alpha"]),
+                               _pct(c["specific_agreement"])] for c in data["categories"]])
+        out["items"] = (["response_id", "conversation", "model_version", "reasonable", "unreasonable", "gold",
+                         "judgements"],
+                        [[i["response"], i["external_id"], i["model_version"] or "", i["reasonable"],
+                          i["unreasonable"], i["gold"] or "",
+                          "; ".join(f"{j['annotator']}={j['verdict']}" + (f" [{', '.join(j['categories'])}]"
+                                    if j["categories"] else "") for j in i["judgements"])] for i in data["items"]])
+        v, p = data["verdict"], data["preferences"]
+        out["summary"] = (["measure", "value", "units"],
+                          [["verdict_alpha", _pct(v["alpha"]), v["units"]],
+                           ["verdict_pairwise_agreement", _pct(v["pairwise_agreement"]), v["units"]],
+                           ["choice_alpha", _pct(p["alpha"]), p["units"]],
+                           ["choice_alpha_better_only", _pct(p["alpha_better"]), p["units"]],
+                           ["choice_pairwise_agreement", _pct(p["pairwise_agreement"]), p["units"]]])
+    elif page == "models":
+        names = {v["id"]: v["name"] for v in data["versions"]}
+        out["ratings"] = (["model_version_id", "model_version", "rating", "low_95", "high_95", "log_strength",
+                           "comparisons"],
+                          [[r["model_version"], r["name"], _pct(r["rating"]), _pct(r["low"]), _pct(r["high"]),
+                            _pct(r["beta"]), r["comparisons"]] for r in data["ratings"]])
+        out["win_rates"] = (["model", "opponent", "comparisons", "wins", "losses", "ties", "both_bad", "win_rate",
+                             "win_rate_low_95", "win_rate_high_95", "decisive_win_rate"],
+                            [[names[c["a"]], names[c["b"]], c["comparisons"], c["wins"], c["losses"], c["ties"],
+                              c["both_bad"], _pct(c["win_rate"]), _pct(c["low"]), _pct(c["high"]),
+                              _pct(c["decisive_win_rate"])]
+                             for row in data["matrix"] for c in row if c and c["comparisons"]])
+        out["lineage"] = (["model_version_id", "model_version", "lineage", "origin", "stage", "labels", "badcases",
+                           "badcase_rate", "badcase_change_vs_parent", "rating", "win_rate_vs_parent",
+                           "comparisons_vs_parent"],
+                          [[r["model_version"], r["name"], " > ".join(r["lineage"]), r["origin"], r["stage"],
+                            r["labels"], r["badcases"], _pct(r["badcase_rate"]), _pct(r["badcase_change"]),
+                            _pct(r["rating"]), _pct(r["win_rate_vs_parent"]), r["comparisons_vs_parent"]]
+                           for r in data["lineage"]])
+    return out
+
+
+PAGES = {"overview": overview, "annotators": annotators, "agreement": agreement, "models": model_comparison}
+
+
+def run_analytics(fn, *args):
+    """Run a dashboard function; on PostgreSQL with room to hash and sort in memory and without JIT.
+
+    The aggregates group up to a million rows: the default 4 MB work_mem spills them to disk, and
+    JIT compilation costs more than it saves on queries this size. SET LOCAL lasts one transaction.
+    """
+    if connection.vendor != "postgresql":
+        return fn(*args)
+    from django.db import transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
+        return fn(*args)
+
+
+def compute(page: str, project, f: Filters, fresh: bool = False) -> dict:
+    """A dashboard's data, from a short-lived cache keyed by project, page and filters.
+
+    DASHBOARD_CACHE_SECONDS (default 60; 0 turns it off) bounds how stale a number can be; `fresh`
+    recomputes and refreshes the cache (the page's "refresh" link).
+    """
+    from django.conf import settings
+
+    ttl = getattr(settings, "DASHBOARD_CACHE_SECONDS", 60)
+    key = f"dash:v1:{project.pk}:{int(project.created_at.timestamp() * 1e6)}:{page}:{f.key()}"
+    if ttl and not fresh:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+    data = run_analytics(PAGES[page], project, f)
+    data["computed_at"] = timezone.now()
+    if ttl:
+        cache.set(key, data, ttl)
+    return data
