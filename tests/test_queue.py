@@ -199,3 +199,13 @@ def test_twenty_concurrent_annotators_drain_the_queue(make_user):
     assert len(set(done)) == len(done)  # nobody labelled an item twice
     assert Slot.objects.exclude(state=Slot.State.DONE).count() == 0  # no lost slot
     assert all(t.completed == 2 for t in Task.objects.filter(project=project))
+
+
+@pytest.mark.django_db
+def test_queue_size_is_capped_and_exact_below_the_cap(project, make_user):
+    build(project, 5, overlap=2)
+    a = make_user("a")
+    assert assignment.queue_size_by_kind(project, a, "label") == 5
+    assert assignment.queue_size_by_kind(project, a, "label", cap=3) == 3
+    finish(assignment.next_task(project, a), a)
+    assert assignment.queue_size_by_kind(project, a, "label") == 4

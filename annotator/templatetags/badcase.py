@@ -44,3 +44,11 @@ def get_item(mapping, key):
         return mapping.get(key)
     except AttributeError:
         return None
+
+
+@register.filter
+def queue_count(n) -> str:
+    """Queue sizes are counted up to a cap: 1000 reads as "1,000+"."""
+    from annotator.assignment import QUEUE_COUNT_CAP
+
+    return f"{QUEUE_COUNT_CAP:,}+" if n is not None and n >= QUEUE_COUNT_CAP else f"{n:,}"
