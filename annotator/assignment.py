@@ -274,7 +274,7 @@ def queue_size_by_kind(project: Project, user, kind: str | None = None, cap: int
     kind_filter = Q(task__kind=kind) if kind else Q()
     pool = (Slot.objects.filter(kind_filter, project=project, state=Slot.State.FREE, reserved_for__isnull=True)
             .exclude(Exists(mine)).order_by("-priority", "-progress", "order_key", "id")
-            .values_list("task_id", flat=True)[:cap])
+            .values_list("task_id", flat=True)[:cap * max(1, project.overlap)])  # a task has up to `overlap` slots
     reserved = (Slot.objects.filter(kind_filter, project=project, state=Slot.State.FREE, reserved_for=user)
                 .exclude(Exists(mine)).values_list("task_id", flat=True)[:cap])
     return min(cap, len(set(pool) | set(reserved)))
