@@ -23,8 +23,18 @@ from django.db import transaction
 from annotator import assignment
 from annotator.importers import assistant_message_from_raw
 from annotator.labelling import submit_label
-from annotator.models import (Conversation, Label, Membership, ModelResponse, Project, Role, Status, Task,
-                              TaxonomyCategory, content_hash)
+from annotator.models import (
+    Conversation,
+    Label,
+    Membership,
+    ModelResponse,
+    Project,
+    Role,
+    Status,
+    Task,
+    TaxonomyCategory,
+    content_hash,
+)
 from annotator.review import apply_review
 from annotator.serializers import normalise_assistant_message
 from annotator.taxonomy import seed_default_taxonomy
