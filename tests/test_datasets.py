@@ -359,6 +359,21 @@ def test_a_superseded_attempt_cannot_finish(world, members, project, monkeypatch
     assert not datasets.media_path(datasets.file_name_for(snap)).exists()
 
 
+def test_deleting_a_snapshot_mid_build_stops_the_build_and_leaves_no_file(world, members, project, media,
+                                                                          settings, monkeypatch):
+    settings.DATASET_EXPORT_CHUNK_SIZE = 1
+    snap = create_snapshot(project, members["admin"], {"kind": "dpo"}, start=False)
+    real_rows = datasets.PreferenceSource.rows
+
+    def rows_then_deleted(self, chunk, aux):
+        DatasetSnapshot.objects.filter(pk=snap.pk).delete()  # an admin deletes it meanwhile
+        return real_rows(self, chunk, aux)
+
+    monkeypatch.setattr(datasets.PreferenceSource, "rows", rows_then_deleted)
+    assert build_snapshot(snap.pk) is None
+    assert not list(Path(media).rglob("*.jsonl")) and not list(Path(media).rglob("*.tmp"))
+
+
 def test_repeated_worker_deaths_give_up_with_a_message(world, members, project):
     snap = create_snapshot(project, members["admin"], {"kind": "sft"}, start=False)
     DatasetSnapshot.objects.filter(pk=snap.pk).update(status="running", attempts=datasets.MAX_ATTEMPTS)

@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -477,16 +478,9 @@ def _fast64(data: bytes) -> int:
 
 
 def prompt_hash(messages) -> int:
-    """Hash of the normalised dialogue without its system prompt (a re-import with a new system prompt is the same item)."""
-    parts = []
-    for m in messages:
-        if m.get("role") != "system":
-            parts.append(m.get("role") or "")
-            parts.append(m.get("content") or "")
-            for c in m.get("tool_calls") or ():
-                fn = c.get("function") or {}
-                parts.append(f"{fn.get('name')}{fn.get('arguments')}")
-    return _h64(normalised("\x00".join(parts)))
+    """Hash of the normalised dialogue without its system prompt (a re-import with a new
+    system prompt is the same item): what the row index stores and the leakage check compares."""
+    return digest_context(messages)[1]
 
 
 def digest_context(messages: list) -> tuple[list[dict], int, str]:
@@ -730,6 +724,25 @@ def prefetched(stream, *args, depth: int = 2):
         worker.join(timeout=10)
 
 
+@contextmanager
+def index_lookups():
+    """Plan the chunk's queries as index nested loops (PostgreSQL).
+
+    Every join of a chunk query follows a foreign key to a primary key from at most a
+    window of driving rows; left to itself the planner sometimes hashes a whole table
+    (a parallel sequential scan of every label, per chunk: quadratic over an export).
+    SET LOCAL lasts until the end of this short transaction only.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        for setting in ("enable_hashjoin", "enable_mergejoin"):
+            cursor.execute(f"SET LOCAL {setting} = off")
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        yield
+
+
 def _col(model, column: str) -> str:
     qn = connection.ops.quote_name
     return f"{qn(model._meta.db_table)}.{qn(column)}"
@@ -764,21 +777,22 @@ class Source:
     def count(self) -> int:
         return self.queryset().count()
 
-    def chunks(self, size: int):
-        """Keyset chunks over id windows: `pk > last AND pk <= last + window … LIMIT size`.
+    def stream(self, size: int):
+        """(chunk, look-ups) in keyset chunks over id windows: `pk > last AND pk <= last + window … LIMIT size`.
 
-        The upper bound keeps PostgreSQL's estimate small, so every chunk is index
-        nested loops from the driving table (a bare `pk > last` made it hash-join whole
-        tables per chunk: quadratic). The window grows where the project's rows are
-        sparse among other projects' ids and shrinks back where they are dense. Rows
-        created after the build started (ids above today's maximum) are not read.
+        The upper bound keeps every chunk small and cheap to plan; the window grows where
+        the project's rows are sparse among other projects' ids and shrinks back where
+        they are dense. Rows created after the build started (ids above today's maximum)
+        are not read.
         """
         qs = self.queryset().annotate(**self.text_fields()).order_by("pk")
         fields = ("pk", *self.fields, *self.text_fields())
         top = self.queryset().model.objects.aggregate(top=Max("pk"))["top"] or 0
         last, window = 0, size
         while last < top:
-            chunk = list(qs.filter(pk__gt=last, pk__lte=last + window).values_list(*fields)[:size])
+            with index_lookups():
+                chunk = list(qs.filter(pk__gt=last, pk__lte=last + window).values_list(*fields)[:size])
+                aux = self.lookups(chunk) if chunk else {}
             if len(chunk) == size:
                 last = chunk[-1][0]
                 window = max(size, window // 2)
@@ -787,7 +801,7 @@ class Source:
                 if len(chunk) < size // 2:
                     window = min(window * 2, size * 256)
             if chunk:
-                yield chunk
+                yield chunk, aux
 
     def text_fields(self) -> dict:
         """JSON columns fetched as text: parsed once per distinct value through the caches."""
@@ -804,9 +818,6 @@ class Source:
         """The chunk's rows (no database work)."""
         raise NotImplementedError
 
-    def stream(self, size: int):
-        for chunk in self.chunks(size):
-            yield chunk, self.lookups(chunk)
 
     # shared per-chunk look-ups -------------------------------------------------------
     def label_categories(self, label_ids) -> dict[int, list[int]]:
@@ -1179,9 +1190,16 @@ def remove_files(snapshot: DatasetSnapshot):
         _remove_temps(final)
 
 
+def _map_index(path: Path) -> np.ndarray:
+    """The row index, memory-mapped: a column read touches only that column's bytes."""
+    if not path.exists() or path.stat().st_size == 0:
+        return np.zeros(0, INDEX_DTYPE)
+    return np.memmap(path, dtype=INDEX_DTYPE, mode="r")
+
+
 def read_index(snapshot: DatasetSnapshot) -> np.ndarray:
-    path = index_path(media_path(snapshot.file.name))
-    return np.fromfile(path, dtype=INDEX_DTYPE) if path.exists() else np.zeros(0, INDEX_DTYPE)
+    """A ready snapshot's row index (see INDEX_DTYPE), memory-mapped."""
+    return _map_index(index_path(media_path(snapshot.file.name)))
 
 
 def _fsync_dir(path: Path):
@@ -1367,7 +1385,9 @@ class Build:
         found_in: dict[int, str] = {}
         for other in others:
             o = read_index(other)
-            hit = np.isin(index["conversation"], o["conversation"]) | np.isin(index["prompt"], o["prompt"])
+            hit = np.isin(index["conversation"], np.unique(o["conversation"])) | np.isin(
+                index["prompt"], np.unique(o["prompt"]))
+            del o
             for i in np.nonzero(hit & ~leaks)[0][: audit_mod.MAX_EXAMPLES]:
                 found_in[int(i)] = other.name
             leaks |= hit
@@ -1508,7 +1528,7 @@ def build_snapshot(snapshot_id: int) -> DatasetSnapshot | None:
     try:
         result = build.write()
         build.beat(force=True, phase="auditing")
-        index = np.fromfile(build.tmp_index, dtype=INDEX_DTYPE)
+        index = _map_index(build.tmp_index)
         if result["rows"] == 0:
             _cleanup(build)
             _fail(build, Failure.NO_ROWS, _no_rows_message(build, result),
@@ -1567,7 +1587,7 @@ def _finalise(build: Build, result: dict, stats: dict, checked: list[int]):
                 pk=snap.pk, build_token=build.token, status=State.RUNNING).exists():
             raise Superseded()
         if build.auditor.on("leakage"):
-            index = np.fromfile(build.tmp_index, dtype=INDEX_DTYPE)
+            index = _map_index(build.tmp_index)
             build.leakage(index, exclude=tuple(checked))  # snapshots that became ready during the build
             if build.auditor.blocking:
                 _cleanup(build)
