@@ -155,14 +155,12 @@ def seed(n_responses: int, slug: str):
 def copy_ceiling(sources) -> tuple[int, float, int]:
     """(rows, seconds, bytes) for COPY (SELECT …) TO STDOUT of what the sources read."""
     from django.db import connection
-    from django.db.models import F
 
     rows = nbytes = 0
     started = time.perf_counter()
     with connection.cursor() as cursor:
         for source in sources:
-            qs = source.queryset().annotate(**source.text_fields()).order_by("pk").values_list(
-                F("pk"), *source.fields, *source.text_fields())
+            qs = source.queryset().order_by("pk").values_list(*source.columns())
             sql, params = qs.query.sql_with_params()
             with cursor.cursor.copy(f"COPY ({sql}) TO STDOUT", params) as copy:
                 for block in copy:

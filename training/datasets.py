@@ -26,10 +26,18 @@ Tool-call ``arguments`` are always JSON strings, and for TRL layouts ``tools`` i
 string too: Arrow would otherwise merge differently-shaped dicts into one struct padded
 with nulls (a tool would grow its neighbours' parameters).
 
+eval rows are ``{"id": "<external id>@<context length>", "messages", "expected", "source":
+"correction:<id>" | "reasonable:<label id>", "tools"}`` (evaluation/suites.py reads them).
+
 Determinism: rows come in source-id order and are serialised the same way every time, so
 the same spec over unchanged data gives the same bytes and the same sha256. The row
-index beside each file (``*.rows.bin``) keeps, per row, its source, conversation, prompt
-hash, duplicate hashes and token counts: the leakage check and the preview read it.
+index beside each file (``*.rows.bin``, INDEX_DTYPE) keeps, per row, its source,
+conversation, prompt hash (stable: the leakage check compares it across snapshots),
+duplicate hashes (valid within one build only) and token counts.
+
+Speed (benchmarks/export_bench.py): chunks are id windows planned as index nested loops,
+fetched one chunk ahead by a thread on PostgreSQL; each context is walked once; the cyclic
+GC is paused during the stream (it costs more than the work with this many objects).
 """
 
 from __future__ import annotations
@@ -52,9 +60,8 @@ import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
-from django.db.models import BooleanField, Count, Exists, F, Max, OuterRef, Q, TextField
+from django.db.models import BooleanField, Count, Exists, F, Max, OuterRef, Q
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Cast
 from django.utils import timezone
 
 from annotator.models import (
@@ -101,6 +108,17 @@ SOURCE_CODES = {"correction": 1, "reasonable": 2, "preference": 3, "both_bad": 4
 SOURCE_NAMES = {v: k for k, v in SOURCE_CODES.items()}
 MAX_ATTEMPTS = 3
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_SCAN = json.JSONDecoder().scan_once
+
+
+def _loads(text: str):
+    """json.loads for database JSON text, minus the whitespace regexes json.loads runs per call
+    (four calls a row add up); anything unusual goes through json.loads itself."""
+    try:
+        value, end = _SCAN(text, 0)
+    except (StopIteration, ValueError, TypeError):
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 INDEX_DTYPE = np.dtype([
     ("conversation", "<i8"), ("source_id", "<i8"), ("prompt", "<u8"), ("exact", "<u8"), ("normalised", "<u8"),
     ("prompt_tokens", "<u4"), ("target_tokens", "<u4"), ("rejected_tokens", "<u4"), ("source", "u1"),
@@ -633,7 +651,7 @@ class Contexts:
         key = (conversation_id, length)
         hit = self._contexts.get(key)
         if hit is None:
-            hit = digest_context(json.loads(messages_text)[:length])
+            hit = digest_context(_loads(messages_text)[:length])
             if len(self._contexts) >= self.MAX:
                 self._contexts.clear()
             self._contexts[key] = hit
@@ -783,15 +801,17 @@ class Source:
         The upper bound keeps every chunk small and cheap to plan; the window grows where
         the project's rows are sparse among other projects' ids and shrinks back where
         they are dense. Rows created after the build started (ids above today's maximum)
-        are not read.
+        are not read. The query is compiled once and run through the DB-API cursor: rows
+        arrive as plain tuples, JSON columns as text (parsed where needed, once).
         """
-        qs = self.queryset().annotate(**self.text_fields()).order_by("pk")
-        fields = ("pk", *self.fields, *self.text_fields())
+        sql, params, lo, hi = self.chunk_sql(size)
         top = self.queryset().model.objects.aggregate(top=Max("pk"))["top"] or 0
         last, window = 0, size
         while last < top:
-            with index_lookups():
-                chunk = list(qs.filter(pk__gt=last, pk__lte=last + window).values_list(*fields)[:size])
+            params[lo], params[hi] = last, last + window
+            with index_lookups(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                chunk = cursor.fetchall()
                 aux = self.lookups(chunk) if chunk else {}
             if len(chunk) == size:
                 last = chunk[-1][0]
@@ -803,10 +823,18 @@ class Source:
             if chunk:
                 yield chunk, aux
 
-    def text_fields(self) -> dict:
-        """JSON columns fetched as text: parsed once per distinct value through the caches."""
+    def columns(self) -> tuple[str, ...]:
+        """What a record holds, in order: the id, `fields`, the conversation's messages and tools."""
         p = self.conversation_path
-        return {"messages_text": Cast(f"{p}__messages", TextField()), "tools_text": Cast(f"{p}__tools", TextField())}
+        return ("pk", *self.fields, f"{p}__messages", f"{p}__tools")
+
+    def chunk_sql(self, size: int) -> tuple[str, list, int, int]:
+        """The chunk query's SQL and parameters, with the positions of the window bounds."""
+        lo_mark, hi_mark = -(2**62) + 11, -(2**62) + 13  # never ids
+        qs = self.queryset().order_by("pk").filter(pk__gt=lo_mark, pk__lte=hi_mark).values_list(*self.columns())
+        sql, params = qs[:size].query.sql_with_params()
+        params = list(params)
+        return sql, params, params.index(lo_mark), params.index(hi_mark)
 
     conversation_path = ""
 
@@ -851,7 +879,7 @@ class LabelledSource(Source):
         return corrections_qs(self.build.project.pk, self.f)
 
     def target(self, rec) -> dict:
-        return clean_message({**rec[1], "role": "assistant"})
+        return clean_message({**_loads(rec[1]), "role": "assistant"})
 
     def lookups(self, chunk):
         return {"cats": self.label_categories([r[2] for r in chunk]),
@@ -886,7 +914,7 @@ class ReasonableSource(LabelledSource):
         return reasonable_qs(self.build.project.pk, self.f)
 
     def target(self, rec) -> dict:
-        return response_output(rec[1], rec[10])
+        return response_output(_loads(rec[1]), rec[10])
 
 
 class CorrectionPairSource(Source):
@@ -915,8 +943,9 @@ class CorrectionPairSource(Source):
             out.append(Row(
                 source=self.name, source_id=pk, conversation_id=conv_id, external_id=ext, context_length=length,
                 split=split, model_version_id=mv, ctx=self.build.contexts.context(conv_id, length, messages_text),
-                toolset=self.build.contexts.tools(tools_text), target=clean_message({**msg, "role": "assistant"}),
-                rejected=response_output(resp_msg, raw), categories=cats.get(label_id, ()),
+                toolset=self.build.contexts.tools(tools_text),
+                target=clean_message({**_loads(msg), "role": "assistant"}),
+                rejected=response_output(_loads(resp_msg), raw), categories=cats.get(label_id, ()),
                 conflict=_label_conflict(verdict, live.get(response_id, [])),
             ))
         return out
@@ -1008,7 +1037,7 @@ class PreferenceSource(Source):
             common = dict(conversation_id=conv_id, external_id=ext, context_length=length, split=split,
                           ctx=build.contexts.context(conv_id, length, messages_text),
                           toolset=build.contexts.tools(tools_text))
-            out_a, out_b = response_output(msg_a, raw_a), response_output(msg_b, raw_b)
+            out_a, out_b = response_output(_loads(msg_a), raw_a), response_output(_loads(msg_b), raw_b)
             if choice in ("a", "b"):
                 win, lose = (a, b) if choice == "a" else (b, a)
                 chosen, rejected = (out_a, out_b) if choice == "a" else (out_b, out_a)
