@@ -19,6 +19,9 @@ from .api import snapshot_download
 from .forms import SnapshotForm
 from .models import DatasetSnapshot
 
+SOURCE_LABELS = {"correction": "corrections", "reasonable": "reasonable responses", "preference": "preferences",
+                 "both_bad": "“both bad” vs. a correction"}
+
 
 def _snapshot(request, slug, pk, role=Role.LEAD):
     project = project_for(request.user, slug, role)
@@ -116,7 +119,7 @@ def snapshot_detail(request, slug, pk):
                     for row in datasets.preview(snapshot)],
         "same_content": same,
         "categories": _bars(stats.get("rows_by_category", {})),
-        "sources": _bars(stats.get("rows_by_source", {})),
+        "sources": _bars({SOURCE_LABELS.get(k, k): n for k, n in stats.get("rows_by_source", {}).items()}),
         "versions": _bars(stats.get("rows_by_model_version", {})),
         "histogram": stats.get("token_histogram"),
         "checks": (snapshot.audit or {}).get("checks", []),
