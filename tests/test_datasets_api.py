@@ -240,3 +240,10 @@ def test_build_again_with_changes_prefills_the_form(client, members, ready):
     assert 'value="dpo" checked' in html.replace("\n", " ").replace('id="id_kind_1" checked', "") or \
         'value="dpo"' in html
     assert json.dumps(ready.filters["sources"])  # spec survives the round trip
+
+
+def test_django_admin_lists_snapshots_read_only(client, make_user, ready):
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    assert client.get("/admin/training/datasetsnapshot/").status_code == 200
+    page = client.get(f"/admin/training/datasetsnapshot/{ready.pk}/change/").content.decode()
+    assert ready.sha256 in page and 'name="_save"' not in page

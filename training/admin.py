@@ -20,8 +20,8 @@ class DatasetSnapshotAdmin(admin.ModelAdmin):
     search_fields = ["sha256", "note"]
     list_select_related = ["project", "created_by"]
 
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in DatasetSnapshot._meta.fields]
-
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
