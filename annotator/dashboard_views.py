@@ -12,6 +12,7 @@ from .models import Role
 from .permissions import has_role, project_for, role_in
 
 MATRIX_MAX = 15  # annotators in the kappa matrix; more would not be readable at 1,024 px
+PAIR_ROWS = 60  # annotator pairs listed on the page (all of them are in the CSV)
 TABS = [("overview", "Badcases"), ("annotators", "Annotators"), ("agreement", "Agreement"), ("models", "Model versions")]
 
 
@@ -90,7 +91,7 @@ def _render(request, slug, page, template, build):
         "project": project, "data": data, "f": f, "errors": errors, "links": links, "choices": choices,
         "tab": page, "tabs": [(name, title, links.page(name)) for name, title in TABS],
         "is_lead": True, "is_admin": has_role(request.user, project, Role.ADMIN), "role": role_in(request.user, project),
-        "refresh_url": links.page(page, fresh="1"), **extra,
+        "refresh_url": links.page(page, fresh="1"), "cache_minutes": round(d.cache_seconds() / 60, 1), **extra,
     })
 
 
@@ -179,6 +180,7 @@ def _overview_charts(data, links, f):
                                                            models=(m["id"],) if m["id"] else (), **bad)}
                                       for m in data["models"]]} for r in rows],
             "scope_up": (links.page("overview", category=data["drill"]["parent"]) if data["drill"]["node"] else None),
+            "scope_top": links.page("overview", category=None),
             "all_badcases_href": links.cases(**bad)}
 
 
@@ -275,10 +277,13 @@ def _agreement_charts(data, links, f):
             cells.append({**p, "href": links.cases(pair=f"{first},{second}", disagree="1"),
                           "heat": None if p["kappa"] is None else round(max(0.0, min(1.0, (p["kappa"] + 1) / 2)), 3)})
         matrix.append({"id": a, "name": names[a], "cells": cells})
+    # the weakest pairs with enough shared items first; the CSV has every pair
+    ranked = sorted(pairs, key=lambda p: (p["few"], p["kappa"] is None, p["kappa"] or 0, -p["items"]))
     pair_rows = [{**p, "href": links.cases(pair=f"{p['a']},{p['b']}", disagree="1"),
-                  "all_href": links.cases(pair=f"{p['a']},{p['b']}")} for p in pairs]
+                  "all_href": links.cases(pair=f"{p['a']},{p['b']}")} for p in ranked[:PAIR_ROWS]]
     cat_rows = [{**c, "href": links.cases(category_split=c["category"])} for c in data["categories"]]
     return {"charts": charts, "matrix": matrix, "pair_rows": pair_rows, "cat_rows": cat_rows,
+            "pairs_hidden": max(0, len(pairs) - PAIR_ROWS),
             "no_category_data": "" if shown else "No category was chosen on a multiply-judged item yet.",
             "csv": {t: links.csv("agreement", t) for t in ("pairs", "categories", "items", "summary")},
             "matrix_names": [names[a] for a in annotator_ids], "matrix_cut": len(shared) > MATRIX_MAX,
@@ -320,8 +325,8 @@ def _model_charts(data, links, f):
     lineage = []
     for r in data["lineage"]:
         ev = r["eval"] or {}
-        cells = [{"value": (ev.get("metrics") or {}).get(m, {}).get("value"),
-                  "se": (ev.get("metrics") or {}).get(m, {}).get("se")} for m in metrics]
+        cells = add_percent_strings([{"value": (ev.get("metrics") or {}).get(m, {}).get("value"),
+                                      "se": (ev.get("metrics") or {}).get(m, {}).get("se")} for m in metrics])
         lineage.append({**r, "href": links.cases(models=(r["model_version"],)), "eval_cells": cells,
                         "vs_parent_href": links.comparisons(model_a=r["model_version"], model_b=r["parent_id"])
                         if r["parent_id"] else None})

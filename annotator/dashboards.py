@@ -618,29 +618,66 @@ def _bin(hist: Counter) -> list[int]:
     return out
 
 
-def multi_judged(project, f: Filters):
-    """Subquery: responses with two or more counted labels, the only ones that carry agreement.
+def agreement_core(project, f: Filters, categories: bool = True, items: int = 0) -> dict:
+    """Everything agreement needs from the multiply-judged labels, in one SQL statement.
 
-    Agreement queries filter on it first, so their joins and groupings touch the multiply-judged
-    tenth of the labels instead of all of them.
+    Only responses judged two or more times carry agreement, so the statement first finds them
+    (one GROUP BY over the filtered labels), keeps their labels in a materialised CTE (a tenth
+    of the labels at the benchmark's overlap) and computes from it, with UNION ALL:
+      pair: (annotator a < annotator b, a's verdict, b's verdict) -> items both judged
+      unit: (judges, unreasonable verdicts) -> units                 (verdict alpha)
+      cat:  (category, judges, judges who chose it) -> units         (per-category alpha)
+      item: the `items` responses with the most split judge pairs    (items driving disagreement)
+    Verdicts travel as 1 (unreasonable) / 0. With an annotator filter, items are ones they judged.
     """
-    return (Label.objects.filter(label_q(project, f, annotator=False)).values("response_id")
-            .annotate(m=Count("id")).filter(m__gte=2).values("response_id"))
+    base = Label.objects.filter(label_q(project, f, annotator=False)).order_by()
+    m_sql, m_params = (base.values("response_id").annotate(m=Count("id")).filter(m__gte=2)
+                       .values("response_id").query.sql_with_params())
+    l_sql, l_params = base.values("id", "response_id", "annotator_id", "verdict", "submitted_at").query.sql_with_params()
+    mat = "MATERIALIZED " if connection.vendor == "postgresql" else ""
+    through = connection.ops.quote_name(LabelCategory._meta.db_table)
+    parts = ["""SELECT 'pair', a.annotator_id, b.annotator_id, a.bad, b.bad, COUNT(*) FROM ml a
+                JOIN ml b ON a.response_id = b.response_id AND a.annotator_id < b.annotator_id
+                GROUP BY a.annotator_id, b.annotator_id, a.bad, b.bad""",
+             "SELECT 'unit', n, u, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), COUNT(*) FROM units GROUP BY n, u"]
+    params = [*m_params, UNREASONABLE, *l_params]
+    if categories:
+        parts.append(f"""SELECT 'cat', c.cat, units.n, c.k, CAST(NULL AS BIGINT), COUNT(*) FROM (
+                SELECT t.taxonomycategory_id AS cat, ml.response_id, COUNT(*) AS k FROM {through} t
+                JOIN ml ON ml.id = t.label_id GROUP BY t.taxonomycategory_id, ml.response_id) c
+                JOIN units ON units.response_id = c.response_id GROUP BY c.cat, units.n, c.k""")
+    if items:
+        mine = "AND response_id IN (SELECT response_id FROM ml WHERE annotator_id = %s)" if f.annotator else ""
+        parts.append(f"""SELECT 'item', response_id, n - u, u, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT) FROM (
+                SELECT response_id, n, u FROM units WHERE u > 0 AND u < n {mine}
+                ORDER BY (n - u) * u DESC, last DESC, response_id LIMIT %s) top""")
+        params += [f.annotator] if f.annotator else []
+        params.append(items)
+    sql = (f"WITH m AS {mat}({m_sql}), "
+           f"ml AS {mat}(SELECT x.id, x.response_id, x.annotator_id, CASE WHEN x.verdict = %s THEN 1 ELSE 0 END AS bad, "
+           f"x.submitted_at FROM ({l_sql}) x JOIN m ON m.response_id = x.response_id), "
+           f"units AS {mat}(SELECT response_id, COUNT(*) AS n, SUM(bad) AS u, MAX(submitted_at) AS last "
+           f"FROM ml GROUP BY response_id) " + " UNION ALL ".join(f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts)))
+    out = {"pairs": defaultdict(Counter), "units": [], "categories": defaultdict(Counter), "items": []}
+    verdict = {1: UNREASONABLE, 0: REASONABLE}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for kind, c1, c2, c3, c4, n in cursor.fetchall():
+            if kind == "pair":
+                out["pairs"][(c1, c2)][(verdict[c3], verdict[c4])] = n
+            elif kind == "unit":
+                out["units"].append(({REASONABLE: c1 - c2, UNREASONABLE: c2}, n))
+            elif kind == "cat":
+                out["categories"][c1][(c2, c3)] = n
+            else:
+                out["items"].append((c1, c2, c3))
+    out["items"].sort(key=lambda i: -(i[1] * i[2]))  # UNION ALL does not keep the subquery's order
+    return out
 
 
 def verdict_pair_tables(project, f: Filters) -> dict[tuple[int, int], Counter]:
-    """{(annotator_a, annotator_b): {(verdict_a, verdict_b): items}} with a < b, over items both judged.
-
-    One self-join of the filtered labels on the response: the contingency tables for every pair.
-    """
-    other = "response__labels__"
-    q = label_q(project, f) & label_q(project, replace(f, split=""), other) & Q(
-        **{f"{other}annotator_id__gt": F("annotator_id")}) & Q(response_id__in=multi_judged(project, f))
-    out: dict[tuple[int, int], Counter] = defaultdict(Counter)
-    for row in (Label.objects.filter(q).values("annotator_id", f"{other}annotator_id", "verdict", f"{other}verdict")
-                .annotate(n=Count("id")).order_by()):
-        out[(row["annotator_id"], row[f"{other}annotator_id"])][(row["verdict"], row[f"{other}verdict"])] = row["n"]
-    return out
+    """{(annotator_a, annotator_b): {(verdict_a, verdict_b): items}} with a < b, over items both judged."""
+    return agreement_core(project, f, categories=False)["pairs"]
 
 
 def gold_tables(project, f: Filters) -> dict[int, Counter]:
@@ -660,41 +697,19 @@ def gold_tables(project, f: Filters) -> dict[int, Counter]:
 def agreement(project, f: Filters) -> dict:
     """Verdict agreement (pairwise Cohen's kappa, Krippendorff's alpha), per-category agreement on
     the multi-label taxonomy choices, agreement on pairwise choices, and the items driving disagreement."""
-    base = Label.objects.filter(label_q(project, f, annotator=False))
     tree = CategoryTree.load(project)
+    core = agreement_core(project, f, categories=True, items=DISAGREEMENT_ITEMS)
 
-    # verdict compositions per multiply-judged response -> alpha; also the units by size for categories
-    per_unit = (base.values("response_id")
-                .annotate(r=Count("id", filter=Q(verdict=REASONABLE)), u=Count("id", filter=Q(verdict=UNREASONABLE)),
-                          m=Count("id")).filter(m__gte=2).values("r", "u").order_by())
-    compositions = [({REASONABLE: r, UNREASONABLE: u}, n)
-                    for r, u, n in _nested_aggregate(per_unit, "r, u, COUNT(*)", "r, u")]
+    compositions = core["units"]
     alpha = stats.alpha_nominal(compositions)
     units_by_size = Counter()
     for comp, n in compositions:
         units_by_size[sum(comp.values())] += n
 
     # per-category: for every category, units with m judges of which k chose it
-    multi = (base.values("response_id").annotate(m=Count("id")).filter(m__gte=2).annotate(rid=F("response_id"))
-             .values("rid", "m").order_by())
-    chosen = (LabelCategory.objects.filter(label_q(project, f, "label__", annotator=False),
-                                           label__response_id__in=multi_judged(project, f))
-              .annotate(rid=F("label__response_id"), cat=F("taxonomycategory_id")).values("rid", "cat")
-              .annotate(k=Count("id")).values("rid", "cat", "k").order_by())
-    multi_sql, multi_params = multi.query.sql_with_params()
-    chosen_sql, chosen_params = chosen.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT c.cat, u.m, c.k, COUNT(*) FROM ({chosen_sql}) c "
-            f"JOIN ({multi_sql}) u ON u.rid = c.rid GROUP BY c.cat, u.m, c.k",
-            [*chosen_params, *multi_params])
-        cat_rows = cursor.fetchall()
-    by_cat: dict[int, Counter] = defaultdict(Counter)
-    for cat, m, k, n in cat_rows:
-        by_cat[cat][(m, k)] += n
     categories = []
     for node_id, depth in tree.walk():
-        sizes = by_cat.get(node_id, Counter())
+        sizes = core["categories"].get(node_id, Counter())
         a = stats.alpha_nominal(stats.binary_compositions(sizes, units_by_size))
         chose = sum(units * k for (m, k), units in sizes.items())
         split_units = sum(units for (m, k), units in sizes.items() if 0 < k < m)
@@ -705,7 +720,7 @@ def agreement(project, f: Filters) -> dict:
         })
 
     # annotator pairs: Cohen's kappa per pair
-    tables_by_pair = verdict_pair_tables(project, replace(f, annotator=None))
+    tables_by_pair = core["pairs"]
     names = dict(get_user_model().objects.filter(pk__in={u for pair in tables_by_pair for u in pair})
                  .values_list("pk", "username"))
     pairs = []
@@ -744,7 +759,7 @@ def agreement(project, f: Filters) -> dict:
         "preferences": {"alpha": pref_alpha.alpha, "units": pref_alpha.units,
                         "pairwise_agreement": pairwise_agreement(pref_comps),
                         "alpha_better": stats.alpha_nominal(coarse).alpha},
-        "items": disagreement_items(project, f),
+        "items": disagreement_items(project, f, core["items"]),
     }
 
 
@@ -758,18 +773,9 @@ def pairwise_agreement(compositions) -> float | None:
     return same / total if total else None
 
 
-def disagreement_items(project, f: Filters, limit: int = DISAGREEMENT_ITEMS) -> list[dict]:
-    """Responses whose verdicts split, most disagreeing pairs first, with who said what."""
-    base = Label.objects.filter(label_q(project, f, annotator=False), response_id__in=multi_judged(project, f))
-    if f.annotator:
-        base = base.filter(response__labels__annotator_id=f.annotator)
-    top = list(base.values("response_id")
-               .annotate(r=Count("id", filter=Q(verdict=REASONABLE), distinct=True),
-                         u=Count("id", filter=Q(verdict=UNREASONABLE), distinct=True),
-                         last=Max("submitted_at"))
-               .filter(r__gt=0, u__gt=0).annotate(pairs=F("r") * F("u"))
-               .order_by("-pairs", "-last", "response_id")[:limit])
-    ids = [t["response_id"] for t in top]
+def disagreement_items(project, f: Filters, top: list[tuple[int, int, int]]) -> list[dict]:
+    """The split responses (response, reasonable, unreasonable) with who said what, gold and task."""
+    ids = [t[0] for t in top]
     labels = defaultdict(list)
     for label in (Label.objects.filter(label_q(project, replace(f, annotator=None)), response_id__in=ids)
                   .select_related("annotator", "response__conversation", "model_version")
@@ -779,21 +785,21 @@ def disagreement_items(project, f: Filters, limit: int = DISAGREEMENT_ITEMS) -> 
     gold = dict(Adjudication.objects.filter(task__response_id__in=ids, task__kind=Task.Kind.LABEL)
                 .values_list("task__response_id", "verdict"))
     out = []
-    for t in top:
-        group = labels.get(t["response_id"], [])
+    for response_id, r, u in top:
+        group = labels.get(response_id, [])
         if not group:
             continue
         first = group[0]
         cats = Counter(c.name for lb in group for c in lb.categories.all())
         out.append({
-            "response": t["response_id"], "conversation": first.response.conversation_id,
+            "response": response_id, "conversation": first.response.conversation_id,
             "external_id": first.response.conversation.external_id,
             "model_version": first.model_version.name if first.model_version else None,
-            "reasonable": t["r"], "unreasonable": t["u"], "last": t["last"],
+            "reasonable": r, "unreasonable": u, "last": max(lb.submitted_at for lb in group),
             "judgements": [{"annotator": lb.annotator.username, "verdict": lb.verdict,
                             "categories": [c.name for c in lb.categories.all()]} for lb in group],
-            "categories": dict(cats.most_common()), "task": tasks.get(t["response_id"]),
-            "gold": gold.get(t["response_id"]) or None,
+            "categories": dict(cats.most_common()), "task": tasks.get(response_id),
+            "gold": gold.get(response_id) or None,
         })
     return out
 
@@ -1162,17 +1168,31 @@ def tables(page: str, data: dict) -> dict[str, tuple[list[str], list[list]]]:
                               c["both_bad"], _pct(c["win_rate"]), _pct(c["low"]), _pct(c["high"]),
                               _pct(c["decisive_win_rate"])]
                              for row in data["matrix"] for c in row if c and c["comparisons"]])
+        metrics = data["evaluation"].get("metrics") or []
+        suite = data["evaluation"].get("suite") or ""
+
+        def evals(r):
+            ev = (r["eval"] or {}).get("metrics") or {}
+            return [v for m in metrics for v in (_pct((ev.get(m) or {}).get("value")), _pct((ev.get(m) or {}).get("se")))]
+
         out["lineage"] = (["model_version_id", "model_version", "lineage", "origin", "stage", "labels", "badcases",
                            "badcase_rate", "badcase_change_vs_parent", "rating", "win_rate_vs_parent",
-                           "comparisons_vs_parent"],
+                           "comparisons_vs_parent", "eval_suite", *[f"{m}{x}" for m in metrics for x in ("", "_se")]],
                           [[r["model_version"], r["name"], " > ".join(r["lineage"]), r["origin"], r["stage"],
                             r["labels"], r["badcases"], _pct(r["badcase_rate"]), _pct(r["badcase_change"]),
-                            _pct(r["rating"]), _pct(r["win_rate_vs_parent"]), r["comparisons_vs_parent"]]
+                            _pct(r["rating"]), _pct(r["win_rate_vs_parent"]), r["comparisons_vs_parent"],
+                            suite if r["eval"] else "", *evals(r)]
                            for r in data["lineage"]])
     return out
 
 
 PAGES = {"overview": overview, "annotators": annotators, "agreement": agreement, "models": model_comparison}
+
+
+def cache_seconds() -> int:
+    from django.conf import settings
+
+    return getattr(settings, "DASHBOARD_CACHE_SECONDS", 300)
 
 
 def run_analytics(fn, *args):
@@ -1193,12 +1213,12 @@ def run_analytics(fn, *args):
 def compute(page: str, project, f: Filters, fresh: bool = False) -> dict:
     """A dashboard's data, from a short-lived cache keyed by project, page and filters.
 
-    DASHBOARD_CACHE_SECONDS (default 60; 0 turns it off) bounds how stale a number can be; `fresh`
-    recomputes and refreshes the cache (the page's "refresh" link).
+    DASHBOARD_CACHE_SECONDS (default 300; 0 turns it off) bounds how stale a number can be: at a
+    million labels a cold page takes seconds (benchmarks/results/dashboards_1000000.json), so leads
+    share one computation per page and filter set; `fresh` recomputes and refreshes the cache (the
+    page's "recompute now" link). Every page shows when its numbers were computed.
     """
-    from django.conf import settings
-
-    ttl = getattr(settings, "DASHBOARD_CACHE_SECONDS", 60)
+    ttl = cache_seconds()
     key = f"dash:v1:{project.pk}:{int(project.created_at.timestamp() * 1e6)}:{page}:{f.key()}"
     if ttl and not fresh:
         hit = cache.get(key)

@@ -421,6 +421,46 @@ def test_model_versions_win_rates_ratings_and_lineage(project, team_world):
     assert data["evaluation"]["suite"] is None  # no finished evaluation: the page says so
 
 
+def test_lineage_shows_each_versions_latest_evaluation_on_the_shared_suite(client, project, members, team_world):
+    from django.apps import apps
+
+    try:
+        run_model = apps.get_model("evaluation", "EvalRun")
+        suite_model = apps.get_model("evaluation", "EvalSuite")
+    except LookupError:
+        pytest.skip("the evaluation app has no runs yet")
+    w = team_world
+    suite = suite_model.objects.create(project=project, name="held-out", version=1, source="gold", content_hash="x")
+    other = suite_model.objects.create(project=project, name="scratch", version=1, source="gold", content_hash="y")
+
+    def summary(value):
+        return {"n": 200, **{m: {"n": 200, "count": int(200 * value), "value": value, "se": 0.03}
+                             for m in ("tool_call_accuracy", "tool_name_accuracy", "tool_args_accuracy",
+                                       "response_quality")}}
+
+    def run(mv, s, value, days_ago):
+        return run_model.objects.create(project=project, suite=s, model_version=mv, status="done",
+                                        summary=summary(value), finished_at=timezone.now() - dt.timedelta(days=days_ago))
+
+    run(w["v1"], suite, 0.40, 5)
+    run(w["v1"], suite, 0.45, 1)  # the latest run on the yardstick wins
+    run(w["v2"], suite, 0.70, 1)
+    run(w["v2"], other, 0.99, 0)  # another suite: not comparable, not shown
+    data = d.model_comparison(project, d.Filters())
+    assert data["evaluation"]["suite"] == "held-out v1"
+    lineage = {r["name"]: r for r in data["lineage"]}
+    assert lineage["v1"]["eval"]["metrics"]["tool_call_accuracy"]["value"] == 0.45
+    assert lineage["v2"]["eval"]["metrics"]["tool_call_accuracy"] == {"value": 0.70, "se": 0.03}
+    client.force_login(members[Role.LEAD])
+    response = client.get(f"/p/{project.slug}/dashboards/models/")
+    html = response.content.decode()
+    assert "no evaluation run has finished" not in html, html[html.find("No evaluation yet") - 300:][:600]
+    assert "70.0%" in html and "held-out v1" in html
+    assert any(c["id"] == "eval-lineage" for c in response.context["charts"])
+    header, rows = d.tables("models", data)["lineage"]
+    assert "tool_call_accuracy" in header and rows[1][header.index("tool_call_accuracy")] == pytest.approx(0.7)
+
+
 def test_comparison_links_list_the_counted_preferences(client, project, members, team_world):
     client.force_login(members[Role.LEAD])
     response = client.get(f"/p/{project.slug}/dashboards/models/")
