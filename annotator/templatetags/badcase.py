@@ -52,3 +52,12 @@ def queue_count(n) -> str:
     from annotator.assignment import QUEUE_COUNT_CAP
 
     return f"{QUEUE_COUNT_CAP:,}+" if n is not None and n >= QUEUE_COUNT_CAP else f"{n:,}"
+
+
+@register.simple_tag(takes_context=True)
+def project_role(context, project) -> str:
+    """The viewer's role in `project` ('' for none), for navigation that adapts to it."""
+    from annotator.permissions import role_in
+
+    request = context.get("request")
+    return (role_in(request.user, project) or "") if request is not None and project is not None else ""
