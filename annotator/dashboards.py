@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Case, Count, Exists, F, IntegerField, Max, Min, OuterRef, Q, Sum, Value, When
+from django.db.models import Count, Exists, F, IntegerField, Max, Min, OuterRef, Q, Sum, Value
 from django.db.models.functions import Least, TruncDate
 from django.utils import timezone
 
@@ -344,11 +344,7 @@ def overview(project, f: Filters) -> dict:
                 .order_by())
 
     # category counts: direct assignments per (category, version), then distinct labels per subtree
-    direct = defaultdict(Counter)  # category -> version -> badcase labels carrying it
-    for row in (LabelCategory.objects.filter(label_q(project, f, "label__"), label__verdict=UNREASONABLE)
-                .values("taxonomycategory_id", "label__model_version_id").annotate(n=Count("id")).order_by()):
-        direct[row["taxonomycategory_id"]][row["label__model_version_id"]] = row["n"]
-    subtree_counts = _subtree_counts(project, f, tree)
+    direct, subtree_counts = _category_counts(project, f, tree)
 
     labels_by_version = Counter()
     bad_by_version = Counter()
@@ -430,25 +426,38 @@ def overview(project, f: Filters) -> dict:
     }
 
 
-def _subtree_counts(project, f: Filters, tree: CategoryTree) -> dict[int, Counter]:
-    """Distinct badcase labels per (internal node, version): a label tagged with two siblings counts once.
+def _category_counts(project, f: Filters, tree: CategoryTree) -> tuple[dict[int, Counter], dict[int, Counter]]:
+    """Badcase labels per (category, version), in one statement over the badcase label-category rows.
 
-    One query per level of internal nodes (a two-level taxonomy needs one), mapping every
-    category to its ancestor at that level with a CASE and counting distinct labels.
+    direct:  labels carrying the category itself (what the Pareto chart counts);
+    subtree: distinct labels carrying a category anywhere under an internal node, so a label tagged
+             with two siblings counts once for their parent. One UNION ALL branch per level of
+             internal nodes maps each category to its ancestor at that level with a CASE.
     """
-    out: dict[int, Counter] = {}
+    rows = (LabelCategory.objects.filter(label_q(project, f, "label__"), label__verdict=UNREASONABLE)
+            .annotate(cat=F("taxonomycategory_id"), mv=F("label__model_version_id"))
+            .values("label_id", "cat", "mv").order_by())
+    sql, params = rows.query.sql_with_params()
+    params = list(params)
+    parts = ["SELECT 0, cat, mv, COUNT(*) FROM bl GROUP BY cat, mv"]
     by_depth = defaultdict(dict)  # depth -> {internal node: [categories in its subtree]}
     for node in tree.internal():
         by_depth[tree.nodes[node]["depth"]][node] = tree.subtree(node)
     for _depth, groups in sorted(by_depth.items()):
-        whens = [When(taxonomycategory_id__in=members, then=Value(node)) for node, members in groups.items()]
-        rows = (LabelCategory.objects.filter(label_q(project, f, "label__"), label__verdict=UNREASONABLE,
-                                             taxonomycategory_id__in=[c for m in groups.values() for c in m])
-                .annotate(node=Case(*whens, output_field=IntegerField()))
-                .values("node", "label__model_version_id").annotate(n=Count("label_id", distinct=True)).order_by())
-        for row in rows:
-            out.setdefault(row["node"], Counter())[row["label__model_version_id"]] = row["n"]
-    return out
+        whens = " ".join(f"WHEN cat IN ({', '.join(['%s'] * len(members))}) THEN %s" for members in groups.values())
+        for node, members in groups.items():
+            params += [*members, node]
+        parts.append(f"SELECT 1, node, mv, COUNT(*) FROM (SELECT DISTINCT label_id, CASE {whens} END AS node, mv "
+                     f"FROM bl) s WHERE node IS NOT NULL GROUP BY node, mv")
+    mat = "MATERIALIZED " if connection.vendor == "postgresql" else ""
+    direct: dict[int, Counter] = defaultdict(Counter)
+    subtree: dict[int, Counter] = defaultdict(Counter)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH bl AS {mat}({sql}) " + " UNION ALL ".join(
+            f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts)), params)
+        for kind, node, mv, n in cursor.fetchall():
+            (subtree if kind else direct)[node][mv] += n
+    return direct, subtree
 
 
 def _over_time(days: dict, present: list[dict], f: Filters) -> dict:
