@@ -1,0 +1,483 @@
+"""Building eval suites, and checking a suite against a model's training data.
+
+A suite is a versioned, immutable list of cases: an input context (messages + tools) and
+the gold assistant turn that should follow, with taxonomy categories and turn depth.
+Sources:
+
+* ``suite_from_snapshot`` — a ready *eval* dataset snapshot (held-out conversations,
+  approved corrections and approved reasonable responses; training/datasets.py);
+* ``suite_from_gold_jsonl`` — one case per line:
+  ``{"id", "messages", "tools"?, "expected", "categories"?, "turn_depth"?, "metadata"?}``
+  (``expected`` tool calls may carry ``optional`` and ``acceptable``, see metrics.md);
+* ``suite_from_scenarios`` — scripted multi-turn conversations, one per line
+  ``{"id", "messages", "tools"?, "categories"?}``: every assistant turn becomes a case
+  whose context is everything before it;
+* ``suite_from_conversations`` — the same cut over the project's held-out conversations;
+* ``suite_from_demo`` — the demo domain's held-out prompts (training/demo_domain.py).
+
+Every source goes through ``create_suite``: cases are validated one by one (a suite must
+be exact, so one bad case refuses the whole suite, every error with its line and field),
+hashed, and stored as version N+1 of the name — unless they equal the latest version,
+which is then returned unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+
+from annotator.models import Conversation, Project, Split, canonical_json
+from annotator.validation import validate_assistant_message, validate_messages, validate_tool_specs
+
+from .metrics import expected_calls
+from .models import EvalCase, EvalSuite
+
+MAX_CASES = getattr(settings, "EVAL_MAX_SUITE_CASES", 100_000)
+MAX_ERRORS = 200
+
+
+@dataclass(frozen=True)
+class CaseError:
+    line: int  # 1-based line (or case number); 0 for the whole input
+    field: str
+    message: str
+
+    def __str__(self):
+        where = f"line {self.line}" if self.line else "input"
+        return f"{where}: {self.field + ': ' if self.field else ''}{self.message}"
+
+
+class SuiteError(ValueError):
+    """The input could not become a suite; ``errors`` says where and why."""
+
+    def __init__(self, errors: list[CaseError]):
+        self.errors = errors[:MAX_ERRORS]
+        more = f" (and {len(errors) - MAX_ERRORS} more)" if len(errors) > MAX_ERRORS else ""
+        super().__init__("; ".join(str(e) for e in self.errors[:5]) + more)
+
+
+# =============================================================================== cases
+
+
+def turn_depth_of(messages: list) -> int:
+    return sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "user")
+
+
+def _as_tools(value, project_tools):
+    if value is None or value == "":
+        return project_tools or []
+    if isinstance(value, str):  # TRL layouts keep tools as a JSON string
+        return json.loads(value)
+    return value
+
+
+def check_case(raw: dict, line: int, project_tools: list) -> tuple[dict | None, list[CaseError]]:
+    """One case record -> the normalised case, or the errors that refuse it."""
+    if not isinstance(raw, dict):
+        return None, [CaseError(line, "", "each case must be a JSON object")]
+    errors: list[CaseError] = []
+    try:
+        tools = _as_tools(raw.get("tools"), project_tools)
+    except ValueError:
+        return None, [CaseError(line, "tools", "is a string that does not hold JSON")]
+    errors += [CaseError(line, e.field, e.message) for e in validate_tool_specs(tools)]
+    messages = raw.get("messages")
+    errors += [CaseError(line, e.field, e.message) for e in validate_messages(messages, None if errors else tools)]
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict) \
+            and messages[-1].get("role") not in ("user", "tool"):
+        errors.append(CaseError(line, f"messages[{len(messages) - 1}].role",
+                                "the context must end with a user or tool message (the model answers next)"))
+    expected = raw.get("expected")
+    if expected is None:
+        errors.append(CaseError(line, "expected", "is required: the gold assistant message"))
+    else:
+        errors += [CaseError(line, e.field, e.message)
+                   for e in validate_assistant_message(expected, tools, "expected")]
+        if isinstance(expected, dict) and expected.get("role", "assistant") != "assistant":
+            errors.append(CaseError(line, "expected.role", "must be assistant"))
+        try:
+            expected_calls(expected)
+        except ValueError as exc:
+            errors.append(CaseError(line, "expected", str(exc)))
+    external_id = raw.get("id", raw.get("external_id"))
+    if external_id is None:
+        external_id = f"case-{line}"
+    if isinstance(external_id, bool) or not isinstance(external_id, (str, int)) or not str(external_id).strip():
+        errors.append(CaseError(line, "id", "must be a non-empty string or an integer"))
+    elif len(str(external_id)) > 255:
+        errors.append(CaseError(line, "id", "must be at most 255 characters"))
+    categories = raw.get("categories") or []
+    if isinstance(categories, str):
+        categories = [categories]
+    if not isinstance(categories, list) or not all(isinstance(c, str) and c.strip() for c in categories):
+        errors.append(CaseError(line, "categories", "must be a list of category names"))
+        categories = []
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        errors.append(CaseError(line, "metadata", "must be an object"))
+        metadata = {}
+    depth = raw.get("turn_depth", metadata.get("turn_depth"))
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        errors.append(CaseError(line, "turn_depth", "must be a whole number"))
+    if errors:
+        return None, errors
+    return {
+        "external_id": str(external_id).strip(),
+        "messages": messages,
+        "tools": tools,
+        "expected": {**expected, "role": "assistant"},
+        "categories": sorted({c.strip() for c in categories}),
+        "turn_depth": depth if depth is not None else turn_depth_of(messages),
+        "metadata": metadata,
+        "conversation_id": raw.get("conversation_id"),
+        "context_length": raw.get("context_length"),
+    }, []
+
+
+def cases_hash(cases: list[dict]) -> str:
+    h = hashlib.sha256()
+    for c in cases:
+        h.update(canonical_json([c["external_id"], c["messages"], c["tools"], c["expected"], c["categories"],
+                                 c["turn_depth"]]).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def suite_stats(cases: list[dict]) -> dict:
+    by_category = Counter(cat for c in cases for cat in (c["categories"] or ["(uncategorized)"]))
+    by_depth = Counter(str(c["turn_depth"]) for c in cases if c["turn_depth"] is not None)
+    return {
+        "cases": len(cases),
+        "expects_call": sum(1 for c in cases if (c["expected"].get("tool_calls"))),
+        "parallel_calls": sum(1 for c in cases if len(c["expected"].get("tool_calls") or ()) > 1),
+        "by_category": dict(sorted(by_category.items())),
+        "by_turn_depth": dict(sorted(by_depth.items(), key=lambda kv: int(kv[0]))),
+        "conversations": len({c["conversation_id"] for c in cases if c.get("conversation_id")}),
+    }
+
+
+def create_suite(project: Project, name: str, records, *, source: str, source_detail: dict | None = None,
+                 description: str = "", user=None) -> tuple[EvalSuite, bool]:
+    """Validate every record and store the suite as the next version of `name`.
+
+    ``records``: iterable of (line number, record dict). Returns (suite, created);
+    ``created`` is False when the cases equal the latest version of that name.
+    Raises SuiteError with every problem found.
+    """
+    name = (name or "").strip()
+    errors: list[CaseError] = []
+    if not name:
+        errors.append(CaseError(0, "name", "is required"))
+    elif len(name) > 200:
+        errors.append(CaseError(0, "name", "must be at most 200 characters"))
+    cases, seen = [], {}
+    for line, raw in records:
+        case, errs = check_case(raw, line, project.tools)
+        errors += errs
+        if case is None:
+            continue
+        if case["external_id"] in seen:
+            errors.append(CaseError(line, "id", f"{case['external_id']!r} repeats line {seen[case['external_id']]}"))
+            continue
+        seen[case["external_id"]] = line
+        cases.append(case)
+        if len(cases) > MAX_CASES:
+            errors.append(CaseError(line, "", f"a suite holds at most {MAX_CASES:,} cases"))
+            break
+        if len(errors) > MAX_ERRORS:
+            break
+    if not errors and not cases:
+        errors.append(CaseError(0, "", "no cases: the input is empty"))
+    if errors:
+        raise SuiteError(errors)
+    _attach_conversations(project, cases)
+    if source not in EvalSuite.Source.values:  # cases handed over by code: gold cases, origin kept
+        source_detail = {**(source_detail or {}), "origin": source}
+        source = EvalSuite.Source.GOLD
+    digest = cases_hash(cases)
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()  # versions numbered one at a time
+        latest = EvalSuite.objects.filter(project=project, name=name).order_by("-version").first()
+        if latest is not None and latest.content_hash == digest:
+            return latest, False
+        suite = EvalSuite.objects.create(
+            project=project, name=name, version=(latest.version + 1) if latest else 1, description=description,
+            source=source, source_detail=source_detail or {}, case_count=len(cases), content_hash=digest,
+            stats=suite_stats(cases), created_by=user if getattr(user, "pk", None) else None,
+        )
+        EvalCase.objects.bulk_create([
+            EvalCase(suite=suite, position=i, external_id=c["external_id"], messages=c["messages"], tools=c["tools"],
+                     expected=c["expected"], categories=c["categories"], turn_depth=c["turn_depth"],
+                     metadata=c["metadata"], conversation_id=c.get("conversation_id"),
+                     context_length=c.get("context_length"))
+            for i, c in enumerate(cases, 1)
+        ], batch_size=500)
+    return suite, True
+
+
+def _attach_conversations(project, cases):
+    """Keep conversation links that point into this project; drop the rest."""
+    ids = {c["conversation_id"] for c in cases if c.get("conversation_id")}
+    valid = set(Conversation.objects.filter(project=project, pk__in=ids).values_list("pk", flat=True)) if ids else set()
+    for c in cases:
+        if c.get("conversation_id") not in valid:
+            c["conversation_id"] = None
+            c["context_length"] = None
+
+
+# ============================================================================= sources
+
+
+def read_jsonl(fileobj, max_bytes: int | None = None):
+    """Yield (line number, record); undecodable lines raise SuiteError listing them all."""
+    max_bytes = max_bytes or settings.IMPORT_MAX_LINE_BYTES
+    errors = []
+    records = []
+    for n, raw in enumerate(fileobj, 1):
+        if isinstance(raw, str):
+            raw = raw.encode()
+        if len(raw) > max_bytes:
+            errors.append(CaseError(n, "", f"line is {len(raw):,} bytes, over the limit of {max_bytes:,}"))
+            continue
+        if not raw.strip():
+            continue
+        try:
+            records.append((n, json.loads(raw.decode("utf-8"))))
+        except UnicodeDecodeError:
+            errors.append(CaseError(n, "", "not valid UTF-8"))
+        except json.JSONDecodeError as exc:
+            errors.append(CaseError(n, "", f"invalid JSON: {exc.msg} at column {exc.colno}"))
+    if errors:
+        raise SuiteError(errors)
+    return records
+
+
+def suite_from_gold_jsonl(project, name, fileobj, user=None, description="", file_name=""):
+    records = read_jsonl(fileobj)
+    return create_suite(project, name, records, source=EvalSuite.Source.GOLD,
+                        source_detail={"file": file_name}, description=description, user=user)
+
+
+def scenario_cases(record: dict, line: int) -> tuple[list[tuple[int, dict]], list[CaseError]]:
+    """Every assistant turn of a scripted conversation as a case (context = what came before)."""
+    if not isinstance(record, dict):
+        return [], [CaseError(line, "", "each scenario must be a JSON object")]
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return [], [CaseError(line, "messages", "must be a non-empty list of messages")]
+    base = record.get("id", record.get("external_id", f"scenario-{line}"))
+    turns = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant" and i > 0]
+    if not turns:
+        return [], [CaseError(line, "messages", "a scenario needs at least one assistant turn to evaluate")]
+    out = []
+    for k, i in enumerate(turns, 1):
+        expected = {key: v for key, v in messages[i].items() if key != "role"}
+        out.append((line, {
+            "id": f"{base}#t{k}", "messages": messages[:i], "tools": record.get("tools"), "expected": expected,
+            "categories": record.get("categories"),
+            "metadata": {**(record.get("metadata") or {}), "scenario": str(base), "turn": k, "turns": len(turns)},
+        }))
+    return out, []
+
+
+def suite_from_scenarios(project, name, fileobj, user=None, description="", file_name=""):
+    records, errors = [], []
+    for line, record in read_jsonl(fileobj):
+        cases, errs = scenario_cases(record, line)
+        records += cases
+        errors += errs
+    if errors:
+        raise SuiteError(errors)
+    return create_suite(project, name, records, source=EvalSuite.Source.SCENARIOS,
+                        source_detail={"file": file_name}, description=description, user=user)
+
+
+def suite_from_conversations(project, name, splits=(Split.EVAL, Split.HOLDOUT), user=None, description=""):
+    """Every assistant turn of the project's held-out conversations, as imported."""
+    records = []
+    qs = Conversation.objects.filter(project=project, split__in=list(splits)).order_by("id")
+    for conv in qs.iterator(chunk_size=500):
+        cases, _ = scenario_cases({"id": conv.external_id, "messages": conv.messages, "tools": conv.tools,
+                                   "categories": conv.metadata.get("categories") if conv.metadata else None},
+                                  conv.pk)
+        for line, case in cases:
+            case["conversation_id"] = conv.pk
+            case["context_length"] = len(case["messages"])
+            records.append((line, case))
+    return create_suite(project, name, records, source=EvalSuite.Source.CONVERSATIONS,
+                        source_detail={"splits": list(splits)}, description=description, user=user)
+
+
+def suite_from_demo(project, name, n=100, seed=0, split="seen", user=None, description=""):
+    """Held-out cases of the synthetic sales domain (never in the demo model's training stream)."""
+    from training import demo_domain
+
+    records = []
+    for i, case in enumerate(demo_domain.eval_prompts(n, seed=seed, split=split), 1):
+        meta = case.get("metadata") or {}
+        records.append((i, {"id": case["external_id"], "messages": case["messages"], "tools": case["tools"],
+                            "expected": case["expected"], "categories": [meta["scenario"]] if meta.get("scenario") else [],
+                            "turn_depth": meta.get("turn_depth"), "metadata": meta}))
+    return create_suite(project, name, records, source=EvalSuite.Source.DEMO,
+                        source_detail={"n": n, "seed": seed, "split": split}, description=description, user=user)
+
+
+def _snapshot_model():
+    from django.apps import apps
+
+    try:
+        return apps.get_model("training", "DatasetSnapshot")
+    except LookupError:
+        return None
+
+
+def eval_snapshots(project):
+    Snapshot = _snapshot_model()
+    if Snapshot is None:
+        return []
+    return list(Snapshot.objects.filter(project=project, kind="eval", status="ready").order_by("-id"))
+
+
+def suite_from_snapshot(project, snapshot, name=None, user=None, description=""):
+    """Cases from a ready eval snapshot; categories come from the labels behind each row."""
+    from training import datasets
+
+    if snapshot.project_id != project.pk or snapshot.kind != "eval" or snapshot.status != "ready":
+        raise SuiteError([CaseError(0, "snapshot", "must be a ready eval snapshot of this project")])
+    rows = []
+    with open(datasets.media_path(snapshot.file.name), "rb") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                rows.append((n, json.loads(line)))
+    correction_ids, label_ids = set(), set()
+    for _, row in rows:
+        kind, _, pk = str(row.get("source", "")).partition(":")
+        if pk.isdigit():
+            (correction_ids if kind == "correction" else label_ids).add(int(pk))
+    categories = _source_categories(correction_ids, label_ids)
+    ext_ids = {str(r.get("id", "")).rpartition("@")[0] for _, r in rows}
+    conversations = dict(Conversation.objects.filter(project=project, external_id__in=ext_ids)
+                         .values_list("external_id", "pk"))
+    records = []
+    for n, row in rows:
+        ext, _, length = str(row.get("id", "")).rpartition("@")
+        kind, _, pk = str(row.get("source", "")).partition(":")
+        records.append((n, {
+            "id": row.get("id") or f"row-{n}", "messages": row.get("messages"), "tools": row.get("tools"),
+            "expected": row.get("expected"),
+            "categories": categories.get((kind, int(pk))) if pk.isdigit() else [],
+            "metadata": {"source": row.get("source", ""), "snapshot": snapshot.name},
+            "conversation_id": conversations.get(ext), "context_length": int(length) if length.isdigit() else None,
+        }))
+    return create_suite(project, name or f"{snapshot.name} held-out", records, source=EvalSuite.Source.SNAPSHOT,
+                        source_detail={"snapshot_id": snapshot.pk, "snapshot": snapshot.name,
+                                       "sha256": snapshot.sha256},
+                        description=description or snapshot.note, user=user)
+
+
+def _source_categories(correction_ids, label_ids) -> dict:
+    from annotator.models import Correction, Label
+
+    out: dict[tuple, list] = {}
+    label_of = dict(Correction.objects.filter(pk__in=correction_ids).values_list("pk", "label_id"))
+    names: dict[int, list] = {}
+    through = Label.categories.through.objects.filter(label_id__in=set(label_of.values()) | set(label_ids))
+    for label_id, name in through.values_list("label_id", "taxonomycategory__name"):
+        names.setdefault(label_id, []).append(name)
+    for cid, lid in label_of.items():
+        out[("correction", cid)] = sorted(names.get(lid, []))
+    for lid in label_ids:
+        out[("reasonable", lid)] = sorted(names.get(lid, []))
+    return out
+
+
+# ============================================================================= overlap
+
+
+def training_snapshot_ids(model_version) -> list[int]:
+    """Dataset snapshots the model (or any ancestor) was trained on, as far as the database says.
+
+    Read from ModelVersion.metadata (``train_snapshot_ids`` as the training app writes it, and
+    a few spellings an import may use) and from the training jobs whose result is a version of
+    this lineage.
+    """
+    ids: set[int] = set()
+    lineage = model_version.lineage()
+    for mv in lineage:
+        meta = mv.metadata or {}
+        for key in ("train_snapshot_ids", "snapshot_ids", "training_snapshot_ids"):
+            value = meta.get(key)
+            if isinstance(value, list):
+                ids.update(int(v) for v in value if isinstance(v, int) or str(v).isdigit())
+        for key in ("sft_snapshot_id", "dpo_snapshot_id", "train_snapshot_id", "snapshot_id"):
+            value = meta.get(key)
+            if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+                ids.add(int(value))
+    ids.update(_job_snapshot_ids([mv.pk for mv in lineage]))
+    return sorted(ids)
+
+
+def _job_snapshot_ids(model_ids: list[int]) -> set[int]:
+    """Training snapshots of the jobs whose result is one of these versions (a job's eval snapshot
+    only measured it, so it does not count)."""
+    from django.apps import apps
+
+    try:
+        Job = apps.get_model("training", "TrainingJob")
+    except LookupError:
+        return set()
+    names = {f.name for f in Job._meta.get_fields()}
+    if not {"result_version", "train_snapshot"} <= names:
+        return set()
+    return set(Job.objects.filter(result_version__in=model_ids).values_list("train_snapshot_id", flat=True))
+
+
+def training_overlap(suite: EvalSuite, model_version) -> dict:
+    """Which cases of the suite the model saw in training (same conversation or same prompt).
+
+    -> {"checked": [snapshot names], "snapshots": [{"id", "name", "cases"}], "cases": n,
+        "positions": [first 50 case positions], "note": str}
+    """
+    Snapshot = _snapshot_model()
+    ids = training_snapshot_ids(model_version)
+    if Snapshot is None or not ids:
+        return {"checked": [], "snapshots": [], "cases": 0, "positions": [],
+                "note": "No training snapshots are recorded for this model or its ancestors."}
+    from training import datasets
+
+    cases = list(suite.cases.values_list("position", "conversation_id", "messages"))
+    case_prompts = [(pos, conv, datasets.prompt_hash(messages)) for pos, conv, messages in cases]
+    hit_positions: set[int] = set()
+    per_snapshot, checked = [], []
+    for snap in Snapshot.objects.filter(pk__in=ids, status="ready").exclude(kind="eval").order_by("id"):
+        conversations, prompts = _snapshot_keys(snap, datasets)
+        checked.append(snap.name)
+        hits = {pos for pos, conv, prompt in case_prompts if (conv and conv in conversations) or prompt in prompts}
+        if hits:
+            per_snapshot.append({"id": snap.pk, "name": snap.name, "cases": len(hits)})
+        hit_positions |= hits
+    missing = sorted(set(ids) - set(Snapshot.objects.filter(pk__in=ids, status="ready").values_list("pk", flat=True)))
+    note = f"Snapshots {', '.join(map(str, missing))} are not ready or were deleted: not checked." if missing else ""
+    return {"checked": checked, "snapshots": per_snapshot, "cases": len(hit_positions),
+            "positions": sorted(hit_positions)[:50], "note": note}
+
+
+def _snapshot_keys(snapshot, datasets) -> tuple[set, set]:
+    index = datasets.read_index(snapshot)
+    if len(index):
+        return {int(c) for c in index["conversation"]}, {int(p) for p in index["prompt"]}
+    conversations, prompts = set(), set()
+    try:
+        with open(datasets.media_path(snapshot.file.name), "rb") as fh:
+            for line in fh:
+                if line.strip():
+                    row = datasets.display_row(snapshot.layout, json.loads(line))
+                    prompts.add(datasets.prompt_hash(row["context"]))
+    except (OSError, ValueError, KeyError):
+        pass
+    return conversations, prompts

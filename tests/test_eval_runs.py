@@ -1,0 +1,164 @@
+"""Eval runs from uploaded outputs: per-case results equal score_case, the summary equals summarize;
+a killed worker resumes, a duplicate delivery stops, cancel keeps what was done, a broker outage is
+reported on the run; automatic runs after training."""
+
+import json
+from unittest import mock
+
+import pytest
+from django.core.exceptions import ValidationError
+from kombu.exceptions import OperationalError as BrokerError
+
+from evaluation import runner
+from evaluation.metrics import score_case, summarize
+from evaluation.models import EvalResult, EvalRun, EvalSettings
+
+from .test_eval_support import crafted_run, make_suite, model, outputs_file, right_output
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_outputs_run_stores_every_case_scored_exactly_like_score_case(project):
+    suite = make_suite(project, 12)
+    mv = model(project, "agent-v1")
+    overrides = {5: "<think>let me check</think>\n" + right_output(suite.cases.get(position=5)) + " Done!",
+                 6: "<tool_call>{broken", 7: ""}
+    run = crafted_run(project, suite, mv, right={1, 2, 3, 4, 8}, overrides=overrides)
+    results = {r.case.position: r for r in EvalResult.objects.filter(run=run).select_related("case")}
+    assert len(results) == 12 and run.cases_done == 12
+    scores, cats, depths = [], [], []
+    for case in suite.cases.order_by("position"):
+        r = results[case.position]
+        expected = score_case(case.expected, r.output, case.tools, stopped_at_limit=None)
+        assert r.score == json.loads(json.dumps(expected))
+        assert (r.tool_call_accuracy, r.response_quality) == (expected["tool_call_accuracy"],
+                                                              expected["response_quality"])
+        scores.append(expected)
+        cats.append(case.categories)
+        depths.append(case.turn_depth)
+    assert results[5].score["defects"]["fabricated_tool_result"] == 1  # text after the call
+    assert results[6].score["defects"]["malformed_call"] == 1 and results[7].score["defects"]["too_short"] == 1
+    want = json.loads(json.dumps(summarize(scores, cats, depths)))
+    for key in ("tool_call_accuracy", "tool_name_accuracy", "tool_args_accuracy", "response_quality", "defects",
+                "per_call", "by_category", "by_turn_depth", "false_call_rate", "missed_call_rate"):
+        assert run.summary[key] == want[key], key
+    assert run.summary["tool_call_accuracy"]["count"] == 6  # 1-5 right (5's call is right), 6-12 wrong
+    assert "12 cases scored" in run.message
+
+
+def test_outputs_must_cover_every_case_exactly_once(project):
+    suite = make_suite(project, 3)
+    mv = model(project, "agent-v1")
+    bad = b'{"id": "case-1", "output": "x"}\n{"id": "case-1", "output": "y"}\n{"id": "nope", "output": "z"}\n'
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    with pytest.raises(ValidationError) as exc:
+        runner.create_run(project, suite, mv, source="outputs", outputs=SimpleUploadedFile("o.jsonl", bad),
+                          start=False)
+    text = " ".join(exc.value.message_dict["outputs"])
+    assert "line 2" in text and "second output" in text and "'nope' is not a case" in text
+    with pytest.raises(ValidationError) as exc:
+        runner.create_run(project, suite, mv, source="outputs",
+                          outputs=SimpleUploadedFile("o.jsonl", b'{"id": "case-1", "output": "x"}\n'), start=False)
+    assert "2 case(s) have no output: case-2, case-3" in " ".join(exc.value.message_dict["outputs"])
+    assert not EvalRun.objects.exists()
+
+
+def test_a_local_run_needs_a_model_folder_and_settings_are_checked(project):
+    suite = make_suite(project, 2)
+    imported = model(project, "imported")
+    with pytest.raises(ValidationError) as exc:
+        runner.create_run(project, suite, imported, start=False)
+    assert "no model folder" in str(exc.value)
+    local = model(project, "local", path="/models/x")
+    with pytest.raises(ValidationError) as exc:
+        runner.create_run(project, suite, local, settings={"batch_size": 0, "device": "tpu"}, start=False)
+    assert set(exc.value.message_dict) == {"batch_size", "device"}
+    with pytest.raises(ValidationError) as exc:
+        runner.create_run(project, suite, local, source="endpoint", settings={"base_url": "ftp://x"}, start=False)
+    assert set(exc.value.message_dict) == {"base_url", "model"}
+
+
+def test_a_killed_worker_resumes_after_the_last_committed_batch(project):
+    suite = make_suite(project, 6)
+    mv = model(project, "agent-v1")
+    run = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, {1, 2, 3}), start=False)
+    # first attempt: claims, commits two cases, dies
+    claimed, token = runner._claim(run.pk)
+    attempt = runner.Attempt(claimed, token)
+    first_two = list(suite.cases.order_by("position")[:2])
+    attempt.commit([runner.result_row(run.pk, c, right_output(c), None) for c in first_two])
+    assert EvalRun.objects.get(pk=run.pk).cases_done == 2
+    # redelivery: a new attempt takes over and scores only the rest
+    with mock.patch("evaluation.runner.result_row", wraps=runner.result_row) as rows:
+        run = runner.run_eval(run.pk)
+    assert rows.call_count == 4
+    assert run.status == "done" and run.attempts == 2 and EvalResult.objects.filter(run=run).count() == 6
+    # the old attempt wakes up: its token is stale, it writes nothing
+    with pytest.raises(runner.RunConflict):
+        attempt.commit([runner.result_row(run.pk, first_two[0], "late", None)])
+    assert runner.run_eval(run.pk).status == "done"  # finished runs are left alone
+
+
+def test_cancel_keeps_the_results_so_far(project):
+    suite = make_suite(project, 4)
+    mv = model(project, "agent-v1")
+    queued = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, set()), start=False)
+    runner.cancel_run(queued)
+    assert queued.status == "cancelled" and runner.run_eval(queued.pk).status == "cancelled"
+
+    run = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, {1}), start=False)
+    claimed, token = runner._claim(run.pk)
+    attempt = runner.Attempt(claimed, token)
+    attempt.commit([runner.result_row(run.pk, suite.cases.get(position=1), "hello there friend", None)])
+    EvalRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+    with pytest.raises(runner.RunCancelled):
+        attempt.check()
+    EvalRun.objects.filter(pk=run.pk).update(run_token="", status="queued", attempts=0)
+    run = runner.run_eval(run.pk)
+    assert run.status == "cancelled" and "1 of 4" in run.message
+    assert run.summary["partial"] and run.summary["n"] == 1
+    retried = runner.retry_run(run)
+    assert retried.status == "queued" and not retried.cancel_requested
+
+
+def test_a_broker_outage_is_reported_on_the_run(project, django_capture_on_commit_callbacks):
+    suite = make_suite(project, 2)
+    mv = model(project, "agent-v1")
+    with mock.patch("evaluation.tasks.run_eval.delay", side_effect=BrokerError("connection refused")):
+        with django_capture_on_commit_callbacks(execute=True):
+            run = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, set()))
+    run.refresh_from_db()
+    assert run.status == "failed" and "Could not reach the task queue" in run.message
+
+
+def test_a_training_job_can_request_a_run_of_the_default_suite(project, django_capture_on_commit_callbacks):
+    from evaluation.tasks import request_eval_after_training
+
+    mv = model(project, "sft-1", origin="sft", path="/models/base", adapter_path="/models/sft-1")
+    assert request_eval_after_training(mv.pk) is None  # no suite yet
+    suite = make_suite(project, 2)
+    cfg = EvalSettings.for_project(project)
+    cfg.default_suite = suite
+    cfg.save()
+    with mock.patch("evaluation.tasks.run_eval.delay") as delay:
+        with django_capture_on_commit_callbacks(execute=True):
+            run = request_eval_after_training(mv.pk, note="after job 7")
+    delay.assert_called_once_with(run.pk)
+    assert run.trigger == "training" and run.suite == suite and run.source == "local" and run.note == "after job 7"
+    cfg.auto_eval_after_training = False
+    cfg.save()
+    assert request_eval_after_training(mv.pk) is None
+    imported = model(project, "no-folder")
+    cfg.auto_eval_after_training = True
+    cfg.save()
+    assert request_eval_after_training(imported.pk) is None  # nothing to load: no run, no exception
+
+
+def test_start_run_for_version_is_what_the_trainer_calls(project, members):
+    mv = model(project, "base+sft-job1", origin="sft", path="/models/base", adapter_path="/jobs/1/adapter")
+    with pytest.raises(ValidationError, match="no eval suite"):
+        runner.start_run_for_version(mv)
+    suite = make_suite(project, 2)
+    run = runner.start_run_for_version(mv, user=members["admin"])
+    assert run.suite == suite and run.trigger == "training" and run.created_by == members["admin"]
