@@ -187,7 +187,7 @@
         scales: scales,
         plugins: {
           legend: { display: datasets.length > 1, position: "bottom",
-                    labels: { usePointStyle: spec.kind === "line", color: INK, boxWidth: 18 } },
+                    labels: { usePointStyle: spec.kind === "line" || spec.kind === "range", color: INK, boxWidth: 18 } },
           tooltip: {
             callbacks: {
               title: function (items) { return items.length ? spec.labels[items[0].dataIndex] : ""; },
