@@ -1198,6 +1198,11 @@ def tables(page: str, data: dict) -> dict[str, tuple[list[str], list[list]]]:
 PAGES = {"overview": overview, "annotators": annotators, "agreement": agreement, "models": model_comparison}
 
 
+def cache_key(page: str, project, f: Filters) -> str:
+    # the project's creation time keeps a re-created project (same id, e.g. in tests) off old entries
+    return f"dash:v1:{project.pk}:{int(project.created_at.timestamp() * 1e6)}:{page}:{f.key()}"
+
+
 def cache_seconds() -> int:
     from django.conf import settings
 
@@ -1228,7 +1233,7 @@ def compute(page: str, project, f: Filters, fresh: bool = False) -> dict:
     page's "recompute now" link). Every page shows when its numbers were computed.
     """
     ttl = cache_seconds()
-    key = f"dash:v1:{project.pk}:{int(project.created_at.timestamp() * 1e6)}:{page}:{f.key()}"
+    key = cache_key(page, project, f)
     if ttl and not fresh:
         hit = cache.get(key)
         if hit is not None:
