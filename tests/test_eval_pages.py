@@ -191,3 +191,22 @@ def test_django_admin_pages(client, finished, django_user_model):
         assert client.get(f"/admin/evaluation/{name}/").status_code == 200, name
     html = client.get(f"/admin/evaluation/evalrun/{run_base.pk}/change/").content.decode()
     assert "api_key" not in html
+
+
+def test_call_diff_reads_parallel_optional_and_unexpected_calls():
+    from evaluation.views import call_diff
+
+    expected = {"role": "assistant", "tool_calls": [
+        {"function": {"name": "check_inventory", "arguments": {"sku": "A-1"}}},
+        {"function": {"name": "create_order", "arguments": {"sku": "A-1", "quantity": 2}},
+         "optional": ["note"], "acceptable": {"quantity": [2, 3]}}]}
+    calls = [{"name": "create_order", "arguments": {"sku": "A-1", "quantity": 3.0}},
+             {"name": "check_inventory", "arguments": {"sku": "a-1"}},
+             {"name": "create_order", "arguments": {"sku": "B-2"}}]
+    rows = call_diff(expected, calls)
+    inv, order, extra = rows
+    assert inv["name"] == "check_inventory" and [a["ok"] for a in inv["args"]] == [False]
+    assert [(a["key"], a["ok"]) for a in order["args"]] == [("sku", True), ("quantity", True)]  # 3.0 is acceptable
+    assert extra["unexpected"] and extra["args"][0]["have"] == '"B-2"'
+    missing = call_diff(expected, [])
+    assert not missing[0]["found"] and missing[0]["args"][0]["have"] == "(missing)"

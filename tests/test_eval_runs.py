@@ -2,6 +2,7 @@
 a killed worker resumes, a duplicate delivery stops, cancel keeps what was done, a broker outage is
 reported on the run; automatic runs after training."""
 
+import io
 import json
 from unittest import mock
 
@@ -162,3 +163,26 @@ def test_start_run_for_version_is_what_the_trainer_calls(project, members):
     suite = make_suite(project, 2)
     run = runner.start_run_for_version(mv, user=members["admin"])
     assert run.suite == suite and run.trigger == "training" and run.created_by == members["admin"]
+
+
+def test_management_commands_build_a_suite_and_score_an_outputs_file(project, tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from .test_eval_support import gold_record
+
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps(gold_record(i)) + "\n" for i in range(1, 5)))
+    out = io.StringIO()
+    call_command("make_eval_suite", project.slug, "cli", "--gold", str(gold), "--default", stdout=out)
+    assert "cli v1 created: 4 cases" in out.getvalue()
+    suite = EvalSettings.for_project(project).default_suite
+    model(project, "agent-v1")
+    outputs = tmp_path / "outputs.jsonl"
+    outputs.write_bytes(outputs_file(suite, {1, 2}).read())
+    out = io.StringIO()
+    call_command("run_eval", project.slug, "agent-v1", "--outputs", str(outputs), "--now", stdout=out)
+    run = EvalRun.objects.get()
+    assert f"run {run.pk}: done" in out.getvalue() and '"count": 2' in out.getvalue() and run.trigger == "command"
+    with pytest.raises(CommandError, match="no model version"):
+        call_command("run_eval", project.slug, "nope", "--now")
