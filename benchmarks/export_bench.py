@@ -217,7 +217,8 @@ def main():
     user = get_user_model().objects.get(username="bench-annotator")
 
     figures = {"database": connection.vendor, "database_url": url.split("@")[-1],
-               "labelled_responses": args.responses, "chunk_size": datasets.chunk_size()}
+               "labelled_responses": args.responses, "chunk_size": datasets.chunk_size(),
+               "load_average_at_start": round(os.getloadavg()[0], 2)}
     if seed_seconds is not None:
         figures["seed_seconds"] = round(seed_seconds)
     for kind, filters in (("sft", {"include_reasonable": True}), ("dpo", {})):
@@ -235,6 +236,7 @@ def main():
         }
         print(f"  {kind}: {result['rows_per_s']:,} rows/s vs COPY {copy_rows / copy_seconds:,.0f} rows/s; "
               f"peak RSS {result['peak_rss_mb']} MB", flush=True)
+    figures["load_average_at_end"] = round(os.getloadavg()[0], 2)  # 2-core machine shared with other work
     report(f"export_{args.responses}", figures)
 
 
