@@ -179,7 +179,7 @@ class Command(BaseCommand):
             records = [(i + 1, {"id": c["external_id"], "messages": c["messages"], "tools": c["tools"],
                                 "expected": c["expected"], "turn_depth": c["metadata"]["turn_depth"]})
                        for i, c in enumerate(demo_domain.eval_prompts(n, seed=o["seed"] + 9000, split=split))]
-            suite, _ = create_suite(project, f"demo held-out ({split} phrasings)", records, source="import")
+            suite, _ = create_suite(project, f"demo held-out ({split} phrasings)", records, source="gold")
             for label, version in (("base", base), ("sft", sft_job.result_version),
                                    ("dpo", dpo_job.result_version)):
                 if version is None:
