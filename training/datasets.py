@@ -506,6 +506,7 @@ def digest_context(messages: list) -> tuple[list[dict], int, str]:
     the same as [clean_message(m) …], prompt_hash(…) and " ".join(message_text(m) …), which
     would each walk every message and every call again (this runs once per row)."""
     context, hash_parts, text_parts = [], [], []
+    add_hash, add_text, add_message = hash_parts.extend, text_parts.append, context.append
     for m in messages:
         if not isinstance(m, dict):
             continue
@@ -513,8 +514,7 @@ def digest_context(messages: list) -> tuple[list[dict], int, str]:
         out = {"role": role, "content": content}
         text = content or ""
         if role != "system":
-            hash_parts.append(role or "")
-            hash_parts.append(text)
+            add_hash((role or "", text))
         if role == "assistant":
             calls = m.get("tool_calls")
             if calls:
@@ -527,16 +527,18 @@ def digest_context(messages: list) -> tuple[list[dict], int, str]:
                     cleaned.append({"id": c.get("id") or f"call_{i}", "type": "function",
                                     "function": {"name": name, "arguments": args}})
                     text += f" {name} {args}"
-                    hash_parts.append(f"{name}{args}")
+                    add_hash((f"{name}{args}",))
                 out["tool_calls"] = cleaned
         elif role == "tool":
             if m.get("tool_call_id") is not None:
                 out["tool_call_id"] = m["tool_call_id"]
             if m.get("name"):
                 out["name"] = m["name"]
-        context.append(out)
-        text_parts.append(text)
-    return context, _h64(normalised("\x00".join(hash_parts))), " ".join(text_parts)
+        add_message(out)
+        add_text(text)
+    # plain text (not JSON): lower-cased, whitespace removed, no escapes to undo
+    key = "\x00".join(hash_parts).lower().encode("utf-8").translate(None, _WHITESPACE)
+    return context, _h64(key), " ".join(text_parts)
 
 
 def message_text(m: dict) -> str:
