@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo serve test test-fast browser-deps bench lint clean
+.PHONY: install demo demo-loop serve test test-fast browser-deps bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,8 +45,21 @@ test: install browser-deps
 test-fast: install
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not integration and not browser"
 
+# Figures, not pass/fail: each prints one JSON line and keeps it in benchmarks/results/.
+# The PostgreSQL ones use dedicated databases next to BENCH_DATABASE_URL (default badcase_bench
+# on 127.0.0.1). Sizes here are the ones the issues ask for; pass ARGS to a script to change them.
 bench: install
-	$(BIN)/python benchmarks/import_bench.py
+	$(BIN)/python benchmarks/eval_bench.py
+	$(BIN)/python benchmarks/import_bench.py --lines 100000
+	$(BIN)/python benchmarks/training_overhead.py
+	$(BIN)/python benchmarks/export_bench.py
+	$(BIN)/python benchmarks/queue_bench.py --items 10000 --seconds 30
+	$(BIN)/python benchmarks/dashboard_bench.py --runs 10
+
+# The whole loop on the demo model: label -> SFT -> DPO -> evaluate (several minutes on a CPU).
+demo-loop: install
+	DEBUG=1 $(BIN)/python manage.py migrate --noinput
+	DEBUG=1 $(BIN)/python manage.py demo_loop
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import ROOT, peak_rss_mb, report, setup_django  # noqa: E402
+from benchmarks._common import DEFAULT_BENCH_DB, ROOT, peak_rss_mb, report, setup_django  # noqa: E402
 
 TOOLS = [
     {"type": "function", "function": {"name": "check_inventory", "description": "Units in stock for a SKU.",
@@ -58,7 +58,7 @@ def main():
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
-    url = setup_django(args.database_url, fresh=True)
+    url = setup_django(args.database_url or DEFAULT_BENCH_DB.rsplit("/", 1)[0] + "/badcase_import_bench", fresh=True)
 
     from django.core.files import File
     from django.db import connection

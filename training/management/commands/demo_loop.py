@@ -78,6 +78,7 @@ class Command(BaseCommand):
         parser.add_argument("--project", default="demo-loop")
         parser.add_argument("--sft-epochs", type=float, default=3.0)
         parser.add_argument("--dpo-epochs", type=float, default=1.0)
+        parser.add_argument("--model-dir", default=None, help="an already built base model folder to use as is")
 
     def say(self, msg):
         self.stdout.write(f"[{time.strftime('%H:%M:%S')}] {msg}")
@@ -90,8 +91,13 @@ class Command(BaseCommand):
         from training.trainer import create_job, run_job
 
         t0 = time.monotonic()
-        model_dir = Path(settings.MODEL_DIR) / "demo-base"
-        build_demo_model(str(model_dir), seed=o["seed"], log=self.say)
+        if o["model_dir"]:
+            model_dir = Path(o["model_dir"])
+            if not (model_dir / "config.json").is_file():
+                raise CommandError(f"{model_dir} holds no model (no config.json)")
+        else:
+            model_dir = Path(settings.MODEL_DIR) / "demo-base"
+            build_demo_model(str(model_dir), seed=o["seed"], log=self.say)
         User = get_user_model()
         users = {}
         for name in ("loop-annotator-1", "loop-annotator-2", "loop-lead"):
