@@ -15,7 +15,8 @@ row building, the full audit, sha256, row index, fsync, rename, ready) run in th
 a thread samples the process RSS every 0.1 s to show whether memory stays flat. The
 ceiling is ``COPY (SELECT …) TO STDOUT`` of exactly the columns the exporter reads (the
 same SQL Django generates, without the keyset LIMITs), drained as fast as possible.
-The seeded data is kept between runs (same N: no reseed) in its own database.
+The seeded data is kept between runs (same N: no reseed) in its own database,
+badcase_export_bench next to BENCH_DATABASE_URL (--reseed drops and re-creates it).
 """
 
 import argparse
@@ -28,9 +29,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import ROOT, report, setup_django  # noqa: E402
+from benchmarks._common import DEFAULT_BENCH_DB, ROOT, report, setup_django  # noqa: E402
 
-DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/badcase_export_bench"
 TOOLS = [
     {"type": "function", "function": {"name": "check_inventory", "description": "Units in stock for a SKU.",
      "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}},
@@ -197,8 +197,9 @@ def main():
     os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "bench" / "media"))
     os.environ.setdefault("DEBUG", "0")  # DEBUG keeps every query in memory
     os.environ.setdefault("SECRET_KEY", "export-bench")
-    url = setup_django(args.database_url or os.environ.get("EXPORT_BENCH_DATABASE_URL") or DEFAULT_DB,
-                       fresh=args.reseed)
+    # its own database next to BENCH_DATABASE_URL: seeding 1M responses takes minutes, so it is kept
+    default = (os.environ.get("BENCH_DATABASE_URL") or DEFAULT_BENCH_DB).rsplit("/", 1)[0] + "/badcase_export_bench"
+    url = setup_django(args.database_url or default, fresh=args.reseed)
 
     from django.contrib.auth import get_user_model
     from django.db import connection
