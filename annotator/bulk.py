@@ -5,8 +5,7 @@ insert escapes every JSON document through psycopg's array dumper). Ids are take
 table's own sequence first, so callers get primary keys back exactly as with bulk_create.
 """
 
-import json
-
+import orjson
 from django.db import connection, models
 
 
@@ -32,7 +31,7 @@ def bulk_insert(objs: list[models.Model]) -> list[models.Model]:
                 for f in fields:
                     value = f.pre_save(obj, add=True)
                     if isinstance(f, models.JSONField):
-                        value = None if value is None else json.dumps(value, ensure_ascii=False)
+                        value = None if value is None else orjson.dumps(value).decode()
                     row.append(value)
                 copy.write_row(row)
                 obj.pk = pk

@@ -1,6 +1,6 @@
 import hashlib
-import json
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -9,7 +9,8 @@ from simple_history.models import HistoricalRecords
 
 
 def canonical_json(value) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """Sorted keys, no spaces, UTF-8 as is: the text content hashes are taken over."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def content_hash(*parts) -> str:
