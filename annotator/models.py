@@ -481,6 +481,9 @@ class Skip(models.Model):
         constraints = [models.UniqueConstraint(fields=["task", "annotator"], name="skip_unique")]
         indexes = [models.Index(fields=["annotator", "skipped_at"], name="skip_annotator_time")]
 
+    def __str__(self):
+        return f"{self.annotator} skipped task {self.task_id}"
+
 
 class Adjudication(models.Model):
     """A lead's final (gold) decision on an item annotators disagreed on."""

@@ -10,7 +10,18 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from . import assignment
-from .models import Adjudication, Label, Membership, Preference, Review, Role, Slot, Status, Task, TaxonomyCategory
+from .models import (
+    Adjudication,
+    Label,
+    Membership,
+    Preference,
+    Review,
+    Role,
+    Slot,
+    Status,
+    Task,
+    TaxonomyCategory,
+)
 from .permissions import project_for
 from .review import apply_review
 

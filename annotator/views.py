@@ -7,9 +7,9 @@ from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from . import assignment
 from .api import import_report_response
 from .forms import ImportForm
-from . import assignment
 from .models import Conversation, ImportJob, Label, ModelResponse, Role, Split, Status, Task
 from .permissions import has_role, project_for, role_in, visible_projects
 from .tasks import start_import

@@ -9,7 +9,6 @@ import math
 import pytest
 
 from evaluation import metrics
-
 from evaluation.metrics import (
     DEFECTS,
     ToolCall,

@@ -239,6 +239,9 @@ class MetricPoint(models.Model):
         ordering = ["job", "step", "id"]
         indexes = [models.Index(fields=["job", "step"], name="metricpoint_job_step")]
 
+    def __str__(self):
+        return f"job {self.job_id} step {self.step}"
+
 
 class Checkpoint(models.Model):
     job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="checkpoints")
@@ -251,3 +254,6 @@ class Checkpoint(models.Model):
     class Meta:
         ordering = ["job", "step"]
         constraints = [models.UniqueConstraint(fields=["job", "step"], name="checkpoint_unique_step")]
+
+    def __str__(self):
+        return f"checkpoint {self.step} of job {self.job_id}"
