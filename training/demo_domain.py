@@ -18,11 +18,9 @@ Pure Python, stdlib only, deterministic from the seed.
 
 import json
 import random
+import re
 
-SYSTEM_PROMPT = (
-    "You are the sales assistant of Northwind Home. Use the tools to find products, "
-    "check stock, place and track orders and book callbacks; never guess their results."
-)
+SYSTEM_PROMPT = "You are the sales assistant of Northwind Home. Use the tools; never guess their results."
 
 # category -> (SKU letter, product types)
 _CATEGORIES = {
@@ -116,16 +114,36 @@ TOOL_NAMES = [t["function"]["name"] for t in TOOLS]
 
 # --- the shop's tools, so every tool message holds a consistent result -------------
 
+_SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+_JSON_TYPES = {"string": str, "integer": int}
+
+
 def run_tool(name, args, rng):
+    """The shop's answer to a call; a bad call gets an error result, as a real API would."""
+    schema = _SCHEMAS.get(name)
+    if schema is None:
+        return {"error": f"unknown tool: {name}"}
+    for key in schema["required"]:
+        if key not in args:
+            return {"error": f"missing argument: {key}"}
+    for key, value in args.items():
+        prop = schema["properties"].get(key)
+        if prop is None:
+            return {"error": f"unexpected argument: {key}"}
+        if not isinstance(value, _JSON_TYPES[prop["type"]]) or isinstance(value, bool):
+            return {"error": f"{key} must be a{'n' if prop['type'] == 'integer' else ''} {prop['type']}"}
+        if value not in prop.get("enum", [value]):
+            return {"error": f"unknown {key}: {value}"}
     if name == "search_product":
         query = args["query"].lower()
         hits = [p for p in PRODUCTS
                 if (query == p["type"] or query == p["name"].lower())
                 and args.get("category", p["category"]) == p["category"]]
         return [{"sku": p["sku"], "name": p["name"], "price": p["price"]} for p in hits[:3]]
+    if name in ("check_inventory", "create_order") and args["sku"] not in PRODUCT_BY_SKU:
+        return {"error": f"unknown sku: {args['sku']}"}
     if name == "check_inventory":
-        product = PRODUCT_BY_SKU.get(args["sku"])
-        return {"sku": args["sku"], "in_stock": product["stock"]} if product else {"error": "unknown sku"}
+        return {"sku": args["sku"], "in_stock": PRODUCT_BY_SKU[args["sku"]]["stock"]}
     if name == "create_order":
         product = PRODUCT_BY_SKU[args["sku"]]
         if product["stock"] < args["quantity"]:
@@ -133,29 +151,45 @@ def run_tool(name, args, rng):
         return {"order_id": _order_id(rng), "status": "confirmed",
                 "total": round(product["price"] * args["quantity"], 2)}
     if name == "get_order_status":
+        if not re.fullmatch(r"ORD-\d{5}", args["order_id"]):
+            return {"error": f"unknown order: {args['order_id']}"}
         return {"order_id": args["order_id"], "status": rng.choice(["processing", "shipped", "delivered"]),
                 "eta": rng.choice(_DAYS)}
     if name == "schedule_callback":
+        if len(args["time"].split()) != 2:
+            return {"error": "time needs a day and an hour"}
         return {"status": "scheduled", "time": args["time"]}
-    raise ValueError(f"no such tool: {name}")
+    if name == "track_parcel":
+        return {"error": f"unknown tracking number: {args['tracking_number']}"}
+    return {"status": "sent"}  # send_marketing_email
+
+
+# Customer and order IDs come from fixed pools (the shop's customers and recent orders),
+# and callbacks from fixed quarter-hour slots: the demo tokenizer gives each
+# of them one token, so the tiny model copies them with one attention step. Copying a
+# random number digit by digit needs far more pre-training than the demo's budget.
+_ID_RNG = random.Random(7)
+CUSTOMER_IDS = [f"C-{n}" for n in _ID_RNG.sample(range(1000, 10000), 16)]
+ORDER_IDS = [f"ORD-{n}" for n in _ID_RNG.sample(range(10000, 100000), 24)]
+TIME_SLOTS = [f"{h:02d}:{m}" for h in range(9, 18) for m in ("00", "15", "30", "45")]
 
 
 def _order_id(rng):
-    return f"ORD-{rng.randrange(10000, 100000)}"
+    return rng.choice(ORDER_IDS)
 
 
 def _customer_id(rng):
-    return f"C-{rng.randrange(1000, 10000)}"
+    return rng.choice(CUSTOMER_IDS)
 
 
 def _time(rng):
-    return f"{rng.choice(_DAYS)} {rng.randrange(9, 18):02d}:{rng.choice(['00', '15', '30', '45'])}"
+    return f"{rng.choice(_DAYS)} {rng.choice(TIME_SLOTS)}"
 
 
 # --- phrasing templates -------------------------------------------------------------
 # intent -> {"seen": [(template, flaw)], "unseen": [template]}
 # Flaws: None (reliable), "no_call" (answers without calling, inventing the result),
-# "fabricate" (calls, then writes a made-up <tool_response> and answer itself),
+# "fabricate" (writes a made-up <tool_response> and answer instead of calling),
 # "wrong_args:<kind>", "wrong_tool", "false_call" (calls when no call is due),
 # "skip_check" (answers after the search without checking stock), "single_call"
 # (one call where two were due), "too_short" and "repeat" (format defects).
@@ -248,7 +282,7 @@ TEMPLATES = {
         "unseen": ["{qty} units for {cid}."],
     },
     "order_status": {
-        "seen": [("Where is my order {oid}?", None), ("What's the status of {oid}?", "wrong_args:oid_digits"),
+        "seen": [("Where is my order {oid}?", None), ("What's the status of {oid}?", "wrong_args:oid_key"),
                  ("Has order {oid} shipped yet?", "no_call"), ("Track {oid} for me.", "wrong_tool"),
                  ("Any update on order {oid}?", "fabricate")],
         "unseen": ["Can you look up order {oid}?", "I'm waiting for {oid}, what's happening?"],
@@ -284,6 +318,8 @@ def _corrupt(kind, args):
         del args["customer_id"]
     elif kind == "oid_digits":
         args["order_id"] = args["order_id"].split("-")[1]
+    elif kind == "oid_key":
+        args = {"order_number": args["order_id"]}
     elif kind == "time_only":
         args["time"] = args["time"].split()[1]
     elif kind == "plural":
@@ -318,7 +354,6 @@ class _Conversation:
         self.customer_id = None  # set when the customer introduced themselves
         self.last_results = []  # products of the last search
         self.flaws = []
-        self.broken = False  # a flawed turn ends the conversation
         self.templates = []
 
     # -- primitives --
@@ -344,7 +379,7 @@ class _Conversation:
                        "function": {"name": name, "arguments": _args_json(args)}} for name, args in calls]
         self.messages.append({"role": "assistant", "content": "", "tool_calls": tool_calls})
         results = []
-        for tool_call, (name, args) in zip(tool_calls, calls):
+        for tool_call, (name, args) in zip(tool_calls, calls, strict=True):
             result = run_tool(name, args, self.rng)
             self.messages.append({"role": "tool", "tool_call_id": tool_call["id"],
                                   "content": json.dumps(result)})
@@ -352,30 +387,24 @@ class _Conversation:
         return results
 
     def flawed(self, flaw, calls, invented_answer, fake_result=None, wrong_tool=None, label=None):
-        """Writes the designated mistake instead of the right turn; ends the dialogue."""
+        """Writes the designated mistake instead of the right turn (and, after a wrong
+        call, the shop's answer and a reply); the episode ends there."""
         kind, _, detail = flaw.partition(":")
         name, args = calls[0] if calls else (None, None)
         if kind == "no_call":
             self.say(invented_answer)
         elif kind == "fabricate":
+            # invents the tool's answer instead of calling: wrong from the first token
             result = fake_result if fake_result is not None else run_tool(name, args, self.rng)
-            self.say(call_text(name, args) + "\n<tool_response>\n" + json.dumps(result)
-                     + "\n</tool_response>\n" + invented_answer)
-        elif kind == "wrong_args":
-            self._raw_calls([(name, _corrupt(detail, args))] + calls[1:])
-        elif kind == "wrong_tool":
-            self._raw_calls([wrong_tool])
-        elif kind == "single_call":
-            self._raw_calls(calls[:1])
+            self.say("<tool_response>\n" + json.dumps(result) + "\n</tool_response>\n" + invented_answer)
+        elif kind in ("wrong_args", "wrong_tool", "single_call"):
+            wrong = {"wrong_args": [(name, _corrupt(detail, args) if detail else args)] + calls[1:],
+                     "wrong_tool": [wrong_tool], "single_call": calls[:1]}[kind]
+            results = self.call(*wrong)
+            self.say(" ".join(_generic_reply(n, r) for (n, _), r in zip(wrong, results, strict=True)))
         else:
             raise ValueError(flaw)
         self.flaws.append(label or flaw)
-        self.broken = True
-
-    def _raw_calls(self, calls):
-        self.messages.append({"role": "assistant", "content": "", "tool_calls": [
-            {"id": f"call_{self.rng.randrange(16 ** 8):08x}", "type": "function",
-             "function": {"name": name, "arguments": _args_json(args)}} for name, args in calls]})
 
     def text_flaw(self, flaw, right_text):
         """Format defects and false calls on turns that need no call."""
@@ -472,7 +501,6 @@ class _Conversation:
         if flaw == "skip_check":
             self.say(f"The {name} ({sku}) is in stock.")
             self.flaws.append(flaw)
-            self.broken = True
             return
         (result,) = self.call(("check_inventory", {"sku": sku}))
         self.say(_stock_reply(f"the {name} ({sku})", result["in_stock"]))
@@ -571,6 +599,25 @@ class _Conversation:
         self.say(f"Done: a sales person will call you on {when}.")
 
 
+def _generic_reply(name, result):
+    """What the agent says after a call went through (used after its wrong calls)."""
+    if isinstance(result, dict) and "error" in result:
+        return f"Sorry, that did not work ({result['error']})."
+    if name == "search_product":
+        if not result:
+            return "Sorry, I found nothing for that."
+        return "I found: " + "; ".join(f"{r['name']} ({r['sku']}, ${r['price']:.2f})" for r in result) + "."
+    if name == "check_inventory":
+        return f"{result['sku']}: {result['in_stock']} in stock."
+    if name == "create_order":
+        return f"Order {result['order_id']} is confirmed. Total: ${result['total']:.2f}."
+    if name == "get_order_status":
+        return f"Order {result['order_id']} is {result['status']}."
+    if name == "schedule_callback":
+        return f"Done: we will call you on {result['time']}."
+    return "Done: I sent you an email."
+
+
 def _stock_reply(what, units):
     if units == 0:
         return f"Sorry, {what} is out of stock right now."
@@ -583,9 +630,9 @@ def _one_conversation(rng, split, flaw_rate):
     if rng.random() < 0.3:
         conv.greeting()
         episodes.append("greeting")
-    n_tasks = rng.choices([1, 2, 3], weights=[50, 35, 15])[0]
+    n_tasks = rng.choices([1, 2, 3, 4], weights=[45, 35, 15, 5])[0]
     tasks, weights = list(_TASK_WEIGHTS), list(_TASK_WEIGHTS.values())
-    while len(episodes) < n_tasks + (episodes[:1] == ["greeting"]) and not conv.broken:
+    while len(episodes) < n_tasks + (episodes[:1] == ["greeting"]):
         if conv.last_results and episodes[-1] in ("search", "stock_name") and rng.random() < 0.6:
             task = "order_after_search"
         else:
@@ -634,7 +681,7 @@ def eval_prompts(n, seed=0, split="seen"):
         messages = conv.messages
         turns = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
         # mostly turns that answer the user: that is where the agent decides to call
-        weights = [4 if messages[j - 1]["role"] == "user" else 1 for j in turns]
+        weights = [6 if messages[j - 1]["role"] == "user" else 1 for j in turns]
         j = rng.choices(turns, weights=weights)[0]
         context = messages[:j]
         user_turns = [k for k, m in enumerate(context) if m["role"] == "user"]

@@ -7,11 +7,12 @@ tool-call accuracy starts low and SFT then DPO on labelled data can lift it. The
 it writes loads like any real model: `AutoTokenizer.from_pretrained(path)` and
 `AutoModelForCausalLM.from_pretrained(path)`.
 
-    build_demo_model("var/models/demo-base", seed=0)        # ~2-3 min on one CPU core
+    build_demo_model("var/models/demo-base", seed=0)   # ~3-4 min (about 200 s of one CPU core)
     texts = generate("var/models/demo-base", None, contexts, TOOLS)
 """
 
 import fcntl
+import inspect
 import json
 import math
 import os
@@ -25,6 +26,8 @@ import torch
 from training import demo_domain
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+WHOLE_TOKENS = (demo_domain.CUSTOMER_IDS + demo_domain.ORDER_IDS + demo_domain.TIME_SLOTS
+                + ["10", "11", "12"])
 TAG_TOKENS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
 
 # Qwen-style template. The tools block is compact (name and argument names, `?` for
@@ -94,9 +97,9 @@ CHAT_TEMPLATE = """\
 # seconds and only exercises the plumbing (it learns nothing useful).
 SIZES = {
     "base": {
-        "vocab_size": 1024, "conversations": 12000, "steps": 1400, "batch_size": 24,
-        "lr": 3e-3, "max_length": 384, "flaw_rate": 0.8,
-        "model": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3,
+        "vocab_size": 1024, "conversations": 12000, "steps": 1000, "batch_size": 12,
+        "lr": 5e-3, "max_length": 512, "flaw_rate": 0.8,
+        "model": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2,
                   "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32},
     },
     "test": {
@@ -107,24 +110,42 @@ SIZES = {
     },
 }
 # Bump when the data, template or training recipe changes: it invalidates cached builds.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 4
+
+
+WORD_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[\p{L}_]+| ?\p{N}+| ?[^\s\p{L}\p{N}_]+|\s+(?!\S)|\s+"""
 
 
 def build_tokenizer(texts, vocab_size):
-    """Byte-level BPE (digits split one by one, so numbers and SKUs copy digit by digit)
-    wrapped as a transformers fast tokenizer carrying the chat template."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    """Byte-level BPE wrapped as a transformers fast tokenizer carrying the chat template.
+    Digits are split one by one, except the pooled customer/order IDs, time slots and
+    two-digit quantities, which are whole tokens: a model this small learns to copy one
+    token from the context within the build budget, not a digit string."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        # GPT-2's split, except that "_" joins words: tool and argument names can merge
+        pre_tokenizers.Split(Regex(WORD_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
+    # one token per pooled ID, time slot and two-digit quantity (see demo_domain)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False, single_word=True) for t in WHOLE_TOKENS])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -160,8 +181,17 @@ def _batches(lengths, batch_size, rng):
 
 
 def _pretrain(model, sequences, pad_id, steps, batch_size, lr, seed, log):
-    """Plain full-parameter next-token training on whole conversations."""
+    """Plain full-parameter next-token training on whole conversations.
+
+    Every conversation opens with the same system turn (prompt and tools), about a
+    third of its tokens: each step runs that prefix once, shares its key/value cache
+    across the batch and trains on the rest (same loss and gradients, less compute).
+    """
     rng = random.Random(seed)
+    prefix_len = min(len(os.path.commonprefix(sequences)), min(map(len, sequences)) - 1)
+    prefix = torch.tensor([sequences[0][:prefix_len]])
+    rests = [s[prefix_len:] for s in sequences]
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
@@ -176,19 +206,25 @@ def _pretrain(model, sequences, pad_id, steps, batch_size, lr, seed, log):
         return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    batches = _batches([len(s) for s in sequences], batch_size, rng)
+    batches = _batches([len(s) for s in rests], batch_size, rng)
     model.train()
     losses = []
     for step in range(steps):
-        batch = [sequences[i] for i in next(batches)]
+        batch = [rests[i] for i in next(batches)]
         width = max(len(s) for s in batch)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
         for row, seq in enumerate(batch):
             input_ids[row, :len(seq)] = torch.tensor(seq)
             labels[row, :len(seq)] = torch.tensor(seq)
+        head = model(input_ids=prefix, use_cache=True)
+        cache = head[cache_arg] if cache_arg in head else head.past_key_values
+        cache.batch_repeat_interleave(len(batch))
         # right padding under a causal mask: real tokens never see the pads
-        loss = model(input_ids=input_ids, labels=labels).loss
+        logits = model(input_ids=input_ids, **{cache_arg: cache}).logits
+        # position t predicts token t+1; the prefix's last position predicts token 0
+        logits = torch.cat([head.logits[:, -1:].expand(len(batch), -1, -1), logits[:, :-1]], dim=1)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -242,7 +278,7 @@ def build_demo_model(model_dir, seed=0, steps=None, log=print, size="base", forc
             conversations = demo_domain.generate_conversations(
                 recipe["conversations"], seed=seed, split="seen", flaw_rate=recipe["flaw_rate"])
             texts = render(conversations)
-            tokenizer = build_tokenizer(texts, recipe["vocab_size"])
+            tokenizer = build_tokenizer(texts[:3000], recipe["vocab_size"])
             sequences = [ids[:recipe["max_length"]]
                          for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
             config = Qwen3Config(
@@ -318,8 +354,8 @@ def generate(model, tokenizer, contexts, tools=None, max_new_tokens=128, batch_s
         for r, i in enumerate(rows):  # left padding
             input_ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
             attention_mask[r, width - len(encoded[i]):] = 1
-        output = model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+        output = model.generate(  # on the model's own device: a GPU when the worker has one
+            input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device), do_sample=False,
             max_new_tokens=max_new_tokens, eos_token_id=end_id, pad_token_id=pad_id)
         for r, i in enumerate(rows):
             new = output[r, width:].tolist()

@@ -1,0 +1,218 @@
+"""The offline demo domain, tokenizer, chat template and tiny-model plumbing.
+
+The real demo base takes minutes to build; these tests use the "test" size (seconds).
+"""
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from training import demo_domain  # noqa: E402
+from training.demo_domain import TOOL_NAMES, TOOLS, eval_prompts, generate_conversations  # noqa: E402
+
+CALL = {"id": "call_1", "type": "function",
+        "function": {"name": "check_inventory", "arguments": json.dumps({"sku": "A-113"})}}
+CONVERSATION = [
+    {"role": "system", "content": "You sell things."},
+    {"role": "user", "content": "Is A-113 in stock?"},
+    {"role": "assistant", "content": "", "tool_calls": [CALL]},
+    {"role": "tool", "tool_call_id": "call_1", "content": '{"sku": "A-113", "in_stock": 4}'},
+    {"role": "assistant", "content": "Yes, 4 units."},
+]
+
+
+def assert_valid_openai_conversation(messages):
+    assert messages[0]["role"] == "system"
+    pending = set()
+    for m in messages[1:]:
+        assert m["role"] in {"user", "assistant", "tool"}
+        assert isinstance(m["content"], str)
+        if m["role"] == "assistant":
+            assert not pending, "a tool call was left without its result"
+            for call in m.get("tool_calls", []):
+                assert call["type"] == "function" and call["id"]
+                assert call["function"]["name"] in TOOL_NAMES
+                assert isinstance(json.loads(call["function"]["arguments"]), dict)
+                pending.add(call["id"])
+            assert m["content"] or m.get("tool_calls")
+        elif m["role"] == "tool":
+            assert m["tool_call_id"] in pending
+            pending.discard(m["tool_call_id"])
+            json.loads(m["content"])
+    assert messages[-1]["role"] == "assistant"
+
+
+def test_domain_is_deterministic_and_writes_valid_openai_messages():
+    conversations = generate_conversations(60, seed=3)
+    assert conversations == generate_conversations(60, seed=3)
+    assert conversations != generate_conversations(60, seed=4)
+    for conv in conversations:
+        assert conv["tools"] == TOOLS
+        assert conv["metadata"]["flaws"] == []
+        assert conv["metadata"]["turn_depth"] == sum(m["role"] == "user" for m in conv["messages"])
+        assert_valid_openai_conversation(conv["messages"])
+    assert {c["metadata"]["turn_depth"] for c in conversations} >= {1, 2, 3}
+    assert any(len(m.get("tool_calls", [])) == 2 for c in conversations for m in c["messages"])
+    assert any(not c["messages"][2].get("tool_calls") for c in conversations)  # greetings, policy
+    assert len({c["external_id"] for c in conversations}) == 60
+
+
+def test_tool_specs_are_openai_function_schemas():
+    assert {"search_product", "check_inventory", "create_order", "get_order_status",
+            "schedule_callback"} < set(TOOL_NAMES)
+    for tool in TOOLS:
+        params = tool["function"]["parameters"]
+        assert tool["type"] == "function" and params["type"] == "object"
+        assert set(params["required"]) <= set(params["properties"])
+
+
+def test_unseen_split_uses_only_held_out_phrasings():
+    seen = generate_conversations(80, seed=0, split="seen")
+    unseen = generate_conversations(80, seed=0, split="unseen")
+    seen_users = {m["content"] for c in seen for m in c["messages"] if m["role"] == "user"}
+    unseen_users = {m["content"] for c in unseen for m in c["messages"] if m["role"] == "user"}
+    assert not seen_users & unseen_users
+    assert all(":unseen" in t for c in unseen for t in c["metadata"]["templates"])
+    with pytest.raises(ValueError):
+        generate_conversations(1, split="test")
+
+
+def test_flawed_conversations_carry_the_designated_mistakes():
+    flawed = generate_conversations(200, seed=1, flaw_rate=0.8)
+    assert flawed == generate_conversations(200, seed=1, flaw_rate=0.8)
+    flaws = {f.split(":")[0] for c in flawed for f in c["metadata"]["flaws"]}
+    assert {"no_call", "fabricate", "wrong_args", "wrong_tool", "false_call"} <= flaws
+    fabricated = [m["content"] for c in flawed for m in c["messages"]
+                  if m["role"] == "assistant" and "<tool_response>" in m["content"]]
+    assert fabricated and all(text.startswith("<tool_response>\n") for text in fabricated)
+
+
+def test_eval_prompts_end_where_the_agent_must_answer():
+    cases = eval_prompts(80, seed=0)
+    assert cases == eval_prompts(80, seed=0)
+    for case in cases:
+        assert case["messages"][-1]["role"] in {"user", "tool"}
+        assert case["expected"]["role"] == "assistant"
+        assert case["tools"] == TOOLS
+        assert_valid_openai_conversation(case["messages"] + [case["expected"]])
+    expects_call = [c["metadata"]["expects_call"] for c in cases]
+    assert 0.3 < sum(expects_call) / len(cases) < 0.9
+
+
+def test_shop_tools_answer_bad_calls_with_errors():
+    product = demo_domain.PRODUCTS[0]
+    assert demo_domain.run_tool("check_inventory", {"sku": product["sku"]}, None)["in_stock"] == product["stock"]
+    assert "error" in demo_domain.run_tool("check_inventory", {"sku": product["sku"].lower()}, None)
+    assert "error" in demo_domain.run_tool("create_order", {"sku": product["sku"], "quantity": "2",
+                                                            "customer_id": "C-1000"}, None)
+    assert "error" in demo_domain.run_tool("schedule_callback", {"time": "Monday 10:00"}, None)
+
+
+# --- tokenizer, template and the tiny model ------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from training.demo_model import build_demo_model
+
+    model_dir = tmp_path_factory.mktemp("models") / "tiny"
+    info = build_demo_model(model_dir, seed=0, steps=20, size="test", log=lambda *_: None)
+    assert not info["cached"]
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_dir)
+
+
+def test_tokenizer_keeps_tags_whole_and_round_trips(tokenizer):
+    from training.demo_model import SPECIAL_TOKENS, TAG_TOKENS
+
+    for tag in SPECIAL_TOKENS + TAG_TOKENS:
+        ids = tokenizer(tag, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and tokenizer.convert_ids_to_tokens(ids) == [tag]
+    text = '<think>\nok\n</think>\n<tool_call>\n{"name": "check_inventory", "arguments": {"sku": "A-113"}}\n</tool_call>'
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    # the tags are not special: decoding for display keeps them, drops the template tokens
+    assert tokenizer.decode(ids + [tokenizer.eos_token_id], skip_special_tokens=True) == text
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
+
+
+def test_chat_template_renders_tools_calls_results_and_generation_markers(tokenizer):
+    text = tokenizer.apply_chat_template(CONVERSATION, tools=TOOLS, tokenize=False)
+    assert text.startswith("<|im_start|>system\nYou sell things.\n# Tools\n")
+    assert "\nsearch_product(query, category?)\ncheck_inventory(sku)\n" in text
+    assert ('<|im_start|>assistant\n<tool_call>\n{"name": "check_inventory", "arguments": {"sku": "A-113"}}'
+            '\n</tool_call><|im_end|>\n') in text
+    assert ('<|im_start|>user\n<tool_response>\n{"sku": "A-113", "in_stock": 4}\n</tool_response>'
+            '<|im_end|>\n') in text
+    assert text.endswith("<|im_start|>assistant\nYes, 4 units.<|im_end|>\n")
+    # arguments as an object render exactly like arguments as a JSON string
+    as_dict = json.loads(json.dumps(CONVERSATION))
+    as_dict[2]["tool_calls"][0]["function"]["arguments"] = {"sku": "A-113"}
+    assert tokenizer.apply_chat_template(as_dict, tools=TOOLS, tokenize=False) == text
+    prompt = tokenizer.apply_chat_template(CONVERSATION[:2], tools=TOOLS, tokenize=False,
+                                           add_generation_prompt=True)
+    assert prompt.endswith("Is A-113 in stock?<|im_end|>\n<|im_start|>assistant\n")
+    # {% generation %}: the assistant turns, with their <|im_end|>, are what SFT trains on
+    out = tokenizer.apply_chat_template(CONVERSATION, tools=TOOLS, tokenize=True, return_dict=True,
+                                        return_assistant_tokens_mask=True)
+    trained = [t for t, keep in zip(out["input_ids"], out["assistant_masks"], strict=True) if keep]
+    assert tokenizer.decode(trained) == (
+        '<tool_call>\n{"name": "check_inventory", "arguments": {"sku": "A-113"}}\n</tool_call><|im_end|>'
+        "Yes, 4 units.<|im_end|>")
+
+
+def test_consecutive_tool_results_share_one_user_turn(tokenizer):
+    second = dict(CALL, id="call_2")
+    messages = CONVERSATION[:2] + [
+        {"role": "assistant", "content": "", "tool_calls": [CALL, second]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "1"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "2"},
+    ]
+    text = tokenizer.apply_chat_template(messages, tools=TOOLS, tokenize=False)
+    assert "</tool_call>\n<tool_call>\n" in text
+    assert text.endswith("<|im_start|>user\n<tool_response>\n1\n</tool_response>\n"
+                         "<tool_response>\n2\n</tool_response><|im_end|>\n")
+
+
+def test_tiny_model_reloads_and_generates(tiny_dir, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from training.demo_model import generate
+
+    info = json.loads((tiny_dir / "build_info.json").read_text())
+    assert info["seed"] == 0 and info["steps"] == 20 and info["params"] > 0 and info["loss"] > 0
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    assert model.config.model_type == "qwen3"
+    contexts = [case["messages"] for case in eval_prompts(3, seed=5)]
+    texts = generate(model, tokenizer, contexts, TOOLS, max_new_tokens=8, batch_size=2)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert "<|im_end|>" not in "".join(texts) and "<|endoftext|>" not in "".join(texts)
+    # from a folder, with the details the metrics use; greedy decoding is repeatable
+    details = generate(str(tiny_dir), None, contexts, TOOLS, max_new_tokens=8, return_details=True)
+    assert [d["text"] for d in details] == texts
+    assert all(d["new_tokens"] <= 8 and isinstance(d["hit_limit"], bool) for d in details)
+
+
+def test_build_is_cached_per_recipe(tiny_dir):
+    from training.demo_model import build_demo_model
+
+    weights = tiny_dir / "model.safetensors"
+    before, content = weights.stat().st_mtime_ns, weights.read_bytes()
+    info = build_demo_model(tiny_dir, seed=0, steps=20, size="test", log=lambda *_: None)
+    assert info["cached"] and weights.stat().st_mtime_ns == before
+    rebuilt = build_demo_model(tiny_dir, seed=0, steps=20, size="test", force=True, log=lambda *_: None)
+    assert not rebuilt["cached"] and weights.stat().st_mtime_ns != before
+    assert weights.read_bytes() == content  # deterministic from the seed
+    other = build_demo_model(tiny_dir, seed=1, steps=20, size="test", log=lambda *_: None)
+    assert not other["cached"] and other["seed"] == 1
+    # built beside the target and renamed into place: nothing half-written is left
+    assert sorted(p.name for p in tiny_dir.parent.iterdir() if not p.name.startswith(".")) == ["tiny"]
