@@ -1,36 +1,22 @@
 """The dashboards in real Chromium at 1,400 and 1,024 px: every chart draws, nothing overflows the
 page sideways, no script errors, and clicking a bar opens the cases behind it."""
 
-import os
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 
 from annotator.models import Role
 
-from .test_dashboards import DAY1, DAY2, DAY3, Builder, cat
+from ..test_dashboards import DAY1, DAY2, DAY3, Builder, cat
+from .conftest import SHOTS
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-SHOTS = Path(__file__).resolve().parents[1] / "var" / "screenshots"
 
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is required for browser tests: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+@pytest.fixture
+def chromium(browser):
+    """The one Chromium of the session (Playwright's sync API allows a single running instance)."""
+    return browser
 
 
 @pytest.fixture
