@@ -136,7 +136,9 @@ def submit_preference(task: Task, user, data: dict) -> Preference:
     return pref
 
 
-def _comparable(message: dict) -> tuple:
+def editor_calls(message: dict | None) -> list[dict]:
+    """An assistant message's tool calls as the correction editor shows them: {"name", "arguments"},
+    arguments decoded from their JSON string (left as text when it is not JSON)."""
     calls = []
     for call in (message or {}).get("tool_calls") or []:
         fn = call.get("function", {})
@@ -146,8 +148,13 @@ def _comparable(message: dict) -> tuple:
                 args = json.loads(args)
             except json.JSONDecodeError:
                 pass
-        calls.append(json.dumps([fn.get("name"), args], sort_keys=True))
-    return ((message or {}).get("content") or "").strip(), tuple(calls)
+        calls.append({"name": fn.get("name"), "arguments": args})
+    return calls
+
+
+def _comparable(message: dict) -> tuple:
+    calls = tuple(json.dumps([c["name"], c["arguments"]], sort_keys=True) for c in editor_calls(message))
+    return ((message or {}).get("content") or "").strip(), calls
 
 
 def same_message(a: dict, b: dict) -> bool:

@@ -72,16 +72,7 @@ def _category_tree(project):
 
 
 def _tool_calls_text(message) -> str:
-    calls = []
-    for call in (message or {}).get("tool_calls") or []:
-        fn = call.get("function", {})
-        args = fn.get("arguments", {})
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
-                pass
-        calls.append({"name": fn.get("name"), "arguments": args})
+    calls = labelling.editor_calls(message)
     return json.dumps(calls, indent=2, ensure_ascii=False) if calls else ""
 
 
