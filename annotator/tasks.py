@@ -1,14 +1,9 @@
-import logging
-
 from celery import shared_task
-from django.db import transaction
-from kombu.exceptions import OperationalError
+
+from config.queueing import send_on_commit
 
 from .importers import run_import
 from .models import ImportJob
-
-log = logging.getLogger(__name__)
-
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=5)
 def import_conversations(self, job_id: int):
@@ -19,19 +14,11 @@ def import_conversations(self, job_id: int):
 
 def start_import(job: ImportJob):
     """Queue the import once the job row is committed; a broker outage is reported on the job."""
-
-    def send():
-        try:
-            import_conversations.delay(job.pk)
-        except OperationalError as exc:
-            log.warning("import %s not queued: %s", job.pk, exc)
-            ImportJob.objects.filter(pk=job.pk).update(
-                status=ImportJob.State.FAILED,
-                message=f"Could not reach the task queue ({exc}). Nothing was imported; upload the file again "
-                "once the queue is back.",
-            )
-
-    transaction.on_commit(send)
+    send_on_commit(import_conversations, job.pk, lambda exc: ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.State.FAILED,
+        message=f"Could not reach the task queue ({exc}). Nothing was imported; upload the file again "
+        "once the queue is back.",
+    ))
 
 
 @shared_task

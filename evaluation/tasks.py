@@ -3,9 +3,10 @@
 import logging
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
+
+from config.queueing import send_on_commit
 
 from .models import EvalRun
 
@@ -25,19 +26,12 @@ def run_eval(self, run_id: int):
 
 def start_run(run: EvalRun):
     """Queue the run once its row is committed; a broker outage is reported on the run."""
-
-    def send():
-        try:
-            run_eval.delay(run.pk)
-        except BrokerError as exc:
-            log.warning("eval run %s not queued: %s", run.pk, exc)
-            EvalRun.objects.filter(pk=run.pk, status=EvalRun.State.QUEUED).update(
-                status=EvalRun.State.FAILED, finished_at=timezone.now(),
-                message=f"Could not reach the task queue ({exc}). Nothing was run; use “Run again” once the "
-                "queue is back.",
-            )
-
-    transaction.on_commit(send)
+    send_on_commit(run_eval, run.pk, lambda exc: EvalRun.objects.filter(
+        pk=run.pk, status=EvalRun.State.QUEUED).update(
+        status=EvalRun.State.FAILED, finished_at=timezone.now(),
+        message=f"Could not reach the task queue ({exc}). Nothing was run; use “Run again” once the "
+        "queue is back.",
+    ))
 
 
 def request_eval_after_training(model_version_id: int, note: str = ""):

@@ -1,16 +1,12 @@
 """Celery tasks of the training app. Snapshot builds run on the `exports` queue (see CELERY_TASK_ROUTES)."""
 
-import logging
-
 from celery import shared_task
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerError
+
+from config.queueing import send_on_commit
 
 from .models import DatasetSnapshot
-
-log = logging.getLogger(__name__)
-
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=3,
              autoretry_for=(OperationalError, InterfaceError), retry_backoff=10, retry_jitter=True)
@@ -25,20 +21,13 @@ def build_snapshot(self, snapshot_id: int):
 
 def start_build(snapshot: DatasetSnapshot):
     """Queue the build once the snapshot row is committed; a broker outage is reported on the snapshot."""
-
-    def send():
-        try:
-            build_snapshot.delay(snapshot.pk)
-        except BrokerError as exc:
-            log.warning("snapshot %s not queued: %s", snapshot.pk, exc)
-            DatasetSnapshot.objects.filter(pk=snapshot.pk, status=DatasetSnapshot.State.QUEUED).update(
-                status=DatasetSnapshot.State.FAILED, failure=DatasetSnapshot.Failure.QUEUE,
-                finished_at=timezone.now(),
-                message=f"Could not reach the task queue ({exc}). Nothing was built; use “Build again” once the "
-                "queue is back.",
-            )
-
-    transaction.on_commit(send)
+    send_on_commit(build_snapshot, snapshot.pk, lambda exc: DatasetSnapshot.objects.filter(
+        pk=snapshot.pk, status=DatasetSnapshot.State.QUEUED).update(
+        status=DatasetSnapshot.State.FAILED, failure=DatasetSnapshot.Failure.QUEUE,
+        finished_at=timezone.now(),
+        message=f"Could not reach the task queue ({exc}). Nothing was built; use “Build again” once the "
+        "queue is back.",
+    ))
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -59,16 +48,11 @@ def reap_stale_training_jobs():
 
 
 def start_training(job):
+    """Queue the job once its row is committed; a broker outage is reported on the job."""
     from .models import TrainingJob
 
-    def send():
-        try:
-            run_training.delay(job.pk)
-        except BrokerError as exc:
-            log.warning("training job %s not queued: %s", job.pk, exc)
-            TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.State.QUEUED).update(
-                status=TrainingJob.State.FAILED, finished_at=timezone.now(),
-                message=f"Could not reach the task queue ({exc}). Nothing ran; press Resume or create the job "
-                "again once the queue is back.")
-
-    transaction.on_commit(send)
+    send_on_commit(run_training, job.pk, lambda exc: TrainingJob.objects.filter(
+        pk=job.pk, status=TrainingJob.State.QUEUED).update(
+        status=TrainingJob.State.FAILED, finished_at=timezone.now(),
+        message=f"Could not reach the task queue ({exc}). Nothing ran; press Resume or create the job "
+        "again once the queue is back."))
