@@ -5,6 +5,7 @@ from config.queueing import send_on_commit
 from .importers import run_import
 from .models import ImportJob
 
+
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=5)
 def import_conversations(self, job_id: int):
     """Import (or resume) one ImportJob; a redelivery after a killed worker resumes at the last batch."""

@@ -8,6 +8,7 @@ from config.queueing import send_on_commit
 
 from .models import DatasetSnapshot
 
+
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=3,
              autoretry_for=(OperationalError, InterfaceError), retry_backoff=10, retry_jitter=True)
 def build_snapshot(self, snapshot_id: int):
