@@ -661,9 +661,10 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_from_snapshot(argv: list[str], commit: str = "HEAD"):
-    """Re-run this script inside `git archive <commit>` under var/bench/, so that uncommitted edits others are
-    making in the working tree (a half-written model file) cannot break the server mid-benchmark."""
+def run_from_snapshot(argv: list[str], commit: str = "HEAD", script: str = "queue_bench.py"):
+    """Re-run a benchmark script inside `git archive <commit>` under var/bench/, so that uncommitted edits others
+    are making in the working tree (a half-written model file) cannot break the server mid-benchmark. The
+    benchmarks' own files come from the working tree."""
     sha = subprocess.run(["git", "rev-parse", "--verify", f"{commit}^{{commit}}"], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.strip()
     src = ROOT / "var" / "bench" / f"src-{sha[:12]}"
@@ -672,11 +673,12 @@ def run_from_snapshot(argv: list[str], commit: str = "HEAD"):
         archive = subprocess.run(["git", "archive", sha], cwd=ROOT, check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
     (src / "benchmarks").mkdir(exist_ok=True)
-    (src / "benchmarks" / "queue_bench.py").write_bytes(Path(__file__).read_bytes())
+    for path in Path(__file__).parent.glob("*.py"):
+        (src / "benchmarks" / path.name).write_bytes(path.read_bytes())
     env = {**os.environ, "QUEUE_BENCH_RESULTS": str(ROOT / "benchmarks" / "results"),
            "QUEUE_BENCH_VAR": str(OUT_VAR), "QUEUE_BENCH_COMMIT": sha}
     print(f"running on a snapshot of HEAD {sha[:12]} in {src}", file=sys.stderr, flush=True)
-    return subprocess.run([sys.executable, str(src / "benchmarks" / "queue_bench.py"), "--code", "here", *argv],
+    return subprocess.run([sys.executable, str(src / "benchmarks" / script), "--code", "here", *argv],
                           env=env, cwd=src).returncode  # cwd too: Celery's app puts the cwd on sys.path
 
 
