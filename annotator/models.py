@@ -500,3 +500,125 @@ class Adjudication(models.Model):
 
     def __str__(self):
         return f"gold decision on task {self.task_id}"
+
+
+# --- dashboard roll-ups (maintained in annotator/rollups.py, read by annotator/dashboards.py) -----------
+
+ROLLUP_STATUSES = (Status.SUBMITTED, Status.APPROVED, Status.REJECTED)  # what dashboards can count
+ROLLUP_CELLS = tuple(f"{split}_{status}" for split in Split.values for status in ROLLUP_STATUSES)
+
+
+def _rollup_counters(name: str, prefixes: tuple[str, ...], big: tuple[str, ...] = (), cells=ROLLUP_CELLS):
+    """An abstract base with one counter column per (prefix, split, status) cell, e.g. n_train_approved.
+
+    Splits and statuses are columns rather than key parts so that a filter on them picks columns
+    and the tables stay a few tens of thousands of rows at a million labels.
+    """
+    attrs = {f"{p}_{c}": (models.BigIntegerField if p in big else models.IntegerField)(default=0)
+             for p in prefixes for c in cells}
+    attrs.update(__module__=__name__, Meta=type("Meta", (), {"abstract": True}))
+    return type(name, (models.Model,), attrs)
+
+
+class LabelDay(_rollup_counters("LabelDayCounters", ("n", "bad"))):
+    """Counted labels and badcase labels per project, local day of submission and model version (0: none)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    model_version = models.IntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "day", "model_version"], name="labelday_key")]
+
+
+class AnnotatorDay(_rollup_counters("AnnotatorDayCounters", ("n", "bad", "timed", "ms"), big=("ms",))):
+    """Per annotator: labels, badcases, labels with a recorded time and milliseconds spent, per day and version."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    annotator = models.IntegerField()
+    day = models.DateField()
+    model_version = models.IntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "annotator", "day", "model_version"],
+                                               name="annotatorday_key")]
+
+
+class CategoryDay(_rollup_counters("CategoryDayCounters", ("n",))):
+    """Badcase labels per category: carrying it (under=False) or anything in its subtree (under=True)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    model_version = models.IntegerField()
+    category = models.IntegerField()
+    under = models.BooleanField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "day", "model_version", "category", "under"],
+                                               name="categoryday_key")]
+
+
+class AnnotatorSeconds(_rollup_counters("AnnotatorSecondsCounters", ("n", "p"))):
+    """Time-per-item histogram in one-second bins (capped): labels (n_) and comparisons (p_) with a time."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    annotator = models.IntegerField()
+    seconds = models.IntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "annotator", "seconds"], name="annotatorseconds_key")]
+
+
+class ReviewDay(_rollup_counters("ReviewDayCounters", ("approve", "reject"))):
+    """Review decisions on labels, per annotator of the label, local day of the review and model version."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    annotator = models.IntegerField()
+    day = models.DateField()
+    model_version = models.IntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "annotator", "day", "model_version"],
+                                               name="reviewday_key")]
+
+
+class PreferenceDay(_rollup_counters("PreferenceDayCounters", ("n",))):
+    """Pairwise choices per day, stored version pair (0: none), choice and side shown left."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    model_a = models.IntegerField()
+    model_b = models.IntegerField()
+    choice = models.CharField(max_length=10)
+    left_side = models.CharField(max_length=1)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "day", "model_a", "model_b", "choice", "left_side"],
+                                               name="preferenceday_key")]
+
+
+class AnnotatorPreferenceDay(_rollup_counters("AnnotatorPreferenceDayCounters", ("n", "timed", "ms"), big=("ms",))):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    annotator = models.IntegerField()
+    day = models.DateField()
+    model_a = models.IntegerField()
+    model_b = models.IntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "annotator", "day", "model_a", "model_b"],
+                                               name="annotatorprefday_key")]
+
+
+class ResponseJudges(models.Model):
+    """Counted labels per response: agreement statistics read only responses judged twice or more."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    response = models.IntegerField()
+    n = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "response"], name="responsejudges_key")]
+        indexes = [models.Index(fields=["project", "n"], name="responsejudges_multi")]
+
+
+from . import rollups  # noqa: E402, F401  (connects the signal handlers that keep the roll-ups current)

@@ -109,6 +109,11 @@ def disagreements(request, slug):
                                                status__in=[Status.SUBMITTED, Status.APPROVED]).select_related("annotator"))
         if task:
             pairs.append({"task": task, "prefs": prefs})
+    from training.judging import suggestions_for
+
+    suggestions = suggestions_for(project, [(p["task"].response_id, p["task"].response_b_id) for p in pairs])
+    for p in pairs:
+        p["suggestion"] = suggestions.get((p["task"].response_id, p["task"].response_b_id))
     categories = TaxonomyCategory.objects.filter(project=project, active=True, parent__isnull=False)
     return render(request, "annotator/disagreements.html", {
         "project": project, "open_items": open_items, "decided": decided, "pairs": pairs, "categories": categories,

@@ -122,6 +122,15 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
                     "choice": (form or {}).get("choice") or (work.choice if work else ""),
                     "reason": (form or {}).get("reason", work.reason if work else ""),
                     "reason_required": project.setting("require_preference_reason")})
+        if ctx["lead"] or not project.setting("blind"):  # never shown to annotators in blind mode
+            from training.judging import suggestions_for
+
+            s = suggestions_for(project, [(a.pk, b.pk)]).get((a.pk, b.pk))
+            if s is not None:
+                left_prob = 1 - s.prob_a if flip else s.prob_a
+                ctx["suggestion"] = {"side": "left" if left_prob >= 0.5 else "right",
+                                     "confidence": max(left_prob, 1 - left_prob), "judge": s.judge.name,
+                                     "reason": s.reason, "consistent": s.position_consistent}
         template = "annotator/compare.html"
     return render(request, template, ctx, status=status)
 

@@ -143,6 +143,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.tasks.build_snapshot*": {"queue": "exports"},
     "training.tasks.run_training*": {"queue": "training"},
+    "training.tasks.run_online*": {"queue": "training"},
+    "training.tasks.suggest_with_judge*": {"queue": "training"},
     "evaluation.tasks.*": {"queue": "eval"},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)

@@ -100,11 +100,12 @@ LAYOUTS = {
     },
 }
 DEFAULT_LAYOUT = {Kind.SFT: "trl_messages", Kind.DPO: "trl_preference", Kind.EVAL: "eval_cases"}
-DPO_SOURCES = ("preferences", "corrections")
+DPO_SOURCES = ("preferences", "corrections")  # the default; "online" (pairs of online DPO rounds) on request
+ALL_DPO_SOURCES = (*DPO_SOURCES, "online")
 TRAIN_KINDS = (Kind.SFT, Kind.DPO)
 EVAL_SPLITS = (Split.EVAL, Split.HOLDOUT)
 
-SOURCE_CODES = {"correction": 1, "reasonable": 2, "preference": 3, "both_bad": 4}
+SOURCE_CODES = {"correction": 1, "reasonable": 2, "preference": 3, "both_bad": 4, "online": 5}
 SOURCE_NAMES = {v: k for k, v in SOURCE_CODES.items()}
 MAX_ATTEMPTS = 3
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -219,7 +220,7 @@ def clean_spec(project: Project, data: dict) -> dict:
     if not isinstance(raw, dict):
         raise ValidationError({"filters": "must be an object"})
     known = {"include_submitted", "splits", "categories", "model_versions", "date_from", "date_to",
-             "include_reasonable", "sources"}
+             "include_reasonable", "sources", "online_rounds"}
     if set(raw) - known:
         errors["filters"] = f"unknown filter(s): {', '.join(sorted(set(raw) - known))}"
     f = {"include_submitted": _as_bool(raw.get("include_submitted", False), "filters.include_submitted", errors)}
@@ -246,10 +247,20 @@ def clean_spec(project: Project, data: dict) -> dict:
         sources = raw.get("sources") or list(DPO_SOURCES)
         if isinstance(sources, str):
             sources = [sources]
-        if not isinstance(sources, (list, tuple)) or not sources or set(sources) - set(DPO_SOURCES):
-            errors["filters.sources"] = f"must be a non-empty list of {', '.join(DPO_SOURCES)}"
+        if not isinstance(sources, (list, tuple)) or not sources or set(sources) - set(ALL_DPO_SOURCES):
+            errors["filters.sources"] = f"must be a non-empty list of {', '.join(ALL_DPO_SOURCES)}"
             sources = list(DPO_SOURCES)
-        f["sources"] = [s for s in DPO_SOURCES if s in sources]
+        f["sources"] = [s for s in ALL_DPO_SOURCES if s in sources]
+        if "online" in f["sources"]:
+            from .models import OnlineRound
+
+            rounds = set(OnlineRound.objects.filter(run__project=project).values_list("pk", flat=True))
+            f["online_rounds"] = _as_ids(raw.get("online_rounds"), "filters.online_rounds", errors, rounds,
+                                         "online round")
+            if not f["online_rounds"] and "filters.online_rounds" not in errors:
+                errors["filters.online_rounds"] = "pairs from online rounds need the round ids"
+        elif raw.get("online_rounds"):
+            errors["filters.online_rounds"] = "only with the source online"
     else:
         f["include_reasonable"] = _as_bool(raw.get("include_reasonable", False), "filters.include_reasonable",
                                            errors)
@@ -339,6 +350,8 @@ def describe_filters(kind: str, f: dict, names: dict | None = None) -> list[str]
         parts.append(f"labelled {f.get('date_from') or '…'} to {f.get('date_to') or '…'}")
     if kind == Kind.DPO:
         parts.append("pairs from " + " and ".join(f.get("sources", [])))
+        if f.get("online_rounds"):
+            parts.append("online rounds " + ", ".join(f"#{r}" for r in f["online_rounds"]))
     elif f.get("include_reasonable"):
         parts.append("plus approved reasonable responses")
     return parts
@@ -396,6 +409,13 @@ def preferences_qs(project_id: int, f: dict):
     return Preference.objects.filter(q)
 
 
+def online_qs(project_id: int, f: dict):
+    from .models import OnlinePair
+
+    return OnlinePair.objects.filter(round__run__project_id=project_id, round_id__in=f.get("online_rounds") or [],
+                                     conversation__split__in=f["splits"])
+
+
 def count_matching(project_id: int, kind: str, f: dict) -> dict:
     """What a spec would export, by source, for the live count on the create form.
 
@@ -427,6 +447,10 @@ def count_matching(project_id: int, kind: str, f: dict) -> dict:
         if "corrections" in f["sources"]:
             n = corrections_qs(project_id, f, unreasonable_only=True).count()
             parts.append({"source": "correction", "label": "corrections of unreasonable responses", "count": n})
+            rows += n
+        if "online" in f["sources"]:
+            n = online_qs(project_id, f).count()
+            parts.append({"source": "online", "label": "pairs from online rounds", "count": n})
             rows += n
     return {"rows": rows, "parts": parts, "skipped": skipped, "records": sum(p["count"] for p in parts)}
 
@@ -1062,10 +1086,36 @@ class PreferenceSource(Source):
         return out
 
 
+class OnlinePairSource(Source):
+    """DPO: pairs an online round ranked from the policy's own samples (training/online.py)."""
+
+    conversation_path = "conversation"
+    fields = ("chosen_message", "rejected_id", "context_length", "rejected__model_version_id", "conversation_id",
+              "conversation__external_id", "conversation__split", "rejected__message", "rejected__raw_text")
+    name = "online"
+
+    def queryset(self):
+        return online_qs(self.build.project.pk, self.f)
+
+    def rows(self, chunk, aux):
+        out = []
+        for rec in chunk:
+            (pk, chosen, _rid, length, mv, conv_id, ext, split, resp_msg, raw, messages_text, tools_text) = rec
+            out.append(Row(
+                source=self.name, source_id=pk, conversation_id=conv_id, external_id=ext, context_length=length,
+                split=split, model_version_id=mv, ctx=self.build.contexts.context(conv_id, length, messages_text),
+                toolset=self.build.contexts.tools(tools_text),
+                target=clean_message({**_loads(chosen), "role": "assistant"}),
+                rejected=response_output(_loads(resp_msg), raw)))
+        return out
+
+
 def plan_sources(build: Build) -> list[Source]:
     f = build.filters
     if build.kind == Kind.DPO:
         sources = []
+        if "online" in f["sources"]:
+            sources.append(OnlinePairSource(build))
         if "preferences" in f["sources"]:
             sources.append(PreferenceSource(build))
         if "corrections" in f["sources"]:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import job_views
+from . import job_views, judge_views
 
 app_name = "training-jobs"
 
@@ -10,4 +10,11 @@ urlpatterns = [
     path("p/<slug:slug>/training/<int:pk>/", job_views.job_detail, name="detail"),
     path("p/<slug:slug>/training/<int:pk>/cancel/", job_views.job_cancel, name="cancel"),
     path("p/<slug:slug>/training/<int:pk>/resume/", job_views.job_resume, name="resume"),
+    path("p/<slug:slug>/training/judges/", judge_views.judges, name="judges"),
+    path("p/<slug:slug>/training/judges/<int:pk>/suggest/", judge_views.judge_suggest, name="judge-suggest"),
+    path("p/<slug:slug>/training/online/", judge_views.online_list, name="online-list"),
+    path("p/<slug:slug>/training/online/new/", judge_views.online_create, name="online-create"),
+    path("p/<slug:slug>/training/online/<int:pk>/", judge_views.online_detail, name="online-detail"),
+    path("p/<slug:slug>/training/online/<int:pk>/cancel/", judge_views.online_cancel, name="online-cancel"),
+    path("p/<slug:slug>/training/online/<int:pk>/resume/", judge_views.online_resume, name="online-resume"),
 ]

@@ -15,6 +15,7 @@ class ModelVersion(models.Model):
         DPO = "dpo", "DPO fine-tune"
         IMPORTED = "imported", "imported responses only"
         EXTERNAL = "external", "external endpoint"
+        JUDGE = "judge", "pairwise judge"
 
     class Stage(models.TextChoices):
         CANDIDATE = "candidate"
@@ -160,6 +161,7 @@ class TrainingJob(models.Model):
     class Stage(models.TextChoices):
         SFT = "sft", "SFT (corrections)"
         DPO = "dpo", "DPO (preferences)"
+        JUDGE = "judge", "pairwise judge (preferences)"
 
     class State(models.TextChoices):
         QUEUED = "queued"
@@ -257,3 +259,181 @@ class Checkpoint(models.Model):
 
     def __str__(self):
         return f"checkpoint {self.step} of job {self.job_id}"
+
+
+# --- the pairwise judge and online DPO (training/judging.py, training/online.py) ----------------
+
+class JudgeEvaluation(models.Model):
+    """How well a judge agrees with held-out human preferences, next to the human ceiling."""
+
+    judge = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="judge_evaluations")
+    job = models.ForeignKey(TrainingJob, null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="judge_evaluations")
+    source = models.CharField(max_length=200, help_text="Which held-out pairs were judged.")
+    pairs = models.PositiveIntegerField(default=0)
+    accuracy = models.FloatField(null=True, blank=True, help_text="Order-averaged verdict vs the human winner.")
+    accuracy_se = models.FloatField(null=True, blank=True)
+    single_order_accuracy = models.FloatField(null=True, blank=True, help_text="Each order counted on its own.")
+    position_bias_rate = models.FloatField(null=True, blank=True,
+                                           help_text="Share of pairs whose verdict flips when A and B swap.")
+    first_position_rate = models.FloatField(null=True, blank=True, help_text="How often it picks the first slot.")
+    ece = models.FloatField(null=True, blank=True, help_text="Expected calibration error, 10 bins.")
+    brier = models.FloatField(null=True, blank=True)
+    human_agreement = models.FloatField(null=True, blank=True,
+                                        help_text="Annotator-vs-annotator agreement on the same pairs (the ceiling).")
+    human_pairs = models.PositiveIntegerField(default=0)
+    details = models.JSONField(default=dict, blank=True, help_text="Reliability bins and per-pair verdicts.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"evaluation of judge {self.judge_id}"
+
+
+class JudgeSuggestion(models.Model):
+    """The judge's verdict on one pair of responses, shown to leads and used to order the queue."""
+
+    project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="judge_suggestions")
+    judge = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="suggestions")
+    response_a = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
+    response_b = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
+    prob_a = models.FloatField(help_text="P(A is better), averaged over both orders.")
+    position_consistent = models.BooleanField(default=True)
+    reason = models.TextField(blank=True)
+    human_choice = models.CharField(max_length=10, blank=True, help_text="Majority human choice when it was made.")
+    disagrees = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["judge", "response_a", "response_b"],
+                                               name="judgesuggestion_unique_pair")]
+        indexes = [models.Index(fields=["project", "response_a", "response_b"], name="judgesuggestion_pair")]
+
+    @property
+    def verdict(self) -> str:
+        return "a" if self.prob_a >= 0.5 else "b"
+
+    @property
+    def confidence(self) -> float:
+        return max(self.prob_a, 1 - self.prob_a)
+
+
+class OnlineRun(models.Model):
+    """Rounds of online DPO: sample from the policy, rank, build a DPO snapshot, train, evaluate, gate."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        STOPPED_BY_GATE = "stopped_by_gate", "stopped by the gate"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Ranker(models.TextChoices):
+        CHECKER = "checker", "strict tool-call checker (needs a known answer)"
+        JUDGE = "judge", "pairwise judge"
+
+    project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="online_runs")
+    name = models.CharField(max_length=200)
+    start_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="online_runs")
+    ranker = models.CharField(max_length=10, choices=Ranker.choices, default=Ranker.CHECKER)
+    judge = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT,
+                              related_name="online_runs_judged")
+    eval_suite = models.ForeignKey("evaluation.EvalSuite", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="online_runs")
+    rounds = models.PositiveSmallIntegerField(default=2)
+    options = models.JSONField(default=dict, help_text="samples_per_prompt, temperature, max_prompts, …")
+    params = models.JSONField(default=dict, help_text="DPO hyper-parameters for every round.")
+
+    status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
+    phase = models.CharField(max_length=40, blank=True)
+    message = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    run_token = models.CharField(max_length=32, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    result_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                       related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["project", "status"], name="onlinerun_project_status")]
+
+    def __str__(self):
+        return f"online run {self.pk} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in (self.State.QUEUED, self.State.RUNNING)
+
+    @property
+    def resumable(self) -> bool:
+        return self.status in (self.State.FAILED, self.State.CANCELLED)
+
+    @property
+    def progress(self) -> float:
+        if self.status == self.State.SUCCEEDED:
+            return 1.0
+        done = self.round_set.filter(status=OnlineRound.State.DONE).count()
+        return min(1.0, done / self.rounds) if self.rounds else 0.0
+
+
+class OnlineRound(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    run = models.ForeignKey(OnlineRun, on_delete=models.CASCADE, related_name="round_set")
+    number = models.PositiveSmallIntegerField()
+    policy = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+",
+                               help_text="The model that generated this round's samples.")
+    status = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    phase = models.CharField(max_length=40, blank=True)
+    prompts = models.PositiveIntegerField(default=0)
+    samples = models.PositiveIntegerField(default=0)
+    pairs = models.PositiveIntegerField(default=0)
+    stats = models.JSONField(default=dict, blank=True, help_text="Sample accuracy, ties skipped, …")
+    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    job = models.ForeignKey(TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    eval_run = models.ForeignKey("evaluation.EvalRun", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    baseline_run = models.ForeignKey("evaluation.EvalRun", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    gate = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "number"]
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="onlineround_unique_number")]
+
+
+class OnlinePair(models.Model):
+    """A chosen/rejected pair an online round built from the policy's own samples."""
+
+    round = models.ForeignKey(OnlineRound, on_delete=models.CASCADE, related_name="pair_set")
+    conversation = models.ForeignKey("annotator.Conversation", on_delete=models.CASCADE, related_name="+")
+    context_length = models.PositiveIntegerField()
+    chosen = models.ForeignKey("annotator.ModelResponse", null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="+", help_text="Empty when the known answer was chosen.")
+    chosen_message = models.JSONField(help_text="The chosen assistant message.")
+    rejected = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
+    chosen_score = models.FloatField()
+    rejected_score = models.FloatField()
+    ranker = models.CharField(max_length=20)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["round", "conversation", "context_length"],
+                                               name="onlinepair_one_per_prompt")]

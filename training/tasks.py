@@ -57,3 +57,32 @@ def start_training(job):
         status=TrainingJob.State.FAILED, finished_at=timezone.now(),
         message=f"Could not reach the task queue ({exc}). Nothing ran; press Resume or create the job "
         "again once the queue is back."))
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_online(self, run_id: int):
+    """Run an online DPO run (all its rounds) on the `training` queue. A duplicate delivery is a no-op."""
+    from .online import run_online as run
+
+    result = run(run_id)
+    return {"online_run": run_id, "status": result.status if result else "not claimed"}
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def suggest_with_judge(self, project_id: int, judge_id: int):
+    """Judge the project's comparison tasks that have no suggestion from this judge yet."""
+    from annotator.models import Project
+
+    from .judging import suggest
+    from .models import ModelVersion
+
+    return suggest(Project.objects.get(pk=project_id), ModelVersion.objects.get(pk=judge_id, project_id=project_id))
+
+
+def start_online(run):
+    from .models import OnlineRun
+
+    send_on_commit(run_online, run.pk, lambda exc: OnlineRun.objects.filter(
+        pk=run.pk, status=OnlineRun.State.QUEUED).update(
+        status=OnlineRun.State.FAILED, finished_at=timezone.now(),
+        message=f"Could not reach the task queue ({exc}). Nothing ran; press Resume once the queue is back."))

@@ -35,6 +35,7 @@ PRESETS = {
     "lora-r8": {
         "sft": {**COMMON, "learning_rate": 2e-4},
         "dpo": {**COMMON, "learning_rate": 5e-6, "beta": 0.1, "loss_type": ["sigmoid"]},
+        "judge": {**COMMON, "learning_rate": 1e-4, "num_train_epochs": 2.0, "judge_reasons": False},
     },
     # The offline demo model (a few hundred thousand parameters) on a CPU core.
     "demo-tiny": {
@@ -44,6 +45,9 @@ PRESETS = {
         "dpo": {**COMMON, "learning_rate": 5e-3, "num_train_epochs": 1.0, "per_device_train_batch_size": 8,
                 "gradient_accumulation_steps": 1, "max_length": 512, "logging_steps": 2, "save_steps": 10,
                 "warmup_ratio": 0.0, "lora_dropout": 0.0, "beta": 0.1, "loss_type": ["sigmoid", "sft"]},
+        "judge": {**COMMON, "learning_rate": 3e-3, "num_train_epochs": 3.0, "per_device_train_batch_size": 8,
+                  "gradient_accumulation_steps": 1, "max_length": 1024, "logging_steps": 2, "save_steps": 20,
+                  "warmup_ratio": 0.0, "lora_dropout": 0.0, "judge_reasons": False},
     },
 }
 DEFAULT_GUARD = {"max_perplexity_ratio": 1.3, "max_quality_drop": 0.10, "prompts": 8, "max_new_tokens": 64}
@@ -59,6 +63,8 @@ PARAM_SPEC = {
 LOSS_TYPES = {"sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down", "sft"}
 SFT_LAYOUTS = {"trl_messages", "trl_prompt_completion"}
 DPO_LAYOUTS = {"trl_preference"}
+# what each stage trains on: (snapshot kind, layouts)
+STAGE_DATA = {"sft": ("sft", SFT_LAYOUTS), "dpo": ("dpo", DPO_LAYOUTS), "judge": ("dpo", DPO_LAYOUTS)}
 
 
 def default_params(stage: str, preset: str = "lora-r8") -> dict:
@@ -69,6 +75,8 @@ def clean_params(stage: str, preset: str, overrides: dict) -> tuple[dict, dict]:
     """Preset + overrides, each checked. Returns (params, errors by field)."""
     if preset not in PRESETS:
         return {}, {"preset": f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"}
+    if stage not in PRESETS[preset]:
+        return {}, {"stage": f"unknown stage {stage!r}; one of {', '.join(PRESETS[preset])}"}
     params, errors = default_params(stage, preset), {}
     for name, raw in (overrides or {}).items():
         if raw in (None, ""):
@@ -80,6 +88,12 @@ def clean_params(stage: str, preset: str, overrides: dict) -> tuple[dict, dict]:
                 errors[name] = "all-linear, or a comma-separated list of module names"
             else:
                 params[name] = value
+            continue
+        if name == "judge_reasons":
+            if stage != "judge":
+                errors[name] = "only judge jobs write reasons"
+            else:
+                params[name] = raw in (True, "true", "on", "1", 1)
             continue
         if name == "loss_type":
             value = [s.strip() for s in raw.split(",")] if isinstance(raw, str) else raw
@@ -115,16 +129,22 @@ def readiness_problems(job: TrainingJob) -> list[str]:
     snap = job.train_snapshot
     if snap.status != DatasetSnapshot.State.READY:
         problems.append(f"The training snapshot {snap.name} is {snap.status}, not ready.")
-    expected = DatasetSnapshot.Kind.SFT if job.stage == TrainingJob.Stage.SFT else DatasetSnapshot.Kind.DPO
+    expected, layouts = STAGE_DATA.get(job.stage, STAGE_DATA["sft"])
     if snap.kind != expected:
-        problems.append(f"A {job.stage.upper()} job needs a {expected} snapshot; {snap.name} is {snap.kind}.")
-    layouts = SFT_LAYOUTS if job.stage == TrainingJob.Stage.SFT else DPO_LAYOUTS
+        what = "judge" if job.stage == TrainingJob.Stage.JUDGE else job.stage.upper()
+        problems.append(f"A {what} job needs a {expected} snapshot (pairs of preferred and rejected answers)"
+                        if job.stage == TrainingJob.Stage.JUDGE else
+                        f"A {what} job needs a {expected} snapshot; {snap.name} is {snap.kind}.")
     if snap.layout not in layouts:
         problems.append(f"Snapshot layout {snap.layout!r} is not trainable here; use {' or '.join(sorted(layouts))}.")
     if snap.status == DatasetSnapshot.State.READY and not (snap.file and Path(snap.file.path).is_file()):
         problems.append(f"The file of snapshot {snap.name} is missing.")
     if job.eval_snapshot_id and job.eval_snapshot.status != DatasetSnapshot.State.READY:
         problems.append(f"The evaluation snapshot {job.eval_snapshot.name} is not ready.")
+    if job.stage == TrainingJob.Stage.JUDGE and job.eval_snapshot_id and job.eval_snapshot.kind != "dpo":
+        problems.append(f"A judge is evaluated on held-out preference pairs: {job.eval_snapshot.name} is "
+                        f"{job.eval_snapshot.kind}, choose a DPO snapshot of eval/holdout items or none "
+                        f"(then {int(100 * 0.2)}% of the pairs are held out).")
     if snap.project_id != job.project_id or job.base_version.project_id != job.project_id:
         problems.append("The base model and the snapshot must belong to this project.")
     problems.extend(order_problems(job.stage, job.base_version, job.allow_raw_base))
@@ -391,6 +411,23 @@ def _load_for_training(job: TrainingJob, device: str):
     return model.to(device), tokenizer
 
 
+def _judge_data(job: TrainingJob):
+    """A judge trains on both orders of each human pair; some pairs are kept back to evaluate it."""
+    from datasets import Dataset
+
+    from . import judging
+
+    pairs = judging.read_pairs(job.train_snapshot.file.path)
+    if job.eval_snapshot_id:
+        train, held = pairs, judging.read_pairs(job.eval_snapshot.file.path)
+        source = f"held-out pairs of snapshot {job.eval_snapshot.name}"
+    else:
+        train, held = judging.split_pairs(pairs)
+        source = f"{int(100 * judging.HELD_OUT_SHARE)}% of the pairs of {job.train_snapshot.name}, by context"
+    rows = judging.training_rows(train, reasons=bool(job.params.get("judge_reasons")))
+    return Dataset.from_list(rows), held, source
+
+
 def _dataset(job: TrainingJob):
     from datasets import load_dataset
 
@@ -418,6 +455,12 @@ def build_trainer(job: TrainingJob, model, tokenizer, dataset, device: str, call
         max_length=p["max_length"], report_to="none", bf16=bf16, gradient_checkpointing=False,
         use_cpu=device == "cpu", disable_tqdm=True, dataloader_num_workers=0,
     )
+    if job.stage == TrainingJob.Stage.JUDGE:
+        from trl import SFTConfig, SFTTrainer
+
+        args = SFTConfig(**common, completion_only_loss=True)
+        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=list(callbacks))
     if job.stage == TrainingJob.Stage.SFT:
         from trl import SFTConfig, SFTTrainer
 
@@ -437,10 +480,13 @@ def _register(job: TrainingJob, adapter_dir: str, note: str) -> ModelVersion:
     name = f"{job.base_version.name}+{job.stage}-job{job.pk}"
     version, _ = ModelVersion.objects.update_or_create(project=job.project, name=name, defaults={
         "adapter_path": adapter_dir, "parent": job.base_version,
-        "origin": ModelVersion.Origin.SFT if job.stage == TrainingJob.Stage.SFT else ModelVersion.Origin.DPO,
+        "origin": {TrainingJob.Stage.SFT: ModelVersion.Origin.SFT, TrainingJob.Stage.DPO: ModelVersion.Origin.DPO,
+                   TrainingJob.Stage.JUDGE: ModelVersion.Origin.JUDGE}[job.stage],
         "notes": note, "created_by": job.created_by,
         "metadata": {"training_job": job.pk, "train_snapshot_ids": [job.train_snapshot_id],
-                     "snapshot_sha256": job.train_snapshot.sha256, "params": job.params},
+                     "snapshot_sha256": job.train_snapshot.sha256, "params": job.params,
+                     **({"judge_reasons": bool(job.params.get("judge_reasons"))}
+                        if job.stage == TrainingJob.Stage.JUDGE else {})},
     })
     return version
 
@@ -487,7 +533,11 @@ def _run(job: TrainingJob, started: float) -> None:
     _log(job, f"attempt {job.attempts} on {job.worker}, device {job.device}")
     t0 = time.monotonic()
     model, tokenizer = _load_for_training(job, device)
-    dataset = _dataset(job)
+    held, held_source = [], ""
+    if job.stage == TrainingJob.Stage.JUDGE:
+        dataset, held, held_source = _judge_data(job)
+    else:
+        dataset = _dataset(job)
     guard = Guard(tokenizer, guard_prompts(job, int({**DEFAULT_GUARD, **job.guard}["prompts"])), job.guard, device)
     callback = make_callback(job, guard)
     trainer = build_trainer(job, model, tokenizer, dataset, device, callbacks=[callback])
@@ -545,8 +595,29 @@ def _run(job: TrainingJob, started: float) -> None:
             result_version=version, step=trainer.state.global_step,
             guard_report={"baseline": base, "final": final})
     _log(job, f"succeeded in {timings['total_s']}s")
+    if job.stage == TrainingJob.Stage.JUDGE:
+        _evaluate_judge(job, version, held, held_source)
+        return
     if job.evaluate_after:
         _start_evaluation(job, version)
+
+
+def _evaluate_judge(job: TrainingJob, version: ModelVersion, held: list[dict], source: str) -> None:
+    """The judge's report: agreement with the held-out human pairs (never trained on), position bias,
+    calibration, and the human ceiling. A failure here is logged; the trained judge stays."""
+    if not held:
+        _log(job, "no held-out pairs: the judge was not evaluated (build a DPO snapshot of eval items)")
+        return
+    try:
+        from . import judging
+
+        ev = judging.evaluate(version, held, job=job, source=source)
+        ceiling = "n/a" if ev.human_agreement is None else f"{100 * ev.human_agreement:.0f}%"
+        _log(job, f"judge on {ev.pairs} held-out pairs: accuracy {100 * ev.accuracy:.1f}% ± "
+                  f"{100 * ev.accuracy_se:.1f}, position flips {100 * ev.position_bias_rate:.0f}%, "
+                  f"human agreement {ceiling}")
+    except Exception as exc:  # noqa: BLE001 - reported on the job; the judge itself is fine
+        _log(job, f"could not evaluate the judge: {type(exc).__name__}: {exc}")
 
 
 def _start_evaluation(job: TrainingJob, version: ModelVersion) -> None:
@@ -570,7 +641,7 @@ def create_job(project, user, *, stage, base_version, train_snapshot, eval_snaps
 
     params, errors = clean_params(stage, preset, overrides or {})
     if stage not in TrainingJob.Stage.values:
-        errors["stage"] = "sft or dpo"
+        errors["stage"] = "sft, dpo or judge"
     guard_cfg = {**DEFAULT_GUARD, **(guard or {})}
     for key in ("max_perplexity_ratio", "max_quality_drop"):
         try:

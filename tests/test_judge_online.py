@@ -1,0 +1,356 @@
+"""The pairwise judge (training, evaluation, suggestions) and online DPO rounds, on the tiny test model."""
+
+import json
+import math
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from annotator.assignment import sync_tasks
+from annotator.models import Membership, ModelResponse, Role, Slot, Task
+from evaluation.suites import create_suite
+from training import demo_domain, judging, online, trainer
+from training.datasets import build_snapshot, create_snapshot
+from training.demo_model import build_demo_model
+from training.models import (
+    DatasetSnapshot,
+    JudgeEvaluation,
+    JudgeSuggestion,
+    ModelVersion,
+    OnlinePair,
+    OnlineRound,
+    OnlineRun,
+    TrainingJob,
+)
+
+from .test_datasets_factories import label, preference, response
+from .test_datasets_factories import conversation as make_conversation
+
+RIGHT = '<tool_call>{"name": "check_inventory", "arguments": {"sku": "%s"}}</tool_call>'
+WRONG = "Yes, it is in stock."
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("judge-models") / "tiny"
+    build_demo_model(str(path), seed=0, size="test", steps=20, log=lambda *a: None)
+    return str(path)
+
+
+@pytest.fixture
+def base(project, tiny_dir):
+    return ModelVersion.objects.create(project=project, name="tiny-base", path=tiny_dir, origin="base")
+
+
+def stock_context(i):
+    return [{"role": "system", "content": "You are the sales assistant."},
+            {"role": "user", "content": f"Is SKU-{i} in stock?"}]
+
+
+@pytest.fixture
+def voted(project, members, base):
+    """12 contexts, each with a right and a wrong answer; two annotators prefer the right one
+    (annotator2 errs on two pairs), so the human-human agreement is 10/12."""
+    ann1, ann2 = members[Role.ANNOTATOR], members["annotator2"]
+    pairs = []
+    for i in range(12):
+        conv = make_conversation(project, f"s-{i}", stock_context(i), split="train")
+        good = response(conv, raw=RIGHT % f"SKU-{i}", model="tiny-base")
+        bad = response(conv, raw=WRONG + f" ({i})", model="tiny-base")
+        preference(good, bad, ann1, "a")
+        preference(good, bad, ann2, "b" if i in (3, 7) else "a")
+        pairs.append((conv, good, bad))
+    return pairs
+
+
+def dpo_of_preferences(project, user):
+    snap = create_snapshot(project, user, {"kind": "dpo", "filters": {"sources": ["preferences"]},
+                                           "audit": {"checks": {"conflicts": "off", "duplicates": "off"}}},
+                           start=False)
+    snap = build_snapshot(snap.pk) or snap
+    snap.refresh_from_db()
+    assert snap.status == "ready", snap.message
+    return snap
+
+
+# --- figures, by hand -----------------------------------------------------------------------
+
+def test_score_verdicts_by_hand():
+    v = [judging.PairVerdict(0.9, 0.7),   # right in both orders
+         judging.PairVerdict(0.6, 0.2),   # flips with the order: averaged 0.4, wrong
+         judging.PairVerdict(0.3, 0.1),   # wrong in both orders
+         judging.PairVerdict(0.8, 0.5)]   # averaged 0.65, right; the 0.5 is a tie
+    rep = judging.score_verdicts(v)
+    assert rep.pairs == 4
+    assert rep.accuracy == 0.5 and math.isclose(rep.accuracy_se, math.sqrt(0.25 / 4))
+    assert rep.single_order_accuracy == 4 / 8  # 0.9 0.7 0.6 0.8 over 0.5
+    assert rep.position_bias_rate == 0.25  # only the second pair flips; 0.5 counts as picking x
+    # first slot: pair1 (x first wins, y first loses) → 1; pair2: 1 + 1; pair3: 0 + 1; pair4: 1 + 0
+    assert rep.first_position_rate == 5 / 8
+    assert math.isclose(rep.brier, sum((1 - p) ** 2 for p in (0.9, 0.7, 0.6, 0.2, 0.3, 0.1, 0.8, 0.5)) / 8)
+    # ECE: confidences .9 .7 .6 .8 .7 .9 .8 .5 with correctness 1 1 1 0 0 0 1 .5
+    bins = {}
+    for p in (0.9, 0.7, 0.6, 0.2, 0.3, 0.1, 0.8, 0.5):
+        conf, ok = max(p, 1 - p), 1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5
+        k = min(9, int((conf - 0.5) * 20))
+        bins.setdefault(k, []).append((conf, ok))
+    ece = sum(abs(sum(o for _, o in b) / len(b) - sum(c for c, _ in b) / len(b)) * len(b) / 8 for b in bins.values())
+    assert math.isclose(rep.ece, ece)
+    assert judging.score_verdicts([]).accuracy is None
+
+
+def test_training_rows_hold_both_orders_and_the_split_is_by_context():
+    pair = {"context": stock_context(1), "tools": demo_domain.TOOLS,
+            "chosen": [{"role": "assistant", "content": "good"}], "rejected": [{"role": "assistant", "content": "bad"}]}
+    rows = judging.training_rows([pair])
+    assert [r["completion"][0]["content"] for r in rows] == ["A", "B"]
+    assert "[A]\ngood" in rows[0]["prompt"][1]["content"] and "[A]\nbad" in rows[1]["prompt"][1]["content"]
+    assert "check_inventory" in rows[0]["prompt"][1]["content"]
+    with_reason = judging.training_rows([{**pair, "reason": "calls  the\ntool"}], reasons=True)
+    assert with_reason[0]["completion"][0]["content"] == "calls the tool\nVerdict: A"
+    many = [{**pair, "context": stock_context(i)} for i in range(200)]
+    train, held = judging.split_pairs(many + many)  # the same context twice lands on one side
+    assert 20 < len(held) < 140 and len(train) + len(held) == 400
+    assert not {json.dumps(p["context"]) for p in train} & {json.dumps(p["context"]) for p in held}
+
+
+@pytest.mark.django_db
+def test_human_agreement_counts_annotator_pairs_on_the_same_pair(project, voted, members, make_user):
+    ceiling, items = judging.human_agreement(project)
+    assert items == 12 and math.isclose(ceiling, 10 / 12)
+    third = make_user("third")
+    Membership.objects.create(user=third, project=project, role=Role.ANNOTATOR)
+    _conv, good, bad = voted[0]
+    preference(bad, good, third, "b")  # the other way round, same winner
+    ceiling, items = judging.human_agreement(project)
+    assert math.isclose(ceiling, (9 * 1 + 1 * 3 + 2 * 0) / (11 * 1 + 3)) and items == 12
+
+
+# --- a judge job ----------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_a_judge_job_trains_on_both_orders_and_reports_against_held_out_humans(project, members, voted, base):
+    snap = dpo_of_preferences(project, members[Role.LEAD])
+    with pytest.raises(ValidationError) as exc:
+        trainer.create_job(project, None, stage="judge", base_version=base, train_snapshot=snap, preset="demo-tiny",
+                           overrides={"beta": 0.1}, start=False)
+    assert exc.value.message_dict["beta"] == ["only DPO jobs have a beta"]
+    job = trainer.create_job(project, None, stage="judge", base_version=base, train_snapshot=snap,
+                             preset="demo-tiny", overrides={"max_steps": 4, "save_steps": 2}, start=False)
+    job = trainer.run_job(job.pk)
+    assert job.status == TrainingJob.State.SUCCEEDED, job.message
+    judge = job.result_version
+    assert judge.origin == ModelVersion.Origin.JUDGE and judge.parent == base
+    ev = JudgeEvaluation.objects.get(judge=judge)
+    _, held = judging.split_pairs(judging.read_pairs(snap.file.path))
+    assert ev.pairs == len(held) > 0 and ev.job == job
+    assert 0 <= ev.accuracy <= 1 and ev.position_bias_rate is not None and ev.brier is not None
+    assert math.isclose(ev.human_agreement, 10 / 12) and ev.human_pairs == 12
+    assert "held-out pairs: accuracy" in job.log_tail
+    # the judge is a real model: its verdicts are probabilities that differ between pairs
+    local = judging.load_judge(judge)
+    verdicts = judging.judge_pairs(local, [(stock_context(i), [], RIGHT % f"SKU-{i}", WRONG) for i in range(3)])
+    assert all(0 < v.p_first < 1 and 0 < v.p_second < 1 for v in verdicts)
+
+
+@pytest.mark.django_db
+def test_an_endpoint_judge_reads_the_last_letter(project):
+    class Stub:
+        def __init__(self, replies):
+            self.replies, self.seen = replies, []
+
+        def complete_many(self, items, max_tokens=128):
+            from evaluation.client import Completion
+
+            self.seen.extend(items)
+            return [Completion(r, False, 3, 1) for r in self.replies]
+
+    version = ModelVersion.objects.create(project=project, name="gpt-judge", origin="external",
+                                          metadata={"base_url": "http://127.0.0.1:9/v1", "model": "judge"})
+    stub = Stub(["The first calls the tool.\nVerdict: A", "Verdict: A", "I cannot tell", "B"])
+    judge = judging.EndpointJudge(version, client=stub)
+    out = judging.judge_pairs(judge, [(stock_context(1), [], "x1", "y1"), (stock_context(2), [], "x2", "y2")])
+    assert (out[0].p_first, out[0].p_second) == (1.0, 0.0) and not out[0].consistent  # always says A
+    assert (out[1].p_first, out[1].p_second) == (0.5, 1.0)  # no letter: 0.5
+    assert out[0].reason == "The first calls the tool."
+    assert "[A]\nx1" in stub.seen[0][0][1]["content"] and "[A]\ny1" in stub.seen[1][0][1]["content"]
+    assert isinstance(judging.load_judge(version), judging.EndpointJudge)
+
+
+# --- suggestions ----------------------------------------------------------------------------
+
+class FixedJudge:
+    """Prefers whichever answer holds a tool call (a stand-in for a trained judge)."""
+
+    def verdicts(self, prompts):
+        out = []
+        for m in prompts:
+            text = m[1]["content"]
+            a, b = text.split("[A]\n", 1)[1].split("\n\n[B]\n", 1)
+            a_call, b_call = "<tool_call>" in a, "<tool_call>" in b.split("\n\nWhich")[0]
+            out.append(judging.Verdict(prob_a=0.9 if a_call and not b_call else 0.1 if b_call and not a_call else 0.5))
+        return out
+
+
+@pytest.mark.django_db
+def test_suggestions_reach_leads_not_blind_annotators_and_reorder_the_queue(client, project, members, base):
+    ann = members[Role.ANNOTATOR]
+    for i in range(3):
+        conv = make_conversation(project, f"q-{i}", stock_context(i))
+        response(conv, raw=RIGHT % f"SKU-{i}", model="tiny-base")
+        response(conv, raw=WRONG, model="tiny-base")
+    sync_tasks(project)
+    tasks = list(Task.objects.filter(project=project, kind="compare").select_related("response", "response_b"))
+    assert len(tasks) == 3
+    # on the first pair the human picked the answer without a call: the judge disagrees
+    t0 = tasks[0]
+    wrong_first = "a" if "<tool_call>" not in t0.response.raw_text else "b"
+    preference(t0.response, t0.response_b, ann, wrong_first, status="submitted")
+    judge = ModelVersion.objects.create(project=project, name="judge-1", origin="judge", parent=base)
+    result = judging.suggest(project, judge, judge=FixedJudge())
+    assert result == {"judged": 3, "disagree": 1, "unsure": 0}
+    s = JudgeSuggestion.objects.get(judge=judge, response_a=t0.response, response_b=t0.response_b)
+    assert s.disagrees and s.human_choice == wrong_first and s.position_consistent
+    t0.refresh_from_db()
+    assert t0.priority == judging.DISAGREE_BOOST
+    assert set(Slot.objects.filter(task=t0).values_list("priority", flat=True)) == {judging.DISAGREE_BOOST}
+    assert judging.suggest(project, judge, judge=FixedJudge())["judged"] == 0  # once per judge and pair
+    # a second annotator gets the disputed pair first
+    from annotator.assignment import next_task
+
+    slot = next_task(project, members["annotator2"], "compare")
+    assert slot.task_id == t0.pk
+    # leads see the verdict on the disagreements page; annotators in blind mode never see it
+    client.force_login(members[Role.LEAD])
+    page = client.get(f"/p/{project.slug}/training/judges/").content.decode()
+    assert "judge-1" in page
+    client.force_login(members["annotator2"])
+    compare = client.get(f"/p/{project.slug}/tasks/{t0.pk}/")
+    assert compare.status_code == 200
+    assert "judge" not in compare.content.decode().lower()
+
+
+# --- online DPO -----------------------------------------------------------------------------
+
+@pytest.fixture
+def labelled(project, members, base):
+    """Train contexts the base answered, labelled and approved with the right answer as correction."""
+    lead = members[Role.LEAD]
+    cases = demo_domain.eval_prompts(8, seed=21)
+    for i, c in enumerate(cases):
+        conv = make_conversation(project, f"o-{i}", c["messages"], split="train", tools=c["tools"])
+        resp = response(conv, raw="Let me check that for you.", model="tiny-base")
+        label(resp, lead, verdict="unreasonable", status="approved", correction=c["expected"])
+    records = [(i + 1, {"id": c["external_id"], "messages": c["messages"], "tools": c["tools"],
+                        "expected": c["expected"]}) for i, c in enumerate(demo_domain.eval_prompts(6, seed=77))]
+    suite, _ = create_suite(project, "held-out", records, source="gold")
+    return suite
+
+
+def online_run(project, base, suite, **kw):
+    options = {"samples_per_prompt": 2, "max_prompts": 6, "max_new_tokens": 24, **kw.pop("options", {})}
+    return online.create_run(project, None, start_version=base, eval_suite=suite, rounds=kw.pop("rounds", 1),
+                             options=options, preset="demo-tiny",
+                             overrides={"max_steps": 2, "save_steps": 2, "learning_rate": 1e-3}, start=False, **kw)
+
+
+@pytest.mark.django_db
+def test_create_run_names_every_bad_field(project, base, labelled):
+    with pytest.raises(ValidationError) as exc:
+        online.create_run(project, None, start_version=base, ranker="judge", eval_suite=None, rounds=0,
+                          options={"samples_per_prompt": 1, "temperature": "hot", "colour": 1},
+                          preset="demo-tiny", overrides={"learning_rate": -1}, start=False)
+    errors = exc.value.message_dict
+    assert set(errors) == {"judge", "eval_suite", "rounds", "options.samples_per_prompt", "options.temperature",
+                           "options.colour", "params.learning_rate"}
+    assert errors["options.samples_per_prompt"] == ["must be between 2 and 16"]
+
+
+@pytest.mark.django_db
+def test_an_online_round_samples_ranks_exports_trains_evaluates_and_gates(project, base, labelled):
+    run = online_run(project, base, labelled, options={"use_reference": True})
+    run = online.run_online(run.pk)
+    assert run.status in (OnlineRun.State.SUCCEEDED, OnlineRun.State.STOPPED_BY_GATE), run.message
+    rnd = run.round_set.get()
+    assert rnd.status == OnlineRound.State.DONE and rnd.prompts == 6 and rnd.samples == 12
+    pairs = list(OnlinePair.objects.filter(round=rnd))
+    assert len(pairs) == rnd.pairs > 0
+    for p in pairs:  # traceable: the rejected answer is a stored sample of the policy
+        assert p.rejected.model_version == base
+        assert p.rejected.generation_settings == {"online_run": run.pk, "round": 1, "do_sample": True, "temperature": 1.0}
+        assert p.chosen_score > p.rejected_score
+    snap = rnd.snapshot
+    assert snap.kind == "dpo" and snap.status == "ready" and snap.filters["sources"] == ["online"]
+    assert snap.row_count == len(pairs) and snap.stats["rows_by_source"] == {"online": len(pairs)}
+    assert rnd.job.stage == "dpo" and rnd.job.base_version == base and rnd.job.result_version is not None
+    assert rnd.eval_run.status == "done" and rnd.baseline_run.model_version == base
+    assert set(rnd.gate) >= {"passed", "conditions"}
+    expected = rnd.job.result_version if rnd.gate["passed"] else base
+    assert run.result_version == expected
+    figures = online.lineage_figures(run)
+    assert [f["round"] for f in figures] == [0, 1]
+    # run again: a duplicate delivery does nothing
+    assert online.run_online(run.pk) is None
+
+
+@pytest.mark.django_db
+def test_a_failed_round_resumes_without_redoing_finished_phases(project, base, labelled, monkeypatch):
+    run = online_run(project, base, labelled)
+    calls = {"n": 0}
+    real = online._train
+
+    def boom(*a, **kw):
+        calls["n"] += 1
+        raise RuntimeError("worker lost the GPU")
+
+    monkeypatch.setattr(online, "_train", boom)
+    run = online.run_online(run.pk)
+    assert run.status == OnlineRun.State.FAILED and "worker lost the GPU" in run.message
+    rnd = run.round_set.get()
+    snap_id, pair_ids = rnd.snapshot_id, set(OnlinePair.objects.filter(round=rnd).values_list("pk", flat=True))
+    assert snap_id and pair_ids
+    monkeypatch.setattr(online, "_train", real)
+    assert online.resume(run)
+    run = online.run_online(run.pk)
+    assert run.status in (OnlineRun.State.SUCCEEDED, OnlineRun.State.STOPPED_BY_GATE), run.message
+    rnd.refresh_from_db()
+    assert rnd.snapshot_id == snap_id  # the ready snapshot was reused, not rebuilt
+    assert set(OnlinePair.objects.filter(round=rnd).values_list("pk", flat=True)) == pair_ids
+    assert DatasetSnapshot.objects.filter(project=project, kind="dpo").count() == 1
+    assert TrainingJob.objects.filter(project=project).count() == 1
+
+
+@pytest.mark.django_db
+def test_cancel_before_start_and_between_phases(project, base, labelled):
+    run = online_run(project, base, labelled)
+    online.request_cancel(run)
+    run.refresh_from_db()
+    assert run.status == OnlineRun.State.CANCELLED
+    assert online.resume(run)
+    OnlineRun.objects.filter(pk=run.pk).update(cancel_requested=False)
+    real = online._sample_and_rank
+
+    def then_cancel(run_, rnd, judge=None):
+        real(run_, rnd, judge)
+        OnlineRun.objects.filter(pk=run_.pk).update(cancel_requested=True)
+
+    online._sample_and_rank = then_cancel
+    try:
+        run = online.run_online(run.pk)
+    finally:
+        online._sample_and_rank = real
+    assert run.status == OnlineRun.State.CANCELLED and "Resume" in run.message
+    assert not TrainingJob.objects.filter(project=project).exists()
+
+
+@pytest.mark.django_db
+def test_ranking_with_a_judge_uses_round_robin_scores(project, base, labelled):
+    prompt = {"messages": stock_context(1), "tools": [], "expected": None}
+    samples = [WRONG, RIGHT % "SKU-1", "Maybe."]
+    scores = online.rank_with_judge(FixedJudge(), prompt, samples)
+    assert scores[1] == max(scores) and scores[1] == pytest.approx(0.9 + 0.9)
+    assert online.choose_pair(prompt, samples, scores, use_reference=True)[:2] in ((1, 0), (1, 2))
+    assert online.choose_pair(prompt, ["x", "x"], [1.0, 1.0], use_reference=False) is None
+    ref = online.choose_pair({**prompt, "expected": {"role": "assistant", "content": "ok"}}, ["x", "y"], [0.0, 0.0],
+                             use_reference=True)
+    assert ref == (None, 0, 2.0, 0.0)

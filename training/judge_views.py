@@ -1,0 +1,133 @@
+"""Pages of the pairwise judge (reports, suggestions) and of online DPO runs."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from kombu.exceptions import OperationalError as BrokerError
+
+from annotator.models import Role
+from annotator.permissions import has_role, project_for
+
+from . import online
+from .models import JudgeEvaluation, JudgeSuggestion, ModelVersion, OnlineRun
+from .tasks import start_online, suggest_with_judge
+
+ONLINE_OPTION_FIELDS = ["samples_per_prompt", "temperature", "max_prompts", "max_new_tokens", "seed",
+                        "quality_margin"]
+DPO_FIELDS = ["learning_rate", "num_train_epochs", "max_steps", "beta", "lora_r"]
+
+
+def _judges(project):
+    """Trained judges, and external endpoints registered as judges (metadata {"judge": true})."""
+    return ModelVersion.objects.filter(Q(origin=ModelVersion.Origin.JUDGE) | Q(
+        origin=ModelVersion.Origin.EXTERNAL, metadata__judge=True), project=project).order_by("-id")
+
+
+@login_required
+def judges(request, slug):
+    project = project_for(request.user, slug, Role.LEAD)
+    rows = []
+    for judge in _judges(project).select_related("parent"):
+        ev = JudgeEvaluation.objects.filter(judge=judge).order_by("-id").first()
+        rows.append({"judge": judge, "ev": ev,
+                     "suggestions": JudgeSuggestion.objects.filter(judge=judge).count(),
+                     "disagree": JudgeSuggestion.objects.filter(judge=judge, disagrees=True).count()})
+    disputed = (JudgeSuggestion.objects.filter(project=project, disagrees=True)
+                .select_related("judge", "response_a__conversation", "response_b").order_by("-id")[:50])
+    chart = [{"judge": r["judge"].name, "bins": r["ev"].details.get("bins", [])} for r in rows if r["ev"]]
+    return render(request, "training/judges.html", {
+        "project": project, "rows": rows, "disputed": disputed, "chart": chart,
+        "can_run": has_role(request.user, project, Role.LEAD)})
+
+
+@login_required
+@require_POST
+def judge_suggest(request, slug, pk):
+    project = project_for(request.user, slug, Role.LEAD)
+    judge = get_object_or_404(_judges(project), pk=pk)
+    try:
+        suggest_with_judge.delay(project.pk, judge.pk)
+    except BrokerError as exc:
+        messages.error(request, f"Could not reach the task queue ({exc}); nothing was queued. Try again later.")
+    else:
+        messages.success(request, f"{judge.name} is judging the open comparisons; disputed ones move up the queue.")
+    return redirect("training-jobs:judges", slug=slug)
+
+
+@login_required
+def online_list(request, slug):
+    project = project_for(request.user, slug, Role.LEAD)
+    online.reap_stale(project)
+    runs = OnlineRun.objects.filter(project=project).select_related("start_version", "result_version", "eval_suite")
+    return render(request, "training/online_list.html", {
+        "project": project, "runs": runs[:100], "is_admin": has_role(request.user, project, Role.ADMIN)})
+
+
+@login_required
+def online_create(request, slug):
+    from evaluation.models import EvalSuite
+
+    project = project_for(request.user, slug, Role.ADMIN)
+    versions = ModelVersion.objects.filter(project=project).exclude(
+        origin__in=[ModelVersion.Origin.JUDGE, ModelVersion.Origin.IMPORTED]).order_by("name")
+    judge_choices = _judges(project)
+    suites = EvalSuite.objects.filter(project=project).order_by("name", "-version")
+    errors, form = {}, request.POST if request.method == "POST" else {}
+    if request.method == "POST":
+        try:
+            run = online.create_run(
+                project, request.user, start_version=versions.filter(pk=form.get("start_version") or 0).first(),
+                ranker=form.get("ranker", "checker"), judge=judge_choices.filter(pk=form.get("judge") or 0).first(),
+                eval_suite=suites.filter(pk=form.get("eval_suite") or 0).first(), rounds=form.get("rounds") or 2,
+                options={f: form.get(f) for f in ONLINE_OPTION_FIELDS if form.get(f)} | {
+                    "use_reference": form.get("use_reference") == "on"},
+                preset=form.get("preset", "lora-r8"), overrides={f: form.get(f) for f in DPO_FIELDS if form.get(f)},
+                name=form.get("name", ""))
+        except ValidationError as exc:
+            errors = {k.split(".")[-1]: v for k, v in exc.message_dict.items()}
+        else:
+            messages.success(request, f"Online run {run.pk} queued on the training queue.")
+            return redirect("training-jobs:online-detail", slug=slug, pk=run.pk)
+    return render(request, "training/online_form.html", {
+        "project": project, "versions": versions, "judges": judge_choices, "suites": suites, "errors": errors,
+        "form": form, "defaults": online.DEFAULT_OPTIONS, "option_fields": ONLINE_OPTION_FIELDS,
+        "dpo_fields": DPO_FIELDS}, status=422 if errors else 200)
+
+
+@login_required
+def online_detail(request, slug, pk):
+    project = project_for(request.user, slug, Role.LEAD)
+    online.reap_stale(project)
+    run = get_object_or_404(OnlineRun.objects.select_related("start_version", "judge", "eval_suite", "result_version"),
+                            project=project, pk=pk)
+    rounds = run.round_set.select_related("policy", "snapshot", "job__result_version", "eval_run", "baseline_run")
+    template = "training/_online_status.html" if request.headers.get("HX-Request") else "training/online_detail.html"
+    return render(request, template, {
+        "project": project, "run": run, "rounds": rounds, "figures": online.lineage_figures(run),
+        "is_admin": has_role(request.user, project, Role.ADMIN)})
+
+
+@login_required
+@require_POST
+def online_cancel(request, slug, pk):
+    project = project_for(request.user, slug, Role.ADMIN)
+    run = get_object_or_404(OnlineRun, project=project, pk=pk)
+    online.request_cancel(run)
+    messages.info(request, "Cancel requested: the run stops after its current phase (a training job at its next step).")
+    return redirect("training-jobs:online-detail", slug=slug, pk=pk)
+
+
+@login_required
+@require_POST
+def online_resume(request, slug, pk):
+    project = project_for(request.user, slug, Role.ADMIN)
+    run = get_object_or_404(OnlineRun, project=project, pk=pk)
+    if online.resume(run):
+        start_online(run)
+        messages.success(request, "Queued again: it continues with its unfinished round.")
+    else:
+        messages.error(request, "Only a failed or cancelled run can resume.")
+    return redirect("training-jobs:online-detail", slug=slug, pk=pk)
