@@ -6,6 +6,13 @@ self-join for agreement contingency tables, Count(filter=...)) and comes back as
 at most; Python only rolls those up (days into weeks, children into parents) and computes the
 statistics in agreement.py. The number of queries per dashboard does not depend on the data.
 
+Roll-ups (rollups.py): the counts come from small pre-aggregated tables kept current on every
+write (day x model version, with split x status as columns; per annotator; per category), so a
+page reads a few thousand rows instead of grouping every label. What still reads raw rows, bounded
+by the filter: agreement (only responses judged twice or more, via ResponseJudges), gold and skip
+counts, preference reviews, the time-per-item percentiles under a date or model filter, and the
+overview / model pages filtered to one annotator (that annotator's labels, by index).
+
 Counting unit: a *label* (one annotator's judgement of one model response). A badcase is a label
 with the verdict "unreasonable"; the badcase rate is badcase labels / labels. Labels carry their
 project and model version (denormalised), so the main aggregates read one table. Drafts are never
@@ -31,16 +38,25 @@ from training.models import ModelVersion
 from . import agreement as stats
 from .models import (
     Adjudication,
+    AnnotatorDay,
+    AnnotatorPreferenceDay,
+    AnnotatorSeconds,
+    CategoryDay,
     Label,
+    LabelDay,
     Membership,
     Preference,
+    PreferenceDay,
+    ResponseJudges,
     Review,
+    ReviewDay,
     Skip,
     Split,
     Status,
     Task,
     TaxonomyCategory,
 )
+from .rollups import NO_DAY
 
 LabelCategory = Label.categories.through
 UNREASONABLE = Label.Verdict.UNREASONABLE
@@ -192,6 +208,47 @@ def label_q(project, f: Filters, prefix: str = "", annotator: bool = True) -> Q:
     return q
 
 
+def rollup_cells(f: Filters, statuses=None) -> list[str]:
+    """The roll-up counter columns (split_status) the split and status filters select."""
+    splits = [f.split] if f.split else list(Split.values)
+    return [f"{sp}_{st}" for sp in splits for st in (statuses or f.statuses)]
+
+
+def rollup_sum(cells: list[str], *prefixes: str):
+    """SUM over the selected counter columns of one or more prefixes (n, bad, timed, ms ...)."""
+    expr = None
+    for prefix in prefixes:
+        for c in cells:
+            expr = F(f"{prefix}_{c}") if expr is None else expr + F(f"{prefix}_{c}")
+    return Sum(expr)
+
+
+def rollup_counted(qs, cells: list[str], prefix: str = "n"):
+    """Leave out roll-up rows whose selected counters are all zero (decremented away or other cells)."""
+    expr = None
+    for c in cells:
+        expr = F(f"{prefix}_{c}") if expr is None else expr + F(f"{prefix}_{c}")
+    return qs.alias(_counted=expr).filter(_counted__gt=0)
+
+
+def rollup_days(f: Filters, field: str = "day") -> Q:
+    q = Q()
+    if f.date_from:
+        q &= Q(**{f"{field}__gte": f.date_from})
+    if f.date_to:
+        q &= Q(**{f"{field}__lte": f.date_to, f"{field}__gt": NO_DAY})
+    return q
+
+
+def _version(mv):
+    return mv or None  # the roll-ups file "no model version" under 0
+
+
+def _rollup_day(day):
+    day = _as_date(day)
+    return None if day == NO_DAY else day
+
+
 def preference_q(project, f: Filters, prefix: str = "", annotator: bool = True) -> Q:
     q = Q(**{f"{prefix}response_a__conversation__project_id": project.pk, f"{prefix}status__in": f.statuses})
     if f.models:
@@ -335,16 +392,11 @@ def overview(project, f: Filters) -> dict:
     names = {v["id"]: v["name"] for v in versions}
     scope = tree.subtree(f.category) if f.category in tree.nodes else None
 
-    bad_q = Q(verdict=UNREASONABLE)
-    if scope:
-        bad_q &= Q(Exists(LabelCategory.objects.filter(label_id=OuterRef("pk"), taxonomycategory_id__in=scope)))
-    cube = list(Label.objects.filter(label_q(project, f)).annotate(day=TruncDate("submitted_at"))
-                .values("model_version_id", "day")
-                .annotate(labels=Count("id"), bad=Count("id", filter=bad_q), all_bad=Count("id", filter=Q(verdict=UNREASONABLE)))
-                .order_by())
+    cube = _overview_cube(project, f, scope)
 
     # category counts: direct assignments per (category, version), then distinct labels per subtree
-    direct, subtree_counts = _category_counts(project, f, tree)
+    direct, subtree_counts = (_category_counts(project, f, tree) if f.annotator
+                              else _category_counts_rolled_up(project, f))
 
     labels_by_version = Counter()
     bad_by_version = Counter()
@@ -424,6 +476,51 @@ def overview(project, f: Filters) -> dict:
         "pareto": pareto, "over_time": _over_time(days, present, f),
         "models": [{"id": v["id"], "name": v["name"]} for v in present],
     }
+
+
+def _overview_cube(project, f: Filters, scope: list[int] | None) -> list[dict]:
+    """Labels, badcases (in the category scope) and all badcases per (model version, day).
+
+    From the day roll-up; filtered to one annotator, from that annotator's labels.
+    """
+    if f.annotator:
+        bad_q = Q(verdict=UNREASONABLE)
+        if scope:
+            bad_q &= Q(Exists(LabelCategory.objects.filter(label_id=OuterRef("pk"), taxonomycategory_id__in=scope)))
+        return list(Label.objects.filter(label_q(project, f)).annotate(day=TruncDate("submitted_at"))
+                    .values("model_version_id", "day")
+                    .annotate(labels=Count("id"), bad=Count("id", filter=bad_q),
+                              all_bad=Count("id", filter=Q(verdict=UNREASONABLE)))
+                    .order_by())
+    cells = rollup_cells(f)
+    where = Q(project_id=project.pk) & rollup_days(f)
+    if f.models:
+        where &= Q(model_version__in=f.models)
+    rows = rollup_counted(LabelDay.objects.filter(where), cells).values("model_version", "day").annotate(
+        labels=rollup_sum(cells, "n"), all_bad=rollup_sum(cells, "bad")).order_by()
+    bad = None
+    if scope:  # badcases with a category anywhere in the scoped subtree: the node's "under" count
+        bad = {(r["model_version"], r["day"]): r["n"] for r in CategoryDay.objects.filter(
+            where, category=scope[0], under=True).values("model_version", "day").annotate(
+            n=rollup_sum(cells, "n")).order_by()}
+    return [{"model_version_id": _version(r["model_version"]), "day": _rollup_day(r["day"]), "labels": r["labels"],
+             "all_bad": r["all_bad"], "bad": r["all_bad"] if bad is None else bad.get((r["model_version"], r["day"]), 0)}
+            for r in rows]
+
+
+def _category_counts_rolled_up(project, f: Filters) -> tuple[dict[int, Counter], dict[int, Counter]]:
+    """As _category_counts, from the category roll-up (no annotator filter)."""
+    cells = rollup_cells(f)
+    where = Q(project_id=project.pk) & rollup_days(f)
+    if f.models:
+        where &= Q(model_version__in=f.models)
+    direct: dict[int, Counter] = defaultdict(Counter)
+    subtree: dict[int, Counter] = defaultdict(Counter)
+    for r in (CategoryDay.objects.filter(where).values("category", "under", "model_version")
+              .annotate(n=rollup_sum(cells, "n")).order_by()):
+        if r["n"]:
+            (subtree if r["under"] else direct)[r["category"]][_version(r["model_version"])] += r["n"]
+    return direct, subtree
 
 
 def _category_counts(project, f: Filters, tree: CategoryTree) -> tuple[dict[int, Counter], dict[int, Counter]]:
@@ -532,10 +629,47 @@ def _work_stats(qs, time_field="time_spent_ms") -> dict[int, dict]:
     return out
 
 
+def _rolled_up_work(qs, f: Filters) -> dict[int, dict]:
+    """Per annotator from a per-annotator day roll-up: items, timed items, time spent, first and last day."""
+    cells = rollup_cells(f)
+    out = {}
+    for row in (rollup_counted(qs.filter(rollup_days(f)), cells).values("annotator")
+                .annotate(n=rollup_sum(cells, "n"), timed=rollup_sum(cells, "timed"), ms=rollup_sum(cells, "ms"),
+                          first=Min("day"), last=Max("day")).order_by()):
+        out[row["annotator"]] = {"items": row["n"], "timed": row["timed"], "ms": row["ms"], "hist": Counter(),
+                                 "first": _rollup_day(row["first"]), "last": _rollup_day(row["last"])}
+    return out
+
+
+def _time_histograms(project, f: Filters) -> dict[int, Counter]:
+    """Per annotator: {seconds: items} over labels and comparisons with a recorded time.
+
+    The seconds roll-up has no day or model version: under those filters the histogram is read
+    from the filtered labels and preferences themselves (the slow part of a filtered page).
+    """
+    out: dict[int, Counter] = defaultdict(Counter)
+    if f.date_from or f.date_to or f.models:
+        for qs in (Label.objects.filter(label_q(project, f)), Preference.objects.filter(preference_q(project, f))):
+            for uid, s in _work_stats(qs).items():
+                out[uid].update(s["hist"])
+        return out
+    cells = rollup_cells(f)
+    qs = AnnotatorSeconds.objects.filter(project_id=project.pk)
+    if f.annotator:
+        qs = qs.filter(annotator=f.annotator)
+    for row in qs.values("annotator", "seconds").annotate(k=rollup_sum(cells, "n", "p")).order_by():
+        if row["k"]:
+            out[row["annotator"]][row["seconds"]] += row["k"]
+    return out
+
+
 def annotators(project, f: Filters) -> dict:
     """Throughput, time per item, skips, review outcomes and agreement (with peers and with gold) per annotator."""
-    labels = _work_stats(Label.objects.filter(label_q(project, f)))
-    prefs = _work_stats(Preference.objects.filter(preference_q(project, f)))
+    mine = Q(project_id=project.pk) & (Q(annotator=f.annotator) if f.annotator else Q())
+    labels = _rolled_up_work(AnnotatorDay.objects.filter(mine, Q(model_version__in=f.models) if f.models else Q()), f)
+    prefs = _rolled_up_work(AnnotatorPreferenceDay.objects.filter(
+        mine, Q(model_a__in=f.models) | Q(model_b__in=f.models) if f.models else Q()), f)
+    hists = _time_histograms(project, f)
 
     skip_q = Q(task__project_id=project.pk)
     if f.date_from:
@@ -558,10 +692,12 @@ def annotators(project, f: Filters) -> dict:
         review_window &= Q(created_at__gte=_day_start(f.date_from))
     if f.date_to:
         review_window &= Q(created_at__lt=_day_start(f.date_to + dt.timedelta(days=1)))
-    label_reviews = Review.objects.filter(review_window, label_q(project, replace(f, statuses=COUNTED_STATUSES,
-                                                                               date_from=None, date_to=None), "label__"))
-    for row in label_reviews.values("label__annotator_id", "decision").annotate(n=Count("id")).order_by():
-        reviews[row["label__annotator_id"]][row["decision"]] += row["n"]
+    splits = rollup_cells(f, statuses=COUNTED_STATUSES)
+    for row in (ReviewDay.objects.filter(mine, rollup_days(f), Q(model_version__in=f.models) if f.models else Q())
+                .values("annotator").annotate(approve=rollup_sum(splits, "approve"), reject=rollup_sum(splits, "reject"))
+                .order_by()):
+        reviews[row["annotator"]]["approve"] += row["approve"] or 0
+        reviews[row["annotator"]]["reject"] += row["reject"] or 0
     pref_reviews = Review.objects.filter(review_window, preference_q(
         project, replace(f, statuses=COUNTED_STATUSES, date_from=None, date_to=None), "preference__"))
     for row in pref_reviews.values("preference__annotator_id", "decision").annotate(n=Count("id")).order_by():
@@ -575,6 +711,7 @@ def annotators(project, f: Filters) -> dict:
             with_others[b][(vb, va)] += n
     gold = gold_tables(project, f)
 
+    reviews = {uid: rv for uid, rv in reviews.items() if rv["approve"] or rv["reject"]}
     ids = set(labels) | set(prefs) | set(skips) | set(reviews) | set(gold)
     if f.annotator:
         ids &= {f.annotator}
@@ -587,9 +724,7 @@ def annotators(project, f: Filters) -> dict:
         items = sum(s["items"] for s in parts)
         timed = sum(s["timed"] for s in parts)
         ms = sum(s["ms"] for s in parts)
-        hist: Counter = Counter()
-        for s in parts:
-            hist.update(s["hist"])
+        hist = hists.get(uid, Counter())
         overall_hist.update(hist)
         n_skips = skips.get(uid, 0)
         rv = reviews.get(uid, Counter())
@@ -639,7 +774,9 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0)
       item: the `items` responses with the most split judge pairs    (items driving disagreement)
     Verdicts travel as 1 (unreasonable) / 0. With an annotator filter, items are ones they judged.
     """
-    base = Label.objects.filter(label_q(project, f, annotator=False)).order_by()
+    # only responses with two or more counted labels can carry agreement: the judges roll-up finds them
+    multi = ResponseJudges.objects.filter(project_id=project.pk, n__gte=2).values("response")
+    base = Label.objects.filter(label_q(project, f, annotator=False), response_id__in=multi).order_by()
     m_sql, m_params = (base.values("response_id").annotate(m=Count("id")).filter(m__gte=2)
                        .values("response_id").query.sql_with_params())
     l_sql, l_params = base.values("id", "response_id", "annotator_id", "verdict", "submitted_at").query.sql_with_params()
@@ -823,9 +960,17 @@ def model_comparison(project, f: Filters) -> dict:
     pf = replace(f, models=())  # every version takes part; the model filter picks what is highlighted
     cells = defaultdict(Counter)  # (a_version, b_version) -> choice counts, as stored (a/b order)
     left_chosen = decisive = 0
-    rows = (Preference.objects.filter(preference_q(project, pf))
-            .values("response_a__model_version_id", "response_b__model_version_id", "choice", "left_side")
-            .annotate(n=Count("id")).order_by())
+    if f.annotator:  # that annotator's preferences
+        rows = (Preference.objects.filter(preference_q(project, pf))
+                .values("response_a__model_version_id", "response_b__model_version_id", "choice", "left_side")
+                .annotate(n=Count("id")).order_by())
+    else:
+        rows = [{"response_a__model_version_id": _version(r["model_a"]), "response_b__model_version_id":
+                 _version(r["model_b"]), "choice": r["choice"], "left_side": r["left_side"], "n": r["n"]}
+                for r in PreferenceDay.objects.filter(rollup_days(f), project_id=project.pk)
+                .values("model_a", "model_b", "choice", "left_side")
+                .annotate(n=rollup_sum(rollup_cells(f), "n")).order_by()
+                if r["n"]]
     for row in rows:
         a, b = row["response_a__model_version_id"], row["response_b__model_version_id"]
         cells[(a, b)][row["choice"]] += row["n"]
@@ -878,9 +1023,12 @@ def model_comparison(project, f: Filters) -> dict:
 
     # badcase rate per version (labels), for the lineage
     verdicts = defaultdict(Counter)
-    for row in (Label.objects.filter(label_q(project, replace(f, models=())))
-                .values("model_version_id", "verdict").annotate(n=Count("id")).order_by()):
-        verdicts[row["model_version_id"]][row["verdict"]] += row["n"]
+    label_cells = rollup_cells(f)
+    day_rows = (AnnotatorDay.objects.filter(annotator=f.annotator) if f.annotator else LabelDay.objects.all())
+    for row in (day_rows.filter(rollup_days(f), project_id=project.pk).values("model_version")
+                .annotate(n=rollup_sum(label_cells, "n"), bad=rollup_sum(label_cells, "bad")).order_by()):
+        verdicts[_version(row["model_version"])][UNREASONABLE] += row["bad"] or 0
+        verdicts[_version(row["model_version"])][REASONABLE] += (row["n"] or 0) - (row["bad"] or 0)
     evals = eval_summaries(project, [v["id"] for v in versions])
     rating_by = {r["model_version"]: r for r in ratings}
     lineage = []

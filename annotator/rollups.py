@@ -179,13 +179,14 @@ def _upsert(model, rows):
     qn = connection.ops.quote_name
     table = qn(model._meta.db_table)
     keys = list(KEYS[model])
-    columns = sorted({c for _, counts in rows for c in counts})
+    columns = _counter_columns(model)  # all of them: the columns' default is Django's, not the database's
     names = ", ".join(qn(c) for c in keys + columns)
     values = ", ".join(["(" + ", ".join(["%s"] * (len(keys) + len(columns))) + ")"] * len(rows))
     params = []
     for key, counts in rows:
         params += [*key, *(counts.get(c, 0) for c in columns)]
-    updates = ", ".join(f"{qn(c)} = {table}.{qn(c)} + excluded.{qn(c)}" for c in columns)
+    touched = sorted({c for _, counts in rows for c in counts})
+    updates = ", ".join(f"{qn(c)} = {table}.{qn(c)} + excluded.{qn(c)}" for c in touched)
     with connection.cursor() as cursor:
         cursor.execute(f"INSERT INTO {table} ({names}) VALUES {values} "
                        f"ON CONFLICT ({', '.join(qn(k) for k in keys)}) DO UPDATE SET {updates}", params)
