@@ -1,0 +1,271 @@
+"""Dashboard roll-ups: after every kind of write the incremental tables equal a rebuild from scratch,
+and the dashboard numbers read from them equal a count over the labels themselves."""
+
+import datetime as dt
+import threading
+from collections import Counter
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from annotator import assignment, rollups
+from annotator import dashboards as d
+from annotator.importers import run_import
+from annotator.labelling import submit_label, submit_preference
+from annotator.models import (
+    ImportJob,
+    Label,
+    LabelDay,
+    Preference,
+    Role,
+    Status,
+    Task,
+    TaxonomyCategory,
+)
+from annotator.review import apply_review
+
+from .conftest import conversation_record, jsonl, make_conversation
+from .test_dashboards import DAY1, DAY2, DAY3, R, U, Builder, cat
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def no_dashboard_cache(settings):
+    settings.DASHBOARD_CACHE_SECONDS = 0
+
+
+def assert_rebuild_matches(project):
+    incremental = rollups.snapshot(project)
+    rollups.rebuild(project)
+    assert rollups.snapshot(project) == incremental
+
+
+def from_scratch(project, f: d.Filters) -> dict:
+    """The overview's headline numbers counted straight from the labels (no roll-up, no dashboard code)."""
+    labels = [lb for lb in Label.objects.filter(project=project).select_related("response__conversation")
+              .prefetch_related("categories")
+              if lb.status in f.statuses and (not f.models or lb.model_version_id in f.models)
+              and (not f.split or lb.response.conversation.split == f.split)
+              and (not f.date_from or timezone.localdate(lb.submitted_at) >= f.date_from)
+              and (not f.date_to or timezone.localdate(lb.submitted_at) <= f.date_to)
+              and (not f.annotator or lb.annotator_id == f.annotator)]
+    by_model = Counter(lb.model_version_id for lb in labels)
+    bad = Counter(lb.model_version_id for lb in labels if lb.verdict == U)
+    direct = Counter(c.pk for lb in labels if lb.verdict == U for c in lb.categories.all())
+    per_annotator = Counter(lb.annotator_id for lb in labels)
+    return {"labels": len(labels), "bad": sum(bad.values()), "by_model": dict(by_model), "bad_by_model": dict(bad),
+            "direct": dict(direct), "per_annotator": dict(per_annotator)}
+
+
+def assert_dashboards_match(project):
+    for f in (d.Filters(), d.Filters(statuses=d.COUNTED_STATUSES), d.Filters(split="eval"),
+              d.Filters(date_from=DAY2, date_to=DAY3), d.Filters(statuses=(Status.REJECTED,))):
+        want = from_scratch(project, f)
+        data = d.overview(project, f)
+        assert data["totals"]["labels"] == want["labels"], f
+        assert data["totals"]["all_badcases"] == want["bad"], f
+        assert {m["model_version"]: m["labels"] for m in data["by_model"]} == want["by_model"], f
+        assert {m["model_version"]: m["badcases"] for m in data["by_model"] if m["badcases"]} == want["bad_by_model"], f
+        assert {c["category"]: c["direct"] for c in data["categories"] if c["direct"]} == want["direct"], f
+        rows = d.annotators(project, f)["rows"]
+        assert {r["annotator"]: r["labels"] for r in rows if r["labels"]} == want["per_annotator"], f
+        lineage = {r["model_version"]: (r["labels"], r["badcases"]) for r in d.model_comparison(project, f)["lineage"]}
+        for mv, n in want["by_model"].items():
+            assert lineage[mv] == (n, want["bad_by_model"].get(mv, 0)), f
+
+
+@pytest.fixture
+def world(project, members):
+    b = Builder(project)
+    v1 = b.version("v1")
+    v2 = b.version("v2", parent=v1)
+    a1, a2, lead = members[Role.ANNOTATOR], members["annotator2"], members[Role.LEAD]
+    tn, wa, rep = cat(project, "Tool not called"), cat(project, "Wrong arguments"), cat(project, "Repetition")
+    labels = [
+        b.label(b.response(v1), a1, U, [tn, wa], day=DAY1),
+        b.label(b.response(v1), a1, U, [tn], day=DAY1, seconds=0),
+        b.label(b.response(v1, split="eval"), a1, U, [rep], day=DAY2, seconds=2000),
+        b.label(b.response(v1), a2, R, day=DAY2),
+        b.label(b.response(v2), a1, U, [wa], day=DAY3),
+        b.label(b.response(v2), a2, R, status="rejected", day=DAY3),
+        b.label(b.response(v2), a1, U, [rep], status="draft"),
+    ]
+    shared = b.response(v2)
+    labels += [b.label(shared, a1, U, [tn], day=DAY3), b.label(shared, a2, R, day=DAY3)]
+    conv = b.conversation()
+    prefs = [b.prefer(b.response(v1, conv), b.response(v2, conv), a1, "b", seconds=40),
+             b.prefer(b.response(v2, conv), b.response(v1, conv), a2, "tie", day=DAY2)]
+    return {"b": b, "v1": v1, "v2": v2, "a1": a1, "a2": a2, "lead": lead, "tn": tn, "wa": wa, "rep": rep,
+            "labels": labels, "prefs": prefs}
+
+
+def test_creates_are_counted_and_rebuild_agrees(project, world):
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+    day = LabelDay.objects.get(project=project, day=DAY1, model_version=world["v1"].pk)
+    assert (day.n_train_submitted, day.bad_train_submitted) == (2, 2)
+
+
+def test_edits_verdicts_categories_and_statuses(project, world):
+    w = world
+    first, second, third = w["labels"][:3]
+    first.verdict = R  # verdict changed
+    first.save()
+    second.categories.add(w["wa"])  # categories changed, one at a time
+    second.categories.remove(w["tn"])
+    third.categories.clear()
+    w["rep"].labels.add(w["labels"][4])  # through the reverse relation
+    w["labels"][6].status, w["labels"][6].submitted_at = Status.SUBMITTED, timezone.now()  # a draft submitted
+    w["labels"][6].save()
+    w["labels"][3].submitted_at = timezone.make_aware(dt.datetime.combine(DAY3, dt.time(9)))  # re-submitted later
+    w["labels"][3].save()
+    conv = w["labels"][3].response.conversation
+    conv.split = "holdout"  # the split moves the counts
+    conv.save()
+    w["prefs"][0].choice = "a"
+    w["prefs"][0].save()
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+
+
+def test_reviews_approve_reject_and_resubmit(project, world):
+    w = world
+    label = w["labels"][0]
+    apply_review(w["lead"], label, "reject", "Wrong category.")
+    apply_review(w["lead"], w["labels"][1], "approve")
+    apply_review(w["lead"], w["prefs"][0], "approve")
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+    rows = {r["annotator"]: r for r in d.annotators(project, d.Filters())["rows"]}
+    assert (rows[w["a1"].pk]["approved"], rows[w["a1"].pk]["rejected"]) == (2, 1)  # the preference's review too
+    label.refresh_from_db()
+    label.status = Status.SUBMITTED  # the annotator fixes it
+    label.save()
+    label.reviews.first().delete()  # and a review is withdrawn
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+
+
+def test_deletes(project, world):
+    w = world
+    w["labels"][0].delete()
+    w["labels"][4].response.delete()  # cascades to the label
+    w["labels"][2].response.conversation.delete()
+    w["prefs"][1].delete()
+    apply_review(w["lead"], w["labels"][1], "approve")
+    w["labels"][1].delete()  # with its review
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+
+
+def test_taxonomy_changes_recount_categories(project, world):
+    w = world
+    w["wa"].parent = TaxonomyCategory.objects.get(project=project, name="Format")  # moved to another parent
+    w["wa"].save()
+    assert_rebuild_matches(project)
+    data = d.overview(project, d.Filters(category=w["wa"].parent_id))
+    assert data["totals"]["badcases"] == len({lb.pk for lb in Label.objects.filter(
+        project=project, status__in=d.DEFAULT_STATUSES, verdict=U,
+        categories__in=[w["wa"], *w["wa"].parent.children.all(), w["wa"].parent])})
+    w["tn"].delete()  # its label links go without m2m signals
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+
+
+def test_submit_paths_and_imports(project, members):
+    project.overlap = 2
+    project.save()
+    for i in range(2):
+        make_conversation(project, i, n_responses=2)
+    assignment.sync_tasks(project)
+    leaf = TaxonomyCategory.objects.filter(project=project, parent__isnull=False).first()
+    for user in (members[Role.ANNOTATOR], members["annotator2"]):
+        for kind in ("label", "compare", "label"):
+            slot = assignment.next_task(project, user, kind)
+            if slot is None:
+                continue
+            if kind == "label":
+                submit_label(slot.task, user, {"verdict": "unreasonable", "categories": [leaf.pk]})
+            else:
+                submit_preference(slot.task, user, {"choice": "a"})
+    label = Label.objects.filter(project=project).first()
+    apply_review(members[Role.LEAD], label, "reject", "Try again.")
+    task = Task.objects.get(kind="label", response=label.response)
+    submit_label(task, label.annotator, {"verdict": "reasonable"})  # the resubmission changes the verdict
+    job = ImportJob(project=project, original_name="in.jsonl")
+    data = jsonl(conversation_record(i) for i in range(10, 14))
+    job.file.save("in.jsonl", ContentFile(data), save=False)
+    job.size_bytes = len(data)
+    job.save()
+    run_import(job.pk)  # conversations and responses only: nothing to count until they are labelled
+    assert Label.objects.filter(project=project, status=Status.SUBMITTED).count() >= 3
+    assert Preference.objects.filter(status=Status.SUBMITTED).exists()
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+
+
+def test_rebuild_command_repairs_bulk_loads(project, world):
+    before = rollups.snapshot(project)
+    LabelDay.objects.filter(project=project).delete()  # e.g. rows written by COPY, or a lost table
+    Label.objects.filter(pk=world["labels"][0].pk).update(verdict=R)  # a queryset update bypasses the signals
+    call_command("rebuild_rollups", "--project", project.slug, stdout=open("/dev/null", "w"))
+    after = rollups.snapshot(project)
+    assert after != before and after["LabelDay"]
+    assert_dashboards_match(project)
+
+
+def test_deleting_a_project_takes_its_rollups(project, world):
+    project.delete()
+    assert not LabelDay.objects.exists()
+
+
+@pytest.mark.parametrize("page", ["overview", "annotators", "models", "agreement"])
+def test_queries_per_page_are_constant(project, world, page, django_assert_num_queries):
+    w = world
+    fn = d.PAGES[page]
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        fn(project, d.Filters())
+    small = len(ctx.captured_queries)
+    for i in range(8):  # more labels, days, categories, reviews and versions
+        v = w["b"].version(f"more-{i}")
+        lb = w["b"].label(w["b"].response(v), w["a2"], U, [w["rep"], w["wa"]], day=DAY1 + dt.timedelta(days=i))
+        apply_review(w["lead"], lb, "approve")
+    with django_assert_num_queries(small):
+        fn(project, d.Filters())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_lose_no_counts(project, members):
+    """Many transactions adding to the same roll-up row at once (PostgreSQL: row locks order them)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers; the race needs PostgreSQL")
+    from django.db import close_old_connections, transaction
+
+    key = (project.pk, DAY1, 0)
+    threads, errors = [], []
+
+    def add():
+        try:
+            for _ in range(10):
+                with transaction.atomic():
+                    rollups.apply(Counter({(LabelDay, key, "n_train_submitted"): 1}))
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    for _ in range(20):
+        threads.append(threading.Thread(target=add))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert LabelDay.objects.get(project=project, day=DAY1, model_version=0).n_train_submitted == 200
