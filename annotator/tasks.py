@@ -17,8 +17,8 @@ def start_import(job: ImportJob):
     """Queue the import once the job row is committed; a broker outage is reported on the job."""
     send_on_commit(import_conversations, job.pk, lambda exc: ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.State.FAILED,
-        message=f"Could not reach the task queue ({exc}). Nothing was imported; upload the file again "
-        "once the queue is back.",
+        message=f"Could not reach the task queue ({exc}). Nothing was imported yet; the upload is kept and "
+        "queued again once the queue is back (manage.py requeue_waiting).",
     ))
 
 
