@@ -28,10 +28,19 @@ from evaluation.metrics import parse_output, tool_names_of
 
 from .bulk import bulk_insert
 from .models import Conversation, ImportIssue, ImportJob, ModelResponse, Project, Split, content_hash
-from .validation import FieldError, validate_assistant_message, validate_messages, validate_tool_specs
+from .validation import (
+    MAX_JSON_DEPTH,
+    FieldError,
+    json_problem,
+    validate_assistant_message,
+    validate_messages,
+    validate_tool_specs,
+)
 
 SPLITS = set(Split.values)
 UNKNOWN_MODEL = "unknown"
+MODEL_NAME_MAX = 200  # ModelVersion.name
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)  # Conversation.priority, an IntegerField
 
 
 @dataclass
@@ -74,6 +83,8 @@ def _parse_response(item, i: int, messages: list, tools: list, default_model: st
     model = item.get("model", default_model)
     if not isinstance(model, str) or not model.strip():
         errors.append(FieldError(f"{where}.model", "must be a non-empty string"))
+    elif len(model.strip()) > MODEL_NAME_MAX:
+        errors.append(FieldError(f"{where}.model", f"must be at most {MODEL_NAME_MAX} characters"))
     context_length = item.get("context_length", len(messages))
     if not isinstance(context_length, int) or isinstance(context_length, bool) or not 1 <= context_length <= len(messages):
         errors.append(FieldError(f"{where}.context_length", f"must be an integer from 1 to {len(messages)}"))
@@ -122,11 +133,16 @@ def parse_line(data, project_tools: list, default_split: str) -> tuple[ParsedLin
     if not isinstance(metadata, dict):
         errors.append(FieldError("metadata", "must be an object"))
     split = data.get("split", default_split)
-    if split not in SPLITS:
-        errors.append(FieldError("split", f"must be one of {', '.join(sorted(SPLITS))} (got {split!r})"))
+    if not isinstance(split, str) or split not in SPLITS:
+        errors.append(FieldError("split", f"must be one of {', '.join(sorted(SPLITS))} (got {_short_repr(split)})"))
     priority = data.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
         errors.append(FieldError("priority", "must be an integer"))
+    elif not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+        errors.append(FieldError("priority", f"must be from {PRIORITY_RANGE[0]:,} to {PRIORITY_RANGE[1]:,}"))
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        errors.append(FieldError("model", "must be a non-empty string"))
     external_id = data.get("external_id", data.get("id"))
     if external_id is not None and (not isinstance(external_id, (str, int)) or isinstance(external_id, bool)):
         errors.append(FieldError("external_id", "must be a string or an integer"))
@@ -135,7 +151,8 @@ def parse_line(data, project_tools: list, default_split: str) -> tuple[ParsedLin
     if errors:
         return None, errors
 
-    default_model = data.get("model") or metadata.get("model") or UNKNOWN_MODEL
+    meta_model = metadata.get("model")
+    default_model = model or (meta_model if isinstance(meta_model, str) and meta_model.strip() else UNKNOWN_MODEL)
     raw_responses = data.get("responses")
     conv_messages = messages
     if raw_responses is None and messages[-1].get("role") == "assistant" and len(messages) > 1:
@@ -174,9 +191,20 @@ def decode_line(raw: bytes, max_bytes: int):
     except UnicodeDecodeError as exc:
         return None, FieldError("", f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})")
     try:
-        return orjson.loads(text), None
+        record = orjson.loads(text)
     except orjson.JSONDecodeError as exc:  # also: NaN/Infinity, integers over 64 bits, nesting over 1024
         return None, FieldError("", f"invalid JSON: {exc.msg} at column {exc.colno}")
+    # Cheap tests first: only a line with many brackets or an escaped NUL is walked.
+    if b"\\u0000" in raw or raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH:
+        problem = json_problem(record)
+        if problem:
+            return None, problem
+    return record, None
+
+
+def _short_repr(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def iter_lines(fh, start_line: int, max_bytes: int):

@@ -10,6 +10,12 @@ from functools import lru_cache
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from jsonschema_specifications import REGISTRY as METASCHEMAS
+from referencing.exceptions import Unresolvable
+
+# Deeper JSON is refused on import: the database's JSON encoder stops at 255 levels, jsonschema
+# and json.dumps recurse per level, and no real conversation comes near it.
+MAX_JSON_DEPTH = 100
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -79,12 +85,16 @@ def _schema_problem(schema_json: str) -> str | None:
         Draft202012Validator.check_schema(json.loads(schema_json))
     except SchemaError as exc:
         return exc.message
+    except RecursionError:
+        return "nested too deeply"
     return None
 
 
 @lru_cache(maxsize=512)
 def _validator(schema_json: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_json))
+    # The registry holds the metaschemas only: a "$ref" to a URL in an imported tool spec is
+    # never fetched (jsonschema's default registry would download it).
+    return Draft202012Validator(json.loads(schema_json), registry=METASCHEMAS)
 
 
 def schema_errors(arguments: dict, parameters: dict | None, path: str) -> list[FieldError]:
@@ -93,7 +103,11 @@ def schema_errors(arguments: dict, parameters: dict | None, path: str) -> list[F
         return []
     validator = _validator(json.dumps(parameters, sort_keys=True))
     errors = []
-    for err in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
+    try:
+        found = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    except (Unresolvable, RecursionError) as exc:
+        return [FieldError(path, f"the tool's parameters schema cannot be applied: {exc}")]
+    for err in found:
         sub = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
         errors.append(FieldError(f"{path}{sub}", err.message))
     return errors
@@ -124,6 +138,8 @@ def validate_tool_calls(tool_calls, tools, path: str, check_schema: bool) -> lis
         if not isinstance(call, dict):
             errors.append(FieldError(where, "must be an object"))
             continue
+        if call.get("id") is not None and not isinstance(call.get("id"), str):
+            errors.append(FieldError(f"{where}.id", "must be a string"))
         fn = call.get("function")
         if not isinstance(fn, dict):
             errors.append(FieldError(f"{where}.function", "is required and must be an object"))
@@ -183,7 +199,7 @@ def validate_messages(messages, tools, path: str = "messages") -> list[FieldErro
             if calls is not None:
                 errors.extend(validate_tool_calls(calls, tools, f"{where}.tool_calls", check_schema=False))
                 if isinstance(calls, list):
-                    open_calls = {c.get("id") for c in calls if isinstance(c, dict) and c.get("id")}
+                    open_calls = {c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]}
             if content is None and not calls:
                 errors.append(FieldError(where, "an assistant message needs content or tool_calls"))
         if role == "tool":
@@ -191,9 +207,35 @@ def validate_messages(messages, tools, path: str = "messages") -> list[FieldErro
             if not isinstance(prev, dict) or prev.get("role") not in ("assistant", "tool"):
                 errors.append(FieldError(f"{where}.role", "a tool message must follow an assistant tool call"))
             call_id = msg.get("tool_call_id")
-            if call_id is not None and open_calls and call_id not in open_calls:
+            if call_id is not None and not isinstance(call_id, str):
+                errors.append(FieldError(f"{where}.tool_call_id", "must be a string"))
+            elif call_id is not None and open_calls and call_id not in open_calls:
                 errors.append(FieldError(f"{where}.tool_call_id", f"{call_id!r} matches no preceding tool call"))
     first = next((m for m in messages if isinstance(m, dict) and m.get("role") != "system"), None)
     if first is not None and first.get("role") not in ("user",):
         errors.append(FieldError(path, "the first non-system message must be from the user"))
     return errors
+
+
+def json_problem(value) -> FieldError | None:
+    """The first place where a decoded JSON value nests deeper than MAX_JSON_DEPTH or holds a NUL
+    character (PostgreSQL's text and jsonb cannot store U+0000), as a FieldError; else None."""
+    stack = [(value, "", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return FieldError(path, "contains a NUL character (\\u0000), which cannot be stored")
+            continue
+        if not isinstance(node, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return FieldError(path, f"is nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if "\x00" in key:
+                    return FieldError(path, f"key {key!r} has a NUL character (\\u0000), which cannot be stored")
+                stack.append((child, f"{path}.{key}" if path else key, depth + 1))
+        else:
+            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(node))
+    return None

@@ -137,8 +137,11 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _loads(text):
-    """Strict JSON: json.loads without NaN / Infinity."""
-    return _DECODER.decode(text)
+    """Strict JSON: json.loads without NaN / Infinity; nesting too deep to parse is not JSON either."""
+    try:
+        return _DECODER.decode(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _parse_block(body, tool_names):
@@ -346,7 +349,7 @@ def _ends_with_repeat(a):
 
 
 def _gzip_ratio(s):
-    b = s.encode("utf-8")
+    b = s.encode("utf-8", "surrogatepass")  # a lone surrogate (from JSON "\\ud800") must not crash scoring
     return len(b) / len(gzip.compress(b, compresslevel=9, mtime=0))
 
 
