@@ -45,7 +45,7 @@ class EvalRunAdmin(admin.ModelAdmin):
     list_filter = ["project", "status", "source", "trigger"]
     list_select_related = ["project", "model_version", "suite"]
     raw_id_fields = ["suite", "model_version"]
-    readonly_fields = ["summary", "overlap", "stats", "run_token", "attempts", "started_at", "heartbeat_at",
+    readonly_fields = ["summary", "training_overlap", "stats", "run_token", "attempts", "started_at", "heartbeat_at",
                        "finished_at", "created_at"]
     exclude = ["api_key"]
 

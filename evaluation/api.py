@@ -149,11 +149,19 @@ class EvalSuiteViewSet(ProjectScopedViewSet):
 # ================================================================================ runs
 
 
+class EvalRunListSerializer(serializers.ListSerializer):
+    def to_representation(self, data):
+        runs = list(data.all() if hasattr(data, "all") else data)
+        return super().to_representation(suites.with_overlap(runs))  # one check per suite and model
+
+
 class EvalRunSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     suite_label = serializers.CharField(source="suite.label", read_only=True)
     model_version_name = serializers.CharField(source="model_version.name", read_only=True)
     progress = serializers.FloatField(read_only=True)
+    overlap = serializers.JSONField(source="training_overlap", read_only=True,
+                                    help_text="Cases of the suite in the model lineage's training snapshots, now.")
     overlaps_training = serializers.BooleanField(read_only=True)
     headline = serializers.SerializerMethodField()
 
@@ -164,6 +172,7 @@ class EvalRunSerializer(serializers.ModelSerializer):
                   "cancel_requested", "attempts", "headline", "summary", "overlap", "overlaps_training",
                   "perplexity", "stats", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
+        list_serializer_class = EvalRunListSerializer
 
     def get_headline(self, obj) -> dict:
         """The four headline metrics: {name: {"n", "count", "value", "se"}} (empty until done)."""

@@ -246,3 +246,54 @@ def chart_series(runs: list[EvalRun], labels: list[str] | None = None) -> dict:
             "se": [(r.summary.get(m) or {}).get("se") if r else None for r in runs],
         } for m in HEADLINE_METRICS],
     }
+
+
+@dataclass
+class ModelRow:
+    model_version: object
+    run: EvalRun | None  # the figures shown: on the table's suite, else the version's latest on another suite
+    same_suite: bool  # run is on the table's suite (comparable with the other rows)
+    pending: EvalRun | None = None  # its newest unfinished or failed run, when it has no finished one
+
+
+def model_table(project, default_suite=None) -> tuple[object, list[ModelRow]]:
+    """Every model version of the project with the figures to show beside it.
+
+    The table reads one suite, so its rows compare like with like: the default suite, else the
+    suite most versions were run on (ties: the most runs, then the newest). A version with no
+    finished run there shows its latest finished run on another suite, marked as such; "not
+    run" is only said of a version that has no finished run at all.
+    """
+    from training.models import ModelVersion
+
+    from .models import EvalSuite
+
+    versions = list(ModelVersion.objects.filter(project=project).select_related("parent").order_by("name"))
+    done = list(EvalRun.objects.filter(project=project, status=EvalRun.State.DONE)
+                .order_by("-finished_at", "-id").values_list("pk", "model_version_id", "suite_id"))
+    suite = default_suite
+    if suite is None and done:
+        per_suite: dict[int, tuple[set, int]] = {}
+        for _, mv_id, suite_id in done:
+            versions_run, n = per_suite.get(suite_id, (set(), 0))
+            versions_run.add(mv_id)
+            per_suite[suite_id] = (versions_run, n + 1)
+        best = max(per_suite, key=lambda sid: (len(per_suite[sid][0]), per_suite[sid][1], sid))
+        suite = EvalSuite.objects.get(pk=best)
+    chosen: dict[int, tuple[int, bool]] = {}
+    for pk, mv_id, suite_id in done:  # newest first
+        same = suite is not None and suite_id == suite.pk
+        if mv_id not in chosen or (same and not chosen[mv_id][1]):
+            chosen[mv_id] = (pk, same)
+    runs = {r.pk: r for r in EvalRun.objects.filter(pk__in=[pk for pk, _ in chosen.values()])
+            .select_related("suite", "model_version")}
+    pending = {}
+    if len(chosen) < len(versions):
+        for r in (EvalRun.objects.filter(project=project).exclude(model_version__in=list(chosen))
+                  .select_related("suite", "model_version").order_by("-id")):
+            pending.setdefault(r.model_version_id, r)
+    rows = []
+    for mv in versions:
+        pk, same = chosen.get(mv.pk, (None, False))
+        rows.append(ModelRow(mv, runs.get(pk), same, pending.get(mv.pk)))
+    return suite, rows

@@ -5,12 +5,15 @@ A suite is immutable once created (its cases are the yardstick every run is read
 against); a new version of it is a new suite row with the same name. A run keeps its
 state in the database: progress, per-case results committed batch by batch, and at the
 end its summary (metrics.md figures with standard errors) — a killed worker resumes
-where the last batch committed.
+where the last batch committed. Whether a suite overlaps a model's training data is not
+stored on the run: it depends on the lineage's snapshots, which may come later
+(``EvalRun.training_overlap``).
 """
 
 from django.conf import settings as django_settings
 from django.db import models
 from django.db.models import Q
+from django.utils.functional import cached_property
 
 
 class EvalSuite(models.Model):
@@ -151,8 +154,6 @@ class EvalRun(models.Model):
     run_token = models.CharField(max_length=32, blank=True, help_text="The worker attempt that owns the run.")
 
     summary = models.JSONField(default=dict, blank=True, help_text="evaluation.metrics.summarize() of the results.")
-    overlap = models.JSONField(default=dict, blank=True,
-                               help_text="Cases also present in the model's training snapshots.")
     perplexity = models.FloatField(null=True, blank=True, help_text="General-text perplexity (local runs).")
     stats = models.JSONField(default=dict, blank=True, help_text="Throughput: seconds, tokens, device.")
 
@@ -187,9 +188,17 @@ class EvalRun(models.Model):
         """{"n", "count", "value", "se"} of a headline metric, or None before the summary exists."""
         return (self.summary or {}).get(name)
 
+    @cached_property
+    def training_overlap(self) -> dict:
+        """Cases of the suite in the training snapshots of the model's lineage, as they are now
+        (not when the run finished): suites.overlap_of, cached per suite and lineage state."""
+        from .suites import overlap_of
+
+        return overlap_of(self.suite, self.model_version)
+
     @property
     def overlaps_training(self) -> bool:
-        return bool((self.overlap or {}).get("cases"))
+        return bool(self.training_overlap.get("cases"))
 
 
 class EvalResult(models.Model):

@@ -26,6 +26,7 @@ from annotator.models import Project
 
 from .comparison import _paired, _test
 from .models import EvalRun, EvalSettings, EvalSuite, PromotionDecision
+from .suites import overlap_of
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 
@@ -118,7 +119,7 @@ def check_gate(candidate, suite: EvalSuite | None = None) -> Gate:
         return gate
     add(Condition("candidate_run", "Candidate evaluated", PASS,
                   f"run {cand_run.pk} ({cand_run.summary.get('n', 0)} cases)."))
-    overlap = cand_run.overlap or {}
+    overlap = overlap_of(suite, candidate)
     if overlap.get("cases"):
         names = ", ".join(s["name"] for s in overlap.get("snapshots", []))
         add(Condition("overlap", "Suite is held out from its training data", FAIL,

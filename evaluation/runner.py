@@ -11,7 +11,8 @@ Reading order:
   ``metrics.score_case`` and commit the batch's results together with the progress. A
   killed worker's redelivery resumes after the last committed batch; a duplicate delivery
   finds the token changed and stops. At the end: the summary (metrics.summarize, ± SE,
-  breakdowns), the general-text perplexity (local runs) and the training-overlap flag.
+  breakdowns) and the general-text perplexity (local runs). The training-overlap flag is
+  read when shown (EvalRun.training_overlap), never frozen at the end of the run.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from . import generation
 from .client import ChatClient, EndpointError, chat_url, message_to_text
 from .metrics import score_case, summarize
 from .models import EvalCase, EvalResult, EvalRun, EvalSettings, EvalSuite
-from .suites import CaseError, SuiteError, read_jsonl, training_overlap
+from .suites import CaseError, SuiteError, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -494,11 +495,6 @@ def summary_of(run: EvalRun) -> dict:
 def _finalise(attempt: Attempt, seconds: float):
     run = attempt.run
     summary = summary_of(run)
-    try:
-        overlap = training_overlap(run.suite, run.model_version)
-    except Exception as exc:  # noqa: BLE001 - an unreadable training snapshot must not lose the run
-        log.warning("overlap check of run %s failed: %s", run.pk, exc)
-        overlap = {"checked": [], "snapshots": [], "cases": 0, "positions": [], "note": f"not checked: {exc}"}
     stats = {**(run.stats or {}), "seconds": round(seconds, 3),
              "generation_seconds": round(attempt.generation_seconds, 3), "new_tokens": attempt.generated_tokens}
     if attempt.generation_seconds:
@@ -512,5 +508,5 @@ def _finalise(attempt: Attempt, seconds: float):
         locked = EvalRun.objects.select_for_update().only("run_token").get(pk=run.pk)
         if locked.run_token != attempt.token:
             raise RunConflict()
-        _finish(run.pk, EvalRun.State.DONE, text + ".", summary=summary, overlap=overlap, stats=stats,
+        _finish(run.pk, EvalRun.State.DONE, text + ".", summary=summary, stats=stats,
                 cases_done=n)

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 
 from annotator.models import Conversation, Project, Split, canonical_json
@@ -36,6 +38,8 @@ from annotator.validation import validate_assistant_message, validate_messages, 
 
 from .metrics import expected_calls
 from .models import EvalCase, EvalSuite
+
+log = logging.getLogger(__name__)
 
 MAX_CASES = getattr(settings, "EVAL_MAX_SUITE_CASES", 100_000)
 MAX_ERRORS = 200
@@ -437,14 +441,56 @@ def _job_snapshot_ids(model_ids: list[int]) -> set[int]:
     return set(Job.objects.filter(result_version__in=model_ids).values_list("train_snapshot_id", flat=True))
 
 
-def training_overlap(suite: EvalSuite, model_version) -> dict:
+OVERLAP_CACHE_SECONDS = 7 * 24 * 3600
+
+
+def overlap_of(suite: EvalSuite, model_version) -> dict:
+    """The training overlap of (suite, model version) as the database stands now.
+
+    Every page, comparison, API answer and the promotion gate read it here, so a run created
+    before a training snapshot of the lineage existed (or was ready) is flagged as soon as it
+    is. The result is cached per pair under a key naming the suite's content and the
+    lineage's training snapshots with their state and hash (snapshots are immutable once
+    ready): a new snapshot, a new ancestor or a snapshot that became ready changes the key.
+    A failed check is not cached: it says "not checked" and is tried again next time.
+    """
+    Snapshot = _snapshot_model()
+    ids = training_snapshot_ids(model_version)
+    state = [[pk, status, sha, str(created)] for pk, status, sha, created in Snapshot.objects.filter(pk__in=ids)
+             .order_by("pk").values_list("pk", "status", "sha256", "created_at")] if Snapshot is not None and ids else []
+    key_data = json.dumps([suite.pk, suite.content_hash, str(suite.created_at), ids, state])
+    key = "eval:overlap:" + hashlib.sha256(key_data.encode()).hexdigest()
+    found = cache.get(key)
+    if found is not None:
+        return found
+    try:
+        found = training_overlap(suite, model_version, snapshot_ids=ids)
+    except Exception as exc:  # noqa: BLE001 - an unreadable training snapshot must not break a report
+        log.warning("overlap check of %s on %s failed: %s", model_version, suite, exc)
+        return {"checked": [], "snapshots": [], "cases": 0, "positions": [], "note": f"not checked: {exc}"}
+    cache.set(key, found, OVERLAP_CACHE_SECONDS)
+    return found
+
+
+def with_overlap(runs):
+    """Fill each run's ``training_overlap`` (one check per distinct suite and model version)."""
+    done: dict[tuple[int, int], dict] = {}
+    for run in runs:
+        pair = (run.suite_id, run.model_version_id)
+        if pair not in done:
+            done[pair] = overlap_of(run.suite, run.model_version)
+        run.__dict__["training_overlap"] = done[pair]
+    return runs
+
+
+def training_overlap(suite: EvalSuite, model_version, snapshot_ids: list[int] | None = None) -> dict:
     """Which cases of the suite the model saw in training (same conversation or same prompt).
 
     -> {"checked": [snapshot names], "snapshots": [{"id", "name", "cases"}], "cases": n,
         "positions": [first 50 case positions], "note": str}
     """
     Snapshot = _snapshot_model()
-    ids = training_snapshot_ids(model_version)
+    ids = training_snapshot_ids(model_version) if snapshot_ids is None else snapshot_ids
     if Snapshot is None or not ids:
         return {"checked": [], "snapshots": [], "cases": 0, "positions": [],
                 "note": "No training snapshots are recorded for this model or its ancestors."}

@@ -75,17 +75,13 @@ def eval_home(request, slug):
     page = Paginator(runs, 30).get_page(request.GET.get("page"))
     suite_list = (EvalSuite.objects.filter(project=project).annotate(n_runs=Count("runs"))
                   .order_by("name", "-version"))
-    versions = list(ModelVersion.objects.filter(project=project).select_related("parent").order_by("name"))
-    latest = {}
-    if cfg.default_suite_id:
-        for r in (EvalRun.objects.filter(suite_id=cfg.default_suite_id, status=EvalRun.State.DONE)
-                  .order_by("model_version_id", "-finished_at", "-id")):
-            latest.setdefault(r.model_version_id, r)
-    models = [(mv, latest.get(mv.pk)) for mv in versions]
+    table_suite, models = comparison.model_table(project, cfg.default_suite)
+    suites.with_overlap([*page.object_list, *(row.run for row in models if row.run)])
     decisions = PromotionDecision.objects.filter(project=project).select_related(
         "model_version", "decided_by", "previous_production")[:8]
     return render(request, "evaluation/home.html", _ctx(
-        request, project, page=page, suites=suite_list, models=models, cfg=cfg, decisions=decisions, tab="home"))
+        request, project, page=page, suites=suite_list, models=models, table_suite=table_suite, cfg=cfg,
+        decisions=decisions, tab="home"))
 
 
 # ============================================================================== suites
@@ -140,7 +136,7 @@ def suite_detail(request, slug, pk):
         cases = cases.filter(categories__contains=[category]) if _json_contains_ok() else \
             cases.filter(pk__in=[c.pk for c in suite.cases.only("id", "categories") if category in c.categories])
     page = Paginator(cases.order_by("position"), 50).get_page(request.GET.get("page"))
-    runs = suite.runs.select_related("model_version").order_by("-id")[:50]
+    runs = suites.with_overlap(list(suite.runs.select_related("suite", "model_version").order_by("-id")[:50]))
     versions = EvalSuite.objects.filter(project=project, name=suite.name).order_by("-version")
     return render(request, "evaluation/suite_detail.html", _ctx(
         request, project, suite=suite, page=page, runs=runs, versions=versions, category=category))
@@ -211,6 +207,7 @@ def run_detail(request, slug, pk):
     by_category, by_depth, by_split = (_breakdown(s.get("by_category")), _breakdown(s.get("by_turn_depth")),
                                        _breakdown(s.get("by_split")))
     lineage = comparison.lineage_runs(run.model_version, run.suite)
+    suites.with_overlap([run, *(r for _, r in lineage if r)])
     lineage_chart = comparison.chart_series([r for _, r in lineage], [mv.name for mv, _ in lineage])
     others = (EvalRun.objects.filter(suite=run.suite, status=EvalRun.State.DONE).exclude(pk=run.pk)
               .select_related("model_version").order_by("-id")[:20])
@@ -417,6 +414,7 @@ def compare(request, slug):
     ids = [int(i) for i in request.GET.getlist("runs") if str(i).isdigit()]
     runs = list(EvalRun.objects.filter(project=project, pk__in=ids).select_related("suite", "model_version"))
     runs.sort(key=lambda r: ids.index(r.pk))
+    suites.with_overlap(runs)
     error, result = None, None
     if len(ids) != len(runs):
         raise Http404("no such run in this project")
@@ -470,6 +468,7 @@ def model_gate(request, slug, pk):
     mv.refresh_from_db()
     gate = promotion.check_gate(mv, suite)
     lineage = comparison.lineage_runs(mv, gate.suite) if gate.suite else []
+    suites.with_overlap([r for _, r in lineage if r])
     chart = comparison.chart_series([r for _, r in lineage], [m.name for m, _ in lineage]) if lineage else None
     decisions = PromotionDecision.objects.filter(model_version=mv).select_related("decided_by")[:20]
     compare_ids = [r.pk for r in (gate.production_run, gate.candidate_run) if r]

@@ -3,9 +3,10 @@
 import pytest
 
 from evaluation import promotion
-from evaluation.models import EvalRun, EvalSettings, PromotionDecision
+from evaluation.models import EvalSettings, PromotionDecision
 from training.models import ModelVersion
 
+from .test_eval_overlap import sft_snapshot
 from .test_eval_support import crafted_run, make_suite, model
 
 pytestmark = pytest.mark.django_db
@@ -96,11 +97,12 @@ def test_unknown_perplexity_does_not_block_but_significance_can(project, suite):
     assert [c.key for c in gate.failed] == ["significance"] and "p = 1" in gate.failed[0].detail
 
 
-def test_a_suite_in_the_training_data_cannot_judge(project, suite):
+def test_a_suite_in_the_training_data_cannot_judge(project, suite, tmp_path, settings):
     cand = model(project, "cand")
-    run = crafted_run(project, suite, cand, set(range(1, 11)))
-    EvalRun.objects.filter(pk=run.pk).update(overlap={"cases": 3, "snapshots": [{"id": 1, "name": "sft-v1",
-                                                                                  "cases": 3}]})
+    crafted_run(project, suite, cand, set(range(1, 11)))
+    snap = sft_snapshot(project, list(suite.cases.filter(position__in=[1, 2, 3])), tmp_path, settings)
+    cand.metadata = {"train_snapshot_ids": [snap.pk]}  # trained after the run: the gate still sees it
+    cand.save()
     gate = promotion.check_gate(cand)
     assert [c.key for c in gate.failed] == ["overlap"] and "sft-v1" in gate.failed[0].detail
 
