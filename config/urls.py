@@ -9,6 +9,7 @@ from annotator import api as annotator_api
 from evaluation import api as evaluation_api
 from training import api as training_api
 from training import job_api as training_job_api
+from training import judge_api
 
 from .health import healthz
 
@@ -30,6 +31,9 @@ router.register("promotions", evaluation_api.PromotionViewSet, basename="promoti
 router.register("eval-settings", evaluation_api.EvalSettingsViewSet, basename="evalsettings")
 router.register("datasets", training_api.DatasetSnapshotViewSet, basename="datasetsnapshot")
 router.register("training-jobs", training_job_api.TrainingJobViewSet, basename="trainingjob")
+router.register("judges", judge_api.JudgeViewSet, basename="judge")
+router.register("judge-suggestions", judge_api.JudgeSuggestionViewSet, basename="judgesuggestion")
+router.register("online-runs", judge_api.OnlineRunViewSet, basename="onlinerun")
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

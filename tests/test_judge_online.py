@@ -65,7 +65,7 @@ def voted(project, members, base):
 
 def dpo_of_preferences(project, user):
     snap = create_snapshot(project, user, {"kind": "dpo", "filters": {"sources": ["preferences"]},
-                                           "audit": {"checks": {"conflicts": "off", "duplicates": "off"}}},
+                                           "audit": {"checks": {"label_conflict": "warn"}}},
                            start=False)
     snap = build_snapshot(snap.pk) or snap
     snap.refresh_from_db()
@@ -349,8 +349,12 @@ def test_ranking_with_a_judge_uses_round_robin_scores(project, base, labelled):
     samples = [WRONG, RIGHT % "SKU-1", "Maybe."]
     scores = online.rank_with_judge(FixedJudge(), prompt, samples)
     assert scores[1] == max(scores) and scores[1] == pytest.approx(0.9 + 0.9)
-    assert online.choose_pair(prompt, samples, scores, use_reference=True)[:2] in ((1, 0), (1, 2))
-    assert online.choose_pair(prompt, ["x", "x"], [1.0, 1.0], use_reference=False) is None
-    ref = online.choose_pair({**prompt, "expected": {"role": "assistant", "content": "ok"}}, ["x", "y"], [0.0, 0.0],
-                             use_reference=True)
-    assert ref == (None, 0, 2.0, 0.0)
+    assert online.choose_pair(prompt, samples, scores, [True] * 3, use_reference=True)[:2] in ((1, 0), (1, 2))
+    # a malformed answer is never chosen, however the ranker scored it
+    assert online.choose_pair(prompt, samples, [0.0, 0.5, 2.0], [True, True, False], use_reference=False)[:2] == (1, 0)
+    assert online.choose_pair(prompt, ["x", "x"], [1.0, 1.0], [True, True], use_reference=False) is None
+    ref = online.choose_pair({**prompt, "expected": {"role": "assistant", "content": "ok"}}, ["x", "y"], [1.0, 0.0],
+                             [False, False], use_reference=True)
+    assert ref == (None, 1, 2.0, 0.0)
+    assert online.clean_answer(RIGHT % "SKU-1", demo_domain.TOOLS)
+    assert not online.clean_answer('<tool_call>{"name": "check_inventory", ', demo_domain.TOOLS)

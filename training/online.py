@@ -284,14 +284,27 @@ def rank_with_judge(judge, prompt: dict, samples: list[str]) -> list[float]:
     return scores
 
 
-def choose_pair(prompt: dict, samples: list[str], scores: list[float], use_reference: bool):
-    """(chosen index or None for the known answer, rejected index, chosen score, rejected score) or None."""
-    best = max(range(len(samples)), key=lambda i: (scores[i], -i))
+def clean_answer(raw: str, tools: list) -> bool:
+    """No response-quality defect (metrics.md): no malformed call, no template leak, no broken tags…"""
+    from evaluation.metrics import score_case
+
+    return score_case({"role": "assistant", "content": "-"}, raw, tools)["response_quality"] == 1
+
+
+def choose_pair(prompt: dict, samples: list[str], scores: list[float], eligible: list[bool], use_reference: bool):
+    """(chosen index or None for the known answer, rejected index, chosen score, rejected score) or None.
+
+    Only an eligible sample can be chosen (with the checker: strictly right and clean; with a judge:
+    clean), so a round never teaches a malformed answer; the worst sample is rejected."""
     worst = min(range(len(samples)), key=lambda i: (scores[i], i))
-    if scores[best] > scores[worst] and samples[best] != samples[worst]:
-        return best, worst, scores[best], scores[worst]
-    if use_reference and prompt.get("expected") and scores[best] < 2:
-        return None, worst, 2.0, scores[worst]  # every sample failed: the known answer over the worst one
+    good = [i for i in range(len(samples)) if eligible[i]]
+    if good:
+        best = max(good, key=lambda i: (scores[i], -i))
+        if scores[best] > scores[worst] and samples[best] != samples[worst]:
+            return best, worst, scores[best], scores[worst]
+        return None  # every sample is as good as the worst: nothing to learn here
+    if use_reference and prompt.get("expected"):
+        return None, worst, 2.0, scores[worst]  # no sample is good enough: the known answer over the worst one
     return None
 
 
@@ -312,11 +325,13 @@ def _sample_and_rank(run: OnlineRun, rnd: OnlineRound, judge=None) -> None:
     for prompt, outs in zip(prompts, samples, strict=True):
         if run.ranker == OnlineRun.Ranker.JUDGE:
             scores = rank_with_judge(judge, prompt, outs)
+            eligible = [clean_answer(o, prompt["tools"]) for o in outs]
         else:
             scores = rank_with_checker(prompt, outs)
-            right += sum(1 for s in scores if s >= 2)
+            eligible = [s >= 2 for s in scores]
+            right += sum(eligible)
             total += len(scores)
-        picked = choose_pair(prompt, outs, scores, opts["use_reference"])
+        picked = choose_pair(prompt, outs, scores, eligible, opts["use_reference"])
         if picked is None:
             skipped += 1
             continue

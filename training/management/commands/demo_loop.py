@@ -7,10 +7,17 @@
    right answer; the right answer as the correction), a lead approves;
 3. an SFT snapshot (approved corrections + approved good responses) and an SFT job (LoRA);
 4. a DPO snapshot (correction chosen over the bad response) and a DPO job on top of the SFT model;
-5. evaluation runs of base, SFT and DPO on a held-out suite (seen and unseen phrasings).
+5. a second, sampled base answer per context; two scripted annotators (each wrong on ~10% of pairs) compare
+   the two in the real comparison queue; a pairwise judge is trained on those preferences and evaluated on
+   held-out pairs next to the annotators' agreement;
+6. online DPO rounds from the SFT model: its own samples ranked by the strict checker, a DPO snapshot and
+   job per round, an evaluation run and the gate after each (stops at the first failed gate);
+7. evaluation runs of base, SFT, DPO and online DPO on held-out suites (seen and unseen phrasings).
 Prints the figures as one JSON line and keeps them in benchmarks/results/demo_loop.json.
 """
 
+import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -22,7 +29,7 @@ from django.db import transaction
 
 from annotator import assignment
 from annotator.importers import assistant_message_from_raw
-from annotator.labelling import submit_label
+from annotator.labelling import submit_label, submit_preference
 from annotator.models import (
     Conversation,
     Label,
@@ -79,6 +86,13 @@ class Command(BaseCommand):
         parser.add_argument("--sft-epochs", type=float, default=3.0)
         parser.add_argument("--dpo-epochs", type=float, default=1.0)
         parser.add_argument("--model-dir", default=None, help="an already built base model folder to use as is")
+        parser.add_argument("--online-rounds", type=int, default=2, help="online DPO rounds after SFT (0: none)")
+        parser.add_argument("--samples", type=int, default=4, help="samples per prompt in each online round")
+        parser.add_argument("--online-lr", type=float, default=2e-3)
+        parser.add_argument("--judge", action=argparse.BooleanOptionalAction, default=True,
+                            help="train and evaluate a pairwise judge on scripted human comparisons")
+        parser.add_argument("--human-error", type=float, default=0.1,
+                            help="how often a scripted annotator picks the wrong answer of a pair")
 
     def say(self, msg):
         self.stdout.write(f"[{time.strftime('%H:%M:%S')}] {msg}")
@@ -178,20 +192,57 @@ class Command(BaseCommand):
         dpo_job = run_job(dpo_job.pk)
         self.say(f"DPO job {dpo_job.pk}: {dpo_job.status} {dpo_job.message} {dpo_job.timings}")
 
-        # 4. held-out evaluation: seen phrasings and phrasings never used in training
-        figures = {}
+        # 5. human comparisons of two base answers per context, and a pairwise judge trained on them
+        judge_figures = self.judge_stage(project, users, base, sft_job.result_version, cases, model, tok, o) \
+            if o["judge"] else None
+
+        # 6. held-out suites; online DPO rounds from the SFT model, gated on the seen suite
+        suites = {}
         for split in ("seen", "unseen"):
             n = o["suite_cases"] if split == "seen" else max(50, o["suite_cases"] // 2)
             records = [(i + 1, {"id": c["external_id"], "messages": c["messages"], "tools": c["tools"],
                                 "expected": c["expected"], "turn_depth": c["metadata"]["turn_depth"]})
                        for i, c in enumerate(demo_domain.eval_prompts(n, seed=o["seed"] + 9000, split=split))]
-            suite, _ = create_suite(project, f"demo held-out ({split} phrasings)", records, source="gold")
+            suites[split], _ = create_suite(project, f"demo held-out ({split} phrasings)", records, source="gold")
+        online_run, online_rounds = None, []
+        if o["online_rounds"]:
+            from training import online
+
+            online_run = online.create_run(
+                project, users["loop-lead"], start_version=sft_job.result_version, ranker="checker",
+                eval_suite=suites["seen"], rounds=o["online_rounds"],
+                options={"samples_per_prompt": o["samples"], "max_prompts": o["contexts"], "temperature": 1.0},
+                preset="demo-tiny", overrides={"learning_rate": o["online_lr"], "num_train_epochs": 1.0},
+                start=False)
+            self.say(f"online DPO run {online_run.pk}: {o['online_rounds']} round(s) from {sft_job.result_version.name}")
+            online_run = online.run_online(online_run.pk)
+            self.say(f"online run: {online_run.status} — {online_run.message}")
+            for r in online_run.round_set.select_related("job"):
+                online_rounds.append({"round": r.number, "pairs": r.pairs, "prompts": r.prompts,
+                                      "sample_accuracy": r.stats.get("sample_accuracy"),
+                                      "reference_chosen": r.stats.get("reference_chosen"),
+                                      "tool_call_accuracy": (r.gate.get("candidate") or {}).get("acc"),
+                                      "policy_accuracy": (r.gate.get("baseline") or {}).get("acc"),
+                                      "gate_passed": r.gate.get("passed"),
+                                      "job_status": r.job.status if r.job else None,
+                                      "seconds": r.gate.get("seconds")})
+                self.say(f"round {r.number}: {online_rounds[-1]}")
+
+        # 7. held-out evaluation: seen phrasings and phrasings never used in training
+        figures = {}
+        for split in ("seen", "unseen"):
+            suite = suites[split]
+            online_version = online_run.result_version if online_run else None
             for label, version in (("base", base), ("sft", sft_job.result_version),
-                                   ("dpo", dpo_job.result_version)):
+                                   ("dpo", dpo_job.result_version), ("online_dpo", online_version)):
                 if version is None:
                     continue
-                run = create_run(project, suite, version, start=False, note="demo_loop")
-                run = run_eval(run.pk) or EvalRun.objects.get(pk=run.pk)
+                from evaluation.promotion import latest_run
+
+                run = latest_run(version, suite)
+                if run is None:
+                    run = create_run(project, suite, version, start=False, note="demo_loop")
+                    run = run_eval(run.pk) or EvalRun.objects.get(pk=run.pk)
                 s = run.summary
                 figures[f"{split}_{label}"] = {
                     k: (s.get(k) or {}).get("value") for k in ("tool_call_accuracy", "tool_name_accuracy",
@@ -202,7 +253,89 @@ class Command(BaseCommand):
                   "sft_rows": sft_snap.row_count, "dpo_rows": dpo_snap.row_count,
                   "sft_job": {"status": sft_job.status, **sft_job.timings},
                   "dpo_job": {"status": dpo_job.status, **dpo_job.timings},
-                  "figures": figures, "minutes": round((time.monotonic() - t0) / 60, 1)}
+                  "figures": figures, "judge": judge_figures, "online_rounds": online_rounds,
+                  "online_status": online_run.status if online_run else None,
+                  "online_result": online_run.result_version.name if online_run and online_run.result_version else None,
+                  "minutes": round((time.monotonic() - t0) / 60, 1)}
         from benchmarks._common import report
 
         report("demo_loop", {k: v for k, v in result.items() if k != "bench"})
+
+    def judge_stage(self, project, users, base, sft_version, cases, model, tok, o):
+        """A sampled second answer per context, compared by two scripted annotators in the real queue;
+        a judge trained on the approved preferences and measured on held-out pairs."""
+        import torch
+
+        from training.datasets import build_snapshot, create_snapshot
+        from training.judging import human_agreement
+        from training.models import JudgeEvaluation
+        from training.online import checker_score
+        from training.trainer import create_job, run_job
+
+        torch.manual_seed(o["seed"] + 17)
+        end_id = tok.convert_tokens_to_ids("<|im_end|>")
+        base_model = ModelVersion.objects.get(project=project, name="demo-base")
+        added = 0
+        for start in range(0, len(cases), 16):
+            chunk = cases[start:start + 16]
+            prompts = [tok.apply_chat_template(c["messages"], tools=demo_domain.TOOLS, add_generation_prompt=True,
+                                               tokenize=False) for c in chunk]
+            tok.padding_side = "left"
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.inference_mode():
+                out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=96,
+                                     eos_token_id=end_id, pad_token_id=tok.pad_token_id)
+            for c, row in zip(chunk, out, strict=True):
+                new = row[enc["input_ids"].shape[1]:].tolist()
+                raw = tok.decode(new[:new.index(end_id)] if end_id in new else new, skip_special_tokens=False)
+                conv = Conversation.objects.get(project=project, external_id=c["external_id"])
+                _, created = ModelResponse.objects.get_or_create(
+                    conversation=conv, model_version=base_model, context_length=len(c["messages"]),
+                    response_hash=content_hash(raw), defaults={
+                        "raw_text": raw, "message": assistant_message_from_raw(raw, c["tools"]),
+                        "generation_settings": {"do_sample": True, "temperature": 1.0}})
+                added += created
+        assignment.sync_tasks(project)
+        votes = 0
+        for name in ("loop-annotator-1", "loop-annotator-2"):
+            while (slot := assignment.next_task(project, users[name], Task.Kind.COMPARE)) is not None:
+                task = Task.objects.select_related("response__conversation", "response_b").get(pk=slot.task_id)
+                conv = task.response.conversation
+                expected = conv.metadata["expected"]
+                sa = checker_score(expected, task.response.raw_text, conv.tools)
+                sb = checker_score(expected, task.response_b.raw_text, conv.tools)
+                choice = "a" if sa > sb else "b" if sb > sa else ("tie" if sa == 2 else "both_bad")
+                noise = int(hashlib.sha256(f"{name}:{task.pk}".encode()).hexdigest()[:8], 16) / 2**32
+                if choice in ("a", "b") and noise < o["human_error"]:
+                    choice = "b" if choice == "a" else "a"  # a human slip
+                submit_preference(task, users[name], {"choice": choice, "left_side": "a"})
+                votes += 1
+        from annotator.models import Preference
+
+        for pref in Preference.objects.filter(response_a__conversation__project=project, status=Status.SUBMITTED):
+            apply_review(users["loop-lead"], pref, "approve")
+        ceiling, pairs_with_two = human_agreement(project)
+        self.say(f"{added} sampled answers, {votes} comparisons; annotators agree on {ceiling} of "
+                 f"{pairs_with_two} pairs")
+        snap = create_snapshot(project, users["loop-lead"], {
+            "kind": "dpo", "filters": {"sources": ["preferences"], "splits": ["train"]},
+            "audit": {"checks": {"label_conflict": "warn"}},  # the annotators' slips stay in, as in real data
+            "note": "human comparisons for the judge"}, start=False)
+        snap = build_snapshot(snap.pk) or snap
+        snap.refresh_from_db()
+        if snap.status != "ready":
+            self.say(f"judge snapshot failed: {snap.message}")
+            return {"error": snap.message}
+        job = create_job(project, None, stage="judge", base_version=sft_version, train_snapshot=snap,
+                         preset="demo-tiny", start=False)
+        job = run_job(job.pk)
+        self.say(f"judge job {job.pk}: {job.status} {job.message} {job.timings}")
+        ev = JudgeEvaluation.objects.filter(job=job).first()
+        if ev is None:
+            return {"job_status": job.status, "message": job.message}
+        return {"job_status": job.status, "train_rows": snap.row_count, "held_out_pairs": ev.pairs,
+                "accuracy": ev.accuracy, "accuracy_se": ev.accuracy_se,
+                "single_order_accuracy": ev.single_order_accuracy, "position_bias_rate": ev.position_bias_rate,
+                "first_position_rate": ev.first_position_rate, "ece": ev.ece, "brier": ev.brier,
+                "human_agreement": ev.human_agreement, "human_pairs": ev.human_pairs, "comparisons": votes,
+                "seconds": job.timings.get("total_s")}
