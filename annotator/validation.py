@@ -167,7 +167,7 @@ def validate_assistant_message(message, tools, path: str = "message", check_sche
     calls = message.get("tool_calls")
     if calls is not None:
         errors.extend(validate_tool_calls(calls, tools, f"{path}.tool_calls", check_schema))
-    if not (content or "").strip() and not calls:
+    if not (content.strip() if isinstance(content, str) else "") and not calls:
         errors.append(FieldError(path, "needs reply text or at least one tool call"))
     return errors
 

@@ -193,6 +193,8 @@ SPECTACULAR_SETTINGS = {
         "ImportStatusEnum": "annotator.models.ImportJob.State",
         "RoleEnum": "annotator.models.Role",
         "AnnotatorStatusEnum": ["draft", "submitted"],
+        "SplitValueEnum": ["train", "eval", "holdout"],  # Split.values (labels = values)
+        "EvalRunSourceEnum": "evaluation.models.EvalRun.Source",
     },
 }
 
@@ -222,11 +224,30 @@ DATASET_STALLED_AFTER_S = env_int("DATASET_STALLED_AFTER_S", 600)
 TRAINING_HEARTBEAT_TIMEOUT = env_int("TRAINING_HEARTBEAT_TIMEOUT", 120)
 DASHBOARD_CACHE_SECONDS = env_int("DASHBOARD_CACHE_SECONDS", 300)
 
+# --- security: production defaults follow DEBUG=0, each can be overridden (README, "Security") ---
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    # Only behind a proxy that terminates TLS and always sets X-Forwarded-Proto itself.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# Login throttling (config/login_throttle.py): after LOGIN_FAILURE_LIMIT failures for one username,
+# or LOGIN_FAILURE_IP_LIMIT from one address, within LOGIN_FAILURE_WINDOW seconds, logins are refused
+# (HTTP 429) for LOGIN_LOCKOUT_SECONDS.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_FAILURE_IP_LIMIT = env_int("LOGIN_FAILURE_IP_LIMIT", 30)
+LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 900)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900)
+LOGIN_CLIENT_IP_HEADER = os.environ.get("LOGIN_CLIENT_IP_HEADER", "")  # e.g. HTTP_X_REAL_IP behind a proxy
 
 LOGGING = {
     "version": 1,

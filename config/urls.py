@@ -2,7 +2,6 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from annotator import api as annotator_api
@@ -11,6 +10,7 @@ from training import api as training_api
 from training import job_api as training_job_api
 from training import judge_api
 
+from . import login_throttle
 from .health import healthz
 
 router = DefaultRouter()
@@ -37,10 +37,11 @@ router.register("online-runs", judge_api.OnlineRunViewSet, basename="onlinerun")
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("admin/login/", login_throttle.admin_login_view),
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", login_throttle.login_view, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/auth/token/", login_throttle.obtain_auth_token, name="api-token"),
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -140,6 +140,7 @@ def test_regressions_found_by_fuzzing(settings, tmp_path):
         "responses[0].model": {**base, "responses": [{"model": "m" * 201, "raw": "hello there friend"}]},
         "messages[0].content": {"messages": [{"role": "user", "content": "nul \x00 byte"}]},
         "metadata": {**base, "metadata": {"k\x00": 1}},
+        "responses[0].message.content": {**base, "responses": [{"message": {"role": "assistant", "content": True}}]},
     }
     deep = {"type": "object"}
     for _ in range(150):
