@@ -40,6 +40,7 @@ Choices where metrics.md leaves room (each has a test):
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
@@ -99,9 +100,10 @@ _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
 _TC_OPEN = "<tool_call>"
 _TC_CLOSE = "</tool_call>"
+_TC_OPEN_LEN = len(_TC_OPEN)
+_TC_CLOSE_LEN = len(_TC_CLOSE)
 
 _THINK_RE = re.compile(r"</?think>")
-_TC_RE = re.compile(r"</?tool_call>")
 _TEMPLATE_TOKEN_RE = re.compile(r"<\|[A-Za-z0-9_.:\-]{1,64}\|>|<｜[^｜<>\s]{1,64}｜>")
 _TOOL_RESPONSE_RE = re.compile(r"</?tool_response>")
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
@@ -136,8 +138,22 @@ def _reject_constant(name):
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+_SCAN = _DECODER.scan_once
+_WS = json.decoder.WHITESPACE.match
+
+
 def _loads(text):
-    """Strict JSON: json.loads without NaN / Infinity; nesting too deep to parse is not JSON either."""
+    """Strict JSON: json.loads without NaN / Infinity; nesting too deep to parse is not JSON either.
+
+    JSONDecoder.decode's own steps, inlined (this runs once or twice per scored case); on
+    any failure decode() itself runs, so errors and their messages are json's.
+    """
+    try:
+        obj, end = _SCAN(text, _WS(text, 0).end())
+        if _WS(text, end).end() == len(text):
+            return obj
+    except (StopIteration, ValueError, RecursionError):
+        pass
     try:
         return _DECODER.decode(text)
     except RecursionError:
@@ -238,33 +254,43 @@ def _scan_calls(a, tool_names):
     body_start = 0
     seen_close = False
     trailing = False  # reply text after the last </tool_call>
-    for m in _TC_RE.finditer(a):
-        if m.group() == _TC_OPEN:
+    # The tags in order, found with str.find (the two tags cannot overlap, so this visits
+    # exactly what a regex scan for </?tool_call> would, a little faster).
+    next_open = a.find(_TC_OPEN)
+    next_close = a.find(_TC_CLOSE)
+    while next_open >= 0 or next_close >= 0:
+        if next_close < 0 or 0 <= next_open < next_close:
+            start = next_open
+            end = start + _TC_OPEN_LEN
+            next_open = a.find(_TC_OPEN, end)
             if open_tag_start >= 0:
                 n += 1
                 reasons.append(f"block {n}: unclosed <tool_call>")
             else:
-                part = a[pos : m.start()]
+                part = a[pos:start]
                 reply_parts.append(part)
                 if seen_close and not trailing and not part.isspace() and part:
                     trailing = True
-            open_tag_start = m.start()
-            body_start = m.end()
+            open_tag_start = start
+            body_start = end
         else:
+            start = next_close
+            end = start + _TC_CLOSE_LEN
+            next_close = a.find(_TC_CLOSE, end)
             n += 1
             if open_tag_start < 0:
                 reasons.append(f"block {n}: </tool_call> without <tool_call>")
-                part = a[pos : m.start()]
+                part = a[pos:start]
                 reply_parts.append(part)
             else:
-                call, why = _parse_block(a[body_start : m.start()], tool_names)
+                call, why = _parse_block(a[body_start:start], tool_names)
                 if call is None:
                     reasons.append(f"block {n}: {why}")
                 else:
                     calls.append(call)
-                    valid_spans.append((open_tag_start, m.end()))
+                    valid_spans.append((open_tag_start, end))
                 open_tag_start = -1
-            pos = m.end()
+            pos = end
             seen_close = True
             trailing = False
     if open_tag_start >= 0:
@@ -298,6 +324,28 @@ def parse_output(text: str, tool_names: set[str] | None = None) -> ParsedOutput:
     unknown-tool check.
     """
     return _parse(text, tool_names)[0]
+
+
+class _ToolNames:
+    """``name in _ToolNames(tools)`` == ``name in tool_names_of(tools)``, without building the set.
+
+    score_case needs the names only when the output has a call block, and then one or two
+    lookups: scanning the specs (a handful) is cheaper than making a set for every case.
+    """
+
+    __slots__ = ("tools",)
+
+    def __init__(self, tools):
+        self.tools = tools
+
+    def __contains__(self, name):
+        for t in self.tools:
+            if isinstance(t, dict):
+                f = t.get("function")
+                n = f.get("name") if isinstance(f, dict) else t.get("name")
+                if n == name and isinstance(n, str):
+                    return True
+        return False
 
 
 def tool_names_of(tools: list[dict] | None) -> set[str]:
@@ -334,6 +382,12 @@ def _too_short(reply):
 
 
 def _ends_with_repeat(a):
+    if a.isascii():
+        # A run repeated 3 times puts the last word in the text 3 times: most answers (a call
+        # block, a reply ending "…for you?") fail this at once, without splitting 60 words.
+        last = a.rsplit(None, 1)
+        if not last or a.count(last[-1]) < REPEAT_MIN_TIMES:
+            return False
     w = _tail_words(a, REPEAT_MAX_RUN * REPEAT_MIN_TIMES)
     n = len(w)
     if n < REPEAT_MIN_TIMES:
@@ -380,12 +434,23 @@ def _template_leak(a):
 # ----------------------------------------------------------------------- matching
 
 
+@functools.lru_cache(maxsize=4096)
+def _loads_args(text):
+    """Gold argument strings repeat across the cases of a suite and the runs scoring it:
+    decoded once. Only score_case uses it and never mutates or returns the result."""
+    return _loads(text)
+
+
 def expected_calls(expected_message: dict | None) -> list[dict]:
     """Expected calls of a gold assistant message (OpenAI format).
 
     Returns [{"name", "arguments" (dict), "optional" (list), "acceptable" (dict)}].
     Raises ValueError on a malformed gold message.
     """
+    return _expected_calls(expected_message, _loads)
+
+
+def _expected_calls(expected_message, loads):
     if not expected_message:
         return []
     if not isinstance(expected_message, dict):
@@ -416,7 +481,7 @@ def expected_calls(expected_message: dict | None) -> list[dict]:
                 args = {}
             else:
                 try:
-                    args = _loads(args)
+                    args = loads(args)
                 except ValueError as exc:
                     raise ValueError(f"tool_calls[{i}] arguments are not JSON: {exc}") from None
         if not isinstance(args, dict):
@@ -557,9 +622,8 @@ def score_case(
     checked). ``stopped_at_limit`` is True when generation hit the token limit,
     None when unknown.
     """
-    exp = expected_calls(expected_message)
-    names = tool_names_of(tools) if tools is not None else None
-    p, a, trailing, spans = _parse(output, names)
+    exp = _expected_calls(expected_message, _loads_args) if expected_message else []
+    p, a, trailing, spans = _parse(output, _ToolNames(tools or ()) if tools is not None else None)
 
     calls = p.calls
     malformed = p.malformed
