@@ -147,6 +147,7 @@ CELERY_TASK_ROUTES = {
     "training.tasks.run_training*": {"queue": "training"},
     "training.tasks.run_online*": {"queue": "training"},
     "training.tasks.suggest_with_judge*": {"queue": "training"},
+    "training.tasks.evaluate_judge*": {"queue": "training"},
     "evaluation.tasks.*": {"queue": "eval"},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)

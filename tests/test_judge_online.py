@@ -358,3 +358,39 @@ def test_ranking_with_a_judge_uses_round_robin_scores(project, base, labelled):
     assert ref == (None, 1, 2.0, 0.0)
     assert online.clean_answer(RIGHT % "SKU-1", demo_domain.TOOLS)
     assert not online.clean_answer('<tool_call>{"name": "check_inventory", ', demo_domain.TOOLS)
+
+
+@pytest.mark.django_db
+def test_an_external_judge_over_http_is_registered_measured_and_suggests(client, project, members, voted):
+    from training.tasks import evaluate_judge
+
+    from .test_eval_client import StubChat
+
+    def answer(body):  # a judge that prefers the answer holding a tool call, replying with a reason
+        text = body["messages"][-1]["content"]
+        a, b = text.split("[A]\n", 1)[1].split("\n\n[B]\n", 1)
+        letter = "A" if "<tool_call>" in a else "B" if "<tool_call>" in b.split("\n\nWhich")[0] else "A"
+        return 200, {"choices": [{"message": {"role": "assistant", "content": f"Calls the tool.\nVerdict: {letter}"},
+                                  "finish_reason": "stop"}]}
+
+    stub = StubChat(answer)
+    with stub.serve() as url:
+        client.force_login(members[Role.LEAD])
+        assert client.post(f"/p/{project.slug}/training/judges/external/", {"name": "x", "base_url": url}).status_code == 403
+        client.force_login(members[Role.ADMIN])
+        bad = client.post(f"/p/{project.slug}/training/judges/external/", {"name": "", "base_url": "ftp://x"}, follow=True)
+        assert "needs a name, a base URL starting with http" in bad.content.decode()
+        client.post(f"/p/{project.slug}/training/judges/external/", {"name": "big-judge", "base_url": url, "model": "j"})
+        judge = ModelVersion.objects.get(project=project, name="big-judge")
+        assert judge.origin == "external" and judge.metadata["judge"] is True
+        snap = dpo_of_preferences(project, members[Role.LEAD])
+        result = evaluate_judge.apply(args=[judge.pk, snap.pk]).get()
+        ev = JudgeEvaluation.objects.get(pk=result["evaluation"])
+        # the human winner holds the call except where annotator2 slipped; the judge always picks the call
+        assert ev.pairs == snap.row_count and ev.position_bias_rate == 0.0
+        winners_with_call = sum(1 for p in judging.read_pairs(snap.file.path)
+                                if "<tool_call>" in judging.answer_text(p["chosen"]))
+        assert ev.accuracy == winners_with_call / snap.row_count
+        assert stub.requests[0]["body"]["model"] == "j" and stub.requests[0]["body"]["temperature"] == 0
+        page = client.get(f"/p/{project.slug}/training/judges/").content.decode()
+        assert "big-judge" in page and "calibration-data" in page

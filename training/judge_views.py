@@ -12,8 +12,8 @@ from annotator.models import Role
 from annotator.permissions import has_role, project_for
 
 from . import online
-from .models import JudgeEvaluation, JudgeSuggestion, ModelVersion, OnlineRun
-from .tasks import start_online, suggest_with_judge
+from .models import DatasetSnapshot, JudgeEvaluation, JudgeSuggestion, ModelVersion, OnlineRun
+from .tasks import evaluate_judge, start_online, suggest_with_judge
 
 ONLINE_OPTION_FIELDS = ["samples_per_prompt", "temperature", "max_prompts", "max_new_tokens", "seed",
                         "quality_margin"]
@@ -40,7 +40,56 @@ def judges(request, slug):
     chart = [{"judge": r["judge"].name, "bins": r["ev"].details.get("bins", [])} for r in rows if r["ev"]]
     return render(request, "training/judges.html", {
         "project": project, "rows": rows, "disputed": disputed, "chart": chart,
-        "can_run": has_role(request.user, project, Role.LEAD)})
+        "can_run": has_role(request.user, project, Role.LEAD), "is_admin": has_role(request.user, project, Role.ADMIN),
+        "pair_snapshots": DatasetSnapshot.objects.filter(project=project, kind="dpo", status="ready").order_by("-id")})
+
+
+def _queue(request, task, *args, done: str) -> None:
+    try:
+        task.delay(*args)
+    except BrokerError as exc:
+        messages.error(request, f"Could not reach the task queue ({exc}); nothing was queued. Try again later.")
+    else:
+        messages.success(request, done)
+
+
+@login_required
+@require_POST
+def judge_evaluate(request, slug, pk):
+    """Measure a judge on the human pairs of a DPO snapshot (e.g. one built from eval/holdout items)."""
+    project = project_for(request.user, slug, Role.LEAD)
+    judge = get_object_or_404(_judges(project), pk=pk)
+    snap = DatasetSnapshot.objects.filter(project=project, kind="dpo", status="ready",
+                                          pk=request.POST.get("snapshot") or 0).first()
+    if snap is None:
+        messages.error(request, "Choose a ready DPO snapshot of human preferences to measure the judge on.")
+    else:
+        _queue(request, evaluate_judge, judge.pk, snap.pk,
+               done=f"{judge.name} is judging the pairs of {snap.name}; the report appears here when it is done.")
+    return redirect("training-jobs:judges", slug=slug)
+
+
+@login_required
+@require_POST
+def judge_external(request, slug):
+    """Register an OpenAI-compatible endpoint as a judge (admins)."""
+    project = project_for(request.user, slug, Role.ADMIN)
+    name, url, model = (request.POST.get(k, "").strip() for k in ("name", "base_url", "model"))
+    problems = []
+    if not name:
+        problems.append("a name")
+    if not url.startswith(("http://", "https://")):
+        problems.append("a base URL starting with http:// or https://")
+    if ModelVersion.objects.filter(project=project, name=name).exists():
+        problems.append(f"a name not yet used ({name!r} is taken)")
+    if problems:
+        messages.error(request, "The external judge needs " + ", ".join(problems) + ".")
+    else:
+        ModelVersion.objects.create(project=project, name=name, origin=ModelVersion.Origin.EXTERNAL,
+                                    created_by=request.user, notes="external pairwise judge",
+                                    metadata={"judge": True, "base_url": url, "model": model or name})
+        messages.success(request, f"{name} registered as a judge; measure it on held-out pairs before trusting it.")
+    return redirect("training-jobs:judges", slug=slug)
 
 
 @login_required
@@ -48,12 +97,8 @@ def judges(request, slug):
 def judge_suggest(request, slug, pk):
     project = project_for(request.user, slug, Role.LEAD)
     judge = get_object_or_404(_judges(project), pk=pk)
-    try:
-        suggest_with_judge.delay(project.pk, judge.pk)
-    except BrokerError as exc:
-        messages.error(request, f"Could not reach the task queue ({exc}); nothing was queued. Try again later.")
-    else:
-        messages.success(request, f"{judge.name} is judging the open comparisons; disputed ones move up the queue.")
+    _queue(request, suggest_with_judge, project.pk, judge.pk,
+           done=f"{judge.name} is judging the open comparisons; disputed ones move up the queue.")
     return redirect("training-jobs:judges", slug=slug)
 
 

@@ -86,3 +86,15 @@ def start_online(run):
         pk=run.pk, status=OnlineRun.State.QUEUED).update(
         status=OnlineRun.State.FAILED, finished_at=timezone.now(),
         message=f"Could not reach the task queue ({exc}). Nothing ran; press Resume once the queue is back."))
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def evaluate_judge(self, judge_id: int, snapshot_id: int):
+    """Measure a judge (trained or external) on the human pairs of a DPO snapshot."""
+    from .judging import evaluate, read_pairs
+    from .models import DatasetSnapshot, ModelVersion
+
+    judge = ModelVersion.objects.get(pk=judge_id)
+    snap = DatasetSnapshot.objects.get(pk=snapshot_id, project_id=judge.project_id, status="ready", kind="dpo")
+    ev = evaluate(judge, read_pairs(snap.file.path), source=f"pairs of snapshot {snap.name}")
+    return {"judge": judge_id, "evaluation": ev.pk, "accuracy": ev.accuracy}
