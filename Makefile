@@ -55,6 +55,9 @@ bench: install
 	$(BIN)/python benchmarks/export_bench.py
 	$(BIN)/python benchmarks/queue_bench.py --items 10000 --seconds 30
 	$(BIN)/python benchmarks/dashboard_bench.py --runs 10
+	$(BIN)/python benchmarks/seed_scale.py --reuse
+	$(BIN)/python benchmarks/load_run.py --conversations 1000000 --seconds 60
+	$(BIN)/python benchmarks/faults.py
 
 # The whole loop on the demo model: label -> SFT -> DPO -> evaluate (several minutes on a CPU).
 demo-loop: install

@@ -46,6 +46,8 @@ from benchmarks.load_run import PrivateRedis, sessions  # noqa: E402
 
 VAR = ROOT / "var" / "bench" / "faults"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The seeded annotators disagree on ~10 % of items; those conflicts block an SFT build by default (warn here).
+SFT_SPEC = {"kind": "sft", "filters": {"include_reasonable": True}, "audit": {"checks": {"label_conflict": "warn"}}}
 SCENARIOS = ["export_kill", "import_kill", "redis_outage", "postgres_restart"]
 
 
@@ -127,7 +129,7 @@ def export_kill(project, admin, env) -> dict:
     from training.models import DatasetSnapshot
     from training.tasks import start_build
 
-    spec = {"kind": "sft", "filters": {"include_reasonable": True}}
+    spec = SFT_SPEC
     worker = Worker("exports", {**env, "DATASET_EXPORT_CHUNK_SIZE": "1"}, "export")
     try:
         snapshot = datasets.create_snapshot(project, admin, spec, start=False)
@@ -155,6 +157,8 @@ def export_kill(project, admin, env) -> dict:
 
 
 def import_kill(project, env) -> dict:
+    from django.db import connection, transaction
+
     from annotator.models import Conversation, ImportJob, ModelResponse
     from annotator.tasks import start_import
 
@@ -167,9 +171,12 @@ def import_kill(project, env) -> dict:
         wait_for(lambda: ImportJob.objects.filter(pk=job.pk, conversations_created__gt=0).exists(), interval=0.02,
                  what="a committed batch")
         os.kill(worker.pool_process(), 9)
-        time.sleep(0.5)
-        at = ImportJob.objects.get(pk=job.pk)
-        rows_now = Conversation.objects.filter(project=project).count() - before
+        # The job row and the rows in one snapshot: the redelivered attempt may already be importing on.
+        with transaction.atomic():
+            with connection.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            at = ImportJob.objects.get(pk=job.pk)
+            rows_now = Conversation.objects.filter(project=project).count() - before
         at_kill = {"status": at.status, "conversations_created": at.conversations_created, "lines_read": at.lines_read,
                    "rows_in_database": rows_now,
                    "offset_on_a_line_boundary": data[:at.committed_offset].count(b"\n") == at.lines_read}
@@ -181,7 +188,7 @@ def import_kill(project, env) -> dict:
     final = {"status": job.status, "attempts": job.attempts, "conversations_created": job.conversations_created,
              "rows": ids.count(), "distinct_external_ids": ids.values("external_id").distinct().count(),
              "responses": ModelResponse.objects.filter(conversation__in=ids).count(), "duplicates": job.duplicates}
-    consistent_at_kill = (at_kill["rows_in_database"] in (at_kill["conversations_created"],)
+    consistent_at_kill = (at_kill["rows_in_database"] == at_kill["conversations_created"]
                           and at_kill["offset_on_a_line_boundary"] and at_kill["status"] != "done")
     ok = consistent_at_kill and final["status"] == "done" and final["rows"] == final["distinct_external_ids"] == n \
         and final["responses"] == n and final["conversations_created"] == n and job.attempts >= 2
@@ -268,7 +275,7 @@ def redis_outage(project, admin, redis: PrivateRedis, url: str, env: dict) -> di
         t0 = time.perf_counter()
         imp, _ = upload(project, 50, offset=100_000)
         start_import(imp)
-        snapshot = datasets.create_snapshot(project, admin, {"kind": "sft", "filters": {"include_reasonable": True}})
+        snapshot = datasets.create_snapshot(project, admin, SFT_SPEC)
         base = ModelVersion.objects.get(project=project, name="agent-v1")
         ready = DatasetSnapshot.objects.filter(project=project, status="ready").first() or \
             DatasetSnapshot.objects.create(project=project, kind="sft", version=999, layout="trl_messages",
