@@ -50,6 +50,7 @@ test-fast: install
 # on 127.0.0.1). Sizes here are the ones the issues ask for; pass ARGS to a script to change them.
 bench: install
 	$(BIN)/python benchmarks/eval_bench.py
+	$(BIN)/python benchmarks/handcheck_agreement.py
 	$(BIN)/python benchmarks/import_bench.py --lines 100000
 	$(BIN)/python benchmarks/training_overhead.py
 	$(BIN)/python benchmarks/export_bench.py
