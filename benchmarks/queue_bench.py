@@ -7,12 +7,12 @@ It runs on a `git archive HEAD` snapshot under var/bench/ (so half-saved edits i
 cannot break the server mid-run; `--code here` runs the tree as it is) and:
 
 1. Seeds a project on a dedicated PostgreSQL database, one per size (`badcase_queue_bench_<N>`,
-   re-created unless --reuse finds that size already seeded): N conversations, one model response
-   each, one label task each and `overlap` = 2 slots per task, with server-side
-   `INSERT … SELECT generate_series` in batches of 50,000 (rows shaped as the importer writes them);
-   then checks that `assignment.sync_tasks()` finds nothing left to create. Adds a small taxonomy
-   and 50 annotator users (unusable passwords) with real database sessions, stored exactly as
-   `django.contrib.auth.login` does (`Client.force_login` style), so the server accepts them.
+   re-created unless --reuse finds that size already seeded) with benchmarks/seed_scale.py's COPY
+   seeder: N conversations, one model response each, one label task each and `overlap` = 2 slots per
+   task (rows shaped as the importer writes them); then checks that `assignment.sync_tasks()` finds
+   nothing left to create. Adds a small taxonomy and 50 annotator users (unusable passwords) with real
+   database sessions, stored exactly as `django.contrib.auth.login` does (`Client.force_login` style),
+   so the server accepts them.
 2. Starts gunicorn (sync workers, loopback only) on that database with DEBUG=0, SECRET_KEY=bench,
    SECURE_COOKIES=0, serving Django's WSGI app through `application` below, which adds a
    `db;dur=` Server-Timing entry (time inside cursor.execute) next to the app's own `app;dur=`.
@@ -46,24 +46,15 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import seed_scale  # noqa: E402
 from benchmarks._common import DEFAULT_BENCH_DB, ROOT, report, setup_django  # noqa: E402
 
 DEFAULT_DB = DEFAULT_BENCH_DB.rsplit("/", 1)[0] + "/badcase_queue_bench_{items}"  # one per size, so --reuse works
 SECRET_KEY = "bench"
 OVERLAP = 2
-BATCH = 50_000
 SLUG_PREFIX = "queue-bench-"
 OUT_VAR = Path(os.environ.get("QUEUE_BENCH_VAR") or ROOT / "var" / "bench")  # logs and full plans (not committed)
 
-TOOLS = [
-    {"type": "function", "function": {"name": "check_inventory", "description": "Units in stock for a SKU.",
-     "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}},
-    {"type": "function", "function": {"name": "create_order", "description": "Place an order.",
-     "parameters": {"type": "object", "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer"}},
-                    "required": ["sku", "quantity"]}}},
-]
-# Placeholders replaced in SQL per row (the quantity sentinel is an integer so the raw output parses).
-SKU, QTY, STOCK = "@SKU@", 777001, 777002
 TAXONOMY = {
     "Tool choice": ["Wrong tool", "Missing tool call", "Unneeded tool call"],
     "Arguments": ["Wrong argument value", "Missing argument", "Hallucinated argument"],
@@ -74,119 +65,29 @@ TAXONOMY = {
 def bench_env(url: str) -> dict:
     """The environment both this process and gunicorn run with (session hashes need the same key)."""
     return {"DATABASE_URL": url, "DEBUG": "0", "SECRET_KEY": SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "SECURE_COOKIES": "0", "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "600"}
+            "SECURE_COOKIES": "0", "SECURE_SSL_REDIRECT": "0", "SECURE_HSTS_SECONDS": "0",  # plain HTTP on loopback
+            "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "600"}
 
 
 # --- seeding ---------------------------------------------------------------------------------
 
-def _templates():
-    from annotator.importers import assistant_message_from_raw
-
-    messages = [
-        {"role": "system", "content": "You are the sales assistant of Northwind Home. Use the tools; "
-                                      "never guess their results. Be brief and friendly."},
-        {"role": "user", "content": f"Hi, could you check whether {SKU} is available? I need {QTY}."},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
-            "name": "check_inventory", "arguments": json.dumps({"sku": SKU})}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": json.dumps({"sku": SKU, "in_stock": STOCK})},
-        {"role": "assistant", "content": f"Yes, {SKU} is in stock. Shall I order {QTY} for you?"},
-        {"role": "user", "content": "Yes please, go ahead and place the order right now."},
-    ]
-    raw = ("<think>The user confirmed.</think>\n<tool_call>\n"
-           + json.dumps({"name": "create_order", "arguments": {"sku": SKU, "quantity": QTY}}) + "\n</tool_call>")
-    message = assistant_message_from_raw(raw, TOOLS)
-    assert message.get("tool_calls") and not message.get("malformed"), message
-    return json.dumps(messages), raw, json.dumps(message)
-
-
-def _fill(expr: str) -> str:
-    """SQL that substitutes the placeholders in a text expression, for the row's g."""
-    return (f"replace(replace(replace({expr}, '{SKU}', chr(65 + mod(g, 8)) || '-' || (100 + mod(g * 7, 900))::text), "
-            f"'{QTY}', (1 + mod(g, 9))::text), '{STOCK}', mod(g * 13, 81)::text)")
-
-
 def seed(n: int, annotators: int):
-    from django.contrib.auth import get_user_model
-    from django.db import connection, transaction
-
-    from annotator.models import Membership, Project, Role, TaxonomyCategory
-    from training.models import ModelVersion
-
-    User = get_user_model()
-    slug = f"{SLUG_PREFIX}{n}"
-    project = Project.objects.create(name=f"Queue bench {n:,}", slug=slug, tools=TOOLS, overlap=OVERLAP,
-                                     guidelines="Label whether the agent's last step was reasonable.")
-    mv = ModelVersion.objects.create(project=project, name="agent-v1")
-    position = 0
-    for parent_name, children in TAXONOMY.items():
-        parent = TaxonomyCategory.objects.create(project=project, name=parent_name, position=position)
-        for child in children:
-            position += 1
-            TaxonomyCategory.objects.create(project=project, parent=parent, name=child, position=position,
-                                            description=f"{child} in a tool-calling step.",
-                                            root_cause="Under-specified tool description.",
-                                            recommended_fix="Add examples to the tool spec.")
-    messages_tpl, raw_tpl, message_tpl = _templates()
-    timings = {}
-    start = time.perf_counter()
-    with connection.cursor() as cur:
-        cur.execute("SET synchronous_commit = off")
-        cur.execute("SET maintenance_work_mem = '256MB'")
-    for lo in range(1, n + 1, BATCH):
-        hi = min(n, lo + BATCH - 1)
-        with transaction.atomic(), connection.cursor() as cur:
-            # One statement per batch: conversations -> responses -> label tasks -> overlap slots.
-            cur.execute(f"""
-                WITH c AS (
-                  INSERT INTO annotator_conversation
-                    (external_id, messages, tools, metadata, content_hash, split, priority, created_at, project_id)
-                  SELECT 'q-' || g, ({_fill('%(messages)s::text')})::jsonb, %(tools)s::jsonb,
-                         jsonb_build_object('source', 'queue-bench', 'session', g),
-                         md5('c' || g) || md5('c2' || g), 'train', 0, now(), %(project)s
-                  FROM generate_series(%(lo)s::int, %(hi)s::int) AS g
-                  RETURNING id, external_id, priority),
-                r AS (
-                  INSERT INTO annotator_modelresponse
-                    (context_length, raw_text, message, generation_settings, response_hash, uncertainty,
-                     created_at, conversation_id, model_version_id)
-                  SELECT 6, {_fill('%(raw)s::text')}, ({_fill('%(message)s::text')})::jsonb, '{{}}'::jsonb,
-                         md5('r' || g) || md5('r2' || g), mod(g * 2654435761, 1000003) / 1000003.0,
-                         now(), c.id, %(mv)s
-                  FROM c, LATERAL (SELECT split_part(c.external_id, '-', 2)::int AS g) AS x
-                  RETURNING id, conversation_id),
-                t AS (
-                  INSERT INTO annotator_task (kind, priority, completed, created_at, project_id, response_id, response_b_id)
-                  SELECT 'label', c.priority, 0, now(), %(project)s, r.id, NULL FROM r JOIN c ON c.id = r.conversation_id
-                  RETURNING id, priority)
-                INSERT INTO annotator_slot
-                  (index, state, locked_until, priority, progress, order_key, updated_at, annotator_id, project_id,
-                   reserved_for_id, task_id)
-                SELECT i, 'free', NULL, t.priority, 0, t.id::float8, now(), NULL, %(project)s, NULL, t.id
-                FROM t CROSS JOIN generate_series(0, %(overlap)s - 1) AS i
-            """, {"messages": messages_tpl, "raw": raw_tpl, "message": message_tpl, "tools": json.dumps(TOOLS),
-                  "project": project.pk, "mv": mv.pk, "lo": lo, "hi": hi, "overlap": OVERLAP})
-        print(f"  seeded {hi:,}/{n:,} items in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    timings["seed_rows_s"] = round(time.perf_counter() - start, 1)
-    t0 = time.perf_counter()
-    with connection.cursor() as cur:
-        for table in ("annotator_conversation", "annotator_modelresponse", "annotator_task", "annotator_slot"):
-            cur.execute(f"VACUUM ANALYZE {table}")
-    timings["vacuum_analyze_s"] = round(time.perf_counter() - t0, 1)
-
-    # The app's own idea of the queue must agree with what was seeded (order_key = task id: sequential).
+    """N conversations with one response each, a label task each with OVERLAP slots, no labels yet
+    (benchmarks/seed_scale.py writes them with COPY); then `assignment.sync_tasks()` must find nothing to add."""
     from annotator.assignment import sync_tasks
 
+    project, t = seed_scale.seed(
+        n, responses_per_conversation=1, labels=0, preferences=0, overlap=OVERLAP, slug=f"{SLUG_PREFIX}{n}",
+        name=f"Queue bench {n:,}", annotators=annotators, leads=0, username_prefix="qb-", external_prefix="q-",
+        taxonomy=TAXONOMY, model_versions=["agent-v1"], compare_tasks=False,
+        log=lambda line: print(line, file=sys.stderr, flush=True))
+    timings = {"seed_rows_s": t["rows_s"], "vacuum_analyze_s": t["vacuum_analyze_s"]}
+    # The app's own idea of the queue must agree with what was seeded (order_key = task id: sequential).
     t0 = time.perf_counter()
     created = sync_tasks(project)
     timings["sync_tasks_noop_s"] = round(time.perf_counter() - t0, 1)
     assert created == {"label": 0, "compare": 0, "slots": 0}, f"seeded rows disagree with sync_tasks: {created}"
-
-    users = User.objects.bulk_create([User(username=f"qb-annotator-{i:03d}") for i in range(annotators)])
-    for u in users:
-        u.set_unusable_password()
-    User.objects.bulk_update(users, ["password"])
-    Membership.objects.bulk_create([Membership(user=u, project=project, role=Role.ANNOTATOR) for u in users])
-    timings["seed_total_s"] = round(time.perf_counter() - start, 1)
+    timings["seed_total_s"] = round(t["total_s"] + timings["sync_tasks_noop_s"], 1)
     return project, timings
 
 
