@@ -33,7 +33,7 @@ def job_create(request, slug):
     project = project_for(request.user, slug, Role.ADMIN)
     versions = ModelVersion.objects.filter(project=project).order_by("name")
     snapshots = DatasetSnapshot.objects.filter(project=project, status=DatasetSnapshot.State.READY).order_by("-id")
-    errors, form = {}, request.POST if request.method == "POST" else {}
+    errors, form = {}, request.POST if request.method == "POST" else request.GET  # ?stage=judge preselects
     if request.method == "POST":
         stage = form.get("stage", "sft")
         try:

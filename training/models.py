@@ -349,7 +349,7 @@ class OnlineRun(models.Model):
     params = models.JSONField(default=dict, help_text="DPO hyper-parameters for every round.")
 
     status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
-    phase = models.CharField(max_length=40, blank=True)
+    phase = models.CharField(max_length=200, blank=True)
     message = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
@@ -399,7 +399,7 @@ class OnlineRound(models.Model):
     policy = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+",
                                help_text="The model that generated this round's samples.")
     status = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
-    phase = models.CharField(max_length=40, blank=True)
+    phase = models.CharField(max_length=200, blank=True)
     prompts = models.PositiveIntegerField(default=0)
     samples = models.PositiveIntegerField(default=0)
     pairs = models.PositiveIntegerField(default=0)

@@ -45,12 +45,15 @@ PRESETS = {
         "dpo": {**COMMON, "learning_rate": 5e-3, "num_train_epochs": 1.0, "per_device_train_batch_size": 8,
                 "gradient_accumulation_steps": 1, "max_length": 512, "logging_steps": 2, "save_steps": 10,
                 "warmup_ratio": 0.0, "lora_dropout": 0.0, "beta": 0.1, "loss_type": ["sigmoid", "sft"]},
-        "judge": {**COMMON, "learning_rate": 3e-3, "num_train_epochs": 3.0, "per_device_train_batch_size": 8,
+        "judge": {**COMMON, "learning_rate": 2e-3, "num_train_epochs": 4.0, "per_device_train_batch_size": 8,
                   "gradient_accumulation_steps": 1, "max_length": 1024, "logging_steps": 2, "save_steps": 20,
                   "warmup_ratio": 0.0, "lora_dropout": 0.0, "judge_reasons": False},
     },
 }
 DEFAULT_GUARD = {"max_perplexity_ratio": 1.3, "max_quality_drop": 0.10, "prompts": 8, "max_new_tokens": 64}
+# A judge is never used as the agent: its guard only stops a run that diverges outright (its worth is
+# measured on held-out human pairs instead), so the agent-answer quality check is off for it.
+JUDGE_GUARD = {**DEFAULT_GUARD, "max_perplexity_ratio": 50.0, "max_quality_drop": 1.0}
 
 # name -> (type, minimum, maximum)
 PARAM_SPEC = {
@@ -642,7 +645,7 @@ def create_job(project, user, *, stage, base_version, train_snapshot, eval_snaps
     params, errors = clean_params(stage, preset, overrides or {})
     if stage not in TrainingJob.Stage.values:
         errors["stage"] = "sft, dpo or judge"
-    guard_cfg = {**DEFAULT_GUARD, **(guard or {})}
+    guard_cfg = {**(JUDGE_GUARD if stage == TrainingJob.Stage.JUDGE else DEFAULT_GUARD), **(guard or {})}
     for key in ("max_perplexity_ratio", "max_quality_drop"):
         try:
             guard_cfg[key] = float(guard_cfg[key])
