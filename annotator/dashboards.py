@@ -38,10 +38,12 @@ from training.models import ModelVersion
 from . import agreement as stats
 from .models import (
     Adjudication,
+    AgreementPair,
     AnnotatorDay,
     AnnotatorPreferenceDay,
     AnnotatorSeconds,
     CategoryDay,
+    GoldDay,
     Label,
     LabelDay,
     Membership,
@@ -50,7 +52,7 @@ from .models import (
     ResponseJudges,
     Review,
     ReviewDay,
-    Skip,
+    SkipDay,
     Split,
     Status,
     Task,
@@ -671,19 +673,10 @@ def annotators(project, f: Filters) -> dict:
         mine, Q(model_a__in=f.models) | Q(model_b__in=f.models) if f.models else Q()), f)
     hists = _time_histograms(project, f)
 
-    skip_q = Q(task__project_id=project.pk)
-    if f.date_from:
-        skip_q &= Q(skipped_at__gte=_day_start(f.date_from))
-    if f.date_to:
-        skip_q &= Q(skipped_at__lt=_day_start(f.date_to + dt.timedelta(days=1)))
-    if f.annotator:
-        skip_q &= Q(annotator_id=f.annotator)
-    if f.models:
-        skip_q &= Q(task__response__model_version_id__in=f.models)
-    if f.split:
-        skip_q &= Q(task__response__conversation__split=f.split)
-    skips = dict(Skip.objects.filter(skip_q).values("annotator_id").annotate(n=Count("id"))
-                 .order_by().values_list("annotator_id", "n"))
+    by_version = Q(model_version__in=f.models) if f.models else Q()
+    skips = {row["annotator"]: row["n"] for row in (
+        SkipDay.objects.filter(mine, by_version, rollup_days(f)).values("annotator")
+        .annotate(n=rollup_sum([f.split] if f.split else list(Split.values), "n")).order_by()) if row["n"]}
 
     # Review decisions on the annotator's work (every decision counts, also ones later revised)
     reviews = defaultdict(Counter)
@@ -693,12 +686,12 @@ def annotators(project, f: Filters) -> dict:
     if f.date_to:
         review_window &= Q(created_at__lt=_day_start(f.date_to + dt.timedelta(days=1)))
     splits = rollup_cells(f, statuses=COUNTED_STATUSES)
-    for row in (ReviewDay.objects.filter(mine, rollup_days(f), Q(model_version__in=f.models) if f.models else Q())
+    for row in (ReviewDay.objects.filter(mine, rollup_days(f), by_version)
                 .values("annotator").annotate(approve=rollup_sum(splits, "approve"), reject=rollup_sum(splits, "reject"))
                 .order_by()):
         reviews[row["annotator"]]["approve"] += row["approve"] or 0
         reviews[row["annotator"]]["reject"] += row["reject"] or 0
-    pref_reviews = Review.objects.filter(review_window, preference_q(
+    pref_reviews = Review.objects.filter(review_window, Q(preference__isnull=False), preference_q(
         project, replace(f, statuses=COUNTED_STATUSES, date_from=None, date_to=None), "preference__"))
     for row in pref_reviews.values("preference__annotator_id", "decision").annotate(n=Count("id")).order_by():
         reviews[row["preference__annotator_id"]][row["decision"]] += row["n"]
@@ -822,19 +815,38 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0)
 
 
 def verdict_pair_tables(project, f: Filters) -> dict[tuple[int, int], Counter]:
-    """{(annotator_a, annotator_b): {(verdict_a, verdict_b): items}} with a < b, over items both judged."""
-    return agreement_core(project, f, categories=False)["pairs"]
+    """{(annotator_a, annotator_b): {(verdict_a, verdict_b): items}} with a < b, over items both judged.
+
+    From the pair roll-up (columns: split, both labels' statuses); a pair's two labels can fall on
+    different days, so under a date filter the pairs come from the labels (agreement_core).
+    """
+    if f.date_from or f.date_to:
+        return agreement_core(project, f, categories=False)["pairs"]
+    cells = [f"{sp}_{a}_{b}" for sp in ([f.split] if f.split else Split.values) for a in f.statuses for b in f.statuses]
+    rows = AgreementPair.objects.filter(project_id=project.pk)
+    if f.models:
+        rows = rows.filter(model_version__in=f.models)
+    verdict = {True: UNREASONABLE, False: REASONABLE}
+    out: dict[tuple[int, int], Counter] = defaultdict(Counter)
+    for row in (rows.values("annotator_a", "annotator_b", "bad_a", "bad_b").annotate(n=rollup_sum(cells, "n"))
+                .order_by()):
+        if row["n"]:
+            out[(row["annotator_a"], row["annotator_b"])][(verdict[row["bad_a"]], verdict[row["bad_b"]])] += row["n"]
+    return out
 
 
 def gold_tables(project, f: Filters) -> dict[int, Counter]:
     """{annotator: {(their verdict, the lead's gold verdict): items}} on adjudicated label tasks."""
-    path = "response__tasks__adjudication__"
-    rows = (Label.objects.filter(label_q(project, f), response__tasks__kind=Task.Kind.LABEL,
-                                 **{f"{path}verdict__in": Label.Verdict.values})
-            .values("annotator_id", "verdict", f"{path}verdict").annotate(n=Count("id")).order_by())
+    cells = rollup_cells(f)
+    rows = GoldDay.objects.filter(rollup_days(f), project_id=project.pk)
+    if f.models:
+        rows = rows.filter(model_version__in=f.models)
+    if f.annotator:
+        rows = rows.filter(annotator=f.annotator)
     out: dict[int, Counter] = defaultdict(Counter)
-    for row in rows:
-        out[row["annotator_id"]][(row["verdict"], row[f"{path}verdict"])] = row["n"]
+    for row in rows.values("annotator", "verdict", "gold").annotate(n=rollup_sum(cells, "n")).order_by():
+        if row["n"]:
+            out[row["annotator"]][(row["verdict"], row["gold"])] += row["n"]
     return out
 
 

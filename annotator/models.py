@@ -620,5 +620,54 @@ class ResponseJudges(models.Model):
         constraints = [models.UniqueConstraint(fields=["project", "response"], name="responsejudges_key")]
         indexes = [models.Index(fields=["project", "n"], name="responsejudges_multi")]
 
+    def __str__(self):
+        return f"response {self.response}: {self.n} labels"
+
+
+class GoldDay(_rollup_counters("GoldDayCounters", ("n",))):
+    """Labels on items with a lead's gold verdict: (the label's verdict, the gold verdict) per annotator and day."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    annotator = models.IntegerField()
+    day = models.DateField()
+    model_version = models.IntegerField()
+    verdict = models.CharField(max_length=20)
+    gold = models.CharField(max_length=20)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "annotator", "day", "model_version", "verdict", "gold"],
+                                               name="goldday_key")]
+
+
+class SkipDay(_rollup_counters("SkipDayCounters", ("n",), cells=tuple(Split.values))):
+    """Skips per annotator, local day of the skip and model version of the skipped item, one column per split."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    annotator = models.IntegerField()
+    day = models.DateField()
+    model_version = models.IntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "annotator", "day", "model_version"],
+                                               name="skipday_key")]
+
+
+PAIR_CELLS = tuple(f"{split}_{a}_{b}" for split in Split.values for a in ROLLUP_STATUSES for b in ROLLUP_STATUSES)
+
+
+class AgreementPair(_rollup_counters("AgreementPairCounters", ("n",), cells=PAIR_CELLS)):
+    """Items two annotators both judged (a < b), by their verdicts; columns: split and both labels' statuses."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    model_version = models.IntegerField()
+    annotator_a = models.IntegerField()
+    annotator_b = models.IntegerField()
+    bad_a = models.BooleanField()
+    bad_b = models.BooleanField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(
+            fields=["project", "model_version", "annotator_a", "annotator_b", "bad_a", "bad_b"], name="agreementpair_key")]
+
 
 from . import rollups  # noqa: E402, F401  (connects the signal handlers that keep the roll-ups current)

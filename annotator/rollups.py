@@ -8,9 +8,11 @@ the same rows without losing counts (the row lock orders them). `rebuild` recomp
 from scratch with the same contribution functions: `manage.py rebuild_rollups` after bulk loads
 that bypass the ORM (COPY, queryset.update) and for repairs.
 
-Hooks are Django signals on Label, its categories, Review, Preference, Conversation (split) and
-TaxonomyCategory (tree changes rebuild the project's category roll-up), so every path that writes
-through the ORM (pages, API, admin, demo loop, tests) keeps the counts exact. Days are local dates
+Hooks are Django signals on Label, its categories, Review, Adjudication, Preference, Skip,
+Conversation (its split) and TaxonomyCategory (moving or deleting a category recounts the project's
+category roll-up), so every path that writes through the ORM (pages, API, admin, demo loop, tests)
+keeps the counts exact. Writes that bypass signals (bulk_insert/COPY, bulk_create, queryset.update)
+need `rebuild_rollups` afterwards. Days are local dates
 in settings.TIME_ZONE; model version 0 stands for "none"; a counted label without a submission time
 is filed under NO_DAY (never inside a date filter).
 """
@@ -24,19 +26,26 @@ from django.utils import timezone
 
 from .models import (
     ROLLUP_STATUSES,
+    Adjudication,
+    AgreementPair,
     AnnotatorDay,
     AnnotatorPreferenceDay,
     AnnotatorSeconds,
     CategoryDay,
     Conversation,
+    GoldDay,
     Label,
     LabelDay,
+    ModelResponse,
     Preference,
     PreferenceDay,
     Project,
     ResponseJudges,
     Review,
     ReviewDay,
+    Skip,
+    SkipDay,
+    Task,
     TaxonomyCategory,
 )
 
@@ -44,8 +53,8 @@ LabelCategory = Label.categories.through
 NO_DAY = dt.date(1, 1, 1)
 TIME_CAP_S = 1800  # same bins as the annotators page: one second each, the rest in the last
 UNREASONABLE = Label.Verdict.UNREASONABLE
-ROLLUPS = [LabelDay, AnnotatorDay, CategoryDay, AnnotatorSeconds, ReviewDay, PreferenceDay, AnnotatorPreferenceDay,
-           ResponseJudges]
+ROLLUPS = [LabelDay, AnnotatorDay, CategoryDay, AnnotatorSeconds, ReviewDay, GoldDay, SkipDay, PreferenceDay,
+           AnnotatorPreferenceDay, ResponseJudges, AgreementPair]
 KEYS = {
     LabelDay: ("project_id", "day", "model_version"),
     AnnotatorDay: ("project_id", "annotator", "day", "model_version"),
@@ -55,6 +64,9 @@ KEYS = {
     PreferenceDay: ("project_id", "day", "model_a", "model_b", "choice", "left_side"),
     AnnotatorPreferenceDay: ("project_id", "annotator", "day", "model_a", "model_b"),
     ResponseJudges: ("project_id", "response"),
+    GoldDay: ("project_id", "annotator", "day", "model_version", "verdict", "gold"),
+    SkipDay: ("project_id", "annotator", "day", "model_version"),
+    AgreementPair: ("project_id", "model_version", "annotator_a", "annotator_b", "bad_a", "bad_b"),
 }
 
 
@@ -65,6 +77,10 @@ def local_day(value) -> dt.date:
 
 
 # --- contributions ------------------------------------------------------------------------------
+#
+# A *unit* is what one write can change: ("label", id) its own counts (day, annotator, categories,
+# reviews, gold), ("response", id) the agreement pairs and judge count of a response's labels,
+# ("preference", id) and ("skip", id). A handler recomputes the units a write touches, before and after.
 
 class Tree:
     """Per project: each category with itself and its ancestors (what it counts "under")."""
@@ -84,30 +100,41 @@ class Tree:
         return out
 
 
-def label_contributions(labels, tree: Tree | None = None, with_reviews: bool = True) -> Counter:
-    """{(roll-up model, key, column): increment} of the labels in a queryset, as they are now.
+LABEL_FIELDS = ("pk", "project_id", "annotator_id", "model_version_id", "status", "verdict", "submitted_at",
+                "time_spent_ms", "response_id", "response__conversation__split")
 
-    with_reviews=False leaves out the review counts (a deleted review subtracts its own).
-    """
-    tree = tree or Tree()
+
+def _label_rows(labels) -> list[tuple]:
+    return list(labels.filter(status__in=ROLLUP_STATUSES).values_list(*LABEL_FIELDS).order_by())
+
+
+def _chunks(ids, size=5000):
+    ids = list(ids)
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
+
+
+def label_part(rows, tree: Tree) -> Counter:
+    """The labels' own counts: day, annotator, time, categories, reviews, gold."""
     out: Counter = Counter()
-    rows = list(labels.filter(status__in=ROLLUP_STATUSES).values_list(
-        "pk", "project_id", "annotator_id", "model_version_id", "status", "verdict", "submitted_at", "time_spent_ms",
-        "response_id", "response__conversation__split").order_by())
     if not rows:
         return out
-    ids = [r[0] for r in rows]
     bad_ids = [r[0] for r in rows if r[5] == UNREASONABLE]
     categories = defaultdict(list)
-    for i in range(0, len(bad_ids), 5000):
-        for label_id, cat in LabelCategory.objects.filter(label_id__in=bad_ids[i:i + 5000]).values_list(
+    for chunk in _chunks(bad_ids):
+        for label_id, cat in LabelCategory.objects.filter(label_id__in=chunk).values_list(
                 "label_id", "taxonomycategory_id"):
             categories[label_id].append(cat)
     reviews = defaultdict(list)
-    for i in range(0, len(ids) if with_reviews else 0, 5000):
-        for label_id, decision, created in Review.objects.filter(label_id__in=ids[i:i + 5000]).values_list(
+    for chunk in _chunks([r[0] for r in rows]):
+        for label_id, decision, created in Review.objects.filter(label_id__in=chunk).values_list(
                 "label_id", "decision", "created_at").order_by():
             reviews[label_id].append((decision, created))
+    gold = {}
+    for chunk in _chunks({r[8] for r in rows}):
+        gold.update(Adjudication.objects.filter(task__kind=Task.Kind.LABEL, task__response_id__in=chunk,
+                                                verdict__in=Label.Verdict.values)
+                    .values_list("task__response_id", "verdict"))
     for pk, project, annotator, mv, status, verdict, submitted, ms, response, split in rows:
         cell, mv, day, bad = f"{split}_{status}", mv or 0, local_day(submitted), int(verdict == UNREASONABLE)
         out[LabelDay, (project, day, mv), f"n_{cell}"] += 1
@@ -128,11 +155,34 @@ def label_contributions(labels, tree: Tree | None = None, with_reviews: bool = T
                 out[CategoryDay, (project, day, mv, node, True), f"n_{cell}"] += 1
         for decision, created in reviews.get(pk, ()):
             out[ReviewDay, (project, annotator, local_day(created), mv), f"{decision}_{cell}"] += 1
-        out[ResponseJudges, (project, response), "n"] += 1
+        if response in gold:
+            out[GoldDay, (project, annotator, day, mv, verdict, gold[response]), f"n_{cell}"] += 1
     return out
 
 
-def preference_contributions(prefs) -> Counter:
+def response_part(rows) -> Counter:
+    """Judges per response and the annotator pairs that judged the same response; `rows` hold every
+    counted label of the responses."""
+    out: Counter = Counter()
+    by_response = defaultdict(list)
+    for row in rows:
+        by_response[row[8]].append(row)
+    for response, group in by_response.items():
+        project = group[0][1]
+        out[ResponseJudges, (project, response), "n"] += len(group)
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda r: r[2])
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if a[2] == b[2]:
+                    continue
+                key = (project, a[3] or 0, a[2], b[2], a[5] == UNREASONABLE, b[5] == UNREASONABLE)
+                out[AgreementPair, key, f"n_{a[9]}_{a[4]}_{b[4]}"] += 1
+    return out
+
+
+def preference_part(prefs) -> Counter:
     out: Counter = Counter()
     for project, annotator, a, b, choice, left, status, submitted, ms, split in prefs.filter(
             status__in=ROLLUP_STATUSES).values_list(
@@ -150,12 +200,30 @@ def preference_contributions(prefs) -> Counter:
     return out
 
 
-def contributions(label_ids=(), preference_ids=(), with_reviews: bool = True) -> Counter:
+def skip_part(skips) -> Counter:
     out: Counter = Counter()
-    if label_ids:
-        out.update(label_contributions(Label.objects.filter(pk__in=list(label_ids)), with_reviews=with_reviews))
-    if preference_ids:
-        out.update(preference_contributions(Preference.objects.filter(pk__in=list(preference_ids))))
+    for project, annotator, when, mv, split in skips.values_list(
+            "task__project_id", "annotator_id", "skipped_at", "task__response__model_version_id",
+            "task__response__conversation__split").order_by():
+        out[SkipDay, (project, annotator, local_day(when), mv or 0), f"n_{split}"] += 1
+    return out
+
+
+def contributions(units) -> Counter:
+    """The roll-up counts of a set of units as the database holds them now."""
+    ids = defaultdict(set)
+    for kind, pk in units:
+        if pk is not None:
+            ids[kind].add(pk)
+    out: Counter = Counter()
+    for chunk in _chunks(ids["label"]):
+        out.update(label_part(_label_rows(Label.objects.filter(pk__in=chunk)), Tree()))
+    for chunk in _chunks(ids["response"]):
+        out.update(response_part(_label_rows(Label.objects.filter(response_id__in=chunk))))
+    for chunk in _chunks(ids["preference"]):
+        out.update(preference_part(Preference.objects.filter(pk__in=chunk)))
+    for chunk in _chunks(ids["skip"]):
+        out.update(skip_part(Skip.objects.filter(pk__in=chunk)))
     return out
 
 
@@ -205,25 +273,35 @@ CHUNK = 20_000
 
 @transaction.atomic
 def rebuild(project: Project | None = None, categories_only: bool = False) -> dict:
-    """Recompute a project's roll-ups (every project's when None) from the labels and preferences."""
+    """Recompute a project's roll-ups (every project's when None) from its labels, preferences and skips.
+
+    Labels are read in chunks of whole responses (a response's agreement pairs need all its labels).
+    """
     projects = [project] if project is not None else list(Project.objects.all())
     written = Counter()
     for p in projects:
-        models = [CategoryDay] if categories_only else ROLLUPS
-        for model in models:
+        for model in ([CategoryDay] if categories_only else ROLLUPS):
             model.objects.filter(project=p).delete()
         totals: Counter = Counter()
         tree = Tree()
         last = 0
         while True:
-            ids = list(Label.objects.filter(project=p, pk__gt=last).order_by("pk").values_list("pk", flat=True)[:CHUNK])
-            if not ids:
+            upto = list(Label.objects.filter(project=p, response_id__gt=last).order_by("response_id")
+                        .values_list("response_id", flat=True)[CHUNK - 1:CHUNK])
+            labels = Label.objects.filter(project=p, response_id__gt=last)
+            rows = _label_rows(labels.filter(response_id__lte=upto[0]) if upto else labels)
+            part = label_part(rows, tree)
+            if categories_only:
+                part = Counter({k: v for k, v in part.items() if k[0] is CategoryDay})
+            else:
+                part.update(response_part(rows))
+            totals.update(part)
+            if not upto:
                 break
-            part = label_contributions(Label.objects.filter(project=p, pk__gte=ids[0], pk__lte=ids[-1]), tree)
-            totals.update({k: v for k, v in part.items() if not categories_only or k[0] is CategoryDay})
-            last = ids[-1]
+            last = upto[0]
         if not categories_only:
-            totals.update(preference_contributions(Preference.objects.filter(response_a__conversation__project=p)))
+            totals.update(preference_part(Preference.objects.filter(response_a__conversation__project=p)))
+            totals.update(skip_part(Skip.objects.filter(task__project=p)))
         for model, n in _insert(totals).items():
             written[model.__name__] += n
     return dict(written)
@@ -258,32 +336,84 @@ def snapshot(project: Project) -> dict:
 
 # --- signal handlers ----------------------------------------------------------------------------
 
-def _deleting_project(origin) -> bool:
-    """A project being deleted takes its roll-up rows with it (CASCADE): nothing to subtract."""
-    if isinstance(origin, Project):
-        return True
-    return getattr(origin, "model", None) is Project
+def units_of(instance) -> set[tuple[str, int]]:
+    """The units a write to this object can change."""
+    if isinstance(instance, Label):
+        return {("label", instance.pk), ("response", instance.response_id)}
+    if isinstance(instance, Review):
+        return {("label", instance.label_id)} if instance.label_id else set()
+    if isinstance(instance, Adjudication):
+        response = Task.objects.filter(pk=instance.task_id, kind=Task.Kind.LABEL).values("response_id")
+        return {("label", pk) for pk in Label.objects.filter(response_id__in=response).values_list("pk", flat=True)}
+    if isinstance(instance, Preference):
+        return {("preference", instance.pk)}
+    if isinstance(instance, Skip):
+        return {("skip", instance.pk)}
+    if isinstance(instance, Conversation):
+        responses = list(ModelResponse.objects.filter(conversation_id=instance.pk).values_list("pk", flat=True))
+        return ({("response", pk) for pk in responses}
+                | {("label", pk) for pk in Label.objects.filter(response_id__in=responses).values_list("pk", flat=True)}
+                | {("preference", pk) for pk in Preference.objects.filter(response_a_id__in=responses)
+                   .values_list("pk", flat=True)}
+                | {("skip", pk) for pk in Skip.objects.filter(task__response_id__in=responses)
+                   .values_list("pk", flat=True)})
+    return set()
 
 
-def _label_pre_save(sender, instance, raw=False, **kwargs):
-    instance._rollup_before = contributions([instance.pk]) if instance.pk and not raw else Counter()
-
-
-def _label_post_save(sender, instance, raw=False, **kwargs):
+def _pre_save(sender, instance, raw=False, **kwargs):
     if raw:
         return
-    apply(diff(contributions([instance.pk]), getattr(instance, "_rollup_before", Counter())))
-    instance._rollup_before = Counter()
+    if isinstance(instance, Conversation):  # only a change of split moves counts
+        old = Conversation.objects.filter(pk=instance.pk).values_list("split", flat=True).first()
+        if old is None or old == instance.split:
+            return
+    units = units_of(instance)
+    instance._rollup_before = (units, contributions(units))
 
 
-def _label_pre_delete(sender, instance, origin=None, **kwargs):
-    # the label's reviews are deleted with it (CASCADE) and each subtracts its own counts
-    instance._rollup_before = Counter() if _deleting_project(origin) else contributions([instance.pk],
-                                                                                        with_reviews=False)
+def _post_save(sender, instance, raw=False, **kwargs):
+    saved = instance.__dict__.pop("_rollup_before", None)
+    if saved is None:
+        return
+    units, before = saved
+    units = units | units_of(instance)  # a new object has its id now
+    apply(diff(contributions(units), before))
 
 
-def _label_post_delete(sender, instance, **kwargs):
-    apply(diff(Counter(), getattr(instance, "_rollup_before", Counter())))
+def _deleting_project(origin) -> bool:
+    """A project being deleted takes its roll-up rows with it (CASCADE): nothing to subtract."""
+    return isinstance(origin, Project) or getattr(origin, "model", None) is Project
+
+
+def _pre_delete(sender, instance, origin=None, **kwargs):
+    """Remember the counts of the units this object touches, once per delete call.
+
+    One delete can cascade to labels, their reviews and a gold decision; every post_delete below
+    recomputes its own units and applies the change since the last one, so the order in which
+    Django deletes them does not matter and nothing is subtracted twice.
+    """
+    if _deleting_project(origin):
+        return
+    holder = origin if origin is not None else instance
+    applied = holder.__dict__.setdefault("_rollup_applied", {})
+    units = units_of(instance)
+    for unit in units:
+        if unit not in applied:
+            applied[unit] = contributions([unit])
+    instance._rollup_delete = (applied, units)
+
+
+def _post_delete(sender, instance, **kwargs):
+    saved = instance.__dict__.pop("_rollup_delete", None)
+    if saved is None:
+        return
+    applied, units = saved
+    delta: Counter = Counter()
+    for unit in units:
+        now = contributions([unit])
+        delta.update(diff(now, applied[unit]))
+        applied[unit] = now
+    apply(delta)
 
 
 def _categories_changed(sender, instance, action, reverse, pk_set, **kwargs):
@@ -292,81 +422,11 @@ def _categories_changed(sender, instance, action, reverse, pk_set, **kwargs):
             ids = list(pk_set) if pk_set is not None else list(instance.labels.values_list("pk", flat=True))
         else:
             ids = [instance.pk]
-        instance._rollup_m2m = (ids, contributions(ids))
-    elif action.startswith("post_") and hasattr(instance, "_rollup_m2m"):
-        ids, before = instance._rollup_m2m
-        del instance._rollup_m2m
-        apply(diff(contributions(ids), before))
-
-
-def _review_pre_save(sender, instance, raw=False, **kwargs):
-    if instance.label_id and not raw:
-        instance._rollup_before = contributions([instance.label_id])
-
-
-def _review_post_save(sender, instance, raw=False, **kwargs):
-    if instance.label_id and not raw and hasattr(instance, "_rollup_before"):
-        apply(diff(contributions([instance.label_id]), instance._rollup_before))
-        del instance._rollup_before
-
-
-def _review_pre_delete(sender, instance, origin=None, **kwargs):
-    # only this review's own counts (the label's handler leaves reviews out when the label goes too)
-    if instance.label_id and not _deleting_project(origin):
-        label = Label.objects.filter(pk=instance.label_id, status__in=ROLLUP_STATUSES).values_list(
-            "project_id", "annotator_id", "model_version_id", "status", "response__conversation__split").first()
-        if label:
-            project, annotator, mv, status, split = label
-            instance._rollup_own = Counter({(ReviewDay, (project, annotator, local_day(instance.created_at), mv or 0),
-                                             f"{instance.decision}_{split}_{status}"): 1})
-
-
-def _review_post_delete(sender, instance, **kwargs):
-    own = getattr(instance, "_rollup_own", None)
-    if own:
-        apply(diff(Counter(), own))
-
-
-def _preference_pre_save(sender, instance, raw=False, **kwargs):
-    instance._rollup_before = contributions(preference_ids=[instance.pk]) if instance.pk and not raw else Counter()
-
-
-def _preference_post_save(sender, instance, raw=False, **kwargs):
-    if raw:
-        return
-    apply(diff(contributions(preference_ids=[instance.pk]), getattr(instance, "_rollup_before", Counter())))
-    instance._rollup_before = Counter()
-
-
-def _preference_pre_delete(sender, instance, origin=None, **kwargs):
-    instance._rollup_before = Counter() if _deleting_project(origin) else contributions(preference_ids=[instance.pk])
-
-
-def _preference_post_delete(sender, instance, **kwargs):
-    apply(diff(Counter(), getattr(instance, "_rollup_before", Counter())))
-
-
-def _conversation_items(conv_id):
-    labels = list(Label.objects.filter(response__conversation_id=conv_id).values_list("pk", flat=True))
-    prefs = list(Preference.objects.filter(response_a__conversation_id=conv_id).values_list("pk", flat=True))
-    return labels, prefs
-
-
-def _conversation_pre_save(sender, instance, raw=False, **kwargs):
-    """The split is a filter the roll-ups keep: moving a conversation moves its labels' counts."""
-    if not instance.pk or raw:
-        return
-    old = Conversation.objects.filter(pk=instance.pk).values_list("split", flat=True).first()
-    if old is not None and old != instance.split:
-        labels, prefs = _conversation_items(instance.pk)
-        instance._rollup_before = (labels, prefs, contributions(labels, prefs))
-
-
-def _conversation_post_save(sender, instance, raw=False, **kwargs):
-    if hasattr(instance, "_rollup_before"):
-        labels, prefs, before = instance._rollup_before
-        del instance._rollup_before
-        apply(diff(contributions(labels, prefs), before))
+        units = {("label", pk) for pk in ids}
+        instance._rollup_m2m = (units, contributions(units))
+    elif action.startswith("post_") and "_rollup_m2m" in instance.__dict__:
+        units, before = instance.__dict__.pop("_rollup_m2m")
+        apply(diff(contributions(units), before))
 
 
 def _category_pre_save(sender, instance, raw=False, **kwargs):
@@ -377,33 +437,27 @@ def _category_pre_save(sender, instance, raw=False, **kwargs):
 
 def _category_post_save(sender, instance, raw=False, **kwargs):
     # a new category has no labels yet; a moved one changes what its ancestors count "under"
-    if getattr(instance, "_rollup_moved", False):
+    if instance.__dict__.pop("_rollup_moved", False):
         rebuild(instance.project, categories_only=True)
-    instance._rollup_moved = False
 
 
 def _category_post_delete(sender, instance, origin=None, **kwargs):
     # deleting a category removes its label links without m2m signals: recount the project's categories
-    if not _deleting_project(origin) and Project.objects.filter(pk=instance.project_id).exists():
-        if not (isinstance(origin, TaxonomyCategory) and origin.pk != instance.pk):  # once per delete call
-            rebuild(Project.objects.get(pk=instance.project_id), categories_only=True)
+    if _deleting_project(origin) or (isinstance(origin, TaxonomyCategory) and origin.pk != instance.pk):
+        return  # the project goes too, or this is a child of the deleted category (its parent recounts)
+    project = Project.objects.filter(pk=instance.project_id).first()
+    if project is not None:
+        rebuild(project, categories_only=True)
 
 
-pre_save.connect(_label_pre_save, sender=Label, dispatch_uid="rollup_label_pre_save")
-post_save.connect(_label_post_save, sender=Label, dispatch_uid="rollup_label_post_save")
-pre_delete.connect(_label_pre_delete, sender=Label, dispatch_uid="rollup_label_pre_delete")
-post_delete.connect(_label_post_delete, sender=Label, dispatch_uid="rollup_label_post_delete")
+for _model in (Label, Review, Adjudication, Preference, Skip, Conversation):
+    _name = _model.__name__.lower()
+    pre_save.connect(_pre_save, sender=_model, dispatch_uid=f"rollup_{_name}_pre_save")
+    post_save.connect(_post_save, sender=_model, dispatch_uid=f"rollup_{_name}_post_save")
+    if _model is not Conversation:  # a conversation's rows go with its labels, preferences and skips
+        pre_delete.connect(_pre_delete, sender=_model, dispatch_uid=f"rollup_{_name}_pre_delete")
+        post_delete.connect(_post_delete, sender=_model, dispatch_uid=f"rollup_{_name}_post_delete")
 m2m_changed.connect(_categories_changed, sender=LabelCategory, dispatch_uid="rollup_label_categories")
-pre_save.connect(_review_pre_save, sender=Review, dispatch_uid="rollup_review_pre_save")
-post_save.connect(_review_post_save, sender=Review, dispatch_uid="rollup_review_post_save")
-pre_delete.connect(_review_pre_delete, sender=Review, dispatch_uid="rollup_review_pre_delete")
-post_delete.connect(_review_post_delete, sender=Review, dispatch_uid="rollup_review_post_delete")
-pre_save.connect(_preference_pre_save, sender=Preference, dispatch_uid="rollup_preference_pre_save")
-post_save.connect(_preference_post_save, sender=Preference, dispatch_uid="rollup_preference_post_save")
-pre_delete.connect(_preference_pre_delete, sender=Preference, dispatch_uid="rollup_preference_pre_delete")
-post_delete.connect(_preference_post_delete, sender=Preference, dispatch_uid="rollup_preference_post_delete")
-pre_save.connect(_conversation_pre_save, sender=Conversation, dispatch_uid="rollup_conversation_pre_save")
-post_save.connect(_conversation_post_save, sender=Conversation, dispatch_uid="rollup_conversation_post_save")
 pre_save.connect(_category_pre_save, sender=TaxonomyCategory, dispatch_uid="rollup_category_pre_save")
 post_save.connect(_category_post_save, sender=TaxonomyCategory, dispatch_uid="rollup_category_post_save")
 post_delete.connect(_category_post_delete, sender=TaxonomyCategory, dispatch_uid="rollup_category_post_delete")

@@ -16,11 +16,13 @@ from annotator import dashboards as d
 from annotator.importers import run_import
 from annotator.labelling import submit_label, submit_preference
 from annotator.models import (
+    Adjudication,
     ImportJob,
     Label,
     LabelDay,
     Preference,
     Role,
+    Skip,
     Status,
     Task,
     TaxonomyCategory,
@@ -28,7 +30,7 @@ from annotator.models import (
 from annotator.review import apply_review
 
 from .conftest import conversation_record, jsonl, make_conversation
-from .test_dashboards import DAY1, DAY2, DAY3, R, U, Builder, cat
+from .test_dashboards import DAY1, DAY2, DAY3, Builder, R, U, cat
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +60,7 @@ def from_scratch(project, f: d.Filters) -> dict:
     direct = Counter(c.pk for lb in labels if lb.verdict == U for c in lb.categories.all())
     per_annotator = Counter(lb.annotator_id for lb in labels)
     return {"labels": len(labels), "bad": sum(bad.values()), "by_model": dict(by_model), "bad_by_model": dict(bad),
-            "direct": dict(direct), "per_annotator": dict(per_annotator)}
+            "direct": dict(direct), "per_annotator": dict(per_annotator), "ids": [lb.pk for lb in labels]}
 
 
 def assert_dashboards_match(project):
@@ -73,6 +75,15 @@ def assert_dashboards_match(project):
         assert {c["category"]: c["direct"] for c in data["categories"] if c["direct"]} == want["direct"], f
         rows = d.annotators(project, f)["rows"]
         assert {r["annotator"]: r["labels"] for r in rows if r["labels"]} == want["per_annotator"], f
+        if not (f.date_from or f.date_to):  # the pair roll-up against the pairs computed from the labels
+            assert d.verdict_pair_tables(project, f) == d.agreement_core(project, f, categories=False)["pairs"], f
+        gold = Counter()
+        for lb in Label.objects.filter(pk__in=want["ids"]):
+            adj = Adjudication.objects.filter(task__kind="label", task__response_id=lb.response_id,
+                                              verdict__in=[U, R]).first()
+            if adj:
+                gold[(lb.annotator_id, lb.verdict, adj.verdict)] += 1
+        assert {(a, v, g): n for a, t in d.gold_tables(project, f).items() for (v, g), n in t.items()} == gold, f
         lineage = {r["model_version"]: (r["labels"], r["badcases"]) for r in d.model_comparison(project, f)["lineage"]}
         for mv, n in want["by_model"].items():
             assert lineage[mv] == (n, want["bad_by_model"].get(mv, 0)), f
@@ -146,6 +157,29 @@ def test_reviews_approve_reject_and_resubmit(project, world):
     label.status = Status.SUBMITTED  # the annotator fixes it
     label.save()
     label.reviews.first().delete()  # and a review is withdrawn
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+
+
+def test_gold_decisions_and_skips(project, world):
+    w = world
+    shared = w["labels"][7].response
+    task = Task.objects.create(project=project, kind="label", response=shared)
+    adj = Adjudication.objects.create(task=task, lead=w["lead"], verdict=U)
+    Skip.objects.create(task=task, annotator=w["a2"])
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+    adj.verdict = R  # the lead changes their mind
+    adj.save()
+    assignment.skip(task, w["a2"])  # skipped again: a new time
+    other = Task.objects.create(project=project, kind="label", response=w["labels"][0].response)
+    Skip.objects.create(task=other, annotator=w["a1"])
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+    rows = {r["annotator"]: r for r in d.annotators(project, d.Filters())["rows"]}
+    assert rows[w["a2"].pk]["skips"] == 1 and rows[w["a1"].pk]["gold_items"] == 1
+    adj.delete()
+    other.delete()  # its skip goes with it
     assert_rebuild_matches(project)
     assert_dashboards_match(project)
 
