@@ -1,0 +1,24 @@
+"""schemathesis over the OpenAPI schema with each role's token (bounded; benchmarks/schema_fuzz.py runs more)."""
+
+import pytest
+
+from config import login_throttle
+
+from .schema_fuzzing import build_world, leaks, run
+
+
+@pytest.mark.django_db
+def test_api_under_schemathesis_as_every_role(make_user):
+    login_throttle.clear_all()
+    world = build_world(make_user)
+    counts = run(world, max_examples=1, rotate=True)
+    assert counts["operations"] > 50 and counts["requests"] > counts["operations"]
+    assert counts["failures"] == [], "\n\n".join(
+        f"{f['operation']} as {f['role']}: {f['error']}\n{f['detail']}" for f in counts["failures"])
+
+
+def test_leak_finder_names_foreign_rows():
+    body = {"results": [{"id": 1, "project": "sales"}, {"id": 2, "project": "other-secret"},
+                        {"nested": [{"project": 7}]}]}
+    assert leaks(body, {1}, {1: "sales", 7: "other-secret"}) == ["$.results[2].nested[0].project=7",
+                                                              "$.results[1].project='other-secret'"]
