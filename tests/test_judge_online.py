@@ -394,3 +394,12 @@ def test_an_external_judge_over_http_is_registered_measured_and_suggests(client,
         assert stub.requests[0]["body"]["model"] == "j" and stub.requests[0]["body"]["temperature"] == 0
         page = client.get(f"/p/{project.slug}/training/judges/").content.decode()
         assert "big-judge" in page and "calibration-data" in page
+
+
+@pytest.mark.django_db
+def test_prompts_are_read_in_a_fixed_number_of_queries(project, base, labelled, django_assert_num_queries):
+    run = online_run(project, base, labelled, options={"max_prompts": 5})
+    with django_assert_num_queries(3):  # reasonable labels, corrections, conversations
+        prompts = online.prompts_for(run)
+    assert len(prompts) == 5 and all(p["expected"] for p in prompts)
+    assert prompts == sorted(prompts, key=lambda p: (p["conversation_id"], p["context_length"]))

@@ -193,29 +193,31 @@ def reap_stale(project=None) -> int:
 
 def prompts_for(run: OnlineRun) -> list[dict]:
     """Training contexts of the project, with their known right answer where there is one:
-    the approved correction, else an approved "reasonable" response. Deterministic order."""
-    from annotator.models import Correction, Label, ModelResponse, Split, Status
+    the approved correction, else an approved "reasonable" response. Deterministic order; the
+    work is bounded by max_prompts (each query reads at most that many rows), not by the
+    project's size."""
+    from annotator.models import Conversation, Correction, Label, ModelResponse, Split, Status
 
     project = run.project
+    limit = int(run.options.get("max_prompts") or DEFAULT_OPTIONS["max_prompts"])
     expected: dict[tuple[int, int], dict] = {}
     for conv, length, msg in (Label.objects.filter(project=project, status=Status.APPROVED,
                                                    verdict=Label.Verdict.REASONABLE,
                                                    response__conversation__split=Split.TRAIN)
                               .values_list("response__conversation_id", "response__context_length",
-                                           "response__message").order_by("id")):
+                                           "response__message").order_by("id")[:limit]):
         expected.setdefault((conv, length), msg)
     for conv, length, msg in (Correction.objects.filter(label__project=project, label__status=Status.APPROVED,
                                                         label__response__conversation__split=Split.TRAIN)
                               .values_list("label__response__conversation_id", "label__response__context_length",
-                                           "message").order_by("id")):
+                                           "message").order_by("id")[:limit]):
         expected[(conv, length)] = msg  # a correction is the better answer
-    contexts = (ModelResponse.objects.filter(conversation__project=project, conversation__split=Split.TRAIN)
-                .values_list("conversation_id", "context_length").distinct().order_by("conversation_id",
-                                                                                      "context_length"))
-    keys = [k for k in contexts if run.ranker == OnlineRun.Ranker.JUDGE or k in expected]
-    keys = keys[:int(run.options.get("max_prompts") or DEFAULT_OPTIONS["max_prompts"])]
-    from annotator.models import Conversation
-
+    if run.ranker == OnlineRun.Ranker.JUDGE:
+        keys = list(ModelResponse.objects.filter(conversation__project=project, conversation__split=Split.TRAIN)
+                    .values_list("conversation_id", "context_length").order_by("conversation_id",
+                                                                               "context_length").distinct()[:limit])
+    else:
+        keys = sorted(expected)[:limit]
     convs = {c.pk: c for c in Conversation.objects.filter(pk__in={k[0] for k in keys}).only(
         "pk", "messages", "tools")}
     return [{"conversation_id": c, "context_length": n, "messages": convs[c].messages[:n],
