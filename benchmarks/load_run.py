@@ -106,6 +106,16 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+async def request(method, port, path, cookies, body=b"", content_type="", timeout=150.0):
+    """qb.http, but a connection the server drops (a worker killed by gunicorn's timeout) or a request that
+    outlives `timeout` is an answer with status 0, counted as an error instead of ending the run."""
+    started = time.perf_counter()
+    try:
+        return await asyncio.wait_for(qb.http(method, port, path, cookies, body, content_type), timeout)
+    except (TimeoutError, OSError, IndexError, ValueError) as exc:
+        return 0, {}, f"no answer: {type(exc).__name__}".encode(), 1000 * (time.perf_counter() - started)
+
+
 class LoadRun:
     def __init__(self, port, slug, annotators, leads, leaves, seconds, warmup, compare_share, seed=11):
         self.port, self.slug, self.annotators, self.leads, self.leaves = port, slug, annotators, leads, leaves
@@ -149,7 +159,7 @@ class LoadRun:
             kind = "compare" if rng.random() < self.compare_share else "label"
             next_path = f"/p/{self.slug}/next/" + ("?kind=compare" if kind == "compare" else "")
             started = time.perf_counter()
-            status, headers, body, ms = await qb.http("GET", self.port, next_path, cookies)
+            status, headers, body, ms = await request("GET", self.port, next_path, cookies)
             qb._update_cookies(cookies, headers)
             location = (headers.get("location") or [""])[0]
             m = qb.TASK_RE.search(location.split("?")[0])
@@ -164,7 +174,7 @@ class LoadRun:
                 continue
             task_path = f"/p/{self.slug}/tasks/{m.group(1)}/"
             started = time.perf_counter()
-            status, headers, body, ms = await qb.http("GET", self.port, task_path, cookies)
+            status, headers, body, ms = await request("GET", self.port, task_path, cookies)
             qb._update_cookies(cookies, headers)
             token = qb.CSRF_RE.search(body)
             ok = status == 200 and token is not None and b'id="task-form"' in body
@@ -179,7 +189,7 @@ class LoadRun:
                         ("choice", rng.choice(["a", "a", "b", "b", "tie", "both_bad"])), ("reason", ""),
                         ("time_spent_ms", str(rng.randint(3000, 60000)))]
             started = time.perf_counter()
-            status, headers, body, ms = await qb.http("POST", self.port, task_path + "submit/", cookies,
+            status, headers, body, ms = await request("POST", self.port, task_path + "submit/", cookies,
                                                       urlencode(form).encode(), "application/x-www-form-urlencoded")
             qb._update_cookies(cookies, headers)
             location = (headers.get("location") or [""])[0]
@@ -196,10 +206,10 @@ class LoadRun:
             page = DASHBOARDS[k % len(DASHBOARDS)]
             k += 1
             started = time.perf_counter()
-            status, headers, body, ms = await qb.http("GET", self.port, f"/p/{self.slug}/{page}", cookies)
+            status, headers, body, ms = await request("GET", self.port, f"/p/{self.slug}/{page}", cookies)
             qb._update_cookies(cookies, headers)
             name = "review" if page == "review/" else "dash_" + (page.split("/")[1] or "overview")
-            self.record(name, started, ms, headers, status == 200, f"{status}")
+            self.record(name, started, ms, headers, status == 200, f"{status} after {ms / 1000:.0f} s {body[:60]!r}")
             await asyncio.sleep(1.0)
 
     async def run(self):
@@ -348,6 +358,12 @@ def main():
         if proc is not None:
             qb.stop_server(proc)
         redis.close()
+    from django.db import connection
+
+    with connection.cursor() as cur:  # queries of killed gunicorn workers still running on this (private) database
+        cur.execute("""SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()
+                       AND pid <> pg_backend_pid() AND state = 'active'""")
+        orphaned_queries = cur.fetchone()[0]
     log("integrity check …")
     checks = integrity(project, before, load.submitted)
     (c0, s0, m0, la0), (c1, s1, m1, la1) = marks["start"], marks["end"]
@@ -369,6 +385,7 @@ def main():
                 "gunicorn_cpu_s": round(s1 - s0, 1),
                 "client_cpu_s": round((c1.user - c0.user) + (c1.system - c0.system), 1),
                 "loadavg_start": la0, "loadavg_end": la1},
+        "orphaned_queries_cancelled_after_the_run": orphaned_queries,
         "integrity": checks,
         "commit": os.environ.get("QUEUE_BENCH_COMMIT") or "working tree",
         "notes": "client_ms: connect to last byte on loopback (includes waiting for a free gunicorn worker); "
