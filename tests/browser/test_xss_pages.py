@@ -25,17 +25,22 @@ def payload(where: str) -> str:
             f"[md link](javascript:alert('{where}')) <b onmouseover=alert(1)>{where}</b>")
 
 
+def short(where: str) -> str:
+    """For fields of up to 150-200 characters (names)."""
+    return f'<img src=x onerror="window.__xss=[\'{where}\']"><svg onload=alert(1)>'
+
+
 @pytest.fixture
 def hostile(insecure_cookies):
-    project = Project.objects.create(name="Sales " + payload("project-name"), slug="sales", tools=TOOLS, overlap=1,
+    project = Project.objects.create(name="Sales " + short("project-name"), slug="sales", tools=TOOLS, overlap=1,
                                      guidelines="# Guide\n" + payload("guidelines") + "\n\n[click](javascript:alert(1))")
     seed_default_taxonomy(project)
     admin = get_user_model().objects.create_user("boss", password="boss-pass-123")
     annotator = get_user_model().objects.create_user("ann", password="ann-pass-123")
-    evil = get_user_model().objects.create_user("evil" + payload("username"), password="x")
+    evil = get_user_model().objects.create_user("evil" + short("username"), password="x")
     for user, role in ((admin, Role.ADMIN), (annotator, Role.ANNOTATOR), (evil, Role.ANNOTATOR)):
         Membership.objects.create(user=user, project=project, role=role)
-    category = TaxonomyCategory.objects.create(project=project, name="Evil " + payload("category-name"),
+    category = TaxonomyCategory.objects.create(project=project, name="Evil " + short("category-name"),
                                                description=payload("category-description"), position=99)
     conv, responses = make_conversation(project, 1, n_responses=2)
     conv.messages = [
@@ -61,12 +66,12 @@ def hostile(insecure_cookies):
     mv = ModelVersion.objects.get(project=project)
     snap = DatasetSnapshot.objects.create(project=project, kind="sft", version=1, layout="trl_messages",
                                           note=payload("dataset-note"), status="done")
-    TrainingJob.objects.create(project=project, name="job " + payload("job-name"), stage="sft", base_version=mv,
+    TrainingJob.objects.create(project=project, name="job " + short("job-name"), stage="sft", base_version=mv,
                                train_snapshot=snap, message=payload("job-message"))
-    suite = EvalSuite.objects.create(project=project, name="suite " + payload("suite-name"), version=1,
+    suite = EvalSuite.objects.create(project=project, name="suite " + short("suite-name"), version=1,
                                      description=payload("suite-description"), source="gold", content_hash="0" * 64,
                                      case_count=1)
-    EvalCase.objects.create(suite=suite, position=0, external_id="case " + payload("case-id"),
+    EvalCase.objects.create(suite=suite, position=0, external_id="case " + short("case-id"),
                             messages=[{"role": "user", "content": payload("case-text")}],
                             expected={"role": "assistant", "content": payload("case-expected")})
     assignment.sync_tasks(project)
