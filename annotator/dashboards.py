@@ -755,12 +755,12 @@ def _bin(hist: Counter) -> list[int]:
     return out
 
 
-def agreement_core(project, f: Filters, categories: bool = True, items: int = 0) -> dict:
+def agreement_core(project, f: Filters, categories: bool = True, items: int = 0, pairs: bool = True) -> dict:
     """Everything agreement needs from the multiply-judged labels, in one SQL statement.
 
-    Only responses judged two or more times carry agreement, so the statement first finds them
-    (one GROUP BY over the filtered labels), keeps their labels in a materialised CTE (a tenth
-    of the labels at the benchmark's overlap) and computes from it, with UNION ALL:
+    Only responses judged two or more times carry agreement: the judges roll-up (ResponseJudges)
+    lists them, the statement keeps their filtered labels in a materialised CTE (a quarter of the
+    labels at the benchmark's overlap, read by index) and computes from it, with UNION ALL:
       pair: (annotator a < annotator b, a's verdict, b's verdict) -> items both judged
       unit: (judges, unreasonable verdicts) -> units                 (verdict alpha)
       cat:  (category, judges, judges who chose it) -> units         (per-category alpha)
@@ -770,16 +770,15 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0)
     # only responses with two or more counted labels can carry agreement: the judges roll-up finds them
     multi = ResponseJudges.objects.filter(project_id=project.pk, n__gte=2).values("response")
     base = Label.objects.filter(label_q(project, f, annotator=False), response_id__in=multi).order_by()
-    m_sql, m_params = (base.values("response_id").annotate(m=Count("id")).filter(m__gte=2)
-                       .values("response_id").query.sql_with_params())
     l_sql, l_params = base.values("id", "response_id", "annotator_id", "verdict", "submitted_at").query.sql_with_params()
     mat = "MATERIALIZED " if connection.vendor == "postgresql" else ""
     through = connection.ops.quote_name(LabelCategory._meta.db_table)
-    parts = ["""SELECT 'pair', a.annotator_id, b.annotator_id, a.bad, b.bad, COUNT(*) FROM ml a
+    parts = ["SELECT 'unit', n, u, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), COUNT(*) FROM units GROUP BY n, u"]
+    if pairs:
+        parts.append("""SELECT 'pair', a.annotator_id, b.annotator_id, a.bad, b.bad, COUNT(*) FROM ml a
                 JOIN ml b ON a.response_id = b.response_id AND a.annotator_id < b.annotator_id
-                GROUP BY a.annotator_id, b.annotator_id, a.bad, b.bad""",
-             "SELECT 'unit', n, u, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), COUNT(*) FROM units GROUP BY n, u"]
-    params = [*m_params, UNREASONABLE, *l_params]
+                GROUP BY a.annotator_id, b.annotator_id, a.bad, b.bad""")
+    params = [UNREASONABLE, *l_params]
     if categories:
         parts.append(f"""SELECT 'cat', c.cat, units.n, c.k, CAST(NULL AS BIGINT), COUNT(*) FROM (
                 SELECT t.taxonomycategory_id AS cat, ml.response_id, COUNT(*) AS k FROM {through} t
@@ -792,11 +791,10 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0)
                 ORDER BY (n - u) * u DESC, last DESC, response_id LIMIT %s) top""")
         params += [f.annotator] if f.annotator else []
         params.append(items)
-    sql = (f"WITH m AS {mat}({m_sql}), "
-           f"ml AS {mat}(SELECT x.id, x.response_id, x.annotator_id, CASE WHEN x.verdict = %s THEN 1 ELSE 0 END AS bad, "
-           f"x.submitted_at FROM ({l_sql}) x JOIN m ON m.response_id = x.response_id), "
+    sql = (f"WITH ml AS {mat}(SELECT x.id, x.response_id, x.annotator_id, "
+           f"CASE WHEN x.verdict = %s THEN 1 ELSE 0 END AS bad, x.submitted_at FROM ({l_sql}) x), "
            f"units AS {mat}(SELECT response_id, COUNT(*) AS n, SUM(bad) AS u, MAX(submitted_at) AS last "
-           f"FROM ml GROUP BY response_id) " + " UNION ALL ".join(f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts)))
+           f"FROM ml GROUP BY response_id HAVING COUNT(*) >= 2) " + " UNION ALL ".join(f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts)))
     out = {"pairs": defaultdict(Counter), "units": [], "categories": defaultdict(Counter), "items": []}
     verdict = {1: UNREASONABLE, 0: REASONABLE}
     with connection.cursor() as cursor:
@@ -856,7 +854,10 @@ def agreement(project, f: Filters) -> dict:
     """Verdict agreement (pairwise Cohen's kappa, Krippendorff's alpha), per-category agreement on
     the multi-label taxonomy choices, agreement on pairwise choices, and the items driving disagreement."""
     tree = CategoryTree.load(project)
-    core = agreement_core(project, f, categories=True, items=DISAGREEMENT_ITEMS)
+    dated = bool(f.date_from or f.date_to)  # the pair roll-up has no days
+    core = agreement_core(project, f, categories=True, items=DISAGREEMENT_ITEMS, pairs=dated)
+    if not dated:
+        core["pairs"] = verdict_pair_tables(project, f)
 
     compositions = core["units"]
     alpha = stats.alpha_nominal(compositions)
