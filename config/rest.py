@@ -2,6 +2,7 @@
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
 from rest_framework import exceptions
 from rest_framework.pagination import CursorPagination
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -20,4 +21,8 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(detail)
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
+    elif isinstance(exc, DataError):
+        # A value the database cannot hold (found by schemathesis: a filter datetime with a +17:34
+        # UTC offset, which PostgreSQL refuses): the request is at fault, not the server.
+        exc = exceptions.ValidationError({"non_field_errors": [f"Value out of range: {str(exc).splitlines()[0]}"]})
     return drf_exception_handler(exc, context)

@@ -91,7 +91,7 @@ def operations(schema):
             yield op
 
 
-def run(world: World, max_examples: int, roles=ROLES, rotate: bool = False) -> dict:
+def run(world: World, max_examples: int, roles=ROLES, rotate: bool = False, only: str = "") -> dict:
     """Fuzz every operation as every role; returns counts and the failures (never raises).
 
     rotate: the quick in-suite mode: each operation as one role in turn, plus every list
@@ -100,15 +100,15 @@ def run(world: World, max_examples: int, roles=ROLES, rotate: bool = False) -> d
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        return _run(world, max_examples, roles, rotate)
+        return _run(world, max_examples, roles, rotate, only)
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)
 
 
-def _run(world: World, max_examples: int, roles, rotate: bool) -> dict:
+def _run(world: World, max_examples: int, roles, rotate: bool, only: str) -> dict:
     schema = load_schema()
-    ops = list(operations(schema))
+    ops = [op for op in operations(schema) if only in f"{op.method.upper()} {op.path}"]
     counts = {"operations": len(ops), "roles": list(roles), "requests": 0, "checks_passed": 0, "failures": []}
     for i, op in enumerate(ops):
         strategy = op.as_strategy()
@@ -118,8 +118,9 @@ def _run(world: World, max_examples: int, roles, rotate: bool) -> dict:
                 _fuzz(strategy, role, world, max_examples, counts)()
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 (collected, reported together)
                 text = str(exc).strip().splitlines()
+                text = text[:12] + [line.strip() for line in text[12:] if "curl " in line]  # the reproduction
                 counts["failures"].append({"operation": f"{op.method.upper()} {op.path}", "role": role,
-                                           "error": type(exc).__name__, "detail": "\n".join(text[:12])})
+                                           "error": type(exc).__name__, "detail": "\n".join(text)})
     return counts
 
 
