@@ -474,7 +474,8 @@ def ensure(n: int, database: str | None = None, reuse: bool = True, log=print) -
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0, interactive=False)
-        figures["rebuild_rollups_s"] = rebuild_rollups(project, only_if_missing=True)  # seeded before they existed
+        # Roll-ups are derived data and new roll-up tables may have come with the migrations: rebuild them.
+        figures["rebuild_rollups_s"] = rebuild_rollups(project)
     return project, figures
 
 
