@@ -1388,9 +1388,10 @@ def run_analytics(fn, *args):
 def compute(page: str, project, f: Filters, fresh: bool = False) -> dict:
     """A dashboard's data, from a short-lived cache keyed by project, page and filters.
 
-    DASHBOARD_CACHE_SECONDS (default 300; 0 turns it off) bounds how stale a number can be: at a
-    million labels a cold page takes seconds (benchmarks/results/dashboards_1000000.json), so leads
-    share one computation per page and filter set; `fresh` recomputes and refreshes the cache (the
+    DASHBOARD_CACHE_SECONDS (default 300; 0 turns it off) bounds how stale a number can be. The
+    overview, annotator and model pages compute from the roll-ups in tens of milliseconds even cold;
+    the cache still spares the agreement page, which reads the multiply-judged labels themselves
+    (benchmarks/results/dashboards_1000000.json). `fresh` recomputes and refreshes the cache (the
     page's "recompute now" link). Every page shows when its numbers were computed.
     """
     ttl = cache_seconds()

@@ -308,13 +308,16 @@ def main():
     client.force_login(lead)
     mv = project.model_versions.order_by("created_at").last()
     cat = project.categories.filter(parent__isnull=True).order_by("position").first()
+    annotator = get_user_model().objects.get(username=f"{slug}-a00")
     base = f"/p/{slug}/dashboards"
     api = f"/api/projects/{slug}/dashboards"
     day = dt.date.today()
     pages = {
         "overview": f"{base}/",
         "overview_filtered": f"{base}/?model={mv.pk}&from={day - dt.timedelta(days=60)}&category={cat.pk}",
+        "overview_one_annotator": f"{base}/?annotator={annotator.pk}",  # reads that annotator's labels
         "annotators": f"{base}/annotators/",
+        "annotators_last_60_days": f"{base}/annotators/?from={day - dt.timedelta(days=60)}",  # raw fallbacks
         "agreement": f"{base}/agreement/",
         "models": f"{base}/models/",
         "cases": f"{base}/cases/?category={cat.pk}&verdict=unreasonable",
