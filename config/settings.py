@@ -150,6 +150,12 @@ CELERY_TASK_ROUTES = {
     "training.tasks.evaluate_judge*": {"queue": "training"},
     "evaluation.tasks.*": {"queue": "eval"},
 }
+# Periodic sweeps (run a beat: `celery -A config beat`, or `worker -B` as the demo does).
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-training": {"task": "training.tasks.reap_stale_training_jobs", "schedule": 60.0},
+    "requeue-waiting": {"task": "config.queueing.requeue_waiting_jobs", "schedule": 300.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -6,7 +6,7 @@ BIN=${BIN:-.venv/bin}
 PORT=${PORT:-8000}
 HOST=${HOST:-127.0.0.1}
 mkdir -p var/log
-"$BIN/celery" -A config worker -Q default,exports,training,eval --pool=solo --loglevel=INFO \
+"$BIN/celery" -A config worker -B -Q default,exports,training,eval --pool=solo --loglevel=INFO \
   -n "demo@%h" > var/log/worker.log 2>&1 &
 WORKER=$!
 trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null' EXIT INT TERM

@@ -403,3 +403,21 @@ def test_prompts_are_read_in_a_fixed_number_of_queries(project, base, labelled, 
         prompts = online.prompts_for(run)
     assert len(prompts) == 5 and all(p["expected"] for p in prompts)
     assert prompts == sorted(prompts, key=lambda p: (p["conversation_id"], p["context_length"]))
+
+
+@pytest.mark.django_db(transaction=True)  # the heartbeat thread has its own connection
+def test_a_silent_online_run_is_taken_over_and_a_live_one_is_not(project, base, labelled):
+    from django.utils import timezone
+
+    run = online_run(project, base, labelled)
+    first = online.claim(run.pk)
+    assert online.claim(run.pk) is None  # alive: the duplicate delivery does nothing
+    OnlineRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
+    again = online.claim(run.pk)
+    assert again is not None and again.attempts == 2 and again.run_token != first.run_token
+    with online._Heartbeat(again, every=0.05):
+        import time
+
+        OnlineRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
+        time.sleep(0.3)
+    assert OnlineRun.objects.get(pk=run.pk).heartbeat_at > timezone.now() - timezone.timedelta(seconds=5)

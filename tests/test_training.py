@@ -154,6 +154,23 @@ def test_duplicate_delivery_runs_a_job_once(project, base, sft_snapshot):
 
 
 @pytest.mark.django_db
+def test_redelivery_takes_over_a_silent_workers_job(project, base, sft_snapshot):
+    from django.utils import timezone
+
+    j = job(project, base, sft_snapshot)
+    first = trainer.claim(j.pk)
+    assert first.attempts == 1
+    TrainingJob.objects.filter(pk=j.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
+    again = trainer.claim(j.pk)  # the broker redelivers the killed worker's task
+    assert again is not None and again.attempts == 2 and again.run_token != first.run_token
+    trainer._update(first, step=99)  # the old attempt, should it wake up, writes nothing
+    assert TrainingJob.objects.get(pk=j.pk).step == 0
+    TrainingJob.objects.filter(pk=j.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1),
+                                               cancel_requested=True)
+    assert trainer.claim(j.pk) is None  # a job someone cancelled is not taken over
+
+
+@pytest.mark.django_db
 def test_stale_running_job_is_reaped_as_failed(project, base, sft_snapshot, settings):
     from django.utils import timezone
 
@@ -186,3 +203,14 @@ def test_real_worker_trains_and_cancel_stops_at_the_next_step(project, base, sft
     assert long.status == "cancelled" and long.step < 400
     assert long.checkpoints.filter(step=long.step).exists()  # the last step is kept as a checkpoint
     assert long.resumable
+
+
+def test_every_periodic_sweep_names_a_registered_task(settings):
+    from config.celery import app
+
+    app.loader.import_default_modules()
+    import config.queueing  # noqa: F401 - its task is imported by the apps that queue work
+
+    assert settings.CELERY_BEAT_SCHEDULE
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in app.tasks, entry["task"]

@@ -22,7 +22,7 @@ import uuid
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .models import ModelVersion, OnlinePair, OnlineRound, OnlineRun, TrainingJob
@@ -128,7 +128,10 @@ def create_run(project, user, *, start_version, ranker="checker", judge=None, ev
 def claim(run_id: int) -> OnlineRun | None:
     token = uuid.uuid4().hex
     now = timezone.now()
-    taken = OnlineRun.objects.filter(pk=run_id, status=OnlineRun.State.QUEUED).update(
+    stale = now - timezone.timedelta(seconds=HEARTBEAT_TIMEOUT_S)
+    taken = OnlineRun.objects.filter(  # a silent worker's run is taken over by the task's redelivery
+        Q(status=OnlineRun.State.QUEUED) | Q(status=OnlineRun.State.RUNNING, heartbeat_at__lt=stale,
+                                             cancel_requested=False), pk=run_id).update(
         status=OnlineRun.State.RUNNING, run_token=token, attempts=F("attempts") + 1, heartbeat_at=now,
         started_at=now, worker=f"{socket.gethostname()}:{os.getpid()}", message="", cancel_requested=False)
     return OnlineRun.objects.get(pk=run_id) if taken else None
@@ -453,12 +456,42 @@ def gate(candidate_run, baseline_run, margin: float) -> dict:
 
 # --- running --------------------------------------------------------------------------------
 
+class _Heartbeat:
+    """Beats the run's heartbeat from a thread while this process works on it (training included),
+    so only a dead worker's run looks silent."""
+
+    def __init__(self, run: OnlineRun, every: float = 30.0):
+        import threading
+
+        self.run, self.every, self.stop = run, every, threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        from django.db import connection
+
+        try:
+            while not self.stop.wait(self.every):
+                OnlineRun.objects.filter(pk=self.run.pk, run_token=self.run.run_token).update(
+                    heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
 def run_online(run_id: int) -> OnlineRun | None:
     run = claim(run_id)
     if run is None:
         return None
     try:
-        _run(run)
+        with _Heartbeat(run):
+            _run(run)
     except Cancelled:
         _update(run, status=OnlineRun.State.CANCELLED, finished_at=timezone.now(),
                 message=f"Cancelled during {run.phase or 'the run'}; Resume continues with the unfinished round.")

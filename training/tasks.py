@@ -43,9 +43,10 @@ def run_training(self, job_id: int):
 @shared_task
 def reap_stale_training_jobs():
     """Periodic (celery beat): fail running jobs whose worker stopped sending heartbeats."""
+    from .online import reap_stale
     from .trainer import reap_stale_jobs
 
-    return reap_stale_jobs()
+    return {"training_jobs": reap_stale_jobs(), "online_runs": reap_stale()}
 
 
 def start_training(job):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .loading import check_folders, device_name, resolve
@@ -171,10 +171,16 @@ def heartbeat_timeout() -> int:
 
 
 def claim(job_id: int) -> TrainingJob | None:
-    """Take a queued job for this process. A second delivery of the same task finds it taken."""
+    """Take a queued job for this process. A second delivery of the same task finds it taken,
+    unless the worker that took it has gone silent (no heartbeat for TRAINING_HEARTBEAT_TIMEOUT):
+    then the broker's redelivery of a killed worker's task takes the job over and it continues
+    from its last checkpoint."""
     token = uuid.uuid4().hex
     now = timezone.now()
-    taken = TrainingJob.objects.filter(pk=job_id, status=TrainingJob.State.QUEUED).update(
+    stale = now - timezone.timedelta(seconds=heartbeat_timeout())
+    taken = TrainingJob.objects.filter(
+        Q(status=TrainingJob.State.QUEUED) | Q(status=TrainingJob.State.RUNNING, heartbeat_at__lt=stale,
+                                               cancel_requested=False), pk=job_id).update(
         status=TrainingJob.State.RUNNING, run_token=token, attempts=F("attempts") + 1, heartbeat_at=now,
         started_at=now, worker=f"{socket.gethostname()}:{os.getpid()}", message="", cancel_requested=False)
     return TrainingJob.objects.get(pk=job_id) if taken else None
