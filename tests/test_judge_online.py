@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from annotator.assignment import sync_tasks
-from annotator.models import Membership, ModelResponse, Role, Slot, Task
+from annotator.models import Membership, Role, Slot, Task
 from evaluation.suites import create_suite
 from training import demo_domain, judging, online, trainer
 from training.datasets import build_snapshot, create_snapshot
@@ -23,8 +23,8 @@ from training.models import (
     TrainingJob,
 )
 
-from .test_datasets_factories import label, preference, response
 from .test_datasets_factories import conversation as make_conversation
+from .test_datasets_factories import label, preference, response
 
 RIGHT = '<tool_call>{"name": "check_inventory", "arguments": {"sku": "%s"}}</tool_call>'
 WRONG = "Yes, it is in stock."
@@ -421,3 +421,17 @@ def test_a_silent_online_run_is_taken_over_and_a_live_one_is_not(project, base, 
         OnlineRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
         time.sleep(0.3)
     assert OnlineRun.objects.get(pk=run.pk).heartbeat_at > timezone.now() - timezone.timedelta(seconds=5)
+
+
+@pytest.mark.django_db
+def test_a_round_whose_training_trips_the_guard_stops_the_run_at_its_policy(project, base, labelled):
+    run = online.create_run(project, None, start_version=base, eval_suite=labelled, rounds=2,
+                            options={"samples_per_prompt": 2, "max_prompts": 6, "max_new_tokens": 24},
+                            preset="demo-tiny", overrides={"max_steps": 4, "save_steps": 2, "learning_rate": 5.0},
+                            start=False)
+    run = online.run_online(run.pk)
+    assert run.status == OnlineRun.State.STOPPED_BY_GATE and "stopped by the guard" in run.message, run.message
+    assert run.result_version == base and run.phase == ""
+    rnd = run.round_set.get()
+    assert rnd.status == "done" and rnd.gate["conditions"][0]["key"] == "guard" and not rnd.gate["passed"]
+    assert rnd.job.status == TrainingJob.State.STOPPED_BY_GUARD

@@ -312,6 +312,9 @@ class JudgeSuggestion(models.Model):
                                                name="judgesuggestion_unique_pair")]
         indexes = [models.Index(fields=["project", "response_a", "response_b"], name="judgesuggestion_pair")]
 
+    def __str__(self):
+        return f"judge {self.judge_id} on responses {self.response_a_id}/{self.response_b_id}: {self.verdict}"
+
     @property
     def verdict(self) -> str:
         return "a" if self.prob_a >= 0.5 else "b"
@@ -418,6 +421,9 @@ class OnlineRound(models.Model):
         ordering = ["run", "number"]
         constraints = [models.UniqueConstraint(fields=["run", "number"], name="onlineround_unique_number")]
 
+    def __str__(self):
+        return f"round {self.number} of online run {self.run_id}"
+
 
 class OnlinePair(models.Model):
     """A chosen/rejected pair an online round built from the policy's own samples."""
@@ -437,3 +443,6 @@ class OnlinePair(models.Model):
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["round", "conversation", "context_length"],
                                                name="onlinepair_one_per_prompt")]
+
+    def __str__(self):
+        return f"pair {self.pk} of round {self.round_id}"

@@ -38,6 +38,10 @@ class Cancelled(Exception):
     pass
 
 
+class GuardStopped(Exception):
+    """The round's training job was stopped by the brain-damage guard with no healthy checkpoint."""
+
+
 # --- creating a run -------------------------------------------------------------------------
 
 def clean_options(raw: dict) -> tuple[dict, dict]:
@@ -345,17 +349,19 @@ def _sample_and_rank(run: OnlineRun, rnd: OnlineRound, judge=None) -> None:
     with transaction.atomic():
         OnlinePair.objects.filter(round=rnd).delete()  # a resumed round samples again from scratch
         rows = []
+        settings = {"online_run": run.pk, "round": rnd.number, "do_sample": True, "temperature": opts["temperature"]}
+
+        def stored(prompt, text):
+            resp, _ = ModelResponse.objects.get_or_create(
+                conversation_id=prompt["conversation_id"], model_version=rnd.policy,
+                context_length=prompt["context_length"], response_hash=content_hash(text),
+                defaults={"raw_text": text, "message": assistant_message_from_raw(text, prompt["tools"]),
+                          "generation_settings": settings})
+            return resp
+
         for prompt, outs, (ci, ri, cs, rs) in pairs:
-            def stored(text):
-                resp, _ = ModelResponse.objects.get_or_create(
-                    conversation_id=prompt["conversation_id"], model_version=rnd.policy,
-                    context_length=prompt["context_length"], response_hash=content_hash(text),
-                    defaults={"raw_text": text, "message": assistant_message_from_raw(text, prompt["tools"]),
-                              "generation_settings": {"online_run": run.pk, "round": rnd.number, "do_sample": True,
-                                                      "temperature": opts["temperature"]}})
-                return resp
-            rejected = stored(outs[ri])
-            chosen = stored(outs[ci]) if ci is not None else None
+            rejected = stored(prompt, outs[ri])
+            chosen = stored(prompt, outs[ci]) if ci is not None else None
             rows.append(OnlinePair(round=rnd, conversation_id=prompt["conversation_id"],
                                    context_length=prompt["context_length"], chosen=chosen,
                                    chosen_message=chosen.message if chosen else prompt["expected"],
@@ -412,6 +418,8 @@ def _train(run: OnlineRun, rnd: OnlineRound, snap) -> ModelVersion:
         job = trainer.run_job(job.pk) or job
     _check_cancel(run)
     job.refresh_from_db()
+    if job.result_version is None and job.status == TrainingJob.State.STOPPED_BY_GUARD:
+        raise GuardStopped(job.message)
     if job.result_version is None:
         raise ValueError(f"training job {job.pk} ended {job.status}: {job.message}")
     _log(run, f"round {rnd.number}: job {job.pk} {job.status}, {job.result_version.name}")
@@ -493,12 +501,12 @@ def run_online(run_id: int) -> OnlineRun | None:
         with _Heartbeat(run):
             _run(run)
     except Cancelled:
-        _update(run, status=OnlineRun.State.CANCELLED, finished_at=timezone.now(),
+        _update(run, status=OnlineRun.State.CANCELLED, finished_at=timezone.now(), phase="",
                 message=f"Cancelled during {run.phase or 'the run'}; Resume continues with the unfinished round.")
     except Exception as exc:  # noqa: BLE001 - recorded on the run, with its reason
         OnlineRound.objects.filter(run=run, status=OnlineRound.State.RUNNING).update(status=OnlineRound.State.FAILED)
         _log(run, f"failed: {type(exc).__name__}: {exc}")
-        _update(run, status=OnlineRun.State.FAILED, finished_at=timezone.now(),
+        _update(run, status=OnlineRun.State.FAILED, finished_at=timezone.now(), phase="",
                 message=f"{type(exc).__name__}: {exc}. Resume continues with the unfinished round.")
     run.refresh_from_db()
     return run
@@ -539,13 +547,21 @@ def _run(run: OnlineRun) -> None:
         if rnd.pairs == 0:
             _finish_round(rnd, {"passed": False, "conditions": [{"key": "pairs", "ok": False,
                                                                   "detail": "no pair: every prompt tied"}]})
-            _update(run, status=OnlineRun.State.STOPPED_BY_GATE, finished_at=timezone.now(), result_version=policy,
+            _update(run, status=OnlineRun.State.STOPPED_BY_GATE, finished_at=timezone.now(), phase="", result_version=policy,
                     message=f"Round {number} found no pair to learn from; {policy.name} is the result.")
             return
         _check_cancel(run)
         snap = _snapshot(run, rnd)
         _check_cancel(run)
-        version = _train(run, rnd, snap)
+        try:
+            version = _train(run, rnd, snap)
+        except GuardStopped as exc:
+            _finish_round(rnd, {"passed": False, "conditions": [{"key": "guard", "ok": False, "detail": str(exc)}],
+                                "seconds": round(time.monotonic() - started, 1)})
+            _update(run, status=OnlineRun.State.STOPPED_BY_GATE, finished_at=timezone.now(), phase="",
+                    result_version=policy, message=f"Round {number}'s training was stopped by the guard with no "
+                                                   f"healthy checkpoint; {policy.name} is the result.")
+            return
         ev = _evaluate(run, version, rnd.eval_run)
         OnlineRound.objects.filter(pk=rnd.pk).update(eval_run=ev)
         result = gate(ev, baseline, margin)
@@ -556,7 +572,7 @@ def _run(run: OnlineRun) -> None:
                   f"gate {'passed' if result['passed'] else 'FAILED'}")
         if not result["passed"]:
             failed = "; ".join(c["key"] + ": " + c["detail"] for c in result["conditions"] if not c["ok"])
-            _update(run, status=OnlineRun.State.STOPPED_BY_GATE, finished_at=timezone.now(), result_version=policy,
+            _update(run, status=OnlineRun.State.STOPPED_BY_GATE, finished_at=timezone.now(), phase="", result_version=policy,
                     message=f"Round {number} did not pass the gate ({failed}); {policy.name} is the result.")
             return
         policy, baseline = version, ev

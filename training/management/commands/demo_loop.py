@@ -7,8 +7,8 @@
    right answer; the right answer as the correction), a lead approves;
 3. an SFT snapshot (approved corrections + approved good responses) and an SFT job (LoRA);
 4. a DPO snapshot (correction chosen over the bad response) and a DPO job on top of the SFT model;
-5. a second, sampled base answer per context; two scripted annotators (each wrong on ~10% of pairs) compare
-   the two in the real comparison queue; a pairwise judge is trained on those preferences and evaluated on
+5. the SFT model answers the same contexts; two scripted annotators (each wrong on ~10% of pairs) compare
+   its answer with the base model's in the real comparison queue; a pairwise judge is trained on those preferences and evaluated on
    held-out pairs next to the annotators' agreement;
 6. online DPO rounds from the SFT model: its own samples ranked by the strict checker, a DPO snapshot and
    job per round, an evaluation run and the gate after each (stops at the first failed gate);
@@ -73,6 +73,13 @@ def judge(expected: dict, raw: str, tools: list) -> tuple[bool, list[str]]:
         failures.append("wrong_args")
     ok = s["tool_call_accuracy"] == 1 and s["response_quality"] == 1
     return ok, sorted({CATEGORY_FOR[f] for f in failures if f in CATEGORY_FOR}) or ([] if ok else ["Hallucinated fact"])
+
+
+def human_score(expected: dict, raw: str, tools: list) -> int:
+    """How a careful annotator ranks two answers: right call first, then the right tool at least, then
+    a clean answer (0-4; equal scores are a tie, or "both bad" when neither is right)."""
+    s = score_case(expected, raw, tools)
+    return 2 * (s["tool_call_accuracy"] or 0) + (s["tool_name_accuracy"] or 0) + (s["response_quality"] or 0)
 
 
 class Command(BaseCommand):
@@ -262,39 +269,27 @@ class Command(BaseCommand):
         report("demo_loop", {k: v for k, v in result.items() if k != "bench"})
 
     def judge_stage(self, project, users, base, sft_version, cases, model, tok, o):
-        """A sampled second answer per context, compared by two scripted annotators in the real queue;
+        """The SFT model's answer beside the base model's, compared by two scripted annotators in the real queue;
         a judge trained on the approved preferences and measured on held-out pairs."""
-        import torch
-
+        from evaluation.generation import generate as generate_batched
+        from evaluation.generation import load_model, model_paths
         from training.datasets import build_snapshot, create_snapshot
         from training.judging import human_agreement
         from training.models import JudgeEvaluation
-        from training.online import checker_score
         from training.trainer import create_job, run_job
 
-        torch.manual_seed(o["seed"] + 17)
-        end_id = tok.convert_tokens_to_ids("<|im_end|>")
-        base_model = ModelVersion.objects.get(project=project, name="demo-base")
+        # the candidate (the SFT model) answers the same contexts: base vs candidate, as in a model review
+        path, adapters = model_paths(sft_version)
+        loaded = load_model(path, adapters)
+        outs = generate_batched(loaded, [(c["messages"], c["tools"]) for c in cases], max_new_tokens=96)
         added = 0
-        for start in range(0, len(cases), 16):
-            chunk = cases[start:start + 16]
-            prompts = [tok.apply_chat_template(c["messages"], tools=demo_domain.TOOLS, add_generation_prompt=True,
-                                               tokenize=False) for c in chunk]
-            tok.padding_side = "left"
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            with torch.inference_mode():
-                out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=96,
-                                     eos_token_id=end_id, pad_token_id=tok.pad_token_id)
-            for c, row in zip(chunk, out, strict=True):
-                new = row[enc["input_ids"].shape[1]:].tolist()
-                raw = tok.decode(new[:new.index(end_id)] if end_id in new else new, skip_special_tokens=False)
-                conv = Conversation.objects.get(project=project, external_id=c["external_id"])
-                _, created = ModelResponse.objects.get_or_create(
-                    conversation=conv, model_version=base_model, context_length=len(c["messages"]),
-                    response_hash=content_hash(raw), defaults={
-                        "raw_text": raw, "message": assistant_message_from_raw(raw, c["tools"]),
-                        "generation_settings": {"do_sample": True, "temperature": 1.0}})
-                added += created
+        for c, g in zip(cases, outs, strict=True):
+            conv = Conversation.objects.get(project=project, external_id=c["external_id"])
+            _, created = ModelResponse.objects.get_or_create(
+                conversation=conv, model_version=sft_version, context_length=len(c["messages"]),
+                response_hash=content_hash(g.text), defaults={
+                    "raw_text": g.text, "message": assistant_message_from_raw(g.text, c["tools"])})
+            added += created
         assignment.sync_tasks(project)
         votes = 0
         for name in ("loop-annotator-1", "loop-annotator-2"):
@@ -302,9 +297,9 @@ class Command(BaseCommand):
                 task = Task.objects.select_related("response__conversation", "response_b").get(pk=slot.task_id)
                 conv = task.response.conversation
                 expected = conv.metadata["expected"]
-                sa = checker_score(expected, task.response.raw_text, conv.tools)
-                sb = checker_score(expected, task.response_b.raw_text, conv.tools)
-                choice = "a" if sa > sb else "b" if sb > sa else ("tie" if sa == 2 else "both_bad")
+                sa = human_score(expected, task.response.raw_text, conv.tools)
+                sb = human_score(expected, task.response_b.raw_text, conv.tools)
+                choice = "a" if sa > sb else "b" if sb > sa else ("tie" if sa >= 4 else "both_bad")
                 noise = int(hashlib.sha256(f"{name}:{task.pk}".encode()).hexdigest()[:8], 16) / 2**32
                 if choice in ("a", "b") and noise < o["human_error"]:
                     choice = "b" if choice == "a" else "a"  # a human slip
@@ -315,7 +310,7 @@ class Command(BaseCommand):
         for pref in Preference.objects.filter(response_a__conversation__project=project, status=Status.SUBMITTED):
             apply_review(users["loop-lead"], pref, "approve")
         ceiling, pairs_with_two = human_agreement(project)
-        self.say(f"{added} sampled answers, {votes} comparisons; annotators agree on {ceiling} of "
+        self.say(f"{added} candidate answers, {votes} comparisons; annotators agree on {ceiling} of "
                  f"{pairs_with_two} pairs")
         snap = create_snapshot(project, users["loop-lead"], {
             "kind": "dpo", "filters": {"sources": ["preferences"], "splits": ["train"]},
@@ -333,9 +328,14 @@ class Command(BaseCommand):
         ev = JudgeEvaluation.objects.filter(job=job).first()
         if ev is None:
             return {"job_status": job.status, "message": job.message}
+        from training.judging import suggest
+
+        assisted = suggest(project, job.result_version)  # what leads see on the comparison queue
+        self.say(f"judge suggestions: {assisted}")
         return {"job_status": job.status, "train_rows": snap.row_count, "held_out_pairs": ev.pairs,
                 "accuracy": ev.accuracy, "accuracy_se": ev.accuracy_se,
                 "single_order_accuracy": ev.single_order_accuracy, "position_bias_rate": ev.position_bias_rate,
                 "first_position_rate": ev.first_position_rate, "ece": ev.ece, "brier": ev.brier,
                 "human_agreement": ev.human_agreement, "human_pairs": ev.human_pairs, "comparisons": votes,
+                "suggestions": assisted,
                 "seconds": job.timings.get("total_s")}
