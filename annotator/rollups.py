@@ -20,7 +20,7 @@ is filed under NO_DAY (never inside a date filter).
 import datetime as dt
 from collections import Counter, defaultdict
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.utils import timezone
 
@@ -45,16 +45,114 @@ from .models import (
     ReviewDay,
     Skip,
     SkipDay,
+    Split,
     Task,
     TaxonomyCategory,
 )
+
+
+# --- agreement roll-ups -------------------------------------------------------------------------
+#
+# Agreement units are responses (verdicts) and (response a, response b) pairs (preferences); a unit's
+# composition depends on which label statuses the page counts, so these roll-ups are keyed by the
+# status set as a bit mask (submitted 1, approved 2, rejected 4; 1..7) and hold, per mask, what the
+# agreement page groups: units by (judges, unreasonable verdicts), units by (category, judges, judges
+# who chose it), preference units by their choice counts. Columns: the unit's split. No days: under a
+# date filter the agreement page reads the labels (a unit's labels fall on different days).
+
+SPLIT_COLUMNS = tuple(f"n_{s}" for s in Split.values)
+
+
+def status_mask(statuses) -> int:
+    return sum(1 << i for i, s in enumerate(ROLLUP_STATUSES) if s in statuses)
+
+
+MASKS = range(1, 1 << len(ROLLUP_STATUSES))
+
+
+def _split_counters(name):
+    attrs = {c: models.IntegerField(default=0) for c in SPLIT_COLUMNS}
+    attrs.update({"__module__": __name__, "Meta": type("Meta", (), {"abstract": True})})
+    return type(name, (models.Model,), attrs)
+
+
+class AgreementUnit(_split_counters("AgreementUnitCounters")):
+    """Responses judged two or more times (among labels of the status mask) by (judges, unreasonable verdicts)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    statuses = models.SmallIntegerField()
+    model_version = models.IntegerField()
+    judges = models.IntegerField()
+    bad = models.IntegerField()
+
+    class Meta:
+        app_label = "annotator"
+        constraints = [models.UniqueConstraint(fields=["project", "statuses", "model_version", "judges", "bad"],
+                                               name="agreementunit_key")]
+
+
+class AgreementCategory(_split_counters("AgreementCategoryCounters")):
+    """Responses judged two or more times by (category, judges, judges who chose the category, k >= 1)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    statuses = models.SmallIntegerField()
+    model_version = models.IntegerField()
+    category = models.IntegerField()
+    judges = models.IntegerField()
+    chose = models.IntegerField()
+
+    class Meta:
+        app_label = "annotator"
+        constraints = [models.UniqueConstraint(
+            fields=["project", "statuses", "model_version", "category", "judges", "chose"], name="agreementcategory_key")]
+
+
+class PreferenceUnit(_split_counters("PreferenceUnitCounters")):
+    """(response a, response b) pairs compared two or more times, by how many chose a, b, tie, both bad."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    statuses = models.SmallIntegerField()
+    model_a = models.IntegerField()
+    model_b = models.IntegerField()
+    c_a = models.IntegerField()
+    c_b = models.IntegerField()
+    c_tie = models.IntegerField()
+    c_both_bad = models.IntegerField()
+
+    class Meta:
+        app_label = "annotator"
+        constraints = [models.UniqueConstraint(
+            fields=["project", "statuses", "model_a", "model_b", "c_a", "c_b", "c_tie", "c_both_bad"],
+            name="preferenceunit_key")]
+
+
+class AgreementItem(models.Model):
+    """One row per split response (0 < unreasonable < judges) and status mask: the "items driving
+    disagreement" list reads the top of the score index. Not a counter: a response's rows are
+    recomputed whenever one of its labels changes (refresh_items) and by rebuild."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    response = models.IntegerField()
+    statuses = models.SmallIntegerField()
+    model_version = models.IntegerField()
+    split = models.CharField(max_length=10)
+    judges = models.IntegerField()
+    bad = models.IntegerField()
+    score = models.IntegerField()  # split judge pairs: (judges - bad) * bad
+    last = models.DateTimeField(null=True)
+
+    class Meta:
+        app_label = "annotator"
+        constraints = [models.UniqueConstraint(fields=["project", "response", "statuses"], name="agreementitem_key")]
+        indexes = [models.Index("project", "statuses", models.F("score").desc(), models.F("last").desc(), "response",
+                                name="agreementitem_top")]
 
 LabelCategory = Label.categories.through
 NO_DAY = dt.date(1, 1, 1)
 TIME_CAP_S = 1800  # same bins as the annotators page: one second each, the rest in the last
 UNREASONABLE = Label.Verdict.UNREASONABLE
 ROLLUPS = [LabelDay, AnnotatorDay, CategoryDay, AnnotatorSeconds, ReviewDay, GoldDay, SkipDay, PreferenceDay,
-           AnnotatorPreferenceDay, ResponseJudges, AgreementPair]
+           AnnotatorPreferenceDay, ResponseJudges, AgreementPair, AgreementUnit, AgreementCategory, PreferenceUnit]
 KEYS = {
     LabelDay: ("project_id", "day", "model_version"),
     AnnotatorDay: ("project_id", "annotator", "day", "model_version"),
@@ -67,6 +165,9 @@ KEYS = {
     GoldDay: ("project_id", "annotator", "day", "model_version", "verdict", "gold"),
     SkipDay: ("project_id", "annotator", "day", "model_version"),
     AgreementPair: ("project_id", "model_version", "annotator_a", "annotator_b", "bad_a", "bad_b"),
+    AgreementUnit: ("project_id", "statuses", "model_version", "judges", "bad"),
+    AgreementCategory: ("project_id", "statuses", "model_version", "category", "judges", "chose"),
+    PreferenceUnit: ("project_id", "statuses", "model_a", "model_b", "c_a", "c_b", "c_tie", "c_both_bad"),
 }
 
 
@@ -167,11 +268,18 @@ def response_part(rows) -> Counter:
     by_response = defaultdict(list)
     for row in rows:
         by_response[row[8]].append(row)
+    categories = _categories_of([r[0] for g in by_response.values() if len(g) >= 2 for r in g])
     for response, group in by_response.items():
         project = group[0][1]
         out[ResponseJudges, (project, response), "n"] += len(group)
         if len(group) < 2:
             continue
+        for mask, unit in _units(group):
+            key, column = (project, mask, unit[0][3] or 0), f"n_{unit[0][9]}"
+            bad = sum(r[5] == UNREASONABLE for r in unit)
+            out[AgreementUnit, (*key, len(unit), bad), column] += 1
+            for cat, k in Counter(c for r in unit for c in categories.get(r[0], ())).items():
+                out[AgreementCategory, (*key, cat, len(unit), k), column] += 1
         group.sort(key=lambda r: r[2])
         for i, a in enumerate(group):
             for b in group[i + 1:]:
@@ -179,6 +287,72 @@ def response_part(rows) -> Counter:
                     continue
                 key = (project, a[3] or 0, a[2], b[2], a[5] == UNREASONABLE, b[5] == UNREASONABLE)
                 out[AgreementPair, key, f"n_{a[9]}_{a[4]}_{b[4]}"] += 1
+    return out
+
+
+def _units(group):
+    """(status mask, the group's labels with a status in it) for every mask with two or more of them."""
+    for mask in MASKS:
+        unit = [r for r in group if mask >> ROLLUP_STATUSES.index(r[4]) & 1]
+        if len(unit) >= 2:
+            yield mask, unit
+
+
+def _categories_of(label_ids) -> dict[int, list[int]]:
+    out = defaultdict(list)
+    for chunk in _chunks(label_ids):
+        for label_id, cat in LabelCategory.objects.filter(label_id__in=chunk).values_list(
+                "label_id", "taxonomycategory_id"):
+            out[label_id].append(cat)
+    return out
+
+
+def item_rows(rows) -> list["AgreementItem"]:
+    """The split responses among `rows` (every counted label of the responses), per status mask."""
+    by_response = defaultdict(list)
+    for row in rows:
+        by_response[row[8]].append(row)
+    out = []
+    for response, group in by_response.items():
+        for mask, unit in _units(group):
+            bad = sum(r[5] == UNREASONABLE for r in unit)
+            if 0 < bad < len(unit):
+                times = [r[6] for r in unit]
+                out.append(AgreementItem(
+                    project_id=unit[0][1], response=response, statuses=mask, model_version=unit[0][3] or 0,
+                    split=unit[0][9], judges=len(unit), bad=bad, score=(len(unit) - bad) * bad,
+                    last=None if None in times else max(times)))
+    return out
+
+
+def refresh_items(response_ids):
+    """Recompute the disagreement rows of these responses from their labels as they are now."""
+    for chunk in _chunks(sorted(set(response_ids))):
+        AgreementItem.objects.filter(response__in=chunk).delete()
+        AgreementItem.objects.bulk_create(item_rows(_label_rows(Label.objects.filter(response_id__in=chunk))),
+                                          batch_size=2000)
+
+
+PREFERENCE_CHOICES = tuple(Preference.Choice.values)
+
+
+def preference_unit_part(prefs) -> Counter:
+    """Preference units: the counted preferences of each (response a, response b) pair, per status mask."""
+    out: Counter = Counter()
+    groups = defaultdict(list)
+    for row in prefs.filter(status__in=ROLLUP_STATUSES).values_list(
+            "response_a_id", "response_b_id", "response_a__conversation__project_id", "response_a__model_version_id",
+            "response_b__model_version_id", "choice", "status", "response_a__conversation__split").order_by():
+        groups[row[:2]].append(row)
+    for group in groups.values():
+        for mask in MASKS:
+            unit = [r for r in group if mask >> ROLLUP_STATUSES.index(r[6]) & 1]
+            if len(unit) < 2:
+                continue
+            counts = Counter(r[5] for r in unit)
+            _, _, project, a, b, _, _, split = unit[0]
+            key = (project, mask, a or 0, b or 0, *(counts.get(c, 0) for c in PREFERENCE_CHOICES))
+            out[PreferenceUnit, key, f"n_{split}"] += 1
     return out
 
 
@@ -224,7 +398,23 @@ def contributions(units) -> Counter:
         out.update(preference_part(Preference.objects.filter(pk__in=chunk)))
     for chunk in _chunks(ids["skip"]):
         out.update(skip_part(Skip.objects.filter(pk__in=chunk)))
+    for chunk in _chunks(sorted(ids["prefpair"]), 500):
+        q = models.Q()
+        for a, b in chunk:
+            q |= models.Q(response_a_id=a, response_b_id=b)
+        out.update(preference_unit_part(Preference.objects.filter(q)))
     return out
+
+
+def lock_units(units):
+    """Serialise writers of the same agreement unit (a response; a preference pair by its first response):
+    a unit's composition is not a sum over its labels, so "after minus before" must see the other
+    writers' committed labels. Inside a transaction only (autocommit writes run unlocked)."""
+    responses = sorted({pk for kind, pk in units if kind == "response" and pk is not None}
+                       | {pk[0] for kind, pk in units if kind == "prefpair"})
+    if responses and connection.in_atomic_block and connection.features.has_select_for_update:
+        list(ModelResponse.objects.select_for_update(no_key=True).filter(pk__in=responses).order_by("pk")
+             .values_list("pk", flat=True))
 
 
 def apply(delta: Counter):
@@ -280,8 +470,11 @@ def rebuild(project: Project | None = None, categories_only: bool = False) -> di
     projects = [project] if project is not None else list(Project.objects.all())
     written = Counter()
     for p in projects:
-        for model in ([CategoryDay] if categories_only else ROLLUPS):
+        for model in ([CategoryDay, AgreementCategory] if categories_only else ROLLUPS):
             model.objects.filter(project=p).delete()
+        if not categories_only:
+            AgreementItem.objects.filter(project=p).delete()
+        items = []
         totals: Counter = Counter()
         tree = Tree()
         last = 0
@@ -292,9 +485,11 @@ def rebuild(project: Project | None = None, categories_only: bool = False) -> di
             rows = _label_rows(labels.filter(response_id__lte=upto[0]) if upto else labels)
             part = label_part(rows, tree)
             if categories_only:
-                part = Counter({k: v for k, v in part.items() if k[0] is CategoryDay})
+                part.update(response_part(rows))
+                part = Counter({k: v for k, v in part.items() if k[0] in (CategoryDay, AgreementCategory)})
             else:
                 part.update(response_part(rows))
+                items += item_rows(rows)
             totals.update(part)
             if not upto:
                 break
@@ -302,8 +497,12 @@ def rebuild(project: Project | None = None, categories_only: bool = False) -> di
         if not categories_only:
             totals.update(preference_part(Preference.objects.filter(response_a__conversation__project=p)))
             totals.update(skip_part(Skip.objects.filter(task__project=p)))
+            totals.update(preference_unit_part(Preference.objects.filter(response_a__conversation__project=p)))
         for model, n in _insert(totals).items():
             written[model.__name__] += n
+        AgreementItem.objects.bulk_create(items, batch_size=5000)
+        if items:
+            written["AgreementItem"] += len(items)
     return dict(written)
 
 
@@ -331,6 +530,8 @@ def snapshot(project: Project) -> dict:
             if counts:
                 table[tuple(row[k] for k in KEYS[model])] = counts
         out[model.__name__] = table
+    out["AgreementItem"] = set(AgreementItem.objects.filter(project=project).values_list(
+        "response", "statuses", "model_version", "split", "judges", "bad", "score", "last"))
     return out
 
 
@@ -346,7 +547,10 @@ def units_of(instance) -> set[tuple[str, int]]:
         response = Task.objects.filter(pk=instance.task_id, kind=Task.Kind.LABEL).values("response_id")
         return {("label", pk) for pk in Label.objects.filter(response_id__in=response).values_list("pk", flat=True)}
     if isinstance(instance, Preference):
-        return {("preference", instance.pk)}
+        pairs = {(instance.response_a_id, instance.response_b_id)}
+        if instance.pk:  # a changed pair leaves its old unit too
+            pairs |= set(Preference.objects.filter(pk=instance.pk).values_list("response_a_id", "response_b_id"))
+        return {("preference", instance.pk)} | {("prefpair", pair) for pair in pairs if None not in pair}
     if isinstance(instance, Skip):
         return {("skip", instance.pk)}
     if isinstance(instance, Conversation):
@@ -355,6 +559,8 @@ def units_of(instance) -> set[tuple[str, int]]:
                 | {("label", pk) for pk in Label.objects.filter(response_id__in=responses).values_list("pk", flat=True)}
                 | {("preference", pk) for pk in Preference.objects.filter(response_a_id__in=responses)
                    .values_list("pk", flat=True)}
+                | {("prefpair", pair) for pair in Preference.objects.filter(response_a_id__in=responses)
+                   .values_list("response_a_id", "response_b_id")}
                 | {("skip", pk) for pk in Skip.objects.filter(task__response_id__in=responses)
                    .values_list("pk", flat=True)})
     return set()
@@ -368,6 +574,7 @@ def _pre_save(sender, instance, raw=False, **kwargs):
         if old is None or old == instance.split:
             return
     units = units_of(instance)
+    lock_units(units)
     instance._rollup_before = (units, contributions(units))
 
 
@@ -377,7 +584,9 @@ def _post_save(sender, instance, raw=False, **kwargs):
         return
     units, before = saved
     units = units | units_of(instance)  # a new object has its id now
+    lock_units(units)
     apply(diff(contributions(units), before))
+    refresh_items(pk for kind, pk in units if kind == "response" and pk is not None)
 
 
 def _deleting_project(origin) -> bool:
@@ -397,6 +606,7 @@ def _pre_delete(sender, instance, origin=None, **kwargs):
     holder = origin if origin is not None else instance
     applied = holder.__dict__.setdefault("_rollup_applied", {})
     units = units_of(instance)
+    lock_units(units)
     for unit in units:
         if unit not in applied:
             applied[unit] = contributions([unit])
@@ -414,6 +624,7 @@ def _post_delete(sender, instance, **kwargs):
         delta.update(diff(now, applied[unit]))
         applied[unit] = now
     apply(delta)
+    refresh_items(pk for kind, pk in units if kind == "response" and pk is not None)
 
 
 def _categories_changed(sender, instance, action, reverse, pk_set, **kwargs):
@@ -423,6 +634,9 @@ def _categories_changed(sender, instance, action, reverse, pk_set, **kwargs):
         else:
             ids = [instance.pk]
         units = {("label", pk) for pk in ids}
+        # a label's categories also count in its response's agreement unit
+        units |= {("response", pk) for pk in Label.objects.filter(pk__in=ids).values_list("response_id", flat=True)}
+        lock_units(units)
         instance._rollup_m2m = (units, contributions(units))
     elif action.startswith("post_") and "_rollup_m2m" in instance.__dict__:
         units, before = instance.__dict__.pop("_rollup_m2m")
