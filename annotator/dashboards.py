@@ -58,7 +58,7 @@ from .models import (
     Task,
     TaxonomyCategory,
 )
-from .rollups import NO_DAY
+from .rollups import NO_DAY, SPLIT_COLUMNS, AgreementCategory, AgreementItem, AgreementUnit, PreferenceUnit, status_mask
 
 LabelCategory = Label.categories.through
 UNREASONABLE = Label.Verdict.UNREASONABLE
@@ -812,6 +812,64 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0,
     return out
 
 
+def _split_sum(f: Filters):
+    cols = [f"n_{f.split}"] if f.split else list(SPLIT_COLUMNS)
+    expr = None
+    for c in cols:
+        expr = F(c) if expr is None else expr + F(c)
+    return Sum(expr)
+
+
+def agreement_rolled_up(project, f: Filters, items: int = 0) -> dict:
+    """What agreement_core returns (without pairs: see verdict_pair_tables), from the agreement
+    roll-ups (rollups.AgreementUnit, AgreementCategory, AgreementItem); no date filter (they have no days).
+    Three bounded queries: a few hundred grouped rows and the top `items` of an index."""
+    mask = status_mask(f.statuses)
+    base = {"project_id": project.pk, "statuses": mask}
+    if f.models:
+        base["model_version__in"] = f.models
+    out = {"pairs": defaultdict(Counter), "units": [], "categories": defaultdict(Counter), "items": []}
+    for row in (AgreementUnit.objects.filter(**base).values("judges", "bad").annotate(n=_split_sum(f))
+                .order_by("judges", "bad")):
+        if row["n"]:
+            out["units"].append(({REASONABLE: row["judges"] - row["bad"], UNREASONABLE: row["bad"]}, row["n"]))
+    for row in (AgreementCategory.objects.filter(**base).values("category", "judges", "chose")
+                .annotate(n=_split_sum(f)).order_by()):
+        if row["n"]:
+            out["categories"][row["category"]][(row["judges"], row["chose"])] = row["n"]
+    if items:
+        top = AgreementItem.objects.filter(**base)
+        if f.split:
+            top = top.filter(split=f.split)
+        if f.annotator:
+            top = top.filter(Exists(Label.objects.filter(
+                project_id=project.pk, response_id=OuterRef("response"), annotator_id=f.annotator,
+                status__in=f.statuses)))
+        out["items"] = [(r, n - u, u) for r, n, u in top.order_by(F("score").desc(), F("last").desc(), "response")
+                        .values_list("response", "judges", "bad")[:items]]
+    return out
+
+
+def preference_compositions(project, f: Filters) -> list[tuple[dict, int]]:
+    """Compositions of the (response a, response b) pairs compared two or more times: {choice: n}, units.
+    From the preference-unit roll-up without a date filter, else from the preferences."""
+    choices = list(Preference.Choice.values)
+    if not (f.date_from or f.date_to):
+        rows = PreferenceUnit.objects.filter(project_id=project.pk, statuses=status_mask(f.statuses))
+        if f.models:
+            rows = rows.filter(Q(model_a__in=f.models) | Q(model_b__in=f.models))
+        cols = [f"c_{c}" for c in choices]
+        return [(dict(zip(choices, [row[c] for c in cols], strict=True)), row["n"])
+                for row in rows.values(*cols).annotate(n=_split_sum(f)).order_by(*cols) if row["n"]]
+    pref_units = (Preference.objects.filter(preference_q(project, f, annotator=False))
+                  .values("response_a_id", "response_b_id")
+                  .annotate(m=Count("id"), **{f"c_{c}": Count("id", filter=Q(choice=c)) for c in choices})
+                  .filter(m__gte=2).values(*[f"c_{c}" for c in choices]).order_by())
+    cols = ", ".join(f"c_{c}" for c in choices)
+    return [(dict(zip(choices, row[:-1], strict=True)), row[-1])
+            for row in _nested_aggregate(pref_units, f"{cols}, COUNT(*)", cols)]
+
+
 def verdict_pair_tables(project, f: Filters) -> dict[tuple[int, int], Counter]:
     """{(annotator_a, annotator_b): {(verdict_a, verdict_b): items}} with a < b, over items both judged.
 
@@ -854,9 +912,11 @@ def agreement(project, f: Filters) -> dict:
     """Verdict agreement (pairwise Cohen's kappa, Krippendorff's alpha), per-category agreement on
     the multi-label taxonomy choices, agreement on pairwise choices, and the items driving disagreement."""
     tree = CategoryTree.load(project)
-    dated = bool(f.date_from or f.date_to)  # the pair roll-up has no days
-    core = agreement_core(project, f, categories=True, items=DISAGREEMENT_ITEMS, pairs=dated)
-    if not dated:
+    dated = bool(f.date_from or f.date_to)  # the agreement roll-ups have no days: a date filter reads labels
+    if dated:
+        core = agreement_core(project, f, categories=True, items=DISAGREEMENT_ITEMS, pairs=True)
+    else:
+        core = agreement_rolled_up(project, f, items=DISAGREEMENT_ITEMS)
         core["pairs"] = verdict_pair_tables(project, f)
 
     compositions = core["units"]
@@ -894,20 +954,14 @@ def agreement(project, f: Filters) -> dict:
     pairs.sort(key=lambda p: (p["kappa"] is None, p["kappa"] if p["kappa"] is not None else 0, -p["items"]))
 
     # pairwise choices: alpha over {a, b, tie, both_bad} on pairs compared by two or more annotators
-    choices = list(Preference.Choice.values)
-    pref_units = (Preference.objects.filter(preference_q(project, f, annotator=False))
-                  .values("response_a_id", "response_b_id")
-                  .annotate(m=Count("id"), **{f"c_{c}": Count("id", filter=Q(choice=c)) for c in choices})
-                  .filter(m__gte=2).values(*[f"c_{c}" for c in choices]).order_by())
-    cols = ", ".join(f"c_{c}" for c in choices)
-    pref_comps = [(dict(zip(choices, row[:-1], strict=True)), row[-1])
-                  for row in _nested_aggregate(pref_units, f"{cols}, COUNT(*)", cols)]
+    pref_comps = preference_compositions(project, f)
     pref_alpha = stats.alpha_nominal(pref_comps)
     # collapse to "which response is better" (a / b / neither) for a second, coarser view
     coarse = [({"a": c["a"], "b": c["b"], "neither": c["tie"] + c["both_bad"]}, n) for c, n in pref_comps]
 
     return {
         "filters": f.describe(),
+        "from_labels": dated,  # a date filter: computed from the labels, not the roll-ups (slower)
         "verdict": {"alpha": alpha.alpha, "units": alpha.units, "values": alpha.values,
                     "observed_disagreement": alpha.observed_disagreement,
                     "expected_disagreement": alpha.expected_disagreement,

@@ -77,6 +77,7 @@ def assert_dashboards_match(project):
         assert {r["annotator"]: r["labels"] for r in rows if r["labels"]} == want["per_annotator"], f
         if not (f.date_from or f.date_to):  # the pair roll-up against the pairs computed from the labels
             assert d.verdict_pair_tables(project, f) == d.agreement_core(project, f, categories=False)["pairs"], f
+            assert_agreement_matches(project, f)
         gold = Counter()
         for lb in Label.objects.filter(pk__in=want["ids"]):
             adj = Adjudication.objects.filter(task__kind="label", task__response_id=lb.response_id,
@@ -87,6 +88,22 @@ def assert_dashboards_match(project):
         lineage = {r["model_version"]: (r["labels"], r["badcases"]) for r in d.model_comparison(project, f)["lineage"]}
         for mv, n in want["by_model"].items():
             assert lineage[mv] == (n, want["bad_by_model"].get(mv, 0)), f
+
+
+def assert_agreement_matches(project, f: d.Filters):
+    """The agreement roll-ups (units, categories, disagreement items, preference units) against the
+    same figures computed from the labels and preferences (agreement_core, the raw GROUP BY)."""
+    for g in (f, d.replace(f, annotator=None)) + tuple(
+            d.replace(f, annotator=a) for a in Label.objects.filter(project=project).values_list(
+                "annotator_id", flat=True).distinct()):
+        raw = d.agreement_core(project, g, categories=True, items=50, pairs=False)
+        rolled = d.agreement_rolled_up(project, g, items=50)
+        assert sorted(rolled["units"], key=repr) == sorted(raw["units"], key=repr), g
+        assert rolled["categories"] == raw["categories"], g
+        assert rolled["items"] == raw["items"], g
+    dated = d.replace(f, date_from=dt.date(2000, 1, 1))  # a date filter takes the raw path
+    assert sorted(d.preference_compositions(project, f), key=repr) == sorted(
+        d.preference_compositions(project, dated), key=repr), f
 
 
 @pytest.fixture
@@ -303,3 +320,49 @@ def test_concurrent_writers_lose_no_counts(project, members):
         t.join()
     assert not errors
     assert LabelDay.objects.get(project=project, day=DAY1, model_version=0).n_train_submitted == 200
+
+
+def test_agreement_rollups_follow_every_write(project, world):
+    """Units, per-category units, disagreement items and preference units: incremental == rebuild ==
+    computed from the labels, through creates, verdict / status / category edits and deletes."""
+    w, b = world, world["b"]
+    a1, a2, lead = w["a1"], w["a2"], w["lead"]
+
+    def check():
+        for f in (d.Filters(), d.Filters(statuses=d.COUNTED_STATUSES), d.Filters(split="eval"),
+                  d.Filters(models=(w["v1"].pk,)), d.Filters(statuses=(Status.REJECTED, Status.APPROVED))):
+            assert_agreement_matches(project, f)
+        assert_rebuild_matches(project)
+        assert_agreement_matches(project, d.Filters())
+
+    r3 = b.response(w["v1"], split="eval")
+    x = b.label(r3, a1, U, [w["tn"], w["wa"]], day=DAY1)
+    y = b.label(r3, a2, R, day=DAY2)
+    z = b.label(r3, lead, U, [w["tn"]], status="approved", day=DAY3)
+    r4 = b.response(w["v2"])
+    b.label(r4, a1, R, day=DAY1)
+    b.label(r4, a2, R, status="rejected", day=DAY1)
+    conv = b.conversation()
+    ra, rb = b.response(w["v1"], conv), b.response(w["v2"], conv)
+    p1 = b.prefer(ra, rb, a1, "a")
+    b.prefer(ra, rb, a2, "b")
+    b.prefer(ra, rb, lead, "tie", status="approved")
+    check()
+    assert rollups.AgreementItem.objects.filter(project=project, response=r3.pk).exists()
+    y.verdict = U
+    y.save()  # r3 no longer split
+    check()
+    z.status = "rejected"
+    z.save()
+    x.categories.remove(w["wa"])
+    w["rep"].labels.add(y)
+    check()
+    p1.choice = "b"
+    p1.save()
+    check()
+    x.delete()
+    p1.delete()
+    check()
+    d.agreement(project, d.Filters())  # the page itself runs on the roll-ups
+    assert d.agreement(project, d.Filters())["from_labels"] is False
+    assert d.agreement(project, d.Filters(date_from=DAY1))["from_labels"] is True
