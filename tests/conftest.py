@@ -47,6 +47,13 @@ def fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def plain_http(settings):
+    """The test client and live servers speak plain HTTP: no redirect to HTTPS even with DEBUG=0 (CI).
+    tests/test_security.py checks the production settings themselves."""
+    settings.SECURE_SSL_REDIRECT = False
+
+
 @pytest.fixture
 def make_user(db):
     def make(username, **kwargs):
