@@ -94,8 +94,9 @@ class Command(BaseCommand):
         parser.add_argument("--dpo-epochs", type=float, default=1.0)
         parser.add_argument("--model-dir", default=None, help="an already built base model folder to use as is")
         parser.add_argument("--online-rounds", type=int, default=2, help="online DPO rounds after SFT (0: none)")
-        parser.add_argument("--samples", type=int, default=4, help="samples per prompt in each online round")
-        parser.add_argument("--online-lr", type=float, default=2e-3)
+        parser.add_argument("--samples", type=int, default=8, help="samples per prompt in each online round")
+        parser.add_argument("--online-lr", type=float, default=1e-3)
+        parser.add_argument("--online-epochs", type=float, default=2.0)
         parser.add_argument("--judge", action=argparse.BooleanOptionalAction, default=True,
                             help="train and evaluate a pairwise judge on scripted human comparisons")
         parser.add_argument("--human-error", type=float, default=0.1,
@@ -219,7 +220,8 @@ class Command(BaseCommand):
                 project, users["loop-lead"], start_version=sft_job.result_version, ranker="checker",
                 eval_suite=suites["seen"], rounds=o["online_rounds"],
                 options={"samples_per_prompt": o["samples"], "max_prompts": o["contexts"], "temperature": 1.0},
-                preset="demo-tiny", overrides={"learning_rate": o["online_lr"], "num_train_epochs": 1.0},
+                preset="demo-tiny",
+                overrides={"learning_rate": o["online_lr"], "num_train_epochs": o["online_epochs"]},
                 start=False)
             self.say(f"online DPO run {online_run.pk}: {o['online_rounds']} round(s) from {sft_job.result_version.name}")
             online_run = online.run_online(online_run.pk)
