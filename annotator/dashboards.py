@@ -1249,13 +1249,44 @@ def case_queryset(project, f: Filters, c: CaseFilters):
     return qs
 
 
+def case_count_rolled_up(project, f: Filters, c: CaseFilters) -> int | None:
+    """The number of cases from the roll-ups when they hold it exactly (the plain filters, a verdict of
+    unreasonable or none, a category with verdict unreasonable and no annotator); None otherwise."""
+    if c.pair or c.disagree or c.category_split or c.gold or c.verdict not in ("", UNREASONABLE):
+        return None
+    cells = rollup_cells(f)
+    if c.category:
+        if c.verdict != UNREASONABLE or f.annotator:
+            return None  # categories are counted on badcase labels, per day and model version only
+        rows = CategoryDay.objects.filter(rollup_days(f), project_id=project.pk, category=c.category,
+                                          under=not c.direct)
+        prefix = "n"
+    else:
+        rows = (AnnotatorDay.objects.filter(annotator=f.annotator) if f.annotator else LabelDay.objects.all())
+        rows = rows.filter(rollup_days(f), project_id=project.pk)
+        prefix = "bad" if c.verdict else "n"
+    if f.models:
+        rows = rows.filter(model_version__in=f.models)
+    return rows.aggregate(n=rollup_sum(cells, prefix))["n"] or 0
+
+
 def case_page(project, f: Filters, c: CaseFilters, page: int = 1, per_page: int = 50) -> dict:
+    """One page of cases, newest first. The total comes from the roll-ups where they hold it (else a
+    COUNT over the labels); the page's rows are found per status along the (project, status,
+    submitted_at) index, at most page x per_page rows each, and ordered together."""
     qs = case_queryset(project, f, c)
-    total = qs.count()
+    total = case_count_rolled_up(project, f, c)
+    if total is None:
+        total = qs.count()
     pages = max(1, math.ceil(total / per_page))
     page = min(max(1, page), pages)
-    rows = list(qs.select_related("annotator", "model_version", "response__conversation")
-                .prefetch_related("categories").order_by("-submitted_at", "-id")[(page - 1) * per_page: page * per_page])
+    order = ("-submitted_at", "-id")
+    candidates = []
+    for status in f.statuses:
+        candidates += qs.filter(status=status).order_by(*order).values_list("pk", flat=True)[:page * per_page]
+    rows = list(Label.objects.filter(pk__in=candidates)
+                .select_related("annotator", "model_version", "response__conversation")
+                .prefetch_related("categories").order_by(*order)[(page - 1) * per_page: page * per_page])
     return {"total": total, "page": page, "pages": pages, "per_page": per_page,
             "rows": [case_row(label) for label in rows]}
 
