@@ -990,10 +990,17 @@ def disagreement_items(project, f: Filters, top: list[tuple[int, int, int]]) -> 
     """The split responses (response, reasonable, unreasonable) with who said what, gold and task."""
     ids = [t[0] for t in top]
     labels = defaultdict(list)
-    for label in (Label.objects.filter(label_q(project, replace(f, annotator=None)), response_id__in=ids)
-                  .select_related("annotator", "response__conversation", "model_version")
-                  .prefetch_related("categories").order_by("annotator__username")):
-        labels[label.response_id].append(label)
+    fields = ("id", "response_id", "annotator__username", "verdict", "submitted_at", "model_version__name",
+              "response__conversation_id", "response__conversation__external_id")
+    rows = list(Label.objects.filter(label_q(project, replace(f, annotator=None)), response_id__in=ids)
+                .values_list(*fields).order_by("annotator__username"))
+    names = defaultdict(list)  # in the categories' own order, as label.categories.all() gives them
+    for label_id, name in (LabelCategory.objects.filter(label_id__in=[r[0] for r in rows])
+                           .order_by("taxonomycategory__project", "taxonomycategory__position",
+                                     "taxonomycategory__name").values_list("label_id", "taxonomycategory__name")):
+        names[label_id].append(name)
+    for row in rows:
+        labels[row[1]].append(dict(zip(fields, row, strict=True)) | {"categories": names.get(row[0], [])})
     tasks = dict(Task.objects.filter(kind=Task.Kind.LABEL, response_id__in=ids).values_list("response_id", "pk"))
     gold = dict(Adjudication.objects.filter(task__response_id__in=ids, task__kind=Task.Kind.LABEL)
                 .values_list("task__response_id", "verdict"))
@@ -1003,14 +1010,14 @@ def disagreement_items(project, f: Filters, top: list[tuple[int, int, int]]) -> 
         if not group:
             continue
         first = group[0]
-        cats = Counter(c.name for lb in group for c in lb.categories.all())
+        cats = Counter(name for lb in group for name in lb["categories"])
         out.append({
-            "response": response_id, "conversation": first.response.conversation_id,
-            "external_id": first.response.conversation.external_id,
-            "model_version": first.model_version.name if first.model_version else None,
-            "reasonable": r, "unreasonable": u, "last": max(lb.submitted_at for lb in group),
-            "judgements": [{"annotator": lb.annotator.username, "verdict": lb.verdict,
-                            "categories": [c.name for c in lb.categories.all()]} for lb in group],
+            "response": response_id, "conversation": first["response__conversation_id"],
+            "external_id": first["response__conversation__external_id"],
+            "model_version": first["model_version__name"],
+            "reasonable": r, "unreasonable": u, "last": max(lb["submitted_at"] for lb in group),
+            "judgements": [{"annotator": lb["annotator__username"], "verdict": lb["verdict"],
+                            "categories": list(lb["categories"])} for lb in group],
             "categories": dict(cats.most_common()), "task": tasks.get(response_id),
             "gold": gold.get(response_id) or None,
         })
