@@ -8,9 +8,12 @@ statistics in agreement.py. The number of queries per dashboard does not depend 
 
 Roll-ups (rollups.py): the counts come from small pre-aggregated tables kept current on every
 write (day x model version, with split x status as columns; per annotator; per category), so a
-page reads a few thousand rows instead of grouping every label. What still reads raw rows, bounded
-by the filter: agreement (only responses judged twice or more, via ResponseJudges), gold and skip
-counts, preference reviews, the time-per-item percentiles under a date or model filter, and the
+page reads a few thousand rows instead of grouping every label. Agreement reads its own roll-ups
+(verdict units, per-category units, preference units and the disagreement-item index, per status set);
+the cases page takes its total from the roll-ups where they hold it exactly. What still reads raw rows,
+bounded by the filter: agreement under a date filter (only responses judged twice or more, via
+ResponseJudges; the page says so), case totals under pair / disagreement / gold / annotator-and-category
+filters, gold and skip counts, preference reviews, the time-per-item percentiles under a date or model filter, and the
 overview / model pages filtered to one annotator (that annotator's labels, by index).
 
 Counting unit: a *label* (one annotator's judgement of one model response). A badcase is a label
