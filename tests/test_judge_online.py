@@ -435,3 +435,21 @@ def test_a_round_whose_training_trips_the_guard_stops_the_run_at_its_policy(proj
     rnd = run.round_set.get()
     assert rnd.status == "done" and rnd.gate["conditions"][0]["key"] == "guard" and not rnd.gate["passed"]
     assert rnd.job.status == TrainingJob.State.STOPPED_BY_GUARD
+
+
+@pytest.mark.django_db
+def test_the_launch_page_gives_each_stage_its_own_guard_unless_the_admin_types_one(client, project, members, voted,
+                                                                                    base):
+    snap = dpo_of_preferences(project, members[Role.LEAD])
+    client.force_login(members[Role.ADMIN])
+    form = {"base_version": base.pk, "train_snapshot": snap.pk, "preset": "demo-tiny", "allow_raw_base": "on",
+            "max_perplexity_ratio": "", "max_quality_drop_points": ""}
+    for stage, limits in (("judge", trainer.JUDGE_GUARD), ("dpo", trainer.DEFAULT_GUARD)):
+        assert client.post(f"/p/{project.slug}/training/new/", {**form, "stage": stage}).status_code == 302
+        job = TrainingJob.objects.get(stage=stage)
+        assert (job.guard["max_perplexity_ratio"], job.guard["max_quality_drop"]) == (
+            limits["max_perplexity_ratio"], limits["max_quality_drop"])
+    typed = {**form, "stage": "judge", "max_perplexity_ratio": "2.5", "max_quality_drop_points": "20"}
+    assert client.post(f"/p/{project.slug}/training/new/", typed).status_code == 302
+    job = TrainingJob.objects.filter(stage="judge").order_by("-id").first()
+    assert (job.guard["max_perplexity_ratio"], job.guard["max_quality_drop"]) == (2.5, 0.2)

@@ -46,8 +46,7 @@ def job_create(request, slug):
                 overrides={f: form.get(f) for f in OVERRIDE_FIELDS if form.get(f)},
                 allow_raw_base=form.get("allow_raw_base") == "on", merge_weights=form.get("merge_weights") == "on",
                 evaluate_after=form.get("evaluate_after") == "on", name=form.get("name", ""),
-                guard={"max_perplexity_ratio": form.get("max_perplexity_ratio") or trainer.DEFAULT_GUARD["max_perplexity_ratio"],
-                       "max_quality_drop": float(form.get("max_quality_drop_points") or 10) / 100})
+                guard=_guard_overrides(form))
         except ValidationError as exc:
             errors = {("general" if k == "__all__" else k): v for k, v in exc.message_dict.items()}
         except ValueError:
@@ -57,8 +56,20 @@ def job_create(request, slug):
             return redirect("training-jobs:detail", slug=slug, pk=job.pk)
     return render(request, "training/job_form.html", {
         "project": project, "versions": versions, "snapshots": snapshots, "errors": errors, "form": form,
-        "presets": trainer.PRESETS, "guard": trainer.DEFAULT_GUARD, "override_fields": OVERRIDE_FIELDS,
+        "presets": trainer.PRESETS, "guard": trainer.DEFAULT_GUARD, "judge_guard": trainer.JUDGE_GUARD,
+        "override_fields": OVERRIDE_FIELDS,
     }, status=422 if errors else 200)
+
+
+def _guard_overrides(form) -> dict:
+    """Only the limits the admin typed: create_job fills the rest with the stage's defaults
+    (a judge's guard differs from an agent's)."""
+    guard = {}
+    if form.get("max_perplexity_ratio"):
+        guard["max_perplexity_ratio"] = form.get("max_perplexity_ratio")
+    if form.get("max_quality_drop_points"):
+        guard["max_quality_drop"] = float(form.get("max_quality_drop_points")) / 100
+    return guard
 
 
 def _missing(field):
