@@ -147,6 +147,11 @@ def _update(run: OnlineRun, **fields) -> None:
         setattr(run, k, v)
 
 
+def _end(run: OnlineRun, status: str, message: str, **fields) -> None:
+    """The run's last write: its final status and message; the phase is over."""
+    _update(run, status=status, message=message, finished_at=timezone.now(), phase="", **fields)
+
+
 def _log(run: OnlineRun, line: str) -> None:
     _update(run, log_tail=(run.log_tail + f"[{timezone.localtime():%H:%M:%S}] {line}\n")[-8000:])
 
@@ -501,13 +506,12 @@ def run_online(run_id: int) -> OnlineRun | None:
         with _Heartbeat(run):
             _run(run)
     except Cancelled:
-        _update(run, status=OnlineRun.State.CANCELLED, finished_at=timezone.now(), phase="",
-                message=f"Cancelled during {run.phase or 'the run'}; Resume continues with the unfinished round.")
+        _end(run, OnlineRun.State.CANCELLED,
+             f"Cancelled during {run.phase or 'the run'}; Resume continues with the unfinished round.")
     except Exception as exc:  # noqa: BLE001 - recorded on the run, with its reason
         OnlineRound.objects.filter(run=run, status=OnlineRound.State.RUNNING).update(status=OnlineRound.State.FAILED)
         _log(run, f"failed: {type(exc).__name__}: {exc}")
-        _update(run, status=OnlineRun.State.FAILED, finished_at=timezone.now(), phase="",
-                message=f"{type(exc).__name__}: {exc}. Resume continues with the unfinished round.")
+        _end(run, OnlineRun.State.FAILED, f"{type(exc).__name__}: {exc}. Resume continues with the unfinished round.")
     run.refresh_from_db()
     return run
 
@@ -547,8 +551,8 @@ def _run(run: OnlineRun) -> None:
         if rnd.pairs == 0:
             _finish_round(rnd, {"passed": False, "conditions": [{"key": "pairs", "ok": False,
                                                                   "detail": "no pair: every prompt tied"}]})
-            _update(run, status=OnlineRun.State.STOPPED_BY_GATE, finished_at=timezone.now(), phase="", result_version=policy,
-                    message=f"Round {number} found no pair to learn from; {policy.name} is the result.")
+            _end(run, OnlineRun.State.STOPPED_BY_GATE,
+                 f"Round {number} found no pair to learn from; {policy.name} is the result.", result_version=policy)
             return
         _check_cancel(run)
         snap = _snapshot(run, rnd)
@@ -558,9 +562,8 @@ def _run(run: OnlineRun) -> None:
         except GuardStopped as exc:
             _finish_round(rnd, {"passed": False, "conditions": [{"key": "guard", "ok": False, "detail": str(exc)}],
                                 "seconds": round(time.monotonic() - started, 1)})
-            _update(run, status=OnlineRun.State.STOPPED_BY_GATE, finished_at=timezone.now(), phase="",
-                    result_version=policy, message=f"Round {number}'s training was stopped by the guard with no "
-                                                   f"healthy checkpoint; {policy.name} is the result.")
+            _end(run, OnlineRun.State.STOPPED_BY_GATE, f"Round {number}'s training was stopped by the guard with no "
+                 f"healthy checkpoint; {policy.name} is the result.", result_version=policy)
             return
         ev = _evaluate(run, version, rnd.eval_run)
         OnlineRound.objects.filter(pk=rnd.pk).update(eval_run=ev)
@@ -572,12 +575,11 @@ def _run(run: OnlineRun) -> None:
                   f"gate {'passed' if result['passed'] else 'FAILED'}")
         if not result["passed"]:
             failed = "; ".join(c["key"] + ": " + c["detail"] for c in result["conditions"] if not c["ok"])
-            _update(run, status=OnlineRun.State.STOPPED_BY_GATE, finished_at=timezone.now(), phase="", result_version=policy,
-                    message=f"Round {number} did not pass the gate ({failed}); {policy.name} is the result.")
+            _end(run, OnlineRun.State.STOPPED_BY_GATE,
+                 f"Round {number} did not pass the gate ({failed}); {policy.name} is the result.", result_version=policy)
             return
         policy, baseline = version, ev
-    _update(run, status=OnlineRun.State.SUCCEEDED, finished_at=timezone.now(), result_version=policy,
-            phase="", message=f"{run.rounds} round(s) passed the gate; {policy.name} is the result.")
+    _end(run, OnlineRun.State.SUCCEEDED, f"{run.rounds} round(s) passed the gate; {policy.name} is the result.", result_version=policy)
 
 
 def _finish_round(rnd: OnlineRound, result: dict) -> None:
