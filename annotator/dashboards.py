@@ -9,12 +9,13 @@ statistics in agreement.py. The number of queries per dashboard does not depend 
 Roll-ups (rollups.py): the counts come from small pre-aggregated tables kept current on every
 write (day x model version, with split x status as columns; per annotator; per category), so a
 page reads a few thousand rows instead of grouping every label. Agreement reads its own roll-ups
-(verdict units, per-category units, preference units and the disagreement-item index, per status set);
+(verdict units, per-category units, preference units and the disagreement-item index, per status set,
+each unit filed under the day it was complete; annotator pairs also per day of their later label);
 the cases page takes its total from the roll-ups where they hold it exactly. What still reads raw rows,
-bounded by the filter: agreement under a date filter (only responses judged twice or more, via
-ResponseJudges; the page says so), case totals under pair / disagreement / gold / annotator-and-category
-filters, gold and skip counts, preference reviews, the time-per-item percentiles under a date or model filter, and the
-overview / model pages filtered to one annotator (that annotator's labels, by index).
+bounded by the filter: case totals under pair / disagreement / gold / annotator-and-category
+filters, preference reviews, the time-per-item percentiles under a model filter, and the
+overview / model pages filtered to one annotator (that annotator's labels, by index). agreement_core
+computes the agreement figures from the labels: the reference the roll-ups are tested against.
 
 Counting unit: a *label* (one annotator's judgement of one model response). A badcase is a label
 with the verdict "unreasonable"; the badcase rate is badcase labels / labels. Labels carry their
@@ -42,9 +43,11 @@ from . import agreement as stats
 from .models import (
     Adjudication,
     AgreementPair,
+    AgreementPairDay,
     AnnotatorDay,
     AnnotatorPreferenceDay,
     AnnotatorSeconds,
+    AnnotatorSecondsDay,
     CategoryDay,
     GoldDay,
     Label,
@@ -61,7 +64,15 @@ from .models import (
     Task,
     TaxonomyCategory,
 )
-from .rollups import NO_DAY, SPLIT_COLUMNS, AgreementCategory, AgreementItem, AgreementUnit, PreferenceUnit, status_mask
+from .rollups import (
+    NO_DAY,
+    SPLIT_COLUMNS,
+    AgreementCategory,
+    AgreementItem,
+    AgreementUnit,
+    PreferenceUnit,
+    status_mask,
+)
 
 LabelCategory = Label.categories.through
 UNREASONABLE = Label.Verdict.UNREASONABLE
@@ -242,6 +253,16 @@ def rollup_days(f: Filters, field: str = "day") -> Q:
         q &= Q(**{f"{field}__gte": f.date_from})
     if f.date_to:
         q &= Q(**{f"{field}__lte": f.date_to, f"{field}__gt": NO_DAY})
+    return q
+
+
+def _window(f: Filters, field: str) -> Q:
+    """A timestamp inside the date filter's local days (what local_day files under those days)."""
+    q = Q()
+    if f.date_from:
+        q &= Q(**{f"{field}__gte": _day_start(f.date_from)})
+    if f.date_to:
+        q &= Q(**{f"{field}__lt": _day_start(f.date_to + dt.timedelta(days=1))})
     return q
 
 
@@ -649,17 +670,20 @@ def _rolled_up_work(qs, f: Filters) -> dict[int, dict]:
 def _time_histograms(project, f: Filters) -> dict[int, Counter]:
     """Per annotator: {seconds: items} over labels and comparisons with a recorded time.
 
-    The seconds roll-up has no day or model version: under those filters the histogram is read
-    from the filtered labels and preferences themselves (the slow part of a filtered page).
+    From the seconds roll-up, or its per-day twin under a date filter. Neither has a model version:
+    under a model filter the histogram is read from the filtered labels and preferences themselves.
     """
     out: dict[int, Counter] = defaultdict(Counter)
-    if f.date_from or f.date_to or f.models:
+    if f.models:
         for qs in (Label.objects.filter(label_q(project, f)), Preference.objects.filter(preference_q(project, f))):
             for uid, s in _work_stats(qs).items():
                 out[uid].update(s["hist"])
         return out
     cells = rollup_cells(f)
-    qs = AnnotatorSeconds.objects.filter(project_id=project.pk)
+    if f.date_from or f.date_to:
+        qs = AnnotatorSecondsDay.objects.filter(rollup_days(f), project_id=project.pk)
+    else:
+        qs = AnnotatorSeconds.objects.filter(project_id=project.pk)
     if f.annotator:
         qs = qs.filter(annotator=f.annotator)
     for row in qs.values("annotator", "seconds").annotate(k=rollup_sum(cells, "n", "p")).order_by():
@@ -759,7 +783,8 @@ def _bin(hist: Counter) -> list[int]:
 
 
 def agreement_core(project, f: Filters, categories: bool = True, items: int = 0, pairs: bool = True) -> dict:
-    """Everything agreement needs from the multiply-judged labels, in one SQL statement.
+    """Everything agreement needs, computed from the multiply-judged labels in one SQL statement: the
+    reference the agreement roll-ups are checked against (the pages read the roll-ups).
 
     Only responses judged two or more times carry agreement: the judges roll-up (ResponseJudges)
     lists them, the statement keeps their filtered labels in a materialised CTE (a quarter of the
@@ -769,19 +794,35 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0,
       cat:  (category, judges, judges who chose it) -> units         (per-category alpha)
       item: the `items` responses with the most split judge pairs    (items driving disagreement)
     Verdicts travel as 1 (unreasonable) / 0. With an annotator filter, items are ones they judged.
+    A date filter keeps what was completed inside it: units whose last label, and pairs whose later
+    label, falls in the range (all their labels timed); each unit keeps all its labels.
     """
     # only responses with two or more counted labels can carry agreement: the judges roll-up finds them
     multi = ResponseJudges.objects.filter(project_id=project.pk, n__gte=2).values("response")
-    base = Label.objects.filter(label_q(project, f, annotator=False), response_id__in=multi).order_by()
+    undated = replace(f, date_from=None, date_to=None)
+    base = Label.objects.filter(label_q(project, undated, annotator=False), response_id__in=multi).order_by()
     l_sql, l_params = base.values("id", "response_id", "annotator_id", "verdict", "submitted_at").query.sql_with_params()
     mat = "MATERIALIZED " if connection.vendor == "postgresql" else ""
     through = connection.ops.quote_name(LabelCategory._meta.db_table)
+    bounds = [(op, _day_start(day)) for op, day in ((">=", f.date_from), ("<", f.date_to and f.date_to + dt.timedelta(days=1)))
+              if day]  # the completion time inside the filter's local days, as the roll-ups file it
+
+    def completed(when: str, timed: str) -> tuple[str, list]:
+        if not bounds:
+            return "", []
+        return "".join(f" AND {when} {op} %s" for op, _ in bounds) + f" AND {timed}", [t for _, t in bounds]
+
+    unit_window, unit_params = completed("MAX(submitted_at)", "COUNT(submitted_at) = COUNT(*)")
     parts = ["SELECT 'unit', n, u, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), COUNT(*) FROM units GROUP BY n, u"]
+    params = [UNREASONABLE, *l_params, *unit_params]
     if pairs:
-        parts.append("""SELECT 'pair', a.annotator_id, b.annotator_id, a.bad, b.bad, COUNT(*) FROM ml a
-                JOIN ml b ON a.response_id = b.response_id AND a.annotator_id < b.annotator_id
+        pair_window, pair_params = completed(
+            "CASE WHEN a.submitted_at > b.submitted_at THEN a.submitted_at ELSE b.submitted_at END",
+            "a.submitted_at IS NOT NULL AND b.submitted_at IS NOT NULL")
+        parts.append(f"""SELECT 'pair', a.annotator_id, b.annotator_id, a.bad, b.bad, COUNT(*) FROM ml a
+                JOIN ml b ON a.response_id = b.response_id AND a.annotator_id < b.annotator_id{pair_window}
                 GROUP BY a.annotator_id, b.annotator_id, a.bad, b.bad""")
-    params = [UNREASONABLE, *l_params]
+        params += pair_params
     if categories:
         parts.append(f"""SELECT 'cat', c.cat, units.n, c.k, CAST(NULL AS BIGINT), COUNT(*) FROM (
                 SELECT t.taxonomycategory_id AS cat, ml.response_id, COUNT(*) AS k FROM {through} t
@@ -797,7 +838,7 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0,
     sql = (f"WITH ml AS {mat}(SELECT x.id, x.response_id, x.annotator_id, "
            f"CASE WHEN x.verdict = %s THEN 1 ELSE 0 END AS bad, x.submitted_at FROM ({l_sql}) x), "
            f"units AS {mat}(SELECT response_id, COUNT(*) AS n, SUM(bad) AS u, MAX(submitted_at) AS last "
-           f"FROM ml GROUP BY response_id HAVING COUNT(*) >= 2) " + " UNION ALL ".join(f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts)))
+           f"FROM ml GROUP BY response_id HAVING COUNT(*) >= 2{unit_window}) " + " UNION ALL ".join(f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts)))
     out = {"pairs": defaultdict(Counter), "units": [], "categories": defaultdict(Counter), "items": []}
     verdict = {1: UNREASONABLE, 0: REASONABLE}
     with connection.cursor() as cursor:
@@ -825,23 +866,24 @@ def _split_sum(f: Filters):
 
 def agreement_rolled_up(project, f: Filters, items: int = 0) -> dict:
     """What agreement_core returns (without pairs: see verdict_pair_tables), from the agreement
-    roll-ups (rollups.AgreementUnit, AgreementCategory, AgreementItem); no date filter (they have no days).
-    Three bounded queries: a few hundred grouped rows and the top `items` of an index."""
+    roll-ups (rollups.AgreementUnit, AgreementCategory, AgreementItem). Under a date filter: the units
+    whose last label falls inside it. Three bounded queries: grouped rows and the top `items` of an index."""
     mask = status_mask(f.statuses)
     base = {"project_id": project.pk, "statuses": mask}
     if f.models:
         base["model_version__in"] = f.models
+    days = rollup_days(f)
     out = {"pairs": defaultdict(Counter), "units": [], "categories": defaultdict(Counter), "items": []}
-    for row in (AgreementUnit.objects.filter(**base).values("judges", "bad").annotate(n=_split_sum(f))
+    for row in (AgreementUnit.objects.filter(days, **base).values("judges", "bad").annotate(n=_split_sum(f))
                 .order_by("judges", "bad")):
         if row["n"]:
             out["units"].append(({REASONABLE: row["judges"] - row["bad"], UNREASONABLE: row["bad"]}, row["n"]))
-    for row in (AgreementCategory.objects.filter(**base).values("category", "judges", "chose")
+    for row in (AgreementCategory.objects.filter(days, **base).values("category", "judges", "chose")
                 .annotate(n=_split_sum(f)).order_by()):
         if row["n"]:
             out["categories"][row["category"]][(row["judges"], row["chose"])] = row["n"]
     if items:
-        top = AgreementItem.objects.filter(**base)
+        top = AgreementItem.objects.filter(_window(f, "last"), **base)
         if f.split:
             top = top.filter(split=f.split)
         if f.annotator:
@@ -853,21 +895,27 @@ def agreement_rolled_up(project, f: Filters, items: int = 0) -> dict:
     return out
 
 
-def preference_compositions(project, f: Filters) -> list[tuple[dict, int]]:
+def preference_compositions(project, f: Filters, from_rollups: bool = True) -> list[tuple[dict, int]]:
     """Compositions of the (response a, response b) pairs compared two or more times: {choice: n}, units.
-    From the preference-unit roll-up without a date filter, else from the preferences."""
+    From the preference-unit roll-up; under a date filter the pairs whose last comparison falls inside it.
+    `from_rollups=False` computes the same from the preferences (the reference the roll-ups are checked against)."""
     choices = list(Preference.Choice.values)
-    if not (f.date_from or f.date_to):
-        rows = PreferenceUnit.objects.filter(project_id=project.pk, statuses=status_mask(f.statuses))
+    if from_rollups:
+        rows = PreferenceUnit.objects.filter(rollup_days(f), project_id=project.pk, statuses=status_mask(f.statuses))
         if f.models:
             rows = rows.filter(Q(model_a__in=f.models) | Q(model_b__in=f.models))
         cols = [f"c_{c}" for c in choices]
         return [(dict(zip(choices, [row[c] for c in cols], strict=True)), row["n"])
                 for row in rows.values(*cols).annotate(n=_split_sum(f)).order_by(*cols) if row["n"]]
-    pref_units = (Preference.objects.filter(preference_q(project, f, annotator=False))
+    pref_units = (Preference.objects.filter(preference_q(project, replace(f, date_from=None, date_to=None),
+                                                         annotator=False))
                   .values("response_a_id", "response_b_id")
-                  .annotate(m=Count("id"), **{f"c_{c}": Count("id", filter=Q(choice=c)) for c in choices})
-                  .filter(m__gte=2).values(*[f"c_{c}" for c in choices]).order_by())
+                  .annotate(m=Count("id"), timed=Count("submitted_at"), last=Max("submitted_at"),
+                            **{f"c_{c}": Count("id", filter=Q(choice=c)) for c in choices})
+                  .filter(m__gte=2))
+    if f.date_from or f.date_to:
+        pref_units = pref_units.filter(_window(f, "last"), timed=F("m"))
+    pref_units = pref_units.values(*[f"c_{c}" for c in choices]).order_by()
     cols = ", ".join(f"c_{c}" for c in choices)
     return [(dict(zip(choices, row[:-1], strict=True)), row[-1])
             for row in _nested_aggregate(pref_units, f"{cols}, COUNT(*)", cols)]
@@ -876,13 +924,14 @@ def preference_compositions(project, f: Filters) -> list[tuple[dict, int]]:
 def verdict_pair_tables(project, f: Filters) -> dict[tuple[int, int], Counter]:
     """{(annotator_a, annotator_b): {(verdict_a, verdict_b): items}} with a < b, over items both judged.
 
-    From the pair roll-up (columns: split, both labels' statuses); a pair's two labels can fall on
-    different days, so under a date filter the pairs come from the labels (agreement_core).
+    From the pair roll-up (columns: split, both labels' statuses); under a date filter from its per-day
+    twin, which files a pair under the day of the later of its two labels (the pairs completed in the range).
     """
-    if f.date_from or f.date_to:
-        return agreement_core(project, f, categories=False)["pairs"]
     cells = [f"{sp}_{a}_{b}" for sp in ([f.split] if f.split else Split.values) for a in f.statuses for b in f.statuses]
-    rows = AgreementPair.objects.filter(project_id=project.pk)
+    if f.date_from or f.date_to:
+        rows = AgreementPairDay.objects.filter(rollup_days(f), project_id=project.pk)
+    else:
+        rows = AgreementPair.objects.filter(project_id=project.pk)
     if f.models:
         rows = rows.filter(model_version__in=f.models)
     verdict = {True: UNREASONABLE, False: REASONABLE}
@@ -915,12 +964,8 @@ def agreement(project, f: Filters) -> dict:
     """Verdict agreement (pairwise Cohen's kappa, Krippendorff's alpha), per-category agreement on
     the multi-label taxonomy choices, agreement on pairwise choices, and the items driving disagreement."""
     tree = CategoryTree.load(project)
-    dated = bool(f.date_from or f.date_to)  # the agreement roll-ups have no days: a date filter reads labels
-    if dated:
-        core = agreement_core(project, f, categories=True, items=DISAGREEMENT_ITEMS, pairs=True)
-    else:
-        core = agreement_rolled_up(project, f, items=DISAGREEMENT_ITEMS)
-        core["pairs"] = verdict_pair_tables(project, f)
+    core = agreement_rolled_up(project, f, items=DISAGREEMENT_ITEMS)
+    core["pairs"] = verdict_pair_tables(project, f)
 
     compositions = core["units"]
     alpha = stats.alpha_nominal(compositions)
@@ -964,7 +1009,7 @@ def agreement(project, f: Filters) -> dict:
 
     return {
         "filters": f.describe(),
-        "from_labels": dated,  # a date filter: computed from the labels, not the roll-ups (slower)
+        "completed_in_range": bool(f.date_from or f.date_to),  # a date filter counts the units completed in it
         "verdict": {"alpha": alpha.alpha, "units": alpha.units, "values": alpha.values,
                     "observed_disagreement": alpha.observed_disagreement,
                     "expected_disagreement": alpha.expected_disagreement,

@@ -28,9 +28,11 @@ from .models import (
     ROLLUP_STATUSES,
     Adjudication,
     AgreementPair,
+    AgreementPairDay,
     AnnotatorDay,
     AnnotatorPreferenceDay,
     AnnotatorSeconds,
+    AnnotatorSecondsDay,
     CategoryDay,
     Conversation,
     GoldDay,
@@ -50,15 +52,16 @@ from .models import (
     TaxonomyCategory,
 )
 
-
 # --- agreement roll-ups -------------------------------------------------------------------------
 #
 # Agreement units are responses (verdicts) and (response a, response b) pairs (preferences); a unit's
 # composition depends on which label statuses the page counts, so these roll-ups are keyed by the
 # status set as a bit mask (submitted 1, approved 2, rejected 4; 1..7) and hold, per mask, what the
 # agreement page groups: units by (judges, unreasonable verdicts), units by (category, judges, judges
-# who chose it), preference units by their choice counts. Columns: the unit's split. No days: under a
-# date filter the agreement page reads the labels (a unit's labels fall on different days).
+# who chose it), preference units by their choice counts. Columns: the unit's split. A unit's labels
+# fall on different days: it is filed under the local day of its last one (the day it was complete),
+# NO_DAY when one of them has no submission time; a date filter counts the units completed inside it.
+# Annotator pairs likewise, in AgreementPairDay, under the day of the later of the two labels.
 
 SPLIT_COLUMNS = tuple(f"n_{s}" for s in Split.values)
 
@@ -81,13 +84,14 @@ class AgreementUnit(_split_counters("AgreementUnitCounters")):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     statuses = models.SmallIntegerField()
+    day = models.DateField()
     model_version = models.IntegerField()
     judges = models.IntegerField()
     bad = models.IntegerField()
 
     class Meta:
         app_label = "annotator"
-        constraints = [models.UniqueConstraint(fields=["project", "statuses", "model_version", "judges", "bad"],
+        constraints = [models.UniqueConstraint(fields=["project", "statuses", "day", "model_version", "judges", "bad"],
                                                name="agreementunit_key")]
 
 
@@ -96,6 +100,7 @@ class AgreementCategory(_split_counters("AgreementCategoryCounters")):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     statuses = models.SmallIntegerField()
+    day = models.DateField()
     model_version = models.IntegerField()
     category = models.IntegerField()
     judges = models.IntegerField()
@@ -104,7 +109,8 @@ class AgreementCategory(_split_counters("AgreementCategoryCounters")):
     class Meta:
         app_label = "annotator"
         constraints = [models.UniqueConstraint(
-            fields=["project", "statuses", "model_version", "category", "judges", "chose"], name="agreementcategory_key")]
+            fields=["project", "statuses", "day", "model_version", "category", "judges", "chose"],
+            name="agreementcategory_key")]
 
 
 class PreferenceUnit(_split_counters("PreferenceUnitCounters")):
@@ -112,6 +118,7 @@ class PreferenceUnit(_split_counters("PreferenceUnitCounters")):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     statuses = models.SmallIntegerField()
+    day = models.DateField()
     model_a = models.IntegerField()
     model_b = models.IntegerField()
     c_a = models.IntegerField()
@@ -122,7 +129,7 @@ class PreferenceUnit(_split_counters("PreferenceUnitCounters")):
     class Meta:
         app_label = "annotator"
         constraints = [models.UniqueConstraint(
-            fields=["project", "statuses", "model_a", "model_b", "c_a", "c_b", "c_tie", "c_both_bad"],
+            fields=["project", "statuses", "day", "model_a", "model_b", "c_a", "c_b", "c_tie", "c_both_bad"],
             name="preferenceunit_key")]
 
 
@@ -147,17 +154,22 @@ class AgreementItem(models.Model):
         indexes = [models.Index("project", "statuses", models.F("score").desc(), models.F("last").desc(), "response",
                                 name="agreementitem_top")]
 
+    def __str__(self):
+        return f"response {self.response}: {self.bad} of {self.judges} unreasonable"
+
 LabelCategory = Label.categories.through
 NO_DAY = dt.date(1, 1, 1)
 TIME_CAP_S = 1800  # same bins as the annotators page: one second each, the rest in the last
 UNREASONABLE = Label.Verdict.UNREASONABLE
-ROLLUPS = [LabelDay, AnnotatorDay, CategoryDay, AnnotatorSeconds, ReviewDay, GoldDay, SkipDay, PreferenceDay,
-           AnnotatorPreferenceDay, ResponseJudges, AgreementPair, AgreementUnit, AgreementCategory, PreferenceUnit]
+ROLLUPS = [LabelDay, AnnotatorDay, CategoryDay, AnnotatorSeconds, AnnotatorSecondsDay, ReviewDay, GoldDay, SkipDay,
+           PreferenceDay, AnnotatorPreferenceDay, ResponseJudges, AgreementPair, AgreementPairDay, AgreementUnit,
+           AgreementCategory, PreferenceUnit]
 KEYS = {
     LabelDay: ("project_id", "day", "model_version"),
     AnnotatorDay: ("project_id", "annotator", "day", "model_version"),
     CategoryDay: ("project_id", "day", "model_version", "category", "under"),
     AnnotatorSeconds: ("project_id", "annotator", "seconds"),
+    AnnotatorSecondsDay: ("project_id", "day", "annotator", "seconds"),
     ReviewDay: ("project_id", "annotator", "day", "model_version"),
     PreferenceDay: ("project_id", "day", "model_a", "model_b", "choice", "left_side"),
     AnnotatorPreferenceDay: ("project_id", "annotator", "day", "model_a", "model_b"),
@@ -165,9 +177,10 @@ KEYS = {
     GoldDay: ("project_id", "annotator", "day", "model_version", "verdict", "gold"),
     SkipDay: ("project_id", "annotator", "day", "model_version"),
     AgreementPair: ("project_id", "model_version", "annotator_a", "annotator_b", "bad_a", "bad_b"),
-    AgreementUnit: ("project_id", "statuses", "model_version", "judges", "bad"),
-    AgreementCategory: ("project_id", "statuses", "model_version", "category", "judges", "chose"),
-    PreferenceUnit: ("project_id", "statuses", "model_a", "model_b", "c_a", "c_b", "c_tie", "c_both_bad"),
+    AgreementPairDay: ("project_id", "day", "model_version", "annotator_a", "annotator_b", "bad_a", "bad_b"),
+    AgreementUnit: ("project_id", "statuses", "day", "model_version", "judges", "bad"),
+    AgreementCategory: ("project_id", "statuses", "day", "model_version", "category", "judges", "chose"),
+    PreferenceUnit: ("project_id", "statuses", "day", "model_a", "model_b", "c_a", "c_b", "c_tie", "c_both_bad"),
 }
 
 
@@ -175,6 +188,12 @@ def local_day(value) -> dt.date:
     if value is None:
         return NO_DAY
     return timezone.localtime(value, timezone.get_default_timezone()).date()
+
+
+def completed_day(times) -> dt.date:
+    """The local day a unit of several judgements was complete: its last one's (NO_DAY if one has no time)."""
+    times = list(times)
+    return NO_DAY if not times or None in times else local_day(max(times))
 
 
 # --- contributions ------------------------------------------------------------------------------
@@ -247,6 +266,7 @@ def label_part(rows, tree: Tree) -> Counter:
             out[AnnotatorDay, key, f"timed_{cell}"] += 1
             out[AnnotatorDay, key, f"ms_{cell}"] += ms
             out[AnnotatorSeconds, (project, annotator, min(ms // 1000, TIME_CAP_S)), f"n_{cell}"] += 1
+            out[AnnotatorSecondsDay, (project, day, annotator, min(ms // 1000, TIME_CAP_S)), f"n_{cell}"] += 1
         if bad:
             under = set()
             for cat in set(categories.get(pk, ())):
@@ -275,7 +295,7 @@ def response_part(rows) -> Counter:
         if len(group) < 2:
             continue
         for mask, unit in _units(group):
-            key, column = (project, mask, unit[0][3] or 0), f"n_{unit[0][9]}"
+            key, column = (project, mask, completed_day(r[6] for r in unit), unit[0][3] or 0), f"n_{unit[0][9]}"
             bad = sum(r[5] == UNREASONABLE for r in unit)
             out[AgreementUnit, (*key, len(unit), bad), column] += 1
             for cat, k in Counter(c for r in unit for c in categories.get(r[0], ())).items():
@@ -285,8 +305,10 @@ def response_part(rows) -> Counter:
             for b in group[i + 1:]:
                 if a[2] == b[2]:
                     continue
-                key = (project, a[3] or 0, a[2], b[2], a[5] == UNREASONABLE, b[5] == UNREASONABLE)
-                out[AgreementPair, key, f"n_{a[9]}_{a[4]}_{b[4]}"] += 1
+                key = (a[3] or 0, a[2], b[2], a[5] == UNREASONABLE, b[5] == UNREASONABLE)
+                column = f"n_{a[9]}_{a[4]}_{b[4]}"
+                out[AgreementPair, (project, *key), column] += 1
+                out[AgreementPairDay, (project, completed_day((a[6], b[6])), *key), column] += 1
     return out
 
 
@@ -342,7 +364,8 @@ def preference_unit_part(prefs) -> Counter:
     groups = defaultdict(list)
     for row in prefs.filter(status__in=ROLLUP_STATUSES).values_list(
             "response_a_id", "response_b_id", "response_a__conversation__project_id", "response_a__model_version_id",
-            "response_b__model_version_id", "choice", "status", "response_a__conversation__split").order_by():
+            "response_b__model_version_id", "choice", "status", "response_a__conversation__split",
+            "submitted_at").order_by():
         groups[row[:2]].append(row)
     for group in groups.values():
         for mask in MASKS:
@@ -350,8 +373,9 @@ def preference_unit_part(prefs) -> Counter:
             if len(unit) < 2:
                 continue
             counts = Counter(r[5] for r in unit)
-            _, _, project, a, b, _, _, split = unit[0]
-            key = (project, mask, a or 0, b or 0, *(counts.get(c, 0) for c in PREFERENCE_CHOICES))
+            _, _, project, a, b, _, _, split, _ = unit[0]
+            key = (project, mask, completed_day(r[8] for r in unit), a or 0, b or 0,
+                   *(counts.get(c, 0) for c in PREFERENCE_CHOICES))
             out[PreferenceUnit, key, f"n_{split}"] += 1
     return out
 
@@ -371,6 +395,7 @@ def preference_part(prefs) -> Counter:
             out[AnnotatorPreferenceDay, key, f"timed_{cell}"] += 1
             out[AnnotatorPreferenceDay, key, f"ms_{cell}"] += ms
             out[AnnotatorSeconds, (project, annotator, min(ms // 1000, TIME_CAP_S)), f"p_{cell}"] += 1
+            out[AnnotatorSecondsDay, (project, day, annotator, min(ms // 1000, TIME_CAP_S)), f"p_{cell}"] += 1
     return out
 
 

@@ -317,8 +317,9 @@ def main():
         "overview_filtered": f"{base}/?model={mv.pk}&from={day - dt.timedelta(days=60)}&category={cat.pk}",
         "overview_one_annotator": f"{base}/?annotator={annotator.pk}",  # reads that annotator's labels
         "annotators": f"{base}/annotators/",
-        "annotators_last_60_days": f"{base}/annotators/?from={day - dt.timedelta(days=60)}",  # raw fallbacks
+        "annotators_last_60_days": f"{base}/annotators/?from={day - dt.timedelta(days=60)}",
         "agreement": f"{base}/agreement/",
+        "agreement_last_60_days": f"{base}/agreement/?from={day - dt.timedelta(days=60)}",
         "models": f"{base}/models/",
         "cases": f"{base}/cases/?category={cat.pk}&verdict=unreasonable",
         "api_overview": f"{api}/overview/",

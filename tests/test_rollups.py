@@ -75,9 +75,10 @@ def assert_dashboards_match(project):
         assert {c["category"]: c["direct"] for c in data["categories"] if c["direct"]} == want["direct"], f
         rows = d.annotators(project, f)["rows"]
         assert {r["annotator"]: r["labels"] for r in rows if r["labels"]} == want["per_annotator"], f
-        if not (f.date_from or f.date_to):  # the pair roll-up against the pairs computed from the labels
-            assert d.verdict_pair_tables(project, f) == d.agreement_core(project, f, categories=False)["pairs"], f
-            assert_agreement_matches(project, f)
+        # the pair roll-ups against the pairs computed from the labels; the time histograms against the labels
+        assert d.verdict_pair_tables(project, f) == d.agreement_core(project, f, categories=False)["pairs"], f
+        assert_agreement_matches(project, f)
+        assert {u: dict(h) for u, h in d._time_histograms(project, f).items() if h} == seconds_from_scratch(project, f), f
         gold = Counter()
         for lb in Label.objects.filter(pk__in=want["ids"]):
             adj = Adjudication.objects.filter(task__kind="label", task__response_id=lb.response_id,
@@ -88,6 +89,30 @@ def assert_dashboards_match(project):
         lineage = {r["model_version"]: (r["labels"], r["badcases"]) for r in d.model_comparison(project, f)["lineage"]}
         for mv, n in want["by_model"].items():
             assert lineage[mv] == (n, want["bad_by_model"].get(mv, 0)), f
+
+
+def seconds_from_scratch(project, f: d.Filters) -> dict:
+    """{annotator: {whole seconds (capped): items}} over the filtered labels and comparisons with a time."""
+    out: dict = {}
+
+    def keep(item, model_versions, split):
+        day = timezone.localdate(item.submitted_at) if item.submitted_at else None
+        return (item.status in f.statuses and item.time_spent_ms and (not f.split or split == f.split)
+                and (not f.models or set(model_versions) & set(f.models))
+                and (not (f.date_from or f.date_to) or day is not None)
+                and (not f.date_from or day >= f.date_from) and (not f.date_to or day <= f.date_to)
+                and (not f.annotator or item.annotator_id == f.annotator))
+
+    items = [(lb, [lb.model_version_id], lb.response.conversation.split)
+             for lb in Label.objects.filter(project=project).select_related("response__conversation")]
+    items += [(p, [p.response_a.model_version_id, p.response_b.model_version_id], p.response_a.conversation.split)
+              for p in Preference.objects.filter(response_a__conversation__project=project)
+              .select_related("response_a__conversation", "response_b")]
+    for item, versions, split in items:
+        if keep(item, versions, split):
+            sec = min(item.time_spent_ms // 1000, d.TIME_CAP_S)
+            out.setdefault(item.annotator_id, Counter())[sec] += 1
+    return {u: dict(h) for u, h in out.items()}
 
 
 def assert_agreement_matches(project, f: d.Filters):
@@ -101,9 +126,8 @@ def assert_agreement_matches(project, f: d.Filters):
         assert sorted(rolled["units"], key=repr) == sorted(raw["units"], key=repr), g
         assert rolled["categories"] == raw["categories"], g
         assert rolled["items"] == raw["items"], g
-    dated = d.replace(f, date_from=dt.date(2000, 1, 1))  # a date filter takes the raw path
     assert sorted(d.preference_compositions(project, f), key=repr) == sorted(
-        d.preference_compositions(project, dated), key=repr), f
+        d.preference_compositions(project, f, from_rollups=False), key=repr), f
 
 
 @pytest.fixture
@@ -280,15 +304,21 @@ def test_queries_per_page_are_constant(project, world, page, django_assert_num_q
     fn = d.PAGES[page]
     from django.test.utils import CaptureQueriesContext
 
-    with CaptureQueriesContext(connection) as ctx:
-        fn(project, d.Filters())
-    small = len(ctx.captured_queries)
+    filters = (d.Filters(), d.Filters(date_from=DAY1, date_to=DAY3))  # with a date range too
+    small = []
+    for f in filters:
+        with CaptureQueriesContext(connection) as ctx:
+            fn(project, f)
+        small.append(len(ctx.captured_queries))
     for i in range(8):  # more labels, days, categories, reviews and versions
         v = w["b"].version(f"more-{i}")
-        lb = w["b"].label(w["b"].response(v), w["a2"], U, [w["rep"], w["wa"]], day=DAY1 + dt.timedelta(days=i))
+        r = w["b"].response(v)
+        lb = w["b"].label(r, w["a2"], U, [w["rep"], w["wa"]], day=DAY1 + dt.timedelta(days=i))
+        w["b"].label(r, w["a1"], R, day=DAY1 + dt.timedelta(days=i))
         apply_review(w["lead"], lb, "approve")
-    with django_assert_num_queries(small):
-        fn(project, d.Filters())
+    for f, n in zip(filters, small, strict=True):
+        with django_assert_num_queries(n):
+            fn(project, f)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -330,8 +360,11 @@ def test_agreement_rollups_follow_every_write(project, world):
 
     def check():
         for f in (d.Filters(), d.Filters(statuses=d.COUNTED_STATUSES), d.Filters(split="eval"),
-                  d.Filters(models=(w["v1"].pk,)), d.Filters(statuses=(Status.REJECTED, Status.APPROVED))):
+                  d.Filters(models=(w["v1"].pk,)), d.Filters(statuses=(Status.REJECTED, Status.APPROVED)),
+                  d.Filters(date_from=DAY2), d.Filters(date_to=DAY2), d.Filters(date_from=DAY2, date_to=DAY2),
+                  d.Filters(date_from=DAY3, statuses=d.COUNTED_STATUSES)):
             assert_agreement_matches(project, f)
+            assert d.verdict_pair_tables(project, f) == d.agreement_core(project, f, categories=False)["pairs"], f
         assert_rebuild_matches(project)
         assert_agreement_matches(project, d.Filters())
 
@@ -363,6 +396,44 @@ def test_agreement_rollups_follow_every_write(project, world):
     x.delete()
     p1.delete()
     check()
-    d.agreement(project, d.Filters())  # the page itself runs on the roll-ups
-    assert d.agreement(project, d.Filters())["from_labels"] is False
-    assert d.agreement(project, d.Filters(date_from=DAY1))["from_labels"] is True
+    assert d.agreement(project, d.Filters())["completed_in_range"] is False
+    assert d.agreement(project, d.Filters(date_from=DAY1))["completed_in_range"] is True
+
+
+def test_a_date_range_counts_the_agreement_completed_inside_it(project, world):
+    """Written out by hand: an item judged on DAY1 and again on DAY3 was complete on DAY3, so a range
+    holding DAY3 counts it with both judgements, a range ending before DAY3 does not count it at all."""
+    w, b = world, world["b"]
+    a1, a2, lead = w["a1"], w["a2"], w["lead"]
+    late = b.response(w["v1"])
+    b.label(late, a1, U, [w["tn"]], day=DAY1)
+    b.label(late, lead, R, day=DAY3)
+    conv = b.conversation()
+    ra, rb = b.response(w["v1"], conv), b.response(w["v2"], conv)
+    b.prefer(ra, rb, a1, "a", day=DAY1)
+    b.prefer(ra, rb, lead, "b", day=DAY3)
+
+    def units(f):
+        return sorted(((c[R], c[U]), n) for c, n in d.agreement_rolled_up(project, f)["units"])
+
+    def pairs(f):
+        return {k: dict(v) for k, v in d.verdict_pair_tables(project, f).items()}
+
+    # the world's other shared response (a1 unreasonable, a2 reasonable) was complete on DAY3 too
+    assert units(d.Filters(date_from=DAY3)) == [((1, 1), 2)]
+    assert units(d.Filters(date_to=DAY2)) == []
+    assert units(d.Filters(date_from=DAY2, date_to=DAY2)) == []
+    def pair(x, vx, y, vy):
+        return ((x.pk, y.pk), {(vx, vy): 1}) if x.pk < y.pk else ((y.pk, x.pk), {(vy, vx): 1})
+
+    assert pairs(d.Filters(date_from=DAY3)) == dict([pair(a1, U, a2, R), pair(a1, U, lead, R)])
+    assert pairs(d.Filters(date_to=DAY2)) == {}
+    cats = d.agreement_rolled_up(project, d.Filters(date_from=DAY3))["categories"]
+    assert dict(cats[w["tn"].pk]) == {(2, 1): 2}  # both units: one of two judges chose "Tool not called"
+    assert d.preference_compositions(project, d.Filters(date_from=DAY3)) == [({"a": 1, "b": 1, "tie": 0, "both_bad": 0}, 1)]
+    assert d.preference_compositions(project, d.Filters(date_to=DAY2)) == []
+    items = d.agreement_rolled_up(project, d.Filters(date_from=DAY3), items=10)["items"]
+    assert {r for r, _, _ in items} == {late.pk, w["labels"][-1].response_id}
+    assert d.agreement_rolled_up(project, d.Filters(date_to=DAY2), items=10)["items"] == []
+    page = d.agreement(project, d.Filters(date_from=DAY3))
+    assert page["verdict"]["units"] == 2 and page["preferences"]["units"] == 1
