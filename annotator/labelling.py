@@ -6,6 +6,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from config.db import retry_on_conflict
+
 from . import assignment
 from .models import Correction, Label, Preference, Status, Task, TaxonomyCategory
 from .validation import FieldError, validate_assistant_message
@@ -61,6 +63,7 @@ def save_label_draft(task: Task, user, data: dict) -> Label:
     return label
 
 
+@retry_on_conflict
 def submit_label(task: Task, user, data: dict) -> Label:
     """Validate and submit; fills this annotator's slot. Raises ValidationError (field -> messages) or QueueError."""
     errors: dict[str, list[str]] = {}
@@ -104,6 +107,7 @@ def submit_label(task: Task, user, data: dict) -> Label:
     return label
 
 
+@retry_on_conflict
 def submit_preference(task: Task, user, data: dict) -> Preference:
     choice = data.get("choice")
     reason = (data.get("reason") or "").strip()

@@ -4,9 +4,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from config.db import retry_on_conflict
+
 from .models import Label, Preference, Review, Status
 
 
+@retry_on_conflict  # outside the transaction: a deadlock victim runs again from the start
 @transaction.atomic
 def apply_review(reviewer, target: Label | Preference, decision: str, comment: str = "") -> Review:
     """Approve or reject a submitted label/preference. Rejecting sends it back to its annotator."""
