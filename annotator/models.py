@@ -669,8 +669,8 @@ class SkipDay(_rollup_counters("SkipDayCounters", ("n",), cells=tuple(Split.valu
 PAIR_CELLS = tuple(f"{split}_{a}_{b}" for split in Split.values for a in ROLLUP_STATUSES for b in ROLLUP_STATUSES)
 
 
-class AgreementPair(_rollup_counters("AgreementPairCounters", ("n",), cells=PAIR_CELLS)):
-    """Items two annotators both judged (a < b), by their verdicts; columns: split and both labels' statuses."""
+class _PairKey(_rollup_counters("PairCounters", ("n",), cells=PAIR_CELLS)):
+    """Two annotators who judged the same item (a < b) and their verdicts; columns: split and both labels' statuses."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     model_version = models.IntegerField()
@@ -680,21 +680,22 @@ class AgreementPair(_rollup_counters("AgreementPairCounters", ("n",), cells=PAIR
     bad_b = models.BooleanField()
 
     class Meta:
+        abstract = True
+
+
+class AgreementPair(_PairKey):
+    """Items two annotators both judged (a < b), by their verdicts."""
+
+    class Meta:
         constraints = [models.UniqueConstraint(
             fields=["project", "model_version", "annotator_a", "annotator_b", "bad_a", "bad_b"], name="agreementpair_key")]
 
 
-class AgreementPairDay(_rollup_counters("AgreementPairDayCounters", ("n",), cells=PAIR_CELLS)):
+class AgreementPairDay(_PairKey):
     """The same pairs per local day of the later of the two labels (the day the pair was complete):
     agreement under a date filter counts the pairs completed inside it."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
-    model_version = models.IntegerField()
-    annotator_a = models.IntegerField()
-    annotator_b = models.IntegerField()
-    bad_a = models.BooleanField()
-    bad_b = models.BooleanField()
 
     class Meta:
         constraints = [models.UniqueConstraint(
