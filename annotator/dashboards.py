@@ -1379,9 +1379,35 @@ def comparison_queryset(project, f: Filters, model_a: int | None = None, model_b
     return qs
 
 
+def comparison_count_rolled_up(project, f: Filters, model_a: int | None = None, model_b: int | None = None,
+                               outcome: str = "") -> int | None:
+    """The number of comparisons comparison_queryset selects, from the choice roll-ups: per day, stored
+    version pair and choice (PreferenceDay), or per annotator without the choice (AnnotatorPreferenceDay);
+    None where they do not hold it (an annotator and an outcome)."""
+    if f.annotator and outcome:
+        return None
+    rows = (AnnotatorPreferenceDay.objects.filter(annotator=f.annotator) if f.annotator else PreferenceDay.objects.all())
+    rows = rows.filter(rollup_days(f), project_id=project.pk)
+    if model_a and model_b:
+        forward, backward = Q(model_a=model_a, model_b=model_b), Q(model_a=model_b, model_b=model_a)
+        won, lost = {"win": ("a", "b"), "loss": ("b", "a")}.get(outcome, (None, None))
+        if won:
+            rows = rows.filter((forward & Q(choice=won)) | (backward & Q(choice=lost)))
+        elif outcome == "tie":
+            rows = rows.filter(forward | backward, choice__in=["tie", "both_bad"])
+        else:
+            rows = rows.filter(forward | backward)
+    elif model_a:
+        rows = rows.filter(Q(model_a=model_a) | Q(model_b=model_a))
+    return rows.aggregate(n=rollup_sum(rollup_cells(f), "n"))["n"] or 0
+
+
 def comparison_page(project, f: Filters, model_a=None, model_b=None, outcome="", page=1, per_page=50) -> dict:
+    """One page of the comparisons behind a win-rate cell, newest first; the total from the roll-ups where they hold it."""
     qs = comparison_queryset(project, f, model_a, model_b, outcome)
-    total = qs.count()
+    total = comparison_count_rolled_up(project, f, model_a, model_b, outcome)
+    if total is None:
+        total = qs.count()
     pages = max(1, math.ceil(total / per_page))
     page = min(max(1, page), pages)
     rows = []
