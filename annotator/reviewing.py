@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q, Sum
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -13,17 +13,30 @@ from . import assignment
 from .models import (
     Adjudication,
     Label,
+    LabelDay,
     Membership,
     Preference,
+    PreferenceDay,
     Review,
     Role,
     Slot,
+    Split,
     Status,
     Task,
     TaxonomyCategory,
 )
 from .permissions import project_for
 from .review import apply_review
+
+
+def awaiting_review(rollup, project) -> int:
+    """How many labels (LabelDay) or comparisons (PreferenceDay) wait for review: the day roll-ups count
+    them by status in every write, so this is a sum over a few thousand rows, not a COUNT over a million."""
+    expr = None
+    for split in Split.values:
+        column = F(f"n_{split}_{Status.SUBMITTED}")
+        expr = column if expr is None else expr + column
+    return rollup.objects.filter(project=project).aggregate(n=Sum(expr))["n"] or 0
 
 
 @login_required
@@ -34,11 +47,15 @@ def review_queue(request, slug):
         qs = (Preference.objects.filter(status=Status.SUBMITTED, response_a__conversation__project=project)
               .select_related("annotator", "response_a__conversation", "response_a__model_version",
                               "response_b__model_version").order_by("submitted_at", "id"))
+        rollup = PreferenceDay
     else:
-        qs = (Label.objects.filter(status=Status.SUBMITTED, response__conversation__project=project)
+        qs = (Label.objects.filter(status=Status.SUBMITTED, project=project)
               .select_related("annotator", "response__conversation", "response__model_version", "correction")
               .prefetch_related("categories").order_by("submitted_at", "id"))
-    page = Paginator(qs, 10).get_page(request.GET.get("page"))
+        rollup = LabelDay
+    paginator = Paginator(qs, 10)
+    paginator.count = awaiting_review(rollup, project)  # instead of Paginator's COUNT(*)
+    page = paginator.get_page(request.GET.get("page"))
     return render(request, "annotator/review_queue.html", {"project": project, "page": page, "what": what})
 
 
@@ -47,7 +64,7 @@ def review_queue(request, slug):
 def review_action(request, slug, what, pk):
     project = project_for(request.user, slug, Role.LEAD)
     if what == "label":
-        target = get_object_or_404(Label, pk=pk, response__conversation__project=project)
+        target = get_object_or_404(Label, pk=pk, project=project)
     else:
         target = get_object_or_404(Preference, pk=pk, response_a__conversation__project=project)
     decision = request.POST.get("decision")
@@ -70,7 +87,7 @@ def review_action(request, slug, what, pk):
 
 def _label_conflicts(project):
     """Responses whose submitted or approved labels disagree on the verdict, with no gold decision yet."""
-    return (Label.objects.filter(response__conversation__project=project,
+    return (Label.objects.filter(project=project,
                                  status__in=[Status.SUBMITTED, Status.APPROVED])
             .values("response_id")
             .annotate(good=Count("id", filter=Q(verdict=Label.Verdict.REASONABLE)),
