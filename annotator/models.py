@@ -87,7 +87,8 @@ class Split(models.TextChoices):
 class Conversation(models.Model):
     """One agent conversation in OpenAI chat format, as imported."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="conversations")
+    # no index of its own: the unique (project, external_id) and the indexes below start with it
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="conversations", db_index=False)
     external_id = models.CharField(max_length=255)
     messages = models.JSONField()
     tools = models.JSONField(default=list, blank=True)
@@ -115,9 +116,11 @@ class Conversation(models.Model):
 class ModelResponse(models.Model):
     """What a model version said after the first `context_length` messages of a conversation."""
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="responses")
+    # neither key has an index of its own: response_unique_per_context and response_model_created start with them
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="responses", db_index=False)
     model_version = models.ForeignKey(
-        "training.ModelVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="responses"
+        "training.ModelVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="responses",
+        db_index=False,
     )
     context_length = models.PositiveIntegerField(help_text="How many messages of the conversation it answers.")
     raw_text = models.TextField(blank=True)
@@ -191,10 +194,13 @@ class Label(models.Model):
         REASONABLE = "reasonable"
         UNREASONABLE = "unreasonable"
 
-    response = models.ForeignKey(ModelResponse, on_delete=models.CASCADE, related_name="labels")
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="labels")
+    # response, annotator and project have no index of their own: the unique constraint and the indexes start with them
+    response = models.ForeignKey(ModelResponse, on_delete=models.CASCADE, related_name="labels", db_index=False)
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="labels",
+                                  db_index=False)
     # Copied from the response on save (they never change) so dashboards aggregate one table.
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels", editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels", editable=False,
+                                db_index=False)
     model_version = models.ForeignKey("training.ModelVersion", null=True, blank=True, on_delete=models.RESTRICT,
                                       related_name="labels", editable=False)
     verdict = models.CharField(max_length=20, choices=Verdict.choices, blank=True)
