@@ -126,8 +126,11 @@ def disagreements(request, slug):
                                                status__in=[Status.SUBMITTED, Status.APPROVED]).select_related("annotator"))
         if task:
             pairs.append({"task": task, "prefs": prefs})
-    from training.judging import suggestions_for
+    from training.judging import suggestions_for, verdict_suggestions_for
 
+    verdicts = verdict_suggestions_for(project, [i["task"].response_id for i in open_items])
+    for item in open_items:
+        item["suggestion"] = verdicts.get(item["task"].response_id)
     suggestions = suggestions_for(project, [(p["task"].response_id, p["task"].response_b_id) for p in pairs])
     for p in pairs:
         p["suggestion"] = suggestions.get((p["task"].response_id, p["task"].response_b_id))

@@ -111,6 +111,10 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
         })
         if form is not None:
             ctx["chosen"] = {int(c) for c in form.getlist("categories") if c.isdigit()}
+        if ctx["lead"] or not project.setting("blind"):  # never shown to annotators in blind mode
+            from training.judging import verdict_suggestions_for
+
+            ctx["verdict_hint"] = verdict_suggestions_for(project, [response.pk]).get(response.pk)
         template = "annotator/label.html"
     else:
         # Left/right is randomised per annotator and item, and recorded with the choice.

@@ -33,6 +33,7 @@ router.register("datasets", training_api.DatasetSnapshotViewSet, basename="datas
 router.register("training-jobs", training_job_api.TrainingJobViewSet, basename="trainingjob")
 router.register("judges", judge_api.JudgeViewSet, basename="judge")
 router.register("judge-suggestions", judge_api.JudgeSuggestionViewSet, basename="judgesuggestion")
+router.register("judge-verdicts", judge_api.JudgeVerdictSuggestionViewSet, basename="judgeverdict")
 router.register("online-runs", judge_api.OnlineRunViewSet, basename="onlinerun")
 
 urlpatterns = [

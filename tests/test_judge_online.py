@@ -16,6 +16,7 @@ from training.models import (
     DatasetSnapshot,
     JudgeEvaluation,
     JudgeSuggestion,
+    JudgeVerdictSuggestion,
     ModelVersion,
     OnlinePair,
     OnlineRound,
@@ -208,7 +209,8 @@ def test_suggestions_reach_leads_not_blind_annotators_and_reorder_the_queue(clie
     preference(t0.response, t0.response_b, ann, wrong_first, status="submitted")
     judge = ModelVersion.objects.create(project=project, name="judge-1", origin="judge", parent=base)
     result = judging.suggest(project, judge, judge=FixedJudge())
-    assert result == {"judged": 3, "disagree": 1, "unsure": 0}
+    assert {k: result[k] for k in ("judged", "disagree", "unsure")} == {"judged": 3, "disagree": 1, "unsure": 0}
+    assert result["responses_judged"] == 0  # nobody said which single answer is good yet: no reference
     s = JudgeSuggestion.objects.get(judge=judge, response_a=t0.response, response_b=t0.response_b)
     assert s.disagrees and s.human_choice == wrong_first and s.position_consistent
     t0.refresh_from_db()
@@ -228,6 +230,67 @@ def test_suggestions_reach_leads_not_blind_annotators_and_reorder_the_queue(clie
     compare = client.get(f"/p/{project.slug}/tasks/{t0.pk}/")
     assert compare.status_code == 200
     assert "judge" not in compare.content.decode().lower()
+
+
+@pytest.mark.django_db
+def test_single_responses_are_judged_against_a_known_good_answer(client, project, members, base):
+    """A labelling task's response is compared with an answer the humans found reasonable in the same
+    context: clearly worse suggests unreasonable. Disputes move up the queue; leads see the hint, blind
+    annotators and the API's annotators do not."""
+    ann, ann2, lead = members[Role.ANNOTATOR], members["annotator2"], members[Role.LEAD]
+    convs = [make_conversation(project, f"v-{i}", stock_context(i)) for i in range(3)]
+    right = [response(c, raw=RIGHT % f"SKU-{i}", model="tiny-base") for i, c in enumerate(convs)]
+    wrong = [response(c, raw=WRONG, model="tiny-base") for c in convs]
+    sync_tasks(project)
+    label(right[0], ann, "reasonable", status="approved")
+    label(wrong[0], ann2, "reasonable", status="submitted")  # the judge will dispute this one
+    label(right[1], ann, "reasonable", status="approved")
+    judge = ModelVersion.objects.create(project=project, name="judge-v", origin="judge", parent=base)
+    result = judging.suggest(project, judge, judge=FixedJudge())
+    # judged: both answers of v-0 (each against the other) and v-1's wrong one (against v-1's right one);
+    # v-1's right answer has no other good answer beside it and v-2 has no label at all
+    assert {k: v for k, v in result.items() if k.startswith("responses_")} == {
+        "responses_judged": 3, "responses_disagree": 1, "responses_unsure": 0, "responses_without_reference": 3}
+    disputed = JudgeVerdictSuggestion.objects.get(judge=judge, response=wrong[0])
+    assert (disputed.reference_id, disputed.suggested, disputed.human_verdict, disputed.disagrees) == (
+        right[0].pk, "unreasonable", "reasonable", True)
+    assert disputed.prob_better == pytest.approx(0.1)
+    agreed = JudgeVerdictSuggestion.objects.get(judge=judge, response=right[0])
+    assert (agreed.reference_id, agreed.suggested, agreed.disagrees) == (wrong[0].pk, "reasonable", False)
+    fresh = JudgeVerdictSuggestion.objects.get(judge=judge, response=wrong[1])
+    assert (fresh.suggested, fresh.human_verdict, fresh.disagrees) == ("unreasonable", "", False)
+    task = Task.objects.get(kind="label", response=wrong[0])
+    assert task.priority == judging.DISAGREE_BOOST
+    assert set(Slot.objects.filter(task=task).values_list("priority", flat=True)) == {judging.DISAGREE_BOOST}
+    assert Task.objects.get(kind="label", response=wrong[1]).priority == 0
+    assert judging.suggest(project, judge, judge=FixedJudge())["responses_judged"] == 0  # once per judge and response
+
+    # leads see it on the labelling page and, once the humans split, on the disagreements page
+    label(wrong[1], ann, "unreasonable", status="submitted")
+    label(wrong[1], ann2, "reasonable", status="submitted")
+    from annotator.assignment import next_task
+
+    assert next_task(project, lead, "label").task_id == task.pk  # the disputed item comes first
+    client.force_login(lead)
+    page = client.get(f"/p/{project.slug}/tasks/{task.pk}/").content.decode()
+    assert 'data-testid="verdict-hint"' in page and "worse than a known good answer" in page
+    dis = client.get(f"/p/{project.slug}/disagreements/").content.decode()
+    assert dis.count('data-testid="verdict-hint"') == 1
+    assert "judge-v" in client.get(f"/p/{project.slug}/training/judges/").content.decode()
+    api = client.get(f"/api/judge-verdicts/?project__slug={project.slug}&disagrees=true").json()
+    assert [r["response"] for r in api["results"]] == [wrong[0].pk]
+    # annotators in blind mode never see a verdict, on the page or in the API
+    client.force_login(ann2)
+    other = Task.objects.get(kind="label", response=wrong[2])
+    JudgeVerdictSuggestion.objects.create(project=project, judge=judge, response=wrong[2], reference=right[0],
+                                          prob_better=0.1, suggested="unreasonable")
+    Task.objects.filter(pk=other.pk).update(priority=99)
+    Slot.objects.filter(task=other).update(priority=99)
+    assert next_task(project, ann2, "label").task_id == other.pk
+    seen = client.get(f"/p/{project.slug}/tasks/{other.pk}/")
+    assert seen.status_code == 200 and "verdict-hint" not in seen.content.decode()
+    assert "judge" not in seen.content.decode().lower()
+    assert client.get(f"/api/judge-verdicts/?project__slug={project.slug}").json()["results"] == []
 
 
 # --- online DPO -----------------------------------------------------------------------------

@@ -16,7 +16,14 @@ from annotator.serializers import ScopedRelatedField
 from evaluation.models import EvalSuite
 
 from . import online, trainer
-from .models import JudgeEvaluation, JudgeSuggestion, ModelVersion, OnlineRound, OnlineRun
+from .models import (
+    JudgeEvaluation,
+    JudgeSuggestion,
+    JudgeVerdictSuggestion,
+    ModelVersion,
+    OnlineRound,
+    OnlineRun,
+)
 
 
 class JudgeEvaluationSerializer(serializers.ModelSerializer):
@@ -90,6 +97,26 @@ class JudgeSuggestionViewSet(viewsets.ReadOnlyModelViewSet):
         if getattr(self, "swagger_fake_view", False):
             return JudgeSuggestion.objects.none()
         return JudgeSuggestion.objects.filter(
+            project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")).order_by("-id")
+
+
+class JudgeVerdictSuggestionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JudgeVerdictSuggestion
+        fields = ["id", "project", "judge", "response", "reference", "prob_better", "suggested", "position_consistent",
+                  "reason", "human_verdict", "disagrees", "created_at"]
+
+
+class JudgeVerdictSuggestionViewSet(viewsets.ReadOnlyModelViewSet):
+    """The judge's suggestions on single responses (labelling tasks), judged against a known good answer."""
+
+    serializer_class = JudgeVerdictSuggestionSerializer
+    filterset_fields = {"project__slug": ["exact"], "judge": ["exact"], "disagrees": ["exact"], "response": ["exact"]}
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return JudgeVerdictSuggestion.objects.none()
+        return JudgeVerdictSuggestion.objects.filter(
             project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")).order_by("-id")
 
 

@@ -12,7 +12,14 @@ from annotator.models import Role
 from annotator.permissions import has_role, project_for
 
 from . import online
-from .models import DatasetSnapshot, JudgeEvaluation, JudgeSuggestion, ModelVersion, OnlineRun
+from .models import (
+    DatasetSnapshot,
+    JudgeEvaluation,
+    JudgeSuggestion,
+    JudgeVerdictSuggestion,
+    ModelVersion,
+    OnlineRun,
+)
 from .tasks import evaluate_judge, start_online, suggest_with_judge
 
 ONLINE_OPTION_FIELDS = ["samples_per_prompt", "temperature", "max_prompts", "max_new_tokens", "seed",
@@ -34,12 +41,16 @@ def judges(request, slug):
         ev = JudgeEvaluation.objects.filter(judge=judge).order_by("-id").first()
         rows.append({"judge": judge, "ev": ev,
                      "suggestions": JudgeSuggestion.objects.filter(judge=judge).count(),
-                     "disagree": JudgeSuggestion.objects.filter(judge=judge, disagrees=True).count()})
+                     "disagree": JudgeSuggestion.objects.filter(judge=judge, disagrees=True).count(),
+                     "verdicts": JudgeVerdictSuggestion.objects.filter(judge=judge).count(),
+                     "verdicts_disagree": JudgeVerdictSuggestion.objects.filter(judge=judge, disagrees=True).count()})
     disputed = (JudgeSuggestion.objects.filter(project=project, disagrees=True)
                 .select_related("judge", "response_a__conversation", "response_b").order_by("-id")[:50])
+    disputed_verdicts = (JudgeVerdictSuggestion.objects.filter(project=project, disagrees=True)
+                         .select_related("judge", "response__conversation").order_by("-id")[:50])
     chart = [{"judge": r["judge"].name, "bins": r["ev"].details.get("bins", [])} for r in rows if r["ev"]]
     return render(request, "training/judges.html", {
-        "project": project, "rows": rows, "disputed": disputed, "chart": chart,
+        "project": project, "rows": rows, "disputed": disputed, "disputed_verdicts": disputed_verdicts, "chart": chart,
         "can_run": has_role(request.user, project, Role.LEAD), "is_admin": has_role(request.user, project, Role.ADMIN),
         "pair_snapshots": DatasetSnapshot.objects.filter(project=project, kind="dpo", status="ready").order_by("-id")})
 
@@ -98,7 +109,7 @@ def judge_suggest(request, slug, pk):
     project = project_for(request.user, slug, Role.LEAD)
     judge = get_object_or_404(_judges(project), pk=pk)
     _queue(request, suggest_with_judge, project.pk, judge.pk,
-           done=f"{judge.name} is judging the open comparisons; disputed ones move up the queue.")
+           done=f"{judge.name} is judging the open comparisons and responses; disputed ones move up the queue.")
     return redirect("training-jobs:judges", slug=slug)
 
 

@@ -324,6 +324,36 @@ class JudgeSuggestion(models.Model):
         return max(self.prob_a, 1 - self.prob_a)
 
 
+class JudgeVerdictSuggestion(models.Model):
+    """The judge's view of one response on a labelling task: compared with a known good answer in the same
+    context (a response the humans' majority found reasonable there), shown to leads and used to order the queue."""
+
+    class Suggested(models.TextChoices):
+        REASONABLE = "reasonable"
+        UNREASONABLE = "unreasonable"
+        UNSURE = "", "unsure"
+
+    project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="judge_verdicts")
+    judge = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="verdict_suggestions")
+    response = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
+    reference = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
+    prob_better = models.FloatField(help_text="P(the response is at least as good as the reference), both orders averaged.")
+    position_consistent = models.BooleanField(default=True)
+    reason = models.TextField(blank=True)
+    suggested = models.CharField(max_length=20, choices=Suggested.choices, blank=True)
+    human_verdict = models.CharField(max_length=20, blank=True, help_text="Majority human verdict when it was made.")
+    disagrees = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["judge", "response"], name="judgeverdict_unique_response")]
+        indexes = [models.Index(fields=["project", "response"], name="judgeverdict_response")]
+
+    def __str__(self):
+        return f"judge {self.judge_id} on response {self.response_id}: {self.suggested or 'unsure'}"
+
+
 class OnlineRun(models.Model):
     """Rounds of online DPO: sample from the policy, rank, build a DPO snapshot, train, evaluate, gate."""
 
