@@ -5,7 +5,14 @@ import pytest
 
 from annotator.assignment import next_task, sync_tasks
 from annotator.models import Role, Task
-from training.models import JudgeEvaluation, JudgeSuggestion, ModelVersion, OnlineRound, OnlineRun
+from training.models import (
+    JudgeEvaluation,
+    JudgeSuggestion,
+    JudgeVerdictSuggestion,
+    ModelVersion,
+    OnlineRound,
+    OnlineRun,
+)
 
 from ..test_datasets_factories import conversation, response
 from ..test_eval_support import crafted_run, make_suite
@@ -31,6 +38,9 @@ def judged(project, members):
     b = response(conv, raw="Yes! " + XSS)
     JudgeSuggestion.objects.create(project=project, judge=judge, response_a=a, response_b=b, prob_a=0.82,
                                    reason="calls the tool " + XSS, human_choice="b", disagrees=True)
+    JudgeVerdictSuggestion.objects.create(project=project, judge=judge, response=b, reference=a, prob_better=0.12,
+                                          suggested="unreasonable", reason="no tool call " + XSS,
+                                          human_verdict="reasonable", disagrees=True)
     sync_tasks(project)
     suite = make_suite(project, n=8)
     runs = [crafted_run(project, suite, v, right) for v, right in ((sft, {1, 2, 3}), (base, {1, 2, 3, 5, 6}))]
@@ -56,6 +66,8 @@ def test_judge_and_online_pages_draw_their_charts_and_keep_text_inert(browser, l
     page.wait_for_function("() => window.Chart && Chart.getChart(document.getElementById('calibration-chart'))")
     assert page.locator("#judges").inner_text().count("0.750 ± 0.068") == 1
     assert "0.830" in page.locator("#judges").inner_text()
+    disputed = page.locator("#disputed-responses").inner_text()
+    assert "Unreasonable" in disputed and "0.12" in disputed and XSS in disputed  # shown as text, not run
     shot(page, f"judges-{width}")
     page.goto(f"{live_server.url}/p/{project.slug}/training/online/{judged['run'].pk}/")
     page.wait_for_function("() => Chart.getChart(document.getElementById('rounds-chart'))")
