@@ -307,6 +307,7 @@ def main():
     client = Client()
     client.force_login(lead)
     mv = project.model_versions.order_by("created_at").last()
+    first = project.model_versions.order_by("created_at").first()
     cat = project.categories.filter(parent__isnull=True).order_by("position").first()
     annotator = get_user_model().objects.get(username=f"{slug}-a00")
     base = f"/p/{slug}/dashboards"
@@ -322,6 +323,9 @@ def main():
         "agreement_last_60_days": f"{base}/agreement/?from={day - dt.timedelta(days=60)}",
         "models": f"{base}/models/",
         "cases": f"{base}/cases/?category={cat.pk}&verdict=unreasonable",
+        "comparisons": f"{base}/comparisons/",
+        "comparisons_one_pair_wins": f"{base}/comparisons/?model_a={mv.pk}&model_b={first.pk}&outcome=win",
+        "review_queue": f"/p/{slug}/review/",
         "api_overview": f"{api}/overview/",
         "api_agreement": f"{api}/agreement/",
         "csv_categories": f"{api}/overview/categories.csv",
@@ -341,7 +345,7 @@ def main():
     settings.DASHBOARD_CACHE_SECONDS = 300  # the default: the first request below fills the entry
     warm = {}
     for name, url in pages.items():
-        if name in ("cases", "csv_categories"):
+        if name in ("cases", "csv_categories", "comparisons", "comparisons_one_pair_wins", "review_queue"):
             continue
         client.get(url)
         warm[name] = measure(client, url, args.runs)
