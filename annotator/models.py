@@ -292,7 +292,9 @@ class Preference(models.Model):
                 fields=["annotator", "response_a", "response_b"], name="preference_unique_per_annotator"
             ),
         ]
-        indexes = [models.Index(fields=["annotator", "status"], name="pref_annotator_status")]
+        indexes = [models.Index(fields=["annotator", "status"], name="pref_annotator_status"),
+                   # newest first per status: the review queue and the comparisons list walk it
+                   models.Index(fields=["status", "submitted_at", "id"], name="pref_status_submitted")]
 
     def __str__(self):
         return f"preference {self.pk} ({self.choice or 'open'})"

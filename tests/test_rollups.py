@@ -107,6 +107,11 @@ def assert_comparison_counts_match(project, f: d.Filters):
                 assert g.annotator and outcome
                 continue
             assert rolled == d.comparison_queryset(project, g, a, b, outcome).count(), (g, a, b, outcome)
+    # the page: the same rows, in the same order, as slicing the newest-first queryset
+    want = list(d.comparison_queryset(project, f).order_by("-submitted_at", "-id").values_list("pk", flat=True))
+    got = [r["preference"] for page in range(1, len(want) + 1)
+           for r in d.comparison_page(project, f, page=page, per_page=1)["rows"]]
+    assert got == want, f
 
 
 def seconds_from_scratch(project, f: d.Filters) -> dict:
