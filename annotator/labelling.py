@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from config.db import retry_on_conflict
 
-from . import assignment
+from . import assignment, rollups
 from .models import Correction, Label, Preference, Status, Task, TaxonomyCategory
 from .validation import FieldError, validate_assistant_message
 
@@ -86,7 +86,7 @@ def submit_label(task: Task, user, data: dict) -> Label:
         raise ValidationError(errors)
     if correction and same_message(correction, task.response.message):
         correction = None  # the editor starts from the response itself: unchanged is not a correction
-    with transaction.atomic():
+    with transaction.atomic(), rollups.batched():  # the label, its categories: one roll-up pass
         label = Label.objects.select_for_update().filter(response=task.response, annotator=user).first()
         resubmission = label is not None and label.status == Status.REJECTED
         if label is not None and label.status == Status.APPROVED:
@@ -123,7 +123,7 @@ def submit_preference(task: Task, user, data: dict) -> Preference:
             defaults={"reason": reason, "left_side": left, "choice": choice if choice in Preference.Choice.values else ""},
         )
         raise ValidationError(errors)
-    with transaction.atomic():
+    with transaction.atomic(), rollups.batched():
         pref = Preference.objects.select_for_update().filter(
             annotator=user, response_a=task.response, response_b=task.response_b).first()
         resubmission = pref is not None and pref.status == Status.REJECTED

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from config.db import retry_on_conflict
 
+from . import rollups
 from .models import Label, Preference, Review, Status
 
 
@@ -18,10 +19,11 @@ def apply_review(reviewer, target: Label | Preference, decision: str, comment: s
         raise ValidationError({"status": f"Only submitted work can be reviewed (this one is {target.status})."})
     if decision == Review.Decision.REJECT and not comment.strip():
         raise ValidationError({"comment": "Say why it is rejected: the annotator sees this comment."})
-    target.status = Status.APPROVED if decision == Review.Decision.APPROVE else Status.REJECTED
-    target.save(update_fields=["status", "updated_at"])
-    kwargs = {"label": target} if isinstance(target, Label) else {"preference": target}
-    return Review.objects.create(reviewer=reviewer, decision=decision, comment=comment, **kwargs)
+    with rollups.batched():  # the new status and the review: one roll-up pass
+        target.status = Status.APPROVED if decision == Review.Decision.APPROVE else Status.REJECTED
+        target.save(update_fields=["status", "updated_at"])
+        kwargs = {"label": target} if isinstance(target, Label) else {"preference": target}
+        return Review.objects.create(reviewer=reviewer, decision=decision, comment=comment, **kwargs)
 
 
 def mark_submitted(target: Label | Preference):

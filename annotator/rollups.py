@@ -17,6 +17,8 @@ in settings.TIME_ZONE; model version 0 stands for "none"; a counted label withou
 is filed under NO_DAY (never inside a date filter).
 """
 
+import contextlib
+import contextvars
 import datetime as dt
 from collections import Counter, defaultdict
 
@@ -591,6 +593,47 @@ def units_of(instance) -> set[tuple[str, int]]:
     return set()
 
 
+class _Batch:
+    """Writes inside `batched()`: each unit's counts before its first write, applied once at the end."""
+
+    def __init__(self):
+        self.before: Counter = Counter()
+        self.units: set = set()
+
+    def touch(self, units):
+        """Before a write: remember the counts of the units not seen yet in this batch."""
+        fresh = {u for u in units if u not in self.units and u[1] is not None}
+        if fresh:
+            lock_units(fresh)
+            self.before.update(contributions(fresh))
+            self.units |= fresh
+
+    def written(self, units):
+        """After a write: units first seen now are new objects (nothing to count before them)."""
+        self.units |= {u for u in units if u[1] is not None}
+
+
+_batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("rollup_batch", default=None)
+
+
+@contextlib.contextmanager
+def batched():
+    """Apply the roll-up changes of several writes to the same objects once, at the end (inside a
+    transaction): a label saved and then given its categories is counted in one pass instead of two."""
+    if _batch.get() is not None:  # nested: the outer batch applies
+        yield
+        return
+    batch = _Batch()
+    token = _batch.set(batch)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    lock_units(batch.units)
+    apply(diff(contributions(batch.units), batch.before))
+    refresh_items(pk for kind, pk in batch.units if kind == "response")
+
+
 def _pre_save(sender, instance, raw=False, **kwargs):
     if raw:
         return
@@ -599,11 +642,19 @@ def _pre_save(sender, instance, raw=False, **kwargs):
         if old is None or old == instance.split:
             return
     units = units_of(instance)
+    batch = _batch.get()
+    if batch is not None:
+        batch.touch(units)
+        instance._rollup_batched = True
+        return
     lock_units(units)
     instance._rollup_before = (units, contributions(units))
 
 
 def _post_save(sender, instance, raw=False, **kwargs):
+    if instance.__dict__.pop("_rollup_batched", False):
+        _batch.get().written(units_of(instance))
+        return
     saved = instance.__dict__.pop("_rollup_before", None)
     if saved is None:
         return
@@ -627,6 +678,10 @@ def _pre_delete(sender, instance, origin=None, **kwargs):
     Django deletes them does not matter and nothing is subtracted twice.
     """
     if _deleting_project(origin):
+        return
+    batch = _batch.get()
+    if batch is not None:  # counted with the batch's other writes, at its end
+        batch.touch(units_of(instance))
         return
     holder = origin if origin is not None else instance
     applied = holder.__dict__.setdefault("_rollup_applied", {})
@@ -661,6 +716,10 @@ def _categories_changed(sender, instance, action, reverse, pk_set, **kwargs):
         units = {("label", pk) for pk in ids}
         # a label's categories also count in its response's agreement unit
         units |= {("response", pk) for pk in Label.objects.filter(pk__in=ids).values_list("response_id", flat=True)}
+        batch = _batch.get()
+        if batch is not None:
+            batch.touch(units)
+            return
         lock_units(units)
         instance._rollup_m2m = (units, contributions(units))
     elif action.startswith("post_") and "_rollup_m2m" in instance.__dict__:

@@ -306,6 +306,27 @@ def test_submit_paths_and_imports(project, members):
     assert_dashboards_match(project)
 
 
+def test_a_submit_counts_its_label_and_categories_in_one_pass(project, members):
+    """submit_label saves the label, then its categories: the roll-ups read its counts once, after both
+    writes (rollups.batched), not around each write, and still equal a rebuild."""
+    from django.test.utils import CaptureQueriesContext
+
+    for i in range(2):
+        make_conversation(project, i, n_responses=1)
+    assignment.sync_tasks(project)
+    leaf = TaxonomyCategory.objects.filter(project=project, parent__isnull=False).first()
+    user = members[Role.ANNOTATOR]
+    slot = assignment.next_task(project, user, "label")
+    with CaptureQueriesContext(connection) as ctx:
+        submit_label(slot.task, user, {"verdict": "unreasonable", "categories": [leaf.pk], "time_spent_ms": 4000})
+    reads = [q["sql"] for q in ctx.captured_queries if 'FROM "annotator_review"' in q["sql"]]
+    assert len(reads) == 1  # a new label: nothing to read before it, once after (unbatched: three times)
+    upserts = [q["sql"] for q in ctx.captured_queries if q["sql"].startswith('INSERT INTO "annotator_categoryday"')]
+    assert len(upserts) == 1
+    assert_rebuild_matches(project)
+    assert_dashboards_match(project)
+
+
 def test_rebuild_command_repairs_bulk_loads(project, world):
     before = rollups.snapshot(project)
     LabelDay.objects.filter(project=project).delete()  # e.g. rows written by COPY, or a lost table
