@@ -12,7 +12,8 @@ Hooks are Django signals on Label, its categories, Review, Adjudication, Prefere
 Conversation (its split) and TaxonomyCategory (moving or deleting a category recounts the project's
 category roll-up), so every path that writes through the ORM (pages, API, admin, demo loop, tests)
 keeps the counts exact. Writes that bypass signals (bulk_insert/COPY, bulk_create, queryset.update)
-need `rebuild_rollups` afterwards. Days are local dates
+need `rebuild_rollups` afterwards. Several writes to the same objects inside `batched()` (a label
+and its categories, a review and its new status) are counted in one pass at its end. Days are local dates
 in settings.TIME_ZONE; model version 0 stands for "none"; a counted label without a submission time
 is filed under NO_DAY (never inside a date filter).
 """
