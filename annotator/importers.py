@@ -24,6 +24,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from config.db import TableStats
 from evaluation.metrics import parse_output, tool_names_of
 
 from .bulk import bulk_insert
@@ -245,6 +246,7 @@ class Importer:
         self.max_bytes = settings.IMPORT_MAX_LINE_BYTES
         self.max_issues = settings.IMPORT_MAX_STORED_ERRORS
         self._models: dict[str, int] = {}
+        self.stats = TableStats(Conversation, ModelResponse)  # fresh row estimates as the tables grow
 
     def model_version_id(self, name: str) -> int:
         from training.models import ModelVersion
@@ -306,6 +308,7 @@ class Importer:
                 duplicates=F("duplicates") + duplicates,
                 error_count=F("error_count") + error_lines,
             )
+        self.stats.grew(created + responses)
         self.job.refresh_from_db()
 
     def _write(self, batch):

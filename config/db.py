@@ -43,3 +43,37 @@ def retry_on_conflict(fn=None, *, attempts: int = 3, base_delay_s: float = 0.05)
         return run
 
     return wrap(fn) if fn is not None else wrap
+
+
+class TableStats:
+    """Keeps PostgreSQL's row estimates of tables that one long job grows fast.
+
+    A table that was small when the planner last looked (never analysed, or autovacuum off or behind)
+    gets plans for a small table: at a million rows a batch's lookup by a unique key turned into a scan
+    of the whole project. `grew(n)` runs ANALYZE each time the rows added since the last one reach the
+    table's size then (so about log2(growth) times, each a sample of 30k rows). Other databases: no-op.
+    """
+
+    def __init__(self, *models, floor: int = 10_000):
+        self.tables = [m._meta.db_table for m in models]
+        self.floor = floor
+        self.added = 0
+        self.known = self._estimate() if connection.vendor == "postgresql" else 0
+
+    def _estimate(self) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COALESCE(SUM(GREATEST(reltuples, 0)), 0) FROM pg_class WHERE relname = ANY(%s)",
+                           [self.tables])
+            return int(cursor.fetchone()[0])
+
+    def grew(self, rows: int) -> bool:
+        """Count rows added; ANALYZE (outside any transaction of the caller's) when they double the table."""
+        if connection.vendor != "postgresql":
+            return False
+        self.added += rows
+        if connection.in_atomic_block or self.added < max(self.floor, self.known):
+            return False
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE " + ", ".join(connection.ops.quote_name(t) for t in self.tables))
+        self.known, self.added = self._estimate(), 0
+        return True

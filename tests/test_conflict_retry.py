@@ -108,3 +108,32 @@ def test_other_errors_and_inner_calls_are_not_retried():
     with pytest.raises(OperationalError):
         victim()  # on its own: three attempts, then the error
     assert calls == [1, 2, 2, 2, 2]
+
+
+def test_table_stats_analyse_a_table_each_time_a_job_doubles_it(project):
+    """PostgreSQL only: the planner's row estimate follows a table a long job grows (see TableStats)."""
+    from django.db import connection
+
+    from annotator.models import Conversation
+    from config.db import TableStats
+
+    from .conftest import make_conversation
+
+    if connection.vendor != "postgresql":
+        pytest.skip("ANALYZE and pg_class estimates are PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE annotator_conversation")  # start from an exact estimate
+    stats = TableStats(Conversation, floor=20)
+    assert stats.known == Conversation.objects.count() == 0
+    for i in range(19):
+        make_conversation(project, f"s-{i}")
+    assert stats.grew(19) is False  # below the floor: nothing to do yet
+    make_conversation(project, "s-19")
+    assert stats.grew(1) is True and stats.known == Conversation.objects.count() == 20
+    for i in range(20, 39):
+        make_conversation(project, f"s-{i}")
+    assert stats.grew(19) is False  # 19 more on 20: not doubled yet
+    with transaction.atomic():
+        make_conversation(project, "s-39")
+        assert stats.grew(1) is False  # never inside the caller's transaction
+    assert stats.grew(0) is True and stats.known == 40
