@@ -203,6 +203,7 @@ SPECTACULAR_SETTINGS = {
         "AnnotatorStatusEnum": ["draft", "submitted"],
         "SplitValueEnum": ["train", "eval", "holdout"],  # Split.values (labels = values)
         "EvalRunSourceEnum": "evaluation.models.EvalRun.Source",
+        "JudgeSuggestedVerdictEnum": "training.models.JudgeVerdictSuggestion.Suggested",
     },
 }
 
