@@ -1,4 +1,5 @@
-"""A submit or review that PostgreSQL aborts as a deadlock victim runs again, and counts once."""
+"""config/db.py: a submit or review that PostgreSQL aborts as a deadlock victim runs again and counts once;
+a job that grows tables fast keeps the planner's row estimates current."""
 
 from unittest import mock
 
