@@ -209,15 +209,22 @@ def _day_start(day: dt.date) -> dt.datetime:
     return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
 
 
+def _window(f: Filters, field: str) -> Q:
+    """A timestamp inside the date filter's local days (what local_day files under those days)."""
+    q = Q()
+    if f.date_from:
+        q &= Q(**{f"{field}__gte": _day_start(f.date_from)})
+    if f.date_to:
+        q &= Q(**{f"{field}__lt": _day_start(f.date_to + dt.timedelta(days=1))})
+    return q
+
+
 def label_q(project, f: Filters, prefix: str = "", annotator: bool = True) -> Q:
     """The Q selecting a project's counted labels under the filters; `prefix` reaches Label through a join."""
     q = Q(**{f"{prefix}project_id": project.pk, f"{prefix}status__in": f.statuses})
     if f.models:
         q &= Q(**{f"{prefix}model_version_id__in": f.models})
-    if f.date_from:
-        q &= Q(**{f"{prefix}submitted_at__gte": _day_start(f.date_from)})
-    if f.date_to:
-        q &= Q(**{f"{prefix}submitted_at__lt": _day_start(f.date_to + dt.timedelta(days=1))})
+    q &= _window(f, f"{prefix}submitted_at")
     if f.annotator and annotator:
         q &= Q(**{f"{prefix}annotator_id": f.annotator})
     if f.split:
@@ -257,16 +264,6 @@ def rollup_days(f: Filters, field: str = "day") -> Q:
     return q
 
 
-def _window(f: Filters, field: str) -> Q:
-    """A timestamp inside the date filter's local days (what local_day files under those days)."""
-    q = Q()
-    if f.date_from:
-        q &= Q(**{f"{field}__gte": _day_start(f.date_from)})
-    if f.date_to:
-        q &= Q(**{f"{field}__lt": _day_start(f.date_to + dt.timedelta(days=1))})
-    return q
-
-
 def _version(mv):
     return mv or None  # the roll-ups file "no model version" under 0
 
@@ -281,10 +278,7 @@ def preference_q(project, f: Filters, prefix: str = "", annotator: bool = True) 
     if f.models:
         q &= Q(**{f"{prefix}response_a__model_version_id__in": f.models}) | Q(
             **{f"{prefix}response_b__model_version_id__in": f.models})
-    if f.date_from:
-        q &= Q(**{f"{prefix}submitted_at__gte": _day_start(f.date_from)})
-    if f.date_to:
-        q &= Q(**{f"{prefix}submitted_at__lt": _day_start(f.date_to + dt.timedelta(days=1))})
+    q &= _window(f, f"{prefix}submitted_at")
     if f.annotator and annotator:
         q &= Q(**{f"{prefix}annotator_id": f.annotator})
     if f.split:
@@ -709,18 +703,13 @@ def annotators(project, f: Filters) -> dict:
 
     # Review decisions on the annotator's work (every decision counts, also ones later revised)
     reviews = defaultdict(Counter)
-    review_window = Q()
-    if f.date_from:
-        review_window &= Q(created_at__gte=_day_start(f.date_from))
-    if f.date_to:
-        review_window &= Q(created_at__lt=_day_start(f.date_to + dt.timedelta(days=1)))
     splits = rollup_cells(f, statuses=COUNTED_STATUSES)
     for row in (ReviewDay.objects.filter(mine, rollup_days(f), by_version)
                 .values("annotator").annotate(approve=rollup_sum(splits, "approve"), reject=rollup_sum(splits, "reject"))
                 .order_by()):
         reviews[row["annotator"]]["approve"] += row["approve"] or 0
         reviews[row["annotator"]]["reject"] += row["reject"] or 0
-    pref_reviews = Review.objects.filter(review_window, Q(preference__isnull=False), preference_q(
+    pref_reviews = Review.objects.filter(_window(f, "created_at"), Q(preference__isnull=False), preference_q(
         project, replace(f, statuses=COUNTED_STATUSES, date_from=None, date_to=None), "preference__"))
     for row in pref_reviews.values("preference__annotator_id", "decision").annotate(n=Count("id")).order_by():
         reviews[row["preference__annotator_id"]][row["decision"]] += row["n"]

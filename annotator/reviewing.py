@@ -5,11 +5,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from . import assignment
+from .dashboards import rollup_sum
 from .models import (
     Adjudication,
     Label,
@@ -32,11 +33,8 @@ from .review import apply_review
 def awaiting_review(rollup, project) -> int:
     """How many labels (LabelDay) or comparisons (PreferenceDay) wait for review: the day roll-ups count
     them by status in every write, so this is a sum over a few thousand rows, not a COUNT over a million."""
-    expr = None
-    for split in Split.values:
-        column = F(f"n_{split}_{Status.SUBMITTED}")
-        expr = column if expr is None else expr + column
-    return rollup.objects.filter(project=project).aggregate(n=Sum(expr))["n"] or 0
+    cells = [f"{split}_{Status.SUBMITTED}" for split in Split.values]
+    return rollup.objects.filter(project=project).aggregate(n=rollup_sum(cells, "n"))["n"] or 0
 
 
 @login_required
