@@ -268,8 +268,9 @@ def label_part(rows, tree: Tree) -> Counter:
         if ms:
             out[AnnotatorDay, key, f"timed_{cell}"] += 1
             out[AnnotatorDay, key, f"ms_{cell}"] += ms
-            out[AnnotatorSeconds, (project, annotator, min(ms // 1000, TIME_CAP_S)), f"n_{cell}"] += 1
-            out[AnnotatorSecondsDay, (project, day, annotator, min(ms // 1000, TIME_CAP_S)), f"n_{cell}"] += 1
+            sec = min(ms // 1000, TIME_CAP_S)
+            out[AnnotatorSeconds, (project, annotator, sec), f"n_{cell}"] += 1
+            out[AnnotatorSecondsDay, (project, day, annotator, sec), f"n_{cell}"] += 1
         if bad:
             under = set()
             for cat in set(categories.get(pk, ())):
@@ -397,8 +398,9 @@ def preference_part(prefs) -> Counter:
         if ms:
             out[AnnotatorPreferenceDay, key, f"timed_{cell}"] += 1
             out[AnnotatorPreferenceDay, key, f"ms_{cell}"] += ms
-            out[AnnotatorSeconds, (project, annotator, min(ms // 1000, TIME_CAP_S)), f"p_{cell}"] += 1
-            out[AnnotatorSecondsDay, (project, day, annotator, min(ms // 1000, TIME_CAP_S)), f"p_{cell}"] += 1
+            sec = min(ms // 1000, TIME_CAP_S)
+            out[AnnotatorSeconds, (project, annotator, sec), f"p_{cell}"] += 1
+            out[AnnotatorSecondsDay, (project, day, annotator, sec), f"p_{cell}"] += 1
     return out
 
 

@@ -452,9 +452,9 @@ def _store(model, rows, disagree: list[int], unsure: list[int]):
                 Slot.objects.filter(task_id__in=ids).update(priority=F("priority") + boost)
 
 
-def references(response_ids_by_context: dict[tuple[int, int], set[int]]) -> tuple[dict, dict]:
-    """For each context (conversation, context length): the best-endorsed response the humans' majority
-    found reasonable there, as {context: [(response id, ...) best first]}, and every response's majority
+def references(contexts: set[tuple[int, int]]) -> tuple[dict, dict]:
+    """For each context (conversation, context length): the responses the humans' majority found
+    reasonable there, best-endorsed first ({context: [response id, ...]}), and every response's majority
     verdict ({response: "reasonable" | "unreasonable" | ""}) from submitted and approved labels."""
     from django.db.models import Count, Q
 
@@ -463,7 +463,7 @@ def references(response_ids_by_context: dict[tuple[int, int], set[int]]) -> tupl
     good, bad = Label.Verdict.REASONABLE, Label.Verdict.UNREASONABLE
     ranked: dict[tuple[int, int], list[tuple]] = {}
     majority: dict[int, str] = {}
-    rows = (Label.objects.filter(response__conversation_id__in={c for c, _ in response_ids_by_context},
+    rows = (Label.objects.filter(response__conversation_id__in={c for c, _ in contexts},
                                  status__in=[Status.SUBMITTED, Status.APPROVED])
             .values("response_id", "response__conversation_id", "response__context_length")
             .annotate(good=Count("id", filter=Q(verdict=good)), bad=Count("id", filter=Q(verdict=bad)),
@@ -472,7 +472,7 @@ def references(response_ids_by_context: dict[tuple[int, int], set[int]]) -> tupl
         r = row["response_id"]
         majority[r] = good if row["good"] > row["bad"] else bad if row["bad"] > row["good"] else ""
         context = (row["response__conversation_id"], row["response__context_length"])
-        if majority[r] == good and context in response_ids_by_context:
+        if majority[r] == good and context in contexts:
             ranked.setdefault(context, []).append((-row["approved"], row["bad"] - row["good"], r))
     return {c: [r for *_, r in sorted(v)] for c, v in ranked.items()}, majority
 
@@ -492,10 +492,8 @@ def suggest_verdicts(project, judge_version, limit: int, the_judge) -> dict:
     done = JudgeVerdictSuggestion.objects.filter(judge=judge_version, response=OuterRef("response_id"))
     tasks = list(Task.objects.filter(project=project, kind=Task.Kind.LABEL).exclude(Exists(done))
                  .select_related("response__conversation__project").order_by("id")[:limit])
-    contexts: dict[tuple[int, int], set[int]] = {}
-    for t in tasks:
-        contexts.setdefault((t.response.conversation_id, t.response.context_length), set()).add(t.response_id)
-    ranked, majority = references(contexts) if tasks else ({}, {})
+    ranked, majority = references({(t.response.conversation_id, t.response.context_length) for t in tasks}) \
+        if tasks else ({}, {})
     picked = []
     for t in tasks:
         best = [r for r in ranked.get((t.response.conversation_id, t.response.context_length), []) if r != t.response_id]
@@ -514,7 +512,9 @@ def suggest_verdicts(project, judge_version, limit: int, the_judge) -> dict:
     verdicts = judge_pairs(the_judge(), items)
     rows, disagree, unsure = [], [], []
     for (t, ref), v in zip(picked, verdicts, strict=True):
-        suggested = "reasonable" if v.prob >= 0.5 else "unreasonable" if v.prob < WORSE_BELOW else ""
+        suggested = (JudgeVerdictSuggestion.Suggested.REASONABLE if v.prob >= 0.5 else
+                     JudgeVerdictSuggestion.Suggested.UNREASONABLE if v.prob < WORSE_BELOW else
+                     JudgeVerdictSuggestion.Suggested.UNSURE)
         human = majority.get(t.response_id, "")
         differs = bool(suggested and human) and suggested != human
         rows.append(JudgeVerdictSuggestion(
