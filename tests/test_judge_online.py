@@ -276,7 +276,22 @@ def test_single_responses_are_judged_against_a_known_good_answer(client, project
     assert 'data-testid="verdict-hint"' in page and "worse than a known good answer" in page
     dis = client.get(f"/p/{project.slug}/disagreements/").content.decode()
     assert dis.count('data-testid="verdict-hint"') == 1
-    assert "judge-v" in client.get(f"/p/{project.slug}/training/judges/").content.decode()
+    judges_page = client.get(f"/p/{project.slug}/training/judges/").content.decode()
+    assert "judge-v" in judges_page
+    # per judge: 3 pairs judged, none disputed; 3 responses judged, 1 disputed
+    assert '<td class="num">3</td>' in judges_page
+    assert '<td class="num">3 <span class="pill rejected">1 disputed</span></td>' in judges_page
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def page_queries():
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(f"/p/{project.slug}/training/judges/").status_code == 200
+        return len(ctx.captured_queries)
+
+    one = page_queries()
+    ModelVersion.objects.create(project=project, name="judge-w", origin="judge", parent=base)
+    assert page_queries() == one  # the page reads its judges' counts in a fixed number of queries
     api = client.get(f"/api/judge-verdicts/?project__slug={project.slug}&disagrees=true").json()
     assert [r["response"] for r in api["results"]] == [wrong[0].pk]
     # annotators in blind mode never see a verdict, on the page or in the API

@@ -3,7 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from kombu.exceptions import OperationalError as BrokerError
@@ -36,14 +36,21 @@ def _judges(project):
 @login_required
 def judges(request, slug):
     project = project_for(request.user, slug, Role.LEAD)
+    judges = list(_judges(project).select_related("parent"))
+    latest = {}  # each judge's newest evaluation, in one query
+    for ev in JudgeEvaluation.objects.filter(judge__in=judges).select_related("job").order_by("-id"):
+        latest.setdefault(ev.judge_id, ev)
+
+    def counts(model):  # {judge: (suggestions, disputed)}, one grouped query per kind
+        return {r["judge"]: (r["n"], r["d"]) for r in model.objects.filter(project=project).values("judge")
+                .annotate(n=Count("id"), d=Count("id", filter=Q(disagrees=True))).order_by()}
+
+    pairs, single = counts(JudgeSuggestion), counts(JudgeVerdictSuggestion)
     rows = []
-    for judge in _judges(project).select_related("parent"):
-        ev = JudgeEvaluation.objects.filter(judge=judge).order_by("-id").first()
-        rows.append({"judge": judge, "ev": ev,
-                     "suggestions": JudgeSuggestion.objects.filter(judge=judge).count(),
-                     "disagree": JudgeSuggestion.objects.filter(judge=judge, disagrees=True).count(),
-                     "verdicts": JudgeVerdictSuggestion.objects.filter(judge=judge).count(),
-                     "verdicts_disagree": JudgeVerdictSuggestion.objects.filter(judge=judge, disagrees=True).count()})
+    for judge in judges:
+        (n, d), (vn, vd) = pairs.get(judge.pk, (0, 0)), single.get(judge.pk, (0, 0))
+        rows.append({"judge": judge, "ev": latest.get(judge.pk), "suggestions": n, "disagree": d,
+                     "verdicts": vn, "verdicts_disagree": vd})
     disputed = (JudgeSuggestion.objects.filter(project=project, disagrees=True)
                 .select_related("judge", "response_a__conversation", "response_b").order_by("-id")[:50])
     disputed_verdicts = (JudgeVerdictSuggestion.objects.filter(project=project, disagrees=True)
