@@ -282,8 +282,9 @@ def totals(project) -> dict:
 
 def rollup_checks(project) -> dict:
     """The dashboard roll-ups written under load against the rows they count (each figure: the difference, 0 = exact)."""
-    from django.db.models import F, Sum
+    from django.db.models import Sum
 
+    from annotator.dashboards import rollup_sum
     from annotator.models import (
         PAIR_CELLS,
         ROLLUP_CELLS,
@@ -299,8 +300,7 @@ def rollup_checks(project) -> dict:
     )
 
     def total(model, prefix, cells=ROLLUP_CELLS):
-        expr = sum((F(f"{prefix}_{c}") for c in cells[1:]), F(f"{prefix}_{cells[0]}"))
-        return model.objects.filter(project=project).aggregate(t=Sum(expr))["t"] or 0
+        return model.objects.filter(project=project).aggregate(t=rollup_sum(list(cells), prefix))["t"] or 0
 
     labels = Label.objects.filter(project=project, status__in=ROLLUP_STATUSES)
     prefs = Preference.objects.filter(response_a__conversation__project=project, status__in=ROLLUP_STATUSES)
