@@ -703,3 +703,24 @@ def test_page_links_carry_filters(client, project, members, overview_world):
     params = parse_qs(urlsplit(href).query)
     assert params["model"] == [str(w["v1"].pk)] and params["split"] == ["eval"]
     assert params["status"] == ["submitted,approved,rejected"] and params["verdict"] == ["unreasonable"]
+
+
+def test_headline_counts_have_thousands_separators(client, project, members):
+    """1,200 labels read "1,200", not "1200" (bulk rows, then the roll-ups rebuilt as after a bulk load)."""
+    from annotator import rollups
+
+    mv = ModelVersion.objects.create(project=project, name="bulk")
+    user = members[Role.ANNOTATOR]
+    convs = Conversation.objects.bulk_create([
+        Conversation(project=project, external_id=f"k-{i}", messages=[{"role": "user", "content": str(i)}],
+                     content_hash=content_hash(i)) for i in range(1200)])
+    responses = ModelResponse.objects.bulk_create([
+        ModelResponse(conversation=c, model_version=mv, context_length=1, message={"role": "assistant", "content": "x"},
+                      response_hash=content_hash(c.pk)) for c in convs])
+    Label.objects.bulk_create([
+        Label(response=r, annotator=user, project=project, model_version=mv, verdict=R, status="submitted",
+              submitted_at=at(DAY1)) for r in responses])
+    rollups.rebuild(project)
+    client.force_login(members[Role.LEAD])
+    page = client.get(f"/p/{project.slug}/dashboards/").content.decode()
+    assert "<dt>Labels</dt><dd>1,200</dd>" in page
