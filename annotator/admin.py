@@ -11,6 +11,13 @@ class ProjectAdmin(SimpleHistoryAdmin):
     search_fields = ["name", "slug"]
 
 
+@admin.register(m.ModelVersion)
+class ModelVersionAdmin(SimpleHistoryAdmin):
+    list_display = ["name", "project", "origin", "stage", "parent", "created_at"]
+    list_filter = ["origin", "stage", "project"]
+    search_fields = ["name"]
+
+
 @admin.register(m.Membership)
 class MembershipAdmin(SimpleHistoryAdmin):
     list_display = ["user", "project", "role"]

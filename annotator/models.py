@@ -64,6 +64,55 @@ class Project(models.Model):
         return {**default_label_settings(), **(self.label_settings or {})}[key]
 
 
+
+class ModelVersion(models.Model):
+    """A model the agent can run: a local base folder, or a base plus a LoRA adapter."""
+
+    class Origin(models.TextChoices):
+        BASE = "base", "base model"
+        SFT = "sft", "SFT fine-tune"
+        DPO = "dpo", "DPO fine-tune"
+        IMPORTED = "imported", "imported responses only"
+        EXTERNAL = "external", "external endpoint"
+        JUDGE = "judge", "pairwise judge"
+
+    class Stage(models.TextChoices):
+        CANDIDATE = "candidate"
+        PRODUCTION = "production"
+        REJECTED = "rejected"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=1000, blank=True, help_text="Local folder loadable with from_pretrained().")
+    adapter_path = models.CharField(max_length=1000, blank=True, help_text="PEFT adapter folder, if any.")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    origin = models.CharField(max_length=20, choices=Origin.choices, default=Origin.IMPORTED)
+    stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.CANDIDATE)
+    notes = models.TextField(blank=True, help_text="How it was made.")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # the table keeps the name it had while the class lived in training
+    history = HistoricalRecords(table_name="training_historicalmodelversion")
+
+    class Meta:
+        db_table = "training_modelversion"
+        ordering = ["project", "name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="modelversion_unique_name")]
+
+    def __str__(self):
+        return self.name
+
+    def lineage(self) -> list["ModelVersion"]:
+        """This version and its ancestors, base first."""
+        chain, seen, node = [], set(), self
+        while node is not None and node.pk not in seen:
+            seen.add(node.pk)
+            chain.append(node)
+            node = node.parent
+        return list(reversed(chain))
+
+
 class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
@@ -119,7 +168,7 @@ class ModelResponse(models.Model):
     # neither key has an index of its own: response_unique_per_context and response_model_created start with them
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="responses", db_index=False)
     model_version = models.ForeignKey(
-        "training.ModelVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="responses",
+        "ModelVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="responses",
         db_index=False,
     )
     context_length = models.PositiveIntegerField(help_text="How many messages of the conversation it answers.")
@@ -201,7 +250,7 @@ class Label(models.Model):
     # Copied from the response on save (they never change) so dashboards aggregate one table.
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels", editable=False,
                                 db_index=False)
-    model_version = models.ForeignKey("training.ModelVersion", null=True, blank=True, on_delete=models.RESTRICT,
+    model_version = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.RESTRICT,
                                       related_name="labels", editable=False)
     verdict = models.CharField(max_length=20, choices=Verdict.choices, blank=True)
     categories = models.ManyToManyField(TaxonomyCategory, blank=True, related_name="labels")

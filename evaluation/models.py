@@ -136,7 +136,7 @@ class EvalRun(models.Model):
 
     project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="eval_runs")
     suite = models.ForeignKey(EvalSuite, on_delete=models.PROTECT, related_name="runs")
-    model_version = models.ForeignKey("training.ModelVersion", on_delete=models.PROTECT, related_name="eval_runs")
+    model_version = models.ForeignKey("annotator.ModelVersion", on_delete=models.PROTECT, related_name="eval_runs")
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.LOCAL)
     settings = models.JSONField(default=dict, blank=True,
                                 help_text="Generation settings: max_new_tokens, batch_size, endpoint base_url …")
@@ -267,9 +267,9 @@ class PromotionDecision(models.Model):
         REJECT = "reject"
 
     project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="promotions")
-    model_version = models.ForeignKey("training.ModelVersion", on_delete=models.CASCADE, related_name="promotions")
+    model_version = models.ForeignKey("annotator.ModelVersion", on_delete=models.CASCADE, related_name="promotions")
     action = models.CharField(max_length=10, choices=Action.choices)
-    previous_production = models.ForeignKey("training.ModelVersion", null=True, blank=True,
+    previous_production = models.ForeignKey("annotator.ModelVersion", null=True, blank=True,
                                             on_delete=models.SET_NULL, related_name="+")
     suite = models.ForeignKey(EvalSuite, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     run = models.ForeignKey(EvalRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
