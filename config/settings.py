@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "annotator",
     "training",
     "evaluation",
+    "loop",
 ]
 
 MIDDLEWARE = [

@@ -35,6 +35,7 @@ from annotator.models import (
     Label,
     Membership,
     ModelResponse,
+    ModelVersion,
     Project,
     Role,
     Status,
@@ -45,10 +46,10 @@ from annotator.models import (
 from annotator.review import apply_review
 from annotator.serializers import normalise_assistant_message
 from annotator.taxonomy import seed_default_taxonomy
-from evaluation.metrics import score_case
+from toolcalls.score import score_case
 from training import demo_domain
 from training.demo_model import build_demo_model, generate, load
-from training.models import ModelVersion, TrainingJob
+from training.models import TrainingJob
 
 # failure -> default taxonomy category
 CATEGORY_FOR = {
