@@ -65,8 +65,11 @@ demo-loop: install
 	DEBUG=1 $(BIN)/python manage.py migrate --noinput
 	DEBUG=1 $(BIN)/python manage.py demo_loop
 
+# ruff (lint + the formatter's check, line length included) and the layer contracts (pyproject.toml)
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) var

@@ -1,5 +1,10 @@
+from django import forms
+from django.conf import settings
 from django.contrib import admin
 from simple_history.admin import SimpleHistoryAdmin
+
+from inference.endpoints import check_endpoint_url
+from inference.model_folders import check_model_folder
 
 from . import models as m
 
@@ -11,11 +16,75 @@ class ProjectAdmin(SimpleHistoryAdmin):
     search_fields = ["name", "slug"]
 
 
+class ModelVersionForm(forms.ModelForm):
+    """The endpoint key is write-only here too: a password input that never shows the stored key
+    (empty keeps it); an "api_key" typed into metadata moves into it; folders must lie under
+    settings.MODEL_FOLDER_ROOTS."""
+
+    api_key = forms.CharField(required=False, max_length=500, label="API key",
+                              widget=forms.PasswordInput(render_value=False),
+                              help_text="Never shown. Leave empty to keep the stored key.")
+    clear_api_key = forms.BooleanField(required=False, label="Remove the stored API key")
+
+    class Meta:
+        model = m.ModelVersion
+        fields = ["project", "name", "path", "adapter_path", "parent", "origin", "stage", "notes", "metadata",
+                  "api_key", "created_by"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stored_api_key = self.instance.api_key if self.instance.pk else ""
+        self.initial["api_key"] = ""
+
+    def _folder(self, name):
+        value = self.cleaned_data.get(name)
+        if value:
+            try:
+                check_model_folder(value, settings.MODEL_FOLDER_ROOTS)
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return value
+
+    def clean_path(self):
+        return self._folder("path")
+
+    def clean_adapter_path(self):
+        return self._folder("adapter_path")
+
+    def clean(self):
+        data = super().clean()
+        metadata = data.get("metadata")
+        if isinstance(metadata, dict) and "api_key" in metadata:
+            metadata = dict(metadata)
+            key = metadata.pop("api_key")
+            data["metadata"] = metadata
+            if not data.get("api_key") and isinstance(key, str):
+                data["api_key"] = key
+        if isinstance(data.get("metadata"), dict) and data["metadata"].get("base_url"):
+            try:
+                check_endpoint_url(str(data["metadata"]["base_url"]), settings.MODEL_ENDPOINT_ALLOWED_HOSTS)
+            except ValueError as exc:
+                self.add_error("metadata", f"base_url: {exc}")
+        return data
+
+    def save(self, commit=True):
+        if self.cleaned_data.get("clear_api_key"):
+            self.instance.api_key = ""
+        elif not self.cleaned_data.get("api_key"):
+            self.instance.api_key = self.stored_api_key
+        return super().save(commit)
+
+
 @admin.register(m.ModelVersion)
 class ModelVersionAdmin(SimpleHistoryAdmin):
-    list_display = ["name", "project", "origin", "stage", "parent", "created_at"]
+    form = ModelVersionForm
+    list_display = ["name", "project", "origin", "stage", "parent", "api_key_set", "created_at"]
     list_filter = ["origin", "stage", "project"]
     search_fields = ["name"]
+
+    @admin.display(boolean=True, description="API key set")
+    def api_key_set(self, obj):
+        return bool(obj.api_key)
 
 
 @admin.register(m.Membership)

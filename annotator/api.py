@@ -4,20 +4,19 @@ Visibility and write rules are per project (see ProjectScopedViewSet). Annotator
 only their own labels, corrections and preferences; leads and admins see all of their projects'.
 """
 
-import csv
-
 from django.db import transaction
 from django.db.models import Q
-from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, mixins, parsers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from training.models import ModelVersion
+from config.rest import BoundedJSONParser
+from jobs import lifecycle
 
 from . import serializers as s
 from .api_base import ProjectScopedViewSet
+from .csv_export import import_report
 from .models import (
     Conversation,
     Correction,
@@ -25,6 +24,7 @@ from .models import (
     Label,
     Membership,
     ModelResponse,
+    ModelVersion,
     Preference,
     Project,
     Review,
@@ -32,7 +32,14 @@ from .models import (
     Status,
     TaxonomyCategory,
 )
-from .permissions import can_create_projects, has_role, projects_with_role, visible_projects
+from .policy import (
+    can_create_projects,
+    can_edit_taxonomy,
+    can_manage_members,
+    can_manage_project,
+    projects_with_role,
+    visible_projects,
+)
 
 
 class ProjectViewSet(viewsets.ModelViewSet):
@@ -51,12 +58,12 @@ class ProjectViewSet(viewsets.ModelViewSet):
         serializer.save()
 
     def perform_update(self, serializer):
-        if not has_role(self.request.user, serializer.instance, Role.ADMIN):
+        if not can_manage_project(self.request.user, serializer.instance):
             raise exceptions.PermissionDenied("Changing a project needs the admin role in it.")
         serializer.save()
 
     def perform_destroy(self, instance):
-        if not has_role(self.request.user, instance, Role.ADMIN):
+        if not can_manage_project(self.request.user, instance):
             raise exceptions.PermissionDenied("Deleting a project needs the admin role in it.")
         instance.delete()
 
@@ -66,6 +73,10 @@ class MembershipViewSet(ProjectScopedViewSet):
     base_queryset = Membership.objects.select_related("user", "project")
     read_role = Role.LEAD
     filterset_fields = {"project__slug": ["exact"], "role": ["exact"], "user__username": ["exact"]}
+
+    def check_write(self, project):
+        if not can_manage_members(self.request.user, project):
+            raise exceptions.PermissionDenied(f"Managing members needs the admin role in project {project.slug!r}.")
 
 
 class ModelVersionViewSet(ProjectScopedViewSet):
@@ -92,8 +103,11 @@ class ModelResponseViewSet(ProjectScopedViewSet):
 class TaxonomyCategoryViewSet(ProjectScopedViewSet):
     serializer_class = s.TaxonomyCategorySerializer
     base_queryset = TaxonomyCategory.objects.select_related("project")
-    write_role = Role.LEAD
     filterset_fields = {"project__slug": ["exact"], "parent": ["exact", "isnull"], "active": ["exact"]}
+
+    def check_write(self, project):
+        if not can_edit_taxonomy(self.request.user, project):
+            raise exceptions.PermissionDenied(f"Editing the taxonomy needs the lead role in project {project.slug!r}.")
 
 
 class OwnWorkViewSet(ProjectScopedViewSet):
@@ -131,6 +145,9 @@ class OwnWorkViewSet(ProjectScopedViewSet):
 
 
 class LabelViewSet(OwnWorkViewSet):
+    """Labels, read-only: they are written through the queue endpoints (claims, overlap, rules)."""
+
+    http_method_names = ["get", "head", "options"]  # written only through the queue: annotator/queue_api.py
     serializer_class = s.LabelSerializer
     base_queryset = Label.objects.select_related("annotator").prefetch_related("categories")
     project_path = "response__conversation__project"
@@ -140,6 +157,9 @@ class LabelViewSet(OwnWorkViewSet):
 
 
 class CorrectionViewSet(OwnWorkViewSet):
+    """Corrections, read-only: a correction is part of a label submitted through the queue."""
+
+    http_method_names = ["get", "head", "options"]  # written only through the queue: annotator/queue_api.py
     serializer_class = s.CorrectionSerializer
     base_queryset = Correction.objects.all()
     project_path = "label__response__conversation__project"
@@ -148,6 +168,9 @@ class CorrectionViewSet(OwnWorkViewSet):
 
 
 class PreferenceViewSet(OwnWorkViewSet):
+    """Preferences, read-only: they are written through the queue endpoints (compare tasks)."""
+
+    http_method_names = ["get", "head", "options"]  # written only through the queue: annotator/queue_api.py
     serializer_class = s.PreferenceSerializer
     base_queryset = Preference.objects.select_related("annotator")
     project_path = "response_a__conversation__project"
@@ -180,7 +203,7 @@ class ImportJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Re
     """Upload a JSONL file; a worker imports it. Poll the job for progress; fetch its issues."""
 
     serializer_class = s.ImportJobSerializer
-    parser_classes = [parsers.MultiPartParser, parsers.FormParser, parsers.JSONParser]
+    parser_classes = [parsers.MultiPartParser, parsers.FormParser, BoundedJSONParser]
     filterset_fields = {"project__slug": ["exact"], "status": ["exact"]}
 
     def get_queryset(self):
@@ -189,15 +212,13 @@ class ImportJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Re
         return ImportJob.objects.filter(project__in=projects_with_role(self.request.user, Role.LEAD).values("pk"))
 
     def perform_create(self, serializer):
-        from .tasks import start_import
-
         project = serializer.validated_data["project"]
-        if not has_role(self.request.user, project, Role.ADMIN):
+        if not can_manage_project(self.request.user, project):
             raise exceptions.PermissionDenied("Importing needs the admin role in this project.")
         upload = serializer.validated_data["file"]
         with transaction.atomic():
             job = serializer.save(created_by=self.request.user, original_name=upload.name[:255], size_bytes=upload.size)
-            start_import(job)
+            lifecycle.enqueue(job)
 
     @extend_schema(responses=s.ImportIssueSerializer(many=True))
     @action(detail=True, methods=["get"])
@@ -209,31 +230,12 @@ class ImportJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Re
     @extend_schema(responses={(200, "text/csv"): bytes})
     @action(detail=True, methods=["get"])
     def report(self, request, pk=None):
-        return import_report_response(self.get_object())
+        return import_report(self.get_object())
 
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         job = self.get_object()
-        if not has_role(request.user, job.project, Role.ADMIN):
+        if not can_manage_project(request.user, job.project):
             raise exceptions.PermissionDenied("Cancelling an import needs the admin role.")
-        ImportJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-        return Response({"cancel_requested": True})
-
-
-class _Echo:
-    def write(self, value):
-        return value
-
-
-def import_report_response(job: ImportJob) -> StreamingHttpResponse:
-    """Every rejected line as CSV (line, field, message), streamed."""
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(["line", "field", "message"])
-        for issue in job.issues.order_by("line", "id").values_list("line", "field", "message").iterator(2000):
-            yield writer.writerow(issue)
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-report.csv"'
-    return response
+        lifecycle.cancel(job)
+        return Response({"cancel_requested": True, "status": job.status})

@@ -2,8 +2,8 @@
 
 from rest_framework import exceptions, viewsets
 
-from .models import ROLE_RANK, Project, Role
-from .permissions import has_role, projects_with_role
+from .models import Project, Role
+from .policy import has_role, projects_with_role
 
 
 class ProjectScopedViewSet(viewsets.ModelViewSet):
@@ -11,7 +11,11 @@ class ProjectScopedViewSet(viewsets.ModelViewSet):
 
     - list/retrieve: objects of projects where the user holds at least `read_role`
       (others do not exist for them: 404);
-    - create/update/delete: the user needs `write_role` in the object's project (403).
+    - create/update/delete: the user needs `write_role` in the object's project (403);
+    - update: an object stays in its project (400). Moving it would take its references (labels,
+      parents, a member's role) along into a project where the mover's rights were never checked.
+    References to other objects must lie in the same project: `SameProjectMixin` checks that
+    in the serializer.
     """
 
     project_path = "project"
@@ -28,7 +32,9 @@ class ProjectScopedViewSet(viewsets.ModelViewSet):
             return qs.none()
         user = self.request.user
         if not user.is_superuser:
-            qs = qs.filter(**{f"{self.project_path}__in": projects_with_role(user, self.read_role).values("pk")})
+            qs = qs.filter(
+                **{f"{self.project_path}__in": projects_with_role(user, self.read_role).values("pk")}
+            )
         return qs
 
     def project_of(self, obj) -> Project:
@@ -36,16 +42,15 @@ class ProjectScopedViewSet(viewsets.ModelViewSet):
             obj = getattr(obj, part)
         return obj
 
-    def check_write(self, project, role=None):
-        role = role or self.write_role
-        if not has_role(self.request.user, project, role):
-            raise exceptions.PermissionDenied(f"This needs the {role} role in project {project.slug!r}.")
+    def check_write(self, project):
+        if not has_role(self.request.user, project, self.write_role):
+            raise exceptions.PermissionDenied(
+                f"This needs the {self.write_role} role in project {project.slug!r}."
+            )
 
     def project_from_data(self, serializer) -> Project:
-        data = serializer.validated_data
-        obj = data
         parts = self.project_path.split("__")
-        obj = data.get(parts[0])
+        obj = serializer.validated_data.get(parts[0])
         for part in parts[1:]:
             obj = getattr(obj, part)
         return obj
@@ -55,13 +60,16 @@ class ProjectScopedViewSet(viewsets.ModelViewSet):
         serializer.save()
 
     def perform_update(self, serializer):
-        self.check_write(self.project_of(serializer.instance))
+        project = self.project_of(serializer.instance)
+        self.check_write(project)
+        self.check_not_moved(serializer, project)
         serializer.save()
+
+    def check_not_moved(self, serializer, project):
+        field = self.project_path.split("__")[0]
+        if field in serializer.validated_data and self.project_from_data(serializer).pk != project.pk:
+            raise exceptions.ValidationError({field: ["cannot be moved to another project"]})
 
     def perform_destroy(self, instance):
         self.check_write(self.project_of(instance))
         instance.delete()
-
-
-def at_least(role: str):
-    return [r for r, rank in ROLE_RANK.items() if rank >= ROLE_RANK[role]]

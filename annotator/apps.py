@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class AnnotatorConfig(AppConfig):
     name = "annotator"
     verbose_name = "Annotation"
+
+    def ready(self):
+        from . import tasks  # noqa: F401 - registers the import job kind (jobs.registry)

@@ -6,6 +6,8 @@ Rules (see the annotator workspace issue):
   asking again while holding a lock returns the same slot (reload-safe);
 - a taken slot is a lock that expires after the project's TTL; expired locks go back to the
   pool; a skipped task goes to the back of that annotator's queue;
+- only a task the queue handed an annotator (they hold its lock) or a lead reserved for them can be
+  submitted, drafted or skipped by them: typing another task's URL (page or API) changes nothing;
 - order: slots reserved for this annotator first, then priority, then tasks that already have
   submissions (breadth first), then the project's strategy key (sequential, random, uncertain);
 - on PostgreSQL the pick is `SELECT … FOR UPDATE SKIP LOCKED` over a partial index, so two
@@ -15,13 +17,14 @@ Rules (see the annotator workspace issue):
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import Mod
 from django.utils import timezone
 
 from .bulk import bulk_insert
-from .models import ModelResponse, Project, Skip, Slot, Task
+from .models import Membership, ModelResponse, Project, Skip, Slot, Task
 
 STRATEGIES = ("sequential", "random", "uncertain")
 
@@ -32,6 +35,16 @@ class QueueError(Exception):
 
 class StaleSubmit(QueueError):
     pass
+
+
+class NotHanded(QueueError):
+    """The queue never handed this task to the annotator, nor did a lead reserve it for them."""
+
+
+ALREADY_SUBMITTED = "You already submitted this item."
+LOCK_LOST = "Your lock on this item expired and another annotator may have it."
+NOT_HANDED = ("This item is not assigned to you: the queue did not hand it to you, or your lock on it lapsed and "
+              "it went back to the queue. Nothing was saved; take your next item.")
 
 
 def lock_ttl(project: Project) -> timedelta:
@@ -150,6 +163,36 @@ def reserve(project: Project, tasks, annotator) -> int:
     return count
 
 
+MAX_ASSIGN = 5000
+
+
+def assign(project: Project, annotator, kind: str, external_ids=(), count=0) -> int:
+    """A lead hands items to a named annotator of the project: the tasks of these conversations (external
+    ids), or else the next `count` (at most MAX_ASSIGN) tasks with a free slot. Returns how many were reserved."""
+    errors = {}
+    if annotator is None or not Membership.objects.filter(project=project, user=annotator).exists():
+        errors["annotator"] = ["Choose an annotator of this project."]
+    if kind not in Task.Kind.values:
+        errors["kind"] = [f"Choose one of {', '.join(Task.Kind.values)}."]
+    external_ids = [str(e).strip() for e in external_ids or () if str(e).strip()]
+    try:
+        count = max(0, min(int(count or 0), MAX_ASSIGN))
+    except (TypeError, ValueError, OverflowError):
+        errors["count"] = ["A whole number of items."]
+        count = 0
+    if not errors and not external_ids and not count:
+        errors["external_ids"] = ["Give conversation ids or a number of items."]
+    if errors:
+        raise ValidationError(errors)
+    tasks = Task.objects.filter(project=project, kind=kind)
+    if external_ids:
+        tasks = tasks.filter(response__conversation__external_id__in=external_ids)
+    else:
+        tasks = (tasks.filter(slots__state=Slot.State.FREE, slots__reserved_for__isnull=True).distinct()
+                 .order_by("-priority", "id")[:count])
+    return reserve(project, list(tasks), annotator)
+
+
 # --- handing out work ----------------------------------------------------------------------
 
 def _lockable(qs):
@@ -222,30 +265,53 @@ def _lock(slot: Slot, user, project, now) -> Slot:
     return slot
 
 
-def heartbeat(task: Task, user) -> bool:
-    """Renew the annotator's lock while the page is open. False if it is no longer theirs."""
+def heartbeat(task: Task, user):
+    """Renew the annotator's lock while the page is open: the new expiry, or None if it is no longer theirs."""
     until = timezone.now() + lock_ttl(task.project)
-    return bool(Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).update(locked_until=until))
+    renewed = Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).update(locked_until=until)
+    return until if renewed else None
+
+
+def handed_slot(task: Task, user) -> Slot | None:
+    """The slot of `task` the queue handed `user`: the one they lock (even past its expiry, while nobody
+    took it) or filled, else a free one a lead reserved for them. None: the task is not theirs."""
+    slots = list(Slot.objects.filter(task=task).filter(
+        Q(annotator=user) | Q(reserved_for=user, state=Slot.State.FREE)).order_by("index"))
+    return next((s for s in slots if s.annotator_id == user.pk), slots[0] if slots else None)
 
 
 def skip(task: Task, user) -> None:
+    """Pass on a task the queue handed you: its slot goes back to the pool, the task to the back of your queue."""
     with transaction.atomic():
+        held = Slot.objects.select_for_update().filter(task=task).filter(
+            Q(annotator=user) | Q(reserved_for=user, state=Slot.State.FREE))
+        states = {s.state for s in held}
+        if not states or states == {Slot.State.DONE}:
+            raise QueueError(ALREADY_SUBMITTED) if states else NotHanded(NOT_HANDED)
         Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).update(
             state=Slot.State.FREE, annotator=None, locked_until=None)
         Skip.objects.update_or_create(task=task, annotator=user, defaults={})
 
 
-def claim_for_submit(task: Task, user) -> Slot:
-    """The slot this submission fills; call inside a transaction. Refuses stale submits."""
+def claim_for_submit(task: Task, user, lapsed_ok: bool = False) -> Slot:
+    """The slot this submission fills; call inside a transaction. Refuses stale submits and tasks the
+    queue never handed to `user` (typed into a URL).
+
+    lapsed_ok: the caller knows the queue did hand the task over (the annotator's draft of it exists), so
+    when their lock lapsed and went back to the pool, a still-free slot may be taken instead.
+    """
     # Lock order task -> slots, the same for every submitter of this task: no deadlocks.
     Task.objects.select_for_update().filter(pk=task.pk).exists()
     slot = Slot.objects.select_for_update().filter(task=task, annotator=user).first()
     if slot is not None and slot.state == Slot.State.DONE:
-        raise QueueError("You already submitted this item.")
-    if slot is None:
-        # The lock expired and was released. Take any still-free slot; if none, someone else has it.
-        slot = _lockable(Slot.objects.filter(task=task, state=Slot.State.FREE)
-                         .filter(Q(reserved_for__isnull=True) | Q(reserved_for=user)).order_by("index")).first()
+        raise QueueError(ALREADY_SUBMITTED)
+    if slot is None:  # never locked by them, or their lock expired and was released
+        free = Slot.objects.filter(task=task, state=Slot.State.FREE).order_by("index")
+        slot = _lockable(free.filter(reserved_for=user)).first()
+        if slot is None and not lapsed_ok:
+            raise NotHanded(NOT_HANDED)
+        if slot is None:
+            slot = _lockable(free.filter(reserved_for__isnull=True)).first()
         if slot is None:
             raise StaleSubmit("Your lock on this item expired and its slot was given to another annotator, "
                               "so this submission was not saved over theirs. Your draft is kept; take the next item.")

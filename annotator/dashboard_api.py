@@ -8,12 +8,10 @@
 Leads and admins of the project only (annotators 403, non-members 404). Filters are query
 parameters: model (id, comma-separated for several), from, to (YYYY-MM-DD, inclusive), annotator
 (user id), split, status (submitted, approved, rejected, comma-separated, or all), bucket (day,
-week, auto), category (scope). A bad filter value answers 400 with the field and the reason.
+week, month, year, auto), category (scope). A bad filter value answers 400 with the field and the reason.
 """
 
-import csv
-
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -22,18 +20,31 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import dashboards as d
+from .csv_export import csv_response
 from .models import Role
-from .permissions import project_for
+from .policy import project_for
 
 FILTER_PARAMS = [
     OpenApiParameter("model", str, description="Model version id(s), comma-separated."),
-    OpenApiParameter("from", OpenApiTypes.DATE, description="Submitted on or after this day."),
-    OpenApiParameter("to", OpenApiTypes.DATE, description="Submitted on or before this day."),
+    OpenApiParameter(
+        "from", OpenApiTypes.DATE, description="Submitted on or after this day (1970-01-01 at the earliest)."
+    ),
+    OpenApiParameter(
+        "to", OpenApiTypes.DATE, description="Submitted on or before this day (2999-12-31 at the latest)."
+    ),
     OpenApiParameter("annotator", int, description="User id."),
     OpenApiParameter("split", str, enum=["train", "eval", "holdout"]),
-    OpenApiParameter("status", str, description="submitted, approved, rejected (comma-separated) or all; "
-                                                "default submitted,approved."),
-    OpenApiParameter("bucket", str, enum=["day", "week", "auto"]),
+    OpenApiParameter(
+        "status",
+        str,
+        description="submitted, approved, rejected (comma-separated) or all; default submitted,approved.",
+    ),
+    OpenApiParameter(
+        "bucket",
+        str,
+        enum=[*d.BUCKETS, "auto"],
+        description=f"A span of more than {d.MAX_BUCKETS} buckets moves to the next larger one.",
+    ),
     OpenApiParameter("category", int, description="Category id: badcases in its subtree."),
     OpenApiParameter("fresh", str, enum=["1"], description="Recompute instead of the short-lived cache."),
 ]
@@ -47,7 +58,8 @@ CASE_PARAMS = [
     OpenApiParameter("page", int),
 ]
 COMPARISON_PARAMS = [
-    OpenApiParameter("model_a", int), OpenApiParameter("model_b", int),
+    OpenApiParameter("model_a", int),
+    OpenApiParameter("model_b", int),
     OpenApiParameter("outcome", str, enum=["win", "loss", "tie"], description="From model_a's side."),
     OpenApiParameter("page", int),
 ]
@@ -60,42 +72,34 @@ def _filters(request) -> d.Filters:
         raise exceptions.ValidationError(exc.errors) from None
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
-def csv_response(filename: str, header: list, rows) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
-
-    def lines():
-        yield writer.writerow(header)
-        for row in rows:
-            yield writer.writerow(row)
-
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
 class DashboardView(APIView):
     page = ""
 
-    @extend_schema(parameters=FILTER_PARAMS, responses=OpenApiTypes.OBJECT,
-                   description="A dashboard's numbers for a project (see annotator/dashboards.py).")
+    @extend_schema(
+        parameters=FILTER_PARAMS,
+        responses=OpenApiTypes.OBJECT,
+        description="A dashboard's numbers for a project (see annotator/dashboards.py).",
+    )
     def get(self, request, slug):
         project = project_for(request.user, slug, Role.LEAD)
-        return Response(d.compute(self.page, project, _filters(request), fresh=request.query_params.get("fresh") == "1"))
+        return Response(
+            d.compute(self.page, project, _filters(request), fresh=request.query_params.get("fresh") == "1")
+        )
 
 
 class DashboardCsvView(APIView):
     page = ""
 
-    @extend_schema(parameters=FILTER_PARAMS, responses={(200, "text/csv"): OpenApiTypes.STR},
-                   description="One table behind a dashboard chart, as CSV.")
+    @extend_schema(
+        parameters=FILTER_PARAMS,
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        description="One table behind a dashboard chart, as CSV.",
+    )
     def get(self, request, slug, table):
         project = project_for(request.user, slug, Role.LEAD)
-        data = d.compute(self.page, project, _filters(request), fresh=request.query_params.get("fresh") == "1")
+        data = d.compute(
+            self.page, project, _filters(request), fresh=request.query_params.get("fresh") == "1"
+        )
         tables = d.tables(self.page, data)
         if table not in tables:
             raise Http404(f"No table {table!r} on the {self.page} dashboard; there are: {', '.join(tables)}.")
@@ -110,34 +114,69 @@ def _page(request) -> int:
         raise exceptions.ValidationError({"page": "not a number"}) from None
 
 
-CASE_HEADER = ["label_id", "response_id", "conversation_id", "external_id", "split", "model_version", "annotator",
-               "verdict", "status", "categories", "time_spent_s", "submitted_at", "note"]
+CASE_HEADER = [
+    "label_id",
+    "response_id",
+    "conversation_id",
+    "external_id",
+    "split",
+    "model_version",
+    "annotator",
+    "verdict",
+    "status",
+    "categories",
+    "time_spent_s",
+    "submitted_at",
+    "note",
+]
 
 
 class CasesView(APIView):
-    @extend_schema(parameters=FILTER_PARAMS + CASE_PARAMS, responses=OpenApiTypes.OBJECT,
-                   description="The labels behind a dashboard number, newest first, 50 a page.")
+    @extend_schema(
+        parameters=FILTER_PARAMS + CASE_PARAMS,
+        responses=OpenApiTypes.OBJECT,
+        description="The labels behind a dashboard number, newest first, 50 a page.",
+    )
     def get(self, request, slug):
         project = project_for(request.user, slug, Role.LEAD)
-        return Response(d.case_page(project, _filters(request), d.CaseFilters.parse(request.query_params),
-                                    _page(request)))
+        return Response(
+            d.case_page(project, _filters(request), d.CaseFilters.parse(request.query_params), _page(request))
+        )
 
 
 class CasesCsvView(APIView):
-    @extend_schema(parameters=FILTER_PARAMS + CASE_PARAMS, responses={(200, "text/csv"): OpenApiTypes.STR},
-                   description="All labels behind a dashboard number, as CSV (streamed).")
+    @extend_schema(
+        parameters=FILTER_PARAMS + CASE_PARAMS,
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        description="All labels behind a dashboard number, as CSV (streamed).",
+    )
     def get(self, request, slug):
         project = project_for(request.user, slug, Role.LEAD)
-        qs = (d.case_queryset(project, _filters(request), d.CaseFilters.parse(request.query_params))
-              .select_related("annotator", "model_version", "response__conversation")
-              .prefetch_related("categories").order_by("-submitted_at", "-id"))
+        qs = (
+            d.case_queryset(project, _filters(request), d.CaseFilters.parse(request.query_params))
+            .select_related("annotator", "model_version", "response__conversation")
+            .prefetch_related("categories")
+            .order_by("-submitted_at", "-id")
+        )
 
         def rows():
             for label in qs.iterator(chunk_size=2000):
                 r = d.case_row(label)
-                yield [r["label"], r["response"], r["conversation"], r["external_id"], r["split"],
-                       r["model_version"] or "", r["annotator"], r["verdict"], r["status"], "; ".join(r["categories"]),
-                       r["time_spent_s"], r["submitted_at"].isoformat() if r["submitted_at"] else "", r["note"]]
+                yield [
+                    r["label"],
+                    r["response"],
+                    r["conversation"],
+                    r["external_id"],
+                    r["split"],
+                    r["model_version"] or "",
+                    r["annotator"],
+                    r["verdict"],
+                    r["status"],
+                    "; ".join(r["categories"]),
+                    r["time_spent_s"],
+                    r["submitted_at"].isoformat() if r["submitted_at"] else "",
+                    r["note"],
+                ]
 
         return csv_response(f"{project.slug}-cases.csv", CASE_HEADER, rows())
 
@@ -147,10 +186,10 @@ def _comparison_args(request):
         raw = request.query_params.get(name)
         if raw in (None, ""):
             return None
-        try:
-            return int(raw)
-        except ValueError:
-            raise exceptions.ValidationError({name: "not a model version id"}) from None
+        value = d.as_id(raw)
+        if value is None:
+            raise exceptions.ValidationError({name: "not a model version id"})
+        return value
 
     outcome = request.query_params.get("outcome", "")
     if outcome not in ("", "win", "loss", "tie"):
@@ -159,8 +198,11 @@ def _comparison_args(request):
 
 
 class ComparisonsView(APIView):
-    @extend_schema(parameters=FILTER_PARAMS + COMPARISON_PARAMS, responses=OpenApiTypes.OBJECT,
-                   description="The pairwise preferences behind a win-rate cell, newest first, 50 a page.")
+    @extend_schema(
+        parameters=FILTER_PARAMS + COMPARISON_PARAMS,
+        responses=OpenApiTypes.OBJECT,
+        description="The pairwise preferences behind a win-rate cell, newest first, 50 a page.",
+    )
     def get(self, request, slug):
         project = project_for(request.user, slug, Role.LEAD)
         a, b, outcome = _comparison_args(request)
@@ -168,25 +210,57 @@ class ComparisonsView(APIView):
 
 
 class ComparisonsCsvView(APIView):
-    @extend_schema(parameters=FILTER_PARAMS + COMPARISON_PARAMS, responses={(200, "text/csv"): OpenApiTypes.STR},
-                   description="All preferences behind a win-rate cell, as CSV.")
+    @extend_schema(
+        parameters=FILTER_PARAMS + COMPARISON_PARAMS,
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        description="All preferences behind a win-rate cell, as CSV.",
+    )
     def get(self, request, slug):
         project = project_for(request.user, slug, Role.LEAD)
         a, b, outcome = _comparison_args(request)
-        qs = (d.comparison_queryset(project, _filters(request), a, b, outcome)
-              .select_related("annotator", "response_a__model_version", "response_b__model_version",
-                              "response_a__conversation").order_by("-submitted_at", "-id"))
+        qs = (
+            d.comparison_queryset(project, _filters(request), a, b, outcome)
+            .select_related(
+                "annotator",
+                "response_a__model_version",
+                "response_b__model_version",
+                "response_a__conversation",
+            )
+            .order_by("-submitted_at", "-id")
+        )
 
         def rows():
             for p in qs.iterator(chunk_size=2000):
                 ma, mb = p.response_a.model_version, p.response_b.model_version
-                yield [p.pk, p.response_a.conversation.external_id, ma.name if ma else "", mb.name if mb else "",
-                       p.choice, p.left_side, p.annotator.username, p.status,
-                       p.submitted_at.isoformat() if p.submitted_at else "", p.reason]
+                yield [
+                    p.pk,
+                    p.response_a.conversation.external_id,
+                    ma.name if ma else "",
+                    mb.name if mb else "",
+                    p.choice,
+                    p.left_side,
+                    p.annotator.username,
+                    p.status,
+                    p.submitted_at.isoformat() if p.submitted_at else "",
+                    p.reason,
+                ]
 
-        return csv_response(f"{project.slug}-comparisons.csv",
-                            ["preference_id", "external_id", "model_a", "model_b", "choice", "left_side",
-                             "annotator", "status", "submitted_at", "reason"], rows())
+        return csv_response(
+            f"{project.slug}-comparisons.csv",
+            [
+                "preference_id",
+                "external_id",
+                "model_a",
+                "model_b",
+                "choice",
+                "left_side",
+                "annotator",
+                "status",
+                "submitted_at",
+                "reason",
+            ],
+            rows(),
+        )
 
 
 urlpatterns = [
@@ -198,6 +272,9 @@ urlpatterns = [
 for _page_name in d.PAGES:
     urlpatterns += [
         path(f"{_page_name}/", DashboardView.as_view(page=_page_name), name=f"dash-api-{_page_name}"),
-        path(f"{_page_name}/<slug:table>.csv", DashboardCsvView.as_view(page=_page_name),
-             name=f"dash-api-{_page_name}-csv"),
+        path(
+            f"{_page_name}/<slug:table>.csv",
+            DashboardCsvView.as_view(page=_page_name),
+            name=f"dash-api-{_page_name}-csv",
+        ),
     ]

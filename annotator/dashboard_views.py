@@ -9,11 +9,16 @@ from django.urls import reverse
 
 from . import dashboards as d
 from .models import Role
-from .permissions import has_role, project_for, role_in
+from .policy import has_role, project_for, role_in
 
 MATRIX_MAX = 15  # annotators in the kappa matrix; more would not be readable at 1,024 px
 PAIR_ROWS = 60  # annotator pairs listed on the page (all of them are in the CSV)
-TABS = [("overview", "Badcases"), ("annotators", "Annotators"), ("agreement", "Agreement"), ("models", "Model versions")]
+TABS = [
+    ("overview", "Badcases"),
+    ("annotators", "Annotators"),
+    ("agreement", "Agreement"),
+    ("models", "Model versions"),
+]
 
 
 def _filters(request):
@@ -57,10 +62,34 @@ class Links:
         return f"{self.csv_base}/{page}/{table}.csv" + (f"?{q}" if q else "")
 
 
-PCT_KEYS = {"rate", "rate_low", "rate_high", "share", "cumulative", "share_of_badcases", "change_vs_parent",
-            "agreement", "expected", "skip_rate", "approval_rate", "rejection_rate", "peer_agreement",
-            "gold_agreement", "specific_agreement", "pairwise_agreement", "win_rate", "decisive_win_rate", "low",
-            "high", "left_rate", "badcase_rate", "badcase_change", "win_rate_vs_parent", "value", "se"}
+PCT_KEYS = {
+    "rate",
+    "rate_low",
+    "rate_high",
+    "share",
+    "cumulative",
+    "share_of_badcases",
+    "change_vs_parent",
+    "agreement",
+    "expected",
+    "skip_rate",
+    "approval_rate",
+    "rejection_rate",
+    "peer_agreement",
+    "gold_agreement",
+    "specific_agreement",
+    "pairwise_agreement",
+    "win_rate",
+    "decisive_win_rate",
+    "low",
+    "high",
+    "left_rate",
+    "badcase_rate",
+    "badcase_change",
+    "win_rate_vs_parent",
+    "value",
+    "se",
+}
 
 
 def add_percent_strings(obj, skip=("rating", "ratings")):
@@ -87,12 +116,26 @@ def _render(request, slug, page, template, build):
     links = Links(project, f)
     extra = build(data, links, f)
     choices = d.filter_choices(project)
-    return render(request, template, {
-        "project": project, "data": data, "f": f, "errors": errors, "links": links, "choices": choices,
-        "tab": page, "tabs": [(name, title, links.page(name)) for name, title in TABS],
-        "is_lead": True, "is_admin": has_role(request.user, project, Role.ADMIN), "role": role_in(request.user, project),
-        "refresh_url": links.page(page, fresh="1"), "cache_minutes": round(d.cache_seconds() / 60, 1), **extra,
-    })
+    return render(
+        request,
+        template,
+        {
+            "project": project,
+            "data": data,
+            "f": f,
+            "errors": errors,
+            "links": links,
+            "choices": choices,
+            "tab": page,
+            "tabs": [(name, title, links.page(name)) for name, title in TABS],
+            "is_lead": True,
+            "is_admin": has_role(request.user, project, Role.ADMIN),
+            "role": role_in(request.user, project),
+            "refresh_url": links.page(page, fresh="1"),
+            "cache_minutes": round(d.cache_seconds() / 60, 1),
+            **extra,
+        },
+    )
 
 
 def _pct(v):
@@ -100,6 +143,7 @@ def _pct(v):
 
 
 # --- badcase overview ---------------------------------------------------------------------------
+
 
 @login_required
 def overview(request, slug):
@@ -109,61 +153,125 @@ def overview(request, slug):
 def _overview_charts(data, links, f):
     bad = {"verdict": "unreasonable"}
     drill = data["drill"]["rows"]
-    charts = [{
-        "id": "by-category", "kind": "hbar", "percent": False, "valueSuffix": "",
-        "title": "Badcases by category" + (f" in {data['drill']['path']}" if data["drill"]["path"] else ""),
-        "labels": [c["name"] for c in drill],
-        "datasets": [{"label": "badcase labels", "data": [c["badcases"] for c in drill],
-                      "hrefs": [links.cases(category=c["category"], **bad) for c in drill]}],
-        "xTitle": "badcase labels",
-    }]
+    charts = [
+        {
+            "id": "by-category",
+            "kind": "hbar",
+            "percent": False,
+            "valueSuffix": "",
+            "title": "Badcases by category"
+            + (f" in {data['drill']['path']}" if data["drill"]["path"] else ""),
+            "labels": [c["name"] for c in drill],
+            "datasets": [
+                {
+                    "label": "badcase labels",
+                    "data": [c["badcases"] for c in drill],
+                    "hrefs": [links.cases(category=c["category"], **bad) for c in drill],
+                }
+            ],
+            "xTitle": "badcase labels",
+        }
+    ]
     pareto = data["pareto"][:25]
-    charts.append({
-        "id": "pareto", "kind": "pareto", "title": "Root causes, biggest first (Pareto)",
-        "labels": [p["name"] for p in pareto],
-        "datasets": [{"label": "badcase labels", "data": [p["badcases"] for p in pareto],
-                      "hrefs": [links.cases(category=p["category"], direct="1", **bad) for p in pareto]},
-                     {"label": "cumulative share", "data": [_pct(p["cumulative"]) for p in pareto],
-                      "hrefs": [links.cases(category=p["category"], direct="1", **bad) for p in pareto]}],
-        "yTitle": "badcase labels", "y2Title": "cumulative % of category assignments",
-    })
+    charts.append(
+        {
+            "id": "pareto",
+            "kind": "pareto",
+            "title": "Root causes, biggest first (Pareto)",
+            "labels": [p["name"] for p in pareto],
+            "datasets": [
+                {
+                    "label": "badcase labels",
+                    "data": [p["badcases"] for p in pareto],
+                    "hrefs": [links.cases(category=p["category"], direct="1", **bad) for p in pareto],
+                },
+                {
+                    "label": "cumulative share",
+                    "data": [_pct(p["cumulative"]) for p in pareto],
+                    "hrefs": [links.cases(category=p["category"], direct="1", **bad) for p in pareto],
+                },
+            ],
+            "yTitle": "badcase labels",
+            "y2Title": "cumulative % of category assignments",
+        }
+    )
     models = data["by_model"]
-    charts.append({
-        "id": "by-model", "kind": "bar", "percent": True,
-        "title": "Badcase rate by model version" + (f" ({data['totals']['scope']})" if data["totals"]["scope"] else ""),
-        "labels": [m["name"] for m in models],
-        "datasets": [{"label": "badcase rate", "data": [_pct(m["rate"]) for m in models],
-                      "errors": [[_pct(m["rate_low"]), _pct(m["rate_high"])] for m in models],
-                      "hrefs": [links.cases(models=(m["model_version"],) if m["model_version"] else (), **bad)
-                                for m in models]}],
-        "yTitle": "% of labels that are badcases (95% CI)",
-    })
+    charts.append(
+        {
+            "id": "by-model",
+            "kind": "bar",
+            "percent": True,
+            "title": "Badcase rate by model version"
+            + (f" ({data['totals']['scope']})" if data["totals"]["scope"] else ""),
+            "labels": [m["name"] for m in models],
+            "datasets": [
+                {
+                    "label": "badcase rate",
+                    "data": [_pct(m["rate"]) for m in models],
+                    "errors": [[_pct(m["rate_low"]), _pct(m["rate_high"])] for m in models],
+                    "hrefs": [
+                        links.cases(models=(m["model_version"],) if m["model_version"] else (), **bad)
+                        for m in models
+                    ],
+                }
+            ],
+            "yTitle": "% of labels that are badcases (95% CI)",
+        }
+    )
     rows = data["over_time"]["rows"]
-    series = [{"label": "all versions", "data": [_pct(r["rate"]) for r in rows],
-               "hrefs": [links.cases(**links.bucket(r), **bad) for r in rows], "bold": True}]
+    series = [
+        {
+            "label": "all versions",
+            "data": [_pct(r["rate"]) for r in rows],
+            "hrefs": [links.cases(**links.bucket(r), **bad) for r in rows],
+            "bold": True,
+        }
+    ]
     for m in data["models"]:
         key = str(m["id"])
-        series.append({
-            "label": m["name"], "data": [_pct(r["by_model"][key]["rate"]) for r in rows],
-            "hrefs": [links.cases(**links.bucket(r),
-                                  models=(m["id"],) if m["id"] else (), **bad) for r in rows]})
-    charts.append({
-        "id": "over-time", "kind": "line", "percent": True,
-        "title": f"Badcase rate per {data['over_time']['bucket']}",
-        "labels": [r["start"].isoformat() for r in rows], "datasets": series,
-        "yTitle": "% of labels that are badcases",
-    })
+        series.append(
+            {
+                "label": m["name"],
+                "data": [_pct(r["by_model"][key]["rate"]) for r in rows],
+                "hrefs": [
+                    links.cases(**links.bucket(r), models=(m["id"],) if m["id"] else (), **bad) for r in rows
+                ],
+            }
+        )
+    charts.append(
+        {
+            "id": "over-time",
+            "kind": "line",
+            "percent": True,
+            "title": f"Badcase rate per {data['over_time']['bucket']}",
+            "labels": [r["start"].isoformat() for r in rows],
+            "datasets": series,
+            "yTitle": "% of labels that are badcases",
+        }
+    )
     # category x version cross-table: rates per version of the categories in scope
-    in_scope = [c for c in data["categories"] if c["in_scope"] and (c["badcases"] or c["category"] == f.category)]
+    in_scope = [
+        c for c in data["categories"] if c["in_scope"] and (c["badcases"] or c["category"] == f.category)
+    ]
     cross = []
     for c in in_scope:
         cells = []
         for m in data["models"]:
             cell = c["by_model"][str(m["id"])]
-            cells.append({**cell, "href": links.cases(category=c["category"], models=(m["id"],) if m["id"] else (),
-                                                     **bad)})
-        cross.append({**c, "cells": cells, "href": links.cases(category=c["category"], **bad),
-                      "drill": links.page("overview", category=c["category"]) if c["has_children"] else None})
+            cells.append(
+                {
+                    **cell,
+                    "href": links.cases(category=c["category"], models=(m["id"],) if m["id"] else (), **bad),
+                }
+            )
+        cross.append(
+            {
+                **c,
+                "cells": cells,
+                "href": links.cases(category=c["category"], **bad),
+                "drill": links.page("overview", category=c["category"]) if c["has_children"] else None,
+            }
+        )
     max_rate = max((cell["rate"] or 0 for row in cross for cell in row["cells"]), default=0) or 1
     for row in cross:
         for cell in row["cells"]:
@@ -172,19 +280,34 @@ def _overview_charts(data, links, f):
         m["href"] = links.cases(models=(m["model_version"],) if m["model_version"] else (), **bad)
     for p in data["pareto"]:
         p["href"] = links.cases(category=p["category"], direct="1", **bad)
-    return {"charts": charts, "cross": cross,
-            "csv": {t: links.csv("overview", t) for t in ("categories", "pareto", "by_model", "over_time")},
-            "time_links": [{"row": r, "href": links.cases(**links.bucket(r), **bad),
-                            "cells": [{**r["by_model"][str(m["id"])],
-                                       "href": links.cases(**links.bucket(r),
-                                                           models=(m["id"],) if m["id"] else (), **bad)}
-                                      for m in data["models"]]} for r in rows],
-            "scope_up": (links.page("overview", category=data["drill"]["parent"]) if data["drill"]["node"] else None),
-            "scope_top": links.page("overview", category=None),
-            "all_badcases_href": links.cases(**bad)}
+    return {
+        "charts": charts,
+        "cross": cross,
+        "csv": {t: links.csv("overview", t) for t in ("categories", "pareto", "by_model", "over_time")},
+        "time_links": [
+            {
+                "row": r,
+                "href": links.cases(**links.bucket(r), **bad),
+                "cells": [
+                    {
+                        **r["by_model"][str(m["id"])],
+                        "href": links.cases(**links.bucket(r), models=(m["id"],) if m["id"] else (), **bad),
+                    }
+                    for m in data["models"]
+                ],
+            }
+            for r in rows
+        ],
+        "scope_up": (
+            links.page("overview", category=data["drill"]["parent"]) if data["drill"]["node"] else None
+        ),
+        "scope_top": links.page("overview", category=None),
+        "all_badcases_href": links.cases(**bad),
+    }
 
 
 # --- annotators ---------------------------------------------------------------------------------
+
 
 @login_required
 def annotators(request, slug):
@@ -196,48 +319,111 @@ def _annotator_charts(data, links, f):
     names = [r["name"] for r in rows]
     own = [links.cases(annotator=r["annotator"]) for r in rows]
     charts = [
-        {"id": "throughput", "kind": "hbar", "title": "Items per hour of labelling time",
-         "labels": names, "datasets": [{"label": "items per hour", "data": [
-             None if r["items_per_hour"] is None else round(r["items_per_hour"], 1) for r in rows], "hrefs": own}],
-         "xTitle": "items per hour (labels and comparisons)"},
-        {"id": "time-per-item", "kind": "range", "title": "Time per item: middle half (bar) and median (marker)",
-         "labels": names, "datasets": [
-             {"label": "25th–75th percentile", "data": [[r["p25_s"], r["p75_s"]] if r["p25_s"] is not None else None
-                                                          for r in rows], "hrefs": own},
-             {"label": "median", "data": [r["median_s"] for r in rows], "hrefs": own}],
-         "xTitle": "seconds per item"},
-        {"id": "rates", "kind": "hbar", "percent": True, "title": "Skip rate and rejection rate",
-         "labels": names, "datasets": [
-             {"label": "skip rate", "data": [_pct(r["skip_rate"]) for r in rows], "hrefs": own},
-             {"label": "rejection rate (of reviewed)", "data": [_pct(r["rejection_rate"]) for r in rows],
-              "hrefs": [links.cases(annotator=r["annotator"], statuses=("rejected",)) for r in rows]}],
-         "xTitle": "%"},
-        {"id": "agreement", "kind": "hbar", "title": "Agreement on verdicts (Cohen's kappa)", "min": -1, "max": 1,
-         "labels": names, "datasets": [
-             {"label": "with other annotators", "data": [None if r["peer_kappa"] is None else round(r["peer_kappa"], 3)
-                                                        for r in rows],
-              "hrefs": [links.cases(annotator=r["annotator"], disagree="1") for r in rows]},
-             {"label": "with lead gold decisions", "data": [None if r["gold_kappa"] is None else round(r["gold_kappa"], 3)
-                                                            for r in rows],
-              "hrefs": [links.cases(annotator=r["annotator"], gold="mismatch") for r in rows]}],
-         "xTitle": "kappa (1 = perfect, 0 = chance)"},
+        {
+            "id": "throughput",
+            "kind": "hbar",
+            "title": "Items per hour of labelling time",
+            "labels": names,
+            "datasets": [
+                {
+                    "label": "items per hour",
+                    "data": [
+                        None if r["items_per_hour"] is None else round(r["items_per_hour"], 1) for r in rows
+                    ],
+                    "hrefs": own,
+                }
+            ],
+            "xTitle": "items per hour (labels and comparisons)",
+        },
+        {
+            "id": "time-per-item",
+            "kind": "range",
+            "title": "Time per item: middle half (bar) and median (marker)",
+            "labels": names,
+            "datasets": [
+                {
+                    "label": "25th–75th percentile",
+                    "data": [[r["p25_s"], r["p75_s"]] if r["p25_s"] is not None else None for r in rows],
+                    "hrefs": own,
+                },
+                {"label": "median", "data": [r["median_s"] for r in rows], "hrefs": own},
+            ],
+            "xTitle": "seconds per item",
+        },
+        {
+            "id": "rates",
+            "kind": "hbar",
+            "percent": True,
+            "title": "Skip rate and rejection rate",
+            "labels": names,
+            "datasets": [
+                {"label": "skip rate", "data": [_pct(r["skip_rate"]) for r in rows], "hrefs": own},
+                {
+                    "label": "rejection rate (of reviewed)",
+                    "data": [_pct(r["rejection_rate"]) for r in rows],
+                    "hrefs": [links.cases(annotator=r["annotator"], statuses=("rejected",)) for r in rows],
+                },
+            ],
+            "xTitle": "%",
+        },
+        {
+            "id": "agreement",
+            "kind": "hbar",
+            "title": "Agreement on verdicts (Cohen's kappa)",
+            "min": -1,
+            "max": 1,
+            "labels": names,
+            "datasets": [
+                {
+                    "label": "with other annotators",
+                    "data": [None if r["peer_kappa"] is None else round(r["peer_kappa"], 3) for r in rows],
+                    "hrefs": [links.cases(annotator=r["annotator"], disagree="1") for r in rows],
+                },
+                {
+                    "label": "with lead gold decisions",
+                    "data": [None if r["gold_kappa"] is None else round(r["gold_kappa"], 3) for r in rows],
+                    "hrefs": [links.cases(annotator=r["annotator"], gold="mismatch") for r in rows],
+                },
+            ],
+            "xTitle": "kappa (1 = perfect, 0 = chance)",
+        },
     ]
     for chart in charts:
         bars = 1 if chart["kind"] == "range" else len(chart["datasets"])
         chart["height"] = max(220, 20 * len(rows) * bars + 90)
-        chart["csv"] = links.csv("annotators", "time_per_item" if chart["id"] == "time-per-item" else "annotators")
+        chart["csv"] = links.csv(
+            "annotators", "time_per_item" if chart["id"] == "time-per-item" else "annotators"
+        )
     peak = max((n for r in rows for n in r["time_bins"]), default=0) or 1
-    time_rows = [{"name": r["name"], "href": links.cases(annotator=r["annotator"]),
-                  "cells": [{"n": n, "heat": round(n / peak, 3)} for n in r["time_bins"]]} for r in rows]
-    table = [{**r, "href": links.cases(annotator=r["annotator"]),
-              "rejected_href": links.cases(annotator=r["annotator"], statuses=("rejected",)),
-              "disagree_href": links.cases(annotator=r["annotator"], disagree="1"),
-              "gold_href": links.cases(annotator=r["annotator"], gold="mismatch")} for r in rows]
-    return {"charts": charts, "table": table, "time_rows": time_rows,
-            "csv_annotators": links.csv("annotators", "annotators"), "csv_time": links.csv("annotators", "time_per_item")}
+    time_rows = [
+        {
+            "name": r["name"],
+            "href": links.cases(annotator=r["annotator"]),
+            "cells": [{"n": n, "heat": round(n / peak, 3)} for n in r["time_bins"]],
+        }
+        for r in rows
+    ]
+    table = [
+        {
+            **r,
+            "href": links.cases(annotator=r["annotator"]),
+            "rejected_href": links.cases(annotator=r["annotator"], statuses=("rejected",)),
+            "disagree_href": links.cases(annotator=r["annotator"], disagree="1"),
+            "gold_href": links.cases(annotator=r["annotator"], gold="mismatch"),
+        }
+        for r in rows
+    ]
+    return {
+        "charts": charts,
+        "table": table,
+        "time_rows": time_rows,
+        "csv_annotators": links.csv("annotators", "annotators"),
+        "csv_time": links.csv("annotators", "time_per_item"),
+    }
 
 
 # --- agreement ----------------------------------------------------------------------------------
+
 
 @login_required
 def agreement(request, slug):
@@ -248,13 +434,25 @@ def _agreement_charts(data, links, f):
     cats = [c for c in data["categories"] if c["units"]]
     cats.sort(key=lambda c: (c["alpha"] is None, c["alpha"] if c["alpha"] is not None else 0))
     shown = cats[:25]
-    charts = [{
-        "id": "category-alpha", "kind": "hbar", "title": "Agreement per category (Krippendorff's alpha, lowest first)",
-        "min": -1, "max": 1, "labels": [c["name"] for c in shown],
-        "datasets": [{"label": "alpha", "data": [None if c["alpha"] is None else round(c["alpha"], 3) for c in shown],
-                      "hrefs": [links.cases(category_split=c["category"]) for c in shown]}],
-        "xTitle": "alpha (1 = perfect, 0 = chance)", "height": max(220, 26 * len(shown) + 80),
-    }]
+    charts = [
+        {
+            "id": "category-alpha",
+            "kind": "hbar",
+            "title": "Agreement per category (Krippendorff's alpha, lowest first)",
+            "min": -1,
+            "max": 1,
+            "labels": [c["name"] for c in shown],
+            "datasets": [
+                {
+                    "label": "alpha",
+                    "data": [None if c["alpha"] is None else round(c["alpha"], 3) for c in shown],
+                    "hrefs": [links.cases(category_split=c["category"]) for c in shown],
+                }
+            ],
+            "xTitle": "alpha (1 = perfect, 0 = chance)",
+            "height": max(220, 26 * len(shown) + 80),
+        }
+    ]
     pairs = data["pairs"]
     # the matrix shows the annotators with the most shared items; the table below has every pair
     shared = defaultdict(int)
@@ -274,23 +472,44 @@ def _agreement_charts(data, links, f):
                 cells.append(None)
                 continue
             first, second = (a, b)
-            cells.append({**p, "href": links.cases(pair=f"{first},{second}", disagree="1"),
-                          "heat": None if p["kappa"] is None else round(max(0.0, min(1.0, (p["kappa"] + 1) / 2)), 3)})
+            cells.append(
+                {
+                    **p,
+                    "href": links.cases(pair=f"{first},{second}", disagree="1"),
+                    "heat": None
+                    if p["kappa"] is None
+                    else round(max(0.0, min(1.0, (p["kappa"] + 1) / 2)), 3),
+                }
+            )
         matrix.append({"id": a, "name": names[a], "cells": cells})
     # the weakest pairs with enough shared items first; the CSV has every pair
     ranked = sorted(pairs, key=lambda p: (p["few"], p["kappa"] is None, p["kappa"] or 0, -p["items"]))
-    pair_rows = [{**p, "href": links.cases(pair=f"{p['a']},{p['b']}", disagree="1"),
-                  "all_href": links.cases(pair=f"{p['a']},{p['b']}")} for p in ranked[:PAIR_ROWS]]
+    pair_rows = [
+        {
+            **p,
+            "href": links.cases(pair=f"{p['a']},{p['b']}", disagree="1"),
+            "all_href": links.cases(pair=f"{p['a']},{p['b']}"),
+        }
+        for p in ranked[:PAIR_ROWS]
+    ]
     cat_rows = [{**c, "href": links.cases(category_split=c["category"])} for c in data["categories"]]
-    return {"charts": charts, "matrix": matrix, "pair_rows": pair_rows, "cat_rows": cat_rows,
-            "pairs_hidden": max(0, len(pairs) - PAIR_ROWS),
-            "no_category_data": "" if shown else "No category was chosen on a multiply-judged item yet.",
-            "csv": {t: links.csv("agreement", t) for t in ("pairs", "categories", "items", "summary")},
-            "matrix_names": [names[a] for a in annotator_ids], "matrix_cut": len(shared) > MATRIX_MAX,
-            "matrix_max": MATRIX_MAX, "disagree_href": links.cases(disagree="1")}
+    return {
+        "charts": charts,
+        "matrix": matrix,
+        "pair_rows": pair_rows,
+        "cat_rows": cat_rows,
+        "pairs_hidden": max(0, len(pairs) - PAIR_ROWS),
+        "no_category_data": "" if shown else "No category was chosen on a multiply-judged item yet.",
+        "csv": {t: links.csv("agreement", t) for t in ("pairs", "categories", "items", "summary")},
+        "matrix_names": [names[a] for a in annotator_ids],
+        "matrix_cut": len(shared) > MATRIX_MAX,
+        "matrix_max": MATRIX_MAX,
+        "disagree_href": links.cases(disagree="1"),
+    }
 
 
 # --- model versions -----------------------------------------------------------------------------
+
 
 @login_required
 def models(request, slug):
@@ -299,25 +518,44 @@ def models(request, slug):
 
 def _model_charts(data, links, f):
     ratings = [r for r in data["ratings"] if r["rating"] is not None]
-    charts = [{
-        "id": "ratings", "kind": "range", "title": "Bradley–Terry rating with 95% bootstrap interval",
-        "labels": [r["name"] for r in ratings],
-        "datasets": [{"label": "95% interval", "data": [[round(r["low"], 1), round(r["high"], 1)]
-                                                         if r["low"] is not None else None for r in ratings],
-                      "hrefs": [links.comparisons(model_a=r["model_version"]) for r in ratings]},
-                     {"label": "rating", "data": [round(r["rating"], 1) for r in ratings],
-                      "hrefs": [links.comparisons(model_a=r["model_version"]) for r in ratings]}],
-        "xTitle": "rating (1000 = average of the compared versions; +100 ≈ 64% expected win rate)",
-        "height": max(200, 40 * len(ratings) + 80),
-    }]
+    charts = [
+        {
+            "id": "ratings",
+            "kind": "range",
+            "title": "Bradley–Terry rating with 95% bootstrap interval",
+            "labels": [r["name"] for r in ratings],
+            "datasets": [
+                {
+                    "label": "95% interval",
+                    "data": [
+                        [round(r["low"], 1), round(r["high"], 1)] if r["low"] is not None else None
+                        for r in ratings
+                    ],
+                    "hrefs": [links.comparisons(model_a=r["model_version"]) for r in ratings],
+                },
+                {
+                    "label": "rating",
+                    "data": [round(r["rating"], 1) for r in ratings],
+                    "hrefs": [links.comparisons(model_a=r["model_version"]) for r in ratings],
+                },
+            ],
+            "xTitle": "rating (1000 = average of the compared versions; +100 ≈ 64% expected win rate)",
+            "height": max(200, 40 * len(ratings) + 80),
+        }
+    ]
     names = {v["id"]: v["name"] for v in data["versions"]}
     matrix = []
     for row in data["matrix"]:
         cells = []
         for cell in row:
             if cell and cell["comparisons"]:
-                cells.append({**cell, "href": links.comparisons(model_a=cell["a"], model_b=cell["b"]),
-                              "heat": round(cell["win_rate"], 3)})
+                cells.append(
+                    {
+                        **cell,
+                        "href": links.comparisons(model_a=cell["a"], model_b=cell["b"]),
+                        "heat": round(cell["win_rate"], 3),
+                    }
+                )
             else:
                 cells.append(cell if cell is None else {**cell, "href": None})
         matrix.append(cells)
@@ -325,35 +563,64 @@ def _model_charts(data, links, f):
     lineage = []
     for r in data["lineage"]:
         ev = r["eval"] or {}
-        cells = add_percent_strings([{"value": (ev.get("metrics") or {}).get(m, {}).get("value"),
-                                      "se": (ev.get("metrics") or {}).get(m, {}).get("se")} for m in metrics])
-        lineage.append({**r, "href": links.cases(models=(r["model_version"],)), "eval_cells": cells,
-                        "vs_parent_href": links.comparisons(model_a=r["model_version"], model_b=r["parent_id"])
-                        if r["parent_id"] else None})
+        cells = add_percent_strings(
+            [
+                {
+                    "value": (ev.get("metrics") or {}).get(m, {}).get("value"),
+                    "se": (ev.get("metrics") or {}).get(m, {}).get("se"),
+                }
+                for m in metrics
+            ]
+        )
+        lineage.append(
+            {
+                **r,
+                "href": links.cases(models=(r["model_version"],)),
+                "eval_cells": cells,
+                "vs_parent_href": links.comparisons(model_a=r["model_version"], model_b=r["parent_id"])
+                if r["parent_id"]
+                else None,
+            }
+        )
     for r in data["ratings"]:
         r["href"] = links.comparisons(model_a=r["model_version"])
     evaluated = [r for r in lineage if r["eval"]]
     eval_chart = None
     if evaluated:
         eval_chart = {
-            "id": "eval-lineage", "kind": "line", "percent": True, "max": 100,
+            "id": "eval-lineage",
+            "kind": "line",
+            "percent": True,
+            "max": 100,
             "title": f"Evaluation along the lineage ({data['evaluation']['suite']})",
             "labels": [r["name"] for r in evaluated],
-            "datasets": [{"label": m.replace("_", " "), "data": [_pct(c["value"]) for c in
-                                                               (r["eval_cells"][i] for r in evaluated)],
-                          "hrefs": [links.cases(models=(r["model_version"],)) for r in evaluated]}
-                         for i, m in enumerate(metrics)],
-            "yTitle": "% of eval cases", "height": 300,
+            "datasets": [
+                {
+                    "label": m.replace("_", " "),
+                    "data": [_pct(c["value"]) for c in (r["eval_cells"][i] for r in evaluated)],
+                    "hrefs": [links.cases(models=(r["model_version"],)) for r in evaluated],
+                }
+                for i, m in enumerate(metrics)
+            ],
+            "yTitle": "% of eval cases",
+            "height": 300,
         }
         charts.append(eval_chart)
-    return {"charts": charts, "win_matrix": list(zip(data["versions"], matrix, strict=True)),
-            "names": names, "lineage_rows": lineage, "eval_chart": eval_chart,
-            "eval_headers": [m.replace("_", " ") for m in metrics], "bootstrap": d.BOOTSTRAP_SAMPLES,
-            "no_ratings": "" if ratings else "No pairwise preferences between different versions yet.",
-            "csv": {t: links.csv("models", t) for t in ("ratings", "win_rates", "lineage")}}
+    return {
+        "charts": charts,
+        "win_matrix": list(zip(data["versions"], matrix, strict=True)),
+        "names": names,
+        "lineage_rows": lineage,
+        "eval_chart": eval_chart,
+        "eval_headers": [m.replace("_", " ") for m in metrics],
+        "bootstrap": d.BOOTSTRAP_SAMPLES,
+        "no_ratings": "" if ratings else "No pairwise preferences between different versions yet.",
+        "csv": {t: links.csv("models", t) for t in ("ratings", "win_rates", "lineage")},
+    }
 
 
 # --- drill-down lists ---------------------------------------------------------------------------
+
 
 def _page_number(request) -> int:
     try:
@@ -370,25 +637,41 @@ def cases(request, slug):
     result = add_percent_strings(d.case_page(project, f, c, _page_number(request)))
     links = Links(project, f)
     params = {k: v for k, v in request.GET.items() if k != "page"}
-    return render(request, "annotator/dash_cases.html", {
-        "project": project, "f": f, "c": c, "errors": errors, "result": result, "links": links,
-        "choices": d.filter_choices(project), "is_lead": True, "tab": "cases", "params": params,
-        "describe": _describe_cases(project, f, c),
-        "hidden": [(k, v) for k, v in params.items() if k in ("verdict", "direct", "pair", "disagree", "category_split",
-                                                               "gold")],
-        "csv_url": f"/api/projects/{project.slug}/dashboards/cases.csv?{request.GET.urlencode()}".rstrip("?"),
-        "is_admin": has_role(request.user, project, Role.ADMIN), "role": role_in(request.user, project),
-        "tabs": [(name, title, links.page(name)) for name, title in TABS],
-    })
+    return render(
+        request,
+        "annotator/dash_cases.html",
+        {
+            "project": project,
+            "f": f,
+            "c": c,
+            "errors": errors,
+            "result": result,
+            "links": links,
+            "choices": d.filter_choices(project),
+            "is_lead": True,
+            "tab": "cases",
+            "params": params,
+            "describe": _describe_cases(project, f, c),
+            "hidden": [
+                (k, v)
+                for k, v in params.items()
+                if k in ("verdict", "direct", "pair", "disagree", "category_split", "gold")
+            ],
+            "csv_url": f"/api/projects/{project.slug}/dashboards/cases.csv?{request.GET.urlencode()}".rstrip(
+                "?"
+            ),
+            "is_admin": has_role(request.user, project, Role.ADMIN),
+            "role": role_in(request.user, project),
+            "tabs": [(name, title, links.page(name)) for name, title in TABS],
+        },
+    )
 
 
 def _describe_cases(project, f, c) -> list[str]:
     """Plain words for what the list holds, so a lead knows which number it reproduces."""
     from django.contrib.auth import get_user_model
 
-    from training.models import ModelVersion
-
-    from .models import TaxonomyCategory
+    from .models import ModelVersion, TaxonomyCategory
 
     words = []
     if c.verdict:
@@ -401,8 +684,12 @@ def _describe_cases(project, f, c) -> list[str]:
         else:
             words.append(f"category “{name}”" + (" (exactly)" if c.direct else " (or a subcategory)"))
     if f.models:
-        words.append("model " + ", ".join(ModelVersion.objects.filter(project=project, pk__in=f.models)
-                                          .values_list("name", flat=True)))
+        words.append(
+            "model "
+            + ", ".join(
+                ModelVersion.objects.filter(project=project, pk__in=f.models).values_list("name", flat=True)
+            )
+        )
     users = get_user_model().objects
     if f.annotator:
         words.append(f"by {users.filter(pk=f.annotator).values_list('username', flat=True).first()}")
@@ -426,24 +713,35 @@ def comparisons(request, slug):
     project = project_for(request.user, slug, Role.LEAD)
     f, errors = _filters(request)
 
-    def as_int(name):
-        try:
-            return int(request.GET.get(name))
-        except (TypeError, ValueError):
-            return None
-
-    model_a, model_b = as_int("model_a"), as_int("model_b")
+    model_a, model_b = d.as_id(request.GET.get("model_a")), d.as_id(request.GET.get("model_b"))
     outcome = request.GET.get("outcome") if request.GET.get("outcome") in ("win", "loss", "tie") else ""
     result = d.comparison_page(project, f, model_a, model_b, outcome, _page_number(request))
     links = Links(project, f)
     names = {m["id"]: m["name"] for m in d.model_versions(project)}
     params = {k: v for k, v in request.GET.items() if k != "page"}
-    return render(request, "annotator/dash_comparisons.html", {
-        "project": project, "f": f, "errors": errors, "result": result, "links": links, "params": params,
-        "model_a": names.get(model_a), "model_b": names.get(model_b), "outcome": outcome, "is_lead": True,
-        "model_a_id": model_a, "model_b_id": model_b,
-        "hidden": [(k, v) for k, v in params.items() if k in ("model_a", "model_b", "outcome")],
-        "csv_url": f"/api/projects/{project.slug}/dashboards/comparisons.csv?{request.GET.urlencode()}".rstrip("?"),
-        "is_admin": has_role(request.user, project, Role.ADMIN), "tab": "models", "role": role_in(request.user, project),
-        "tabs": [(name, title, links.page(name)) for name, title in TABS],
-    })
+    return render(
+        request,
+        "annotator/dash_comparisons.html",
+        {
+            "project": project,
+            "f": f,
+            "errors": errors,
+            "result": result,
+            "links": links,
+            "params": params,
+            "model_a": names.get(model_a),
+            "model_b": names.get(model_b),
+            "outcome": outcome,
+            "is_lead": True,
+            "model_a_id": model_a,
+            "model_b_id": model_b,
+            "hidden": [(k, v) for k, v in params.items() if k in ("model_a", "model_b", "outcome")],
+            "csv_url": f"/api/projects/{project.slug}/dashboards/comparisons.csv?{request.GET.urlencode()}".rstrip(
+                "?"
+            ),
+            "is_admin": has_role(request.user, project, Role.ADMIN),
+            "tab": "models",
+            "role": role_in(request.user, project),
+            "tabs": [(name, title, links.page(name)) for name, title in TABS],
+        },
+    )

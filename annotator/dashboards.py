@@ -38,8 +38,6 @@ from django.db.models import Count, Exists, F, IntegerField, Max, Min, OuterRef,
 from django.db.models.functions import Least, TruncDate
 from django.utils import timezone
 
-from training.models import ModelVersion
-
 from . import agreement as stats
 from .models import (
     Adjudication,
@@ -54,6 +52,7 @@ from .models import (
     Label,
     LabelDay,
     Membership,
+    ModelVersion,
     Preference,
     PreferenceDay,
     ResponseJudges,
@@ -84,9 +83,32 @@ TIME_CAP_S = 1800  # time-per-item histogram: one-second bins up to 30 minutes, 
 MIN_PAIR_ITEMS = 10  # below this many shared items a kappa is shown but flagged as too few
 DISAGREEMENT_ITEMS = 50
 BOOTSTRAP_SAMPLES = 1000
+MAX_ID = 2**63 - 1  # the largest primary key any backend stores; a bigger "id" names nothing
+# a date filter outside these days is clamped to them: no label is older, and the day after the end
+# still exists (0001-01-01 is the roll-ups' "no day"; 9999-12-31 has no next day)
+EARLIEST_DAY = dt.date(1970, 1, 1)
+LATEST_DAY = dt.date(2999, 12, 31)
+MAX_BUCKETS = 400  # time-series rows: a longer span moves to the next larger bucket (day, week, month, year)
+BUCKETS = ("day", "week", "month", "year")
+
+
+def as_id(raw) -> int | None:
+    """A query parameter as a primary key, or None when it cannot be one (not a number, < 1, too big)."""
+    try:
+        value = int(str(raw).strip())
+    except (TypeError, ValueError):
+        return None
+    return value if 1 <= value <= MAX_ID else None
+
+
+def _shown(raw, limit: int = 40) -> str:
+    """A bad value echoed back in a message, cut short (it may be a megabyte of junk)."""
+    text = str(raw)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 # --- filters ------------------------------------------------------------------------------------
+
 
 class FilterError(ValueError):
     def __init__(self, errors: dict[str, str]):
@@ -104,7 +126,7 @@ class Filters:
     annotator: int | None = None
     split: str = ""
     statuses: tuple[str, ...] = DEFAULT_STATUSES
-    bucket: str = "auto"  # day | week | auto
+    bucket: str = "auto"  # day | week | month | year | auto (a span of more than MAX_BUCKETS moves up)
     category: int | None = None  # scope: badcases in this category's subtree (and drill-down in the tree)
 
     @classmethod
@@ -120,48 +142,53 @@ class Filters:
             raw = params.get(name)
             if raw in (None, ""):
                 return None
-            try:
-                return int(raw)
-            except (TypeError, ValueError):
-                errors[name] = f"{raw!r} is not an id."
-                return None
+            value = as_id(raw)
+            if value is None:
+                errors[name] = f"{_shown(raw)!r} is not an id."
+            return value
 
         def one_date(name):
             raw = params.get(name)
             if not raw:
                 return None
             try:
-                return dt.date.fromisoformat(str(raw))
+                day = dt.date.fromisoformat(str(raw))
             except ValueError:
-                errors[name] = f"{raw!r} is not a date (YYYY-MM-DD)."
+                errors[name] = f"{_shown(raw)!r} is not a date (YYYY-MM-DD)."
                 return None
+            return min(max(day, EARLIEST_DAY), LATEST_DAY)
 
         models = []
         for raw in many("model"):
-            try:
-                models.append(int(raw))
-            except ValueError:
-                errors["model"] = f"{raw!r} is not a model version id."
+            value = as_id(raw)
+            if value is None:
+                errors["model"] = f"{_shown(raw)!r} is not a model version id."
+            else:
+                models.append(value)
         statuses = many("status")
         if statuses == ["all"]:
             statuses = list(COUNTED_STATUSES)
         bad = [s for s in statuses if s not in COUNTED_STATUSES]
         if bad:
-            errors["status"] = f"{', '.join(bad)}: choose from {', '.join(COUNTED_STATUSES)} or all."
+            errors["status"] = f"{_shown(', '.join(bad))}: choose from {', '.join(COUNTED_STATUSES)} or all."
             statuses = [s for s in statuses if s in COUNTED_STATUSES]
         split = params.get("split") or ""
         if split and split not in Split.values:
-            errors["split"] = f"{split!r}: choose from {', '.join(Split.values)}."
+            errors["split"] = f"{_shown(split)!r}: choose from {', '.join(Split.values)}."
             split = ""
         bucket = params.get("bucket") or "auto"
-        if bucket not in ("day", "week", "auto"):
-            errors["bucket"] = "choose day, week or auto."
+        if bucket not in (*BUCKETS, "auto"):
+            errors["bucket"] = f"choose {', '.join(BUCKETS)} or auto."
             bucket = "auto"
         f = cls(
-            models=tuple(sorted(set(models))), date_from=one_date("from"), date_to=one_date("to"),
-            annotator=one_int("annotator"), split=split,
+            models=tuple(sorted(set(models))),
+            date_from=one_date("from"),
+            date_to=one_date("to"),
+            annotator=one_int("annotator"),
+            split=split,
             statuses=tuple(s for s in COUNTED_STATUSES if s in statuses) or DEFAULT_STATUSES,
-            bucket=bucket, category=one_int("category"),
+            bucket=bucket,
+            category=one_int("category"),
         )
         if f.date_from and f.date_to and f.date_from > f.date_to:
             errors["to"] = "The end date is before the start date."
@@ -189,7 +216,9 @@ class Filters:
             out["bucket"] = f.bucket
         if f.category:
             out["category"] = f.category
-        extra = {k: v for k, v in overrides.items() if k not in self.__dataclass_fields__ and v not in (None, "")}
+        extra = {
+            k: v for k, v in overrides.items() if k not in self.__dataclass_fields__ and v not in (None, "")
+        }
         out.update(extra)
         return out
 
@@ -200,9 +229,16 @@ class Filters:
         return self.query() or "-"
 
     def describe(self) -> dict:
-        return {"models": list(self.models), "from": self.date_from, "to": self.date_to,
-                "annotator": self.annotator, "split": self.split or None, "statuses": list(self.statuses),
-                "bucket": self.bucket, "category": self.category}
+        return {
+            "models": list(self.models),
+            "from": self.date_from,
+            "to": self.date_to,
+            "annotator": self.annotator,
+            "split": self.split or None,
+            "statuses": list(self.statuses),
+            "bucket": self.bucket,
+            "category": self.category,
+        }
 
 
 def _day_start(day: dt.date) -> dt.datetime:
@@ -277,7 +313,8 @@ def preference_q(project, f: Filters, prefix: str = "", annotator: bool = True) 
     q = Q(**{f"{prefix}response_a__conversation__project_id": project.pk, f"{prefix}status__in": f.statuses})
     if f.models:
         q &= Q(**{f"{prefix}response_a__model_version_id__in": f.models}) | Q(
-            **{f"{prefix}response_b__model_version_id__in": f.models})
+            **{f"{prefix}response_b__model_version_id__in": f.models}
+        )
     q &= _window(f, f"{prefix}submitted_at")
     if f.annotator and annotator:
         q &= Q(**{f"{prefix}annotator_id": f.annotator})
@@ -288,6 +325,7 @@ def preference_q(project, f: Filters, prefix: str = "", annotator: bool = True) 
 
 # --- shared lookups -----------------------------------------------------------------------------
 
+
 @dataclass
 class CategoryTree:
     """The project's taxonomy (all categories, retired ones included: old labels still carry them)."""
@@ -297,8 +335,20 @@ class CategoryTree:
 
     @classmethod
     def load(cls, project) -> "CategoryTree":
-        rows = TaxonomyCategory.objects.filter(project=project).order_by("position", "name").values(
-            "id", "parent_id", "name", "description", "root_cause", "recommended_fix", "active", "position")
+        rows = (
+            TaxonomyCategory.objects.filter(project=project)
+            .order_by("position", "name")
+            .values(
+                "id",
+                "parent_id",
+                "name",
+                "description",
+                "root_cause",
+                "recommended_fix",
+                "active",
+                "position",
+            )
+        )
         nodes = {r["id"]: dict(r) for r in rows}
         children: dict[int | None, list[int]] = defaultdict(list)
         for r in nodes.values():
@@ -343,8 +393,11 @@ class CategoryTree:
 
 def model_versions(project) -> list[dict]:
     """The project's model versions, lineage-ordered (parents before children, then by creation)."""
-    rows = list(ModelVersion.objects.filter(project=project).order_by("created_at", "id").values(
-        "id", "name", "parent_id", "origin", "stage", "created_at"))
+    rows = list(
+        ModelVersion.objects.filter(project=project)
+        .order_by("created_at", "id")
+        .values("id", "name", "parent_id", "origin", "stage", "created_at")
+    )
     by_id = {r["id"]: r for r in rows}
     order, seen = [], set()
 
@@ -363,8 +416,12 @@ def model_versions(project) -> list[dict]:
 
 def filter_choices(project) -> dict:
     """What the filter bar offers: model versions, annotators (members), splits, statuses."""
-    users = list(Membership.objects.filter(project=project).select_related("user").order_by("user__username")
-                 .values("user_id", "user__username", "role"))
+    users = list(
+        Membership.objects.filter(project=project)
+        .select_related("user")
+        .order_by("user__username")
+        .values("user_id", "user__username", "role")
+    )
     return {
         "models": [{"id": m["id"], "name": m["name"]} for m in model_versions(project)],
         "annotators": [{"id": u["user_id"], "name": u["user__username"], "role": u["role"]} for u in users],
@@ -406,6 +463,7 @@ def _as_date(value) -> dt.date | None:
 
 # --- 1. badcase overview ------------------------------------------------------------------------
 
+
 def overview(project, f: Filters) -> dict:
     """Badcase counts and rates by taxonomy category (tree), root cause (Pareto), model version and time."""
     tree = CategoryTree.load(project)
@@ -416,8 +474,9 @@ def overview(project, f: Filters) -> dict:
     cube = _overview_cube(project, f, scope)
 
     # category counts: direct assignments per (category, version), then distinct labels per subtree
-    direct, subtree_counts = (_category_counts(project, f, tree) if f.annotator
-                              else _category_counts_rolled_up(project, f))
+    direct, subtree_counts = (
+        _category_counts(project, f, tree) if f.annotator else _category_counts_rolled_up(project, f)
+    )
 
     labels_by_version = Counter()
     bad_by_version = Counter()
@@ -435,9 +494,15 @@ def overview(project, f: Filters) -> dict:
     total_labels = sum(labels_by_version.values())
     total_bad = sum(bad_by_version.values())
     lo, hi = _wilson(total_bad, total_labels)
-    totals = {"labels": total_labels, "badcases": total_bad, "rate": _rate(total_bad, total_labels),
-              "rate_low": lo, "rate_high": hi, "all_badcases": all_bad,
-              "scope": tree.path(f.category) if scope else None}
+    totals = {
+        "labels": total_labels,
+        "badcases": total_bad,
+        "rate": _rate(total_bad, total_labels),
+        "rate_low": lo,
+        "rate_high": hi,
+        "all_badcases": all_bad,
+        "scope": tree.path(f.category) if scope else None,
+    }
 
     present = [v for v in versions if labels_by_version.get(v["id"])]
     if labels_by_version.get(None):
@@ -448,12 +513,21 @@ def overview(project, f: Filters) -> dict:
         n, k = labels_by_version[v["id"]], bad_by_version[v["id"]]
         lo, hi = _wilson(k, n)
         parent_rate = rates.get(v.get("parent_id")) if v.get("parent_id") in rates else None
-        by_model.append({
-            "model_version": v["id"], "name": v["name"], "labels": n, "badcases": k, "rate": _rate(k, n),
-            "rate_low": lo, "rate_high": hi,
-            "parent": names.get(v.get("parent_id")),
-            "change_vs_parent": None if parent_rate is None or rates[v["id"]] is None else rates[v["id"]] - parent_rate,
-        })
+        by_model.append(
+            {
+                "model_version": v["id"],
+                "name": v["name"],
+                "labels": n,
+                "badcases": k,
+                "rate": _rate(k, n),
+                "rate_low": lo,
+                "rate_high": hi,
+                "parent": names.get(v.get("parent_id")),
+                "change_vs_parent": None
+                if parent_rate is None or rates[v["id"]] is None
+                else rates[v["id"]] - parent_rate,
+            }
+        )
 
     categories = []
     for node_id, depth in tree.walk():
@@ -461,17 +535,31 @@ def overview(project, f: Filters) -> dict:
         counts = subtree_counts.get(node_id) if tree.children.get(node_id) else direct.get(node_id)
         counts = counts or Counter()
         n = sum(counts.values())
-        categories.append({
-            "category": node_id, "name": node["name"], "path": tree.path(node_id), "depth": depth,
-            "parent": node["parent_id"], "has_children": bool(tree.children.get(node_id)),
-            "active": node["active"], "root_cause": node["root_cause"], "recommended_fix": node["recommended_fix"],
-            "badcases": n, "direct": sum(direct.get(node_id, Counter()).values()),
-            "share_of_badcases": _rate(n, all_bad), "rate": _rate(n, total_labels),
-            "by_model": {str(v["id"]): {"badcases": counts.get(v["id"], 0),
-                                         "rate": _rate(counts.get(v["id"], 0), labels_by_version[v["id"]])}
-                         for v in present},
-            "in_scope": scope is None or node_id in scope,
-        })
+        categories.append(
+            {
+                "category": node_id,
+                "name": node["name"],
+                "path": tree.path(node_id),
+                "depth": depth,
+                "parent": node["parent_id"],
+                "has_children": bool(tree.children.get(node_id)),
+                "active": node["active"],
+                "root_cause": node["root_cause"],
+                "recommended_fix": node["recommended_fix"],
+                "badcases": n,
+                "direct": sum(direct.get(node_id, Counter()).values()),
+                "share_of_badcases": _rate(n, all_bad),
+                "rate": _rate(n, total_labels),
+                "by_model": {
+                    str(v["id"]): {
+                        "badcases": counts.get(v["id"], 0),
+                        "rate": _rate(counts.get(v["id"], 0), labels_by_version[v["id"]]),
+                    }
+                    for v in present
+                },
+                "in_scope": scope is None or node_id in scope,
+            }
+        )
 
     # drill-down: the chart shows the scoped node's children (the top level when unscoped)
     level = tree.children.get(f.category if scope else None, [])
@@ -486,15 +574,32 @@ def overview(project, f: Filters) -> dict:
     pareto = []
     for c in pareto_rows:
         running += c["direct"]
-        pareto.append({"category": c["category"], "name": c["name"], "path": c["path"], "badcases": c["direct"],
-                       "share": _rate(c["direct"], assignments), "cumulative": _rate(running, assignments),
-                       "root_cause": c["root_cause"], "recommended_fix": c["recommended_fix"]})
+        pareto.append(
+            {
+                "category": c["category"],
+                "name": c["name"],
+                "path": c["path"],
+                "badcases": c["direct"],
+                "share": _rate(c["direct"], assignments),
+                "cumulative": _rate(running, assignments),
+                "root_cause": c["root_cause"],
+                "recommended_fix": c["recommended_fix"],
+            }
+        )
 
     return {
-        "filters": f.describe(), "totals": totals, "by_model": by_model, "categories": categories,
-        "drill": {"node": f.category if scope else None, "path": tree.path(f.category) if scope else None,
-                  "parent": tree.nodes[f.category]["parent_id"] if scope else None, "rows": drill},
-        "pareto": pareto, "over_time": _over_time(days, present, f),
+        "filters": f.describe(),
+        "totals": totals,
+        "by_model": by_model,
+        "categories": categories,
+        "drill": {
+            "node": f.category if scope else None,
+            "path": tree.path(f.category) if scope else None,
+            "parent": tree.nodes[f.category]["parent_id"] if scope else None,
+            "rows": drill,
+        },
+        "pareto": pareto,
+        "over_time": _over_time(days, present, f, floor=timezone.localdate(project.created_at)),
         "models": [{"id": v["id"], "name": v["name"]} for v in present],
     }
 
@@ -507,26 +612,49 @@ def _overview_cube(project, f: Filters, scope: list[int] | None) -> list[dict]:
     if f.annotator:
         bad_q = Q(verdict=UNREASONABLE)
         if scope:
-            bad_q &= Q(Exists(LabelCategory.objects.filter(label_id=OuterRef("pk"), taxonomycategory_id__in=scope)))
-        return list(Label.objects.filter(label_q(project, f)).annotate(day=TruncDate("submitted_at"))
-                    .values("model_version_id", "day")
-                    .annotate(labels=Count("id"), bad=Count("id", filter=bad_q),
-                              all_bad=Count("id", filter=Q(verdict=UNREASONABLE)))
-                    .order_by())
+            bad_q &= Q(
+                Exists(LabelCategory.objects.filter(label_id=OuterRef("pk"), taxonomycategory_id__in=scope))
+            )
+        return list(
+            Label.objects.filter(label_q(project, f))
+            .annotate(day=TruncDate("submitted_at"))
+            .values("model_version_id", "day")
+            .annotate(
+                labels=Count("id"),
+                bad=Count("id", filter=bad_q),
+                all_bad=Count("id", filter=Q(verdict=UNREASONABLE)),
+            )
+            .order_by()
+        )
     cells = rollup_cells(f)
     where = Q(project_id=project.pk) & rollup_days(f)
     if f.models:
         where &= Q(model_version__in=f.models)
-    rows = rollup_counted(LabelDay.objects.filter(where), cells).values("model_version", "day").annotate(
-        labels=rollup_sum(cells, "n"), all_bad=rollup_sum(cells, "bad")).order_by()
+    rows = (
+        rollup_counted(LabelDay.objects.filter(where), cells)
+        .values("model_version", "day")
+        .annotate(labels=rollup_sum(cells, "n"), all_bad=rollup_sum(cells, "bad"))
+        .order_by()
+    )
     bad = None
     if scope:  # badcases with a category anywhere in the scoped subtree: the node's "under" count
-        bad = {(r["model_version"], r["day"]): r["n"] for r in CategoryDay.objects.filter(
-            where, category=scope[0], under=True).values("model_version", "day").annotate(
-            n=rollup_sum(cells, "n")).order_by()}
-    return [{"model_version_id": _version(r["model_version"]), "day": _rollup_day(r["day"]), "labels": r["labels"],
-             "all_bad": r["all_bad"], "bad": r["all_bad"] if bad is None else bad.get((r["model_version"], r["day"]), 0)}
-            for r in rows]
+        bad = {
+            (r["model_version"], r["day"]): r["n"]
+            for r in CategoryDay.objects.filter(where, category=scope[0], under=True)
+            .values("model_version", "day")
+            .annotate(n=rollup_sum(cells, "n"))
+            .order_by()
+        }
+    return [
+        {
+            "model_version_id": _version(r["model_version"]),
+            "day": _rollup_day(r["day"]),
+            "labels": r["labels"],
+            "all_bad": r["all_bad"],
+            "bad": r["all_bad"] if bad is None else bad.get((r["model_version"], r["day"]), 0),
+        }
+        for r in rows
+    ]
 
 
 def _category_counts_rolled_up(project, f: Filters) -> tuple[dict[int, Counter], dict[int, Counter]]:
@@ -537,14 +665,20 @@ def _category_counts_rolled_up(project, f: Filters) -> tuple[dict[int, Counter],
         where &= Q(model_version__in=f.models)
     direct: dict[int, Counter] = defaultdict(Counter)
     subtree: dict[int, Counter] = defaultdict(Counter)
-    for r in (CategoryDay.objects.filter(where).values("category", "under", "model_version")
-              .annotate(n=rollup_sum(cells, "n")).order_by()):
+    for r in (
+        CategoryDay.objects.filter(where)
+        .values("category", "under", "model_version")
+        .annotate(n=rollup_sum(cells, "n"))
+        .order_by()
+    ):
         if r["n"]:
             (subtree if r["under"] else direct)[r["category"]][_version(r["model_version"])] += r["n"]
     return direct, subtree
 
 
-def _category_counts(project, f: Filters, tree: CategoryTree) -> tuple[dict[int, Counter], dict[int, Counter]]:
+def _category_counts(
+    project, f: Filters, tree: CategoryTree
+) -> tuple[dict[int, Counter], dict[int, Counter]]:
     """Badcase labels per (category, version), in one statement over the badcase label-category rows.
 
     direct:  labels carrying the category itself (what the Pareto chart counts);
@@ -552,9 +686,12 @@ def _category_counts(project, f: Filters, tree: CategoryTree) -> tuple[dict[int,
              with two siblings counts once for their parent. One UNION ALL branch per level of
              internal nodes maps each category to its ancestor at that level with a CASE.
     """
-    rows = (LabelCategory.objects.filter(label_q(project, f, "label__"), label__verdict=UNREASONABLE)
-            .annotate(cat=F("taxonomycategory_id"), mv=F("label__model_version_id"))
-            .values("label_id", "cat", "mv").order_by())
+    rows = (
+        LabelCategory.objects.filter(label_q(project, f, "label__"), label__verdict=UNREASONABLE)
+        .annotate(cat=F("taxonomycategory_id"), mv=F("label__model_version_id"))
+        .values("label_id", "cat", "mv")
+        .order_by()
+    )
     sql, params = rows.query.sql_with_params()
     params = list(params)
     parts = ["SELECT 0, cat, mv, COUNT(*) FROM bl GROUP BY cat, mv"]
@@ -562,56 +699,115 @@ def _category_counts(project, f: Filters, tree: CategoryTree) -> tuple[dict[int,
     for node in tree.internal():
         by_depth[tree.nodes[node]["depth"]][node] = tree.subtree(node)
     for _depth, groups in sorted(by_depth.items()):
-        whens = " ".join(f"WHEN cat IN ({', '.join(['%s'] * len(members))}) THEN %s" for members in groups.values())
+        whens = " ".join(
+            f"WHEN cat IN ({', '.join(['%s'] * len(members))}) THEN %s" for members in groups.values()
+        )
         for node, members in groups.items():
             params += [*members, node]
-        parts.append(f"SELECT 1, node, mv, COUNT(*) FROM (SELECT DISTINCT label_id, CASE {whens} END AS node, mv "
-                     f"FROM bl) s WHERE node IS NOT NULL GROUP BY node, mv")
+        parts.append(
+            f"SELECT 1, node, mv, COUNT(*) FROM (SELECT DISTINCT label_id, CASE {whens} END AS node, mv "
+            f"FROM bl) s WHERE node IS NOT NULL GROUP BY node, mv"
+        )
     mat = "MATERIALIZED " if connection.vendor == "postgresql" else ""
     direct: dict[int, Counter] = defaultdict(Counter)
     subtree: dict[int, Counter] = defaultdict(Counter)
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH bl AS {mat}({sql}) " + " UNION ALL ".join(
-            f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts)), params)
+        cursor.execute(
+            f"WITH bl AS {mat}({sql}) "
+            + " UNION ALL ".join(f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts)),
+            params,
+        )
         for kind, node, mv, n in cursor.fetchall():
             (subtree if kind else direct)[node][mv] += n
     return direct, subtree
 
 
-def _over_time(days: dict, present: list[dict], f: Filters) -> dict:
+def _bucket_start(day: dt.date, bucket: str) -> dt.date:
+    if bucket == "week":
+        return _week_start(day)
+    if bucket == "month":
+        return day.replace(day=1)
+    if bucket == "year":
+        return day.replace(month=1, day=1)
+    return day
+
+
+def _next_bucket(start: dt.date, bucket: str) -> dt.date:
+    if bucket == "month":
+        return (start + dt.timedelta(days=31)).replace(day=1)
+    if bucket == "year":
+        return start.replace(year=start.year + 1)
+    return start + dt.timedelta(days=7 if bucket == "week" else 1)
+
+
+def _bucket_count(first: dt.date, last: dt.date, bucket: str) -> int:
+    if bucket == "month":
+        return (last.year - first.year) * 12 + last.month - first.month + 1
+    if bucket == "year":
+        return last.year - first.year + 1
+    return ((_bucket_start(last, bucket) - _bucket_start(first, bucket)).days) // (
+        7 if bucket == "week" else 1
+    ) + 1
+
+
+def _over_time(days: dict, present: list[dict], f: Filters, floor: dt.date | None = None) -> dict:
+    """Labels and badcases per time bucket, empty buckets filled in across the filter's range.
+
+    The range is padded out to the date filter but never before `floor` (the project's first day) nor
+    after today, and a span of more than MAX_BUCKETS buckets moves to the next larger bucket, so an
+    open range such as 0001-01-01..9999-12-31 costs what the data spans, not ten thousand years of days.
+    """
     if not days:
         return {"bucket": "day" if f.bucket == "auto" else f.bucket, "rows": []}
     first, last = min(days), max(days)
     if f.date_from:
-        first = min(first, f.date_from)
+        first = min(first, max(f.date_from, min(floor or first, first)))
     if f.date_to:
         last = max(last, min(f.date_to, timezone.localdate()))
     bucket = f.bucket if f.bucket != "auto" else ("week" if (last - first).days > 62 else "day")
-    step = dt.timedelta(days=7 if bucket == "week" else 1)
-    start = _week_start(first) if bucket == "week" else first
+    for larger in BUCKETS[BUCKETS.index(bucket) :]:
+        bucket = larger
+        if _bucket_count(first, last, bucket) <= MAX_BUCKETS:
+            break
     buckets: dict[dt.date, dict] = {}
-    cursor = start
-    while cursor <= last:
-        buckets[cursor] = {"labels": Counter(), "bad": Counter()}
-        cursor += step
-    for day, c in days.items():
-        key = _week_start(day) if bucket == "week" else day
-        buckets[key]["labels"].update(c["labels"])
-        buckets[key]["bad"].update(c["bad"])
+    if (
+        _bucket_count(first, last, bucket) <= MAX_BUCKETS
+    ):  # else (centuries of years): only the years with data
+        cursor = _bucket_start(first, bucket)
+        while cursor <= last:
+            buckets[cursor] = {"labels": Counter(), "bad": Counter()}
+            cursor = _next_bucket(cursor, bucket)
+    for day in sorted(days):
+        c = days[day]
+        cell = buckets.setdefault(_bucket_start(day, bucket), {"labels": Counter(), "bad": Counter()})
+        cell["labels"].update(c["labels"])
+        cell["bad"].update(c["bad"])
     rows = []
     for start_day, c in buckets.items():
-        end_day = start_day + step - dt.timedelta(days=1)
+        end_day = _next_bucket(start_day, bucket) - dt.timedelta(days=1)
         n, k = sum(c["labels"].values()), sum(c["bad"].values())
-        rows.append({
-            "start": start_day, "end": end_day, "labels": n, "badcases": k, "rate": _rate(k, n),
-            "by_model": {str(v["id"]): {"labels": c["labels"].get(v["id"], 0), "badcases": c["bad"].get(v["id"], 0),
-                                         "rate": _rate(c["bad"].get(v["id"], 0), c["labels"].get(v["id"], 0))}
-                         for v in present},
-        })
+        rows.append(
+            {
+                "start": start_day,
+                "end": end_day,
+                "labels": n,
+                "badcases": k,
+                "rate": _rate(k, n),
+                "by_model": {
+                    str(v["id"]): {
+                        "labels": c["labels"].get(v["id"], 0),
+                        "badcases": c["bad"].get(v["id"], 0),
+                        "rate": _rate(c["bad"].get(v["id"], 0), c["labels"].get(v["id"], 0)),
+                    }
+                    for v in present
+                },
+            }
+        )
     return {"bucket": bucket, "rows": rows}
 
 
 # --- 2. annotators ------------------------------------------------------------------------------
+
 
 def _percentile(hist: Counter, q: float) -> float | None:
     """q-quantile (0..1) of values given as {value: count} (one-second bins; nearest-rank)."""
@@ -627,19 +823,31 @@ def _percentile(hist: Counter, q: float) -> float | None:
     return float(max(hist))
 
 
-TIME_BINS = [(0, 15, "under 15 s"), (15, 30, "15–30 s"), (30, 60, "30–60 s"), (60, 120, "1–2 min"),
-             (120, 300, "2–5 min"), (300, 600, "5–10 min"), (600, None, "10 min or more")]
+TIME_BINS = [
+    (0, 15, "under 15 s"),
+    (15, 30, "15–30 s"),
+    (30, 60, "30–60 s"),
+    (60, 120, "1–2 min"),
+    (120, 300, "2–5 min"),
+    (300, 600, "5–10 min"),
+    (600, None, "10 min or more"),
+]
 
 
 def _work_stats(qs, time_field="time_spent_ms") -> dict[int, dict]:
     """Per annotator: items, items with a recorded time, time spent, a one-second time histogram, first/last."""
     seconds = Least(F(time_field) / 1000, Value(TIME_CAP_S), output_field=IntegerField())
     out: dict[int, dict] = {}
-    for row in (qs.annotate(sec=seconds).values("annotator_id", "sec")
-                .annotate(n=Count("id"), ms=Sum(time_field), first=Min("submitted_at"), last=Max("submitted_at"))
-                .order_by()):
-        s = out.setdefault(row["annotator_id"], {"items": 0, "timed": 0, "ms": 0, "hist": Counter(),
-                                                 "first": None, "last": None})
+    for row in (
+        qs.annotate(sec=seconds)
+        .values("annotator_id", "sec")
+        .annotate(n=Count("id"), ms=Sum(time_field), first=Min("submitted_at"), last=Max("submitted_at"))
+        .order_by()
+    ):
+        s = out.setdefault(
+            row["annotator_id"],
+            {"items": 0, "timed": 0, "ms": 0, "hist": Counter(), "first": None, "last": None},
+        )
         s["items"] += row["n"]
         s["ms"] += row["ms"] or 0
         if row["ms"]:
@@ -654,11 +862,26 @@ def _rolled_up_work(qs, f: Filters) -> dict[int, dict]:
     """Per annotator from a per-annotator day roll-up: items, timed items, time spent, first and last day."""
     cells = rollup_cells(f)
     out = {}
-    for row in (rollup_counted(qs.filter(rollup_days(f)), cells).values("annotator")
-                .annotate(n=rollup_sum(cells, "n"), timed=rollup_sum(cells, "timed"), ms=rollup_sum(cells, "ms"),
-                          first=Min("day"), last=Max("day")).order_by()):
-        out[row["annotator"]] = {"items": row["n"], "timed": row["timed"], "ms": row["ms"], "hist": Counter(),
-                                 "first": _rollup_day(row["first"]), "last": _rollup_day(row["last"])}
+    for row in (
+        rollup_counted(qs.filter(rollup_days(f)), cells)
+        .values("annotator")
+        .annotate(
+            n=rollup_sum(cells, "n"),
+            timed=rollup_sum(cells, "timed"),
+            ms=rollup_sum(cells, "ms"),
+            first=Min("day"),
+            last=Max("day"),
+        )
+        .order_by()
+    ):
+        out[row["annotator"]] = {
+            "items": row["n"],
+            "timed": row["timed"],
+            "ms": row["ms"],
+            "hist": Counter(),
+            "first": _rollup_day(row["first"]),
+            "last": _rollup_day(row["last"]),
+        }
     return out
 
 
@@ -670,7 +893,10 @@ def _time_histograms(project, f: Filters) -> dict[int, Counter]:
     """
     out: dict[int, Counter] = defaultdict(Counter)
     if f.models:
-        for qs in (Label.objects.filter(label_q(project, f)), Preference.objects.filter(preference_q(project, f))):
+        for qs in (
+            Label.objects.filter(label_q(project, f)),
+            Preference.objects.filter(preference_q(project, f)),
+        ):
             for uid, s in _work_stats(qs).items():
                 out[uid].update(s["hist"])
         return out
@@ -682,8 +908,12 @@ def _time_histograms(project, f: Filters) -> dict[int, Counter]:
     if f.annotator:
         qs = qs.filter(annotator=f.annotator)
     # tuples, and only the non-empty groups: at a million labels a date range returns ~10k groups
-    for annotator, seconds, k in (qs.values_list("annotator", "seconds").annotate(k=rollup_sum(cells, "n", "p"))
-                                  .filter(k__gt=0).order_by()):
+    for annotator, seconds, k in (
+        qs.values_list("annotator", "seconds")
+        .annotate(k=rollup_sum(cells, "n", "p"))
+        .filter(k__gt=0)
+        .order_by()
+    ):
         out[annotator][seconds] += k
     return out
 
@@ -691,26 +921,47 @@ def _time_histograms(project, f: Filters) -> dict[int, Counter]:
 def annotators(project, f: Filters) -> dict:
     """Throughput, time per item, skips, review outcomes and agreement (with peers and with gold) per annotator."""
     mine = Q(project_id=project.pk) & (Q(annotator=f.annotator) if f.annotator else Q())
-    labels = _rolled_up_work(AnnotatorDay.objects.filter(mine, Q(model_version__in=f.models) if f.models else Q()), f)
-    prefs = _rolled_up_work(AnnotatorPreferenceDay.objects.filter(
-        mine, Q(model_a__in=f.models) | Q(model_b__in=f.models) if f.models else Q()), f)
+    labels = _rolled_up_work(
+        AnnotatorDay.objects.filter(mine, Q(model_version__in=f.models) if f.models else Q()), f
+    )
+    prefs = _rolled_up_work(
+        AnnotatorPreferenceDay.objects.filter(
+            mine, Q(model_a__in=f.models) | Q(model_b__in=f.models) if f.models else Q()
+        ),
+        f,
+    )
     hists = _time_histograms(project, f)
 
     by_version = Q(model_version__in=f.models) if f.models else Q()
-    skips = {row["annotator"]: row["n"] for row in (
-        SkipDay.objects.filter(mine, by_version, rollup_days(f)).values("annotator")
-        .annotate(n=rollup_sum([f.split] if f.split else list(Split.values), "n")).order_by()) if row["n"]}
+    skips = {
+        row["annotator"]: row["n"]
+        for row in (
+            SkipDay.objects.filter(mine, by_version, rollup_days(f))
+            .values("annotator")
+            .annotate(n=rollup_sum([f.split] if f.split else list(Split.values), "n"))
+            .order_by()
+        )
+        if row["n"]
+    }
 
     # Review decisions on the annotator's work (every decision counts, also ones later revised)
     reviews = defaultdict(Counter)
     splits = rollup_cells(f, statuses=COUNTED_STATUSES)
-    for row in (ReviewDay.objects.filter(mine, rollup_days(f), by_version)
-                .values("annotator").annotate(approve=rollup_sum(splits, "approve"), reject=rollup_sum(splits, "reject"))
-                .order_by()):
+    for row in (
+        ReviewDay.objects.filter(mine, rollup_days(f), by_version)
+        .values("annotator")
+        .annotate(approve=rollup_sum(splits, "approve"), reject=rollup_sum(splits, "reject"))
+        .order_by()
+    ):
         reviews[row["annotator"]]["approve"] += row["approve"] or 0
         reviews[row["annotator"]]["reject"] += row["reject"] or 0
-    pref_reviews = Review.objects.filter(_window(f, "created_at"), Q(preference__isnull=False), preference_q(
-        project, replace(f, statuses=COUNTED_STATUSES, date_from=None, date_to=None), "preference__"))
+    pref_reviews = Review.objects.filter(
+        _window(f, "created_at"),
+        Q(preference__isnull=False),
+        preference_q(
+            project, replace(f, statuses=COUNTED_STATUSES, date_from=None, date_to=None), "preference__"
+        ),
+    )
     for row in pref_reviews.values("preference__annotator_id", "decision").annotate(n=Count("id")).order_by():
         reviews[row["preference__annotator_id"]][row["decision"]] += row["n"]
 
@@ -742,25 +993,48 @@ def annotators(project, f: Filters) -> dict:
         reviewed = rv["approve"] + rv["reject"]
         peers = stats.cohen_kappa(with_others.get(uid, {}))
         g = stats.cohen_kappa(gold.get(uid, {}))
-        rows.append({
-            "annotator": uid, "name": users.get(uid, f"user {uid}"),
-            "labels": lab["items"] if lab else 0, "comparisons": pre["items"] if pre else 0, "items": items,
-            "hours": ms / 3_600_000, "items_per_hour": timed / (ms / 3_600_000) if ms else None,
-            "median_s": _percentile(hist, 0.5), "p25_s": _percentile(hist, 0.25),
-            "p75_s": _percentile(hist, 0.75), "p90_s": _percentile(hist, 0.9),
-            "time_bins": _bin(hist),
-            "skips": n_skips, "skip_rate": _rate(n_skips, n_skips + items),
-            "reviewed": reviewed, "approved": rv["approve"], "rejected": rv["reject"],
-            "approval_rate": _rate(rv["approve"], reviewed), "rejection_rate": _rate(rv["reject"], reviewed),
-            "peer_items": peers.n, "peer_agreement": peers.observed, "peer_kappa": peers.kappa,
-            "gold_items": g.n, "gold_agreement": g.observed, "gold_kappa": g.kappa,
-            "first": min(filter(None, [s["first"] for s in parts]), default=None),
-            "last": max(filter(None, [s["last"] for s in parts]), default=None),
-        })
-    return {"filters": f.describe(), "rows": rows, "time_bins": [label for _, _, label in TIME_BINS],
-            "team": {"items": sum(r["items"] for r in rows), "median_s": _percentile(overall_hist, 0.5),
-                     "time_bins": _bin(overall_hist)},
-            "min_pair_items": MIN_PAIR_ITEMS}
+        rows.append(
+            {
+                "annotator": uid,
+                "name": users.get(uid, f"user {uid}"),
+                "labels": lab["items"] if lab else 0,
+                "comparisons": pre["items"] if pre else 0,
+                "items": items,
+                "hours": ms / 3_600_000,
+                "items_per_hour": timed / (ms / 3_600_000) if ms else None,
+                "median_s": _percentile(hist, 0.5),
+                "p25_s": _percentile(hist, 0.25),
+                "p75_s": _percentile(hist, 0.75),
+                "p90_s": _percentile(hist, 0.9),
+                "time_bins": _bin(hist),
+                "skips": n_skips,
+                "skip_rate": _rate(n_skips, n_skips + items),
+                "reviewed": reviewed,
+                "approved": rv["approve"],
+                "rejected": rv["reject"],
+                "approval_rate": _rate(rv["approve"], reviewed),
+                "rejection_rate": _rate(rv["reject"], reviewed),
+                "peer_items": peers.n,
+                "peer_agreement": peers.observed,
+                "peer_kappa": peers.kappa,
+                "gold_items": g.n,
+                "gold_agreement": g.observed,
+                "gold_kappa": g.kappa,
+                "first": min(filter(None, [s["first"] for s in parts]), default=None),
+                "last": max(filter(None, [s["last"] for s in parts]), default=None),
+            }
+        )
+    return {
+        "filters": f.describe(),
+        "rows": rows,
+        "time_bins": [label for _, _, label in TIME_BINS],
+        "team": {
+            "items": sum(r["items"] for r in rows),
+            "median_s": _percentile(overall_hist, 0.5),
+            "time_bins": _bin(overall_hist),
+        },
+        "min_pair_items": MIN_PAIR_ITEMS,
+    }
 
 
 TIME_BIN_STARTS = [lo for lo, _, _ in TIME_BINS]
@@ -793,11 +1067,16 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0,
     multi = ResponseJudges.objects.filter(project_id=project.pk, n__gte=2).values("response")
     undated = replace(f, date_from=None, date_to=None)
     base = Label.objects.filter(label_q(project, undated, annotator=False), response_id__in=multi).order_by()
-    l_sql, l_params = base.values("id", "response_id", "annotator_id", "verdict", "submitted_at").query.sql_with_params()
+    l_sql, l_params = base.values(
+        "id", "response_id", "annotator_id", "verdict", "submitted_at"
+    ).query.sql_with_params()
     mat = "MATERIALIZED " if connection.vendor == "postgresql" else ""
     through = connection.ops.quote_name(LabelCategory._meta.db_table)
-    bounds = [(op, _day_start(day)) for op, day in ((">=", f.date_from), ("<", f.date_to and f.date_to + dt.timedelta(days=1)))
-              if day]  # the completion time inside the filter's local days, as the roll-ups file it
+    bounds = [
+        (op, _day_start(day))
+        for op, day in ((">=", f.date_from), ("<", f.date_to and f.date_to + dt.timedelta(days=1)))
+        if day
+    ]  # the completion time inside the filter's local days, as the roll-ups file it
 
     def completed(when: str, timed: str) -> tuple[str, list]:
         if not bounds:
@@ -805,12 +1084,15 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0,
         return "".join(f" AND {when} {op} %s" for op, _ in bounds) + f" AND {timed}", [t for _, t in bounds]
 
     unit_window, unit_params = completed("MAX(submitted_at)", "COUNT(submitted_at) = COUNT(*)")
-    parts = ["SELECT 'unit', n, u, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), COUNT(*) FROM units GROUP BY n, u"]
+    parts = [
+        "SELECT 'unit', n, u, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), COUNT(*) FROM units GROUP BY n, u"
+    ]
     params = [UNREASONABLE, *l_params, *unit_params]
     if pairs:
         pair_window, pair_params = completed(
             "CASE WHEN a.submitted_at > b.submitted_at THEN a.submitted_at ELSE b.submitted_at END",
-            "a.submitted_at IS NOT NULL AND b.submitted_at IS NOT NULL")
+            "a.submitted_at IS NOT NULL AND b.submitted_at IS NOT NULL",
+        )
         parts.append(f"""SELECT 'pair', a.annotator_id, b.annotator_id, a.bad, b.bad, COUNT(*) FROM ml a
                 JOIN ml b ON a.response_id = b.response_id AND a.annotator_id < b.annotator_id{pair_window}
                 GROUP BY a.annotator_id, b.annotator_id, a.bad, b.bad""")
@@ -821,16 +1103,21 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0,
                 JOIN ml ON ml.id = t.label_id GROUP BY t.taxonomycategory_id, ml.response_id) c
                 JOIN units ON units.response_id = c.response_id GROUP BY c.cat, units.n, c.k""")
     if items:
-        mine = "AND response_id IN (SELECT response_id FROM ml WHERE annotator_id = %s)" if f.annotator else ""
+        mine = (
+            "AND response_id IN (SELECT response_id FROM ml WHERE annotator_id = %s)" if f.annotator else ""
+        )
         parts.append(f"""SELECT 'item', response_id, n - u, u, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT) FROM (
                 SELECT response_id, n, u FROM units WHERE u > 0 AND u < n {mine}
                 ORDER BY (n - u) * u DESC, last DESC, response_id LIMIT %s) top""")
         params += [f.annotator] if f.annotator else []
         params.append(items)
-    sql = (f"WITH ml AS {mat}(SELECT x.id, x.response_id, x.annotator_id, "
-           f"CASE WHEN x.verdict = %s THEN 1 ELSE 0 END AS bad, x.submitted_at FROM ({l_sql}) x), "
-           f"units AS {mat}(SELECT response_id, COUNT(*) AS n, SUM(bad) AS u, MAX(submitted_at) AS last "
-           f"FROM ml GROUP BY response_id HAVING COUNT(*) >= 2{unit_window}) " + " UNION ALL ".join(f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts)))
+    sql = (
+        f"WITH ml AS {mat}(SELECT x.id, x.response_id, x.annotator_id, "
+        f"CASE WHEN x.verdict = %s THEN 1 ELSE 0 END AS bad, x.submitted_at FROM ({l_sql}) x), "
+        f"units AS {mat}(SELECT response_id, COUNT(*) AS n, SUM(bad) AS u, MAX(submitted_at) AS last "
+        f"FROM ml GROUP BY response_id HAVING COUNT(*) >= 2{unit_window}) "
+        + " UNION ALL ".join(f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts))
+    )
     out = {"pairs": defaultdict(Counter), "units": [], "categories": defaultdict(Counter), "items": []}
     verdict = {1: UNREASONABLE, 0: REASONABLE}
     with connection.cursor() as cursor:
@@ -866,12 +1153,22 @@ def agreement_rolled_up(project, f: Filters, items: int = 0) -> dict:
         base["model_version__in"] = f.models
     days = rollup_days(f)
     out = {"pairs": defaultdict(Counter), "units": [], "categories": defaultdict(Counter), "items": []}
-    for row in (AgreementUnit.objects.filter(days, **base).values("judges", "bad").annotate(n=_split_sum(f))
-                .order_by("judges", "bad")):
+    for row in (
+        AgreementUnit.objects.filter(days, **base)
+        .values("judges", "bad")
+        .annotate(n=_split_sum(f))
+        .order_by("judges", "bad")
+    ):
         if row["n"]:
-            out["units"].append(({REASONABLE: row["judges"] - row["bad"], UNREASONABLE: row["bad"]}, row["n"]))
-    for row in (AgreementCategory.objects.filter(days, **base).values("category", "judges", "chose")
-                .annotate(n=_split_sum(f)).order_by()):
+            out["units"].append(
+                ({REASONABLE: row["judges"] - row["bad"], UNREASONABLE: row["bad"]}, row["n"])
+            )
+    for row in (
+        AgreementCategory.objects.filter(days, **base)
+        .values("category", "judges", "chose")
+        .annotate(n=_split_sum(f))
+        .order_by()
+    ):
         if row["n"]:
             out["categories"][row["category"]][(row["judges"], row["chose"])] = row["n"]
     if items:
@@ -879,11 +1176,22 @@ def agreement_rolled_up(project, f: Filters, items: int = 0) -> dict:
         if f.split:
             top = top.filter(split=f.split)
         if f.annotator:
-            top = top.filter(Exists(Label.objects.filter(
-                project_id=project.pk, response_id=OuterRef("response"), annotator_id=f.annotator,
-                status__in=f.statuses)))
-        out["items"] = [(r, n - u, u) for r, n, u in top.order_by(F("score").desc(), F("last").desc(), "response")
-                        .values_list("response", "judges", "bad")[:items]]
+            top = top.filter(
+                Exists(
+                    Label.objects.filter(
+                        project_id=project.pk,
+                        response_id=OuterRef("response"),
+                        annotator_id=f.annotator,
+                        status__in=f.statuses,
+                    )
+                )
+            )
+        out["items"] = [
+            (r, n - u, u)
+            for r, n, u in top.order_by(F("score").desc(), F("last").desc(), "response").values_list(
+                "response", "judges", "bad"
+            )[:items]
+        ]
     return out
 
 
@@ -893,24 +1201,38 @@ def preference_compositions(project, f: Filters, from_rollups: bool = True) -> l
     `from_rollups=False` computes the same from the preferences (the reference the roll-ups are checked against)."""
     choices = list(Preference.Choice.values)
     if from_rollups:
-        rows = PreferenceUnit.objects.filter(rollup_days(f), project_id=project.pk, statuses=status_mask(f.statuses))
+        rows = PreferenceUnit.objects.filter(
+            rollup_days(f), project_id=project.pk, statuses=status_mask(f.statuses)
+        )
         if f.models:
             rows = rows.filter(Q(model_a__in=f.models) | Q(model_b__in=f.models))
         cols = [f"c_{c}" for c in choices]
-        return [(dict(zip(choices, [row[c] for c in cols], strict=True)), row["n"])
-                for row in rows.values(*cols).annotate(n=_split_sum(f)).order_by(*cols) if row["n"]]
-    pref_units = (Preference.objects.filter(preference_q(project, replace(f, date_from=None, date_to=None),
-                                                         annotator=False))
-                  .values("response_a_id", "response_b_id")
-                  .annotate(m=Count("id"), timed=Count("submitted_at"), last=Max("submitted_at"),
-                            **{f"c_{c}": Count("id", filter=Q(choice=c)) for c in choices})
-                  .filter(m__gte=2))
+        return [
+            (dict(zip(choices, [row[c] for c in cols], strict=True)), row["n"])
+            for row in rows.values(*cols).annotate(n=_split_sum(f)).order_by(*cols)
+            if row["n"]
+        ]
+    pref_units = (
+        Preference.objects.filter(
+            preference_q(project, replace(f, date_from=None, date_to=None), annotator=False)
+        )
+        .values("response_a_id", "response_b_id")
+        .annotate(
+            m=Count("id"),
+            timed=Count("submitted_at"),
+            last=Max("submitted_at"),
+            **{f"c_{c}": Count("id", filter=Q(choice=c)) for c in choices},
+        )
+        .filter(m__gte=2)
+    )
     if f.date_from or f.date_to:
         pref_units = pref_units.filter(_window(f, "last"), timed=F("m"))
     pref_units = pref_units.values(*[f"c_{c}" for c in choices]).order_by()
     cols = ", ".join(f"c_{c}" for c in choices)
-    return [(dict(zip(choices, row[:-1], strict=True)), row[-1])
-            for row in _nested_aggregate(pref_units, f"{cols}, COUNT(*)", cols)]
+    return [
+        (dict(zip(choices, row[:-1], strict=True)), row[-1])
+        for row in _nested_aggregate(pref_units, f"{cols}, COUNT(*)", cols)
+    ]
 
 
 def verdict_pair_tables(project, f: Filters) -> dict[tuple[int, int], Counter]:
@@ -919,7 +1241,12 @@ def verdict_pair_tables(project, f: Filters) -> dict[tuple[int, int], Counter]:
     From the pair roll-up (columns: split, both labels' statuses); under a date filter from its per-day
     twin, which files a pair under the day of the later of its two labels (the pairs completed in the range).
     """
-    cells = [f"{sp}_{a}_{b}" for sp in ([f.split] if f.split else Split.values) for a in f.statuses for b in f.statuses]
+    cells = [
+        f"{sp}_{a}_{b}"
+        for sp in ([f.split] if f.split else Split.values)
+        for a in f.statuses
+        for b in f.statuses
+    ]
     if f.date_from or f.date_to:
         rows = AgreementPairDay.objects.filter(rollup_days(f), project_id=project.pk)
     else:
@@ -928,8 +1255,12 @@ def verdict_pair_tables(project, f: Filters) -> dict[tuple[int, int], Counter]:
         rows = rows.filter(model_version__in=f.models)
     verdict = {True: UNREASONABLE, False: REASONABLE}
     out: dict[tuple[int, int], Counter] = defaultdict(Counter)
-    for a, b, bad_a, bad_b, n in (rows.values_list("annotator_a", "annotator_b", "bad_a", "bad_b")
-                                  .annotate(n=rollup_sum(cells, "n")).filter(n__gt=0).order_by()):
+    for a, b, bad_a, bad_b, n in (
+        rows.values_list("annotator_a", "annotator_b", "bad_a", "bad_b")
+        .annotate(n=rollup_sum(cells, "n"))
+        .filter(n__gt=0)
+        .order_by()
+    ):
         out[(a, b)][(verdict[bad_a], verdict[bad_b])] += n
     return out
 
@@ -951,6 +1282,7 @@ def gold_tables(project, f: Filters) -> dict[int, Counter]:
 
 # --- 3. agreement -------------------------------------------------------------------------------
 
+
 def agreement(project, f: Filters) -> dict:
     """Verdict agreement (pairwise Cohen's kappa, Krippendorff's alpha), per-category agreement on
     the multi-label taxonomy choices, agreement on pairwise choices, and the items driving disagreement."""
@@ -971,25 +1303,47 @@ def agreement(project, f: Filters) -> dict:
         a = stats.alpha_nominal(stats.binary_compositions(sizes, units_by_size))
         chose = sum(units * k for (m, k), units in sizes.items())
         split_units = sum(units for (m, k), units in sizes.items() if 0 < k < m)
-        categories.append({
-            "category": node_id, "name": tree.nodes[node_id]["name"], "path": tree.path(node_id), "depth": depth,
-            "units": sum(sizes.values()), "choices": chose, "split_units": split_units,
-            "alpha": a.alpha, "specific_agreement": stats.specific_agreement(sizes),
-        })
+        categories.append(
+            {
+                "category": node_id,
+                "name": tree.nodes[node_id]["name"],
+                "path": tree.path(node_id),
+                "depth": depth,
+                "units": sum(sizes.values()),
+                "choices": chose,
+                "split_units": split_units,
+                "alpha": a.alpha,
+                "specific_agreement": stats.specific_agreement(sizes),
+            }
+        )
 
     # annotator pairs: Cohen's kappa per pair
     tables_by_pair = core["pairs"]
-    names = dict(get_user_model().objects.filter(pk__in={u for pair in tables_by_pair for u in pair})
-                 .values_list("pk", "username"))
+    names = dict(
+        get_user_model()
+        .objects.filter(pk__in={u for pair in tables_by_pair for u in pair})
+        .values_list("pk", "username")
+    )
     pairs = []
     for (a, b), table in tables_by_pair.items():
         if f.annotator and f.annotator not in (a, b):
             continue
         k = stats.cohen_kappa(table)
         disagree = sum(n for (va, vb), n in table.items() if va != vb)
-        pairs.append({"a": a, "a_name": names.get(a, str(a)), "b": b, "b_name": names.get(b, str(b)),
-                      "items": k.n, "agreement": k.observed, "expected": k.expected, "kappa": k.kappa,
-                      "disagreements": disagree, "few": k.n < MIN_PAIR_ITEMS})
+        pairs.append(
+            {
+                "a": a,
+                "a_name": names.get(a, str(a)),
+                "b": b,
+                "b_name": names.get(b, str(b)),
+                "items": k.n,
+                "agreement": k.observed,
+                "expected": k.expected,
+                "kappa": k.kappa,
+                "disagreements": disagree,
+                "few": k.n < MIN_PAIR_ITEMS,
+            }
+        )
     pairs.sort(key=lambda p: (p["kappa"] is None, p["kappa"] if p["kappa"] is not None else 0, -p["items"]))
 
     # pairwise choices: alpha over {a, b, tie, both_bad} on pairs compared by two or more annotators
@@ -1000,17 +1354,27 @@ def agreement(project, f: Filters) -> dict:
 
     return {
         "filters": f.describe(),
-        "completed_in_range": bool(f.date_from or f.date_to),  # a date filter counts the units completed in it
-        "verdict": {"alpha": alpha.alpha, "units": alpha.units, "values": alpha.values,
-                    "observed_disagreement": alpha.observed_disagreement,
-                    "expected_disagreement": alpha.expected_disagreement,
-                    "pairwise_agreement": pairwise_agreement(compositions),
-                    "units_by_judges": dict(sorted(units_by_size.items()))},
-        "pairs": pairs, "min_pair_items": MIN_PAIR_ITEMS,
+        "completed_in_range": bool(
+            f.date_from or f.date_to
+        ),  # a date filter counts the units completed in it
+        "verdict": {
+            "alpha": alpha.alpha,
+            "units": alpha.units,
+            "values": alpha.values,
+            "observed_disagreement": alpha.observed_disagreement,
+            "expected_disagreement": alpha.expected_disagreement,
+            "pairwise_agreement": pairwise_agreement(compositions),
+            "units_by_judges": dict(sorted(units_by_size.items())),
+        },
+        "pairs": pairs,
+        "min_pair_items": MIN_PAIR_ITEMS,
         "categories": categories,
-        "preferences": {"alpha": pref_alpha.alpha, "units": pref_alpha.units,
-                        "pairwise_agreement": pairwise_agreement(pref_comps),
-                        "alpha_better": stats.alpha_nominal(coarse).alpha},
+        "preferences": {
+            "alpha": pref_alpha.alpha,
+            "units": pref_alpha.units,
+            "pairwise_agreement": pairwise_agreement(pref_comps),
+            "alpha_better": stats.alpha_nominal(coarse).alpha,
+        },
         "items": disagreement_items(project, f, core["items"]),
     }
 
@@ -1029,20 +1393,38 @@ def disagreement_items(project, f: Filters, top: list[tuple[int, int, int]]) -> 
     """The split responses (response, reasonable, unreasonable) with who said what, gold and task."""
     ids = [t[0] for t in top]
     labels = defaultdict(list)
-    fields = ("id", "response_id", "annotator__username", "verdict", "submitted_at", "model_version__name",
-              "response__conversation_id", "response__conversation__external_id")
-    rows = list(Label.objects.filter(label_q(project, replace(f, annotator=None)), response_id__in=ids)
-                .values_list(*fields).order_by("annotator__username"))
+    fields = (
+        "id",
+        "response_id",
+        "annotator__username",
+        "verdict",
+        "submitted_at",
+        "model_version__name",
+        "response__conversation_id",
+        "response__conversation__external_id",
+    )
+    rows = list(
+        Label.objects.filter(label_q(project, replace(f, annotator=None)), response_id__in=ids)
+        .values_list(*fields)
+        .order_by("annotator__username")
+    )
     names = defaultdict(list)  # in the categories' own order, as label.categories.all() gives them
-    for label_id, name in (LabelCategory.objects.filter(label_id__in=[r[0] for r in rows])
-                           .order_by("taxonomycategory__project", "taxonomycategory__position",
-                                     "taxonomycategory__name").values_list("label_id", "taxonomycategory__name")):
+    for label_id, name in (
+        LabelCategory.objects.filter(label_id__in=[r[0] for r in rows])
+        .order_by("taxonomycategory__project", "taxonomycategory__position", "taxonomycategory__name")
+        .values_list("label_id", "taxonomycategory__name")
+    ):
         names[label_id].append(name)
     for row in rows:
         labels[row[1]].append(dict(zip(fields, row, strict=True)) | {"categories": names.get(row[0], [])})
-    tasks = dict(Task.objects.filter(kind=Task.Kind.LABEL, response_id__in=ids).values_list("response_id", "pk"))
-    gold = dict(Adjudication.objects.filter(task__response_id__in=ids, task__kind=Task.Kind.LABEL)
-                .values_list("task__response_id", "verdict"))
+    tasks = dict(
+        Task.objects.filter(kind=Task.Kind.LABEL, response_id__in=ids).values_list("response_id", "pk")
+    )
+    gold = dict(
+        Adjudication.objects.filter(task__response_id__in=ids, task__kind=Task.Kind.LABEL).values_list(
+            "task__response_id", "verdict"
+        )
+    )
     out = []
     for response_id, r, u in top:
         group = labels.get(response_id, [])
@@ -1050,20 +1432,33 @@ def disagreement_items(project, f: Filters, top: list[tuple[int, int, int]]) -> 
             continue
         first = group[0]
         cats = Counter(name for lb in group for name in lb["categories"])
-        out.append({
-            "response": response_id, "conversation": first["response__conversation_id"],
-            "external_id": first["response__conversation__external_id"],
-            "model_version": first["model_version__name"],
-            "reasonable": r, "unreasonable": u, "last": max(lb["submitted_at"] for lb in group),
-            "judgements": [{"annotator": lb["annotator__username"], "verdict": lb["verdict"],
-                            "categories": list(lb["categories"])} for lb in group],
-            "categories": dict(cats.most_common()), "task": tasks.get(response_id),
-            "gold": gold.get(response_id) or None,
-        })
+        out.append(
+            {
+                "response": response_id,
+                "conversation": first["response__conversation_id"],
+                "external_id": first["response__conversation__external_id"],
+                "model_version": first["model_version__name"],
+                "reasonable": r,
+                "unreasonable": u,
+                "last": max(lb["submitted_at"] for lb in group),
+                "judgements": [
+                    {
+                        "annotator": lb["annotator__username"],
+                        "verdict": lb["verdict"],
+                        "categories": list(lb["categories"]),
+                    }
+                    for lb in group
+                ],
+                "categories": dict(cats.most_common()),
+                "task": tasks.get(response_id),
+                "gold": gold.get(response_id) or None,
+            }
+        )
     return out
 
 
 # --- 4. model versions --------------------------------------------------------------------------
+
 
 def model_comparison(project, f: Filters) -> dict:
     """Pairwise win rates from human preferences, Bradley-Terry ratings with bootstrap intervals,
@@ -1074,16 +1469,27 @@ def model_comparison(project, f: Filters) -> dict:
     cells = defaultdict(Counter)  # (a_version, b_version) -> choice counts, as stored (a/b order)
     left_chosen = decisive = 0
     if f.annotator:  # that annotator's preferences
-        rows = (Preference.objects.filter(preference_q(project, pf))
-                .values("response_a__model_version_id", "response_b__model_version_id", "choice", "left_side")
-                .annotate(n=Count("id")).order_by())
+        rows = (
+            Preference.objects.filter(preference_q(project, pf))
+            .values("response_a__model_version_id", "response_b__model_version_id", "choice", "left_side")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
     else:
-        rows = [{"response_a__model_version_id": _version(r["model_a"]), "response_b__model_version_id":
-                 _version(r["model_b"]), "choice": r["choice"], "left_side": r["left_side"], "n": r["n"]}
-                for r in PreferenceDay.objects.filter(rollup_days(f), project_id=project.pk)
-                .values("model_a", "model_b", "choice", "left_side")
-                .annotate(n=rollup_sum(rollup_cells(f), "n")).order_by()
-                if r["n"]]
+        rows = [
+            {
+                "response_a__model_version_id": _version(r["model_a"]),
+                "response_b__model_version_id": _version(r["model_b"]),
+                "choice": r["choice"],
+                "left_side": r["left_side"],
+                "n": r["n"],
+            }
+            for r in PreferenceDay.objects.filter(rollup_days(f), project_id=project.pk)
+            .values("model_a", "model_b", "choice", "left_side")
+            .annotate(n=rollup_sum(rollup_cells(f), "n"))
+            .order_by()
+            if r["n"]
+        ]
     for row in rows:
         a, b = row["response_a__model_version_id"], row["response_b__model_version_id"]
         cells[(a, b)][row["choice"]] += row["n"]
@@ -1118,28 +1524,62 @@ def model_comparison(project, f: Filters) -> dict:
             w, lo_, t = wins[i][j], wins[j][i], ties[i][j]
             n = w + lo_ + t
             ci = stats.wilson_interval(w + t / 2, n) if n else None
-            row.append({"a": a, "b": b, "wins": int(w), "losses": int(lo_), "ties": int(t), "both_bad": both_bad[i][j],
-                        "comparisons": int(n), "win_rate": _rate(w + t / 2, n),
-                        "decisive_win_rate": _rate(w, w + lo_), "low": ci[0] if ci else None,
-                        "high": ci[1] if ci else None} if i != j else None)
+            row.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "wins": int(w),
+                    "losses": int(lo_),
+                    "ties": int(t),
+                    "both_bad": both_bad[i][j],
+                    "comparisons": int(n),
+                    "win_rate": _rate(w + t / 2, n),
+                    "decisive_win_rate": _rate(w, w + lo_),
+                    "low": ci[0] if ci else None,
+                    "high": ci[1] if ci else None,
+                }
+                if i != j
+                else None
+            )
         matrix.append(row)
 
-    strengths = stats.bradley_terry_bootstrap(
-        wins, [[ties[i][j] if j > i else 0 for j in range(k)] for i in range(k)],
-        prior=1.0, samples=BOOTSTRAP_SAMPLES, seed=project.pk) if k else []
+    strengths = (
+        stats.bradley_terry_bootstrap(
+            wins,
+            [[ties[i][j] if j > i else 0 for j in range(k)] for i in range(k)],
+            prior=1.0,
+            samples=BOOTSTRAP_SAMPLES,
+            seed=project.pk,
+        )
+        if k
+        else []
+    )
     ratings = []
     for s in strengths:
         v = versions[s.index]
-        ratings.append({"model_version": v["id"], "name": v["name"], "rating": s.rating, "low": s.low,
-                        "high": s.high, "beta": s.beta, "comparisons": int(s.comparisons)})
+        ratings.append(
+            {
+                "model_version": v["id"],
+                "name": v["name"],
+                "rating": s.rating,
+                "low": s.low,
+                "high": s.high,
+                "beta": s.beta,
+                "comparisons": int(s.comparisons),
+            }
+        )
     ratings.sort(key=lambda r: (r["rating"] is None, -(r["rating"] or 0)))
 
     # badcase rate per version (labels), for the lineage
     verdicts = defaultdict(Counter)
     label_cells = rollup_cells(f)
-    day_rows = (AnnotatorDay.objects.filter(annotator=f.annotator) if f.annotator else LabelDay.objects.all())
-    for row in (day_rows.filter(rollup_days(f), project_id=project.pk).values("model_version")
-                .annotate(n=rollup_sum(label_cells, "n"), bad=rollup_sum(label_cells, "bad")).order_by()):
+    day_rows = AnnotatorDay.objects.filter(annotator=f.annotator) if f.annotator else LabelDay.objects.all()
+    for row in (
+        day_rows.filter(rollup_days(f), project_id=project.pk)
+        .values("model_version")
+        .annotate(n=rollup_sum(label_cells, "n"), bad=rollup_sum(label_cells, "bad"))
+        .order_by()
+    ):
         verdicts[_version(row["model_version"])][UNREASONABLE] += row["bad"] or 0
         verdicts[_version(row["model_version"])][REASONABLE] += (row["n"] or 0) - (row["bad"] or 0)
     evals = eval_summaries(project, [v["id"] for v in versions])
@@ -1162,26 +1602,47 @@ def model_comparison(project, f: Filters) -> dict:
         parent_n = sum(verdicts[parent["id"]].values()) if parent else 0
         parent_rate = _rate(verdicts[parent["id"]][UNREASONABLE], parent_n) if parent else None
         rate = _rate(bad, n)
-        lineage.append({
-            "model_version": v["id"], "name": v["name"], "parent": parent["name"] if parent else None,
-            "parent_id": v["parent_id"], "origin": v["origin"], "stage": v["stage"], "created_at": v["created_at"],
-            "lineage": list(reversed(chain)), "depth": len(chain) - 1,
-            "labels": n, "badcases": bad, "badcase_rate": rate,
-            "badcase_change": None if rate is None or parent_rate is None else rate - parent_rate,
-            "rating": rating_by.get(v["id"], {}).get("rating"),
-            "win_rate_vs_parent": vs_parent["win_rate"] if vs_parent else None,
-            "comparisons_vs_parent": vs_parent["comparisons"] if vs_parent else 0,
-            "eval": evals["by_version"].get(v["id"]),
-        })
-    comparisons = int(sum(wins[i][j] for i in range(k) for j in range(k)) + sum(
-        ties[i][j] for i in range(k) for j in range(i + 1, k)))
+        lineage.append(
+            {
+                "model_version": v["id"],
+                "name": v["name"],
+                "parent": parent["name"] if parent else None,
+                "parent_id": v["parent_id"],
+                "origin": v["origin"],
+                "stage": v["stage"],
+                "created_at": v["created_at"],
+                "lineage": list(reversed(chain)),
+                "depth": len(chain) - 1,
+                "labels": n,
+                "badcases": bad,
+                "badcase_rate": rate,
+                "badcase_change": None if rate is None or parent_rate is None else rate - parent_rate,
+                "rating": rating_by.get(v["id"], {}).get("rating"),
+                "win_rate_vs_parent": vs_parent["win_rate"] if vs_parent else None,
+                "comparisons_vs_parent": vs_parent["comparisons"] if vs_parent else 0,
+                "eval": evals["by_version"].get(v["id"]),
+            }
+        )
+    comparisons = int(
+        sum(wins[i][j] for i in range(k) for j in range(k))
+        + sum(ties[i][j] for i in range(k) for j in range(i + 1, k))
+    )
     return {
-        "filters": f.describe(), "versions": [{"id": v["id"], "name": v["name"]} for v in versions],
-        "matrix": matrix, "ratings": ratings, "comparisons": comparisons, "same_version_comparisons": same_version,
-        "position": {"decisive": decisive, "left_chosen": left_chosen, "left_rate": _rate(left_chosen, decisive),
-                     "low": (stats.wilson_interval(left_chosen, decisive) or (None, None))[0],
-                     "high": (stats.wilson_interval(left_chosen, decisive) or (None, None))[1]},
-        "lineage": lineage, "evaluation": {k: v for k, v in evals.items() if k != "by_version"},
+        "filters": f.describe(),
+        "versions": [{"id": v["id"], "name": v["name"]} for v in versions],
+        "matrix": matrix,
+        "ratings": ratings,
+        "comparisons": comparisons,
+        "same_version_comparisons": same_version,
+        "position": {
+            "decisive": decisive,
+            "left_chosen": left_chosen,
+            "left_rate": _rate(left_chosen, decisive),
+            "low": (stats.wilson_interval(left_chosen, decisive) or (None, None))[0],
+            "high": (stats.wilson_interval(left_chosen, decisive) or (None, None))[1],
+        },
+        "lineage": lineage,
+        "evaluation": {k: v for k, v in evals.items() if k != "by_version"},
         "highlight": list(f.models),
     }
 
@@ -1198,14 +1659,23 @@ def eval_summaries(project, version_ids: list[int]) -> dict:
 
     try:
         run_model = apps.get_model("evaluation", "EvalRun")
-        from evaluation.metrics import HEADLINE_METRICS
+        from toolcalls.score import HEADLINE_METRICS
     except (LookupError, ImportError):
         return {"available": False, "suite": None, "metrics": [], "by_version": {}, "runs": 0}
     try:
-        runs = list(run_model.objects.filter(project=project, status="done", model_version_id__in=version_ids)
-                    .order_by("-finished_at", "-id")
-                    .values("id", "model_version_id", "suite_id", "suite__name", "suite__version", "summary",
-                            "finished_at"))
+        runs = list(
+            run_model.objects.filter(project=project, status="done", model_version_id__in=version_ids)
+            .order_by("-finished_at", "-id")
+            .values(
+                "id",
+                "model_version_id",
+                "suite_id",
+                "suite__name",
+                "suite__version",
+                "summary",
+                "finished_at",
+            )
+        )
     except FieldError:  # the evaluation app changed shape: show the lineage without it, never a 500
         return {"available": False, "suite": None, "metrics": [], "by_version": {}, "runs": 0}
     latest: dict[tuple[int, int], dict] = {}
@@ -1213,7 +1683,13 @@ def eval_summaries(project, version_ids: list[int]) -> dict:
         latest.setdefault((run["model_version_id"], run["suite_id"]), run)
     coverage = Counter(suite for _, suite in latest)
     if not coverage:
-        return {"available": True, "suite": None, "metrics": list(HEADLINE_METRICS), "by_version": {}, "runs": 0}
+        return {
+            "available": True,
+            "suite": None,
+            "metrics": list(HEADLINE_METRICS),
+            "by_version": {},
+            "runs": 0,
+        }
     suite = max(coverage, key=lambda s: (coverage[s], s))
     by_version = {}
     suite_name = None
@@ -1222,15 +1698,28 @@ def eval_summaries(project, version_ids: list[int]) -> dict:
             continue
         suite_name = f"{run['suite__name']} v{run['suite__version']}"
         summary = run["summary"] or {}
-        by_version[mv] = {"run": run["id"], "finished_at": run["finished_at"], "n": summary.get("n"),
-                          "metrics": {m: {"value": (summary.get(m) or {}).get("value"),
-                                          "se": (summary.get(m) or {}).get("se")} for m in HEADLINE_METRICS}}
-    return {"available": True, "suite": suite_name, "suite_id": suite, "metrics": list(HEADLINE_METRICS),
-            "by_version": by_version, "runs": len(runs),
-            "other_suites": len(coverage) - 1}
+        by_version[mv] = {
+            "run": run["id"],
+            "finished_at": run["finished_at"],
+            "n": summary.get("n"),
+            "metrics": {
+                m: {"value": (summary.get(m) or {}).get("value"), "se": (summary.get(m) or {}).get("se")}
+                for m in HEADLINE_METRICS
+            },
+        }
+    return {
+        "available": True,
+        "suite": suite_name,
+        "suite_id": suite,
+        "metrics": list(HEADLINE_METRICS),
+        "by_version": by_version,
+        "runs": len(runs),
+        "other_suites": len(coverage) - 1,
+    }
 
 
 # --- drill-down lists ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CaseFilters:
@@ -1247,21 +1736,23 @@ class CaseFilters:
     @classmethod
     def parse(cls, params: Mapping) -> "CaseFilters":
         def as_int(v):
-            try:
-                return int(v)
-            except (TypeError, ValueError):
-                return None
+            return None if v in (None, "") else as_id(v)
 
         pair = None
         if params.get("pair"):
-            parts = [as_int(p) for p in str(params["pair"]).split(",")]
+            parts = [as_int(p) for p in str(params["pair"]).split(",", 2)]
             if len(parts) == 2 and None not in parts:
                 pair = (parts[0], parts[1])
         verdict = params.get("verdict") or ""
-        return cls(verdict=verdict if verdict in Label.Verdict.values else "",
-                   category=as_int(params.get("category")), direct=params.get("direct") == "1", pair=pair,
-                   disagree=params.get("disagree") == "1", category_split=as_int(params.get("category_split")),
-                   gold=params.get("gold") if params.get("gold") in ("match", "mismatch") else "")
+        return cls(
+            verdict=verdict if verdict in Label.Verdict.values else "",
+            category=as_int(params.get("category")),
+            direct=params.get("direct") == "1",
+            pair=pair,
+            disagree=params.get("disagree") == "1",
+            category_split=as_int(params.get("category_split")),
+            gold=params.get("gold") if params.get("gold") in ("match", "mismatch") else "",
+        )
 
 
 def case_queryset(project, f: Filters, c: CaseFilters):
@@ -1271,26 +1762,44 @@ def case_queryset(project, f: Filters, c: CaseFilters):
         qs = qs.filter(verdict=c.verdict)
     if c.category:
         tree = CategoryTree.load(project) if not c.direct else None
-        cats = [c.category] if c.direct else (tree.subtree(c.category) if c.category in tree.nodes else [c.category])
-        qs = qs.filter(Exists(LabelCategory.objects.filter(label_id=OuterRef("pk"), taxonomycategory_id__in=cats)))
+        cats = (
+            [c.category]
+            if c.direct
+            else (tree.subtree(c.category) if c.category in tree.nodes else [c.category])
+        )
+        qs = qs.filter(
+            Exists(LabelCategory.objects.filter(label_id=OuterRef("pk"), taxonomycategory_id__in=cats))
+        )
     if c.pair:
         a, b = c.pair
-        other = Label.objects.filter(label_q(project, replace(f, annotator=None)), annotator_id=b,
-                                     response_id=OuterRef("response_id"))
+        other = Label.objects.filter(
+            label_q(project, replace(f, annotator=None)), annotator_id=b, response_id=OuterRef("response_id")
+        )
         if c.disagree:
             other = other.exclude(verdict=OuterRef("verdict"))
         qs = qs.filter(annotator_id=a).filter(Exists(other))
     elif c.disagree:
-        peers = Label.objects.filter(label_q(project, replace(f, annotator=None)), response_id=OuterRef("response_id"))
+        peers = Label.objects.filter(
+            label_q(project, replace(f, annotator=None)), response_id=OuterRef("response_id")
+        )
         qs = qs.filter(Exists(peers.filter(verdict=REASONABLE)), Exists(peers.filter(verdict=UNREASONABLE)))
     if c.category_split:
-        peers = Label.objects.filter(label_q(project, replace(f, annotator=None)), response_id=OuterRef("response_id"))
+        peers = Label.objects.filter(
+            label_q(project, replace(f, annotator=None)), response_id=OuterRef("response_id")
+        )
         has = LabelCategory.objects.filter(label_id=OuterRef("pk"), taxonomycategory_id=c.category_split)
         qs = qs.filter(Exists(peers.filter(Exists(has))), Exists(peers.exclude(Exists(has))))
     if c.gold:
-        gold = Adjudication.objects.filter(task__kind=Task.Kind.LABEL, task__response_id=OuterRef("response_id"),
-                                           verdict__in=Label.Verdict.values)
-        gold = gold.filter(verdict=OuterRef("verdict")) if c.gold == "match" else gold.exclude(verdict=OuterRef("verdict"))
+        gold = Adjudication.objects.filter(
+            task__kind=Task.Kind.LABEL,
+            task__response_id=OuterRef("response_id"),
+            verdict__in=Label.Verdict.values,
+        )
+        gold = (
+            gold.filter(verdict=OuterRef("verdict"))
+            if c.gold == "match"
+            else gold.exclude(verdict=OuterRef("verdict"))
+        )
         qs = qs.filter(Exists(gold))
     return qs
 
@@ -1304,11 +1813,12 @@ def case_count_rolled_up(project, f: Filters, c: CaseFilters) -> int | None:
     if c.category:
         if c.verdict != UNREASONABLE or f.annotator:
             return None  # categories are counted on badcase labels, per day and model version only
-        rows = CategoryDay.objects.filter(rollup_days(f), project_id=project.pk, category=c.category,
-                                          under=not c.direct)
+        rows = CategoryDay.objects.filter(
+            rollup_days(f), project_id=project.pk, category=c.category, under=not c.direct
+        )
         prefix = "n"
     else:
-        rows = (AnnotatorDay.objects.filter(annotator=f.annotator) if f.annotator else LabelDay.objects.all())
+        rows = AnnotatorDay.objects.filter(annotator=f.annotator) if f.annotator else LabelDay.objects.all()
         rows = rows.filter(rollup_days(f), project_id=project.pk)
         prefix = "bad" if c.verdict else "n"
     if f.models:
@@ -1329,26 +1839,46 @@ def case_page(project, f: Filters, c: CaseFilters, page: int = 1, per_page: int 
     order = ("-submitted_at", "-id")
     candidates = []
     for status in f.statuses:
-        candidates += qs.filter(status=status).order_by(*order).values_list("pk", flat=True)[:page * per_page]
-    rows = list(Label.objects.filter(pk__in=candidates)
-                .select_related("annotator", "model_version", "response__conversation")
-                .prefetch_related("categories").order_by(*order)[(page - 1) * per_page: page * per_page])
-    return {"total": total, "page": page, "pages": pages, "per_page": per_page,
-            "rows": [case_row(label) for label in rows]}
+        candidates += (
+            qs.filter(status=status).order_by(*order).values_list("pk", flat=True)[: page * per_page]
+        )
+    rows = list(
+        Label.objects.filter(pk__in=candidates)
+        .select_related("annotator", "model_version", "response__conversation")
+        .prefetch_related("categories")
+        .order_by(*order)[(page - 1) * per_page : page * per_page]
+    )
+    return {
+        "total": total,
+        "page": page,
+        "pages": pages,
+        "per_page": per_page,
+        "rows": [case_row(label) for label in rows],
+    }
 
 
 def case_row(label) -> dict:
     conv = label.response.conversation
-    return {"label": label.pk, "response": label.response_id, "conversation": conv.pk,
-            "external_id": conv.external_id, "split": conv.split,
-            "model_version": label.model_version.name if label.model_version else None,
-            "annotator": label.annotator.username, "verdict": label.verdict, "status": label.status,
-            "categories": [c.name for c in label.categories.all()], "note": label.note,
-            "time_spent_s": round(label.time_spent_ms / 1000, 1), "submitted_at": label.submitted_at}
+    return {
+        "label": label.pk,
+        "response": label.response_id,
+        "conversation": conv.pk,
+        "external_id": conv.external_id,
+        "split": conv.split,
+        "model_version": label.model_version.name if label.model_version else None,
+        "annotator": label.annotator.username,
+        "verdict": label.verdict,
+        "status": label.status,
+        "categories": [c.name for c in label.categories.all()],
+        "note": label.note,
+        "time_spent_s": round(label.time_spent_ms / 1000, 1),
+        "submitted_at": label.submitted_at,
+    }
 
 
-def comparison_queryset(project, f: Filters, model_a: int | None = None, model_b: int | None = None,
-                        outcome: str = ""):
+def comparison_queryset(
+    project, f: Filters, model_a: int | None = None, model_b: int | None = None, outcome: str = ""
+):
     """Preferences behind a win-rate cell: model_a against model_b in either stored order.
 
     outcome is from model_a's side: win, loss or tie (tie includes both bad); empty: all.
@@ -1370,14 +1900,19 @@ def comparison_queryset(project, f: Filters, model_a: int | None = None, model_b
     return qs
 
 
-def comparison_count_rolled_up(project, f: Filters, model_a: int | None = None, model_b: int | None = None,
-                               outcome: str = "") -> int | None:
+def comparison_count_rolled_up(
+    project, f: Filters, model_a: int | None = None, model_b: int | None = None, outcome: str = ""
+) -> int | None:
     """The number of comparisons comparison_queryset selects, from the choice roll-ups: per day, stored
     version pair and choice (PreferenceDay), or per annotator without the choice (AnnotatorPreferenceDay);
     None where they do not hold it (an annotator and an outcome)."""
     if f.annotator and outcome:
         return None
-    rows = (AnnotatorPreferenceDay.objects.filter(annotator=f.annotator) if f.annotator else PreferenceDay.objects.all())
+    rows = (
+        AnnotatorPreferenceDay.objects.filter(annotator=f.annotator)
+        if f.annotator
+        else PreferenceDay.objects.all()
+    )
     rows = rows.filter(rollup_days(f), project_id=project.pk)
     if model_a and model_b:
         forward, backward = Q(model_a=model_a, model_b=model_b), Q(model_a=model_b, model_b=model_a)
@@ -1406,21 +1941,36 @@ def comparison_page(project, f: Filters, model_a=None, model_b=None, outcome="",
     order = ("-submitted_at", "-id")
     candidates = []
     for st in f.statuses:
-        candidates += qs.filter(status=st).order_by(*order).values_list("pk", flat=True)[:page * per_page]
-    for p in (Preference.objects.filter(pk__in=candidates)
-              .select_related("annotator", "response_a__model_version", "response_b__model_version",
-                              "response_a__conversation").order_by(*order)[(page - 1) * per_page: page * per_page]):
+        candidates += qs.filter(status=st).order_by(*order).values_list("pk", flat=True)[: page * per_page]
+    for p in (
+        Preference.objects.filter(pk__in=candidates)
+        .select_related(
+            "annotator", "response_a__model_version", "response_b__model_version", "response_a__conversation"
+        )
+        .order_by(*order)[(page - 1) * per_page : page * per_page]
+    ):
         ma, mb = p.response_a.model_version, p.response_b.model_version
-        rows.append({"preference": p.pk, "conversation": p.response_a.conversation_id,
-                     "external_id": p.response_a.conversation.external_id,
-                     "model_a": ma.name if ma else None, "model_b": mb.name if mb else None,
-                     "choice": p.choice, "winner": {"a": ma.name if ma else "A", "b": mb.name if mb else "B"}.get(p.choice),
-                     "reason": p.reason, "annotator": p.annotator.username, "status": p.status,
-                     "left_side": p.left_side, "submitted_at": p.submitted_at})
+        rows.append(
+            {
+                "preference": p.pk,
+                "conversation": p.response_a.conversation_id,
+                "external_id": p.response_a.conversation.external_id,
+                "model_a": ma.name if ma else None,
+                "model_b": mb.name if mb else None,
+                "choice": p.choice,
+                "winner": {"a": ma.name if ma else "A", "b": mb.name if mb else "B"}.get(p.choice),
+                "reason": p.reason,
+                "annotator": p.annotator.username,
+                "status": p.status,
+                "left_side": p.left_side,
+                "submitted_at": p.submitted_at,
+            }
+        )
     return {"total": total, "page": page, "pages": pages, "per_page": per_page, "rows": rows}
 
 
 # --- CSV tables ---------------------------------------------------------------------------------
+
 
 def _pct(v):
     return "" if v is None else round(v, 6)
@@ -1432,89 +1982,356 @@ def tables(page: str, data: dict) -> dict[str, tuple[list[str], list[list]]]:
     if page == "overview":
         models = data["models"]
         out["categories"] = (
-            ["category_id", "path", "depth", "badcases", "share_of_badcases", "rate_of_labels",
-             *[f"rate[{m['name']}]" for m in models], "root_cause", "recommended_fix"],
-            [[c["category"], c["path"], c["depth"], c["badcases"], _pct(c["share_of_badcases"]), _pct(c["rate"]),
-              *[_pct(c["by_model"][str(m["id"])]["rate"]) for m in models], c["root_cause"], c["recommended_fix"]]
-             for c in data["categories"] if c["in_scope"]])
-        out["pareto"] = (["category_id", "path", "badcases", "share", "cumulative", "root_cause", "recommended_fix"],
-                         [[p["category"], p["path"], p["badcases"], _pct(p["share"]), _pct(p["cumulative"]),
-                           p["root_cause"], p["recommended_fix"]] for p in data["pareto"]])
-        out["by_model"] = (["model_version_id", "model_version", "labels", "badcases", "rate", "rate_low_95",
-                            "rate_high_95", "parent", "change_vs_parent"],
-                           [[m["model_version"], m["name"], m["labels"], m["badcases"], _pct(m["rate"]),
-                             _pct(m["rate_low"]), _pct(m["rate_high"]), m["parent"] or "",
-                             _pct(m["change_vs_parent"])] for m in data["by_model"]])
+            [
+                "category_id",
+                "path",
+                "depth",
+                "badcases",
+                "share_of_badcases",
+                "rate_of_labels",
+                *[f"rate[{m['name']}]" for m in models],
+                "root_cause",
+                "recommended_fix",
+            ],
+            [
+                [
+                    c["category"],
+                    c["path"],
+                    c["depth"],
+                    c["badcases"],
+                    _pct(c["share_of_badcases"]),
+                    _pct(c["rate"]),
+                    *[_pct(c["by_model"][str(m["id"])]["rate"]) for m in models],
+                    c["root_cause"],
+                    c["recommended_fix"],
+                ]
+                for c in data["categories"]
+                if c["in_scope"]
+            ],
+        )
+        out["pareto"] = (
+            ["category_id", "path", "badcases", "share", "cumulative", "root_cause", "recommended_fix"],
+            [
+                [
+                    p["category"],
+                    p["path"],
+                    p["badcases"],
+                    _pct(p["share"]),
+                    _pct(p["cumulative"]),
+                    p["root_cause"],
+                    p["recommended_fix"],
+                ]
+                for p in data["pareto"]
+            ],
+        )
+        out["by_model"] = (
+            [
+                "model_version_id",
+                "model_version",
+                "labels",
+                "badcases",
+                "rate",
+                "rate_low_95",
+                "rate_high_95",
+                "parent",
+                "change_vs_parent",
+            ],
+            [
+                [
+                    m["model_version"],
+                    m["name"],
+                    m["labels"],
+                    m["badcases"],
+                    _pct(m["rate"]),
+                    _pct(m["rate_low"]),
+                    _pct(m["rate_high"]),
+                    m["parent"] or "",
+                    _pct(m["change_vs_parent"]),
+                ]
+                for m in data["by_model"]
+            ],
+        )
         rows = []
         for r in data["over_time"]["rows"]:
-            rows.append([r["start"].isoformat(), r["end"].isoformat(), "all", r["labels"], r["badcases"], _pct(r["rate"])])
+            rows.append(
+                [
+                    r["start"].isoformat(),
+                    r["end"].isoformat(),
+                    "all",
+                    r["labels"],
+                    r["badcases"],
+                    _pct(r["rate"]),
+                ]
+            )
             for m in models:
                 cell = r["by_model"][str(m["id"])]
-                rows.append([r["start"].isoformat(), r["end"].isoformat(), m["name"], cell["labels"],
-                             cell["badcases"], _pct(cell["rate"])])
-        out["over_time"] = (["bucket_start", "bucket_end", "model_version", "labels", "badcases", "rate"], rows)
+                rows.append(
+                    [
+                        r["start"].isoformat(),
+                        r["end"].isoformat(),
+                        m["name"],
+                        cell["labels"],
+                        cell["badcases"],
+                        _pct(cell["rate"]),
+                    ]
+                )
+        out["over_time"] = (
+            ["bucket_start", "bucket_end", "model_version", "labels", "badcases", "rate"],
+            rows,
+        )
     elif page == "annotators":
         out["annotators"] = (
-            ["annotator_id", "annotator", "labels", "comparisons", "items", "hours", "items_per_hour",
-             "median_s", "p25_s", "p75_s", "p90_s", "skips", "skip_rate", "reviewed", "approved", "rejected",
-             "approval_rate", "rejection_rate", "peer_items", "peer_agreement", "peer_kappa",
-             "gold_items", "gold_agreement", "gold_kappa"],
-            [[r["annotator"], r["name"], r["labels"], r["comparisons"], r["items"], round(r["hours"], 4),
-              _pct(r["items_per_hour"]), r["median_s"], r["p25_s"], r["p75_s"], r["p90_s"], r["skips"],
-              _pct(r["skip_rate"]), r["reviewed"], r["approved"], r["rejected"], _pct(r["approval_rate"]),
-              _pct(r["rejection_rate"]), r["peer_items"], _pct(r["peer_agreement"]), _pct(r["peer_kappa"]),
-              r["gold_items"], _pct(r["gold_agreement"]), _pct(r["gold_kappa"])] for r in data["rows"]])
-        out["time_per_item"] = (["annotator", *data["time_bins"]],
-                                [[r["name"], *r["time_bins"]] for r in data["rows"]])
+            [
+                "annotator_id",
+                "annotator",
+                "labels",
+                "comparisons",
+                "items",
+                "hours",
+                "items_per_hour",
+                "median_s",
+                "p25_s",
+                "p75_s",
+                "p90_s",
+                "skips",
+                "skip_rate",
+                "reviewed",
+                "approved",
+                "rejected",
+                "approval_rate",
+                "rejection_rate",
+                "peer_items",
+                "peer_agreement",
+                "peer_kappa",
+                "gold_items",
+                "gold_agreement",
+                "gold_kappa",
+            ],
+            [
+                [
+                    r["annotator"],
+                    r["name"],
+                    r["labels"],
+                    r["comparisons"],
+                    r["items"],
+                    round(r["hours"], 4),
+                    _pct(r["items_per_hour"]),
+                    r["median_s"],
+                    r["p25_s"],
+                    r["p75_s"],
+                    r["p90_s"],
+                    r["skips"],
+                    _pct(r["skip_rate"]),
+                    r["reviewed"],
+                    r["approved"],
+                    r["rejected"],
+                    _pct(r["approval_rate"]),
+                    _pct(r["rejection_rate"]),
+                    r["peer_items"],
+                    _pct(r["peer_agreement"]),
+                    _pct(r["peer_kappa"]),
+                    r["gold_items"],
+                    _pct(r["gold_agreement"]),
+                    _pct(r["gold_kappa"]),
+                ]
+                for r in data["rows"]
+            ],
+        )
+        out["time_per_item"] = (
+            ["annotator", *data["time_bins"]],
+            [[r["name"], *r["time_bins"]] for r in data["rows"]],
+        )
     elif page == "agreement":
-        out["pairs"] = (["annotator_a", "annotator_b", "items", "agreement", "chance_agreement", "kappa",
-                         "disagreements"],
-                        [[p["a_name"], p["b_name"], p["items"], _pct(p["agreement"]), _pct(p["expected"]),
-                          _pct(p["kappa"]), p["disagreements"]] for p in data["pairs"]])
-        out["categories"] = (["category_id", "path", "units_chosen_in", "choices", "split_units", "alpha",
-                              "specific_agreement"],
-                             [[c["category"], c["path"], c["units"], c["choices"], c["split_units"], _pct(c["alpha"]),
-                               _pct(c["specific_agreement"])] for c in data["categories"]])
-        out["items"] = (["response_id", "conversation", "model_version", "reasonable", "unreasonable", "gold",
-                         "judgements"],
-                        [[i["response"], i["external_id"], i["model_version"] or "", i["reasonable"],
-                          i["unreasonable"], i["gold"] or "",
-                          "; ".join(f"{j['annotator']}={j['verdict']}" + (f" [{', '.join(j['categories'])}]"
-                                    if j["categories"] else "") for j in i["judgements"])] for i in data["items"]])
+        out["pairs"] = (
+            [
+                "annotator_a",
+                "annotator_b",
+                "items",
+                "agreement",
+                "chance_agreement",
+                "kappa",
+                "disagreements",
+            ],
+            [
+                [
+                    p["a_name"],
+                    p["b_name"],
+                    p["items"],
+                    _pct(p["agreement"]),
+                    _pct(p["expected"]),
+                    _pct(p["kappa"]),
+                    p["disagreements"],
+                ]
+                for p in data["pairs"]
+            ],
+        )
+        out["categories"] = (
+            [
+                "category_id",
+                "path",
+                "units_chosen_in",
+                "choices",
+                "split_units",
+                "alpha",
+                "specific_agreement",
+            ],
+            [
+                [
+                    c["category"],
+                    c["path"],
+                    c["units"],
+                    c["choices"],
+                    c["split_units"],
+                    _pct(c["alpha"]),
+                    _pct(c["specific_agreement"]),
+                ]
+                for c in data["categories"]
+            ],
+        )
+        out["items"] = (
+            [
+                "response_id",
+                "conversation",
+                "model_version",
+                "reasonable",
+                "unreasonable",
+                "gold",
+                "judgements",
+            ],
+            [
+                [
+                    i["response"],
+                    i["external_id"],
+                    i["model_version"] or "",
+                    i["reasonable"],
+                    i["unreasonable"],
+                    i["gold"] or "",
+                    "; ".join(
+                        f"{j['annotator']}={j['verdict']}"
+                        + (f" [{', '.join(j['categories'])}]" if j["categories"] else "")
+                        for j in i["judgements"]
+                    ),
+                ]
+                for i in data["items"]
+            ],
+        )
         v, p = data["verdict"], data["preferences"]
-        out["summary"] = (["measure", "value", "units"],
-                          [["verdict_alpha", _pct(v["alpha"]), v["units"]],
-                           ["verdict_pairwise_agreement", _pct(v["pairwise_agreement"]), v["units"]],
-                           ["choice_alpha", _pct(p["alpha"]), p["units"]],
-                           ["choice_alpha_better_only", _pct(p["alpha_better"]), p["units"]],
-                           ["choice_pairwise_agreement", _pct(p["pairwise_agreement"]), p["units"]]])
+        out["summary"] = (
+            ["measure", "value", "units"],
+            [
+                ["verdict_alpha", _pct(v["alpha"]), v["units"]],
+                ["verdict_pairwise_agreement", _pct(v["pairwise_agreement"]), v["units"]],
+                ["choice_alpha", _pct(p["alpha"]), p["units"]],
+                ["choice_alpha_better_only", _pct(p["alpha_better"]), p["units"]],
+                ["choice_pairwise_agreement", _pct(p["pairwise_agreement"]), p["units"]],
+            ],
+        )
     elif page == "models":
         names = {v["id"]: v["name"] for v in data["versions"]}
-        out["ratings"] = (["model_version_id", "model_version", "rating", "low_95", "high_95", "log_strength",
-                           "comparisons"],
-                          [[r["model_version"], r["name"], _pct(r["rating"]), _pct(r["low"]), _pct(r["high"]),
-                            _pct(r["beta"]), r["comparisons"]] for r in data["ratings"]])
-        out["win_rates"] = (["model", "opponent", "comparisons", "wins", "losses", "ties", "both_bad", "win_rate",
-                             "win_rate_low_95", "win_rate_high_95", "decisive_win_rate"],
-                            [[names[c["a"]], names[c["b"]], c["comparisons"], c["wins"], c["losses"], c["ties"],
-                              c["both_bad"], _pct(c["win_rate"]), _pct(c["low"]), _pct(c["high"]),
-                              _pct(c["decisive_win_rate"])]
-                             for row in data["matrix"] for c in row if c and c["comparisons"]])
+        out["ratings"] = (
+            [
+                "model_version_id",
+                "model_version",
+                "rating",
+                "low_95",
+                "high_95",
+                "log_strength",
+                "comparisons",
+            ],
+            [
+                [
+                    r["model_version"],
+                    r["name"],
+                    _pct(r["rating"]),
+                    _pct(r["low"]),
+                    _pct(r["high"]),
+                    _pct(r["beta"]),
+                    r["comparisons"],
+                ]
+                for r in data["ratings"]
+            ],
+        )
+        out["win_rates"] = (
+            [
+                "model",
+                "opponent",
+                "comparisons",
+                "wins",
+                "losses",
+                "ties",
+                "both_bad",
+                "win_rate",
+                "win_rate_low_95",
+                "win_rate_high_95",
+                "decisive_win_rate",
+            ],
+            [
+                [
+                    names[c["a"]],
+                    names[c["b"]],
+                    c["comparisons"],
+                    c["wins"],
+                    c["losses"],
+                    c["ties"],
+                    c["both_bad"],
+                    _pct(c["win_rate"]),
+                    _pct(c["low"]),
+                    _pct(c["high"]),
+                    _pct(c["decisive_win_rate"]),
+                ]
+                for row in data["matrix"]
+                for c in row
+                if c and c["comparisons"]
+            ],
+        )
         metrics = data["evaluation"].get("metrics") or []
         suite = data["evaluation"].get("suite") or ""
 
         def evals(r):
             ev = (r["eval"] or {}).get("metrics") or {}
-            return [v for m in metrics for v in (_pct((ev.get(m) or {}).get("value")), _pct((ev.get(m) or {}).get("se")))]
+            return [
+                v
+                for m in metrics
+                for v in (_pct((ev.get(m) or {}).get("value")), _pct((ev.get(m) or {}).get("se")))
+            ]
 
-        out["lineage"] = (["model_version_id", "model_version", "lineage", "origin", "stage", "labels", "badcases",
-                           "badcase_rate", "badcase_change_vs_parent", "rating", "win_rate_vs_parent",
-                           "comparisons_vs_parent", "eval_suite", *[f"{m}{x}" for m in metrics for x in ("", "_se")]],
-                          [[r["model_version"], r["name"], " > ".join(r["lineage"]), r["origin"], r["stage"],
-                            r["labels"], r["badcases"], _pct(r["badcase_rate"]), _pct(r["badcase_change"]),
-                            _pct(r["rating"]), _pct(r["win_rate_vs_parent"]), r["comparisons_vs_parent"],
-                            suite if r["eval"] else "", *evals(r)]
-                           for r in data["lineage"]])
+        out["lineage"] = (
+            [
+                "model_version_id",
+                "model_version",
+                "lineage",
+                "origin",
+                "stage",
+                "labels",
+                "badcases",
+                "badcase_rate",
+                "badcase_change_vs_parent",
+                "rating",
+                "win_rate_vs_parent",
+                "comparisons_vs_parent",
+                "eval_suite",
+                *[f"{m}{x}" for m in metrics for x in ("", "_se")],
+            ],
+            [
+                [
+                    r["model_version"],
+                    r["name"],
+                    " > ".join(r["lineage"]),
+                    r["origin"],
+                    r["stage"],
+                    r["labels"],
+                    r["badcases"],
+                    _pct(r["badcase_rate"]),
+                    _pct(r["badcase_change"]),
+                    _pct(r["rating"]),
+                    _pct(r["win_rate_vs_parent"]),
+                    r["comparisons_vs_parent"],
+                    suite if r["eval"] else "",
+                    *evals(r),
+                ]
+                for r in data["lineage"]
+            ],
+        )
     return out
 
 

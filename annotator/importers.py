@@ -22,14 +22,11 @@ import orjson
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
-from django.utils import timezone
 
 from config.db import TableStats
-from evaluation.metrics import parse_output, tool_names_of
-
-from .bulk import bulk_insert
-from .models import Conversation, ImportIssue, ImportJob, ModelResponse, Project, Split, content_hash
-from .validation import (
+from jobs import lifecycle
+from toolcalls.parse import parse_output, tool_names_of
+from toolcalls.validate import (
     MAX_JSON_DEPTH,
     FieldError,
     json_problem,
@@ -37,6 +34,9 @@ from .validation import (
     validate_messages,
     validate_tool_specs,
 )
+
+from .bulk import bulk_insert
+from .models import Conversation, ImportIssue, ImportJob, ModelResponse, Project, Split, content_hash
 
 SPLITS = set(Split.values)
 UNKNOWN_MODEL = "unknown"
@@ -233,7 +233,7 @@ class ImportCancelled(Exception):
 
 
 class ImportConflict(Exception):
-    """Another run of the same job committed past us (a duplicate delivery)."""
+    """Another attempt owns the job now (it took over from a worker that looked dead)."""
 
 
 class Importer:
@@ -249,7 +249,7 @@ class Importer:
         self.stats = TableStats(Conversation, ModelResponse)  # fresh row estimates as the tables grow
 
     def model_version_id(self, name: str) -> int:
-        from training.models import ModelVersion
+        from .models import ModelVersion
 
         if name not in self._models:
             mv, _ = ModelVersion.objects.get_or_create(project=self.project, name=name)
@@ -290,11 +290,13 @@ class Importer:
 
     def _commit(self, batch, issues, start_offset: int, end_offset: int, lines: int):
         with transaction.atomic():
-            locked = ImportJob.objects.select_for_update().only("committed_offset", "cancel_requested", "error_count").get(pk=self.job.pk)
+            locked = ImportJob.objects.select_for_update().only("committed_offset", "error_count").get(pk=self.job.pk)
             if locked.committed_offset != start_offset:
                 raise ImportConflict(f"job {self.job.pk} was advanced by another run")
-            if locked.cancel_requested:
-                raise ImportCancelled()
+            if not lifecycle.heartbeat(self.job):
+                if self.job.cancel_requested:
+                    raise ImportCancelled()
+                raise ImportConflict(f"job {self.job.pk} is owned by another run")
             created, responses, duplicates, conflict_issues = self._write(batch)
             issues = issues + conflict_issues
             error_lines = len({i.line for i in issues})
@@ -375,29 +377,27 @@ class Importer:
 
 
 def run_import(job_id: int) -> ImportJob:
-    """Run (or resume) an import job. Safe to call twice: a finished job is left alone."""
-    job = ImportJob.objects.select_related("project").get(pk=job_id)
-    if job.finished:
-        return job
-    ImportJob.objects.filter(pk=job.pk).update(
-        status=ImportJob.State.RUNNING, attempts=F("attempts") + 1, started_at=job.started_at or timezone.now()
-    )
-    job.refresh_from_db()
+    """Run (or resume) an import job. Safe to call twice: a finished job, or one another live worker
+    owns, is left alone."""
+    job = lifecycle.claim(ImportJob, job_id)
+    if job is None:
+        return ImportJob.objects.get(pk=job_id)
     try:
-        Importer(job).run()
+        with lifecycle.attempt(job):
+            Importer(job).run()
     except ImportCancelled:
-        _finish(job, ImportJob.State.CANCELLED, "Cancelled; lines before the cancel point were kept.")
+        lifecycle.finish(job, ImportJob.State.CANCELLED, "Cancelled; lines before the cancel point were kept.")
         return job
     except ImportConflict:
-        return job  # the other run owns the job now
+        return ImportJob.objects.get(pk=job_id)  # the other attempt owns the job now
     except (OSError, ValueError) as exc:
-        _finish(job, ImportJob.State.FAILED, f"Could not read the file: {exc}")
+        lifecycle.finish(job, ImportJob.State.FAILED, f"Could not read the file: {exc}")
         return job
     job.refresh_from_db()
     if job.lines_read == 0:
-        _finish(job, ImportJob.State.FAILED, "The file is empty: no lines to import.")
+        lifecycle.finish(job, ImportJob.State.FAILED, "The file is empty: no lines to import.")
     elif job.conversations_created == 0 and job.duplicates == 0 and job.responses_created == 0:
-        _finish(job, ImportJob.State.FAILED, f"No valid lines: all {job.error_count:,} lines were rejected.")
+        lifecycle.finish(job, ImportJob.State.FAILED, f"No valid lines: all {job.error_count:,} lines were rejected.")
     else:
         parts = [f"{job.conversations_created:,} conversations and {job.responses_created:,} responses imported"]
         if job.duplicates:
@@ -409,10 +409,5 @@ def run_import(job_id: int) -> ImportJob:
         made = sync_tasks(job.project)
         if made["label"] or made["compare"]:
             parts.append(f"{made['label']:,} labelling and {made['compare']:,} comparison tasks queued")
-        _finish(job, ImportJob.State.DONE, "; ".join(parts) + ".")
+        lifecycle.finish(job, ImportJob.State.DONE, "; ".join(parts) + ".")
     return job
-
-
-def _finish(job: ImportJob, status: str, message: str):
-    ImportJob.objects.filter(pk=job.pk).update(status=status, message=message, finished_at=timezone.now())
-    job.refresh_from_db()

@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
+from jobs.models import Job
+
 
 def canonical_json(value) -> str:
     """Sorted keys, no spaces, UTF-8 as is: the text content hashes are taken over."""
@@ -54,7 +56,7 @@ class Project(models.Model):
         return self.name
 
     def clean(self):
-        from .validation import validate_tool_specs
+        from toolcalls.validate import validate_tool_specs
 
         errors = validate_tool_specs(self.tools)
         if errors:
@@ -90,10 +92,13 @@ class ModelVersion(models.Model):
     stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.CANDIDATE)
     notes = models.TextField(blank=True, help_text="How it was made.")
     metadata = models.JSONField(default=dict, blank=True)
+    # write-only: never serialised, shown, logged or kept in history; never inside metadata, which every
+    # member reads (serializers and admin take an "api_key" given there into this field)
+    api_key = models.CharField(max_length=500, blank=True, help_text="Endpoint key, sent as a Bearer token.")
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     # the table keeps the name it had while the class lived in training
-    history = HistoricalRecords(table_name="training_historicalmodelversion")
+    history = HistoricalRecords(table_name="training_historicalmodelversion", excluded_fields=["api_key"])
 
     class Meta:
         db_table = "training_modelversion"
@@ -305,7 +310,7 @@ class Correction(models.Model):
         return [self.message]
 
     def clean(self):
-        from .validation import validate_assistant_message
+        from toolcalls.validate import validate_assistant_message
 
         tools = self.label.response.conversation.tools or self.label.response.conversation.project.tools
         errors = validate_assistant_message(self.message, tools, check_schema=True)
@@ -387,7 +392,7 @@ class Review(models.Model):
         return f"{self.decision} by {self.reviewer}"
 
 
-class ImportJob(models.Model):
+class ImportJob(Job):
     class State(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
@@ -400,7 +405,7 @@ class ImportJob(models.Model):
     file = models.FileField(upload_to="imports/%Y/%m/")
     original_name = models.CharField(max_length=255)
     default_split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN)
-    status = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
     size_bytes = models.BigIntegerField(default=0)
     # Everything below is committed together with each batch, so a killed worker resumes exactly.
     committed_offset = models.BigIntegerField(default=0)
@@ -409,12 +414,8 @@ class ImportJob(models.Model):
     responses_created = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
     error_count = models.PositiveIntegerField(default=0)
-    message = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+
+    SUCCESS = State.DONE
 
     class Meta:
         ordering = ["-id"]
@@ -429,8 +430,8 @@ class ImportJob(models.Model):
         return min(1.0, self.committed_offset / self.size_bytes) if self.size_bytes else 0.0
 
     @property
-    def finished(self) -> bool:
-        return self.status in {self.State.DONE, self.State.FAILED, self.State.CANCELLED}
+    def resume_hint(self) -> str:
+        return f"Resume continues after line {self.lines_read:,}." if self.lines_read else ""
 
 
 class ImportIssue(models.Model):

@@ -50,3 +50,32 @@ def project_for(user, slug: str, minimum: str = Role.ANNOTATOR) -> Project:
 
 def can_create_projects(user) -> bool:
     return user.is_authenticated and (user.is_superuser or user.is_staff)
+
+
+# What each action needs. API viewsets, serializers and pages ask these by name instead of
+# re-typing a role. (ProjectScopedViewSet declares its read and write roles per object type.)
+
+
+def can_manage_project(user, project: Project | int) -> bool:
+    """Change or delete the project, import into it, cancel its imports."""
+    return has_role(user, project, Role.ADMIN)
+
+
+def can_manage_members(user, project: Project | int) -> bool:
+    """Add members, change their role, remove them. Admins only: whoever adds a member picks the role."""
+    return has_role(user, project, Role.ADMIN)
+
+
+def can_edit_taxonomy(user, project: Project | int) -> bool:
+    return has_role(user, project, Role.LEAD)
+
+
+def can_see_pipeline(user, project: Project | int) -> bool:
+    """Read datasets, training jobs, judges, online runs, eval suites and runs, check the promotion gate."""
+    return has_role(user, project, Role.LEAD)
+
+
+def can_run_pipeline(user, project: Project | int) -> bool:
+    """Build datasets, launch / cancel / resume training and online DPO, build suites, run evaluations,
+    send badcases back to the queue, change evaluation settings, promote or reject a model."""
+    return has_role(user, project, Role.ADMIN)

@@ -4,21 +4,18 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from . import assignment
+from . import assignment, hints, review
 from .dashboards import rollup_sum
 from .models import (
-    Adjudication,
     Label,
     LabelDay,
     Membership,
     Preference,
     PreferenceDay,
-    Review,
     Role,
     Slot,
     Split,
@@ -26,8 +23,7 @@ from .models import (
     Task,
     TaxonomyCategory,
 )
-from .permissions import project_for
-from .review import apply_review
+from .policy import project_for
 
 
 def awaiting_review(rollup, project) -> int:
@@ -65,15 +61,11 @@ def review_action(request, slug, what, pk):
         target = get_object_or_404(Label, pk=pk, project=project)
     else:
         target = get_object_or_404(Preference, pk=pk, response_a__conversation__project=project)
-    decision = request.POST.get("decision")
-    if decision not in Review.Decision.values:
-        error = "Choose approve or reject."
-    else:
-        try:
-            apply_review(request.user, target, decision, request.POST.get("comment", ""))
-            error = None
-        except ValidationError as exc:
-            error = " ".join(sum(exc.message_dict.values(), []))
+    try:
+        review.apply_review(request.user, target, request.POST.get("decision", ""), request.POST.get("comment", ""))
+        error = None
+    except ValidationError as exc:
+        error = " ".join(sum(exc.message_dict.values(), []))
     target.refresh_from_db()
     if request.headers.get("HX-Request"):
         return render(request, "annotator/_review_result.html", {"target": target, "error": error, "what": what,
@@ -124,12 +116,10 @@ def disagreements(request, slug):
                                                status__in=[Status.SUBMITTED, Status.APPROVED]).select_related("annotator"))
         if task:
             pairs.append({"task": task, "prefs": prefs})
-    from training.judging import suggestions_for, verdict_suggestions_for
-
-    verdicts = verdict_suggestions_for(project, [i["task"].response_id for i in open_items])
+    verdicts = hints.verdict_suggestions(project, [i["task"].response_id for i in open_items])
     for item in open_items:
         item["suggestion"] = verdicts.get(item["task"].response_id)
-    suggestions = suggestions_for(project, [(p["task"].response_id, p["task"].response_b_id) for p in pairs])
+    suggestions = hints.pair_suggestions(project, [(p["task"].response_id, p["task"].response_b_id) for p in pairs])
     for p in pairs:
         p["suggestion"] = suggestions.get((p["task"].response_id, p["task"].response_b_id))
     categories = TaxonomyCategory.objects.filter(project=project, active=True, parent__isnull=False)
@@ -143,19 +133,13 @@ def disagreements(request, slug):
 def adjudicate(request, slug, task_id):
     project = project_for(request.user, slug, Role.LEAD)
     task = get_object_or_404(Task, project=project, pk=task_id)
-    verdict, choice = request.POST.get("verdict", ""), request.POST.get("choice", "")
-    if task.kind == Task.Kind.LABEL and verdict not in Label.Verdict.values:
-        messages.error(request, "Choose the gold verdict.")
+    try:
+        review.adjudicate(request.user, task, verdict=request.POST.get("verdict", ""),
+                          choice=request.POST.get("choice", ""), categories=request.POST.getlist("categories"),
+                          note=request.POST.get("note", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(sum(exc.message_dict.values(), [])))
         return redirect("annotator:disagreements", slug=slug)
-    if task.kind == Task.Kind.COMPARE and choice not in Preference.Choice.values:
-        messages.error(request, "Choose the gold preference.")
-        return redirect("annotator:disagreements", slug=slug)
-    with transaction.atomic():
-        adj, _ = Adjudication.objects.update_or_create(task=task, defaults={
-            "lead": request.user, "verdict": verdict if task.kind == Task.Kind.LABEL else "",
-            "choice": choice if task.kind == Task.Kind.COMPARE else "", "note": request.POST.get("note", "")})
-        ids = [int(c) for c in request.POST.getlist("categories") if c.isdigit()]
-        adj.categories.set(TaxonomyCategory.objects.filter(project=project, pk__in=ids))
     messages.success(request, f"Gold decision recorded for item {task.pk}.")
     return redirect("annotator:disagreements", slug=slug)
 
@@ -166,24 +150,13 @@ def assign(request, slug):
     annotators = (Membership.objects.filter(project=project).select_related("user").order_by("user__username"))
     if request.method == "POST":
         member = annotators.filter(user__username=request.POST.get("annotator")).first()
-        kind = request.POST.get("kind") if request.POST.get("kind") in Task.Kind.values else Task.Kind.LABEL
-        ids = [s.strip() for s in request.POST.get("external_ids", "").replace(",", "\n").splitlines() if s.strip()]
+        kind = request.POST.get("kind") or Task.Kind.LABEL
+        ids = request.POST.get("external_ids", "").replace(",", "\n").splitlines()
         try:
-            count = max(0, min(int(request.POST.get("count") or 0), 5000))
-        except ValueError:
-            count = 0
-        if member is None:
-            messages.error(request, "Choose an annotator of this project.")
-        elif not ids and not count:
-            messages.error(request, "Give conversation ids or a number of items.")
+            n = assignment.assign(project, member.user if member else None, kind, ids, request.POST.get("count"))
+        except ValidationError as exc:
+            messages.error(request, " ".join(sum(exc.message_dict.values(), [])))
         else:
-            tasks = Task.objects.filter(project=project, kind=kind)
-            if ids:
-                tasks = tasks.filter(response__conversation__external_id__in=ids)
-            else:
-                tasks = tasks.filter(slots__state=Slot.State.FREE, slots__reserved_for__isnull=True).distinct()
-                tasks = tasks.order_by("-priority", "id")[:count]
-            n = assignment.reserve(project, list(tasks), member.user)
             messages.success(request, f"{n} {kind} item{'s' if n != 1 else ''} reserved for {member.user.username}.")
             return redirect("annotator:assign", slug=slug)
     reserved = (Slot.objects.filter(project=project, reserved_for__isnull=False, state=Slot.State.FREE)

@@ -1,9 +1,12 @@
 import json
 
+from django.conf import settings
 from django.db import transaction
 from rest_framework import serializers
 
-from training.models import ModelVersion
+from inference.endpoints import check_endpoint_url
+from inference.model_folders import check_model_folder
+from toolcalls.validate import validate_assistant_message, validate_messages, validate_tool_specs
 
 from .importers import assistant_message_from_raw
 from .models import (
@@ -14,17 +17,16 @@ from .models import (
     Label,
     Membership,
     ModelResponse,
+    ModelVersion,
     Preference,
     Project,
     Review,
     Role,
-    Status,
     TaxonomyCategory,
     content_hash,
 )
-from .permissions import has_role, role_in, visible_projects
+from .policy import has_role, role_in, visible_projects
 from .taxonomy import seed_default_taxonomy
-from .validation import validate_assistant_message, validate_messages, validate_tool_specs
 
 
 def raise_field_errors(errors):
@@ -35,8 +37,17 @@ def raise_field_errors(errors):
         raise serializers.ValidationError(detail)
 
 
+# a key no database integer column holds names nothing (SQLite would raise OverflowError on it)
+MAX_KEY = 2**63 - 1
+
+
 class ScopedRelatedField(serializers.PrimaryKeyRelatedField):
-    """A foreign key limited to objects in projects the requesting user can see."""
+    """A reference to another object of the same project; `project_path` leads from that object
+    to its project ("" when it is a project).
+
+    Choices are limited to the projects the requesting user can see (the others do not exist for
+    them); a serializer with SameProjectMixin then checks that the object lies in the project of
+    the object being written."""
 
     def __init__(self, project_path: str, **kwargs):
         self.project_path = project_path
@@ -49,6 +60,66 @@ class ScopedRelatedField(serializers.PrimaryKeyRelatedField):
             return qs
         lookup = "pk__in" if not self.project_path else f"{self.project_path}__in"
         return qs.filter(**{lookup: visible_projects(request.user).values("pk")})
+
+    def to_internal_value(self, data):
+        if isinstance(data, float) and not data.is_integer():
+            self.fail("incorrect_type", data_type="float")
+        if isinstance(data, (int, float, str)) and not isinstance(data, bool):
+            try:
+                key = int(data)
+            except (ValueError, OverflowError):
+                key = None  # the parent class reports the wrong type
+            if key is not None and not -MAX_KEY <= key <= MAX_KEY:
+                self.fail("does_not_exist", pk_value=data)
+        return super().to_internal_value(data)
+
+    def project_id_of(self, obj) -> int:
+        if not self.project_path:
+            return obj.pk
+        *parts, last = self.project_path.split("__")
+        for part in parts:
+            obj = getattr(obj, part)
+        return getattr(obj, f"{last}_id")
+
+
+class SameProjectMixin:
+    """Every ScopedRelatedField value must lie in the project of the object being written.
+
+    `project_field` names the field that fixes that project: a project, or a reference whose project
+    is the object's (a response's conversation). When the data lacks it (a partial update, a read-only
+    project), the instance's project counts. Mix into any serializer with ScopedRelatedFields."""
+
+    project_field = "project"
+
+    def to_internal_value(self, data):
+        attrs = super().to_internal_value(data)
+        project_id = self._project_id(attrs)
+        if project_id is None:
+            return attrs
+        errors = {}
+        for name, field in self.fields.items():
+            scoped = getattr(field, "child_relation", field)
+            if name == self.project_field or not isinstance(scoped, ScopedRelatedField) or field.source not in attrs:
+                continue
+            value = attrs[field.source]
+            for obj in value if isinstance(value, (list, tuple)) else [value]:
+                if obj is not None and scoped.project_id_of(obj) != project_id:
+                    errors[name] = [f"{obj._meta.verbose_name} {obj.pk} belongs to another project."]
+                    break
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+    def _project_id(self, attrs) -> int | None:
+        field = self.fields.get(self.project_field)
+        source = field.source if field is not None else self.project_field
+        if source in attrs:
+            obj = attrs[source]
+        else:
+            obj = getattr(self.instance, self.project_field, None)
+        if obj is None:
+            return None
+        return field.project_id_of(obj) if isinstance(field, ScopedRelatedField) else obj.pk
 
 
 class ProjectSlugField(serializers.SlugRelatedField):
@@ -67,6 +138,8 @@ class ProjectSerializer(serializers.ModelSerializer):
         model = Project
         fields = ["id", "name", "slug", "guidelines", "tools", "overlap", "label_settings", "created_at", "my_role"]
         read_only_fields = ["created_at"]
+        # the table's check constraint, as a field message instead of an IntegrityError
+        extra_kwargs = {"overlap": {"min_value": 1}}
 
     def get_my_role(self, obj) -> str | None:
         request = self.context.get("request")
@@ -99,21 +172,62 @@ class MembershipSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at"]
 
 
-class ModelVersionSerializer(serializers.ModelSerializer):
+class ModelVersionSerializer(SameProjectMixin, serializers.ModelSerializer):
     project = ProjectSlugField()
     parent = ScopedRelatedField("project", queryset=ModelVersion.objects.all(), allow_null=True, required=False)
+    api_key = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=500, style={"input_type": "password"},
+        help_text="Key of the model's endpoint, sent as a Bearer token. Write-only: never returned (see "
+                  "api_key_set); an empty string clears it. An api_key inside metadata lands here.")
+    api_key_set = serializers.SerializerMethodField(help_text="Whether an endpoint key is stored.")
 
     class Meta:
         model = ModelVersion
         fields = ["id", "project", "name", "path", "adapter_path", "parent", "origin", "stage", "notes",
-                  "metadata", "created_at"]
+                  "metadata", "api_key", "api_key_set", "created_at"]
         read_only_fields = ["created_at", "stage"]
 
+    def get_api_key_set(self, obj) -> bool:
+        return bool(obj.api_key)
+
+    def validate_path(self, value):
+        return _model_folder(value)
+
+    def validate_adapter_path(self, value):
+        return _model_folder(value)
+
+    def validate_metadata(self, value):
+        """metadata is shown to every member: an endpoint key moves to the write-only api_key (validate)."""
+        if isinstance(value, dict) and "api_key" in value:
+            key = value["api_key"]
+            if not isinstance(key, str) or len(key) > 500:
+                raise serializers.ValidationError({"api_key": "A string of at most 500 characters; better, give "
+                                                              "it as the write-only api_key field."})
+        if isinstance(value, dict) and value.get("base_url") is not None:
+            try:
+                check_endpoint_url(str(value["base_url"]), settings.MODEL_ENDPOINT_ALLOWED_HOSTS)
+            except ValueError as exc:
+                raise serializers.ValidationError({"base_url": str(exc)}) from None
+        return value
+
     def validate(self, attrs):
-        parent, project = attrs.get("parent"), attrs.get("project") or getattr(self.instance, "project", None)
-        if parent is not None and project is not None and parent.project_id != project.pk:
-            raise serializers.ValidationError({"parent": "The parent version belongs to another project."})
-        return attrs
+        metadata = attrs.get("metadata")
+        if isinstance(metadata, dict) and "api_key" in metadata:
+            metadata = dict(metadata)
+            key = metadata.pop("api_key")
+            attrs["metadata"] = metadata
+            attrs.setdefault("api_key", key)
+        return super().validate(attrs)
+
+
+def _model_folder(value: str) -> str:
+    """A model or adapter folder must lie under settings.MODEL_FOLDER_ROOTS (checked again at load)."""
+    if value:
+        try:
+            check_model_folder(value, settings.MODEL_FOLDER_ROOTS)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+    return value
 
 
 class ConversationSerializer(serializers.ModelSerializer):
@@ -145,7 +259,8 @@ class ConversationSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class ModelResponseSerializer(serializers.ModelSerializer):
+class ModelResponseSerializer(SameProjectMixin, serializers.ModelSerializer):
+    project_field = "conversation"
     conversation = ScopedRelatedField("project", queryset=Conversation.objects.all())
     model_version = ScopedRelatedField("project", queryset=ModelVersion.objects.all())
     message = serializers.JSONField(required=False)
@@ -157,23 +272,30 @@ class ModelResponseSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at"]
 
     def validate(self, attrs):
-        conv = attrs["conversation"]
-        if attrs["model_version"].project_id != conv.project_id:
-            raise serializers.ValidationError({"model_version": "The model version belongs to another project."})
+        instance = self.instance
+        conv = attrs.get("conversation") or instance.conversation
         n = len(conv.messages)
-        if not 1 <= attrs["context_length"] <= n:
+        context_length = attrs.get("context_length", getattr(instance, "context_length", None))
+        if context_length is None or not 1 <= context_length <= n:
             raise serializers.ValidationError({"context_length": f"must be from 1 to {n}"})
         if "message" in attrs:
             raise_field_errors(validate_assistant_message(attrs["message"], conv.tools, "message"))
         elif attrs.get("raw_text"):
             attrs["message"] = assistant_message_from_raw(attrs["raw_text"], conv.tools)
-        else:
+        elif instance is None or "raw_text" in attrs:
             raise serializers.ValidationError({"message": "Give the assistant message or raw_text."})
-        attrs["response_hash"] = content_hash(attrs.get("raw_text") or attrs["message"])
+        raw_text = attrs.get("raw_text", getattr(instance, "raw_text", ""))
+        attrs["response_hash"] = content_hash(raw_text or attrs.get("message", getattr(instance, "message", None)))
+        model_version = attrs.get("model_version", getattr(instance, "model_version", None))
+        if ModelResponse.objects.filter(conversation=conv, model_version=model_version, context_length=context_length,
+                                        response_hash=attrs["response_hash"]).exclude(
+                                            pk=getattr(instance, "pk", None)).exists():
+            raise serializers.ValidationError({"non_field_errors": [
+                "This model version already has this response to this context."]})
         return attrs
 
 
-class TaxonomyCategorySerializer(serializers.ModelSerializer):
+class TaxonomyCategorySerializer(SameProjectMixin, serializers.ModelSerializer):
     project = ProjectSlugField()
     parent = ScopedRelatedField("project", queryset=TaxonomyCategory.objects.all(), allow_null=True, required=False)
 
@@ -185,14 +307,11 @@ class TaxonomyCategorySerializer(serializers.ModelSerializer):
     def validate(self, attrs):
         project = attrs.get("project") or self.instance.project
         parent = attrs.get("parent", getattr(self.instance, "parent", None))
-        if parent is not None:
-            if parent.project_id != project.pk:
-                raise serializers.ValidationError({"parent": "The parent category belongs to another project."})
-            node = parent
-            while node is not None:
-                if self.instance is not None and node.pk == self.instance.pk:
-                    raise serializers.ValidationError({"parent": "A category cannot be its own ancestor."})
-                node = node.parent
+        node = parent
+        while node is not None:
+            if self.instance is not None and node.pk == self.instance.pk:
+                raise serializers.ValidationError({"parent": "A category cannot be its own ancestor."})
+            node = node.parent
         name = attrs.get("name")
         if name and TaxonomyCategory.objects.filter(project=project, name=name).exclude(
             pk=getattr(self.instance, "pk", None)
@@ -201,83 +320,25 @@ class TaxonomyCategorySerializer(serializers.ModelSerializer):
         return attrs
 
 
-ANNOTATOR_STATUSES = (Status.DRAFT, Status.SUBMITTED)
-
-
 class LabelSerializer(serializers.ModelSerializer):
-    response = ScopedRelatedField("conversation__project", queryset=ModelResponse.objects.all())
-    categories = ScopedRelatedField("project", queryset=TaxonomyCategory.objects.all(), many=True, required=False)
+    """Read-only: labels are written through the queue (annotator/labelling.py), never here."""
+
     annotator = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    status = serializers.ChoiceField(choices=ANNOTATOR_STATUSES, default=Status.DRAFT)
 
     class Meta:
         model = Label
         fields = ["id", "response", "annotator", "verdict", "categories", "note", "time_spent_ms", "status",
                   "created_at", "updated_at", "submitted_at"]
-        read_only_fields = ["created_at", "updated_at", "submitted_at"]
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["status"] = instance.status  # approved / rejected are shown even though not writable here
-        return data
-
-    def validate(self, attrs):
-        response = attrs.get("response") or self.instance.response
-        if self.instance is not None and "response" in attrs and attrs["response"].pk != self.instance.response_id:
-            raise serializers.ValidationError({"response": "A label cannot move to another response."})
-        project_id = response.conversation.project_id
-        for cat in attrs.get("categories", []):
-            if cat.project_id != project_id:
-                raise serializers.ValidationError({"categories": f"Category {cat.pk} belongs to another project."})
-            if not cat.active:
-                raise serializers.ValidationError({"categories": f"Category {cat.name!r} is retired."})
-        status = attrs.get("status", getattr(self.instance, "status", Status.DRAFT))
-        verdict = attrs.get("verdict", getattr(self.instance, "verdict", ""))
-        if status == Status.SUBMITTED and not verdict:
-            raise serializers.ValidationError({"verdict": "A submitted label needs a verdict."})
-        if self.instance is not None and self.instance.status == Status.APPROVED:
-            raise serializers.ValidationError({"status": "An approved label is final."})
-        return attrs
-
-    def _stamp(self, validated_data):
-        from django.utils import timezone
-
-        if validated_data.get("status") == Status.SUBMITTED:
-            validated_data["submitted_at"] = timezone.now()
-
-    def create(self, validated_data):
-        request = self.context["request"]
-        validated_data["annotator"] = request.user
-        if Label.objects.filter(response=validated_data["response"], annotator=request.user).exists():
-            raise serializers.ValidationError({"response": "You already labelled this response; update that label."})
-        self._stamp(validated_data)
-        return super().create(validated_data)
-
-    def update(self, instance, validated_data):
-        self._stamp(validated_data)
-        return super().update(instance, validated_data)
+        read_only_fields = fields
 
 
 class CorrectionSerializer(serializers.ModelSerializer):
-    label = ScopedRelatedField("response__conversation__project", queryset=Label.objects.all())
+    """Read-only: a correction is submitted with its label through the queue."""
 
     class Meta:
         model = Correction
         fields = ["id", "label", "message", "created_at", "updated_at"]
-        read_only_fields = ["created_at", "updated_at"]
-
-    def validate(self, attrs):
-        label = attrs.get("label") or self.instance.label
-        request = self.context["request"]
-        if label.annotator_id != request.user.pk:
-            raise serializers.ValidationError({"label": "You can only correct your own labels."})
-        if self.instance is None and Correction.objects.filter(label=label).exists():
-            raise serializers.ValidationError({"label": "This label already has a correction; update it."})
-        message = attrs.get("message", getattr(self.instance, "message", None))
-        conv = label.response.conversation
-        raise_field_errors(validate_assistant_message(message, conv.tools, "message", check_schema=True))
-        attrs["message"] = normalise_assistant_message(message)
-        return attrs
+        read_only_fields = fields
 
 
 def normalise_assistant_message(message: dict) -> dict:
@@ -297,52 +358,15 @@ def normalise_assistant_message(message: dict) -> dict:
 
 
 class PreferenceSerializer(serializers.ModelSerializer):
-    response_a = ScopedRelatedField("conversation__project", queryset=ModelResponse.objects.all())
-    response_b = ScopedRelatedField("conversation__project", queryset=ModelResponse.objects.all())
+    """Read-only: comparisons are written through the queue (annotator/labelling.py), never here."""
+
     annotator = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    status = serializers.ChoiceField(choices=ANNOTATOR_STATUSES, default=Status.DRAFT)
 
     class Meta:
         model = Preference
         fields = ["id", "response_a", "response_b", "annotator", "choice", "reason", "left_side", "time_spent_ms",
                   "status", "created_at", "updated_at", "submitted_at"]
-        read_only_fields = ["created_at", "updated_at", "submitted_at"]
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["status"] = instance.status
-        return data
-
-    def validate(self, attrs):
-        a = attrs.get("response_a") or self.instance.response_a
-        b = attrs.get("response_b") or self.instance.response_b
-        if a.pk == b.pk:
-            raise serializers.ValidationError({"response_b": "A preference needs two different responses."})
-        if a.conversation_id != b.conversation_id or a.context_length != b.context_length:
-            raise serializers.ValidationError({"response_b": "Both responses must answer the same context."})
-        status = attrs.get("status", getattr(self.instance, "status", Status.DRAFT))
-        choice = attrs.get("choice", getattr(self.instance, "choice", ""))
-        reason = attrs.get("reason", getattr(self.instance, "reason", ""))
-        if status == Status.SUBMITTED:
-            if not choice:
-                raise serializers.ValidationError({"choice": "A submitted preference needs a choice."})
-            if a.conversation.project.setting("require_preference_reason") and not reason.strip():
-                raise serializers.ValidationError({"reason": "This project asks for a reason with every choice."})
-        if self.instance is not None and self.instance.status == Status.APPROVED:
-            raise serializers.ValidationError({"status": "An approved preference is final."})
-        return attrs
-
-    def create(self, validated_data):
-        from django.utils import timezone
-
-        request = self.context["request"]
-        validated_data["annotator"] = request.user
-        if Preference.objects.filter(annotator=request.user, response_a=validated_data["response_a"],
-                                     response_b=validated_data["response_b"]).exists():
-            raise serializers.ValidationError({"response_b": "You already compared this pair."})
-        if validated_data.get("status") == Status.SUBMITTED:
-            validated_data["submitted_at"] = timezone.now()
-        return super().create(validated_data)
+        read_only_fields = fields
 
 
 class ReviewSerializer(serializers.ModelSerializer):

@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from config.queueing import send_on_commit
+from jobs import registry
 
 from .importers import run_import
 from .models import ImportJob
@@ -13,13 +13,7 @@ def import_conversations(self, job_id: int):
     return {"job": job.pk, "status": job.status}
 
 
-def start_import(job: ImportJob):
-    """Queue the import once the job row is committed; a broker outage is reported on the job."""
-    send_on_commit(import_conversations, job.pk, lambda exc: ImportJob.objects.filter(pk=job.pk).update(
-        status=ImportJob.State.FAILED,
-        message=f"Could not reach the task queue ({exc}). Nothing was imported yet; the upload is kept and "
-        "queued again once the queue is back (manage.py requeue_waiting).",
-    ))
+registry.register("imports", ImportJob, import_conversations)
 
 
 @shared_task
@@ -27,9 +21,7 @@ def ping_database(note: str) -> int:
     """Write a row from the worker: the smallest proof that broker, worker and database agree."""
     from django.contrib.auth import get_user_model
 
-    from training.models import ModelVersion
-
-    from .models import Project
+    from .models import ModelVersion, Project
 
     project, _ = Project.objects.get_or_create(slug="worker-ping", defaults={"name": "Worker ping"})
     mv = ModelVersion.objects.create(project=project, name=note, notes="written by a Celery worker")

@@ -1,4 +1,4 @@
-"""Server-rendered pages. Business rules live in importers/permissions/review; views stay thin."""
+"""Server-rendered pages. Business rules live in importers/policy/review; views stay thin."""
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -7,12 +7,12 @@ from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from . import assignment
-from .api import import_report_response
+from jobs import lifecycle
+
+from . import assignment, csv_export
 from .forms import ImportForm
 from .models import Conversation, ImportJob, Label, ModelResponse, Role, Split, Status, Task
-from .permissions import has_role, project_for, role_in, visible_projects
-from .tasks import start_import
+from .policy import has_role, project_for, role_in, visible_projects
 
 
 @login_required
@@ -66,7 +66,7 @@ def import_create(request, slug):
                 project=project, created_by=request.user, file=upload, original_name=upload.name[:255],
                 size_bytes=upload.size, default_split=form.cleaned_data["default_split"],
             )
-            start_import(job)
+            lifecycle.enqueue(job)
         return redirect("annotator:import-detail", slug=project.slug, pk=job.pk)
     return render(request, "annotator/import_form.html", {"project": project, "form": form})
 
@@ -87,14 +87,14 @@ def import_detail(request, slug, pk):
 @login_required
 def import_report(request, slug, pk):
     _, job = _project_import(request, slug, pk)
-    return import_report_response(job)
+    return csv_export.import_report(job)
 
 
 @login_required
 @require_POST
 def import_cancel(request, slug, pk):
     project = project_for(request.user, slug, Role.ADMIN)
-    ImportJob.objects.filter(project=project, pk=pk).update(cancel_requested=True)
+    lifecycle.cancel(get_object_or_404(ImportJob, project=project, pk=pk))
     return redirect("annotator:import-detail", slug=slug, pk=pk)
 
 

@@ -1,10 +1,8 @@
 """The annotator's workspace pages: next task, labelling, comparing, drafts, heartbeat, live validation.
 
-Views stay thin: queue rules live in assignment.py, submission rules in labelling.py.
+Views stay thin: queue rules live in assignment.py, submission rules in labelling.py; the REST endpoints
+for the same actions (annotator/queue_api.py) call the same functions.
 """
-
-import hashlib
-import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -14,9 +12,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from . import assignment, labelling
-from .models import Correction, Label, Preference, Review, Role, Slot, Status, Task, TaxonomyCategory
-from .permissions import has_role, project_for
+from . import assignment, hints, labelling
+from .models import Review, Role, Slot, Task, TaxonomyCategory
+from .policy import has_role, project_for
 
 
 def _task(request, slug, task_id):
@@ -40,21 +38,6 @@ def next_item(request, slug):
     return redirect("annotator:task", slug=slug, task_id=slot.task_id)
 
 
-def _mode(task, user) -> tuple[str, object]:
-    """editable (holds the lock), fix (rejected, sent back), done (submitted), or none."""
-    if task.kind == Task.Kind.LABEL:
-        work = Label.objects.filter(response=task.response, annotator=user).first()
-    else:
-        work = Preference.objects.filter(response_a=task.response, response_b=task.response_b, annotator=user).first()
-    if work is not None and work.status == Status.REJECTED:
-        return "fix", work
-    if work is not None and work.status in (Status.SUBMITTED, Status.APPROVED):
-        return "done", work
-    if Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).exists():
-        return "editable", work
-    return "none", work
-
-
 def _category_tree(project):
     cats = list(TaxonomyCategory.objects.filter(project=project, active=True).order_by("position", "name"))
     children: dict[int | None, list] = {}
@@ -71,16 +54,11 @@ def _category_tree(project):
     return rows
 
 
-def _tool_calls_text(message) -> str:
-    calls = labelling.editor_calls(message)
-    return json.dumps(calls, indent=2, ensure_ascii=False) if calls else ""
-
-
 @login_required
 def task_page(request, slug, task_id, errors=None, status=200, form=None):
     project, task = _task(request, slug, task_id)
-    mode, work = _mode(task, request.user)
-    if mode == "none":
+    mode, work = labelling.work_state(task, request.user)
+    if mode in ("none", "reserved"):  # next hands out reserved items first
         messages.info(request, "That item is not assigned to you; here is your next one.")
         return redirect(reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == "compare" else ""))
     response = task.response
@@ -97,29 +75,24 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
         "lead": has_role(request.user, project, Role.LEAD),
     }
     if task.kind == Task.Kind.LABEL:
-        draft = (work.draft if work else {}) or {}
-        correction = Correction.objects.filter(label=work).first() if work and work.pk else None
+        editor = labelling.label_editor(task, work)
         ctx.update({
             "response": response, "categories": _category_tree(project),
             "chosen": set(work.categories.values_list("pk", flat=True)) if work and work.pk else set(),
             "verdict": (form or {}).get("verdict") or (work.verdict if work else ""),
             "note": (form or {}).get("note", work.note if work else ""),
-            "correction_content": (form or {}).get("correction_content", draft["content"] if "content" in draft else
-                                                   ((correction.message if correction else response.message).get("content") or "")),
-            "correction_tool_calls": (form or {}).get("correction_tool_calls", draft.get("tool_calls") if "tool_calls" in draft else _tool_calls_text(correction.message if correction else response.message)),
-            "draft_saved_at": draft.get("saved_at", ""),
+            "correction_content": (form or {}).get("correction_content", editor["content"]),
+            "correction_tool_calls": (form or {}).get("correction_tool_calls", editor["tool_calls"]),
+            "draft_saved_at": editor["saved_at"],
         })
         if form is not None:
             ctx["chosen"] = {int(c) for c in form.getlist("categories") if c.isdigit()}
         if ctx["lead"] or not project.setting("blind"):  # never shown to annotators in blind mode
-            from training.judging import verdict_suggestions_for
-
-            ctx["verdict_hint"] = verdict_suggestions_for(project, [response.pk]).get(response.pk)
+            ctx["verdict_hint"] = hints.verdict_suggestions(project, [response.pk]).get(response.pk)
         template = "annotator/label.html"
     else:
         # Left/right is randomised per annotator and item, and recorded with the choice.
-        flip = work.left_side == "b" if work and work.choice else int(hashlib.sha256(
-            f"{request.user.pk}:{task.pk}".encode()).hexdigest(), 16) % 2 == 1
+        flip = labelling.shown_left(task, request.user, work) == "b"
         a, b = task.response, task.response_b
         ctx.update({"left": b if flip else a, "right": a if flip else b, "left_side": "b" if flip else "a",
                     "left_key": "b" if flip else "a", "right_key": "a" if flip else "b",
@@ -127,9 +100,7 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
                     "reason": (form or {}).get("reason", work.reason if work else ""),
                     "reason_required": project.setting("require_preference_reason")})
         if ctx["lead"] or not project.setting("blind"):  # never shown to annotators in blind mode
-            from training.judging import suggestions_for
-
-            s = suggestions_for(project, [(a.pk, b.pk)]).get((a.pk, b.pk))
+            s = hints.pair_suggestions(project, [(a.pk, b.pk)]).get((a.pk, b.pk))
             if s is not None:
                 left_prob = 1 - s.prob_a if flip else s.prob_a
                 ctx["suggestion"] = {"side": "left" if left_prob >= 0.5 else "right",
@@ -139,31 +110,34 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
     return render(request, template, ctx, status=status)
 
 
+def _form_data(request) -> dict:
+    """The labelling or comparing form as the submit and draft services take it."""
+    post = request.POST
+    data = {key: post.get(key, "") for key in ("verdict", "note", "correction_content", "correction_tool_calls",
+                                                "choice", "reason", "left_side")}
+    return {**data, "categories": post.getlist("categories"), "time_spent_ms": post.get("time_spent_ms")}
+
+
+def _next_url(slug, task) -> str:
+    return reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == Task.Kind.COMPARE else "")
+
+
 @login_required
 @require_POST
 def task_submit(request, slug, task_id):
     project, task = _task(request, slug, task_id)
-    data = {
-        "verdict": request.POST.get("verdict", ""), "categories": request.POST.getlist("categories"),
-        "note": request.POST.get("note", ""), "correction_content": request.POST.get("correction_content", ""),
-        "correction_tool_calls": request.POST.get("correction_tool_calls", ""),
-        "time_spent_ms": request.POST.get("time_spent_ms"), "choice": request.POST.get("choice", ""),
-        "reason": request.POST.get("reason", ""), "left_side": request.POST.get("left_side", ""),
-    }
     try:
-        if task.kind == Task.Kind.LABEL:
-            labelling.submit_label(task, request.user, data)
-        else:
-            labelling.submit_preference(task, request.user, data)
+        labelling.submit(task, request.user, _form_data(request))
     except ValidationError as exc:
         errors = {("general" if k == "__all__" else k): v for k, v in exc.message_dict.items()}
         return task_page(request, slug, task_id, errors=errors, status=422, form=request.POST)
     except assignment.QueueError as exc:
         messages.error(request, str(exc))
-        return task_page(request, slug, task_id, errors={"general": [str(exc)]}, status=409, form=request.POST) \
-            if _mode(task, request.user)[0] != "none" else redirect("annotator:next", slug=slug)
+        if labelling.work_state(task, request.user)[0] in ("none", "reserved"):
+            return redirect(_next_url(slug, task))
+        return task_page(request, slug, task_id, errors={"general": [str(exc)]}, status=409, form=request.POST)
     messages.success(request, "Submitted.")
-    return redirect(reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == "compare" else ""))
+    return redirect(_next_url(slug, task))
 
 
 @login_required
@@ -171,34 +145,22 @@ def task_submit(request, slug, task_id):
 def task_draft(request, slug, task_id):
     """Autosave (the page posts the whole form a moment after each change)."""
     project, task = _task(request, slug, task_id)
-    mode, _ = _mode(task, request.user)
-    if mode not in ("editable", "fix"):
-        return JsonResponse({"saved": False, "error": "This item is no longer yours to edit."}, status=409)
-    if task.kind == Task.Kind.LABEL:
-        label = labelling.save_label_draft(task, request.user, {
-            "verdict": request.POST.get("verdict", ""), "categories": request.POST.getlist("categories"),
-            "note": request.POST.get("note", ""), "correction_content": request.POST.get("correction_content", ""),
-            "correction_tool_calls": request.POST.get("correction_tool_calls", ""),
-            "time_spent_ms": request.POST.get("time_spent_ms"),
-        })
-        return JsonResponse({"saved": True, "saved_at": label.draft.get("saved_at")})
-    pref, _ = Preference.objects.get_or_create(annotator=request.user, response_a=task.response,
-                                               response_b=task.response_b)
-    if pref.status in (Status.DRAFT, Status.REJECTED):
-        choice = request.POST.get("choice", "")
-        pref.choice = choice if choice in Preference.Choice.values else pref.choice
-        pref.reason = request.POST.get("reason", "")[:20000]
-        pref.left_side = request.POST.get("left_side") if request.POST.get("left_side") in ("a", "b") else pref.left_side
-        pref.save()
-    return JsonResponse({"saved": True, "saved_at": pref.updated_at.isoformat()})
+    try:
+        work = labelling.save_draft(task, request.user, _form_data(request))
+    except assignment.QueueError as exc:
+        return JsonResponse({"saved": False, "error": str(exc)}, status=409)
+    return JsonResponse({"saved": True, "saved_at": labelling.draft_saved_at(work)})
 
 
 @login_required
 @require_POST
 def task_skip(request, slug, task_id):
     project, task = _task(request, slug, task_id)
-    assignment.skip(task, request.user)
-    return redirect(reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == "compare" else ""))
+    try:
+        assignment.skip(task, request.user)
+    except assignment.QueueError as exc:
+        messages.error(request, str(exc))
+    return redirect(_next_url(slug, task))
 
 
 @login_required
@@ -207,7 +169,7 @@ def task_heartbeat(request, slug, task_id):
     project, task = _task(request, slug, task_id)
     if assignment.heartbeat(task, request.user):
         return HttpResponse(status=204)
-    return JsonResponse({"error": "Your lock on this item expired and another annotator may have it."}, status=409)
+    return JsonResponse({"error": assignment.LOCK_LOST}, status=409)
 
 
 @login_required

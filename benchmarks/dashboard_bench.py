@@ -74,6 +74,7 @@ def seed(slug: str = SLUG, labels: int = 1_000_000, annotators: int = 40, catego
         Label,
         Membership,
         ModelResponse,
+        ModelVersion,
         Preference,
         Project,
         Review,
@@ -83,7 +84,6 @@ def seed(slug: str = SLUG, labels: int = 1_000_000, annotators: int = 40, catego
         TaxonomyCategory,
         content_hash,
     )
-    from training.models import ModelVersion
 
     rng = random.Random(rng_seed)
     User = get_user_model()

@@ -2,12 +2,12 @@
 
     python benchmarks/eval_bench.py [--cases 100000] [--gen-cases 64] [--model DIR] [--device cpu]
 
-Scoring: `evaluation.metrics.score_case` over a realistic mix of outputs against demo-domain
+Scoring: `toolcalls.score.score_case` over a realistic mix of outputs against demo-domain
 gold turns (right calls, wrong arguments, missed and false calls, malformed JSON, parallel
 calls, fabricated tool results, reasoning, long and repetitive replies), single process and
 single thread, timed in process CPU time (the one-core figure on a shared machine) and wall time; then `summarize` with category and turn-depth breakdowns. Target: 50,000 cases/s.
 
-Generation: `evaluation.generation.generate` (left-padded, greedy, stop at <|im_end|>) on the
+Generation: `inference.generation.generate` (left-padded, greedy, stop at <|im_end|>) on the
 tiny demo model — `--model` (default: MODEL_DIR/demo-base when built, else a "test"-size model
 built into a temp folder) — batch 16 vs batch 1 over the same held-out prompts; reports
 cases/s, new tokens/s, the ratio, and how many outputs are identical between the two.
@@ -67,7 +67,7 @@ def output_variants(expected: dict, rng: random.Random) -> str:
 
 
 def bench_scoring(n_cases: int, repeats: int = 3) -> dict:
-    from evaluation.metrics import score_case, summarize
+    from toolcalls.score import score_case, summarize
     from training import demo_domain
 
     rng = random.Random(7)
@@ -104,7 +104,8 @@ def bench_scoring(n_cases: int, repeats: int = 3) -> dict:
 def bench_generation(model_dir: str | None, n_cases: int, max_new_tokens: int, batch_size: int, device: str) -> dict:
     import torch
 
-    from evaluation import generation
+    from inference import generation
+    from inference.loading import load_model
     from training import demo_domain
 
     built = None
@@ -118,7 +119,7 @@ def bench_generation(model_dir: str | None, n_cases: int, max_new_tokens: int, b
             built = tempfile.mkdtemp(prefix="eval-bench-")
             model_dir = str(Path(built) / "tiny")
             build_demo_model(model_dir, seed=0, size="test", log=lambda *a: None)
-    loaded = generation.load_model(model_dir, device=device)
+    loaded = load_model(model_dir, device=device)
     items = [(c["messages"], c["tools"]) for c in demo_domain.eval_prompts(n_cases, seed=3)]
     generation.generate(loaded, items[:2], max_new_tokens=8, batch_size=2)  # warm-up
 

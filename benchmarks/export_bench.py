@@ -83,12 +83,12 @@ def seed(n_responses: int, slug: str):
         Correction,
         Label,
         ModelResponse,
+        ModelVersion,
         Preference,
         Project,
         content_hash,
     )
     from annotator.taxonomy import seed_default_taxonomy
-    from training.models import ModelVersion
 
     rng = random.Random(5)
     project = Project.objects.create(name=slug, slug=slug, tools=TOOLS)

@@ -125,16 +125,16 @@ def upload(project, lines: int, offset: int = 0):
 
 
 def export_kill(project, admin, env) -> dict:
+    from jobs import lifecycle
     from training import datasets
     from training.models import DatasetSnapshot
-    from training.tasks import start_build
 
     spec = SFT_SPEC
     worker = Worker("exports", {**env, "DATASET_EXPORT_CHUNK_SIZE": "1"}, "export")
     try:
         snapshot = datasets.create_snapshot(project, admin, spec, start=False)
         final = datasets.media_path(datasets.file_name_for(snapshot))
-        start_build(snapshot)  # autocommit: sent at once
+        lifecycle.enqueue(snapshot)  # autocommit: sent at once
         wait_for(lambda: DatasetSnapshot.objects.filter(pk=snapshot.pk, status="running", rows_done__gt=0).exists(),
                  interval=0.05, what="the build to write rows")
         victim = worker.pool_process()
@@ -160,14 +160,14 @@ def import_kill(project, env) -> dict:
     from django.db import connection, transaction
 
     from annotator.models import Conversation, ImportJob, ModelResponse
-    from annotator.tasks import start_import
+    from jobs import lifecycle
 
     n = 3000
     before = Conversation.objects.filter(project=project).count()
     worker = Worker("default", {**env, "IMPORT_BATCH_SIZE": "10"}, "import")
     try:
         job, data = upload(project, n)
-        start_import(job)
+        lifecycle.enqueue(job)
         wait_for(lambda: ImportJob.objects.filter(pk=job.pk, conversations_created__gt=0).exists(), interval=0.02,
                  what="a committed batch")
         os.kill(worker.pool_process(), 9)
@@ -254,12 +254,10 @@ def traffic(port, project, annotator_keys, lead_key, leaves, rounds=4) -> dict:
 def redis_outage(project, admin, redis: PrivateRedis, url: str, env: dict) -> dict:
     from django.db import connections
 
-    from annotator.models import ImportJob, TaxonomyCategory
-    from annotator.tasks import start_import
-    from config.queueing import QUEUE_UNAVAILABLE
+    from annotator.models import ImportJob, ModelVersion, TaxonomyCategory
+    from jobs import lifecycle
     from training import datasets
-    from training.models import DatasetSnapshot, ModelVersion, TrainingJob
-    from training.tasks import start_training
+    from training.models import DatasetSnapshot, TrainingJob
 
     keys = sessions(project, "scale-annotator-", 5)
     lead = sessions(project, "scale-lead-", 1)[0]
@@ -274,7 +272,7 @@ def redis_outage(project, admin, redis: PrivateRedis, url: str, env: dict) -> di
         out["during"] = traffic(port, project, keys, lead, leaves)
         t0 = time.perf_counter()
         imp, _ = upload(project, 50, offset=100_000)
-        start_import(imp)
+        lifecycle.enqueue(imp)
         snapshot = datasets.create_snapshot(project, admin, SFT_SPEC)
         base = ModelVersion.objects.get(project=project, name="agent-v1")
         ready = DatasetSnapshot.objects.filter(project=project, status="ready").first() or \
@@ -282,12 +280,12 @@ def redis_outage(project, admin, redis: PrivateRedis, url: str, env: dict) -> di
                                            status="ready", sha256="0" * 64)
         tj = TrainingJob.objects.create(project=project, name="created during the outage", stage="sft",
                                         base_version=base, train_snapshot=ready)
-        start_training(tj)
+        lifecycle.enqueue(tj)
         out["job_submission_s"] = round(time.perf_counter() - t0, 1)
         rows = [ImportJob.objects.get(pk=imp.pk), DatasetSnapshot.objects.get(pk=snapshot.pk),
                 TrainingJob.objects.get(pk=tj.pk)]
         out["rows_during"] = {type(r).__name__: {"status": r.status, "message": r.message[:120]} for r in rows}
-        recorded = all(r.status == "failed" and r.message.startswith(QUEUE_UNAVAILABLE) for r in rows)
+        recorded = all(r.status == "failed" and r.waiting_for_queue for r in rows)
         redis.start()
         connections.close_all()
         sweep = subprocess.run([sys.executable, "manage.py", "requeue_waiting"], cwd=ROOT, capture_output=True,
@@ -346,7 +344,7 @@ def postgres_restart_child() -> dict:
     setup_django(url, fresh=True)
     project, _ = seed_scale.seed(300, log=lambda *a: None)
     from annotator.models import ImportJob, TaxonomyCategory
-    from annotator.tasks import start_import
+    from jobs import lifecycle
 
     keys = sessions(project, "scale-annotator-", 5)
     lead = sessions(project, "scale-lead-", 1)[0]
@@ -359,7 +357,7 @@ def postgres_restart_child() -> dict:
     try:
         out["before"] = traffic(port, project, keys, lead, leaves, rounds=2)
         job, _ = upload(project, 20, offset=200_000)
-        start_import(job)
+        lifecycle.enqueue(job)
         wait_for(lambda: ImportJob.objects.get(pk=job.pk).finished, what="the import before the restart")
         connections.close_all()
         t0 = time.perf_counter()
@@ -368,7 +366,7 @@ def postgres_restart_child() -> dict:
         out["restart_s"] = round(time.perf_counter() - t0, 1)
         out["after"] = traffic(port, project, keys, lead, leaves, rounds=4)
         job2, _ = upload(project, 20, offset=300_000)
-        start_import(job2)
+        lifecycle.enqueue(job2)
         wait_for(lambda: ImportJob.objects.get(pk=job2.pk).finished, what="the import after the restart")
         job2.refresh_from_db()
         out["import_after_restart"] = [job2.status, job2.conversations_created]

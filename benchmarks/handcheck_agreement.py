@@ -5,7 +5,7 @@
 Reads benchmarks/data/handcheck/cases.jsonl (score_outputs format: id, tools, expected, output;
 made by make_cases.py) and verdicts.jsonl, written by a reader who applied metrics.md by hand
 without our code: one line {"id", "tool_call_accuracy": 1 | 0 | null, "note"} per case (null:
-the reader could not decide). Scores every case with evaluation.metrics.score_case and prints one
+the reader could not decide). Scores every case with toolcalls.score.score_case and prints one
 JSON line (also kept in benchmarks/results/handcheck.json): cases agreeing out of those both
 readings decided, Cohen's kappa, and every disagreeing case with both readings and the note.
 Exits 2 when verdicts.jsonl is absent (the reading is not done yet).
@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import ROOT, report  # noqa: E402
-from evaluation.metrics import score_case  # noqa: E402
+from toolcalls.score import score_case  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data" / "handcheck"
 

@@ -181,9 +181,8 @@ class Seeder:
     def setup(self):
         from django.contrib.auth import get_user_model
 
-        from annotator.models import Membership, Project, Role, TaxonomyCategory
+        from annotator.models import Membership, ModelVersion, Project, Role, TaxonomyCategory
         from annotator.taxonomy import seed_default_taxonomy
-        from training.models import ModelVersion
 
         User = get_user_model()
         self.project = Project.objects.create(name=self.name, slug=self.slug, tools=TOOLS, overlap=self.overlap,

@@ -33,10 +33,10 @@ def main():
     import torch
     from django.core.files.base import ContentFile
 
-    from annotator.models import Project
+    from annotator.models import ModelVersion, Project
     from training import demo_domain, trainer
     from training.demo_model import build_demo_model
-    from training.models import DatasetSnapshot, ModelVersion, TrainingJob
+    from training.models import DatasetSnapshot, TrainingJob
 
     if not (Path(args.model) / "config.json").exists():
         build_demo_model(args.model, seed=0)

@@ -11,6 +11,7 @@ LOGIN_CLIENT_IP_HEADER.
 import hashlib
 import math
 import time
+import unicodedata
 from functools import wraps
 
 from django.conf import settings
@@ -22,6 +23,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 PREFIX = "login-failures"
 
@@ -35,12 +37,21 @@ def client_ip(request) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
+def normalise_username(username: str) -> str:
+    """The account a username names, as the throttle counts it: NFKC (what Django's login form does
+    before authenticating, so "ｖｉｃｔｉｍ" logs in as "victim"), then casefold, then NFKC again
+    (casefolding can undo the normal form). A spelling the login form folds together is one count."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold()).strip()
+
+
 def _keys(request, username: str) -> list[tuple[str, int]]:
     """(cache key, limit) for the username and for the client address."""
-    name = hashlib.sha256(username.strip().casefold().encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    name = hashlib.sha256(normalise_username(username).encode("utf-8", "surrogatepass")).hexdigest()[:32]
     ip = hashlib.sha256(client_ip(request).encode()).hexdigest()[:32]
-    return [(f"{PREFIX}:user:{name}", settings.LOGIN_FAILURE_LIMIT),
-            (f"{PREFIX}:ip:{ip}", settings.LOGIN_FAILURE_IP_LIMIT)]
+    return [
+        (f"{PREFIX}:user:{name}", settings.LOGIN_FAILURE_LIMIT),
+        (f"{PREFIX}:ip:{ip}", settings.LOGIN_FAILURE_IP_LIMIT),
+    ]
 
 
 def retry_after(request, username: str) -> int:
@@ -130,6 +141,10 @@ admin_login_view = throttled_login(admin.site.login)
 
 class ThrottledObtainAuthToken(ObtainAuthToken):
     """POST api/auth/token/ with username and password -> {"token": ...}; throttled like the login page."""
+
+    parser_classes = (
+        api_settings.DEFAULT_PARSER_CLASSES
+    )  # ObtainAuthToken's own JSON parser has no depth limit
 
     def post(self, request, *args, **kwargs):
         username = request.data.get("username", "") if hasattr(request.data, "get") else ""

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "simple_history",
+    "jobs",
     "annotator",
     "training",
     "evaluation",
@@ -83,7 +84,7 @@ MIDDLEWARE = [
     "simple_history.middleware.HistoryRequestMiddleware",
 ]
 
-ROOT_URLCONF = "config.urls"
+ROOT_URLCONF = "studio.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"
 
@@ -154,8 +155,8 @@ CELERY_TASK_ROUTES = {
 }
 # Periodic sweeps (run a beat: `celery -A config beat`, or `worker -B` as the demo does).
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-training": {"task": "training.tasks.reap_stale_training_jobs", "schedule": 60.0},
-    "requeue-waiting": {"task": "config.queueing.requeue_waiting_jobs", "schedule": 300.0},
+    "reap-stale-jobs": {"task": "jobs.tasks.reap_stale_jobs", "schedule": 60.0},
+    "requeue-waiting": {"task": "jobs.tasks.requeue_waiting_jobs", "schedule": 300.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -181,6 +182,11 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "config.rest.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_PAGINATION_CLASS": "config.rest.IdCursorPagination",
     "PAGE_SIZE": 50,
@@ -221,17 +227,29 @@ STATIC_ROOT.mkdir(exist_ok=True)
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
-DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024  # also the limit of an API JSON body (config.rest)
+# Deeper API JSON is refused with a 400, as toolcalls.validate.MAX_JSON_DEPTH refuses it on import.
+API_JSON_MAX_DEPTH = 100
 
 # --- the product ------------------------------------------------------------------------
 MODEL_DIR = Path(os.environ.get("MODEL_DIR", VAR_DIR / "models"))
+# A model version's path / adapter_path must lie (symlinks resolved) under one of these: MODEL_DIR,
+# where training jobs save their adapters, and MODEL_EXTRA_DIRS (comma-separated).
+MODEL_FOLDER_ROOTS = [MODEL_DIR, MEDIA_ROOT / "training"] + [
+    Path(p.strip()) for p in os.environ.get("MODEL_EXTRA_DIRS", "").split(",") if p.strip()]
+# Model endpoints (eval runs, judges) on loopback or private addresses are called only for these
+# hosts: names, addresses or networks (10.0.0.0/8), comma-separated. Public addresses need no entry;
+# link-local and cloud-metadata addresses are never called (inference/endpoints.py). The demo
+# (DEBUG) allows a vLLM on this machine.
+MODEL_ENDPOINT_ALLOWED_HOSTS = [h.strip() for h in os.environ.get(
+    "MODEL_ENDPOINT_ALLOWED_HOSTS", "localhost,127.0.0.1,::1" if DEBUG else "").split(",") if h.strip()]
 IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 1_000_000)
 IMPORT_BATCH_SIZE = env_int("IMPORT_BATCH_SIZE", 1000)
 IMPORT_MAX_STORED_ERRORS = env_int("IMPORT_MAX_STORED_ERRORS", 100_000)
 DATASET_EXPORT_CHUNK_SIZE = env_int("DATASET_EXPORT_CHUNK_SIZE", 2000)
 DATASET_EXPORT_PREFETCH = env_bool("DATASET_EXPORT_PREFETCH", True)
-DATASET_STALLED_AFTER_S = env_int("DATASET_STALLED_AFTER_S", 600)
-TRAINING_HEARTBEAT_TIMEOUT = env_int("TRAINING_HEARTBEAT_TIMEOUT", 120)
+# A running job (any kind) whose worker is silent this long is taken over by a redelivery or failed by the reaper.
+JOB_HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 120)
 DASHBOARD_CACHE_SECONDS = env_int("DASHBOARD_CACHE_SECONDS", 300)
 
 # --- security: production defaults follow DEBUG=0, each can be overridden (README, "Security") ---

@@ -14,13 +14,15 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from annotator.api_base import ProjectScopedViewSet
-from annotator.models import Role, Split
-from annotator.permissions import has_role, projects_with_role
-from annotator.serializers import ProjectSlugField, ScopedRelatedField
-from training.models import ModelVersion
+from annotator.models import ModelVersion, Role, Split
+from annotator.policy import can_run_pipeline, can_see_pipeline, projects_with_role
+from annotator.serializers import MAX_KEY, ProjectSlugField, SameProjectMixin, ScopedRelatedField
+from config.rest import BoundedJSONParser, load_json
+from jobs import lifecycle
+from toolcalls.defects import DEFECTS
+from toolcalls.score import HEADLINE_METRICS
 
 from . import comparison, loop, promotion, runner, suites
-from .metrics import DEFECTS, HEADLINE_METRICS
 from .models import EvalCase, EvalResult, EvalRun, EvalSettings, EvalSuite, PromotionDecision
 
 
@@ -60,7 +62,7 @@ class SuiteCreateSerializer(serializers.Serializer):
     snapshot = serializers.IntegerField(required=False)
     splits = serializers.ListField(child=serializers.ChoiceField(choices=Split.values), required=False)
     demo_cases = serializers.IntegerField(required=False, min_value=1, max_value=5000, default=100)
-    demo_seed = serializers.IntegerField(required=False, default=0)
+    demo_seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**32 - 1)
     demo_split = serializers.ChoiceField(choices=["seen", "unseen"], required=False, default="seen")
 
 
@@ -81,7 +83,7 @@ class EvalSuiteViewSet(ProjectScopedViewSet):
     base_queryset = EvalSuite.objects.select_related("project")
     read_role = Role.LEAD
     filterset_fields = {"project__slug": ["exact"], "name": ["exact"], "source": ["exact"]}
-    parser_classes = [parsers.JSONParser, parsers.MultiPartParser, parsers.FormParser]
+    parser_classes = [BoundedJSONParser, parsers.MultiPartParser, parsers.FormParser]
     http_method_names = ["get", "post", "delete", "head", "options"]
 
     def get_serializer_class(self):
@@ -179,7 +181,7 @@ class EvalRunSerializer(serializers.ModelSerializer):
         return {m: obj.summary[m] for m in HEADLINE_METRICS if obj.summary and m in obj.summary}
 
 
-class RunCreateSerializer(serializers.Serializer):
+class RunCreateSerializer(SameProjectMixin, serializers.Serializer):
     project = ProjectSlugField()
     suite = ScopedRelatedField("project", queryset=EvalSuite.objects.all())
     model_version = ScopedRelatedField("project", queryset=ModelVersion.objects.all())
@@ -187,7 +189,9 @@ class RunCreateSerializer(serializers.Serializer):
     settings = serializers.DictField(required=False, default=dict,
                                      help_text="max_new_tokens, batch_size, device, chat_template_kwargs; for "
                                                "endpoints base_url, model, concurrency, timeout.")
-    api_key = serializers.CharField(required=False, allow_blank=True, default="", write_only=True)
+    api_key = serializers.CharField(required=False, allow_blank=True, default="", write_only=True, max_length=500,
+                                    style={"input_type": "password"},
+                                    help_text="Endpoint key, sent as a Bearer token; write-only, wiped when the run ends.")
     outputs = serializers.FileField(required=False, help_text="Outputs JSONL (multipart) for source=outputs.")
     note = serializers.CharField(required=False, allow_blank=True, default="")
 
@@ -216,9 +220,10 @@ class EvalResultSerializer(serializers.ModelSerializer):
 
 class LoopSerializer(serializers.Serializer):
     scope = serializers.ChoiceField(choices=list(loop.SCOPES), default="failed")
-    baseline = serializers.IntegerField(required=False, allow_null=True)
+    baseline = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_KEY)
     split = serializers.ChoiceField(choices=Split.values, required=False, allow_null=True)
-    priority = serializers.IntegerField(required=False, default=loop.DEFAULT_PRIORITY)
+    priority = serializers.IntegerField(required=False, default=loop.DEFAULT_PRIORITY, min_value=-(2**31),
+                                        max_value=2**31 - 1)
 
 
 class EvalRunViewSet(ProjectScopedViewSet):
@@ -228,7 +233,7 @@ class EvalRunViewSet(ProjectScopedViewSet):
     read_role = Role.LEAD
     filterset_fields = {"project__slug": ["exact"], "suite": ["exact"], "model_version": ["exact"],
                         "status": ["exact"], "source": ["exact"]}
-    parser_classes = [parsers.JSONParser, parsers.MultiPartParser, parsers.FormParser]
+    parser_classes = [BoundedJSONParser, parsers.MultiPartParser, parsers.FormParser]
     http_method_names = ["get", "post", "head", "options"]
 
     def get_serializer_class(self):
@@ -242,12 +247,12 @@ class EvalRunViewSet(ProjectScopedViewSet):
         self.check_write(d["project"])
         settings = d.get("settings") or {}
         if isinstance(request.data.get("settings"), str):  # multipart sends the dict as JSON text
-            import json
-
             try:
-                settings = json.loads(request.data["settings"] or "{}")
-            except ValueError:
-                raise serializers.ValidationError({"settings": "must be a JSON object"}) from None
+                settings = load_json(request.data["settings"] or "{}")
+            except exceptions.ParseError as exc:
+                raise serializers.ValidationError({"settings": str(exc.detail)}) from None
+            if not isinstance(settings, dict):
+                raise serializers.ValidationError({"settings": "must be a JSON object"})
         try:
             run = runner.create_run(d["project"], d["suite"], d["model_version"], source=d["source"],
                                     settings=settings, user=request.user, outputs=d.get("outputs"),
@@ -287,7 +292,7 @@ class EvalRunViewSet(ProjectScopedViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         run = self._admin_run()
-        runner.cancel_run(run)
+        lifecycle.cancel(run)
         return Response(EvalRunSerializer(run).data)
 
     @extend_schema(request=None, responses=EvalRunSerializer)
@@ -295,7 +300,7 @@ class EvalRunViewSet(ProjectScopedViewSet):
     def retry(self, request, pk=None):
         run = self._admin_run()
         try:
-            run = runner.retry_run(run)
+            lifecycle.resume(run)
         except ValidationError as exc:
             _raise(exc)
         return Response(EvalRunSerializer(run).data)
@@ -358,7 +363,8 @@ class PromotionDecisionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DecisionRequestSerializer(serializers.Serializer):
+class DecisionRequestSerializer(SameProjectMixin, serializers.Serializer):
+    project_field = "model_version"
     model_version = ScopedRelatedField("project", queryset=ModelVersion.objects.all())
     suite = ScopedRelatedField("project", queryset=EvalSuite.objects.all(), required=False, allow_null=True)
     note = serializers.CharField(required=False, allow_blank=True, default="")
@@ -377,30 +383,28 @@ class PromotionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
             project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")).select_related(
             "model_version", "decided_by")
 
-    def _request(self, role):
+    def _request(self, allowed, role):
         ser = DecisionRequestSerializer(data=self.request.data if self.request.method == "POST"
                                         else self.request.query_params, context={"request": self.request})
         ser.is_valid(raise_exception=True)
         d = ser.validated_data
         mv, suite = d["model_version"], d.get("suite")
-        if not has_role(self.request.user, mv.project, role):
+        if not allowed(self.request.user, mv.project):
             raise exceptions.PermissionDenied(f"This needs the {role} role in project {mv.project.slug!r}.")
-        if suite is not None and suite.project_id != mv.project_id:
-            raise serializers.ValidationError({"suite": "belongs to another project"})
         return mv, suite, d.get("note", "")
 
     @extend_schema(parameters=[OpenApiParameter("model_version", int, required=True),
                                OpenApiParameter("suite", int)], responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get"])
     def check(self, request):
-        mv, suite, _ = self._request(Role.LEAD)
+        mv, suite, _ = self._request(can_see_pipeline, Role.LEAD)
         return Response(promotion.check_gate(mv, suite).as_dict())
 
     @extend_schema(request=DecisionRequestSerializer, responses={201: PromotionDecisionSerializer,
                                                                  409: OpenApiTypes.OBJECT})
     @action(detail=False, methods=["post"])
     def promote(self, request):
-        mv, suite, note = self._request(Role.ADMIN)
+        mv, suite, note = self._request(can_run_pipeline, Role.ADMIN)
         try:
             decision = promotion.promote(mv, request.user, suite, note)
         except promotion.GateFailed as exc:
@@ -411,7 +415,7 @@ class PromotionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     @extend_schema(request=DecisionRequestSerializer, responses={201: PromotionDecisionSerializer})
     @action(detail=False, methods=["post"])
     def reject(self, request):
-        mv, suite, note = self._request(Role.ADMIN)
+        mv, suite, note = self._request(can_run_pipeline, Role.ADMIN)
         try:
             decision = promotion.reject(mv, request.user, suite, note)
         except ValidationError as exc:
@@ -422,7 +426,7 @@ class PromotionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
 # ============================================================================ settings
 
 
-class EvalSettingsSerializer(serializers.ModelSerializer):
+class EvalSettingsSerializer(SameProjectMixin, serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     default_suite = ScopedRelatedField("project", queryset=EvalSuite.objects.all(), allow_null=True,
                                        required=False)
@@ -434,9 +438,6 @@ class EvalSettingsSerializer(serializers.ModelSerializer):
         read_only_fields = ["project", "updated_at"]
 
     def validate(self, attrs):
-        suite = attrs.get("default_suite")
-        if suite is not None and suite.project_id != self.instance.project_id:
-            raise serializers.ValidationError({"default_suite": "belongs to another project"})
         for key, hi in (("quality_margin", 1), ("perplexity_margin", 10)):
             if key in attrs and not 0 <= attrs[key] <= hi:
                 raise serializers.ValidationError({key: f"a fraction from 0 to {hi}"})
@@ -471,6 +472,6 @@ class EvalSettingsViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, vi
         return EvalSettings.for_project(project)
 
     def perform_update(self, serializer):
-        if not has_role(self.request.user, serializer.instance.project, Role.ADMIN):
+        if not can_run_pipeline(self.request.user, serializer.instance.project):
             raise exceptions.PermissionDenied("Changing evaluation settings needs the admin role.")
         serializer.save()

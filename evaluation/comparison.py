@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .metrics import DEFECTS, HEADLINE_METRICS
+from toolcalls.defects import DEFECTS
+from toolcalls.score import HEADLINE_METRICS
+
 from .models import EvalResult, EvalRun
 
 ALPHA = 0.05
@@ -264,7 +266,7 @@ def model_table(project, default_suite=None) -> tuple[object, list[ModelRow]]:
     finished run there shows its latest finished run on another suite, marked as such; "not
     run" is only said of a version that has no finished run at all.
     """
-    from training.models import ModelVersion
+    from annotator.models import ModelVersion
 
     from .models import EvalSuite
 

@@ -48,10 +48,12 @@ class RunForm(forms.Form):
                                     help_text="Local generation: prompts per batch (left-padded, greedy).")
     device = forms.ChoiceField(choices=[("auto", "auto (GPU when the worker has one)"), ("cpu", "cpu"),
                                         ("cuda", "cuda")], initial="auto", required=False)
-    base_url = forms.CharField(required=False, label="Endpoint base URL",
-                               widget=forms.URLInput(attrs={"placeholder": "http://gpu-1:8000/v1"}))
+    base_url = forms.CharField(required=False, label="Endpoint base URL", max_length=1000,
+                               widget=forms.URLInput(attrs={"placeholder": "http://gpu-1:8000/v1"}),
+                               help_text="A public host, or one the server's MODEL_ENDPOINT_ALLOWED_HOSTS lists; "
+                                         "redirects are not followed.")
     endpoint_model = forms.CharField(required=False, label="Model name at the endpoint")
-    api_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+    api_key = forms.CharField(required=False, max_length=500, widget=forms.PasswordInput(render_value=False),
                               help_text="Sent as a Bearer token; wiped from the database when the run ends.")
     concurrency = forms.IntegerField(min_value=1, max_value=64, initial=4, required=False)
     outputs = forms.FileField(required=False, label="Outputs JSONL",
@@ -60,7 +62,7 @@ class RunForm(forms.Form):
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
     def __init__(self, *args, project=None, **kwargs):
-        from training.models import ModelVersion
+        from annotator.models import ModelVersion
 
         super().__init__(*args, **kwargs)
         self.fields["suite"].queryset = EvalSuite.objects.filter(project=project).order_by("name", "-version")

@@ -15,6 +15,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.functional import cached_property
 
+from jobs.models import Job
+
 
 class EvalSuite(models.Model):
     class Source(models.TextChoices):
@@ -115,7 +117,7 @@ class EvalSettings(models.Model):
         return obj
 
 
-class EvalRun(models.Model):
+class EvalRun(Job):
     class Source(models.TextChoices):
         LOCAL = "local", "local model (transformers)"
         ENDPOINT = "endpoint", "OpenAI-compatible endpoint"
@@ -145,13 +147,9 @@ class EvalRun(models.Model):
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
     note = models.TextField(blank=True)
 
-    status = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
-    message = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
     cases_total = models.PositiveIntegerField(default=0)
     cases_done = models.PositiveIntegerField(default=0)
-    cancel_requested = models.BooleanField(default=False)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    run_token = models.CharField(max_length=32, blank=True, help_text="The worker attempt that owns the run.")
 
     summary = models.JSONField(default=dict, blank=True, help_text="evaluation.metrics.summarize() of the results.")
     perplexity = models.FloatField(null=True, blank=True, help_text="General-text perplexity (local runs).")
@@ -159,10 +157,8 @@ class EvalRun(models.Model):
 
     created_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+
+    SUCCESS = State.DONE
 
     class Meta:
         ordering = ["-id"]
@@ -175,8 +171,18 @@ class EvalRun(models.Model):
         return f"run {self.pk}: {self.model_version} on {self.suite}"
 
     @property
-    def finished(self) -> bool:
-        return self.status in (self.State.DONE, self.State.FAILED, self.State.CANCELLED)
+    def resume_hint(self) -> str:
+        return "Run again continues after the cases already scored."
+
+    def resume_problem(self) -> str:
+        if self.source == self.Source.ENDPOINT and not self.api_key and self.settings.get("had_api_key"):
+            return "The endpoint key was wiped when the run ended; start a new run."
+        return super().resume_problem()
+
+    def end_fields(self, reason: str) -> dict:
+        """The endpoint key is wiped when the run ends, but kept while it may still run: waiting for the
+        broker, or failed because its worker went silent."""
+        return {} if reason in ("waiting", "stale") else {"api_key": ""}
 
     @property
     def progress(self) -> float:

@@ -83,7 +83,7 @@ class GateFailed(ValidationError):
 
 
 def production_version(project):
-    from training.models import ModelVersion
+    from annotator.models import ModelVersion
 
     return (ModelVersion.objects.filter(project=project, stage=ModelVersion.Stage.PRODUCTION)
             .order_by("-id").first())
@@ -199,7 +199,7 @@ def _decide(candidate, action, user, gate: Gate | None, note: str, previous=None
 
 def promote(candidate, user=None, suite: EvalSuite | None = None, note: str = "") -> PromotionDecision:
     """Make the candidate the project's production version if the gate passes; raise GateFailed if not."""
-    from training.models import ModelVersion
+    from annotator.models import ModelVersion
 
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=candidate.project_id).first()  # one promotion at a time
@@ -218,7 +218,7 @@ def promote(candidate, user=None, suite: EvalSuite | None = None, note: str = ""
 
 def reject(candidate, user=None, suite: EvalSuite | None = None, note: str = "") -> PromotionDecision:
     """Mark a version rejected (a killed branch); the production version cannot be rejected."""
-    from training.models import ModelVersion
+    from annotator.models import ModelVersion
 
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=candidate.project_id).first()

@@ -5,12 +5,12 @@ Reading order:
 * ``create_run`` — validate the request (suite, model version, source and settings),
   store the queued run, send it to the ``eval`` queue once committed. Pages, API, the
   management command and training jobs (``request_eval``) all call it.
-* ``run_eval`` — the worker: claim the run (a fresh token per attempt), produce outputs
+* ``run_eval`` — the worker: claim the run (jobs.lifecycle: a fresh token per attempt), produce outputs
   for the cases that have no result yet — batched greedy generation of a local model, an
   OpenAI-compatible endpoint, or an uploaded outputs file — score each with
-  ``metrics.score_case`` and commit the batch's results together with the progress. A
+  ``toolcalls.score.score_case`` and commit the batch's results together with the progress. A
   killed worker's redelivery resumes after the last committed batch; a duplicate delivery
-  finds the token changed and stops. At the end: the summary (metrics.summarize, ± SE,
+  while its worker lives does nothing. At the end: the summary (toolcalls.score.summarize, ± SE,
   breakdowns) and the general-text perplexity (local runs). The training-overlap flag is
   read when shown (EvalRun.training_overlap), never frozen at the end of the run.
 """
@@ -20,23 +20,25 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F
-from django.utils import timezone
 
-from . import generation
-from .client import ChatClient, EndpointError, chat_url, message_to_text
-from .metrics import score_case, summarize
+from annotator.model_lineage import ModelNotFound, model_paths
+from inference import generation
+from inference.client import ChatClient, EndpointError, check_base_url, message_to_text
+from inference.loading import LoadedModel, load_model, pick_device
+from inference.perplexity import TEXTS_FINGERPRINT, perplexity
+from jobs import lifecycle
+from toolcalls.score import score_case, summarize
+
 from .models import EvalCase, EvalResult, EvalRun, EvalSettings, EvalSuite
 from .suites import CaseError, SuiteError, read_jsonl
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
 LIMITS = {"max_new_tokens": (1, 32768), "batch_size": (1, 1024), "concurrency": (1, 64), "timeout": (1, 3600)}
 
 
@@ -69,11 +71,11 @@ def clean_settings(source: str, data: dict, defaults: EvalSettings) -> dict:
         out["chat_template_kwargs"] = kwargs if isinstance(kwargs, dict) else {}
         out["perplexity"] = data.get("perplexity", True) not in (False, "false", "0", 0)
     elif source == EvalRun.Source.ENDPOINT:
+        out["base_url"] = str(data.get("base_url") or "").strip()
         try:
-            out["base_url"] = data.get("base_url", "").strip()
-            chat_url(out["base_url"])
-        except (ValueError, AttributeError):
-            errors["base_url"] = "an http(s) URL such as http://gpu-1:8000/v1"
+            check_base_url(out["base_url"], settings.MODEL_ENDPOINT_ALLOWED_HOSTS)  # the outbound rule: no metadata, link-local or unlisted private hosts
+        except ValueError as exc:
+            errors["base_url"] = str(exc)
         out["model"] = str(data.get("model") or "").strip()
         if not out["model"]:
             errors["model"] = "the model name the endpoint serves"
@@ -164,8 +166,8 @@ def create_run(project, suite: EvalSuite, model_version, *, source: str = EvalRu
     clean = clean_settings(source, settings or {}, EvalSettings.for_project(project))
     if source == EvalRun.Source.LOCAL:
         try:
-            generation.model_paths(model_version)
-        except ValueError:
+            model_paths(model_version)
+        except ModelNotFound:
             raise ValidationError({"model_version": f"{model_version.name} has no model folder (path) to load, "
                                                     "itself or in its lineage; use an endpoint or upload its "
                                                     "outputs instead"}) from None
@@ -188,70 +190,34 @@ def create_run(project, suite: EvalSuite, model_version, *, source: str = EvalRu
             run.outputs_file.save(Path(clean["outputs_name"]).name or "outputs.jsonl", outputs, save=False)
         run.save()
         if start:
-            from .tasks import start_run
-
-            start_run(run)
+            lifecycle.enqueue(run)
     return run
+
+
+def evaluate_after_training(job, version) -> str | None:
+    """Subscribed to training.hooks: a local run of the project's default suite (or its newest)
+    for a freshly trained version, when the job asked for one or the project's
+    `auto_eval_after_training` setting is on. Returns the line for the job's log."""
+    cfg = EvalSettings.for_project(version.project)
+    if not (job.evaluate_after or cfg.auto_eval_after_training):
+        return None
+    run = request_eval(version, user=job.created_by, note=f"automatic run after training job {job.pk}")
+    if run is None:
+        return "no evaluation run: the project has no eval suite yet"
+    return f"evaluation run {run.pk} queued on suite {run.suite.name}"
 
 
 def request_eval(model_version, suite: EvalSuite | None = None, *, trigger=EvalRun.Trigger.TRAINING,
                  note: str = "", user=None) -> EvalRun | None:
-    """A run of the project's default suite for a freshly trained model (what a training job calls
-    when it succeeds). None when automatic runs are off or the project has no suite."""
-    project = model_version.project
-    cfg = EvalSettings.for_project(project)
-    if suite is None:
-        if trigger == EvalRun.Trigger.TRAINING and not cfg.auto_eval_after_training:
-            return None
-        suite = cfg.default_suite or EvalSuite.objects.filter(project=project).order_by("-created_at", "-id").first()
-    if suite is None:
-        return None
-    return create_run(project, suite, model_version, source=EvalRun.Source.LOCAL, user=user, trigger=trigger,
-                      note=note or f"automatic run after training {model_version.name}")
-
-
-def start_run_for_version(model_version, user=None, suite: EvalSuite | None = None) -> EvalRun:
-    """What a training job calls when it was asked to evaluate its result: a local run of the
-    project's default suite (or the newest suite). Raises ValidationError when there is none."""
+    """A local run of `suite` (default: the project's default suite, else its newest) for a model
+    version. None when the project has no suite."""
     project = model_version.project
     suite = suite or EvalSettings.for_project(project).default_suite or \
         EvalSuite.objects.filter(project=project).order_by("-created_at", "-id").first()
     if suite is None:
-        raise ValidationError({"suite": "the project has no eval suite yet"})
-    return create_run(project, suite, model_version, source=EvalRun.Source.LOCAL, user=user,
-                      trigger=EvalRun.Trigger.TRAINING, note=f"requested by the training of {model_version.name}")
-
-
-def retry_run(run: EvalRun) -> EvalRun:
-    """Run a failed, cancelled or stalled run again; results already stored are kept."""
-    if run.status == EvalRun.State.DONE or (not run.finished and not stalled(run)):
-        raise ValidationError({"status": f"only a failed, cancelled or stalled run can be run again (this one is "
-                                         f"{run.status})"})
-    if run.source == EvalRun.Source.ENDPOINT and not run.api_key and run.settings.get("had_api_key"):
-        raise ValidationError({"api_key": "the endpoint key was wiped when the run ended; start a new run"})
-    from .tasks import start_run
-
-    with transaction.atomic():
-        EvalRun.objects.filter(pk=run.pk).update(status=EvalRun.State.QUEUED, message="", cancel_requested=False,
-                                                 attempts=0, run_token="", finished_at=None)
-        start_run(run)
-    run.refresh_from_db()
-    return run
-
-
-def stalled(run: EvalRun, after_s: int = 900) -> bool:
-    beat = run.heartbeat_at or run.started_at
-    return run.status == EvalRun.State.RUNNING and beat is not None and \
-        (timezone.now() - beat).total_seconds() > after_s
-
-
-def cancel_run(run: EvalRun) -> None:
-    """Ask the worker to stop after its current batch; a queued run is cancelled at once."""
-    EvalRun.objects.filter(pk=run.pk).update(cancel_requested=True)
-    EvalRun.objects.filter(pk=run.pk, status=EvalRun.State.QUEUED).update(
-        status=EvalRun.State.CANCELLED, message="Cancelled before it started.", finished_at=timezone.now(),
-        api_key="")
-    run.refresh_from_db()
+        return None
+    return create_run(project, suite, model_version, source=EvalRun.Source.LOCAL, user=user, trigger=trigger,
+                      note=note or f"automatic run after training {model_version.name}")
 
 
 # ================================================================================= run
@@ -262,7 +228,7 @@ class RunCancelled(Exception):
 
 
 class RunConflict(Exception):
-    """Another attempt took the run over (a duplicate delivery)."""
+    """Another attempt took the run over (its worker looked dead)."""
 
 
 def result_row(run_id: int, case: EvalCase, text: str, stopped: bool | None, new_tokens=None,
@@ -278,69 +244,34 @@ def result_row(run_id: int, case: EvalCase, text: str, stopped: bool | None, new
 
 
 class Attempt:
-    """One worker's attempt at a run: owns the token, commits batches, checks for cancel."""
+    """One worker's attempt at a run it claimed: commits batches, notices a cancel or a takeover."""
 
-    def __init__(self, run: EvalRun, token: str):
+    def __init__(self, run: EvalRun):
         self.run = run
-        self.token = token
         self.generated_tokens = 0
         self.generation_seconds = 0.0
 
     def commit(self, rows: list[EvalResult]):
+        """The batch's results and the progress, in one transaction (only while the run is still ours)."""
         with transaction.atomic():
-            locked = EvalRun.objects.select_for_update().only("run_token", "cancel_requested").get(pk=self.run.pk)
-            if locked.run_token != self.token:
-                raise RunConflict()
-            if locked.cancel_requested:
-                raise RunCancelled()
             EvalResult.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
-            done = EvalResult.objects.filter(run_id=self.run.pk).count()
-            EvalRun.objects.filter(pk=self.run.pk).update(cases_done=done, heartbeat_at=timezone.now())
+            self.check(cases_done=EvalResult.objects.filter(run_id=self.run.pk).count())
 
-    def check(self):
-        state = EvalRun.objects.filter(pk=self.run.pk).values("run_token", "cancel_requested").first()
-        if state is None or state["run_token"] != self.token:
-            raise RunConflict()
-        if state["cancel_requested"]:
-            raise RunCancelled()
-
-
-def _claim(run_id: int) -> tuple[EvalRun | None, str | None]:
-    with transaction.atomic():
-        run = EvalRun.objects.select_for_update().filter(pk=run_id).first()
-        if run is None or run.finished:
-            return None, None
-        if run.cancel_requested:
-            _cancelled(run)
-            return None, None
-        if run.attempts >= MAX_ATTEMPTS:
-            _finish(run.pk, EvalRun.State.FAILED,
-                    f"Gave up after {run.attempts} attempts: the worker died each time (out of memory?).")
-            return None, None
-        token = uuid.uuid4().hex
-        now = timezone.now()
-        EvalRun.objects.filter(pk=run.pk).update(
-            status=EvalRun.State.RUNNING, attempts=F("attempts") + 1, run_token=token, message="",
-            started_at=run.started_at or now, heartbeat_at=now, cases_total=run.suite.case_count)
-    run.refresh_from_db()
-    return run, token
-
-
-def _finish(run_id: int, status: str, message: str, **fields):
-    EvalRun.objects.filter(pk=run_id).update(status=status, message=message, finished_at=timezone.now(),
-                                             api_key="", **fields)
+    def check(self, **progress):
+        if not lifecycle.heartbeat(self.run, **progress):
+            raise RunCancelled() if self.run.cancel_requested else RunConflict()
 
 
 def _cancelled(run: EvalRun):
     """Finish a cancelled run; the cases scored so far stay, with a summary marked partial."""
     done = EvalResult.objects.filter(run_id=run.pk).count()
     if not done:
-        _finish(run.pk, EvalRun.State.CANCELLED, "Cancelled before any case was scored.")
+        lifecycle.finish(run, EvalRun.State.CANCELLED, "Cancelled before any case was scored.")
         return
     summary = {**summary_of(run), "partial": True}
-    _finish(run.pk, EvalRun.State.CANCELLED,
-            f"Cancelled after {done} of {run.suite.case_count} cases; the results so far are kept.",
-            summary=summary, cases_done=done)
+    lifecycle.finish(run, EvalRun.State.CANCELLED,
+                     f"Cancelled after {done} of {run.suite.case_count} cases; the results so far are kept.",
+                     summary=summary, cases_done=done)
 
 
 def pending_cases(run: EvalRun):
@@ -349,22 +280,24 @@ def pending_cases(run: EvalRun):
 
 
 def run_eval(run_id: int) -> EvalRun | None:
-    """Run (or resume) one eval run. Safe to call twice: a finished run is left alone."""
-    run, token = _claim(run_id)
+    """Run (or resume) one eval run. Safe to call twice: a finished run, or one a live worker owns,
+    is left alone."""
+    run = lifecycle.claim(EvalRun, run_id)
     if run is None:
         return EvalRun.objects.filter(pk=run_id).first()
-    attempt = Attempt(run, token)
+    attempt = Attempt(run)
     started = time.monotonic()
     try:
-        cases = pending_cases(run)
-        if run.source == EvalRun.Source.LOCAL:
-            _run_local(attempt, cases)
-        elif run.source == EvalRun.Source.ENDPOINT:
-            _run_endpoint(attempt, cases)
-        else:
-            _run_outputs(attempt, cases)
-        attempt.check()
-        _finalise(attempt, time.monotonic() - started)
+        with lifecycle.attempt(run, beat_every=30):  # loading a model and a batch can outlast the timeout
+            cases = pending_cases(run)
+            if run.source == EvalRun.Source.LOCAL:
+                _run_local(attempt, cases)
+            elif run.source == EvalRun.Source.ENDPOINT:
+                _run_endpoint(attempt, cases)
+            else:
+                _run_outputs(attempt, cases)
+            attempt.check()
+            _finalise(attempt, time.monotonic() - started)
     except RunConflict:
         log.info("run %s was taken over by another attempt", run_id)
     except RunCancelled:
@@ -372,25 +305,25 @@ def run_eval(run_id: int) -> EvalRun | None:
     except (OperationalError, InterfaceError):
         raise  # the database went away: Celery retries, the next attempt resumes
     except (ValueError, OSError, EndpointError, SuiteError, ImportError) as exc:
-        _finish(run_id, EvalRun.State.FAILED, f"{exc}")
+        lifecycle.finish(run, EvalRun.State.FAILED, f"{exc}")
     except Exception as exc:  # noqa: BLE001 - whatever broke, the run says so instead of hanging "running"
         log.exception("eval run %s failed", run_id)
-        _finish(run_id, EvalRun.State.FAILED, f"{type(exc).__name__}: {exc}")
+        lifecycle.finish(run, EvalRun.State.FAILED, f"{type(exc).__name__}: {exc}")
     return EvalRun.objects.filter(pk=run_id).first()
 
 
 _MODEL_CACHE: dict = {}
 
 
-def _load(run: EvalRun) -> generation.LoadedModel:
+def _load(run: EvalRun) -> LoadedModel:
     """The run's model, kept loaded between runs of the same folders in this worker process."""
-    base, adapters = generation.model_paths(run.model_version)
-    device = generation.pick_device(run.settings.get("device", "auto"))
+    base, adapters = model_paths(run.model_version)
+    device = pick_device(run.settings.get("device", "auto"))
     stamp = tuple(_mtime(p) for p in (base, *adapters))
     key = (base, tuple(adapters), device, stamp)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
-        _MODEL_CACHE[key] = generation.load_model(base, adapters, device)
+        _MODEL_CACHE[key] = load_model(base, adapters, device)
     return _MODEL_CACHE[key]
 
 
@@ -432,16 +365,17 @@ def _run_local(attempt: Attempt, cases: list[EvalCase]):
             attempt.commit(rows)
     if s.get("perplexity", True):
         EvalRun.objects.filter(pk=run.pk).update(message="Measuring general-text perplexity…")
-        texts = EvalSettings.for_project(run.project).general_texts or None
-        ppl = generation.perplexity(loaded, texts)
-        run.stats["perplexity_texts"] = generation.texts_fingerprint(texts)
+        with generation.threads_for(loaded):
+            ppl = perplexity(loaded.model, loaded.tokenizer)
+        run.stats["perplexity_texts"] = TEXTS_FINGERPRINT
         EvalRun.objects.filter(pk=run.pk).update(perplexity=ppl)
 
 
 def _run_endpoint(attempt: Attempt, cases: list[EvalCase]):
     run = attempt.run
     s = run.settings
-    client = ChatClient(s["base_url"], s["model"], api_key=run.api_key, timeout=s.get("timeout", 120))
+    client = ChatClient(s["base_url"], s["model"], api_key=run.api_key, timeout=s.get("timeout", 120),
+                        allowed_hosts=settings.MODEL_ENDPOINT_ALLOWED_HOSTS)
     concurrency = s.get("concurrency", 4)
     chunk = max(8, concurrency * 4)
     failures = 0
@@ -504,9 +438,5 @@ def _finalise(attempt: Attempt, seconds: float):
     text = f"{n} cases scored; tool_call_accuracy {100 * m['value']:.1f}% ± {100 * m['se']:.1f}" if n else "no cases"
     if summary["errors"]:
         text += f"; {summary['errors']} case(s) had no output (scored as empty)"
-    with transaction.atomic():
-        locked = EvalRun.objects.select_for_update().only("run_token").get(pk=run.pk)
-        if locked.run_token != attempt.token:
-            raise RunConflict()
-        _finish(run.pk, EvalRun.State.DONE, text + ".", summary=summary, stats=stats,
-                cases_done=n)
+    if not lifecycle.finish(run, EvalRun.State.DONE, text + ".", summary=summary, stats=stats, cases_done=n):
+        raise RunConflict()

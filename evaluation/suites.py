@@ -34,9 +34,9 @@ from django.core.cache import cache
 from django.db import transaction
 
 from annotator.models import Conversation, Project, Split, canonical_json
-from annotator.validation import validate_assistant_message, validate_messages, validate_tool_specs
+from toolcalls.match import expected_calls
+from toolcalls.validate import validate_assistant_message, validate_messages, validate_tool_specs
 
-from .metrics import expected_calls
 from .models import EvalCase, EvalSuite
 
 log = logging.getLogger(__name__)

@@ -14,13 +14,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from annotator.models import Role
-from annotator.permissions import has_role, project_for, role_in
-from training.models import ModelVersion
+from annotator.models import ModelVersion, Role
+from annotator.policy import can_run_pipeline, has_role, project_for, role_in
+from jobs import lifecycle
+from toolcalls.defects import DEFECTS
+from toolcalls.match import expected_calls, values_equal
+from toolcalls.score import HEADLINE_METRICS
 
 from . import comparison, loop, promotion, runner, suites
 from .forms import DecisionForm, LoopForm, RunForm, SettingsForm, SuiteForm
-from .metrics import DEFECTS, HEADLINE_METRICS, expected_calls, values_equal
 from .models import EvalBadcase, EvalResult, EvalRun, EvalSettings, EvalSuite, PromotionDecision
 
 METRIC_HELP = {
@@ -223,7 +225,7 @@ def run_detail(request, slug, pk):
         worst=worst_results(run) if run.status in (EvalRun.State.DONE, EvalRun.State.CANCELLED) else [],
         lineage=lineage, lineage_chart=lineage_chart, breakdown_chart=breakdown_chart, others=others,
         loop_form=LoopForm(run=run), badcases=badcases, loop_preview=_loop_preview(run),
-        can_retry=run.status in (EvalRun.State.FAILED, EvalRun.State.CANCELLED) or runner.stalled(run),
+        can_retry=run.resumable,
         lineage_ids=[r.pk for _, r in lineage if r], charts=True))
 
 
@@ -257,7 +259,7 @@ def run_results(request, slug, pk):
         qs = qs.filter(**{f"score__defects__{defect}": 1})
     category = request.GET.get("category")
     depth = request.GET.get("depth")
-    if depth and depth.isdigit():
+    if depth and depth.isdecimal():  # not isdigit: int("²") fails
         qs = qs.filter(case__turn_depth=int(depth))
     results = qs.order_by("case__position")
     if category:
@@ -343,7 +345,7 @@ def result_detail(request, slug, pk, case_pk):
 @require_POST
 def run_cancel(request, slug, pk):
     _, run = _run(request, slug, pk, Role.ADMIN)
-    runner.cancel_run(run)
+    lifecycle.cancel(run)
     messages.info(request, "Cancel requested: the worker stops after its current batch; results so far are kept.")
     return redirect("evaluation:run-detail", slug=slug, pk=pk)
 
@@ -353,7 +355,7 @@ def run_cancel(request, slug, pk):
 def run_retry(request, slug, pk):
     _, run = _run(request, slug, pk, Role.ADMIN)
     try:
-        runner.retry_run(run)
+        lifecycle.resume(run)
     except ValidationError as exc:
         messages.error(request, "; ".join(exc.messages))
     else:
@@ -408,10 +410,24 @@ def run_export(request, slug, pk):
 # =========================================================================== compare
 
 
+MAX_COMPARED_RUNS = 20  # each run's per-case results are read; more would not fit a table anyway
+
+
 @login_required
 def compare(request, slug):
     project = project_for(request.user, slug, Role.LEAD)
-    ids = [int(i) for i in request.GET.getlist("runs") if str(i).isdigit()]
+    ids, bad = [], []
+    for raw in filter(None, request.GET.getlist("runs")):
+        run_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None  # < 2**63: a key
+        if not run_id:
+            bad.append(raw if len(raw) <= 20 else raw[:20] + "…")
+        elif run_id not in ids:
+            ids.append(run_id)
+    if bad or len(ids) > MAX_COMPARED_RUNS:
+        error = (f"not a run id: {', '.join(map(repr, bad[:5]))}" if bad
+                 else f"compare at most {MAX_COMPARED_RUNS} runs at a time")
+        return render(request, "evaluation/compare.html", _ctx(
+            request, project, cmp=None, error=error, chart=None, ids=[], candidates=[], charts=True), status=400)
     runs = list(EvalRun.objects.filter(project=project, pk__in=ids).select_related("suite", "model_version"))
     runs.sort(key=lambda r: ids.index(r.pk))
     suites.with_overlap(runs)
@@ -442,7 +458,7 @@ def model_gate(request, slug, pk):
                         initial={"suite": request.GET.get("suite") or EvalSettings.for_project(project).default_suite_id})
     suite = None
     if request.method == "POST":
-        if not has_role(request.user, project, Role.ADMIN):
+        if not can_run_pipeline(request.user, project):
             raise PermissionDenied("Promoting and rejecting need the admin role.")
         if form.is_valid():
             suite = form.cleaned_data["suite"]
@@ -463,7 +479,7 @@ def model_gate(request, slug, pk):
             return redirect(f"{url}?suite={suite.pk}" if suite else url)
     else:
         sid = request.GET.get("suite")
-        if sid and sid.isdigit():
+        if sid and sid.isdecimal():  # not isdigit: int("²") fails
             suite = EvalSuite.objects.filter(project=project, pk=int(sid)).first()
     mv.refresh_from_db()
     gate = promotion.check_gate(mv, suite)

@@ -5,9 +5,16 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from annotator.models import Conversation, Membership, ModelResponse, Project, Role, content_hash
+from annotator.models import (
+    Conversation,
+    Membership,
+    ModelResponse,
+    ModelVersion,
+    Project,
+    Role,
+    content_hash,
+)
 from annotator.taxonomy import seed_default_taxonomy
-from training.models import ModelVersion
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -52,6 +59,28 @@ def plain_http(settings):
     """The test client and live servers speak plain HTTP: no redirect to HTTPS even with DEBUG=0 (CI).
     tests/test_security.py checks the production settings themselves."""
     settings.SECURE_SSL_REDIRECT = False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def local_models_and_endpoints(tmp_path_factory):
+    """Tests build tiny models under pytest's temp folder and serve stub endpoints on loopback: both are
+    allowed here, also in worker processes (through the environment) and with DEBUG=0 (CI).
+    tests/test_outbound.py checks the rules themselves."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    base = str(tmp_path_factory.getbasetemp())
+    env = {"MODEL_EXTRA_DIRS": base, "MODEL_ENDPOINT_ALLOWED_HOSTS": "localhost,127.0.0.1,::1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    with override_settings(MODEL_FOLDER_ROOTS=[*settings.MODEL_FOLDER_ROOTS, base],
+                           MODEL_ENDPOINT_ALLOWED_HOSTS=env["MODEL_ENDPOINT_ALLOWED_HOSTS"].split(",")):
+        yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ reach deep into validation instead of failing at the first check; raw outputs ar
 tags and fragments the metrics parser reacts to.
 """
 
+import base64
 import copy
 import json
 
@@ -13,8 +14,11 @@ import orjson
 from hypothesis import strategies as st
 
 from annotator.importers import decode_line, parse_line
-from annotator.validation import FieldError
-from evaluation.metrics import DEFECTS, HEADLINE_METRICS, expected_calls, parse_output, score_case
+from toolcalls.defects import DEFECTS
+from toolcalls.match import expected_calls
+from toolcalls.parse import parse_output
+from toolcalls.score import HEADLINE_METRICS, score_case
+from toolcalls.validate import FieldError
 
 TOOLS = [
     {"type": "function", "function": {
@@ -224,3 +228,52 @@ gold_messages = st.one_of(
 )
 tool_lists = st.one_of(st.none(), st.just(TOOLS), st.lists(json_values, max_size=3))
 tool_name_sets = st.one_of(st.none(), st.just(TOOL_NAMES), st.sets(text, max_size=3))
+
+
+# ------------------------------------------------------------------ hostile API input (test_fuzz.py)
+
+# JSON text no serializer should have to survive: the parser or a field must refuse it with a 4xx
+HOSTILE_JSON = [
+    "1e999", "-1e999", "NaN", "Infinity", "-Infinity", "99999999999999999999", "-99999999999999999999",
+    "18446744073709551616", "1e20", "1.5", "-1", "0", "true", "null", "[]", "{}", '"\\ud800"', '"\\udfff x"',
+    '"\\u0000"', '"99999999999999999999"', '"1e999"', '"abc"', '""', "[1e999]", '{"a": NaN}', '[null]', '[[1]]',
+    '{"role": "assistant", "content": "\\ud800"}', '"' + "x" * 5000 + '"',
+]
+hostile_json_values = st.one_of(
+    st.sampled_from(HOSTILE_JSON),
+    json_values.map(json.dumps),
+    st.integers(95, 3000).map(lambda n: "[" * n + "]" * n),
+    st.integers(95, 3000).map(lambda n: '{"a": ' * n + "1" + "}" * n),
+)
+hostile_whole_bodies = st.one_of(
+    st.sampled_from(["", "[", "{", "[]", '"x"', "1e999", "NaN", "[" * 100_000 + "]" * 100_000, "\ufeff{}", "{,}"]),
+    st.text(max_size=20),
+)
+
+
+@st.composite
+def hostile_bodies(draw, base: dict, extra_keys=()) -> str:
+    """JSON text for a route: its valid payload `base` with one to three fields (or made-up keys) replaced
+    by hostile values, or now and then no payload at all."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(hostile_whole_bodies)
+    fields = {key: json.dumps(value) for key, value in base.items()}
+    for key in draw(st.lists(st.sampled_from([*base, *extra_keys]), min_size=1, max_size=3, unique=True)):
+        fields[key] = draw(hostile_json_values)
+    return "{" + ", ".join(f"{json.dumps(key)}: {value}" for key, value in fields.items()) + "}"
+
+
+# query values for list filters (a test client cannot send a lone surrogate in a URL)
+hostile_query_values = st.one_of(
+    st.sampled_from(["99999999999999999999", "-99999999999999999999", "1e999", "NaN", "inf", "-1", "0", "1.5", "",
+                     " ", "abc", "2024-13-45", "2024-01-01T00:00:00+17:34", "1,2", "true", "None", "\x00", "9" * 400,
+                     "%ff", "[1]"]),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=12),
+)
+hostile_cursors = st.one_of(
+    st.builds(lambda p, o, r: base64.b64encode(f"p={p}&o={o}&r={r}".encode("utf-8", "surrogatepass")).decode(),
+              st.one_of(hostile_query_values, st.text(max_size=8)), st.sampled_from(["0", "1", "-1", "9" * 30, "x"]),
+              st.sampled_from(["0", "1", "x"])),
+    st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()),
+    hostile_query_values,
+)

@@ -1,9 +1,10 @@
-"""Business rules behind the API: validation of corrections and preferences, the review flow."""
+"""Business rules behind the API: validation of corrections and preferences (through the queue endpoints),
+the review flow."""
 
 import pytest
 
-from annotator.models import Label, Status
-from training.models import ModelVersion
+from annotator import assignment
+from annotator.models import Correction, Label, ModelVersion, Preference, Status, TaxonomyCategory
 
 from .conftest import make_conversation
 
@@ -16,76 +17,84 @@ def label(conversation, members):
     return Label.objects.create(response=r1, annotator=members["annotator"], verdict="unreasonable")
 
 
-def test_correction_tool_calls_are_checked_against_the_tool_schema(api, members, label):
+@pytest.fixture
+def queue(project, conversation):
+    assignment.sync_tasks(project)
+    return project
+
+
+def next_task(client, kind="label") -> int:
+    return client.get("/api/projects/sales/queue/next/", {"kind": kind}).json()["id"]
+
+
+def submit(client, task_id, body):
+    return client.post(f"/api/projects/sales/queue/tasks/{task_id}/submit/", body, format="json")
+
+
+def test_correction_tool_calls_are_checked_against_the_tool_schema(api, members, queue):
     client = api(members["annotator"])
-    bad = {"label": label.pk, "message": {"tool_calls": [
-        {"type": "function", "function": {"name": "create_order", "arguments": {"sku": "A-1", "quantity": "2"}}}]}}
-    response = client.post("/api/corrections/", bad, format="json")
+    task = next_task(client)
+    cat = TaxonomyCategory.objects.filter(project=queue, parent__isnull=False).first().pk
+    bad = {"verdict": "unreasonable", "categories": [cat], "correction_tool_calls": [
+        {"name": "create_order", "arguments": {"sku": "A-1", "quantity": "2"}}]}
+    response = submit(client, task, bad)
     assert response.status_code == 400
-    assert response.json() == {"message.tool_calls[0].function.arguments.quantity": ["'2' is not of type 'integer'"]}
+    assert response.json() == {"correction.tool_calls[0].function.arguments.quantity": ["'2' is not of type 'integer'"]}
 
-    unknown = {"label": label.pk, "message": {"tool_calls": [
-        {"type": "function", "function": {"name": "refund", "arguments": {}}}]}}
-    assert "unknown tool 'refund'" in str(client.post("/api/corrections/", unknown, format="json").json())
+    unknown = {**bad, "correction_tool_calls": [{"name": "refund", "arguments": {}}]}
+    assert "unknown tool 'refund'" in str(submit(client, task, unknown).json())
 
-    good = {"label": label.pk, "message": {"content": "", "tool_calls": [
-        {"type": "function", "function": {"name": "create_order", "arguments": {"sku": "A-1", "quantity": 2}}}]}}
-    response = client.post("/api/corrections/", good, format="json")
-    assert response.status_code == 201
-    stored = response.json()["message"]
+    good = {**bad, "correction_tool_calls": [{"name": "create_order", "arguments": {"sku": "A-1", "quantity": 2}}]}
+    response = submit(client, task, good)
+    assert response.status_code == 200, response.content
+    stored = Correction.objects.get(label_id=response.json()["label"]).message
     assert stored["tool_calls"][0]["function"]["arguments"] == '{"sku": "A-1", "quantity": 2}'
 
 
-def test_empty_correction_is_refused(api, members, label):
-    response = api(members["annotator"]).post("/api/corrections/", {"label": label.pk, "message": {"content": " "}},
-                                              format="json")
-    assert response.status_code == 400
-    assert response.json() == {"message": ["needs reply text or at least one tool call"]}
-
-
-def test_preference_pairs_must_answer_the_same_context(api, members, project, conversation):
-    _, (r1, r2) = conversation
-    _, (other,) = make_conversation(project, 2)
+def test_blank_correction_is_no_correction(api, members, queue):
     client = api(members["annotator"])
-    response = client.post("/api/preferences/", {"response_a": r1.pk, "response_b": other.pk, "choice": "a"},
-                           format="json")
-    assert response.status_code == 400
-    assert response.json() == {"response_b": ["Both responses must answer the same context."]}
-    response = client.post("/api/preferences/", {"response_a": r1.pk, "response_b": r1.pk}, format="json")
-    assert response.status_code == 400
-    assert client.post("/api/preferences/", {"response_a": r1.pk, "response_b": r2.pk, "choice": "b",
-                                             "status": "submitted"}, format="json").status_code == 201
+    response = submit(client, next_task(client), {"verdict": "reasonable", "correction_content": " "})
+    assert response.status_code == 200
+    assert not Correction.objects.filter(label_id=response.json()["label"]).exists()
 
 
-def test_reason_required_when_the_project_says_so(api, members, project, conversation):
-    project.label_settings = {**project.label_settings, "require_preference_reason": True}
-    project.save()
+def test_a_preference_is_for_the_pair_the_queue_hands_out(api, members, queue, conversation):
     _, (r1, r2) = conversation
-    response = api(members["annotator"]).post(
-        "/api/preferences/", {"response_a": r1.pk, "response_b": r2.pk, "choice": "a", "status": "submitted"},
-        format="json")
-    assert response.status_code == 400 and "reason" in response.json()
+    client = api(members["annotator"])
+    task = next_task(client, "compare")
+    response = submit(client, task, {"choice": "b"})
+    assert response.status_code == 200
+    pref = Preference.objects.get(pk=response.json()["preference"])
+    assert (pref.response_a_id, pref.response_b_id, pref.status) == (r1.pk, r2.pk, Status.SUBMITTED)
 
 
-def test_submitted_label_needs_a_verdict_and_categories_of_the_same_project(api, members, conversation,
-                                                                             other_project):
-    from annotator.models import TaxonomyCategory
+def test_reason_required_when_the_project_says_so(api, members, queue):
+    queue.label_settings = {**queue.label_settings, "require_preference_reason": True}
+    queue.save()
+    client = api(members["annotator"])
+    response = submit(client, next_task(client, "compare"), {"choice": "a"})
+    assert response.status_code == 400 and response.json() == {
+        "reason": ["This project asks for a reason with every choice."]}
+
+
+def test_submitted_label_needs_a_verdict_and_categories_of_the_same_project(api, members, queue, other_project):
     from annotator.taxonomy import seed_default_taxonomy
 
-    _, (_r1, r2) = conversation
     client = api(members["annotator"])
-    response = client.post("/api/labels/", {"response": r2.pk, "status": "submitted"}, format="json")
-    assert response.json() == {"verdict": ["A submitted label needs a verdict."]}
+    task = next_task(client)
+    response = submit(client, task, {})
+    assert response.status_code == 400 and response.json() == {"verdict": ["Choose reasonable or unreasonable."]}
     seed_default_taxonomy(other_project)
     foreign = TaxonomyCategory.objects.filter(project=other_project).first()
-    response = client.post("/api/labels/", {"response": r2.pk, "verdict": "reasonable", "categories": [foreign.pk]},
-                           format="json")
-    assert response.status_code == 400  # not visible to this annotator: "does not exist"
+    response = submit(client, task, {"verdict": "reasonable", "categories": [foreign.pk]})
+    assert response.status_code == 400 and response.json() == {
+        "categories": ["Some categories are not active categories of this project."]}
 
 
-def test_review_flow_reject_then_fix_then_approve(api, members, label):
+def test_review_flow_reject_then_fix_then_approve(api, members, queue):
     annotator, lead = api(members["annotator"]), api(members["lead"])
-    assert annotator.patch(f"/api/labels/{label.pk}/", {"status": "submitted"}, format="json").status_code == 200
+    task = next_task(annotator)
+    label = Label.objects.get(pk=submit(annotator, task, {"verdict": "reasonable"}).json()["label"])
     response = lead.post("/api/reviews/", {"label": label.pk, "decision": "reject"}, format="json")
     assert response.status_code == 400 and "comment" in response.json()
     response = lead.post("/api/reviews/", {"label": label.pk, "decision": "reject",
@@ -93,16 +102,15 @@ def test_review_flow_reject_then_fix_then_approve(api, members, label):
     assert response.status_code == 201
     label.refresh_from_db()
     assert label.status == Status.REJECTED
-    # the annotator sees why, fixes and resubmits
+    # the annotator sees why, fixes and resubmits through the queue
     reviews = annotator.get("/api/reviews/").json()["results"]
     assert [r["comment"] for r in reviews] == ["Also tick Wrong arguments."]
-    assert annotator.patch(f"/api/labels/{label.pk}/", {"status": "submitted", "note": "fixed"},
-                           format="json").status_code == 200
+    assert submit(annotator, task, {"verdict": "reasonable", "note": "fixed"}).status_code == 200
     assert lead.post("/api/reviews/", {"label": label.pk, "decision": "approve"}, format="json").status_code == 201
     label.refresh_from_db()
     assert label.status == Status.APPROVED
     # approved is final for the annotator
-    assert annotator.patch(f"/api/labels/{label.pk}/", {"note": "x"}, format="json").status_code == 400
+    assert submit(annotator, task, {"verdict": "reasonable", "note": "x"}).status_code == 409
     assert label.history.count() >= 4  # audit trail of every change
 
 

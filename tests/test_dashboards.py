@@ -20,6 +20,7 @@ from annotator.models import (
     Label,
     Membership,
     ModelResponse,
+    ModelVersion,
     Preference,
     Review,
     Role,
@@ -28,7 +29,6 @@ from annotator.models import (
     TaxonomyCategory,
     content_hash,
 )
-from training.models import ModelVersion
 
 krippendorff = pytest.importorskip("krippendorff")
 sklearn_metrics = pytest.importorskip("sklearn.metrics")

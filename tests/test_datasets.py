@@ -8,6 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from jobs import lifecycle
 from training import datasets
 from training.datasets import build_snapshot, clean_spec, count_matching, create_snapshot
 from training.models import DatasetSnapshot
@@ -349,13 +350,13 @@ def test_a_superseded_attempt_cannot_finish(world, members, project, monkeypatch
 
     def write_then_lose_ownership(self):
         result = real_write(self)
-        DatasetSnapshot.objects.filter(pk=self.snapshot.pk).update(build_token="someone-else")
+        DatasetSnapshot.objects.filter(pk=self.snapshot.pk).update(run_token="someone-else")
         return result
 
     monkeypatch.setattr(datasets.Build, "write", write_then_lose_ownership)
     build_snapshot(snap.pk)
     snap.refresh_from_db()
-    assert snap.status == "running" and snap.build_token == "someone-else" and not snap.file
+    assert snap.status == "running" and snap.run_token == "someone-else" and not snap.file
     assert not datasets.media_path(datasets.file_name_for(snap)).exists()
 
 
@@ -376,11 +377,11 @@ def test_deleting_a_snapshot_mid_build_stops_the_build_and_leaves_no_file(world,
 
 def test_repeated_worker_deaths_give_up_with_a_message(world, members, project):
     snap = create_snapshot(project, members["admin"], {"kind": "sft"}, start=False)
-    DatasetSnapshot.objects.filter(pk=snap.pk).update(status="running", attempts=datasets.MAX_ATTEMPTS)
+    DatasetSnapshot.objects.filter(pk=snap.pk).update(status="running", attempts=lifecycle.MAX_ATTEMPTS)
     snap = build_snapshot(snap.pk)
     assert snap.status == "failed" and snap.failure == "gave_up" and "Gave up after 3 attempts" in snap.message
-    snap = datasets.retry_snapshot(snap)
-    assert snap.status == "queued" and snap.attempts == 0
+    lifecycle.resume(snap)  # "Build again"
+    assert snap.status == "queued" and snap.failure == ""
     assert build_snapshot(snap.pk).status == "ready"
 
 
@@ -414,7 +415,7 @@ def test_broker_outage_is_reported_on_the_snapshot(world, members, project, monk
     with django_capture_on_commit_callbacks(execute=True):
         snap = create_snapshot(project, members["admin"], {"kind": "sft"})
     snap.refresh_from_db()
-    assert snap.status == "failed" and snap.failure == "queue_unavailable"
+    assert snap.status == "failed" and snap.failure == "queue_unavailable" and snap.waiting_for_queue
     assert "Could not reach the task queue" in snap.message
 
 

@@ -8,11 +8,11 @@ from annotator.models import (
     Correction,
     Label,
     ModelResponse,
+    ModelVersion,
     Preference,
     TaxonomyCategory,
     content_hash,
 )
-from training.models import ModelVersion
 
 SYSTEM = {"role": "system", "content": "You are the sales assistant of Northwind Home."}
 

@@ -9,12 +9,14 @@ from unittest import mock
 import pytest
 
 from evaluation import runner
-from evaluation.client import ChatClient, EndpointError, chat_url, message_to_text
-from evaluation.metrics import score_case
 from evaluation.models import EvalResult
+from inference.client import ChatClient, EndpointError, chat_url, message_to_text
+from toolcalls.score import score_case
 
 from .conftest import TOOLS
 from .test_eval_support import make_suite, model
+
+LOOPBACK = ["127.0.0.1"]  # the stub servers below listen on loopback, which a client must be told to allow
 
 
 class StubChat:
@@ -65,7 +67,7 @@ def call(name, arguments):
 
 @pytest.fixture(autouse=True)
 def no_backoff_sleep():
-    with mock.patch("evaluation.client.time.sleep"):
+    with mock.patch("inference.client.time.sleep"):
         yield
 
 
@@ -96,7 +98,7 @@ def test_complete_sends_a_greedy_request_with_tools_and_reads_the_finish_reason(
     stub = StubChat(lambda body: completion({"role": "assistant", "content": "word " * 50}, finish="length",
                                             tokens=64))
     with stub.serve() as url:
-        out = ChatClient(url, "qwen3-8b-sft", api_key="sekret").complete(
+        out = ChatClient(url, "qwen3-8b-sft", api_key="sekret", allowed_hosts=LOOPBACK).complete(
             [{"role": "user", "content": "Hi"},
              {"role": "assistant", "tool_calls": [call("check_inventory", {"sku": "A-1"})]},
              {"role": "tool", "tool_call_id": "call_1", "content": "{}"}], TOOLS, max_tokens=64)
@@ -113,13 +115,13 @@ def test_retries_server_errors_but_not_client_errors():
     answers = iter([(503, {"error": {"message": "overloaded"}}), completion({"role": "assistant", "content": "ok!"})])
     stub = StubChat(lambda body: next(answers))
     with stub.serve() as url:
-        assert ChatClient(url, "m").complete([{"role": "user", "content": "Hi"}], None).text == "ok!"
+        assert ChatClient(url, "m", allowed_hosts=LOOPBACK).complete([{"role": "user", "content": "Hi"}], None).text == "ok!"
     assert len(stub.requests) == 2
 
     stub = StubChat(lambda body: (400, {"error": {"message": "model 'm' does not exist"}}))
     with stub.serve() as url:
         with pytest.raises(EndpointError, match="HTTP 400: model 'm' does not exist"):
-            ChatClient(url, "m").complete([{"role": "user", "content": "Hi"}], None)
+            ChatClient(url, "m", allowed_hosts=LOOPBACK).complete([{"role": "user", "content": "Hi"}], None)
     assert len(stub.requests) == 1
 
 

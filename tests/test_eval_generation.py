@@ -8,9 +8,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from evaluation import generation, runner, suites  # noqa: E402
-from evaluation.metrics import score_case  # noqa: E402
+from annotator.model_lineage import ModelNotFound, model_paths  # noqa: E402
+from evaluation import runner, suites  # noqa: E402
 from evaluation.models import EvalResult  # noqa: E402
+from inference import generation  # noqa: E402
+from inference.loading import load_model  # noqa: E402
+from inference.perplexity import GENERAL_TEXTS, TEXTS_FINGERPRINT, perplexity  # noqa: E402
+from toolcalls.score import score_case  # noqa: E402
 from training import demo_domain  # noqa: E402
 
 from .test_eval_support import model  # noqa: E402
@@ -27,7 +31,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(tiny_model):
-    return generation.load_model(tiny_model, device="cpu")
+    return load_model(tiny_model, device="cpu")
 
 
 def items(n=10, seed=1):
@@ -58,7 +62,7 @@ def test_a_base_plus_lora_adapter_loads_and_a_zero_adapter_changes_nothing(tiny_
     peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
                                                  task_type="CAUSAL_LM"))  # B starts at zero
     peft_model.save_pretrained(tmp_path / "adapter")
-    with_adapter = generation.load_model(tiny_model, str(tmp_path / "adapter"), device="cpu")
+    with_adapter = load_model(tiny_model, str(tmp_path / "adapter"), device="cpu")
     assert "adapter" in with_adapter.label
     a = generation.generate(with_adapter, items(4), max_new_tokens=16)
     b = generation.generate(loaded, items(4), max_new_tokens=16)
@@ -66,19 +70,20 @@ def test_a_base_plus_lora_adapter_loads_and_a_zero_adapter_changes_nothing(tiny_
 
 
 def test_general_text_perplexity(loaded):
-    ppl = generation.perplexity(loaded)
+    ppl = perplexity(loaded.model, loaded.tokenizer)
     assert math.isfinite(ppl) and ppl > 1
-    assert generation.perplexity(loaded) == pytest.approx(ppl)
-    assert generation.texts_fingerprint(None) != generation.texts_fingerprint(["other text"])
+    assert perplexity(loaded.model, loaded.tokenizer) == pytest.approx(ppl)
+    assert perplexity(loaded.model, loaded.tokenizer, batch_size=1) == pytest.approx(ppl, rel=1e-4)  # pads never count
+    assert len(GENERAL_TEXTS) >= 8 and len(TEXTS_FINGERPRINT) == 16
 
 
 def test_model_paths_take_the_base_from_an_ancestor(project, tiny_model):
     base = model(project, "base", path=tiny_model, origin="base")
     sft = model(project, "sft", parent=base, adapter_path="/adapters/sft", origin="sft")
     dpo = model(project, "dpo", parent=sft, adapter_path="/adapters/dpo", origin="dpo")
-    assert generation.model_paths(dpo) == (tiny_model, ["/adapters/sft", "/adapters/dpo"])
-    with pytest.raises(ValueError, match="no base model folder"):
-        generation.model_paths(model(project, "imported"))
+    assert model_paths(dpo) == (tiny_model, ["/adapters/sft", "/adapters/dpo"])
+    with pytest.raises(ModelNotFound, match="no base model folder"):
+        model_paths(model(project, "imported"))
 
 
 @pytest.mark.django_db
@@ -90,6 +95,7 @@ def test_a_local_run_in_process(project, tiny_model):
     run = runner.run_eval(run.pk)
     assert run.status == "done", run.message
     assert run.summary["n"] == 10 and run.perplexity and run.stats["device"] == "cpu"
+    assert run.stats["perplexity_texts"] == TEXTS_FINGERPRINT
     for r in EvalResult.objects.filter(run=run).select_related("case"):
         want = score_case(r.case.expected, r.output, r.case.tools, stopped_at_limit=r.stopped_at_limit)
         assert r.tool_call_accuracy == want["tool_call_accuracy"] and r.score["defects"] == want["defects"]

@@ -2,9 +2,9 @@
 
 import pytest
 
+from annotator.models import ModelVersion
 from evaluation import promotion
 from evaluation.models import EvalSettings, PromotionDecision
-from training.models import ModelVersion
 
 from .test_eval_overlap import sft_snapshot
 from .test_eval_support import crafted_run, make_suite, model

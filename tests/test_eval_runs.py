@@ -4,15 +4,18 @@ reported on the run; automatic runs after training."""
 
 import io
 import json
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from evaluation import runner
-from evaluation.metrics import score_case, summarize
 from evaluation.models import EvalResult, EvalRun, EvalSettings
+from jobs import lifecycle
+from toolcalls.score import score_case, summarize
 
 from .test_eval_support import crafted_run, make_suite, model, outputs_file, right_output
 
@@ -84,12 +87,13 @@ def test_a_killed_worker_resumes_after_the_last_committed_batch(project):
     suite = make_suite(project, 6)
     mv = model(project, "agent-v1")
     run = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, {1, 2, 3}), start=False)
-    # first attempt: claims, commits two cases, dies
-    claimed, token = runner._claim(run.pk)
-    attempt = runner.Attempt(claimed, token)
+    # first attempt: claims, commits two cases, dies (no heartbeat since)
+    attempt = runner.Attempt(lifecycle.claim(EvalRun, run.pk))
     first_two = list(suite.cases.order_by("position")[:2])
     attempt.commit([runner.result_row(run.pk, c, right_output(c), None) for c in first_two])
     assert EvalRun.objects.get(pk=run.pk).cases_done == 2
+    assert runner.run_eval(run.pk).status == "running"  # a duplicate delivery while it lives does nothing
+    EvalRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
     # redelivery: a new attempt takes over and scores only the rest
     with mock.patch("evaluation.runner.result_row", wraps=runner.result_row) as rows:
         run = runner.run_eval(run.pk)
@@ -105,22 +109,23 @@ def test_cancel_keeps_the_results_so_far(project):
     suite = make_suite(project, 4)
     mv = model(project, "agent-v1")
     queued = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, set()), start=False)
-    runner.cancel_run(queued)
+    lifecycle.cancel(queued)
     assert queued.status == "cancelled" and runner.run_eval(queued.pk).status == "cancelled"
 
     run = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, {1}), start=False)
-    claimed, token = runner._claim(run.pk)
-    attempt = runner.Attempt(claimed, token)
-    attempt.commit([runner.result_row(run.pk, suite.cases.get(position=1), "hello there friend", None)])
-    EvalRun.objects.filter(pk=run.pk).update(cancel_requested=True)
-    with pytest.raises(runner.RunCancelled):
-        attempt.check()
-    EvalRun.objects.filter(pk=run.pk).update(run_token="", status="queued", attempts=0)
-    run = runner.run_eval(run.pk)
+    real_commit = runner.Attempt.commit
+
+    def commit_then_cancel(self, rows):  # an admin presses Cancel once the first case is committed
+        real_commit(self, rows[:1])
+        lifecycle.cancel(EvalRun.objects.get(pk=run.pk))
+        real_commit(self, rows[1:])
+
+    with mock.patch.object(runner.Attempt, "commit", commit_then_cancel):
+        run = runner.run_eval(run.pk)
     assert run.status == "cancelled" and "1 of 4" in run.message
     assert run.summary["partial"] and run.summary["n"] == 1
-    retried = runner.retry_run(run)
-    assert retried.status == "queued" and not retried.cancel_requested
+    lifecycle.resume(run)
+    assert run.status == "queued" and not run.cancel_requested
 
 
 def test_a_broker_outage_is_reported_on_the_run(project, django_capture_on_commit_callbacks):
@@ -130,39 +135,51 @@ def test_a_broker_outage_is_reported_on_the_run(project, django_capture_on_commi
         with django_capture_on_commit_callbacks(execute=True):
             run = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, set()))
     run.refresh_from_db()
-    assert run.status == "failed" and "Could not reach the task queue" in run.message
+    assert run.status == "failed" and run.waiting_for_queue and "Could not reach the task queue" in run.message
 
 
-def test_a_training_job_can_request_a_run_of_the_default_suite(project, django_capture_on_commit_callbacks):
-    from evaluation.tasks import request_eval_after_training
+def _succeeded_job(project, version, evaluate_after, user=None):
+    """A finished training job row, as the trainer hands it to its after-training subscribers."""
 
+    return SimpleNamespace(pk=7, project=project, evaluate_after=evaluate_after, created_by=user)
+
+
+def test_after_training_the_hook_queues_a_run_only_when_asked(project, members, django_capture_on_commit_callbacks):
+    from training import hooks
+
+    assert runner.evaluate_after_training in hooks._after_training  # evaluation subscribed at start-up
     mv = model(project, "sft-1", origin="sft", path="/models/base", adapter_path="/models/sft-1")
-    assert request_eval_after_training(mv.pk) is None  # no suite yet
-    suite = make_suite(project, 2)
     cfg = EvalSettings.for_project(project)
+    cfg.auto_eval_after_training = False
+    cfg.save()
+    assert hooks.version_trained(_succeeded_job(project, mv, evaluate_after=False), mv) == []  # off, not asked
+    assert hooks.version_trained(_succeeded_job(project, mv, evaluate_after=True), mv) == [
+        "no evaluation run: the project has no eval suite yet"]
+    suite = make_suite(project, 2)
     cfg.default_suite = suite
+    cfg.auto_eval_after_training = True  # the project setting alone is enough
     cfg.save()
     with mock.patch("evaluation.tasks.run_eval.delay") as delay:
         with django_capture_on_commit_callbacks(execute=True):
-            run = request_eval_after_training(mv.pk, note="after job 7")
+            lines = hooks.version_trained(_succeeded_job(project, mv, False, members["admin"]), mv)
+    run = EvalRun.objects.get(model_version=mv)
     delay.assert_called_once_with(run.pk)
-    assert run.trigger == "training" and run.suite == suite and run.source == "local" and run.note == "after job 7"
-    cfg.auto_eval_after_training = False
-    cfg.save()
-    assert request_eval_after_training(mv.pk) is None
-    imported = model(project, "no-folder")
-    cfg.auto_eval_after_training = True
-    cfg.save()
-    assert request_eval_after_training(imported.pk) is None  # nothing to load: no run, no exception
+    assert lines == [f"evaluation run {run.pk} queued on suite {suite.name}"]
+    assert run.trigger == "training" and run.suite == suite and run.source == "local"
+    assert run.created_by == members["admin"] and "training job 7" in run.note
 
 
-def test_start_run_for_version_is_what_the_trainer_calls(project, members):
-    mv = model(project, "base+sft-job1", origin="sft", path="/models/base", adapter_path="/jobs/1/adapter")
-    with pytest.raises(ValidationError, match="no eval suite"):
-        runner.start_run_for_version(mv)
-    suite = make_suite(project, 2)
-    run = runner.start_run_for_version(mv, user=members["admin"])
-    assert run.suite == suite and run.trigger == "training" and run.created_by == members["admin"]
+def test_a_failing_subscriber_is_logged_not_raised(project):
+    from training import hooks
+
+    def broken(job, version):
+        raise RuntimeError("boom")
+
+    hooks.on_version_trained(broken)
+    try:
+        assert hooks.version_trained(SimpleNamespace(), None)[-1] == "could not run broken: RuntimeError: boom"
+    finally:
+        hooks._after_training.remove(broken)
 
 
 def test_management_commands_build_a_suite_and_score_an_outputs_file(project, tmp_path):

@@ -9,10 +9,10 @@ import json
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from annotator.models import ModelVersion
 from evaluation import runner
 from evaluation.models import EvalRun
 from evaluation.suites import create_suite
-from training.models import ModelVersion
 
 
 def gold_record(i: int, call: bool = True, **extra) -> dict:

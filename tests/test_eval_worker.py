@@ -5,9 +5,9 @@ import os
 import pytest
 
 from evaluation import runner, suites
-from evaluation.metrics import score_case, summarize
 from evaluation.models import EvalResult, EvalRun
 from evaluation.tasks import run_eval
+from toolcalls.score import score_case, summarize
 
 from .test_eval_support import model
 from .worker import celery_worker, wait_for

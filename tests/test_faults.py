@@ -14,13 +14,12 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 
 from annotator import assignment
-from annotator.models import Conversation, ImportJob, Label, ModelResponse, Task
-from annotator.tasks import import_conversations, start_import
-from config.queueing import QUEUE_UNAVAILABLE, requeue_waiting
-from training import trainer
+from annotator.models import Conversation, ImportJob, Label, ModelResponse, ModelVersion, Task
+from annotator.tasks import import_conversations
+from jobs import lifecycle
 from training.datasets import create_snapshot
-from training.models import DatasetSnapshot, ModelVersion, TrainingJob
-from training.tasks import run_training, start_training
+from training.models import DatasetSnapshot, TrainingJob
+from training.tasks import run_training
 
 from .conftest import conversation_record, jsonl, make_conversation
 from .test_training import base, sft_snapshot, tiny_model  # noqa: F401 - fixtures
@@ -90,15 +89,15 @@ def test_a_training_worker_killed_is_reaped_as_failed_and_resumes_to_the_end(pro
     assert j.status == "running" and 0 < j.step < 30  # nobody has noticed yet
     killed_at = j.step
 
-    settings.TRAINING_HEARTBEAT_TIMEOUT = 1
+    settings.JOB_HEARTBEAT_TIMEOUT_S = 1
     time.sleep(1.5)
-    assert trainer.reap_stale_jobs() == 1
+    assert lifecycle.reap_stale(TrainingJob) == 1
     j.refresh_from_db()
     assert j.status == "failed" and "stopped responding" in j.message and j.resumable
     last = j.checkpoints.order_by("-step").first().step
     assert f"Resume continues from the checkpoint at step {last}" in j.message and last <= killed_at
 
-    assert trainer.resume(j)
+    lifecycle.resume(j)  # also sent to the training queue; this test's worker listens on its own
     with celery_worker() as (queue, _proc):
         run_training.apply_async(args=[j.pk], queue=queue)
         wait_for(lambda: TrainingJob.objects.get(pk=j.pk).finished, timeout=400, what="the resumed job",
@@ -177,7 +176,7 @@ def test_with_redis_down_annotation_goes_on_jobs_say_why_and_are_queued_again_on
     started = time.monotonic()
     with transaction.atomic():
         imp = upload(project, jsonl([conversation_record(100 + i) for i in range(20)]), "late.jsonl")
-        start_import(imp)
+        lifecycle.enqueue(imp)
     snapshot = create_snapshot(project, admin, {"kind": "sft", "filters": {"include_reasonable": True}})
     mv = ModelVersion.objects.create(project=project, name="base-for-outage", origin="base")
     ready = DatasetSnapshot.objects.create(project=project, kind="sft", version=99, layout="trl_messages",
@@ -185,21 +184,23 @@ def test_with_redis_down_annotation_goes_on_jobs_say_why_and_are_queued_again_on
     with transaction.atomic():
         tj = TrainingJob.objects.create(project=project, name="during the outage", stage="sft", base_version=mv,
                                         train_snapshot=ready)
-        start_training(tj)
+        lifecycle.enqueue(tj)
     assert time.monotonic() - started < 30
     for row in (imp, snapshot, tj):
         row.refresh_from_db()
-        assert row.status == "failed" and row.message.startswith(QUEUE_UNAVAILABLE), (row, row.message)
+        assert row.status == "failed" and row.waiting_for_queue, (row, row.message)
+        assert row.message.startswith(lifecycle.QUEUE_UNAVAILABLE), row.message
     assert snapshot.get_failure_display() == "task queue unavailable"
-    assert requeue_waiting() == {"broker": "unavailable"}  # nothing touched while it is still down
+    assert lifecycle.requeue_waiting() == {"broker": "unavailable"}  # nothing touched while it is still down
 
     private_redis.start()  # same port, empty: whatever was in it is gone
-    assert requeue_waiting() == {"imports": 1, "snapshots": 1, "training_jobs": 1, "eval_runs": 0}
+    nothing = {"imports": 0, "snapshots": 0, "training_jobs": 0, "online_runs": 0, "eval_runs": 0}
+    assert lifecycle.requeue_waiting() == {**nothing, "imports": 1, "snapshots": 1, "training_jobs": 1}
     for row in (imp, snapshot, tj):
         row.refresh_from_db()
         assert row.status == "queued", (row, row.message)
     assert queue_lengths(private_redis, "default", "exports", "training") == {"default": 1, "exports": 1, "training": 1}
-    assert requeue_waiting() == {"imports": 0, "snapshots": 0, "training_jobs": 0, "eval_runs": 0}  # once only
+    assert lifecycle.requeue_waiting() == nothing  # once only
 
     env = {"MEDIA_ROOT": str(media), "CELERY_BROKER_URL": private_redis.url, "REDIS_URL": private_redis.url}
     with celery_worker(queues="default,exports", extra_env=env) as (queue, _proc):

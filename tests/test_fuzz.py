@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 from django.core.files.base import ContentFile
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from annotator.importers import parse_line, run_import
@@ -23,6 +23,9 @@ from .fuzz_strategies import (
     encode_record,
     garbage_lines,
     gold_messages,
+    hostile_bodies,
+    hostile_cursors,
+    hostile_query_values,
     mutated_records,
     raw_outputs,
     tool_lists,
@@ -165,3 +168,107 @@ def test_metrics_survive_deep_json_and_lone_surrogates():
     check_parse_output("<tool_call>" + "[" * 5000 + "</tool_call>", {"check_inventory"})
     s = check_score_case(None, "word\ud800 " * 80, None, None)
     assert s["defects"]["end_repetition"] == 1
+
+
+# ------------------------------------------------------------------ the REST API: never a 500
+
+
+@pytest.fixture
+def api_writes(project, other_project, members):
+    """Every write route of the REST API with a valid payload to mutate (labels, corrections and preferences
+    are written through the queue endpoints, fuzzed with the queue)."""
+    from annotator.models import Label, Membership, ModelVersion, Role, Status, TaxonomyCategory
+    from evaluation.models import EvalSuite
+    from training.models import DatasetSnapshot
+
+    from .conftest import make_conversation
+
+    Membership.objects.get_or_create(user=members[Role.ADMIN], project=other_project, role=Role.ANNOTATOR)
+    conv, (r1, r2) = make_conversation(project, 500, n_responses=2)
+    mv = ModelVersion.objects.get(project=project, name="agent-v1")
+    cat = TaxonomyCategory.objects.filter(project=project).first()
+    label, _ = Label.objects.get_or_create(response=r1, annotator=members[Role.ADMIN],
+                                           defaults={"verdict": "unreasonable", "status": Status.SUBMITTED})
+    snap = DatasetSnapshot.objects.create(project=project, kind="sft", version=1, layout="trl_messages",
+                                          status=DatasetSnapshot.State.READY)
+    suite = EvalSuite.objects.create(project=project, name="gold", version=1, source="gold", content_hash="h")
+    membership = Membership.objects.get(user=members[Role.ANNOTATOR], project=project)
+    message = {"role": "assistant", "content": "Let me check that for you."}
+    writes = [
+        ("post", "/api/reviews/", {"label": label.pk, "decision": "approve"}),
+        ("post", "/api/conversations/", {"project": "sales", "messages": [{"role": "user", "content": "hi"}],
+                                         "priority": 1, "metadata": {}}),
+        ("post", "/api/responses/", {"conversation": conv.pk, "model_version": mv.pk, "context_length": 1,
+                                     "raw_text": "An answer.", "uncertainty": 0.5}),
+        ("post", "/api/categories/", {"project": "sales", "name": "fuzzed", "parent": cat.pk, "position": 1}),
+        ("post", "/api/model-versions/", {"project": "sales", "name": "fuzzed", "parent": mv.pk}),
+        ("post", "/api/memberships/", {"project": "sales", "user": "outsider", "role": "lead"}),
+        ("post", "/api/datasets/", {"project": "sales", "kind": "sft", "filters": {"categories": [cat.pk]}}),
+        ("post", "/api/datasets/count/", {"project": "sales", "kind": "sft", "filters": {}}),
+        ("post", "/api/training-jobs/", {"project": "sales", "stage": "sft", "base_version": mv.pk,
+                                         "train_snapshot": snap.pk, "overrides": {"lr": 0.001}}),
+        ("post", "/api/online-runs/", {"project": "sales", "start_version": mv.pk, "eval_suite": suite.pk,
+                                       "rounds": 1}),
+        ("post", "/api/eval-runs/", {"project": "sales", "suite": suite.pk, "model_version": mv.pk,
+                                     "settings": {"max_new_tokens": 8}}),
+        ("post", "/api/eval-suites/", {"project": "sales", "name": "fz", "source": "gold", "cases": [
+            {"messages": [{"role": "user", "content": "hi"}], "expected": message}]}),
+        ("post", "/api/promotions/promote/", {"model_version": mv.pk, "suite": suite.pk}),
+        ("post", "/api/promotions/reject/", {"model_version": mv.pk, "suite": suite.pk}),
+        ("patch", "/api/projects/sales/", {"overlap": 2, "label_settings": {"blind": True}, "tools": TOOLS}),
+        ("patch", f"/api/conversations/{conv.pk}/", {"priority": 2, "metadata": {"k": 1}}),
+        ("patch", f"/api/responses/{r1.pk}/", {"raw_text": "x", "context_length": 1}),
+        ("patch", f"/api/categories/{cat.pk}/", {"parent": None, "position": 3}),
+        ("patch", f"/api/model-versions/{mv.pk}/", {"parent": None, "notes": "n"}),
+        ("patch", f"/api/memberships/{membership.pk}/", {"role": "annotator"}),
+        ("patch", "/api/eval-settings/sales/", {"default_suite": suite.pk, "quality_margin": 0.1,
+                                                "general_texts": ["a"]}),
+        ("post", "/api/auth/token/", {"username": "admin", "password": "pw-admin"}),
+    ]
+    return writes
+
+
+@pytest.mark.django_db
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_hostile_json_to_any_write_route_is_never_a_server_error(api, members, api_writes, data,
+                                                                 django_capture_on_commit_callbacks):
+    from annotator.models import Role
+
+    method, path, base = data.draw(st.sampled_from(api_writes))
+    body = data.draw(hostile_bodies(base, extra_keys=("project", "id", "annotator", "status")))
+    client = api() if "auth" in path else api(members[Role.ADMIN])
+    with django_capture_on_commit_callbacks(execute=False):
+        response = getattr(client, method)(path, body.encode("utf-8", "surrogatepass"),
+                                           content_type="application/json")
+    event(f"{path.split('/')[2]} {response.status_code}")
+    assert response.status_code < 500, (method, path, body[:200], response.content[:300])
+
+
+def list_filters() -> list[tuple[str, str]]:
+    from studio.urls import router
+
+    out = []
+    for prefix, viewset, _ in router.registry:
+        fields = getattr(viewset, "filterset_fields", None) or {}
+        for name, lookups in fields.items() if isinstance(fields, dict) else ((f, ["exact"]) for f in fields):
+            out += [(prefix, name if lookup == "exact" else f"{name}__{lookup}") for lookup in lookups]
+        out.append((prefix, "cursor"))
+        out.append((prefix, "ordering"))
+        out.append((prefix, "page_size"))
+    return out
+
+
+@pytest.mark.django_db
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_hostile_list_filters_and_cursors_are_never_a_server_error(api, members, api_writes, data):
+    from annotator.models import Role
+
+    route, param = data.draw(st.sampled_from(list_filters()))
+    value = data.draw(hostile_cursors if param == "cursor" else hostile_query_values)
+    response = api(members[Role.ADMIN]).get(f"/api/{route}/", {param: value})
+    event(f"{response.status_code}")
+    assert response.status_code < 500, (route, param, value, response.content[:300])

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from annotator.assignment import sync_tasks
 from annotator.models import Membership, Role, Slot, Task
 from evaluation.suites import create_suite
+from jobs import lifecycle
 from training import demo_domain, judging, online, trainer
 from training.datasets import build_snapshot, create_snapshot
 from training.demo_model import build_demo_model
@@ -161,7 +162,7 @@ def test_an_endpoint_judge_reads_the_last_letter(project):
             self.replies, self.seen = replies, []
 
         def complete_many(self, items, max_tokens=128):
-            from evaluation.client import Completion
+            from inference.client import Completion
 
             self.seen.extend(items)
             return [Completion(r, False, 3, 1) for r in self.replies]
@@ -388,7 +389,7 @@ def test_a_failed_round_resumes_without_redoing_finished_phases(project, base, l
     snap_id, pair_ids = rnd.snapshot_id, set(OnlinePair.objects.filter(round=rnd).values_list("pk", flat=True))
     assert snap_id and pair_ids
     monkeypatch.setattr(online, "_train", real)
-    assert online.resume(run)
+    lifecycle.resume(run)
     run = online.run_online(run.pk)
     assert run.status in (OnlineRun.State.SUCCEEDED, OnlineRun.State.STOPPED_BY_GATE), run.message
     rnd.refresh_from_db()
@@ -404,7 +405,7 @@ def test_cancel_before_start_and_between_phases(project, base, labelled):
     online.request_cancel(run)
     run.refresh_from_db()
     assert run.status == OnlineRun.State.CANCELLED
-    assert online.resume(run)
+    lifecycle.resume(run)
     OnlineRun.objects.filter(pk=run.pk).update(cancel_requested=False)
     real = online._sample_and_rank
 
@@ -488,12 +489,12 @@ def test_a_silent_online_run_is_taken_over_and_a_live_one_is_not(project, base, 
     from django.utils import timezone
 
     run = online_run(project, base, labelled)
-    first = online.claim(run.pk)
-    assert online.claim(run.pk) is None  # alive: the duplicate delivery does nothing
+    first = lifecycle.claim(OnlineRun, run.pk)
+    assert lifecycle.claim(OnlineRun, run.pk) is None  # alive: the duplicate delivery does nothing
     OnlineRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
-    again = online.claim(run.pk)
+    again = lifecycle.claim(OnlineRun, run.pk)
     assert again is not None and again.attempts == 2 and again.run_token != first.run_token
-    with online._Heartbeat(again, every=0.05):
+    with lifecycle.attempt(again, beat_every=0.05):
         import time
 
         OnlineRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))

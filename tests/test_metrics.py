@@ -1,4 +1,4 @@
-"""Unit tests for evaluation.metrics — one test per rule of metrics.md.
+"""Unit tests for the toolcalls package (parse, match, defects, score) — one test per rule of metrics.md.
 
 Plain functions over plain data: no database, no Django settings.
 """
@@ -8,20 +8,11 @@ import math
 
 import pytest
 
-from evaluation import metrics
-from evaluation.metrics import (
-    DEFECTS,
-    ToolCall,
-    call_matches,
-    expected_calls,
-    match_calls,
-    parse_output,
-    score_case,
-    standard_error,
-    summarize,
-    tool_names_of,
-    values_equal,
-)
+from toolcalls import defects
+from toolcalls.defects import DEFECTS
+from toolcalls.match import call_matches, expected_calls, match_calls, values_equal
+from toolcalls.parse import ToolCall, parse_output, tool_names_of
+from toolcalls.score import score_case, standard_error, summarize
 
 TOOLS = [
     {"type": "function", "function": {"name": "search_products", "parameters": {}}},
@@ -678,7 +669,7 @@ def test_many_parallel_calls_meet_the_gzip_rule_as_written(monkeypatch):
     r = score(g, out)
     # metrics.md: an answer of 200+ chars that gzip shrinks more than 2.4x is end_repetition
     assert r["tool_call_accuracy"] == 1 and r["defects"]["end_repetition"] == 1
-    monkeypatch.setattr(metrics, "GZIP_INCLUDES_VALID_CALLS", False)
+    monkeypatch.setattr(defects, "GZIP_INCLUDES_VALID_CALLS", False)
     assert score(g, out)["response_quality"] == 1
 
 

@@ -5,8 +5,16 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from annotator.models import Correction, ImportJob, Label, Membership, Preference, Status, TaxonomyCategory
-from training.models import ModelVersion
+from annotator.models import (
+    Correction,
+    ImportJob,
+    Label,
+    Membership,
+    ModelVersion,
+    Preference,
+    Status,
+    TaxonomyCategory,
+)
 
 from .conftest import TOOLS, conversation_record, jsonl, make_conversation
 
@@ -92,9 +100,6 @@ WRITERS = {
     "model-versions": ({"admin"}, {"notes": "x"}),
     "conversations": ({"admin"}, {"priority": 5}),
     "categories": ({"lead", "admin"}, {"description": "x"}),
-    "labels": ({"annotator"}, {"note": "x"}),
-    "corrections": ({"annotator"}, {"message": {"content": "Fixed reply text here."}}),
-    "preferences": ({"annotator"}, {"reason": "x"}),
 }
 
 
@@ -125,9 +130,6 @@ def create_payloads(world, project):
         "responses": {"conversation": conv2.pk, "model_version": world["model-versions"], "context_length": 1,
                       "raw_text": "Hello! How can I help you today?"},
         "categories": {"project": project.slug, "name": "New failure"},
-        "labels": {"response": world["_r2"].pk, "verdict": "reasonable", "status": "submitted"},
-        "preferences": {"response_a": world["_r2"].pk, "response_b": world["_r1"].pk, "choice": "tie",
-                        "status": "submitted"},
     }
 
 
@@ -136,8 +138,6 @@ CREATORS = {
     "conversations": {"admin"},
     "responses": {"admin"},
     "categories": {"lead", "admin"},
-    "labels": {"annotator", "lead", "admin"},
-    "preferences": {"annotator", "lead", "admin"},
 }
 
 
@@ -154,6 +154,16 @@ def test_create_permissions(api, members, world, project, family, role):
         assert "does not exist" in json.dumps(response.json()) or "Invalid pk" in json.dumps(response.json())
     else:
         assert response.status_code == 403, (family, role, response.content)
+
+
+@pytest.mark.parametrize("family", ["labels", "corrections", "preferences"])
+@pytest.mark.parametrize("role", ["outsider", "annotator", "lead", "admin"])
+def test_work_is_written_only_through_the_queue(api, members, world, family, role):
+    """Labels, corrections and preferences are read-only over REST: the queue endpoints write them."""
+    client = client_as(api, members, role)
+    assert client.post(f"/api/{family}/", {}, format="json").status_code == 405
+    for method in ("put", "patch", "delete"):
+        assert getattr(client, method)(f"/api/{family}/{world[family]}/", {}, format="json").status_code == 405
 
 
 @pytest.mark.parametrize("role", ["outsider", "annotator", "lead", "admin"])

@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from annotator import assignment
-from annotator.labelling import submit_label
+from annotator.labelling import save_label_draft, submit_label
 from annotator.models import Membership, Project, Slot, Task
 from annotator.taxonomy import seed_default_taxonomy
 
@@ -129,6 +129,7 @@ class TestRules:
         build(project, 1, overlap=1)
         a, b = make_user("a"), make_user("b")
         slot = assignment.next_task(project, a)
+        save_label_draft(slot.task, a, {"note": "typed before the lock lapsed"})  # the page autosaves
         Slot.objects.filter(pk=slot.pk).update(locked_until=timezone.now() - timedelta(minutes=1))
         assignment.next_task(project, b)  # b takes the expired slot
         with pytest.raises(assignment.StaleSubmit):
@@ -140,6 +141,7 @@ class TestRules:
         build(project, 1, overlap=1)
         a = make_user("a")
         slot = assignment.next_task(project, a)
+        save_label_draft(slot.task, a, {"verdict": "reasonable"})  # the page autosaves: proof it was handed to a
         Slot.objects.filter(pk=slot.pk).update(locked_until=timezone.now() - timedelta(minutes=1))
         assignment.release_expired(project)
         label = submit_label(slot.task, a, {"verdict": "reasonable"})

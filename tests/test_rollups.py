@@ -23,6 +23,7 @@ from annotator.models import (
     Preference,
     Role,
     Skip,
+    Slot,
     Status,
     Task,
     TaxonomyCategory,
@@ -235,6 +236,8 @@ def test_gold_decisions_and_skips(project, world):
     assert_dashboards_match(project)
     adj.verdict = R  # the lead changes their mind
     adj.save()
+    Slot.objects.create(project=project, task=task, index=0, state=Slot.State.LOCKED, annotator=w["a2"],
+                        locked_until=timezone.now() + dt.timedelta(minutes=5))  # the queue hands it to a2 again
     assignment.skip(task, w["a2"])  # skipped again: a new time
     other = Task.objects.create(project=project, kind="label", response=w["labels"][0].response)
     Skip.objects.create(task=other, annotator=w["a1"])

@@ -7,7 +7,8 @@ or Django settings are needed.
 import json
 
 from evaluation.management.commands.score_outputs import score_jsonl
-from evaluation.metrics import DEFECTS, HEADLINE_METRICS
+from toolcalls.defects import DEFECTS
+from toolcalls.score import HEADLINE_METRICS
 
 TOOLS = [{"type": "function", "function": {"name": "check_inventory", "parameters": {}}}]
 CALL = '<tool_call>\n{"name": "check_inventory", "arguments": {"sku": "A-1"}}\n</tool_call>'

@@ -6,10 +6,13 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 
+from annotator.model_lineage import model_paths
+from annotator.models import ModelVersion
+from inference.loading import load_model
+from jobs import lifecycle
 from training import demo_domain, trainer
 from training.demo_model import build_demo_model, generate
-from training.loading import load_model
-from training.models import DatasetSnapshot, MetricPoint, ModelVersion, TrainingJob
+from training.models import DatasetSnapshot, MetricPoint, TrainingJob
 
 from .worker import celery_worker, wait_for
 
@@ -99,8 +102,8 @@ def test_sft_then_dpo_register_a_lineage_that_loads_and_generates(project, base,
     assert points.exists() and "rewards/accuracies" in points.first().values
     version = dpo.result_version
     assert [v.name for v in version.lineage()] == ["tiny-base", sft.result_version.name, version.name]
-    model, tokenizer = load_model(version)
-    outs = generate(model, tokenizer, [demo_domain.eval_prompts(1, seed=9)[0]["messages"]], demo_domain.TOOLS,
+    loaded = load_model(*model_paths(version))
+    outs = generate(loaded.model, loaded.tokenizer, [demo_domain.eval_prompts(1, seed=9)[0]["messages"]], demo_domain.TOOLS,
                     max_new_tokens=8)
     assert isinstance(outs[0], str)
 
@@ -134,10 +137,10 @@ def test_a_crashed_job_resumes_from_its_checkpoint(project, base, sft_snapshot, 
 
     monkeypatch.setattr(trainer, "make_callback", crashing)
     first = trainer.run_job(job(project, base, sft_snapshot, max_steps=4).pk)
-    assert first.status == TrainingJob.State.FAILED and "Resume continues from step 2" in first.message
+    assert first.status == TrainingJob.State.FAILED and "Resume continues from the checkpoint at step 2" in first.message
     assert first.resumable
     monkeypatch.setattr(trainer, "make_callback", original)
-    assert trainer.resume(first)
+    lifecycle.resume(first)
     again = trainer.run_job(first.pk)
     assert again.status == TrainingJob.State.SUCCEEDED, again.message
     assert again.attempts == 2 and again.step == 4
@@ -149,8 +152,8 @@ def test_a_crashed_job_resumes_from_its_checkpoint(project, base, sft_snapshot, 
 @pytest.mark.django_db
 def test_duplicate_delivery_runs_a_job_once(project, base, sft_snapshot):
     j = job(project, base, sft_snapshot)
-    assert trainer.claim(j.pk) is not None
-    assert trainer.claim(j.pk) is None  # the second delivery finds it taken
+    assert lifecycle.claim(TrainingJob, j.pk) is not None
+    assert lifecycle.claim(TrainingJob, j.pk) is None  # the second delivery finds it taken
 
 
 @pytest.mark.django_db
@@ -158,16 +161,16 @@ def test_redelivery_takes_over_a_silent_workers_job(project, base, sft_snapshot)
     from django.utils import timezone
 
     j = job(project, base, sft_snapshot)
-    first = trainer.claim(j.pk)
+    first = lifecycle.claim(TrainingJob, j.pk)
     assert first.attempts == 1
     TrainingJob.objects.filter(pk=j.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
-    again = trainer.claim(j.pk)  # the broker redelivers the killed worker's task
+    again = lifecycle.claim(TrainingJob, j.pk)  # the broker redelivers the killed worker's task
     assert again is not None and again.attempts == 2 and again.run_token != first.run_token
-    trainer._update(first, step=99)  # the old attempt, should it wake up, writes nothing
+    assert not lifecycle.heartbeat(first, step=99)  # the old attempt, should it wake up, writes nothing
     assert TrainingJob.objects.get(pk=j.pk).step == 0
     TrainingJob.objects.filter(pk=j.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1),
                                                cancel_requested=True)
-    assert trainer.claim(j.pk) is None  # a job someone cancelled is not taken over
+    assert lifecycle.claim(TrainingJob, j.pk) is None  # a job someone cancelled is not taken over
 
 
 @pytest.mark.django_db
@@ -177,7 +180,7 @@ def test_stale_running_job_is_reaped_as_failed(project, base, sft_snapshot, sett
     j = job(project, base, sft_snapshot)
     TrainingJob.objects.filter(pk=j.pk).update(status="running", heartbeat_at=timezone.now() - timezone.timedelta(hours=1),
                                                worker="gpu-7:123", run_token="t")
-    assert trainer.reap_stale_jobs() == 1
+    assert lifecycle.reap_stale(TrainingJob) == 1
     j.refresh_from_db()
     assert j.status == "failed" and "stopped responding" in j.message
 
@@ -195,7 +198,7 @@ def test_real_worker_trains_and_cancel_stops_at_the_next_step(project, base, sft
         run_training.apply_async(args=[long.pk], queue=queue)
         wait_for(lambda: TrainingJob.objects.get(pk=long.pk).step >= 3, timeout=180, what="training to start",
                  log_queue=queue)
-        trainer.request_cancel(TrainingJob.objects.get(pk=long.pk))
+        lifecycle.cancel(TrainingJob.objects.get(pk=long.pk))
         wait_for(lambda: TrainingJob.objects.get(pk=long.pk).finished, timeout=120, what="the cancel", log_queue=queue)
     done.refresh_from_db()
     long.refresh_from_db()
@@ -209,7 +212,6 @@ def test_every_periodic_sweep_names_a_registered_task(settings):
     from config.celery import app
 
     app.loader.import_default_modules()
-    import config.queueing  # noqa: F401 - its task is imported by the apps that queue work
 
     assert settings.CELERY_BEAT_SCHEDULE
     for entry in settings.CELERY_BEAT_SCHEDULE.values():

@@ -3,9 +3,8 @@
 import pytest
 from django.core.files.base import ContentFile
 
-from annotator.models import Conversation, ImportJob
+from annotator.models import Conversation, ImportJob, ModelVersion
 from annotator.tasks import import_conversations, ping_database
-from training.models import ModelVersion
 
 from .conftest import conversation_record, jsonl
 from .worker import celery_worker, wait_for

@@ -1,10 +1,13 @@
-"""Validation of OpenAI-format conversations, tool specs and assistant messages.
+"""Validation of OpenAI-format conversations, tool specs and assistant messages: calls checked
+against the tools offered and their arguments against each tool's JSON schema.
 
-Every check returns a list of FieldError with a JSON-path-like field, so the importer,
-the API and the correction editor all report the same precise messages.
+Every check returns a list of FieldError with a JSON-path-like field, so the importer, the API,
+the correction editor, eval suites and the dataset audit all report the same precise messages.
+jsonschema only, no Django.
 """
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,8 +19,31 @@ from referencing.exceptions import Unresolvable
 # Deeper JSON is refused on import: the database's JSON encoder stops at 255 levels, jsonschema
 # and json.dumps recurse per level, and no real conversation comes near it.
 MAX_JSON_DEPTH = 100
+MAX_JSON_CHARS = 1_000_000  # JSON typed into a form field; an import line is bounded by the importer
 
 ROLES = ("system", "user", "assistant", "tool")
+# a JSON string (skipped whole, escapes included) or one bracket
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def loads_bounded(text: str, max_depth: int = MAX_JSON_DEPTH, max_chars: int = MAX_JSON_CHARS):
+    """json.loads for JSON text a person typed; too long or nested too deep raises JSONDecodeError.
+
+    The depth is counted on the text before parsing: json.loads recurses once per level and dies
+    with a RecursionError (a server error, not a message) at about a thousand, e.g. on "[" * 100_000.
+    """
+    if len(text) > max_chars:
+        raise json.JSONDecodeError(f"longer than {max_chars:,} characters", text, max_chars)
+    depth = 0
+    for m in _STRING_OR_BRACKET.finditer(text):
+        token = m.group()
+        if token in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise json.JSONDecodeError(f"nested more than {max_depth} levels deep", text, m.start())
+        elif token in "]}":
+            depth -= 1
+    return json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -74,7 +100,9 @@ def validate_tool_specs(tools, path: str = "tools") -> list[FieldError]:
             else:
                 problem = _schema_problem(json.dumps(params, sort_keys=True))
                 if problem:
-                    errors.append(FieldError(f"{where}.function.parameters", f"invalid JSON schema: {problem}"))
+                    errors.append(
+                        FieldError(f"{where}.function.parameters", f"invalid JSON schema: {problem}")
+                    )
     return errors
 
 
@@ -119,7 +147,7 @@ def decode_arguments(raw):
         return raw, None
     if isinstance(raw, str):
         try:
-            value = json.loads(raw)
+            value = loads_bounded(raw)
         except json.JSONDecodeError as exc:
             return None, f"is not valid JSON ({exc.msg} at char {exc.pos})"
         if not isinstance(value, dict):
@@ -157,7 +185,9 @@ def validate_tool_calls(tool_calls, tools, path: str, check_schema: bool) -> lis
     return errors
 
 
-def validate_assistant_message(message, tools, path: str = "message", check_schema: bool = False) -> list[FieldError]:
+def validate_assistant_message(
+    message, tools, path: str = "message", check_schema: bool = False
+) -> list[FieldError]:
     if not isinstance(message, dict):
         return [FieldError(path, "must be an object")]
     errors = []
@@ -199,18 +229,26 @@ def validate_messages(messages, tools, path: str = "messages") -> list[FieldErro
             if calls is not None:
                 errors.extend(validate_tool_calls(calls, tools, f"{where}.tool_calls", check_schema=False))
                 if isinstance(calls, list):
-                    open_calls = {c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]}
+                    open_calls = {
+                        c["id"]
+                        for c in calls
+                        if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]
+                    }
             if content is None and not calls:
                 errors.append(FieldError(where, "an assistant message needs content or tool_calls"))
         if role == "tool":
             prev = messages[i - 1] if i else None
             if not isinstance(prev, dict) or prev.get("role") not in ("assistant", "tool"):
-                errors.append(FieldError(f"{where}.role", "a tool message must follow an assistant tool call"))
+                errors.append(
+                    FieldError(f"{where}.role", "a tool message must follow an assistant tool call")
+                )
             call_id = msg.get("tool_call_id")
             if call_id is not None and not isinstance(call_id, str):
                 errors.append(FieldError(f"{where}.tool_call_id", "must be a string"))
             elif call_id is not None and open_calls and call_id not in open_calls:
-                errors.append(FieldError(f"{where}.tool_call_id", f"{call_id!r} matches no preceding tool call"))
+                errors.append(
+                    FieldError(f"{where}.tool_call_id", f"{call_id!r} matches no preceding tool call")
+                )
     first = next((m for m in messages if isinstance(m, dict) and m.get("role") != "system"), None)
     if first is not None and first.get("role") not in ("user",):
         errors.append(FieldError(path, "the first non-system message must be from the user"))
@@ -234,7 +272,9 @@ def json_problem(value) -> FieldError | None:
         if isinstance(node, dict):
             for key, child in node.items():
                 if "\x00" in key:
-                    return FieldError(path, f"key {key!r} has a NUL character (\\u0000), which cannot be stored")
+                    return FieldError(
+                        path, f"key {key!r} has a NUL character (\\u0000), which cannot be stored"
+                    )
                 stack.append((child, f"{path}.{key}" if path else key, depth + 1))
         else:
             stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(node))

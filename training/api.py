@@ -8,7 +8,8 @@ from rest_framework.response import Response
 
 from annotator.api_base import ProjectScopedViewSet
 from annotator.models import Role
-from annotator.permissions import has_role
+from annotator.policy import can_see_pipeline
+from jobs import lifecycle
 
 from . import datasets
 from . import serializers as s
@@ -40,10 +41,6 @@ class DatasetSnapshotViewSet(ProjectScopedViewSet):
     http_method_names = ["get", "post", "delete", "head", "options"]
     filterset_fields = {"project__slug": ["exact"], "kind": ["exact"], "status": ["exact"]}
 
-    def perform_create(self, serializer):
-        self.check_write(serializer.validated_data["project"])
-        serializer.save()
-
     @extend_schema(responses={(200, "application/x-ndjson"): bytes, 409: None})
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
@@ -63,7 +60,7 @@ class DatasetSnapshotViewSet(ProjectScopedViewSet):
         """Build a failed (or stalled) snapshot again, same spec and version."""
         snapshot = self.get_object()
         self.check_write(snapshot.project)
-        snapshot = datasets.retry_snapshot(snapshot)
+        lifecycle.resume(snapshot)
         return Response(self.get_serializer(snapshot).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=s.CountRequestSerializer, responses=s.CountResponseSerializer)
@@ -73,7 +70,7 @@ class DatasetSnapshotViewSet(ProjectScopedViewSet):
         serializer = s.CountRequestSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         project = serializer.validated_data["project"]
-        if not has_role(request.user, project, Role.LEAD):
+        if not can_see_pipeline(request.user, project):
             raise exceptions.PermissionDenied(f"This needs the lead role in project {project.slug!r}.")
         spec = serializer.validated_data["spec"]
         return Response(datasets.count_matching(project.pk, spec["kind"], spec["filters"]))

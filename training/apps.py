@@ -9,6 +9,6 @@ class TrainingConfig(AppConfig):
         # imported here: models can be imported only once the app registry is ready
         from annotator import hints
 
-        from . import judging
+        from . import judging, tasks  # noqa: F401 - tasks registers the snapshot, training and online job kinds
 
         hints.register(judging.suggestions_for, judging.verdict_suggestions_for)

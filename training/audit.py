@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from annotator.validation import decode_arguments, schema_errors, tool_parameters
-from evaluation.metrics import parse_output
+from toolcalls.parse import parse_output
+from toolcalls.validate import decode_arguments, schema_errors, tool_parameters
 
 BLOCK, WARN, OFF = "block", "warn", "off"
 MODES = (BLOCK, WARN, OFF)

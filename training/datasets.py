@@ -5,8 +5,9 @@ Reading order:
 * ``clean_spec`` — the request (kind, layout, filters, audit settings) checked and
   normalised; every error names its field. Used by the form, the API and tests.
 * ``count_matching`` — what a spec would read, for the create form's live count.
-* ``create_snapshot`` / ``retry_snapshot`` — the queued row, the build sent to a worker.
-* ``build_snapshot`` — the worker's job: claim the row, stream rows from the database
+* ``create_snapshot`` — the queued row, the build sent to a worker (jobs.lifecycle: enqueue;
+  "Build again" is jobs.lifecycle.resume).
+* ``build_snapshot`` — the worker's job: claim the row (jobs.lifecycle), stream rows from the database
   (keyset chunks of ``values_list``, a constant number of queries per chunk) through the
   row builders, the audit (training/audit.py) and the layout into a temp file beside the
   final one; fsync; end checks over the per-row index; then ``os.replace`` into place and
@@ -51,7 +52,6 @@ import os
 import queue
 import threading
 import time
-import uuid
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,7 +60,7 @@ import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
-from django.db.models import BooleanField, Count, Exists, F, Max, OuterRef, Q
+from django.db.models import BooleanField, Count, Exists, Max, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -68,15 +68,17 @@ from annotator.models import (
     Correction,
     Label,
     ModelResponse,
+    ModelVersion,
     Preference,
     Project,
     Split,
     Status,
     TaxonomyCategory,
 )
+from jobs import lifecycle
 
 from . import audit as audit_mod
-from .models import DatasetSnapshot, ModelVersion
+from .models import DatasetSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,6 @@ EVAL_SPLITS = (Split.EVAL, Split.HOLDOUT)
 
 SOURCE_CODES = {"correction": 1, "reasonable": 2, "preference": 3, "both_bad": 4, "online": 5}
 SOURCE_NAMES = {v: k for k, v in SOURCE_CODES.items()}
-MAX_ATTEMPTS = 3
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _SCAN = json.JSONDecoder().scan_once
 
@@ -1303,12 +1304,16 @@ class Superseded(Exception):
     """Another attempt owns the snapshot now, or it was deleted: stop quietly."""
 
 
-class Build:
-    """One attempt at building one snapshot."""
+class BuildCancelled(Exception):
+    pass
 
-    def __init__(self, snapshot: DatasetSnapshot, token: str):
+
+class Build:
+    """One attempt at building one snapshot (claimed: its run token names the attempt's temp files)."""
+
+    def __init__(self, snapshot: DatasetSnapshot):
         self.snapshot = snapshot
-        self.token = token
+        self.token = snapshot.run_token
         self.project = snapshot.project
         self.kind = snapshot.kind
         self.layout = snapshot.layout
@@ -1318,7 +1323,7 @@ class Build:
         self.contexts = Contexts(self.project.tools)
         self.skipped: Counter = Counter()
         self.final = media_path(file_name_for(snapshot))
-        self.tmp, self.tmp_index = _temp_paths(self.final, token)
+        self.tmp, self.tmp_index = _temp_paths(self.final, self.token)
         self._last_beat = 0.0
 
     # -- progress ------------------------------------------------------------------------
@@ -1327,10 +1332,8 @@ class Build:
         if not force and now - self._last_beat < 0.5:
             return
         self._last_beat = now
-        n = DatasetSnapshot.objects.filter(pk=self.snapshot.pk, build_token=self.token, status=State.RUNNING).update(
-            heartbeat_at=timezone.now(), **fields)
-        if not n:
-            raise Superseded()
+        if not lifecycle.heartbeat(self.snapshot, **fields):
+            raise BuildCancelled() if self.snapshot.cancel_requested else Superseded()
 
     # -- token counter -------------------------------------------------------------------
     def token_counter(self) -> TokenCounter:
@@ -1565,31 +1568,8 @@ def _histogram(values: np.ndarray) -> dict | None:
     return {"edges": [int(e) for e in edges[: len(counts) + 1]], "counts": [int(c) for c in counts]}
 
 
-def _claim(snapshot_id: int) -> tuple[DatasetSnapshot | None, str | None]:
-    """Take ownership of a queued (or abandoned running) snapshot; None when there is nothing to do."""
-    with transaction.atomic():
-        snap = DatasetSnapshot.objects.select_for_update().filter(pk=snapshot_id).first()
-        if snap is None or snap.finished:
-            return snap, None
-        now = timezone.now()
-        if snap.attempts >= MAX_ATTEMPTS:
-            DatasetSnapshot.objects.filter(pk=snap.pk).update(
-                status=State.FAILED, failure=Failure.GAVE_UP, phase="", finished_at=now, build_token="",
-                message=f"Gave up after {snap.attempts} attempts: the worker stopped mid-build each time "
-                "(out of memory or killed?). Check the worker's log, then build again.")
-            snap.refresh_from_db()
-            return snap, None
-        token = uuid.uuid4().hex
-        DatasetSnapshot.objects.filter(pk=snap.pk).update(
-            status=State.RUNNING, build_token=token, attempts=F("attempts") + 1, started_at=now, heartbeat_at=now,
-            rows_done=0, phase="starting", failure="", message="")
-    snap = DatasetSnapshot.objects.select_related("project").get(pk=snapshot_id)
-    return snap, token
-
-
 def _fail(build: Build, failure: str, message: str, **extra) -> None:
-    DatasetSnapshot.objects.filter(pk=build.snapshot.pk, build_token=build.token).update(
-        status=State.FAILED, failure=failure, message=message, phase="", finished_at=timezone.now(), **extra)
+    lifecycle.finish(build.snapshot, State.FAILED, message, failure=failure, **extra)
 
 
 def _no_rows_message(build: Build, result: dict) -> str:
@@ -1604,45 +1584,50 @@ def _no_rows_message(build: Build, result: dict) -> str:
 def build_snapshot(snapshot_id: int) -> DatasetSnapshot | None:
     """Build one snapshot. Safe to run twice (a finished snapshot is left alone) and after a
     killed attempt (the new attempt takes over, removes the old temp files, starts again)."""
-    snap, token = _claim(snapshot_id)
-    if token is None:
-        return snap
-    build = Build(snap, token)
+    snap = lifecycle.claim(DatasetSnapshot, snapshot_id)
+    if snap is None:
+        return _reload(snapshot_id)
+    build = Build(snap)
     _remove_temps_except(build)
-    try:
-        result = build.write()
-        build.beat(force=True, phase="auditing")
-        index = _map_index(build.tmp_index)
-        if result["rows"] == 0:
+    with lifecycle.attempt(snap):
+        try:
+            build.beat(force=True, phase="starting", rows_done=0)
+            result = build.write()
+            build.beat(force=True, phase="auditing")
+            index = _map_index(build.tmp_index)
+            if result["rows"] == 0:
+                _cleanup(build)
+                _fail(build, Failure.NO_ROWS, _no_rows_message(build, result),
+                      audit=build.auditor.report(0, result["token_counter"]),
+                      stats={"rows": 0, "source_records": result["records"], "skipped": dict(build.skipped)})
+                return _reload(snapshot_id)
+            checked = build.end_checks(index)
+            stats = build.stats(result, index)
+            del index
+            if build.auditor.blocking:
+                _cleanup(build)
+                _fail(build, Failure.AUDIT, build.auditor.blocked_message(),
+                      audit=build.auditor.report(result["rows"], result["token_counter"]), stats=stats,
+                      rows_done=result["records"])
+                return _reload(snapshot_id)
+            build.beat(force=True, phase="finalising")
+            _finalise(build, result, stats, checked)
+        except Superseded:
             _cleanup(build)
-            _fail(build, Failure.NO_ROWS, _no_rows_message(build, result),
-                  audit=build.auditor.report(0, result["token_counter"]),
-                  stats={"rows": 0, "source_records": result["records"], "skipped": dict(build.skipped)})
-            return _reload(snapshot_id)
-        checked = build.end_checks(index)
-        stats = build.stats(result, index)
-        del index
-        if build.auditor.blocking:
+            log.info("snapshot %s: attempt %s superseded or deleted", snapshot_id, build.token)
+        except BuildCancelled:
             _cleanup(build)
-            _fail(build, Failure.AUDIT, build.auditor.blocked_message(),
-                  audit=build.auditor.report(result["rows"], result["token_counter"]), stats=stats,
-                  rows_done=result["records"])
-            return _reload(snapshot_id)
-        build.beat(force=True, phase="finalising")
-        _finalise(build, result, stats, checked)
-    except Superseded:
-        _cleanup(build)
-        log.info("snapshot %s: attempt %s superseded or deleted", snapshot_id, token)
-    except (OperationalError, InterfaceError):
-        _cleanup(build)
-        raise  # the task retries; the next attempt takes over
-    except BuildError as exc:
-        _cleanup(build)
-        _fail(build, Failure.ERROR, str(exc))
-    except Exception as exc:
-        _cleanup(build)
-        log.exception("snapshot %s failed", snapshot_id)
-        _fail(build, Failure.ERROR, f"The build failed: {type(exc).__name__}: {exc}")
+            lifecycle.finish(snap, State.CANCELLED, "Cancelled; nothing was written.")
+        except (OperationalError, InterfaceError):
+            _cleanup(build)
+            raise  # the task retries; the next attempt takes over
+        except BuildError as exc:
+            _cleanup(build)
+            _fail(build, Failure.ERROR, str(exc))
+        except Exception as exc:
+            _cleanup(build)
+            log.exception("snapshot %s failed", snapshot_id)
+            _fail(build, Failure.ERROR, f"The build failed: {type(exc).__name__}: {exc}")
     return _reload(snapshot_id)
 
 
@@ -1668,7 +1653,7 @@ def _finalise(build: Build, result: dict, stats: dict, checked: list[int]):
         # together must see each other for the leakage check.
         Project.objects.select_for_update().filter(pk=build.project.pk).first()
         if not DatasetSnapshot.objects.select_for_update().filter(
-                pk=snap.pk, build_token=build.token, status=State.RUNNING).exists():
+                pk=snap.pk, run_token=build.token, status=State.RUNNING).exists():
             raise Superseded()
         if build.auditor.on("leakage"):
             index = _map_index(build.tmp_index)
@@ -1686,10 +1671,9 @@ def _finalise(build: Build, result: dict, stats: dict, checked: list[int]):
         message = f"{result['rows']:,} rows written"
         if warnings:
             message += "; audit warnings: " + ", ".join(f"{c['count']:,} × {c['title']}" for c in warnings)
-        DatasetSnapshot.objects.filter(pk=snap.pk).update(
-            status=State.READY, file=file_name_for(snap), sha256=result["sha256"], row_count=result["rows"],
-            size_bytes=build.final.stat().st_size, stats=stats, audit=report, rows_done=result["records"],
-            phase="", message=message + ".", finished_at=timezone.now(), heartbeat_at=timezone.now())
+        lifecycle.finish(snap, State.READY, message + ".", file=file_name_for(snap), sha256=result["sha256"],
+                         row_count=result["rows"], size_bytes=build.final.stat().st_size, stats=stats, audit=report,
+                         rows_done=result["records"])
 
 
 # ====================================================================== create / retry
@@ -1715,37 +1699,8 @@ def save_snapshot(project: Project, user, spec: dict, start: bool = True) -> Dat
             note=spec["note"], filters=spec["filters"], audit_config=spec["audit_config"], created_by=user,
         )
         if start:
-            from .tasks import start_build
-
-            start_build(snapshot)
+            lifecycle.enqueue(snapshot)
     return snapshot
-
-
-def retry_snapshot(snapshot: DatasetSnapshot) -> DatasetSnapshot:
-    """Build a failed (or stalled) snapshot again, same spec and version."""
-    if not can_retry(snapshot):
-        raise ValidationError({"status": f"Only a failed or stalled snapshot can be built again (this one is "
-                                         f"{snapshot.status})."})
-    from .tasks import start_build
-
-    with transaction.atomic():
-        DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
-            status=State.QUEUED, failure="", message="", phase="", rows_done=0, attempts=0, build_token="",
-            audit={}, stats={}, finished_at=None)
-        start_build(snapshot)
-    snapshot.refresh_from_db()
-    return snapshot
-
-
-def stalled(snapshot: DatasetSnapshot) -> bool:
-    """A running build whose worker has not reported for a while (killed without redelivery)."""
-    limit = dt.timedelta(seconds=getattr(settings, "DATASET_STALLED_AFTER_S", 600))
-    beat = snapshot.heartbeat_at or snapshot.started_at or snapshot.created_at
-    return snapshot.status == State.RUNNING and beat is not None and timezone.now() - beat > limit
-
-
-def can_retry(snapshot: DatasetSnapshot) -> bool:
-    return snapshot.status == State.FAILED or stalled(snapshot)
 
 
 def preview(snapshot: DatasetSnapshot, n: int = 20) -> list[dict]:

@@ -316,15 +316,6 @@ def build_demo_model(model_dir, seed=0, steps=None, log=print, size="base", forc
         return {**info, "cached": False}
 
 
-def load(model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.eval()
-    return model, tokenizer
-
-
 @torch.inference_mode()
 def generate(model, tokenizer, contexts, tools=None, max_new_tokens=128, batch_size=16,
              return_details=False):
@@ -336,9 +327,10 @@ def generate(model, tokenizer, contexts, tools=None, max_new_tokens=128, batch_s
     return_details, dicts {"text", "new_tokens", "hit_limit"} instead of strings.
     """
     if isinstance(model, (str, os.PathLike)):
-        path = model
-        model, loaded_tokenizer = load(path)
-        tokenizer = tokenizer or loaded_tokenizer
+        from inference.loading import load_model
+
+        loaded = load_model(str(model))
+        model, tokenizer = loaded.model, tokenizer or loaded.tokenizer
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad_id = tokenizer.pad_token_id
     prompts = [tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,

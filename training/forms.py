@@ -1,10 +1,10 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
-from annotator.models import Split, TaxonomyCategory
+from annotator.models import ModelVersion, Split, TaxonomyCategory
 
 from . import audit, datasets
-from .models import DatasetSnapshot, ModelVersion
+from .models import DatasetSnapshot
 
 MODE_CHOICES = [(audit.BLOCK, "block"), (audit.WARN, "warn"), (audit.OFF, "off")]
 Kind = DatasetSnapshot.Kind

@@ -6,12 +6,13 @@ from rest_framework import exceptions, mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from annotator.models import Project, Role
-from annotator.permissions import has_role, projects_with_role
-from annotator.serializers import ScopedRelatedField
+from annotator.models import ModelVersion, Project, Role
+from annotator.policy import can_run_pipeline, projects_with_role
+from annotator.serializers import SameProjectMixin, ScopedRelatedField
+from jobs import lifecycle
 
 from . import trainer
-from .models import Checkpoint, DatasetSnapshot, MetricPoint, ModelVersion, TrainingJob
+from .models import Checkpoint, DatasetSnapshot, MetricPoint, TrainingJob
 
 
 class CheckpointSerializer(serializers.ModelSerializer):
@@ -20,7 +21,7 @@ class CheckpointSerializer(serializers.ModelSerializer):
         fields = ["step", "path", "healthy", "guard", "created_at"]
 
 
-class TrainingJobSerializer(serializers.ModelSerializer):
+class TrainingJobSerializer(SameProjectMixin, serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", queryset=Project.objects.all())
     base_version = ScopedRelatedField("project", queryset=ModelVersion.objects.all())
     train_snapshot = ScopedRelatedField("project", queryset=DatasetSnapshot.objects.all())
@@ -44,7 +45,7 @@ class TrainingJobSerializer(serializers.ModelSerializer):
     def create(self, data):
         request = self.context["request"]
         project = data["project"]
-        if not has_role(request.user, project, Role.ADMIN):
+        if not can_run_pipeline(request.user, project):
             raise exceptions.PermissionDenied("Launching training needs the admin role in this project.")
         try:
             return trainer.create_job(
@@ -78,31 +79,25 @@ class TrainingJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.
                 .select_related("project").prefetch_related("checkpoints"))
 
     def list(self, request, *args, **kwargs):
-        trainer.reap_stale_jobs()
+        lifecycle.reap_stale(TrainingJob)
         return super().list(request, *args, **kwargs)
 
     def _admin_job(self):
         job = self.get_object()
-        if not has_role(self.request.user, job.project, Role.ADMIN):
+        if not can_run_pipeline(self.request.user, job.project):
             raise exceptions.PermissionDenied("This needs the admin role in the project.")
         return job
 
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         job = self._admin_job()
-        trainer.request_cancel(job)
-        job.refresh_from_db()
+        lifecycle.cancel(job)
         return Response(self.get_serializer(job).data)
 
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
         job = self._admin_job()
-        if not trainer.resume(job):
-            raise serializers.ValidationError({"status": "Only a failed or cancelled job with a checkpoint can resume."})
-        from .tasks import start_training
-
-        start_training(job)
-        job.refresh_from_db()
+        lifecycle.resume(job)
         return Response(self.get_serializer(job).data)
 
     @extend_schema(parameters=[OpenApiParameter("after", int, description="only steps after this one")],

@@ -6,12 +6,12 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from annotator.models import Role
-from annotator.permissions import has_role, project_for
+from annotator.models import ModelVersion, Role
+from annotator.policy import has_role, project_for
+from jobs import lifecycle
 
 from . import trainer
-from .models import DatasetSnapshot, ModelVersion, TrainingJob
-from .tasks import start_training
+from .models import DatasetSnapshot, TrainingJob
 
 OVERRIDE_FIELDS = ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                    "gradient_accumulation_steps", "max_length", "lora_r", "lora_alpha", "lora_dropout",
@@ -21,7 +21,7 @@ OVERRIDE_FIELDS = ["learning_rate", "num_train_epochs", "max_steps", "per_device
 @login_required
 def job_list(request, slug):
     project = project_for(request.user, slug, Role.LEAD)
-    trainer.reap_stale_jobs(project)
+    lifecycle.reap_stale(TrainingJob, project=project)
     jobs = (TrainingJob.objects.filter(project=project)
             .select_related("base_version", "train_snapshot", "result_version")[:100])
     return render(request, "training/job_list.html", {
@@ -79,7 +79,7 @@ def _missing(field):
 @login_required
 def job_detail(request, slug, pk):
     project = project_for(request.user, slug, Role.LEAD)
-    trainer.reap_stale_jobs(project)
+    lifecycle.reap_stale(TrainingJob, project=project)
     job = get_object_or_404(TrainingJob.objects.select_related("base_version", "train_snapshot", "eval_snapshot",
                                                                "result_version"), project=project, pk=pk)
     template = "training/_job_status.html" if request.headers.get("HX-Request") else "training/job_detail.html"
@@ -96,7 +96,7 @@ def job_detail(request, slug, pk):
 def job_cancel(request, slug, pk):
     project = project_for(request.user, slug, Role.ADMIN)
     job = get_object_or_404(TrainingJob, project=project, pk=pk)
-    trainer.request_cancel(job)
+    lifecycle.cancel(job)
     messages.info(request, "Cancel requested: the job stops at its next step and keeps its last checkpoint.")
     return redirect("training-jobs:detail", slug=slug, pk=pk)
 
@@ -106,9 +106,10 @@ def job_cancel(request, slug, pk):
 def job_resume(request, slug, pk):
     project = project_for(request.user, slug, Role.ADMIN)
     job = get_object_or_404(TrainingJob, project=project, pk=pk)
-    if trainer.resume(job):
-        start_training(job)
-        messages.success(request, "Queued again: it continues from its last checkpoint.")
+    try:
+        lifecycle.resume(job)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
     else:
-        messages.error(request, "Only a failed or cancelled job with a checkpoint can resume.")
+        messages.success(request, "Queued again: it continues from its last checkpoint.")
     return redirect("training-jobs:detail", slug=slug, pk=pk)

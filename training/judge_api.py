@@ -11,9 +11,10 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from annotator.models import Project, Role
-from annotator.permissions import has_role, projects_with_role
-from annotator.serializers import ScopedRelatedField
+from annotator.policy import can_run_pipeline, projects_with_role
+from annotator.serializers import SameProjectMixin, ScopedRelatedField
 from evaluation.models import EvalSuite
+from jobs import lifecycle
 
 from . import online, trainer
 from .models import (
@@ -37,11 +38,15 @@ class JudgeEvaluationSerializer(serializers.ModelSerializer):
 class JudgeSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     latest_evaluation = serializers.SerializerMethodField()
+    api_key_set = serializers.SerializerMethodField(help_text="Whether the judge's endpoint has a key (never shown).")
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "project", "name", "origin", "parent", "adapter_path", "metadata", "created_at",
-                  "latest_evaluation"]
+        fields = ["id", "project", "name", "origin", "parent", "adapter_path", "metadata", "api_key_set",
+                  "created_at", "latest_evaluation"]
+
+    def get_api_key_set(self, obj) -> bool:
+        return bool(obj.api_key)
 
     def get_latest_evaluation(self, obj) -> dict | None:
         ev = max(obj.judge_evaluations.all(), key=lambda e: e.pk, default=None)
@@ -132,7 +137,7 @@ class OnlineRoundSerializer(serializers.ModelSerializer):
         return obj.job.result_version_id if obj.job_id else None
 
 
-class OnlineRunSerializer(serializers.ModelSerializer):
+class OnlineRunSerializer(SameProjectMixin, serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", queryset=Project.objects.all())
     start_version = ScopedRelatedField("project", queryset=ModelVersion.objects.all())
     judge = ScopedRelatedField("project", queryset=ModelVersion.objects.all(), required=False, allow_null=True)
@@ -155,7 +160,7 @@ class OnlineRunSerializer(serializers.ModelSerializer):
     def create(self, data):
         request = self.context["request"]
         project = data["project"]
-        if not has_role(request.user, project, Role.ADMIN):
+        if not can_run_pipeline(request.user, project):
             raise exceptions.PermissionDenied("Launching online DPO needs the admin role in this project.")
         try:
             return online.create_run(
@@ -180,7 +185,7 @@ class OnlineRunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Re
 
     def _admin_run(self):
         run = self.get_object()
-        if not has_role(self.request.user, run.project, Role.ADMIN):
+        if not can_run_pipeline(self.request.user, run.project):
             raise exceptions.PermissionDenied("This needs the admin role in the project.")
         return run
 
@@ -188,16 +193,10 @@ class OnlineRunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Re
     def cancel(self, request, pk=None):
         run = self._admin_run()
         online.request_cancel(run)
-        run.refresh_from_db()
         return Response(self.get_serializer(run).data)
 
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
         run = self._admin_run()
-        if not online.resume(run):
-            raise serializers.ValidationError({"status": "Only a failed or cancelled run can resume."})
-        from .tasks import start_online
-
-        start_online(run)
-        run.refresh_from_db()
+        lifecycle.resume(run)
         return Response(self.get_serializer(run).data)

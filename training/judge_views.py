@@ -1,5 +1,6 @@
 """Pages of the pairwise judge (reports, suggestions) and of online DPO runs."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -9,7 +10,9 @@ from django.views.decorators.http import require_POST
 from kombu.exceptions import OperationalError as BrokerError
 
 from annotator.models import Role
-from annotator.permissions import has_role, project_for
+from annotator.policy import has_role, project_for
+from inference.endpoints import check_endpoint_url
+from jobs import lifecycle
 
 from . import online
 from .models import (
@@ -20,7 +23,7 @@ from .models import (
     ModelVersion,
     OnlineRun,
 )
-from .tasks import evaluate_judge, start_online, suggest_with_judge
+from .tasks import evaluate_judge, suggest_with_judge
 
 ONLINE_OPTION_FIELDS = ["samples_per_prompt", "temperature", "max_prompts", "max_new_tokens", "seed",
                         "quality_margin"]
@@ -98,6 +101,11 @@ def judge_external(request, slug):
         problems.append("a name")
     if not url.startswith(("http://", "https://")):
         problems.append("a base URL starting with http:// or https://")
+    else:
+        try:
+            check_endpoint_url(url, settings.MODEL_ENDPOINT_ALLOWED_HOSTS)
+        except ValueError as exc:
+            problems.append(f"a base URL the server may call ({exc})")
     if ModelVersion.objects.filter(project=project, name=name).exists():
         problems.append(f"a name not yet used ({name!r} is taken)")
     if problems:
@@ -123,7 +131,7 @@ def judge_suggest(request, slug, pk):
 @login_required
 def online_list(request, slug):
     project = project_for(request.user, slug, Role.LEAD)
-    online.reap_stale(project)
+    lifecycle.reap_stale(OnlineRun, project=project)
     runs = OnlineRun.objects.filter(project=project).select_related("start_version", "result_version", "eval_suite")
     return render(request, "training/online_list.html", {
         "project": project, "runs": runs[:100], "is_admin": has_role(request.user, project, Role.ADMIN)})
@@ -139,12 +147,19 @@ def online_create(request, slug):
     judge_choices = _judges(project)
     suites = EvalSuite.objects.filter(project=project).order_by("name", "-version")
     errors, form = {}, request.POST if request.method == "POST" else {}
-    if request.method == "POST":
+
+    def chosen(qs, field):  # a posted id that is not a number (or too big to be a key) chooses nothing
+        raw = form.get(field) or ""
+        return qs.filter(pk=int(raw)).first() if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+    if request.method == "POST" and len(form.get("name", "")) > OnlineRun._meta.get_field("name").max_length:
+        errors = {"name": [f"at most {OnlineRun._meta.get_field('name').max_length} characters"]}
+    elif request.method == "POST":
         try:
             run = online.create_run(
-                project, request.user, start_version=versions.filter(pk=form.get("start_version") or 0).first(),
-                ranker=form.get("ranker", "checker"), judge=judge_choices.filter(pk=form.get("judge") or 0).first(),
-                eval_suite=suites.filter(pk=form.get("eval_suite") or 0).first(), rounds=form.get("rounds") or 2,
+                project, request.user, start_version=chosen(versions, "start_version"),
+                ranker=form.get("ranker", "checker"), judge=chosen(judge_choices, "judge"),
+                eval_suite=chosen(suites, "eval_suite"), rounds=form.get("rounds") or 2,
                 options={f: form.get(f) for f in ONLINE_OPTION_FIELDS if form.get(f)} | {
                     "use_reference": form.get("use_reference") == "on"},
                 preset=form.get("preset", "lora-r8"), overrides={f: form.get(f) for f in DPO_FIELDS if form.get(f)},
@@ -163,7 +178,7 @@ def online_create(request, slug):
 @login_required
 def online_detail(request, slug, pk):
     project = project_for(request.user, slug, Role.LEAD)
-    online.reap_stale(project)
+    lifecycle.reap_stale(OnlineRun, project=project)
     run = get_object_or_404(OnlineRun.objects.select_related("start_version", "judge", "eval_suite", "result_version"),
                             project=project, pk=pk)
     rounds = run.round_set.select_related("policy", "snapshot", "job__result_version", "eval_run", "baseline_run")
@@ -188,9 +203,10 @@ def online_cancel(request, slug, pk):
 def online_resume(request, slug, pk):
     project = project_for(request.user, slug, Role.ADMIN)
     run = get_object_or_404(OnlineRun, project=project, pk=pk)
-    if online.resume(run):
-        start_online(run)
-        messages.success(request, "Queued again: it continues with its unfinished round.")
+    try:
+        lifecycle.resume(run)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
     else:
-        messages.error(request, "Only a failed or cancelled run can resume.")
+        messages.success(request, "Queued again: it continues with its unfinished round.")
     return redirect("training-jobs:online-detail", slug=slug, pk=pk)

@@ -17,6 +17,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
+from inference.client import ChatClient, message_to_text
+
 JUDGE_SYSTEM = ("You compare two answers of an assistant that can call tools. The better answer calls the right "
                 "tool with the right arguments when a tool is needed, answers directly when none is, and never "
                 "invents tool results. Reply with the letter of the better answer.")
@@ -30,8 +34,6 @@ MAX_PROMPT_CHARS = 3000
 
 def answer_text(message) -> str:
     """An assistant message (OpenAI format, or a list holding one) as the raw text a model writes."""
-    from evaluation.client import message_to_text
-
     if isinstance(message, list):
         message = next((m for m in reversed(message) if m.get("role") == "assistant"), message[-1] if message else {})
     if isinstance(message, str):
@@ -151,7 +153,8 @@ class LocalJudge:
     """A causal LM (base + adapters) read as a judge: compare log P("A") with log P("B")."""
 
     def __init__(self, version, device: str = "auto", batch_size: int = 16):
-        from evaluation.generation import load_model, model_paths
+        from annotator.model_lineage import model_paths
+        from inference.loading import load_model
 
         path, adapters = model_paths(version)
         self.loaded = load_model(path, adapters, device=device)
@@ -198,7 +201,7 @@ class LocalJudge:
         return out
 
     def _reasons(self, prompts: list[list[dict]]) -> list[str]:
-        from evaluation.generation import generate
+        from inference.generation import generate
 
         gens = generate(self.loaded, [(m, None) for m in prompts], max_new_tokens=96, batch_size=self.batch_size)
         return [" ".join(g.text.split(VERDICT_PREFIX)[0].split())[:300] for g in gens]
@@ -209,7 +212,7 @@ class LocalJudge:
         for messages, reason in zip(prompts, reasons, strict=True):
             items.append(self._encode(messages, completion_text("A", reason)))
             items.append(self._encode(messages, completion_text("B", reason)))
-        from evaluation.generation import threads_for
+        from inference.generation import threads_for
 
         with threads_for(self.loaded):
             lp = self._logprobs(items)
@@ -224,13 +227,12 @@ class EndpointJudge:
     """A judge behind an OpenAI-compatible chat endpoint: the last A or B of its reply is the verdict."""
 
     def __init__(self, version, client=None):
-        from evaluation.client import ChatClient
-
         meta = version.metadata or {}
         if client is None:
             if not meta.get("base_url"):
                 raise ValueError(f"{version.name} has no endpoint: set metadata.base_url (and model)")
-            client = ChatClient(meta["base_url"], meta.get("model") or version.name, api_key=meta.get("api_key", ""))
+            client = ChatClient(meta["base_url"], meta.get("model") or version.name, api_key=version.api_key,
+                                allowed_hosts=settings.MODEL_ENDPOINT_ALLOWED_HOSTS)
         self.client = client
         self.name = version.name
 
@@ -240,13 +242,13 @@ class EndpointJudge:
         for c in done:
             letters = re.findall(r"\b([AB])\b", c.text or "")
             letter = letters[-1] if letters else None
-            reason = (c.text or "").split(VERDICT_PREFIX)[0].strip()[:300] if letter else (c.error or c.text or "")
+            reason = (c.text or "").split(VERDICT_PREFIX)[0].strip()[:300] if letter else (c.error or c.text or "")[:300]
             out.append(Verdict(prob_a=0.5 if letter is None else (1.0 if letter == "A" else 0.0), reason=reason))
         return out
 
 
 def load_judge(version, device: str = "auto"):
-    from .models import ModelVersion
+    from annotator.models import ModelVersion
 
     if version.origin == ModelVersion.Origin.EXTERNAL or (version.metadata or {}).get("base_url"):
         return EndpointJudge(version)

@@ -6,9 +6,10 @@ from django.dispatch import receiver
 from simple_history.models import HistoricalRecords
 
 from annotator.models import ModelVersion
+from jobs.models import Job
 
 
-class DatasetSnapshot(models.Model):
+class DatasetSnapshot(Job):
     """An immutable, content-hashed JSONL export (SFT, DPO or eval) built by a Celery worker.
 
     The row is created `queued` with its filter spec and audit settings; the build
@@ -27,6 +28,7 @@ class DatasetSnapshot(models.Model):
         RUNNING = "running"
         READY = "ready"
         FAILED = "failed"
+        CANCELLED = "cancelled"
 
     class Failure(models.TextChoices):
         NONE = "", "none"
@@ -44,9 +46,8 @@ class DatasetSnapshot(models.Model):
     filters = models.JSONField(default=dict, help_text="Normalised filter spec (see training/datasets.py).")
     audit_config = models.JSONField(default=dict, help_text="Mode per audit check and its thresholds.")
 
-    status = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
     failure = models.CharField(max_length=20, choices=Failure.choices, blank=True, default="")
-    message = models.TextField(blank=True)
     phase = models.CharField(max_length=40, blank=True, help_text="What the running build is doing.")
     rows_total = models.PositiveIntegerField(default=0, help_text="Source records to read (known at start).")
     rows_done = models.PositiveIntegerField(default=0)
@@ -57,14 +58,10 @@ class DatasetSnapshot(models.Model):
     stats = models.JSONField(default=dict, blank=True)
     audit = models.JSONField(default=dict, blank=True)
 
-    build_token = models.CharField(max_length=32, blank=True, help_text="The build attempt that owns this row.")
-    attempts = models.PositiveSmallIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="dataset_snapshots")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+
+    SUCCESS = State.READY
 
     class Meta:
         ordering = ["-id"]
@@ -92,8 +89,15 @@ class DatasetSnapshot(models.Model):
         return min(1.0, self.rows_done / self.rows_total) if self.rows_total else 0.0
 
     @property
-    def finished(self) -> bool:
-        return self.status in (self.State.READY, self.State.FAILED)
+    def resume_hint(self) -> str:
+        return "Build again starts it over; nothing partial was kept."
+
+    def end_fields(self, reason: str) -> dict:
+        failure = {"waiting": self.Failure.QUEUE, "gave_up": self.Failure.GAVE_UP, "stale": self.Failure.ERROR}
+        return {"phase": "", "failure": failure.get(reason, self.Failure.NONE)}
+
+    def requeue_fields(self) -> dict:
+        return {"failure": self.Failure.NONE, "phase": "", "rows_done": 0, "audit": {}, "stats": {}}
 
     @property
     def download_name(self) -> str:
@@ -108,7 +112,7 @@ def remove_snapshot_files(sender, instance, **kwargs):
     transaction.on_commit(lambda: remove_files(instance))
 
 
-class TrainingJob(models.Model):
+class TrainingJob(Job):
     """One fine-tuning run (SFT or DPO, LoRA) executed by a worker on the `training` queue.
 
     All state lives here so a page, the API and a restarted worker agree on what happened.
@@ -141,25 +145,15 @@ class TrainingJob(models.Model):
     evaluate_after = models.BooleanField(default=False)
 
     status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
-    message = models.TextField(blank=True)
     step = models.PositiveIntegerField(default=0)
     max_steps = models.PositiveIntegerField(default=0)
-    log_tail = models.TextField(blank=True)
     device = models.CharField(max_length=100, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    run_token = models.CharField(max_length=32, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    cancel_requested = models.BooleanField(default=False)
     guard_report = models.JSONField(default=dict, blank=True, help_text="Which check tripped, when, with what values.")
     timings = models.JSONField(default=dict, blank=True)
     output_dir = models.CharField(max_length=1000, blank=True)
     result_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
                                        related_name="made_by_jobs")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -176,12 +170,9 @@ class TrainingJob(models.Model):
         return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
 
     @property
-    def finished(self) -> bool:
-        return self.status not in (self.State.QUEUED, self.State.RUNNING)
-
-    @property
-    def resumable(self) -> bool:
-        return self.status in (self.State.FAILED, self.State.CANCELLED) and self.checkpoints.exists()
+    def resume_hint(self) -> str:
+        last = self.checkpoints.order_by("-step").first()
+        return f"Resume continues from the checkpoint at step {last.step}." if last else "No checkpoint was saved."
 
 
 class MetricPoint(models.Model):
@@ -310,7 +301,7 @@ class JudgeVerdictSuggestion(models.Model):
         return f"judge {self.judge_id} on response {self.response_id}: {self.suggested or 'unsure'}"
 
 
-class OnlineRun(models.Model):
+class OnlineRun(Job):
     """Rounds of online DPO: sample from the policy, rank, build a DPO snapshot, train, evaluate, gate."""
 
     class State(models.TextChoices):
@@ -339,19 +330,9 @@ class OnlineRun(models.Model):
 
     status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
     phase = models.CharField(max_length=200, blank=True)
-    message = models.TextField(blank=True)
-    log_tail = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    run_token = models.CharField(max_length=32, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
     result_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
                                        related_name="+")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -361,12 +342,11 @@ class OnlineRun(models.Model):
         return f"online run {self.pk} ({self.status})"
 
     @property
-    def finished(self) -> bool:
-        return self.status not in (self.State.QUEUED, self.State.RUNNING)
+    def resume_hint(self) -> str:
+        return "Resume continues with the unfinished round."
 
-    @property
-    def resumable(self) -> bool:
-        return self.status in (self.State.FAILED, self.State.CANCELLED)
+    def end_fields(self, reason: str) -> dict:
+        return {"phase": ""}
 
     @property
     def progress(self) -> float:

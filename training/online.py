@@ -15,23 +15,25 @@ run is reused, never redone.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
-import uuid
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
-from .models import ModelVersion, OnlinePair, OnlineRound, OnlineRun, TrainingJob
+from annotator.model_lineage import check_folders, model_paths
+from annotator.models import ModelVersion
+from inference.generation import encode, plan_batches, threads_for
+from inference.loading import load_model
+from jobs import lifecycle
+from toolcalls.score import score_case
+
+from .models import OnlinePair, OnlineRound, OnlineRun, TrainingJob
 
 DEFAULT_OPTIONS = {"samples_per_prompt": 4, "temperature": 1.0, "max_prompts": 300, "max_new_tokens": 96,
                    "use_reference": True, "seed": 0, "quality_margin": None}
 OPTION_SPEC = {"samples_per_prompt": (int, 2, 16), "temperature": (float, 0.05, 2.0),
                "max_prompts": (int, 1, 100_000), "max_new_tokens": (int, 8, 4096), "seed": (int, 0, 2**31 - 1)}
-HEARTBEAT_TIMEOUT_S = 600
 
 
 class Cancelled(Exception):
@@ -107,8 +109,6 @@ def create_run(project, user, *, start_version, ranker="checker", judge=None, ev
     except (TypeError, ValueError):
         errors["rounds"] = "between 1 and 20"
     if not errors and start_version is not None:
-        from .loading import check_folders
-
         problems = check_folders(start_version)
         if problems:
             errors["start_version"] = " ".join(problems)
@@ -121,84 +121,26 @@ def create_run(project, user, *, start_version, ranker="checker", judge=None, ev
             options=opts, params={**params, "preset": preset}, created_by=user,
             name=name or f"Online DPO from {start_version.name} ({rounds} rounds, {ranker})")
         if start:
-            from .tasks import start_online
-
-            start_online(run)
+            lifecycle.enqueue(run)
     return run
 
 
-# --- lifecycle ------------------------------------------------------------------------------
+# --- lifecycle (jobs.lifecycle) ---------------------------------------------------------------
 
-def claim(run_id: int) -> OnlineRun | None:
-    token = uuid.uuid4().hex
-    now = timezone.now()
-    stale = now - timezone.timedelta(seconds=HEARTBEAT_TIMEOUT_S)
-    taken = OnlineRun.objects.filter(  # a silent worker's run is taken over by the task's redelivery
-        Q(status=OnlineRun.State.QUEUED) | Q(status=OnlineRun.State.RUNNING, heartbeat_at__lt=stale,
-                                             cancel_requested=False), pk=run_id).update(
-        status=OnlineRun.State.RUNNING, run_token=token, attempts=F("attempts") + 1, heartbeat_at=now,
-        started_at=now, worker=f"{socket.gethostname()}:{os.getpid()}", message="", cancel_requested=False)
-    return OnlineRun.objects.get(pk=run_id) if taken else None
-
-
-def _update(run: OnlineRun, **fields) -> None:
-    OnlineRun.objects.filter(pk=run.pk, run_token=run.run_token).update(heartbeat_at=timezone.now(), **fields)
-    for k, v in fields.items():
-        setattr(run, k, v)
-
-
-def _end(run: OnlineRun, status: str, message: str, **fields) -> None:
-    """The run's last write: its final status and message; the phase is over."""
-    _update(run, status=status, message=message, finished_at=timezone.now(), phase="", **fields)
-
-
-def _log(run: OnlineRun, line: str) -> None:
-    _update(run, log_tail=(run.log_tail + f"[{timezone.localtime():%H:%M:%S}] {line}\n")[-8000:])
-
-
-def _check_cancel(run: OnlineRun) -> None:
-    if OnlineRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+def _beat(run: OnlineRun, **fields) -> None:
+    """Record the run's progress; stop (Cancelled) once it was cancelled or another attempt owns it."""
+    if not lifecycle.heartbeat(run, **fields):
         raise Cancelled()
 
 
 def request_cancel(run: OnlineRun) -> None:
     """Queued: cancelled at once. Running: stops after the current phase; a training job in flight
     is asked to stop at its next step (its checkpoint is kept)."""
-    from .trainer import request_cancel as cancel_job
-
-    OnlineRun.objects.filter(pk=run.pk, status=OnlineRun.State.QUEUED).update(
-        status=OnlineRun.State.CANCELLED, finished_at=timezone.now(), message="Cancelled before it started.")
-    if OnlineRun.objects.filter(pk=run.pk, status=OnlineRun.State.RUNNING).update(cancel_requested=True):
+    lifecycle.cancel(run)
+    if run.cancel_requested:
         for job in TrainingJob.objects.filter(pk__in=run.round_set.exclude(job=None).values("job"),
                                               status__in=[TrainingJob.State.QUEUED, TrainingJob.State.RUNNING]):
-            cancel_job(job)
-
-
-def resume(run: OnlineRun) -> bool:
-    """A failed or cancelled run goes back to the queue and continues with its unfinished round."""
-    return bool(OnlineRun.objects.filter(pk=run.pk, status__in=[OnlineRun.State.FAILED,
-                                                                 OnlineRun.State.CANCELLED]).update(
-        status=OnlineRun.State.QUEUED, finished_at=None, cancel_requested=False,
-        message="Queued again: continues with its unfinished round."))
-
-
-def reap_stale(project=None) -> int:
-    """Running runs whose worker went silent (no heartbeat, and no training job of theirs alive)."""
-    cutoff = timezone.now() - timezone.timedelta(seconds=HEARTBEAT_TIMEOUT_S)
-    qs = OnlineRun.objects.filter(status=OnlineRun.State.RUNNING, heartbeat_at__lt=cutoff)
-    if project is not None:
-        qs = qs.filter(project=project)
-    reaped = 0
-    for run in qs:
-        live_job = TrainingJob.objects.filter(pk__in=run.round_set.exclude(job=None).values("job"),
-                                              status=TrainingJob.State.RUNNING, heartbeat_at__gte=cutoff).exists()
-        if live_job:
-            continue
-        reaped += OnlineRun.objects.filter(pk=run.pk, run_token=run.run_token, status=OnlineRun.State.RUNNING).update(
-            status=OnlineRun.State.FAILED, finished_at=timezone.now(),
-            message=f"The worker {run.worker} stopped responding during {run.phase or 'the run'}. "
-                    "Resume continues with the unfinished round.")
-    return reaped
+            lifecycle.cancel(job)
 
 
 # --- prompts, sampling and ranking ----------------------------------------------------------
@@ -241,8 +183,6 @@ def sample(version: ModelVersion, prompts: list[dict], k: int, temperature: floa
     """k sampled answers per prompt from the policy (base + adapters, on the worker's device)."""
     import torch
 
-    from evaluation.generation import encode, load_model, model_paths, plan_batches, threads_for
-
     path, adapters = model_paths(version)
     loaded = load_model(path, adapters)
     tok = loaded.tokenizer
@@ -274,8 +214,6 @@ def sample(version: ModelVersion, prompts: list[dict], k: int, temperature: floa
 
 def checker_score(expected: dict, raw: str, tools: list) -> float:
     """2 for a strictly right and clean answer, 1 for right but with a defect or clean but wrong, 0 for both."""
-    from evaluation.metrics import score_case
-
     s = score_case(expected, raw, tools)
     return float((s["tool_call_accuracy"] or 0) + (s["response_quality"] or 0))
 
@@ -300,8 +238,6 @@ def rank_with_judge(judge, prompt: dict, samples: list[str]) -> list[float]:
 
 def clean_answer(raw: str, tools: list) -> bool:
     """No response-quality defect (metrics.md): no malformed call, no template leak, no broken tags…"""
-    from evaluation.metrics import score_case
-
     return score_case({"role": "assistant", "content": "-"}, raw, tools)["response_quality"] == 1
 
 
@@ -331,10 +267,10 @@ def _sample_and_rank(run: OnlineRun, rnd: OnlineRound, judge=None) -> None:
     if not prompts:
         raise ValueError("No training prompts to sample: the project needs approved labels on train-split "
                          "conversations (with corrections or reasonable responses when ranking with the checker).")
-    _update(run, phase=f"round {rnd.number}: sampling {opts['samples_per_prompt']} answers for {len(prompts)} prompts")
+    _beat(run, phase=f"round {rnd.number}: sampling {opts['samples_per_prompt']} answers for {len(prompts)} prompts")
     samples = sample(rnd.policy, prompts, opts["samples_per_prompt"], opts["temperature"], opts["max_new_tokens"],
-                     seed=opts["seed"] * 1000 + rnd.number, beat=lambda: _check_cancel(run) or _update(run))
-    _update(run, phase=f"round {rnd.number}: ranking with the {run.get_ranker_display()}")
+                     seed=opts["seed"] * 1000 + rnd.number, beat=lambda: _beat(run))
+    _beat(run, phase=f"round {rnd.number}: ranking with the {run.get_ranker_display()}")
     pairs, right, total, skipped, reference = [], 0, 0, 0, 0
     for prompt, outs in zip(prompts, samples, strict=True):
         if run.ranker == OnlineRun.Ranker.JUDGE:
@@ -379,8 +315,8 @@ def _sample_and_rank(run: OnlineRun, rnd: OnlineRound, judge=None) -> None:
         OnlineRound.objects.filter(pk=rnd.pk).update(prompts=len(prompts), samples=sum(len(s) for s in samples),
                                                      pairs=len(rows), stats=stats, phase="ranked")
     rnd.refresh_from_db()
-    _log(run, f"round {rnd.number}: {rnd.samples} samples, {rnd.pairs} pairs ({skipped} prompts tied"
-              + (f", sample accuracy {100 * stats['sample_accuracy']:.0f}%" if total else "") + ")")
+    lifecycle.log(run, f"round {rnd.number}: {rnd.samples} samples, {rnd.pairs} pairs ({skipped} prompts tied"
+                       + (f", sample accuracy {100 * stats['sample_accuracy']:.0f}%" if total else "") + ")")
 
 
 def _snapshot(run: OnlineRun, rnd: OnlineRound):
@@ -395,12 +331,12 @@ def _snapshot(run: OnlineRun, rnd: OnlineRound):
                     f"own samples, ranked by the {run.get_ranker_display()}."}, start=False)
         OnlineRound.objects.filter(pk=rnd.pk).update(snapshot=snap, phase="snapshot")
     if snap.status != DatasetSnapshot.State.READY:
-        _update(run, phase=f"round {rnd.number}: building snapshot {snap.name}")
+        _beat(run, phase=f"round {rnd.number}: building snapshot {snap.name}")
         build_snapshot(snap.pk)
         snap.refresh_from_db()
     if snap.status != DatasetSnapshot.State.READY:
         raise ValueError(f"snapshot {snap.name} failed: {snap.message}")
-    _log(run, f"round {rnd.number}: snapshot {snap.name} ready, {snap.row_count} rows")
+    lifecycle.log(run, f"round {rnd.number}: snapshot {snap.name} ready, {snap.row_count} rows")
     return snap
 
 
@@ -415,19 +351,23 @@ def _train(run: OnlineRun, rnd: OnlineRound, snap) -> ModelVersion:
                                  train_snapshot=snap, preset=preset, overrides=params, allow_raw_base=True,
                                  name=f"Online run {run.pk} round {rnd.number}: DPO on {snap.name}", start=False)
         OnlineRound.objects.filter(pk=rnd.pk).update(job=job, phase="training")
-    elif job.status in (TrainingJob.State.FAILED, TrainingJob.State.CANCELLED) and job.resumable:
-        trainer.resume(job)
-    _update(run, phase=f"round {rnd.number}: training job {job.pk}")
+    elif job.status in (TrainingJob.State.FAILED, TrainingJob.State.CANCELLED):
+        lifecycle.resume(job)  # queued (and sent), but run here if no training worker took it first
+    _beat(run, phase=f"round {rnd.number}: training job {job.pk}")
     job.refresh_from_db()
     if job.status == TrainingJob.State.QUEUED:
         job = trainer.run_job(job.pk) or job
-    _check_cancel(run)
+    _beat(run)
     job.refresh_from_db()
+    while not job.finished:  # a training worker runs it: wait for it
+        time.sleep(5)
+        _beat(run)
+        job.refresh_from_db()
     if job.result_version is None and job.status == TrainingJob.State.STOPPED_BY_GUARD:
         raise GuardStopped(job.message)
     if job.result_version is None:
         raise ValueError(f"training job {job.pk} ended {job.status}: {job.message}")
-    _log(run, f"round {rnd.number}: job {job.pk} {job.status}, {job.result_version.name}")
+    lifecycle.log(run, f"round {rnd.number}: job {job.pk} {job.status}, {job.result_version.name}")
     return job.result_version
 
 
@@ -442,7 +382,7 @@ def _evaluate(run: OnlineRun, version: ModelVersion, existing=None):
         return found
     ev = existing if existing is not None and not existing.finished else create_run(
         run.project, run.eval_suite, version, start=False, note=f"online run {run.pk}")
-    _update(run, phase=f"evaluating {version.name} on {run.eval_suite.label}")
+    _beat(run, phase=f"evaluating {version.name} on {run.eval_suite.label}")
     ev = run_eval(ev.pk) or EvalRun.objects.get(pk=ev.pk)
     if ev.status != EvalRun.State.DONE:
         raise ValueError(f"evaluation run {ev.pk} of {version.name} ended {ev.status}: {ev.message}")
@@ -469,49 +409,20 @@ def gate(candidate_run, baseline_run, margin: float) -> dict:
 
 # --- running --------------------------------------------------------------------------------
 
-class _Heartbeat:
-    """Beats the run's heartbeat from a thread while this process works on it (training included),
-    so only a dead worker's run looks silent."""
-
-    def __init__(self, run: OnlineRun, every: float = 30.0):
-        import threading
-
-        self.run, self.every, self.stop = run, every, threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self):
-        from django.db import connection
-
-        try:
-            while not self.stop.wait(self.every):
-                OnlineRun.objects.filter(pk=self.run.pk, run_token=self.run.run_token).update(
-                    heartbeat_at=timezone.now())
-        finally:
-            connection.close()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=5)
-
-
 def run_online(run_id: int) -> OnlineRun | None:
-    run = claim(run_id)
+    run = lifecycle.claim(OnlineRun, run_id)
     if run is None:
         return None
     try:
-        with _Heartbeat(run):
+        with lifecycle.attempt(run, beat_every=30):  # beats through sampling, training and evaluation
             _run(run)
     except Cancelled:
-        _end(run, OnlineRun.State.CANCELLED,
-             f"Cancelled during {run.phase or 'the run'}; Resume continues with the unfinished round.")
+        lifecycle.finish(run, OnlineRun.State.CANCELLED,
+                         f"Cancelled during {run.phase or 'the run'}; Resume continues with the unfinished round.")
     except Exception as exc:  # noqa: BLE001 - recorded on the run, with its reason
         OnlineRound.objects.filter(run=run, status=OnlineRound.State.RUNNING).update(status=OnlineRound.State.FAILED)
-        _log(run, f"failed: {type(exc).__name__}: {exc}")
-        _end(run, OnlineRun.State.FAILED, f"{type(exc).__name__}: {exc}. Resume continues with the unfinished round.")
+        lifecycle.log(run, f"failed: {type(exc).__name__}: {exc}")
+        lifecycle.finish(run, OnlineRun.State.FAILED, f"{type(exc).__name__}: {exc}. {run.resume_hint}")
     run.refresh_from_db()
     return run
 
@@ -532,13 +443,13 @@ def _run(run: OnlineRun) -> None:
         if done.gate.get("passed") and done.job and done.job.result_version:
             policy = done.job.result_version
     baseline = _evaluate(run, policy)
-    _log(run, f"policy {policy.name}: tool_call_accuracy "
-              f"{(baseline.summary.get('tool_call_accuracy') or {}).get('value')} on {run.eval_suite.label}")
+    lifecycle.log(run, f"policy {policy.name}: tool_call_accuracy "
+                       f"{(baseline.summary.get('tool_call_accuracy') or {}).get('value')} on {run.eval_suite.label}")
     for number in range(1, run.rounds + 1):
         rnd, _ = OnlineRound.objects.get_or_create(run=run, number=number, defaults={"policy": policy})
         if rnd.status == OnlineRound.State.DONE:
             continue
-        _check_cancel(run)
+        _beat(run)
         started = time.monotonic()
         OnlineRound.objects.filter(pk=rnd.pk).update(status=OnlineRound.State.RUNNING, policy=policy,
                                                      started_at=rnd.started_at or timezone.now(),
@@ -551,19 +462,19 @@ def _run(run: OnlineRun) -> None:
         if rnd.pairs == 0:
             _finish_round(rnd, {"passed": False, "conditions": [{"key": "pairs", "ok": False,
                                                                   "detail": "no pair: every prompt tied"}]})
-            _end(run, OnlineRun.State.STOPPED_BY_GATE,
-                 f"Round {number} found no pair to learn from; {policy.name} is the result.", result_version=policy)
+            lifecycle.finish(run, OnlineRun.State.STOPPED_BY_GATE,
+                             f"Round {number} found no pair to learn from; {policy.name} is the result.", result_version=policy)
             return
-        _check_cancel(run)
+        _beat(run)
         snap = _snapshot(run, rnd)
-        _check_cancel(run)
+        _beat(run)
         try:
             version = _train(run, rnd, snap)
         except GuardStopped as exc:
             _finish_round(rnd, {"passed": False, "conditions": [{"key": "guard", "ok": False, "detail": str(exc)}],
                                 "seconds": round(time.monotonic() - started, 1)})
-            _end(run, OnlineRun.State.STOPPED_BY_GATE, f"Round {number}'s training was stopped by the guard with no "
-                 f"healthy checkpoint; {policy.name} is the result.", result_version=policy)
+            lifecycle.finish(run, OnlineRun.State.STOPPED_BY_GATE, f"Round {number}'s training was stopped by the guard with no "
+                             f"healthy checkpoint; {policy.name} is the result.", result_version=policy)
             return
         ev = _evaluate(run, version, rnd.eval_run)
         OnlineRound.objects.filter(pk=rnd.pk).update(eval_run=ev)
@@ -571,15 +482,15 @@ def _run(run: OnlineRun) -> None:
         result["seconds"] = round(time.monotonic() - started, 1)
         _finish_round(rnd, result)
         acc = result["candidate"]["acc"]
-        _log(run, f"round {number}: {version.name} tool_call_accuracy {acc} vs {result['baseline']['acc']} — "
-                  f"gate {'passed' if result['passed'] else 'FAILED'}")
+        lifecycle.log(run, f"round {number}: {version.name} tool_call_accuracy {acc} vs {result['baseline']['acc']} — "
+                           f"gate {'passed' if result['passed'] else 'FAILED'}")
         if not result["passed"]:
             failed = "; ".join(c["key"] + ": " + c["detail"] for c in result["conditions"] if not c["ok"])
-            _end(run, OnlineRun.State.STOPPED_BY_GATE,
-                 f"Round {number} did not pass the gate ({failed}); {policy.name} is the result.", result_version=policy)
+            lifecycle.finish(run, OnlineRun.State.STOPPED_BY_GATE,
+                             f"Round {number} did not pass the gate ({failed}); {policy.name} is the result.", result_version=policy)
             return
         policy, baseline = version, ev
-    _end(run, OnlineRun.State.SUCCEEDED, f"{run.rounds} round(s) passed the gate; {policy.name} is the result.", result_version=policy)
+    lifecycle.finish(run, OnlineRun.State.SUCCEEDED, f"{run.rounds} round(s) passed the gate; {policy.name} is the result.", result_version=policy)
 
 
 def _finish_round(rnd: OnlineRound, result: dict) -> None:

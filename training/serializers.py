@@ -30,11 +30,11 @@ class DatasetSnapshotSerializer(serializers.ModelSerializer):
     audit_config = serializers.JSONField(required=False, help_text=(
         "checks {check: block|warn|off}, min_target_chars, max_tokens, tokenizer (model version id)."))
     name = serializers.CharField(read_only=True)
-    status = serializers.CharField(read_only=True, help_text="queued | running | ready | failed")
+    status = serializers.CharField(read_only=True, help_text="queued | running | ready | failed | cancelled")
     failure = serializers.CharField(read_only=True, help_text="why it failed: no_rows | audit_blocked | error | "
                                     "queue_unavailable | gave_up")
     progress = serializers.FloatField(read_only=True)
-    stalled = serializers.SerializerMethodField()
+    stalled = serializers.BooleanField(read_only=True, help_text="running, but its worker has gone silent")
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     download_url = serializers.SerializerMethodField()
 
@@ -46,9 +46,6 @@ class DatasetSnapshotSerializer(serializers.ModelSerializer):
                   "started_at", "finished_at"]
         read_only_fields = [f for f in fields if f not in ("project", "kind", "layout", "note", "filters",
                                                             "audit_config")]
-
-    def get_stalled(self, obj) -> bool:
-        return datasets.stalled(obj)
 
     def get_download_url(self, obj) -> str | None:
         if obj.status != DatasetSnapshot.State.READY:

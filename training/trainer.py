@@ -1,26 +1,30 @@
 """Run a TrainingJob: TRL's SFTTrainer or DPOTrainer with a PEFT LoRA adapter.
 
-Read top to bottom: presets and validation, readiness checks, the job's lifecycle (claim,
-heartbeat, cancel, fail, reap), the brain-damage guard, the callback that writes metric
-points and checkpoints to the database, and `run_job`, which ties them together.
+Read top to bottom: presets and validation, readiness checks, the brain-damage guard, the
+callback that writes metric points and checkpoints to the database (its heartbeat is where a
+cancel is noticed), and `run_job`, which ties them together. Claim, heartbeat, log, cancel,
+reap and resume are jobs.lifecycle's, as for every other job kind.
 Nothing here assumes a CPU: on a CUDA host the same code trains on the GPU.
 """
 
 import json
 import math
 import os
-import socket
 import time
-import uuid
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
-from django.utils import timezone
 
-from .loading import check_folders, device_name, resolve
-from .models import Checkpoint, DatasetSnapshot, MetricPoint, ModelVersion, TrainingJob
+from annotator.model_lineage import check_folders, model_paths
+from annotator.models import ModelVersion
+from inference.loading import load_model, pick_device
+from inference.perplexity import perplexity
+from jobs import lifecycle
+from toolcalls.score import score_case
+
+from . import hooks
+from .models import Checkpoint, DatasetSnapshot, MetricPoint, TrainingJob
 
 # --- presets and parameters -----------------------------------------------------------------
 
@@ -164,115 +168,19 @@ def order_problems(stage: str, base: ModelVersion, allow_raw_base: bool) -> list
     return []
 
 
-# --- lifecycle ------------------------------------------------------------------------------
-
-def heartbeat_timeout() -> int:
-    return int(getattr(settings, "TRAINING_HEARTBEAT_TIMEOUT", 120))
-
-
-def claim(job_id: int) -> TrainingJob | None:
-    """Take a queued job for this process. A second delivery of the same task finds it taken,
-    unless the worker that took it has gone silent (no heartbeat for TRAINING_HEARTBEAT_TIMEOUT):
-    then the broker's redelivery of a killed worker's task takes the job over and it continues
-    from its last checkpoint."""
-    token = uuid.uuid4().hex
-    now = timezone.now()
-    stale = now - timezone.timedelta(seconds=heartbeat_timeout())
-    taken = TrainingJob.objects.filter(
-        Q(status=TrainingJob.State.QUEUED) | Q(status=TrainingJob.State.RUNNING, heartbeat_at__lt=stale,
-                                               cancel_requested=False), pk=job_id).update(
-        status=TrainingJob.State.RUNNING, run_token=token, attempts=F("attempts") + 1, heartbeat_at=now,
-        started_at=now, worker=f"{socket.gethostname()}:{os.getpid()}", message="", cancel_requested=False)
-    return TrainingJob.objects.get(pk=job_id) if taken else None
-
-
-def reap_stale_jobs(project=None) -> int:
-    """Running jobs whose worker stopped sending heartbeats are failed (and can be resumed)."""
-    cutoff = timezone.now() - timezone.timedelta(seconds=heartbeat_timeout())
-    qs = TrainingJob.objects.filter(status=TrainingJob.State.RUNNING, heartbeat_at__lt=cutoff)
-    if project is not None:
-        qs = qs.filter(project=project)
-    reaped = 0
-    for job in qs:
-        last = job.checkpoints.order_by("-step").first()
-        resume = f" Resume continues from the checkpoint at step {last.step}." if last else " No checkpoint was saved."
-        reaped += TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.State.RUNNING,
-                                             run_token=job.run_token).update(
-            status=TrainingJob.State.FAILED, finished_at=timezone.now(),
-            message=f"The worker {job.worker or ''} stopped responding: no heartbeat since "
-                    f"{timezone.localtime(job.heartbeat_at):%H:%M:%S}.{resume}")
-    return reaped
-
-
-def request_cancel(job: TrainingJob) -> None:
-    if job.status == TrainingJob.State.QUEUED:
-        TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.State.QUEUED).update(
-            status=TrainingJob.State.CANCELLED, finished_at=timezone.now(), message="Cancelled before it started.")
-    TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.State.RUNNING).update(cancel_requested=True)
-
-
-def resume(job: TrainingJob) -> bool:
-    """Queue a failed or cancelled job again; it continues from its last checkpoint."""
-    if not job.resumable:
-        return False
-    return bool(TrainingJob.objects.filter(pk=job.pk, status__in=[TrainingJob.State.FAILED,
-                                                                   TrainingJob.State.CANCELLED]).update(
-        status=TrainingJob.State.QUEUED, finished_at=None, cancel_requested=False,
-        message="Queued to resume from its last checkpoint."))
-
-
-def _update(job: TrainingJob, **fields) -> None:
-    TrainingJob.objects.filter(pk=job.pk, run_token=job.run_token).update(**fields)
-    for k, v in fields.items():
-        if not hasattr(v, "resolve_expression"):
-            setattr(job, k, v)
-
-
-def _log(job: TrainingJob, line: str) -> None:
-    tail = (job.log_tail + f"[{timezone.localtime():%H:%M:%S}] {line}\n")[-8000:]
-    _update(job, log_tail=tail)
-
-
 # --- the brain-damage guard -----------------------------------------------------------------
 
-GENERAL_TEXT = [
-    "The museum opens at nine in the morning and closes at six in the evening, except on public holidays.",
-    "Water boils at one hundred degrees Celsius at sea level, and at a lower temperature on a mountain.",
-    "She wrote a short letter to her grandmother, thanking her for the birthday present and the kind words.",
-    "A good meeting has a clear goal, the right people in the room, and ends with decisions and owners.",
-    "The train to the airport leaves every twenty minutes from the main station, platform four.",
-    "Thank you for your message. I will check the details and get back to you before the end of the day.",
-    "Rivers carry sediment from the mountains to the sea, building deltas over thousands of years.",
-    "Please keep your receipt: you can return most items within thirty days for a full refund.",
-]
-
-
 class Guard:
-    """Perplexity on fixed general text relative to the job's starting model, and response quality
-    (metrics.md) on fixed prompts. A check that crosses a limit stops the job."""
+    """Perplexity on the fixed general texts (inference.perplexity, the same the promotion gate reads)
+    relative to the job's starting model, and response quality (metrics.md) on fixed prompts. A check
+    that crosses a limit stops the job."""
 
-    def __init__(self, tokenizer, prompts: list[dict], limits: dict, device: str):
-        self.tokenizer, self.prompts, self.device = tokenizer, prompts, device
+    def __init__(self, tokenizer, prompts: list[dict], limits: dict):
+        self.tokenizer, self.prompts = tokenizer, prompts
         self.limits = {**DEFAULT_GUARD, **(limits or {})}
         self.base_ppl = self.base_quality = None
 
-    def _perplexity(self, model) -> float:
-        import torch
-
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for text in GENERAL_TEXT:
-                ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)
-                if ids.shape[1] < 2:
-                    continue
-                out = model(input_ids=ids, labels=ids)
-                total += float(out.loss) * (ids.shape[1] - 1)
-                count += ids.shape[1] - 1
-        return math.exp(min(50.0, total / max(count, 1)))
-
     def _quality(self, model) -> tuple[float, list[str]]:
-        from evaluation.metrics import score_case
-
         from .demo_model import generate
 
         if not self.prompts:
@@ -296,7 +204,7 @@ class Guard:
         was_training = model.training
         model.eval()
         try:
-            ppl = self._perplexity(model)
+            ppl = perplexity(model, self.tokenizer)
             quality, samples = self._quality(model)
         finally:
             model.train(was_training)
@@ -364,7 +272,7 @@ def make_callback(job: TrainingJob, guard: Guard):
             self._beat = 0.0
 
         def on_train_begin(self, args, state, control, **kwargs):
-            _update(job, max_steps=state.max_steps, step=state.global_step, heartbeat_at=timezone.now())
+            lifecycle.heartbeat(job, max_steps=state.max_steps, step=state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             values = _numbers(logs)
@@ -374,29 +282,28 @@ def make_callback(job: TrainingJob, guard: Guard):
             shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k in (
                 "loss", "learning_rate", "grad_norm", "eval_loss", "rewards/margins", "rewards/accuracies"))
             if shown:
-                _log(job, f"step {state.global_step}: {shown}")
+                lifecycle.log(job, f"step {state.global_step}: {shown}")
 
         def on_step_end(self, args, state, control, **kwargs):
             now = time.monotonic()
             if now - self._beat < 1.0:
                 return
             self._beat = now
-            _update(job, step=state.global_step, heartbeat_at=timezone.now())
-            if TrainingJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+            if not lifecycle.heartbeat(job, step=state.global_step):  # cancelled, or taken over
                 self.cancelled = True
                 control.should_training_stop = True
-                control.should_save = True  # keep the last checkpoint
-                _log(job, f"cancel requested: stopping at step {state.global_step}")
+                control.should_save = job.cancel_requested  # keep the last checkpoint (it is still ours)
+                lifecycle.log(job, f"cancel requested: stopping at step {state.global_step}")
 
         def on_save(self, args, state, control, model=None, **kwargs):
             step = state.global_step
             path = str(Path(args.output_dir) / f"checkpoint-{step}")
             result = guard.check(model, step)
-            _update(job, heartbeat_at=timezone.now())
+            lifecycle.heartbeat(job)
             Checkpoint.objects.update_or_create(job=job, step=step, defaults={
                 "path": path, "healthy": result["ok"], "guard": result})
-            _log(job, f"checkpoint {step}: perplexity x{result['perplexity_ratio']:.2f}, "
-                      f"quality {100 * result['quality']:.0f}% — {'healthy' if result['ok'] else 'TRIPPED'}")
+            lifecycle.log(job, f"checkpoint {step}: perplexity x{result['perplexity_ratio']:.2f}, "
+                               f"quality {100 * result['quality']:.0f}% — {'healthy' if result['ok'] else 'TRIPPED'}")
             if not result["ok"] and self.tripped is None:
                 self.tripped = result
                 control.should_training_stop = True
@@ -407,17 +314,14 @@ def make_callback(job: TrainingJob, guard: Guard):
 # --- running a job --------------------------------------------------------------------------
 
 def _load_for_training(job: TrainingJob, device: str):
+    """The job's starting model, earlier stages merged (this job trains a fresh adapter on top). Not in
+    the checkpoint's own dtype as for inference: bf16 on a GPU that has it (half the memory of float32;
+    build_trainer trains in bf16 there), float32 anywhere else (fp16 weights train unstably)."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base, adapters = resolve(job.base_version)
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    for adapter in adapters:  # earlier stages are merged; this job trains a fresh adapter on top
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    return model.to(device), tokenizer
+    loaded = load_model(*model_paths(job.base_version), device=device, dtype=dtype)
+    return loaded.model, loaded.tokenizer
 
 
 def _judge_data(job: TrainingJob):
@@ -500,17 +404,14 @@ def _register(job: TrainingJob, adapter_dir: str, note: str) -> ModelVersion:
     return version
 
 
-def _finish(job: TrainingJob, status: str, message: str, **fields) -> None:
-    _update(job, status=status, message=message, finished_at=timezone.now(), **fields)
-
-
 def run_job(job_id: int) -> TrainingJob | None:
-    job = claim(job_id)
+    job = lifecycle.claim(TrainingJob, job_id)
     if job is None:
-        return None  # finished, cancelled, or already taken by another delivery
+        return None  # finished, cancelled, or owned by a live worker
     started = time.monotonic()
     try:
-        _run(job, started)
+        with lifecycle.attempt(job, beat_every=30):  # loading and guard checks take longer than a step
+            _run(job, started)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job, with its reason
         import torch
 
@@ -519,9 +420,8 @@ def run_job(job_id: int) -> TrainingJob | None:
                       f"max_length, or raise gradient_accumulation_steps. ({exc})")
         else:
             reason = f"{type(exc).__name__}: {exc}"
-        _log(job, "failed: " + reason)
-        last = job.checkpoints.order_by("-step").first()
-        _finish(job, TrainingJob.State.FAILED, reason + (f" Resume continues from step {last.step}." if last else ""))
+        lifecycle.log(job, "failed: " + reason)
+        lifecycle.finish(job, TrainingJob.State.FAILED, f"{reason} {job.resume_hint}")
     job.refresh_from_db()
     return job
 
@@ -531,15 +431,15 @@ def _run(job: TrainingJob, started: float) -> None:
 
     problems = readiness_problems(job)
     if problems:
-        _finish(job, TrainingJob.State.FAILED, " ".join(problems))
+        lifecycle.finish(job, TrainingJob.State.FAILED, " ".join(problems))
         return
-    device = device_name()
+    device = pick_device()
     torch.set_num_threads(max(1, int(os.environ.get("TRAINING_THREADS", "1"))) if device == "cpu" else torch.get_num_threads())
     out = Path(settings.MEDIA_ROOT) / "training" / f"job-{job.pk}"
     out.mkdir(parents=True, exist_ok=True)
-    _update(job, device=f"{device}" + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else ""),
-            output_dir=str(out))
-    _log(job, f"attempt {job.attempts} on {job.worker}, device {job.device}")
+    lifecycle.heartbeat(job, device=f"{device}" + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else ""),
+                        output_dir=str(out))
+    lifecycle.log(job, f"attempt {job.attempts} on {job.worker}, device {job.device}")
     t0 = time.monotonic()
     model, tokenizer = _load_for_training(job, device)
     held, held_source = [], ""
@@ -547,17 +447,17 @@ def _run(job: TrainingJob, started: float) -> None:
         dataset, held, held_source = _judge_data(job)
     else:
         dataset = _dataset(job)
-    guard = Guard(tokenizer, guard_prompts(job, int({**DEFAULT_GUARD, **job.guard}["prompts"])), job.guard, device)
+    guard = Guard(tokenizer, guard_prompts(job, int({**DEFAULT_GUARD, **job.guard}["prompts"])), job.guard)
     callback = make_callback(job, guard)
     trainer = build_trainer(job, model, tokenizer, dataset, device, callbacks=[callback])
     base = guard.baseline(trainer.model)
-    _update(job, guard_report={"baseline": base}, heartbeat_at=timezone.now())
-    _log(job, f"loaded in {time.monotonic() - t0:.1f}s; {len(dataset)} rows; baseline perplexity "
-              f"{base['perplexity']:.2f}, quality {100 * base['quality']:.0f}%")
+    lifecycle.heartbeat(job, guard_report={"baseline": base})
+    lifecycle.log(job, f"loaded in {time.monotonic() - t0:.1f}s; {len(dataset)} rows; baseline perplexity "
+                       f"{base['perplexity']:.2f}, quality {100 * base['quality']:.0f}%")
     last = job.checkpoints.order_by("-step").first()
     resume_from = last.path if last and Path(last.path).is_dir() else None
     if resume_from:
-        _log(job, f"resuming from checkpoint {last.step}")
+        lifecycle.log(job, f"resuming from checkpoint {last.step}")
     t1 = time.monotonic()
     trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.monotonic() - t1
@@ -573,21 +473,21 @@ def _run(job: TrainingJob, started: float) -> None:
         healthy = job.checkpoints.filter(healthy=True).order_by("-step").first()
         report = {"baseline": base, "tripped": callback.tripped}
         if healthy is None:
-            _finish(job, TrainingJob.State.STOPPED_BY_GUARD,
-                    f"Stopped by the guard at step {callback.tripped['step']}: {'; '.join(callback.tripped['tripped'])}. "
-                    "No checkpoint was healthy, so no model was registered.", guard_report=report, timings=timings)
+            lifecycle.finish(job, TrainingJob.State.STOPPED_BY_GUARD,
+                             f"Stopped by the guard at step {callback.tripped['step']}: {'; '.join(callback.tripped['tripped'])}. "
+                             "No checkpoint was healthy, so no model was registered.", guard_report=report, timings=timings)
             return
         version = _register(job, healthy.path, f"Last healthy checkpoint (step {healthy.step}) of job {job.pk}, "
                                                  "kept when the guard stopped it.")
-        _finish(job, TrainingJob.State.STOPPED_BY_GUARD,
-                f"Stopped by the guard at step {callback.tripped['step']}: {'; '.join(callback.tripped['tripped'])}. "
-                f"The healthy checkpoint of step {healthy.step} is the result.",
-                guard_report=report, timings=timings, result_version=version)
+        lifecycle.finish(job, TrainingJob.State.STOPPED_BY_GUARD,
+                         f"Stopped by the guard at step {callback.tripped['step']}: {'; '.join(callback.tripped['tripped'])}. "
+                         f"The healthy checkpoint of step {healthy.step} is the result.",
+                         guard_report=report, timings=timings, result_version=version)
         return
     if callback.cancelled:
-        _finish(job, TrainingJob.State.CANCELLED,
-                f"Cancelled at step {trainer.state.global_step}; the checkpoint there is kept and Resume continues from it.",
-                timings=timings)
+        lifecycle.finish(job, TrainingJob.State.CANCELLED,
+                         f"Cancelled at step {trainer.state.global_step}; the checkpoint there is kept and Resume continues from it.",
+                         timings=timings)
         return
     adapter_dir = out / "adapter"
     trainer.save_model(str(adapter_dir))
@@ -600,46 +500,33 @@ def _run(job: TrainingJob, started: float) -> None:
         version.metadata = {**version.metadata, "merged_path": str(merged)}
         version.save(update_fields=["metadata"])
     timings["total_s"] = round(time.monotonic() - started, 2)
-    _finish(job, TrainingJob.State.SUCCEEDED, f"Done: {version.name} registered.", timings=timings,
-            result_version=version, step=trainer.state.global_step,
-            guard_report={"baseline": base, "final": final})
-    _log(job, f"succeeded in {timings['total_s']}s")
+    lifecycle.finish(job, TrainingJob.State.SUCCEEDED, f"Done: {version.name} registered.", timings=timings,
+                     result_version=version, step=trainer.state.global_step,
+                     guard_report={"baseline": base, "final": final})
+    lifecycle.log(job, f"succeeded in {timings['total_s']}s")
     if job.stage == TrainingJob.Stage.JUDGE:
         _evaluate_judge(job, version, held, held_source)
         return
-    if job.evaluate_after:
-        _start_evaluation(job, version)
+    for line in hooks.version_trained(job, version):
+        lifecycle.log(job, line)
 
 
 def _evaluate_judge(job: TrainingJob, version: ModelVersion, held: list[dict], source: str) -> None:
     """The judge's report: agreement with the held-out human pairs (never trained on), position bias,
     calibration, and the human ceiling. A failure here is logged; the trained judge stays."""
     if not held:
-        _log(job, "no held-out pairs: the judge was not evaluated (build a DPO snapshot of eval items)")
+        lifecycle.log(job, "no held-out pairs: the judge was not evaluated (build a DPO snapshot of eval items)")
         return
     try:
         from . import judging
 
         ev = judging.evaluate(version, held, job=job, source=source)
         ceiling = "n/a" if ev.human_agreement is None else f"{100 * ev.human_agreement:.0f}%"
-        _log(job, f"judge on {ev.pairs} held-out pairs: accuracy {100 * ev.accuracy:.1f}% ± "
-                  f"{100 * ev.accuracy_se:.1f}, position flips {100 * ev.position_bias_rate:.0f}%, "
-                  f"human agreement {ceiling}")
+        lifecycle.log(job, f"judge on {ev.pairs} held-out pairs: accuracy {100 * ev.accuracy:.1f}% ± "
+                           f"{100 * ev.accuracy_se:.1f}, position flips {100 * ev.position_bias_rate:.0f}%, "
+                           f"human agreement {ceiling}")
     except Exception as exc:  # noqa: BLE001 - reported on the job; the judge itself is fine
-        _log(job, f"could not evaluate the judge: {type(exc).__name__}: {exc}")
-
-
-def _start_evaluation(job: TrainingJob, version: ModelVersion) -> None:
-    try:
-        from evaluation.runner import start_run_for_version
-    except ImportError:
-        _log(job, "evaluation after training is not available in this installation")
-        return
-    try:
-        start_run_for_version(version, user=job.created_by)
-        _log(job, "evaluation run queued")
-    except Exception as exc:  # noqa: BLE001 - training succeeded; the eval request is reported, not fatal
-        _log(job, f"could not queue the evaluation: {exc}")
+        lifecycle.log(job, f"could not evaluate the judge: {type(exc).__name__}: {exc}")
 
 
 def create_job(project, user, *, stage, base_version, train_snapshot, eval_snapshot=None, preset="lora-r8",
@@ -670,7 +557,5 @@ def create_job(project, user, *, stage, base_version, train_snapshot, eval_snaps
     with transaction.atomic():
         job.save()
         if start:
-            from .tasks import start_training
-
-            start_training(job)
+            lifecycle.enqueue(job)
     return job

@@ -12,7 +12,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from annotator.models import Role
-from annotator.permissions import has_role, project_for, role_in
+from annotator.policy import has_role, project_for, role_in
+from jobs import lifecycle
 
 from . import datasets
 from .api import snapshot_download
@@ -48,7 +49,7 @@ def snapshot_create(request, slug):
     project = project_for(request.user, slug, Role.ADMIN)
     initial = {}
     source = request.GET.get("from")
-    if request.method == "GET" and source and source.isdigit():
+    if request.method == "GET" and source and source.isdecimal():  # not isdigit: int("²") fails
         initial = _initial_from(DatasetSnapshot.objects.filter(project=project, pk=source).first())
     form = SnapshotForm(project, request.POST or None, initial=initial or None)
     if request.method == "POST" and form.is_valid():
@@ -99,7 +100,7 @@ def snapshot_detail(request, slug, pk):
     project, snapshot = _snapshot(request, slug, pk)
     context = {"project": project, "s": snapshot, "is_admin": has_role(request.user, project, Role.ADMIN),
                "role": role_in(request.user, project),
-               "stalled": datasets.stalled(snapshot), "can_retry": datasets.can_retry(snapshot)}
+               "stalled": snapshot.stalled, "can_retry": snapshot.resumable}
     if request.headers.get("HX-Request") and not snapshot.finished:
         return render(request, "training/_progress.html", context)
     if request.headers.get("HX-Request"):
@@ -169,7 +170,7 @@ def snapshot_delete(request, slug, pk):
 def snapshot_retry(request, slug, pk):
     project, snapshot = _snapshot(request, slug, pk, Role.ADMIN)
     try:
-        datasets.retry_snapshot(snapshot)
+        lifecycle.resume(snapshot)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("training:dataset-detail", slug=project.slug, pk=snapshot.pk)

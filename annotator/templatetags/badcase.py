@@ -57,7 +57,7 @@ def queue_count(n) -> str:
 @register.simple_tag(takes_context=True)
 def project_role(context, project) -> str:
     """The viewer's role in `project` ('' for none), for navigation that adapts to it."""
-    from annotator.permissions import role_in
+    from annotator.policy import role_in
 
     request = context.get("request")
     return (role_in(request.user, project) or "") if request is not None and project is not None else ""

@@ -7,10 +7,20 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from annotator import assignment
-from annotator.models import Correction, Label, Membership, Project, Review, Role, Status, TaxonomyCategory
+from annotator.models import (
+    Correction,
+    Label,
+    Membership,
+    ModelVersion,
+    Project,
+    Review,
+    Role,
+    Status,
+    TaxonomyCategory,
+)
 from annotator.taxonomy import seed_default_taxonomy
 from evaluation.models import EvalCase, EvalSuite
-from training.models import DatasetSnapshot, ModelVersion, TrainingJob
+from training.models import DatasetSnapshot, TrainingJob
 
 from ..conftest import TOOLS, make_conversation
 from .conftest import login

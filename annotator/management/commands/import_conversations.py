@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotator.importers import run_import
 from annotator.models import ImportJob, Project, Split
+from jobs import lifecycle
 
 
 class Command(BaseCommand):
@@ -32,10 +33,9 @@ class Command(BaseCommand):
             job.file.save(path.name, File(fh), save=False)
         job.save()
         if opts["queue"]:
-            from annotator.tasks import import_conversations
-
-            import_conversations.delay(job.pk)
-            self.stdout.write(f"import {job.pk} queued")
+            lifecycle.enqueue(job)
+            job.refresh_from_db()
+            self.stdout.write(f"import {job.pk} {'waiting for the task queue' if job.waiting_for_queue else 'queued'}")
             return
         job = run_import(job.pk)
         for issue in job.issues.order_by("line", "id")[: opts["show_issues"]]:

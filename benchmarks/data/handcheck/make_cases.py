@@ -208,11 +208,13 @@ def crafted_cases():
 def real_cases(model_dir):
     import torch
 
+    from inference.loading import load_model
     from training import demo_domain
-    from training.demo_model import generate, load
+    from training.demo_model import generate
 
     torch.set_num_threads(1)
-    model, tok = load(model_dir)
+    loaded = load_model(model_dir, device="cpu")
+    model, tok = loaded.model, loaded.tokenizer
     out = []
     for split, n_suite, n in (("seen", 200, 95), ("unseen", 100, 45)):
         cases = demo_domain.eval_prompts(n_suite, seed=9000, split=split)[:n]

@@ -12,11 +12,10 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 
-from annotator.models import Project
+from annotator.models import ModelVersion, Project
 from evaluation import runner
-from evaluation.metrics import HEADLINE_METRICS
 from evaluation.models import EvalRun, EvalSettings, EvalSuite
-from training.models import ModelVersion
+from toolcalls.score import HEADLINE_METRICS
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from evaluation.metrics import HEADLINE_METRICS, score_case, summarize
+from toolcalls.score import HEADLINE_METRICS, score_case, summarize
 
 ROW_EXTRAS = ("false_call", "missed_call", "calls_tp", "calls_predicted", "calls_expected")
 

@@ -30,6 +30,7 @@ from django.db import transaction
 from annotator import assignment
 from annotator.importers import assistant_message_from_raw
 from annotator.labelling import submit_label, submit_preference
+from annotator.model_lineage import model_paths
 from annotator.models import (
     Conversation,
     Label,
@@ -46,9 +47,11 @@ from annotator.models import (
 from annotator.review import apply_review
 from annotator.serializers import normalise_assistant_message
 from annotator.taxonomy import seed_default_taxonomy
+from inference.generation import generate as generate_batched
+from inference.loading import load_model
 from toolcalls.score import score_case
 from training import demo_domain
-from training.demo_model import build_demo_model, generate, load
+from training.demo_model import build_demo_model, generate
 from training.models import TrainingJob
 
 # failure -> default taxonomy category
@@ -140,7 +143,8 @@ class Command(BaseCommand):
         # 1. the base model answers demo contexts
         cases = demo_domain.eval_prompts(o["contexts"], seed=o["seed"] + 500)
         self.say(f"generating {len(cases)} base-model responses")
-        model, tok = load(str(model_dir))
+        loaded = load_model(str(model_dir))
+        model, tok = loaded.model, loaded.tokenizer
         outputs = generate(model, tok, [c["messages"] for c in cases], demo_domain.TOOLS, max_new_tokens=96)
         with transaction.atomic():
             for c, raw in zip(cases, outputs, strict=True):
@@ -274,8 +278,6 @@ class Command(BaseCommand):
     def judge_stage(self, project, users, base, sft_version, cases, model, tok, o):
         """The SFT model's answer beside the base model's, compared by two scripted annotators in the real queue;
         a judge trained on the approved preferences and measured on held-out pairs."""
-        from evaluation.generation import generate as generate_batched
-        from evaluation.generation import load_model, model_paths
         from training.datasets import build_snapshot, create_snapshot
         from training.judging import human_agreement
         from training.models import JudgeEvaluation

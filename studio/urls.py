@@ -5,13 +5,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from annotator import api as annotator_api
+from config import login_throttle
+from config.health import healthz
 from evaluation import api as evaluation_api
 from training import api as training_api
 from training import job_api as training_job_api
 from training import judge_api
-
-from . import login_throttle
-from .health import healthz
 
 router = DefaultRouter()
 router.register("projects", annotator_api.ProjectViewSet, basename="project")
@@ -51,4 +50,5 @@ urlpatterns = [
     path("", include("training.urls")),
     path("", include("training.job_urls")),
     path("api/projects/<slug:slug>/dashboards/", include("annotator.dashboard_api")),
+    path("api/projects/<slug:slug>/queue/", include("annotator.queue_api")),
 ]
