@@ -7,3 +7,6 @@ class AnnotatorConfig(AppConfig):
 
     def ready(self):
         from . import tasks  # noqa: F401 - registers the import job kind (jobs.registry)
+        from .rollups import signals
+
+        signals.connect()  # the handlers that keep the dashboard roll-ups current on every write

@@ -10,8 +10,9 @@ from django.utils import timezone
 from config.db import retry_on_conflict
 from toolcalls.validate import FieldError, loads_bounded, validate_assistant_message
 
-from . import assignment, rollups
+from . import assignment
 from .models import Correction, Label, Preference, Slot, Status, Task, TaxonomyCategory
+from .rollups.signals import batched
 
 
 def parse_correction(content: str, tool_calls_text: str, tools) -> tuple[dict | None, list[FieldError]]:
@@ -195,7 +196,7 @@ def submit_label(task: Task, user, data: dict) -> Label:
         raise ValidationError(errors)
     if correction and same_message(correction, task.response.message):
         correction = None  # the editor starts from the response itself: unchanged is not a correction
-    with transaction.atomic(), rollups.batched():  # the label, its categories: one roll-up pass
+    with transaction.atomic(), batched():  # the label, its categories: one roll-up pass
         label = Label.objects.select_for_update().filter(response=task.response, annotator=user).first()
         resubmission = label is not None and label.status == Status.REJECTED
         _refuse_final(label)
@@ -235,7 +236,7 @@ def submit_preference(task: Task, user, data: dict) -> Preference:
     if errors:
         _write_preference_draft(task, user, data)  # nothing typed is lost
         raise ValidationError(errors)
-    with transaction.atomic(), rollups.batched():
+    with transaction.atomic(), batched():
         pref = Preference.objects.select_for_update().filter(
             annotator=user, response_a=task.response, response_b=task.response_b).first()
         resubmission = pref is not None and pref.status == Status.REJECTED

@@ -6,9 +6,9 @@ from django.db import transaction
 
 from config.db import retry_on_conflict
 
-from . import rollups
 from .labelling import category_ids
 from .models import Adjudication, Label, Preference, Review, Status, Task
+from .rollups.signals import batched
 
 
 @retry_on_conflict  # outside the transaction: a deadlock victim runs again from the start
@@ -22,7 +22,7 @@ def apply_review(reviewer, target: Label | Preference, decision: str, comment: s
         raise ValidationError({"status": f"Only submitted work can be reviewed (this one is {target.status})."})
     if decision == Review.Decision.REJECT and not comment.strip():
         raise ValidationError({"comment": "Say why it is rejected: the annotator sees this comment."})
-    with rollups.batched():  # the new status and the review: one roll-up pass
+    with batched():  # the new status and the review: one roll-up pass
         target.status = Status.APPROVED if decision == Review.Decision.APPROVE else Status.REJECTED
         target.save(update_fields=["status", "updated_at"])
         kwargs = {"label": target} if isinstance(target, Label) else {"preference": target}

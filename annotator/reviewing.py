@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from . import assignment, hints, review
-from .dashboards import rollup_sum
+from .dashboards.filters import rollup_sum
 from .models import (
     Label,
     LabelDay,

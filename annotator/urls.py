@@ -1,6 +1,7 @@
 from django.urls import path
 
-from . import dashboard_views, reviewing, views, workspace
+from . import reviewing, views, workspace
+from .dashboards import views as dashboard_views
 
 app_name = "annotator"
 

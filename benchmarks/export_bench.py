@@ -10,7 +10,7 @@ correction, the second reasonable) and one approved A/B preference per conversat
 * SFT (corrections + approved reasonable responses): N rows;
 * DPO (preferences + corrections vs. the original response): N rows.
 
-Each export is the production build (``training.datasets.build_snapshot``: keyset chunks,
+Each export is the production build (``training.snapshots.build.build_snapshot``: keyset chunks,
 row building, the full audit, sha256, row index, fsync, rename, ready) run in this process;
 a thread samples the process RSS every 0.1 s to show whether memory stays flat. The
 ceiling is ``COPY (SELECT …) TO STDOUT`` of exactly the columns the exporter reads (the
@@ -170,7 +170,8 @@ def copy_ceiling(sources) -> tuple[int, float, int]:
 
 
 def export(project, user, kind, filters):
-    from training.datasets import build_snapshot, create_snapshot, media_path
+    from training.snapshots.build import build_snapshot, create_snapshot
+    from training.snapshots.storage import media_path
 
     snapshot = create_snapshot(project, user, {"kind": kind, "filters": filters}, start=False)
     with RssSampler() as rss:
@@ -205,7 +206,8 @@ def main():
     from django.db import connection
 
     from annotator.models import Project
-    from training import datasets
+    from training.snapshots.build import Build, chunk_size, plan_sources
+    from training.snapshots.spec import clean_spec
 
     slug = f"export-bench-{args.responses}"
     project = Project.objects.filter(slug=slug).first()
@@ -218,15 +220,15 @@ def main():
     user = get_user_model().objects.get(username="bench-annotator")
 
     figures = {"database": connection.vendor, "database_url": url.split("@")[-1],
-               "labelled_responses": args.responses, "chunk_size": datasets.chunk_size(),
+               "labelled_responses": args.responses, "chunk_size": chunk_size(),
                "load_average_at_start": round(os.getloadavg()[0], 2)}
     if seed_seconds is not None:
         figures["seed_seconds"] = round(seed_seconds)
     for kind, filters in (("sft", {"include_reasonable": True}), ("dpo", {})):
-        spec = datasets.clean_spec(project, {"kind": kind, "filters": filters})
-        build = datasets.Build.__new__(datasets.Build)  # only what plan_sources and the sources read
+        spec = clean_spec(project, {"kind": kind, "filters": filters})
+        build = Build.__new__(Build)  # only what plan_sources and the sources read
         build.project, build.kind, build.filters = project, kind, spec["filters"]
-        sources = datasets.plan_sources(build)
+        sources = plan_sources(build)
         copy_rows, copy_seconds, copy_bytes = copy_ceiling(sources)
         result, _ = export(project, user, kind, filters)
         figures[kind] = {

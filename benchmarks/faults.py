@@ -126,14 +126,15 @@ def upload(project, lines: int, offset: int = 0):
 
 def export_kill(project, admin, env) -> dict:
     from jobs import lifecycle
-    from training import datasets
     from training.models import DatasetSnapshot
+    from training.snapshots.build import build_snapshot, create_snapshot
+    from training.snapshots.storage import file_name_for, media_path
 
     spec = SFT_SPEC
     worker = Worker("exports", {**env, "DATASET_EXPORT_CHUNK_SIZE": "1"}, "export")
     try:
-        snapshot = datasets.create_snapshot(project, admin, spec, start=False)
-        final = datasets.media_path(datasets.file_name_for(snapshot))
+        snapshot = create_snapshot(project, admin, spec, start=False)
+        final = media_path(file_name_for(snapshot))
         lifecycle.enqueue(snapshot)  # autocommit: sent at once
         wait_for(lambda: DatasetSnapshot.objects.filter(pk=snapshot.pk, status="running", rows_done__gt=0).exists(),
                  interval=0.05, what="the build to write rows")
@@ -146,7 +147,7 @@ def export_kill(project, admin, env) -> dict:
     finally:
         worker.stop()
     snapshot.refresh_from_db()
-    reference = datasets.build_snapshot(datasets.create_snapshot(project, admin, spec, start=False).pk)
+    reference = build_snapshot(create_snapshot(project, admin, spec, start=False).pk)
     ok = (partial["status"] == "running" and not partial["final_file_exists"] and snapshot.status == "ready"
           and snapshot.attempts == 2 and snapshot.row_count == reference.row_count
           and snapshot.sha256 == reference.sha256 and not list(final.parent.glob("*.tmp")))
@@ -256,8 +257,8 @@ def redis_outage(project, admin, redis: PrivateRedis, url: str, env: dict) -> di
 
     from annotator.models import ImportJob, ModelVersion, TaxonomyCategory
     from jobs import lifecycle
-    from training import datasets
     from training.models import DatasetSnapshot, TrainingJob
+    from training.snapshots.build import create_snapshot
 
     keys = sessions(project, "scale-annotator-", 5)
     lead = sessions(project, "scale-lead-", 1)[0]
@@ -273,7 +274,7 @@ def redis_outage(project, admin, redis: PrivateRedis, url: str, env: dict) -> di
         t0 = time.perf_counter()
         imp, _ = upload(project, 50, offset=100_000)
         lifecycle.enqueue(imp)
-        snapshot = datasets.create_snapshot(project, admin, SFT_SPEC)
+        snapshot = create_snapshot(project, admin, SFT_SPEC)
         base = ModelVersion.objects.get(project=project, name="agent-v1")
         ready = DatasetSnapshot.objects.filter(project=project, status="ready").first() or \
             DatasetSnapshot.objects.create(project=project, kind="sft", version=999, layout="trl_messages",

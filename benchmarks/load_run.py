@@ -284,7 +284,7 @@ def rollup_checks(project) -> dict:
     """The dashboard roll-ups written under load against the rows they count (each figure: the difference, 0 = exact)."""
     from django.db.models import Sum
 
-    from annotator.dashboards import rollup_sum
+    from annotator.dashboards.filters import rollup_sum
     from annotator.models import (
         PAIR_CELLS,
         ROLLUP_CELLS,

@@ -2,7 +2,7 @@
 
     python benchmarks/training_overhead.py [--model var/models/demo-base] [--steps 60] [--repeats 2]
 
-Both runs use the same model folder, rows, hyper-parameters and TRL trainer (training.trainer.build_trainer).
+Both runs use the same model folder, rows, hyper-parameters and TRL trainer (training.finetune.build.build_trainer).
 The job run adds what the product adds: metric points and heartbeats in the database every step,
 cancel checks, checkpoints every `save_steps` with the brain-damage guard (perplexity + response quality).
 Target: job train time / bare train time <= 1.05.
@@ -34,8 +34,13 @@ def main():
     from django.core.files.base import ContentFile
 
     from annotator.models import ModelVersion, Project
-    from training import demo_domain, trainer
+    from training import demo_domain
     from training.demo_model import build_demo_model
+    from training.finetune.build import build_trainer, load_for_training
+    from training.finetune.data import train_dataset
+    from training.finetune.params import clean_params
+    from training.finetune.request import create_job
+    from training.finetune.run import run_job
     from training.models import DatasetSnapshot, TrainingJob
 
     if not (Path(args.model) / "config.json").exists():
@@ -53,20 +58,20 @@ def main():
 
     def bare_run(i):
         job = TrainingJob(project=project, stage="sft", base_version=base, train_snapshot=snap,
-                          params=trainer.clean_params("sft", "demo-tiny", overrides)[0],
+                          params=clean_params("sft", "demo-tiny", overrides)[0],
                           output_dir=str(ROOT / "var" / "bench" / f"bare-{i}"))
         torch.set_num_threads(1)
-        model, tok = trainer._load_for_training(job, "cpu")
-        t = trainer.build_trainer(job, model, tok, trainer._dataset(job), "cpu")
+        model, tok = load_for_training(job, "cpu")
+        t = build_trainer(job, model, tok, train_dataset(job), "cpu")
         start = time.perf_counter()
         t.train()
         return time.perf_counter() - start
 
     def job_run():
-        job = trainer.create_job(project, None, stage="sft", base_version=base, train_snapshot=snap,
-                                 preset="demo-tiny", overrides=overrides, start=False)
+        job = create_job(project, None, stage="sft", base_version=base, train_snapshot=snap,
+                         preset="demo-tiny", overrides=overrides, start=False)
         start = time.perf_counter()
-        job = trainer.run_job(job.pk)
+        job = run_job(job.pk)
         total = time.perf_counter() - start
         assert job.status == "succeeded", job.message
         return job.timings["train_s"], total, job

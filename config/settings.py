@@ -148,7 +148,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.tasks.build_snapshot*": {"queue": "exports"},
     "training.tasks.run_training*": {"queue": "training"},
-    "training.tasks.run_online*": {"queue": "training"},
+    "loop.tasks.run_online*": {"queue": "training"},
     "training.tasks.suggest_with_judge*": {"queue": "training"},
     "training.tasks.evaluate_judge*": {"queue": "training"},
     "evaluation.tasks.*": {"queue": "eval"},

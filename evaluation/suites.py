@@ -5,7 +5,7 @@ the gold assistant turn that should follow, with taxonomy categories and turn de
 Sources:
 
 * ``suite_from_snapshot`` — a ready *eval* dataset snapshot (held-out conversations,
-  approved corrections and approved reasonable responses; training/datasets.py);
+  approved corrections and approved reasonable responses; training/snapshots/);
 * ``suite_from_gold_jsonl`` — one case per line:
   ``{"id", "messages", "tools"?, "expected", "categories"?, "turn_depth"?, "metadata"?}``
   (``expected`` tool calls may carry ``optional`` and ``acceptable``, see metrics.md);
@@ -36,6 +36,9 @@ from django.db import transaction
 from annotator.models import Conversation, Project, Split, canonical_json
 from toolcalls.match import expected_calls
 from toolcalls.validate import validate_assistant_message, validate_messages, validate_tool_specs
+from training.snapshots.layouts import display_row
+from training.snapshots.rows import prompt_hash
+from training.snapshots.storage import media_path, read_index
 
 from .models import EvalCase, EvalSuite
 
@@ -349,12 +352,10 @@ def eval_snapshots(project):
 
 def suite_from_snapshot(project, snapshot, name=None, user=None, description=""):
     """Cases from a ready eval snapshot; categories come from the labels behind each row."""
-    from training import datasets
-
     if snapshot.project_id != project.pk or snapshot.kind != "eval" or snapshot.status != "ready":
         raise SuiteError([CaseError(0, "snapshot", "must be a ready eval snapshot of this project")])
     rows = []
-    with open(datasets.media_path(snapshot.file.name), "rb") as fh:
+    with open(media_path(snapshot.file.name), "rb") as fh:
         for n, line in enumerate(fh, 1):
             if line.strip():
                 rows.append((n, json.loads(line)))
@@ -494,14 +495,12 @@ def training_overlap(suite: EvalSuite, model_version, snapshot_ids: list[int] | 
     if Snapshot is None or not ids:
         return {"checked": [], "snapshots": [], "cases": 0, "positions": [],
                 "note": "No training snapshots are recorded for this model or its ancestors."}
-    from training import datasets
-
     cases = list(suite.cases.values_list("position", "conversation_id", "messages"))
-    case_prompts = [(pos, conv, datasets.prompt_hash(messages)) for pos, conv, messages in cases]
+    case_prompts = [(pos, conv, prompt_hash(messages)) for pos, conv, messages in cases]
     hit_positions: set[int] = set()
     per_snapshot, checked = [], []
     for snap in Snapshot.objects.filter(pk__in=ids, status="ready").exclude(kind="eval").order_by("id"):
-        conversations, prompts = _snapshot_keys(snap, datasets)
+        conversations, prompts = _snapshot_keys(snap)
         checked.append(snap.name)
         hits = {pos for pos, conv, prompt in case_prompts if (conv and conv in conversations) or prompt in prompts}
         if hits:
@@ -513,17 +512,17 @@ def training_overlap(suite: EvalSuite, model_version, snapshot_ids: list[int] | 
             "positions": sorted(hit_positions)[:50], "note": note}
 
 
-def _snapshot_keys(snapshot, datasets) -> tuple[set, set]:
-    index = datasets.read_index(snapshot)
+def _snapshot_keys(snapshot) -> tuple[set, set]:
+    index = read_index(snapshot)
     if len(index):
         return {int(c) for c in index["conversation"]}, {int(p) for p in index["prompt"]}
     conversations, prompts = set(), set()
     try:
-        with open(datasets.media_path(snapshot.file.name), "rb") as fh:
+        with open(media_path(snapshot.file.name), "rb") as fh:
             for line in fh:
                 if line.strip():
-                    row = datasets.display_row(snapshot.layout, json.loads(line))
-                    prompts.add(datasets.prompt_hash(row["context"]))
+                    row = display_row(snapshot.layout, json.loads(line))
+                    prompts.add(prompt_hash(row["context"]))
     except (OSError, ValueError, KeyError):
         pass
     return conversations, prompts

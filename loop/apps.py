@@ -6,3 +6,7 @@ class LoopConfig(AppConfig):
 
     name = "loop"
     verbose_name = "Improvement loop"
+
+    def ready(self):
+        # imported here: models can be imported only once the app registry is ready
+        from . import tasks  # noqa: F401 - registers the online run job kind (jobs.registry)

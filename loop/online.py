@@ -21,14 +21,31 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from annotator.importers import assistant_message_from_raw
 from annotator.model_lineage import check_folders, model_paths
-from annotator.models import ModelVersion
+from annotator.models import (
+    Conversation,
+    Correction,
+    Label,
+    ModelResponse,
+    ModelVersion,
+    Split,
+    Status,
+    content_hash,
+)
+from evaluation import runner
+from evaluation.models import EvalRun, EvalSettings
+from evaluation.promotion import latest_run
 from inference.generation import encode, plan_batches, threads_for
 from inference.loading import load_model
 from jobs import lifecycle
 from toolcalls.score import score_case
-
-from .models import OnlinePair, OnlineRound, OnlineRun, TrainingJob
+from training.finetune.params import clean_params
+from training.finetune.request import create_job
+from training.finetune.run import run_job
+from training.judge.judges import judge_pairs, load_judge
+from training.models import DatasetSnapshot, OnlinePair, OnlineRound, OnlineRun, TrainingJob
+from training.snapshots.build import build_snapshot, create_snapshot
 
 DEFAULT_OPTIONS = {"samples_per_prompt": 4, "temperature": 1.0, "max_prompts": 300, "max_new_tokens": 96,
                    "use_reference": True, "seed": 0, "quality_margin": None}
@@ -81,8 +98,6 @@ def clean_options(raw: dict) -> tuple[dict, dict]:
 def create_run(project, user, *, start_version, ranker="checker", judge=None, eval_suite=None, rounds=2,
                options=None, preset="lora-r8", overrides=None, name="", start=True) -> OnlineRun:
     """Validate and create an online DPO run (pages and API). Raises ValidationError keyed by field."""
-    from .trainer import clean_params
-
     errors: dict = {}
     params, perrors = clean_params("dpo", preset, overrides or {})
     errors.update({f"params.{k}" if k not in ("preset",) else k: v for k, v in perrors.items()})
@@ -150,8 +165,6 @@ def prompts_for(run: OnlineRun) -> list[dict]:
     the approved correction, else an approved "reasonable" response. Deterministic order; the
     work is bounded by max_prompts (each query reads at most that many rows), not by the
     project's size."""
-    from annotator.models import Conversation, Correction, Label, ModelResponse, Split, Status
-
     project = run.project
     limit = int(run.options.get("max_prompts") or DEFAULT_OPTIONS["max_prompts"])
     expected: dict[tuple[int, int], dict] = {}
@@ -224,8 +237,6 @@ def rank_with_checker(prompt: dict, samples: list[str]) -> list[float]:
 
 def rank_with_judge(judge, prompt: dict, samples: list[str]) -> list[float]:
     """Round robin: each sample's total win probability against the others (both orders)."""
-    from .judging import judge_pairs
-
     n = len(samples)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     verdicts = judge_pairs(judge, [(prompt["messages"], prompt["tools"], samples[i], samples[j]) for i, j in pairs])
@@ -259,9 +270,6 @@ def choose_pair(prompt: dict, samples: list[str], scores: list[float], eligible:
 
 
 def _sample_and_rank(run: OnlineRun, rnd: OnlineRound, judge=None) -> None:
-    from annotator.importers import assistant_message_from_raw
-    from annotator.models import ModelResponse, content_hash
-
     opts = {**DEFAULT_OPTIONS, **run.options}
     prompts = prompts_for(run)
     if not prompts:
@@ -320,9 +328,6 @@ def _sample_and_rank(run: OnlineRun, rnd: OnlineRound, judge=None) -> None:
 
 
 def _snapshot(run: OnlineRun, rnd: OnlineRound):
-    from .datasets import build_snapshot, create_snapshot
-    from .models import DatasetSnapshot
-
     snap = rnd.snapshot
     if snap is None or snap.status == DatasetSnapshot.State.FAILED:
         snap = create_snapshot(run.project, run.created_by, {
@@ -341,13 +346,11 @@ def _snapshot(run: OnlineRun, rnd: OnlineRound):
 
 
 def _train(run: OnlineRun, rnd: OnlineRound, snap) -> ModelVersion:
-    from . import trainer
-
     job = rnd.job
     if job is None:
         params = dict(run.params)
         preset = params.pop("preset", "lora-r8")
-        job = trainer.create_job(run.project, run.created_by, stage="dpo", base_version=rnd.policy,
+        job = create_job(run.project, run.created_by, stage="dpo", base_version=rnd.policy,
                                  train_snapshot=snap, preset=preset, overrides=params, allow_raw_base=True,
                                  name=f"Online run {run.pk} round {rnd.number}: DPO on {snap.name}", start=False)
         OnlineRound.objects.filter(pk=rnd.pk).update(job=job, phase="training")
@@ -356,7 +359,7 @@ def _train(run: OnlineRun, rnd: OnlineRound, snap) -> ModelVersion:
     _beat(run, phase=f"round {rnd.number}: training job {job.pk}")
     job.refresh_from_db()
     if job.status == TrainingJob.State.QUEUED:
-        job = trainer.run_job(job.pk) or job
+        job = run_job(job.pk) or job
     _beat(run)
     job.refresh_from_db()
     while not job.finished:  # a training worker runs it: wait for it
@@ -372,18 +375,14 @@ def _train(run: OnlineRun, rnd: OnlineRound, snap) -> ModelVersion:
 
 
 def _evaluate(run: OnlineRun, version: ModelVersion, existing=None):
-    from evaluation.models import EvalRun
-    from evaluation.promotion import latest_run
-    from evaluation.runner import create_run, run_eval
-
     found = existing if existing is not None and existing.status == EvalRun.State.DONE else latest_run(
         version, run.eval_suite)
     if found is not None:
         return found
-    ev = existing if existing is not None and not existing.finished else create_run(
+    ev = existing if existing is not None and not existing.finished else runner.create_run(
         run.project, run.eval_suite, version, start=False, note=f"online run {run.pk}")
     _beat(run, phase=f"evaluating {version.name} on {run.eval_suite.label}")
-    ev = run_eval(ev.pk) or EvalRun.objects.get(pk=ev.pk)
+    ev = runner.run_eval(ev.pk) or EvalRun.objects.get(pk=ev.pk)
     if ev.status != EvalRun.State.DONE:
         raise ValueError(f"evaluation run {ev.pk} of {version.name} ended {ev.status}: {ev.message}")
     return ev
@@ -428,15 +427,11 @@ def run_online(run_id: int) -> OnlineRun | None:
 
 
 def _run(run: OnlineRun) -> None:
-    from evaluation.models import EvalSettings
-
     margin = run.options.get("quality_margin")
     if margin is None:
         margin = EvalSettings.for_project(run.project).quality_margin
     judge = None
     if run.ranker == OnlineRun.Ranker.JUDGE:
-        from .judging import load_judge
-
         judge = load_judge(run.judge)
     policy = run.start_version
     for done in run.round_set.filter(status=OnlineRound.State.DONE).order_by("number"):

@@ -8,6 +8,7 @@ from annotator import api as annotator_api
 from config import login_throttle
 from config.health import healthz
 from evaluation import api as evaluation_api
+from loop import api as loop_api
 from training import api as training_api
 from training import job_api as training_job_api
 from training import judge_api
@@ -33,7 +34,7 @@ router.register("training-jobs", training_job_api.TrainingJobViewSet, basename="
 router.register("judges", judge_api.JudgeViewSet, basename="judge")
 router.register("judge-suggestions", judge_api.JudgeSuggestionViewSet, basename="judgesuggestion")
 router.register("judge-verdicts", judge_api.JudgeVerdictSuggestionViewSet, basename="judgeverdict")
-router.register("online-runs", judge_api.OnlineRunViewSet, basename="onlinerun")
+router.register("online-runs", loop_api.OnlineRunViewSet, basename="onlinerun")
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -49,6 +50,7 @@ urlpatterns = [
     path("", include("evaluation.urls")),
     path("", include("training.urls")),
     path("", include("training.job_urls")),
-    path("api/projects/<slug:slug>/dashboards/", include("annotator.dashboard_api")),
+    path("", include("loop.urls")),
+    path("api/projects/<slug:slug>/dashboards/", include("annotator.dashboards.api")),
     path("api/projects/<slug:slug>/queue/", include("annotator.queue_api")),
 ]

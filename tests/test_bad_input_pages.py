@@ -11,8 +11,17 @@ from django.core.cache import cache
 from django.test import override_settings
 from django.utils import timezone
 
-from annotator import dashboards as d
 from annotator.csv_export import csv_lines, csv_safe
+from annotator.dashboards.filters import (
+    EARLIEST_DAY,
+    LATEST_DAY,
+    MAX_BUCKETS,
+    MAX_ID,
+    FilterError,
+    Filters,
+    as_id,
+)
+from annotator.dashboards.overview import _over_time, overview
 from annotator.models import ImportJob, Label, Preference, Role, Task
 from config import login_throttle
 from training.models import DatasetSnapshot
@@ -128,15 +137,15 @@ def test_drill_down_lists_take_huge_ids(lead_client, project, labelled, param):
 
 
 def test_filter_dates_are_clamped_and_ids_bounded():
-    f = d.Filters.parse({"from": "0001-01-01", "to": "9999-12-31"}, strict=True)
-    assert (f.date_from, f.date_to) == (d.EARLIEST_DAY, d.LATEST_DAY)
-    with pytest.raises(d.FilterError) as exc:
-        d.Filters.parse({"annotator": HUGE, "model": f"1,{HUGE}", "category": "-3"}, strict=True)
+    f = Filters.parse({"from": "0001-01-01", "to": "9999-12-31"}, strict=True)
+    assert (f.date_from, f.date_to) == (EARLIEST_DAY, LATEST_DAY)
+    with pytest.raises(FilterError) as exc:
+        Filters.parse({"annotator": HUGE, "model": f"1,{HUGE}", "category": "-3"}, strict=True)
     assert set(exc.value.errors) == {"annotator", "model", "category"}
-    with pytest.raises(d.FilterError) as exc:
-        d.Filters.parse({"split": "x" * 100_000}, strict=True)
+    with pytest.raises(FilterError) as exc:
+        Filters.parse({"split": "x" * 100_000}, strict=True)
     assert len(exc.value.errors["split"]) < 200  # the junk is not echoed back whole
-    assert d.as_id(str(d.MAX_ID)) == d.MAX_ID and d.as_id(str(d.MAX_ID + 1)) is None
+    assert as_id(str(MAX_ID)) == MAX_ID and as_id(str(MAX_ID + 1)) is None
 
 
 def test_huge_date_range_is_bounded_in_buckets_queries_and_size(
@@ -158,9 +167,9 @@ def test_huge_date_range_is_bounded_in_buckets_queries_and_size(
     )
     assert old.submitted_at.date() > dt.date(2020, 1, 1)
 
-    data = d.overview(project, d.Filters.parse({"from": "0001-01-01", "to": "9999-12-31", "bucket": "day"}))
+    data = overview(project, Filters.parse({"from": "0001-01-01", "to": "9999-12-31", "bucket": "day"}))
     over_time = data["over_time"]
-    assert over_time["bucket"] == "month" and len(over_time["rows"]) <= d.MAX_BUCKETS
+    assert over_time["bucket"] == "month" and len(over_time["rows"]) <= MAX_BUCKETS
     assert over_time["rows"][0]["start"] == dt.date(2000, 1, 1)  # the project's first month, not year 1
     assert sum(r["labels"] for r in over_time["rows"]) == data["totals"]["labels"] == 3
     assert all(r["end"] == _month_end(r["start"]) for r in over_time["rows"])
@@ -185,7 +194,7 @@ def test_huge_date_range_is_bounded_in_buckets_queries_and_size(
             )
         )
     )
-    assert 1 < len(rows) <= 1 + d.MAX_BUCKETS * 2  # one "all" row and one per model version, per month
+    assert 1 < len(rows) <= 1 + MAX_BUCKETS * 2  # one "all" row and one per model version, per month
 
 
 def _month_end(start):
@@ -196,11 +205,11 @@ def test_bucket_sizes_grow_with_the_span():
     days = {
         dt.date(2001, 1, 1) + dt.timedelta(days=i): {"labels": {1: 1}, "bad": {}} for i in range(0, 9000, 3)
     }
-    assert d._over_time(days, [], d.Filters(bucket="day"))["bucket"] == "month"
-    assert d._over_time(days, [], d.Filters(bucket="year"))["bucket"] == "year"
+    assert _over_time(days, [], Filters(bucket="day"))["bucket"] == "month"
+    assert _over_time(days, [], Filters(bucket="year"))["bucket"] == "year"
     few = {dt.date(2026, 1, 1) + dt.timedelta(days=i): days[dt.date(2001, 1, 1)] for i in range(300)}
-    assert d._over_time(few, [], d.Filters(bucket="day"))["bucket"] == "day"
-    assert d._over_time(few, [], d.Filters())["bucket"] == "week"
+    assert _over_time(few, [], Filters(bucket="day"))["bucket"] == "day"
+    assert _over_time(few, [], Filters())["bucket"] == "week"
 
 
 # --- 2. run comparison --------------------------------------------------------------------------

@@ -13,7 +13,15 @@ import pytest
 from django.utils import timezone
 
 from annotator import agreement as ag
-from annotator import dashboards as d
+from annotator.dashboards.agreement import agreement
+from annotator.dashboards.annotators import annotators
+from annotator.dashboards.filters import COUNTED_STATUSES, DEFAULT_STATUSES, FilterError, Filters
+from annotator.dashboards.lists import CaseFilters, case_count_rolled_up, case_page, case_queryset
+from annotator.dashboards.overview import overview
+from annotator.dashboards.pages import PAGES as DASHBOARD_PAGES
+from annotator.dashboards.pages import cache_key, compute
+from annotator.dashboards.tables import tables
+from annotator.dashboards.versions import model_comparison
 from annotator.models import (
     Adjudication,
     Conversation,
@@ -29,6 +37,7 @@ from annotator.models import (
     TaxonomyCategory,
     content_hash,
 )
+from annotator.rollups import store
 
 krippendorff = pytest.importorskip("krippendorff")
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -117,7 +126,7 @@ def by_name(rows, key="name"):
 
 def test_overview_counts_rates_tree_and_pareto(project, overview_world):
     w = overview_world
-    data = d.overview(project, d.Filters())
+    data = overview(project, Filters())
     assert data["totals"]["labels"] == 7  # the rejected label and the draft are not counted by default
     assert data["totals"]["badcases"] == 4
     assert data["totals"]["rate"] == pytest.approx(4 / 7)
@@ -151,7 +160,7 @@ def test_overview_counts_rates_tree_and_pareto(project, overview_world):
 
 def test_overview_over_time_by_day_and_week(project, overview_world):
     w = overview_world
-    days = d.overview(project, d.Filters(bucket="day"))["over_time"]
+    days = overview(project, Filters(bucket="day"))["over_time"]
     assert days["bucket"] == "day"
     rows = {r["start"]: r for r in days["rows"]}
     assert len(rows) == 8  # DAY1..DAY3 with empty days filled in
@@ -159,15 +168,15 @@ def test_overview_over_time_by_day_and_week(project, overview_world):
     assert (rows[DAY2]["labels"], rows[DAY2]["badcases"]) == (2, 1)
     assert rows[DAY1 + dt.timedelta(days=3)]["labels"] == 0
     assert rows[DAY3]["by_model"][str(w["v2"].pk)] == {"labels": 3, "badcases": 1, "rate": pytest.approx(1 / 3)}
-    weeks = d.overview(project, d.Filters(bucket="week"))["over_time"]["rows"]
+    weeks = overview(project, Filters(bucket="week"))["over_time"]["rows"]
     assert [(r["start"], r["end"], r["labels"], r["badcases"]) for r in weeks] == [
         (DAY1, DAY1 + dt.timedelta(days=6), 4, 3), (DAY3, DAY3 + dt.timedelta(days=6), 3, 1)]
-    assert d.overview(project, d.Filters())["over_time"]["bucket"] == "day"  # short span: auto picks days
+    assert overview(project, Filters())["over_time"]["bucket"] == "day"  # short span: auto picks days
 
 
 def test_overview_category_scope_drills_down(project, overview_world):
     w = overview_world
-    data = d.overview(project, d.Filters(category=w["tool_use"].pk))
+    data = overview(project, Filters(category=w["tool_use"].pk))
     assert data["totals"]["labels"] == 7  # the denominator stays all labels
     assert data["totals"]["badcases"] == 3  # L1, L2, L5
     assert by_name(data["by_model"])["v1"]["badcases"] == 2
@@ -191,21 +200,21 @@ def test_overview_filters(project, overview_world, filters, labels, badcases):
     w = overview_world
     ids = {"v2": w["v2"].pk, "a2": w["a2"].pk}
     params = {k: str(ids.get(v, v)) for k, v in filters.items()}
-    data = d.overview(project, d.Filters.parse(params, strict=True))
+    data = overview(project, Filters.parse(params, strict=True))
     assert (data["totals"]["labels"], data["totals"]["badcases"]) == (labels, badcases)
 
 
 def test_filter_parsing_round_trip_and_errors():
-    f = d.Filters.parse({"model": "3,1", "from": "2026-01-02", "to": "2026-02-01", "annotator": "7",
+    f = Filters.parse({"model": "3,1", "from": "2026-01-02", "to": "2026-02-01", "annotator": "7",
                          "split": "eval", "status": "approved,rejected", "bucket": "week", "category": "9"},
                         strict=True)
     assert f.models == (1, 3) and f.statuses == ("approved", "rejected")
-    assert d.Filters.parse(parse_qs(f.query()) and {k: v[0] for k, v in parse_qs(f.query()).items()}) == f
-    with pytest.raises(d.FilterError) as exc:
-        d.Filters.parse({"model": "x", "from": "yesterday", "status": "draft", "split": "nope",
+    assert Filters.parse(parse_qs(f.query()) and {k: v[0] for k, v in parse_qs(f.query()).items()}) == f
+    with pytest.raises(FilterError) as exc:
+        Filters.parse({"model": "x", "from": "yesterday", "status": "draft", "split": "nope",
                          "from_": "", "to": "2020-01-01"}, strict=True)
     assert set(exc.value.errors) >= {"model", "from", "status", "split"}
-    assert d.Filters.parse({"status": "draft"}).statuses == d.DEFAULT_STATUSES  # lenient: dropped
+    assert Filters.parse({"status": "draft"}).statuses == DEFAULT_STATUSES  # lenient: dropped
 
 
 # --- every chart element leads to the cases behind it -------------------------------------------
@@ -264,24 +273,24 @@ def test_case_totals_from_rollups_equal_the_label_count_and_pages_keep_their_ord
     over the labels; its rows (found per status) must be the newest-first slice of the same labels."""
     w = overview_world
     users = set(Label.objects.filter(project=project).values_list("annotator_id", flat=True))
-    filters = [d.Filters(), d.Filters(statuses=d.COUNTED_STATUSES), d.Filters(split="eval"),
-               d.Filters(models=(w["v2"].pk,)), d.Filters(date_from=DAY2), d.Filters(date_to=DAY2),
-               d.Filters(statuses=("rejected",))] + [d.Filters(annotator=u) for u in users]
+    filters = [Filters(), Filters(statuses=COUNTED_STATUSES), Filters(split="eval"),
+               Filters(models=(w["v2"].pk,)), Filters(date_from=DAY2), Filters(date_to=DAY2),
+               Filters(statuses=("rejected",))] + [Filters(annotator=u) for u in users]
     cats = [(w["tool_use"].pk, False), (w["wa"].pk, True), (w["wa"].pk, False)]
     served = 0
     for f in filters:
-        cases = [d.CaseFilters(), d.CaseFilters(verdict=U), d.CaseFilters(verdict=R)]
-        cases += [d.CaseFilters(verdict=U, category=c, direct=direct) for c, direct in cats]
-        cases += [d.CaseFilters(category=c) for c, _ in cats]
+        cases = [CaseFilters(), CaseFilters(verdict=U), CaseFilters(verdict=R)]
+        cases += [CaseFilters(verdict=U, category=c, direct=direct) for c, direct in cats]
+        cases += [CaseFilters(category=c) for c, _ in cats]
         for c in cases:
-            raw = d.case_queryset(project, f, c)
-            rolled = d.case_count_rolled_up(project, f, c)
+            raw = case_queryset(project, f, c)
+            rolled = case_count_rolled_up(project, f, c)
             assert rolled in (None, raw.count()), (f, c)
             served += rolled is not None
             for per_page in (1, 2, 50):
                 want = list(raw.order_by("-submitted_at", "-id").values_list("pk", flat=True))
                 for page in range(1, -(-len(want) // per_page) + 1):
-                    got = [r["label"] for r in d.case_page(project, f, c, page, per_page)["rows"]]
+                    got = [r["label"] for r in case_page(project, f, c, page, per_page)["rows"]]
                     if want:
                         assert got == want[(page - 1) * per_page: page * per_page], (f, c, page, per_page)
     assert served > 30
@@ -349,7 +358,7 @@ def _matrix(users, rows):
 
 
 def test_agreement_matches_independent_implementations(project, team_world):
-    data = d.agreement(project, d.Filters())
+    data = agreement(project, Filters())
     coded = {u: [None if v is None else int(v == U) for v in vs] for u, vs in VERDICTS.items()}
     expected = krippendorff.alpha(reliability_data=np.array(_matrix(["a1", "a2", "a3"], coded), dtype=float),
                                   level_of_measurement="nominal")
@@ -396,7 +405,7 @@ def test_agreement_matches_independent_implementations(project, team_world):
 
 
 def test_annotator_throughput_time_skips_reviews_and_agreement(project, team_world):
-    data = d.annotators(project, d.Filters())
+    data = annotators(project, Filters())
     rows = {r["name"]: r for r in data["rows"]}
     a1 = rows["annotator"]
     assert (a1["labels"], a1["comparisons"], a1["items"]) == (6, 4, 10)
@@ -424,7 +433,7 @@ def test_annotator_throughput_time_skips_reviews_and_agreement(project, team_wor
 
 
 def test_model_versions_win_rates_ratings_and_lineage(project, team_world):
-    data = d.model_comparison(project, d.Filters())
+    data = model_comparison(project, Filters())
     idx = {v["name"]: i for i, v in enumerate(data["versions"])}
     cell = data["matrix"][idx["v1"]][idx["v2"]]
     assert (cell["wins"], cell["losses"], cell["ties"], cell["both_bad"], cell["comparisons"]) == (3, 2, 3, 1, 8)
@@ -474,7 +483,7 @@ def test_lineage_shows_each_versions_latest_evaluation_on_the_shared_suite(clien
     run(w["v1"], suite, 0.45, 1)  # the latest run on the yardstick wins
     run(w["v2"], suite, 0.70, 1)
     run(w["v2"], other, 0.99, 0)  # another suite: not comparable, not shown
-    data = d.model_comparison(project, d.Filters())
+    data = model_comparison(project, Filters())
     assert data["evaluation"]["suite"] == "held-out v1"
     lineage = {r["name"]: r for r in data["lineage"]}
     assert lineage["v1"]["eval"]["metrics"]["tool_call_accuracy"]["value"] == 0.45
@@ -485,7 +494,7 @@ def test_lineage_shows_each_versions_latest_evaluation_on_the_shared_suite(clien
     assert "no evaluation run has finished" not in html, html[html.find("No evaluation yet") - 300:][:600]
     assert "70.0%" in html and "held-out v1" in html
     assert any(c["id"] == "eval-lineage" for c in response.context["charts"])
-    header, rows = d.tables("models", data)["lineage"]
+    header, rows = tables("models", data)["lineage"]
     assert "tool_call_accuracy" in header and rows[1][header.index("tool_call_accuracy")] == pytest.approx(0.7)
 
 
@@ -582,11 +591,11 @@ def _csv(response):
     return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
 
 
-@pytest.mark.parametrize("page", list(d.PAGES))
+@pytest.mark.parametrize("page", list(DASHBOARD_PAGES))
 def test_every_table_downloads_as_csv(client, project, members, team_world, page):
     client.force_login(members[Role.LEAD])
-    data = d.compute(page, project, d.Filters())
-    for table, (header, rows) in d.tables(page, data).items():
+    data = compute(page, project, Filters())
+    for table, (header, rows) in tables(page, data).items():
         got = _csv(client.get(f"/api/projects/{project.slug}/dashboards/{page}/{table}.csv"))
         assert got[0] == header
         assert len(got) == len(rows) + 1, table
@@ -678,7 +687,7 @@ def test_short_lived_cache_and_recompute(client, project, members, overview_worl
     from django.core.cache import cache
 
     settings.DASHBOARD_CACHE_SECONDS = 60
-    key = d.cache_key("overview", project, d.Filters())
+    key = cache_key("overview", project, Filters())
     cache.delete(key)  # only this entry: in CI the cache is the Redis database the broker uses too
     client.force_login(members[Role.LEAD])
     url = f"/p/{project.slug}/dashboards/"
@@ -707,8 +716,6 @@ def test_page_links_carry_filters(client, project, members, overview_world):
 
 def test_headline_counts_have_thousands_separators(client, project, members):
     """1,200 labels read "1,200", not "1200" (bulk rows, then the roll-ups rebuilt as after a bulk load)."""
-    from annotator import rollups
-
     mv = ModelVersion.objects.create(project=project, name="bulk")
     user = members[Role.ANNOTATOR]
     convs = Conversation.objects.bulk_create([
@@ -720,7 +727,7 @@ def test_headline_counts_have_thousands_separators(client, project, members):
     Label.objects.bulk_create([
         Label(response=r, annotator=user, project=project, model_version=mv, verdict=R, status="submitted",
               submitted_at=at(DAY1)) for r in responses])
-    rollups.rebuild(project)
+    store.rebuild(project)
     client.force_login(members[Role.LEAD])
     page = client.get(f"/p/{project.slug}/dashboards/").content.decode()
     assert "<dt>Labels</dt><dd>1,200</dd>" in page

@@ -9,9 +9,12 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from jobs import lifecycle
-from training import datasets
-from training.datasets import build_snapshot, clean_spec, count_matching, create_snapshot
 from training.models import DatasetSnapshot
+from training.snapshots import build as snapshot_build
+from training.snapshots import dpo_sources, layouts, storage
+from training.snapshots.build import Build, build_snapshot, create_snapshot
+from training.snapshots.selection import count_matching
+from training.snapshots.spec import clean_spec
 
 from .test_datasets_factories import (
     SYSTEM,
@@ -39,7 +42,7 @@ def build(project, user, kind="sft", **data):
 
 
 def lines(snapshot):
-    return [json.loads(line) for line in Path(datasets.media_path(snapshot.file.name)).read_text().splitlines()]
+    return [json.loads(line) for line in Path(storage.media_path(snapshot.file.name)).read_text().splitlines()]
 
 
 CHECK_A1 = call("check_inventory", {"sku": "A-1"})
@@ -220,10 +223,10 @@ def test_dpo_layouts_openai_and_llamafactory(world, members, project):
     assert lf["chosen"] == {"from": "function_call",
                             "value": json.dumps({"name": "create_order", "arguments": {"sku": "B-2", "quantity": 2}})}
     assert json.loads(lf["tools"])[0]["name"] == "check_inventory"  # function specs, unwrapped
-    info = json.loads(datasets.llamafactory_dataset_info(snap))
+    info = json.loads(layouts.llamafactory_dataset_info(snap))
     assert next(iter(info.values()))["ranking"] is True
     # the preview reads every layout back as chat
-    preview = datasets.preview(snap)
+    preview = storage.preview(snap)
     assert preview[2]["target"]["tool_calls"][0]["function"]["name"] == "create_order"
     assert preview[2]["source"] == "correction" and preview[2]["row"] == 3
 
@@ -259,7 +262,7 @@ def test_same_spec_over_unchanged_data_gives_the_same_hash(world, members, proje
     second = build(project, members["admin"], kind="dpo")
     assert (first.version, second.version) == (1, 2)
     assert first.sha256 == second.sha256
-    assert Path(datasets.media_path(first.file.name)).read_bytes() == Path(datasets.media_path(second.file.name)).read_bytes()
+    assert Path(storage.media_path(first.file.name)).read_bytes() == Path(storage.media_path(second.file.name)).read_bytes()
     label(response(stock_question(project, 11), raw="Yes."), members["annotator"],
           correction=assistant(None, [call("check_inventory", {"sku": "A-11"})]))
     assert build(project, members["admin"], kind="dpo").sha256 != first.sha256
@@ -317,7 +320,7 @@ def test_a_build_killed_mid_stream_leaves_nothing_ready_and_the_rerun_is_identic
     clean = build(project, members["admin"], kind="dpo")
     settings.DATASET_EXPORT_CHUNK_SIZE = 1
     snap = create_snapshot(project, members["admin"], {"kind": "dpo"}, start=False)
-    real_beat = datasets.Build.beat
+    real_beat = Build.beat
     seen = []
 
     def dying_beat(self, force=False, **fields):
@@ -326,15 +329,15 @@ def test_a_build_killed_mid_stream_leaves_nothing_ready_and_the_rerun_is_identic
             seen.append(self.tmp)
             raise WorkerKilled()
 
-    monkeypatch.setattr(datasets.Build, "beat", dying_beat)
+    monkeypatch.setattr(Build, "beat", dying_beat)
     with pytest.raises(WorkerKilled):
         build_snapshot(snap.pk)
     snap.refresh_from_db()
     assert snap.status == "running" and not snap.file and not snap.sha256
     assert seen[0].exists()  # the killed attempt's partial temp file is all there is
-    assert not datasets.media_path(datasets.file_name_for(snap)).exists()
+    assert not storage.media_path(storage.file_name_for(snap)).exists()
 
-    monkeypatch.setattr(datasets.Build, "beat", real_beat)
+    monkeypatch.setattr(Build, "beat", real_beat)
     rebuilt = build_snapshot(snap.pk)  # what the redelivered task does
     assert rebuilt.status == "ready" and rebuilt.attempts == 2
     assert rebuilt.sha256 == clean.sha256
@@ -346,31 +349,31 @@ def test_a_build_killed_mid_stream_leaves_nothing_ready_and_the_rerun_is_identic
 
 def test_a_superseded_attempt_cannot_finish(world, members, project, monkeypatch):
     snap = create_snapshot(project, members["admin"], {"kind": "sft"}, start=False)
-    real_write = datasets.Build.write
+    real_write = Build.write
 
     def write_then_lose_ownership(self):
         result = real_write(self)
         DatasetSnapshot.objects.filter(pk=self.snapshot.pk).update(run_token="someone-else")
         return result
 
-    monkeypatch.setattr(datasets.Build, "write", write_then_lose_ownership)
+    monkeypatch.setattr(Build, "write", write_then_lose_ownership)
     build_snapshot(snap.pk)
     snap.refresh_from_db()
     assert snap.status == "running" and snap.run_token == "someone-else" and not snap.file
-    assert not datasets.media_path(datasets.file_name_for(snap)).exists()
+    assert not storage.media_path(storage.file_name_for(snap)).exists()
 
 
 def test_deleting_a_snapshot_mid_build_stops_the_build_and_leaves_no_file(world, members, project, media,
                                                                           settings, monkeypatch):
     settings.DATASET_EXPORT_CHUNK_SIZE = 1
     snap = create_snapshot(project, members["admin"], {"kind": "dpo"}, start=False)
-    real_rows = datasets.PreferenceSource.rows
+    real_rows = dpo_sources.PreferenceSource.rows
 
     def rows_then_deleted(self, chunk, aux):
         DatasetSnapshot.objects.filter(pk=snap.pk).delete()  # an admin deletes it meanwhile
         return real_rows(self, chunk, aux)
 
-    monkeypatch.setattr(datasets.PreferenceSource, "rows", rows_then_deleted)
+    monkeypatch.setattr(dpo_sources.PreferenceSource, "rows", rows_then_deleted)
     assert build_snapshot(snap.pk) is None
     assert not list(Path(media).rglob("*.jsonl")) and not list(Path(media).rglob("*.tmp"))
 
@@ -387,7 +390,7 @@ def test_repeated_worker_deaths_give_up_with_a_message(world, members, project):
 
 def test_an_unexpected_error_fails_the_snapshot_and_removes_the_temp_file(world, members, project, media, monkeypatch):
     snap = create_snapshot(project, members["admin"], {"kind": "sft"}, start=False)
-    monkeypatch.setattr(datasets, "FORMATTERS", {**datasets.FORMATTERS, "trl_messages": lambda r: 1 / 0})
+    monkeypatch.setattr(snapshot_build, "FORMATTERS", {**snapshot_build.FORMATTERS, "trl_messages": lambda r: 1 / 0})
     snap = build_snapshot(snap.pk)
     assert snap.status == "failed" and snap.failure == "error" and "ZeroDivisionError" in snap.message
     assert not list(Path(media).rglob("*.tmp"))
@@ -395,11 +398,11 @@ def test_an_unexpected_error_fails_the_snapshot_and_removes_the_temp_file(world,
 
 def test_deleting_a_snapshot_removes_its_files(world, members, project, django_capture_on_commit_callbacks):
     snap = build(project, members["admin"])
-    path = datasets.media_path(snap.file.name)
-    assert path.exists() and datasets.index_path(path).exists()
+    path = storage.media_path(snap.file.name)
+    assert path.exists() and storage.index_path(path).exists()
     with django_capture_on_commit_callbacks(execute=True):
         snap.delete()
-    assert not path.exists() and not datasets.index_path(path).exists()
+    assert not path.exists() and not storage.index_path(path).exists()
 
 
 def test_broker_outage_is_reported_on_the_snapshot(world, members, project, monkeypatch,

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from training import datasets
-from training.datasets import build_snapshot, create_snapshot
 from training.models import DatasetSnapshot
+from training.snapshots import storage
+from training.snapshots.build import build_snapshot, create_snapshot
 
 from .test_datasets_factories import assistant, call, label, preference, response, stock_question
 
@@ -71,7 +71,7 @@ def test_leads_and_admins_read_snapshots(api, members, ready, role, status):
 
 @pytest.mark.parametrize(("role", "status"), [("annotator", 404), ("lead", 403), ("admin", 204)])
 def test_only_admins_delete(api, members, ready, role, status, django_capture_on_commit_callbacks):
-    path = datasets.media_path(ready.file.name)
+    path = storage.media_path(ready.file.name)
     with django_capture_on_commit_callbacks(execute=True):
         response = as_user(api, members, role).delete(f"/api/datasets/{ready.pk}/")
     assert response.status_code == status

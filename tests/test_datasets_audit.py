@@ -3,7 +3,7 @@
 import pytest
 
 from annotator.models import Correction, Preference
-from training.datasets import build_snapshot, create_snapshot
+from training.snapshots.build import build_snapshot, create_snapshot
 
 from .test_datasets_factories import (
     SYSTEM,

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from training import datasets as ds_mod
-from training.datasets import build_snapshot, create_snapshot
+from training.snapshots import storage
+from training.snapshots.build import build_snapshot, create_snapshot
 
 from .test_datasets_factories import (
     assistant,
@@ -96,7 +96,7 @@ def exported(project, members, settings, tmp_path):
         snap = build_snapshot(create_snapshot(project, members["admin"], {"kind": kind, "layout": layout},
                                               start=False).pk)
         assert snap.status == "ready", snap.message
-        return str(ds_mod.media_path(snap.file.name)), snap
+        return str(storage.media_path(snap.file.name)), snap
 
     return export
 

@@ -6,9 +6,10 @@ import signal
 import pytest
 
 from annotator.models import Conversation, Correction, Label, ModelResponse, content_hash
-from training import datasets
-from training.datasets import create_snapshot
 from training.models import DatasetSnapshot
+from training.snapshots import build as snapshot_build
+from training.snapshots import storage
+from training.snapshots.build import create_snapshot
 from training.tasks import build_snapshot
 
 from .test_datasets_factories import SYSTEM, assistant, call, model_version
@@ -45,7 +46,7 @@ def media(settings, tmp_path):
 def test_a_worker_killed_mid_build_leaves_nothing_ready_and_the_redelivery_builds_it(project, members, media):
     seed(project, members["annotator"], 1500)
     victim = create_snapshot(project, members["admin"], {"kind": "sft"}, start=False)
-    final = datasets.media_path(datasets.file_name_for(victim))
+    final = storage.media_path(storage.file_name_for(victim))
 
     # one source record per chunk: slow enough to be caught mid-stream
     with celery_worker(extra_env={"MEDIA_ROOT": str(media), "DATASET_EXPORT_CHUNK_SIZE": "1"}) as (queue, proc):
@@ -67,5 +68,5 @@ def test_a_worker_killed_mid_build_leaves_nothing_ready_and_the_redelivery_build
     assert final.exists() and not list(final.parent.glob("*.tmp"))
 
     # the same spec built here, in one go, gives the same bytes
-    reference = datasets.build_snapshot(create_snapshot(project, members["admin"], {"kind": "sft"}, start=False).pk)
+    reference = snapshot_build.build_snapshot(create_snapshot(project, members["admin"], {"kind": "sft"}, start=False).pk)
     assert reference.sha256 == victim.sha256

@@ -7,10 +7,11 @@ import psycopg
 import pytest
 from django.db import OperationalError, transaction
 
-from annotator import assignment, rollups
+from annotator import assignment
 from annotator.labelling import submit_label, submit_preference
 from annotator.models import Label, Preference, Role, Slot, Status, TaxonomyCategory
 from annotator.review import apply_review
+from annotator.rollups import store
 from config.db import retry_on_conflict
 
 from .conftest import make_conversation
@@ -62,10 +63,10 @@ def test_a_label_submit_aborted_as_deadlock_victim_runs_again_and_counts_once(qu
     assert Label.objects.filter(response=slot.task.response, annotator=user).count() == 1
     assert label.status == Status.SUBMITTED and list(label.categories.values_list("pk", flat=True)) == [leaf.pk]
     assert Slot.objects.get(pk=slot.pk).state == Slot.State.DONE
-    incremental = rollups.snapshot(queue)
+    incremental = store.snapshot(queue)
     assert incremental["LabelDay"]  # counted ...
-    rollups.rebuild(queue)
-    assert rollups.snapshot(queue) == incremental  # ... once: the aborted attempt's increments were rolled back
+    store.rebuild(queue)
+    assert store.snapshot(queue) == incremental  # ... once: the aborted attempt's increments were rolled back
 
 
 def test_a_comparison_and_a_review_run_again_too(queue, members):
@@ -81,9 +82,9 @@ def test_a_comparison_and_a_review_run_again_too(queue, members):
         apply_review(lead, pref, "approve")
     pref.refresh_from_db()
     assert pref.status == Status.APPROVED and pref.reviews.count() == 1
-    incremental = rollups.snapshot(queue)
-    rollups.rebuild(queue)
-    assert rollups.snapshot(queue) == incremental
+    incremental = store.snapshot(queue)
+    store.rebuild(queue)
+    assert store.snapshot(queue) == incremental
 
 
 def test_other_errors_and_inner_calls_are_not_retried():

@@ -86,15 +86,13 @@ def test_overlap_is_cached_per_suite_and_lineage_state(leak):
     leak["train"]()
     suite, sft = leak["suite"], leak["sft"]
     first = suites.overlap_of(suite, sft)
-    from training import datasets
-
     calls = []
-    real = datasets.prompt_hash
-    datasets.prompt_hash = lambda m: calls.append(1) or real(m)
+    real = suites.prompt_hash
+    suites.prompt_hash = lambda m: calls.append(1) or real(m)
     try:
         assert suites.overlap_of(suite, sft) == first
     finally:
-        datasets.prompt_hash = real
+        suites.prompt_hash = real
     assert not calls  # the second read did not open the snapshot again
 
 

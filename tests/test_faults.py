@@ -17,8 +17,8 @@ from annotator import assignment
 from annotator.models import Conversation, ImportJob, Label, ModelResponse, ModelVersion, Task
 from annotator.tasks import import_conversations
 from jobs import lifecycle
-from training.datasets import create_snapshot
 from training.models import DatasetSnapshot, TrainingJob
+from training.snapshots.build import create_snapshot
 from training.tasks import run_training
 
 from .conftest import conversation_record, jsonl, make_conversation

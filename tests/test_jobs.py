@@ -19,9 +19,11 @@ from evaluation.models import EvalRun
 from evaluation.suites import create_suite
 from jobs import lifecycle, registry
 from jobs.models import CANCELLED, FAILED, QUEUED, RUNNING
-from training import demo_domain, online, trainer
-from training.datasets import build_snapshot, create_snapshot
+from loop import online
+from training import demo_domain
+from training.finetune.run import run_job
 from training.models import DatasetSnapshot, OnlineRun, TrainingJob
+from training.snapshots.build import build_snapshot, create_snapshot
 
 from .conftest import conversation_record, jsonl
 from .test_eval_support import make_suite, model, outputs_file
@@ -40,7 +42,7 @@ KINDS = {
 WORKERS = {
     "imports": run_import,
     "snapshots": build_snapshot,
-    "training_jobs": trainer.run_job,
+    "training_jobs": run_job,
     "online_runs": online.run_online,
     "eval_runs": runner.run_eval,
 }

@@ -10,9 +10,17 @@ from annotator.assignment import sync_tasks
 from annotator.models import Membership, Role, Slot, Task
 from evaluation.suites import create_suite
 from jobs import lifecycle
-from training import demo_domain, judging, online, trainer
-from training.datasets import build_snapshot, create_snapshot
+from loop import online
+from training import demo_domain
 from training.demo_model import build_demo_model
+from training.finetune.params import DEFAULT_GUARD, JUDGE_GUARD
+from training.finetune.request import create_job
+from training.finetune.run import run_job
+from training.judge.judges import EndpointJudge, PairVerdict, Verdict, judge_pairs, load_judge
+from training.judge.pairs import read_pairs, split_pairs, training_rows
+from training.judge.prompt import answer_text
+from training.judge.report import human_agreement, score_verdicts
+from training.judge.suggestions import DISAGREE_BOOST, suggest
 from training.models import (
     DatasetSnapshot,
     JudgeEvaluation,
@@ -24,6 +32,7 @@ from training.models import (
     OnlineRun,
     TrainingJob,
 )
+from training.snapshots.build import build_snapshot, create_snapshot
 
 from .test_datasets_factories import conversation as make_conversation
 from .test_datasets_factories import label, preference, response
@@ -78,11 +87,11 @@ def dpo_of_preferences(project, user):
 # --- figures, by hand -----------------------------------------------------------------------
 
 def test_score_verdicts_by_hand():
-    v = [judging.PairVerdict(0.9, 0.7),   # right in both orders
-         judging.PairVerdict(0.6, 0.2),   # flips with the order: averaged 0.4, wrong
-         judging.PairVerdict(0.3, 0.1),   # wrong in both orders
-         judging.PairVerdict(0.8, 0.5)]   # averaged 0.65, right; the 0.5 is a tie
-    rep = judging.score_verdicts(v)
+    v = [PairVerdict(0.9, 0.7),   # right in both orders
+         PairVerdict(0.6, 0.2),   # flips with the order: averaged 0.4, wrong
+         PairVerdict(0.3, 0.1),   # wrong in both orders
+         PairVerdict(0.8, 0.5)]   # averaged 0.65, right; the 0.5 is a tie
+    rep = score_verdicts(v)
     assert rep.pairs == 4
     assert rep.accuracy == 0.5 and math.isclose(rep.accuracy_se, math.sqrt(0.25 / 4))
     assert rep.single_order_accuracy == 4 / 8  # 0.9 0.7 0.6 0.8 over 0.5
@@ -98,33 +107,33 @@ def test_score_verdicts_by_hand():
         bins.setdefault(k, []).append((conf, ok))
     ece = sum(abs(sum(o for _, o in b) / len(b) - sum(c for c, _ in b) / len(b)) * len(b) / 8 for b in bins.values())
     assert math.isclose(rep.ece, ece)
-    assert judging.score_verdicts([]).accuracy is None
+    assert score_verdicts([]).accuracy is None
 
 
 def test_training_rows_hold_both_orders_and_the_split_is_by_context():
     pair = {"context": stock_context(1), "tools": demo_domain.TOOLS,
             "chosen": [{"role": "assistant", "content": "good"}], "rejected": [{"role": "assistant", "content": "bad"}]}
-    rows = judging.training_rows([pair])
+    rows = training_rows([pair])
     assert [r["completion"][0]["content"] for r in rows] == ["A", "B"]
     assert "[A]\ngood" in rows[0]["prompt"][1]["content"] and "[A]\nbad" in rows[1]["prompt"][1]["content"]
     assert "check_inventory" in rows[0]["prompt"][1]["content"]
-    with_reason = judging.training_rows([{**pair, "reason": "calls  the\ntool"}], reasons=True)
+    with_reason = training_rows([{**pair, "reason": "calls  the\ntool"}], reasons=True)
     assert with_reason[0]["completion"][0]["content"] == "calls the tool\nVerdict: A"
     many = [{**pair, "context": stock_context(i)} for i in range(200)]
-    train, held = judging.split_pairs(many + many)  # the same context twice lands on one side
+    train, held = split_pairs(many + many)  # the same context twice lands on one side
     assert 20 < len(held) < 140 and len(train) + len(held) == 400
     assert not {json.dumps(p["context"]) for p in train} & {json.dumps(p["context"]) for p in held}
 
 
 @pytest.mark.django_db
 def test_human_agreement_counts_annotator_pairs_on_the_same_pair(project, voted, members, make_user):
-    ceiling, items = judging.human_agreement(project)
+    ceiling, items = human_agreement(project)
     assert items == 12 and math.isclose(ceiling, 10 / 12)
     third = make_user("third")
     Membership.objects.create(user=third, project=project, role=Role.ANNOTATOR)
     _conv, good, bad = voted[0]
     preference(bad, good, third, "b")  # the other way round, same winner
-    ceiling, items = judging.human_agreement(project)
+    ceiling, items = human_agreement(project)
     assert math.isclose(ceiling, (9 * 1 + 1 * 3 + 2 * 0) / (11 * 1 + 3)) and items == 12
 
 
@@ -134,24 +143,24 @@ def test_human_agreement_counts_annotator_pairs_on_the_same_pair(project, voted,
 def test_a_judge_job_trains_on_both_orders_and_reports_against_held_out_humans(project, members, voted, base):
     snap = dpo_of_preferences(project, members[Role.LEAD])
     with pytest.raises(ValidationError) as exc:
-        trainer.create_job(project, None, stage="judge", base_version=base, train_snapshot=snap, preset="demo-tiny",
+        create_job(project, None, stage="judge", base_version=base, train_snapshot=snap, preset="demo-tiny",
                            overrides={"beta": 0.1}, start=False)
     assert exc.value.message_dict["beta"] == ["only DPO jobs have a beta"]
-    job = trainer.create_job(project, None, stage="judge", base_version=base, train_snapshot=snap,
+    job = create_job(project, None, stage="judge", base_version=base, train_snapshot=snap,
                              preset="demo-tiny", overrides={"max_steps": 4, "save_steps": 2}, start=False)
-    job = trainer.run_job(job.pk)
+    job = run_job(job.pk)
     assert job.status == TrainingJob.State.SUCCEEDED, job.message
     judge = job.result_version
     assert judge.origin == ModelVersion.Origin.JUDGE and judge.parent == base
     ev = JudgeEvaluation.objects.get(judge=judge)
-    _, held = judging.split_pairs(judging.read_pairs(snap.file.path))
+    _, held = split_pairs(read_pairs(snap.file.path))
     assert ev.pairs == len(held) > 0 and ev.job == job
     assert 0 <= ev.accuracy <= 1 and ev.position_bias_rate is not None and ev.brier is not None
     assert math.isclose(ev.human_agreement, 10 / 12) and ev.human_pairs == 12
     assert "held-out pairs: accuracy" in job.log_tail
     # the judge is a real model: its verdicts are probabilities that differ between pairs
-    local = judging.load_judge(judge)
-    verdicts = judging.judge_pairs(local, [(stock_context(i), [], RIGHT % f"SKU-{i}", WRONG) for i in range(3)])
+    local = load_judge(judge)
+    verdicts = judge_pairs(local, [(stock_context(i), [], RIGHT % f"SKU-{i}", WRONG) for i in range(3)])
     assert all(0 < v.p_first < 1 and 0 < v.p_second < 1 for v in verdicts)
 
 
@@ -170,13 +179,13 @@ def test_an_endpoint_judge_reads_the_last_letter(project):
     version = ModelVersion.objects.create(project=project, name="gpt-judge", origin="external",
                                           metadata={"base_url": "http://127.0.0.1:9/v1", "model": "judge"})
     stub = Stub(["The first calls the tool.\nVerdict: A", "Verdict: A", "I cannot tell", "B"])
-    judge = judging.EndpointJudge(version, client=stub)
-    out = judging.judge_pairs(judge, [(stock_context(1), [], "x1", "y1"), (stock_context(2), [], "x2", "y2")])
+    judge = EndpointJudge(version, client=stub)
+    out = judge_pairs(judge, [(stock_context(1), [], "x1", "y1"), (stock_context(2), [], "x2", "y2")])
     assert (out[0].p_first, out[0].p_second) == (1.0, 0.0) and not out[0].consistent  # always says A
     assert (out[1].p_first, out[1].p_second) == (0.5, 1.0)  # no letter: 0.5
     assert out[0].reason == "The first calls the tool."
     assert "[A]\nx1" in stub.seen[0][0][1]["content"] and "[A]\ny1" in stub.seen[1][0][1]["content"]
-    assert isinstance(judging.load_judge(version), judging.EndpointJudge)
+    assert isinstance(load_judge(version), EndpointJudge)
 
 
 # --- suggestions ----------------------------------------------------------------------------
@@ -190,7 +199,7 @@ class FixedJudge:
             text = m[1]["content"]
             a, b = text.split("[A]\n", 1)[1].split("\n\n[B]\n", 1)
             a_call, b_call = "<tool_call>" in a, "<tool_call>" in b.split("\n\nWhich")[0]
-            out.append(judging.Verdict(prob_a=0.9 if a_call and not b_call else 0.1 if b_call and not a_call else 0.5))
+            out.append(Verdict(prob_a=0.9 if a_call and not b_call else 0.1 if b_call and not a_call else 0.5))
         return out
 
 
@@ -209,15 +218,15 @@ def test_suggestions_reach_leads_not_blind_annotators_and_reorder_the_queue(clie
     wrong_first = "a" if "<tool_call>" not in t0.response.raw_text else "b"
     preference(t0.response, t0.response_b, ann, wrong_first, status="submitted")
     judge = ModelVersion.objects.create(project=project, name="judge-1", origin="judge", parent=base)
-    result = judging.suggest(project, judge, judge=FixedJudge())
+    result = suggest(project, judge, judge=FixedJudge())
     assert {k: result[k] for k in ("judged", "disagree", "unsure")} == {"judged": 3, "disagree": 1, "unsure": 0}
     assert result["responses_judged"] == 0  # nobody said which single answer is good yet: no reference
     s = JudgeSuggestion.objects.get(judge=judge, response_a=t0.response, response_b=t0.response_b)
     assert s.disagrees and s.human_choice == wrong_first and s.position_consistent
     t0.refresh_from_db()
-    assert t0.priority == judging.DISAGREE_BOOST
-    assert set(Slot.objects.filter(task=t0).values_list("priority", flat=True)) == {judging.DISAGREE_BOOST}
-    assert judging.suggest(project, judge, judge=FixedJudge())["judged"] == 0  # once per judge and pair
+    assert t0.priority == DISAGREE_BOOST
+    assert set(Slot.objects.filter(task=t0).values_list("priority", flat=True)) == {DISAGREE_BOOST}
+    assert suggest(project, judge, judge=FixedJudge())["judged"] == 0  # once per judge and pair
     # a second annotator gets the disputed pair first
     from annotator.assignment import next_task
 
@@ -247,7 +256,7 @@ def test_single_responses_are_judged_against_a_known_good_answer(client, project
     label(wrong[0], ann2, "reasonable", status="submitted")  # the judge will dispute this one
     label(right[1], ann, "reasonable", status="approved")
     judge = ModelVersion.objects.create(project=project, name="judge-v", origin="judge", parent=base)
-    result = judging.suggest(project, judge, judge=FixedJudge())
+    result = suggest(project, judge, judge=FixedJudge())
     # judged: both answers of v-0 (each against the other) and v-1's wrong one (against v-1's right one);
     # v-1's right answer has no other good answer beside it and v-2 has no label at all
     assert {k: v for k, v in result.items() if k.startswith("responses_")} == {
@@ -261,10 +270,10 @@ def test_single_responses_are_judged_against_a_known_good_answer(client, project
     fresh = JudgeVerdictSuggestion.objects.get(judge=judge, response=wrong[1])
     assert (fresh.suggested, fresh.human_verdict, fresh.disagrees) == ("unreasonable", "", False)
     task = Task.objects.get(kind="label", response=wrong[0])
-    assert task.priority == judging.DISAGREE_BOOST
-    assert set(Slot.objects.filter(task=task).values_list("priority", flat=True)) == {judging.DISAGREE_BOOST}
+    assert task.priority == DISAGREE_BOOST
+    assert set(Slot.objects.filter(task=task).values_list("priority", flat=True)) == {DISAGREE_BOOST}
     assert Task.objects.get(kind="label", response=wrong[1]).priority == 0
-    assert judging.suggest(project, judge, judge=FixedJudge())["responses_judged"] == 0  # once per judge and response
+    assert suggest(project, judge, judge=FixedJudge())["responses_judged"] == 0  # once per judge and response
 
     # leads see it on the labelling page and, once the humans split, on the disagreements page
     label(wrong[1], ann, "unreasonable", status="submitted")
@@ -467,8 +476,8 @@ def test_an_external_judge_over_http_is_registered_measured_and_suggests(client,
         ev = JudgeEvaluation.objects.get(pk=result["evaluation"])
         # the human winner holds the call except where annotator2 slipped; the judge always picks the call
         assert ev.pairs == snap.row_count and ev.position_bias_rate == 0.0
-        winners_with_call = sum(1 for p in judging.read_pairs(snap.file.path)
-                                if "<tool_call>" in judging.answer_text(p["chosen"]))
+        winners_with_call = sum(1 for p in read_pairs(snap.file.path)
+                                if "<tool_call>" in answer_text(p["chosen"]))
         assert ev.accuracy == winners_with_call / snap.row_count
         assert stub.requests[0]["body"]["model"] == "j" and stub.requests[0]["body"]["temperature"] == 0
         page = client.get(f"/p/{project.slug}/training/judges/").content.decode()
@@ -523,7 +532,7 @@ def test_the_launch_page_gives_each_stage_its_own_guard_unless_the_admin_types_o
     client.force_login(members[Role.ADMIN])
     form = {"base_version": base.pk, "train_snapshot": snap.pk, "preset": "demo-tiny", "allow_raw_base": "on",
             "max_perplexity_ratio": "", "max_quality_drop_points": ""}
-    for stage, limits in (("judge", trainer.JUDGE_GUARD), ("dpo", trainer.DEFAULT_GUARD)):
+    for stage, limits in (("judge", JUDGE_GUARD), ("dpo", DEFAULT_GUARD)):
         assert client.post(f"/p/{project.slug}/training/new/", {**form, "stage": stage}).status_code == 302
         job = TrainingJob.objects.get(stage=stage)
         assert (job.guard["max_perplexity_ratio"], job.guard["max_quality_drop"]) == (

@@ -22,7 +22,7 @@ from evaluation import runner
 from inference.client import ChatClient, EndpointError
 from inference.endpoints import check_endpoint_url
 from inference.model_folders import check_model_folder
-from training import judging
+from training.judge.judges import EndpointJudge
 
 from .test_eval_support import make_suite
 
@@ -168,8 +168,8 @@ def test_the_admin_shows_a_password_input_never_the_key(client, make_user, keyed
 
 
 def test_the_judge_sends_the_key_from_the_field(keyed):
-    assert judging.EndpointJudge(keyed).client.api_key == SECRET
-    assert SECRET not in repr(judging.EndpointJudge(keyed).client)
+    assert EndpointJudge(keyed).client.api_key == SECRET
+    assert SECRET not in repr(EndpointJudge(keyed).client)
 
 
 def test_the_migration_moves_keys_out_of_metadata_and_history(project):
@@ -292,7 +292,7 @@ def test_a_remote_error_body_is_shown_as_a_short_excerpt(client, members, projec
         )
         run = runner.run_eval(run.pk)
         keyed.metadata = {**keyed.metadata, "base_url": url}
-        verdicts = judging.EndpointJudge(keyed).verdicts([[{"role": "user", "content": "A or B?"}]])
+        verdicts = EndpointJudge(keyed).verdicts([[{"role": "user", "content": "A or B?"}]])
     assert run.status == "failed" and "HTTP 400" in run.message and "TAIL-OF-THE-BODY" not in run.message
     assert len(run.message) < 400
     client.force_login(members[Role.LEAD])

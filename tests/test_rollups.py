@@ -4,6 +4,7 @@ and the dashboard numbers read from them equal a count over the labels themselve
 import datetime as dt
 import threading
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from django.core.files.base import ContentFile
@@ -11,12 +12,26 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from annotator import assignment, rollups
-from annotator import dashboards as d
+from annotator import assignment
+from annotator.dashboards.agreement import (
+    agreement,
+    agreement_core,
+    agreement_rolled_up,
+    gold_tables,
+    preference_compositions,
+    verdict_pair_tables,
+)
+from annotator.dashboards.annotators import _time_histograms, annotators
+from annotator.dashboards.filters import COUNTED_STATUSES, DEFAULT_STATUSES, TIME_CAP_S, Filters
+from annotator.dashboards.lists import comparison_count_rolled_up, comparison_page, comparison_queryset
+from annotator.dashboards.overview import overview
+from annotator.dashboards.pages import PAGES
+from annotator.dashboards.versions import model_comparison
 from annotator.importers import run_import
 from annotator.labelling import submit_label, submit_preference
 from annotator.models import (
     Adjudication,
+    AgreementItem,
     ImportJob,
     Label,
     LabelDay,
@@ -29,6 +44,7 @@ from annotator.models import (
     TaxonomyCategory,
 )
 from annotator.review import apply_review
+from annotator.rollups import store
 
 from .conftest import conversation_record, jsonl, make_conversation
 from .test_dashboards import DAY1, DAY2, DAY3, Builder, R, U, cat
@@ -42,12 +58,12 @@ def no_dashboard_cache(settings):
 
 
 def assert_rebuild_matches(project):
-    incremental = rollups.snapshot(project)
-    rollups.rebuild(project)
-    assert rollups.snapshot(project) == incremental
+    incremental = store.snapshot(project)
+    store.rebuild(project)
+    assert store.snapshot(project) == incremental
 
 
-def from_scratch(project, f: d.Filters) -> dict:
+def from_scratch(project, f: Filters) -> dict:
     """The overview's headline numbers counted straight from the labels (no roll-up, no dashboard code)."""
     labels = [lb for lb in Label.objects.filter(project=project).select_related("response__conversation")
               .prefetch_related("categories")
@@ -65,21 +81,21 @@ def from_scratch(project, f: d.Filters) -> dict:
 
 
 def assert_dashboards_match(project):
-    for f in (d.Filters(), d.Filters(statuses=d.COUNTED_STATUSES), d.Filters(split="eval"),
-              d.Filters(date_from=DAY2, date_to=DAY3), d.Filters(statuses=(Status.REJECTED,))):
+    for f in (Filters(), Filters(statuses=COUNTED_STATUSES), Filters(split="eval"),
+              Filters(date_from=DAY2, date_to=DAY3), Filters(statuses=(Status.REJECTED,))):
         want = from_scratch(project, f)
-        data = d.overview(project, f)
+        data = overview(project, f)
         assert data["totals"]["labels"] == want["labels"], f
         assert data["totals"]["all_badcases"] == want["bad"], f
         assert {m["model_version"]: m["labels"] for m in data["by_model"]} == want["by_model"], f
         assert {m["model_version"]: m["badcases"] for m in data["by_model"] if m["badcases"]} == want["bad_by_model"], f
         assert {c["category"]: c["direct"] for c in data["categories"] if c["direct"]} == want["direct"], f
-        rows = d.annotators(project, f)["rows"]
+        rows = annotators(project, f)["rows"]
         assert {r["annotator"]: r["labels"] for r in rows if r["labels"]} == want["per_annotator"], f
         # the pair roll-ups against the pairs computed from the labels; the time histograms against the labels
-        assert d.verdict_pair_tables(project, f) == d.agreement_core(project, f, categories=False)["pairs"], f
+        assert verdict_pair_tables(project, f) == agreement_core(project, f, categories=False)["pairs"], f
         assert_agreement_matches(project, f)
-        assert {u: dict(h) for u, h in d._time_histograms(project, f).items() if h} == seconds_from_scratch(project, f), f
+        assert {u: dict(h) for u, h in _time_histograms(project, f).items() if h} == seconds_from_scratch(project, f), f
         assert_comparison_counts_match(project, f)
         gold = Counter()
         for lb in Label.objects.filter(pk__in=want["ids"]):
@@ -87,35 +103,35 @@ def assert_dashboards_match(project):
                                               verdict__in=[U, R]).first()
             if adj:
                 gold[(lb.annotator_id, lb.verdict, adj.verdict)] += 1
-        assert {(a, v, g): n for a, t in d.gold_tables(project, f).items() for (v, g), n in t.items()} == gold, f
-        lineage = {r["model_version"]: (r["labels"], r["badcases"]) for r in d.model_comparison(project, f)["lineage"]}
+        assert {(a, v, g): n for a, t in gold_tables(project, f).items() for (v, g), n in t.items()} == gold, f
+        lineage = {r["model_version"]: (r["labels"], r["badcases"]) for r in model_comparison(project, f)["lineage"]}
         for mv, n in want["by_model"].items():
             assert lineage[mv] == (n, want["bad_by_model"].get(mv, 0)), f
 
 
-def assert_comparison_counts_match(project, f: d.Filters):
+def assert_comparison_counts_match(project, f: Filters):
     """The comparisons list's total from the roll-ups equals a COUNT over the preferences, for every
     version pair and outcome (and for one annotator, where the roll-ups hold it)."""
     versions = list(project.model_versions.values_list("pk", flat=True))
     annotators = list(Preference.objects.filter(response_a__conversation__project=project)
                       .values_list("annotator_id", flat=True).distinct())
-    for g in (f, *(d.replace(f, annotator=a) for a in annotators)):
+    for g in (f, *(replace(f, annotator=a) for a in annotators)):
         cases = [(None, None, "")] + [(a, None, "") for a in versions]
         cases += [(a, b, o) for a in versions for b in versions if a != b for o in ("", "win", "loss", "tie")]
         for a, b, outcome in cases:
-            rolled = d.comparison_count_rolled_up(project, g, a, b, outcome)
+            rolled = comparison_count_rolled_up(project, g, a, b, outcome)
             if rolled is None:
                 assert g.annotator and outcome
                 continue
-            assert rolled == d.comparison_queryset(project, g, a, b, outcome).count(), (g, a, b, outcome)
+            assert rolled == comparison_queryset(project, g, a, b, outcome).count(), (g, a, b, outcome)
     # the page: the same rows, in the same order, as slicing the newest-first queryset
-    want = list(d.comparison_queryset(project, f).order_by("-submitted_at", "-id").values_list("pk", flat=True))
+    want = list(comparison_queryset(project, f).order_by("-submitted_at", "-id").values_list("pk", flat=True))
     got = [r["preference"] for page in range(1, len(want) + 1)
-           for r in d.comparison_page(project, f, page=page, per_page=1)["rows"]]
+           for r in comparison_page(project, f, page=page, per_page=1)["rows"]]
     assert got == want, f
 
 
-def seconds_from_scratch(project, f: d.Filters) -> dict:
+def seconds_from_scratch(project, f: Filters) -> dict:
     """{annotator: {whole seconds (capped): items}} over the filtered labels and comparisons with a time."""
     out: dict = {}
 
@@ -134,24 +150,24 @@ def seconds_from_scratch(project, f: d.Filters) -> dict:
               .select_related("response_a__conversation", "response_b")]
     for item, versions, split in items:
         if keep(item, versions, split):
-            sec = min(item.time_spent_ms // 1000, d.TIME_CAP_S)
+            sec = min(item.time_spent_ms // 1000, TIME_CAP_S)
             out.setdefault(item.annotator_id, Counter())[sec] += 1
     return {u: dict(h) for u, h in out.items()}
 
 
-def assert_agreement_matches(project, f: d.Filters):
+def assert_agreement_matches(project, f: Filters):
     """The agreement roll-ups (units, categories, disagreement items, preference units) against the
     same figures computed from the labels and preferences (agreement_core, the raw GROUP BY)."""
-    for g in (f, d.replace(f, annotator=None)) + tuple(
-            d.replace(f, annotator=a) for a in Label.objects.filter(project=project).values_list(
+    for g in (f, replace(f, annotator=None)) + tuple(
+            replace(f, annotator=a) for a in Label.objects.filter(project=project).values_list(
                 "annotator_id", flat=True).distinct()):
-        raw = d.agreement_core(project, g, categories=True, items=50, pairs=False)
-        rolled = d.agreement_rolled_up(project, g, items=50)
+        raw = agreement_core(project, g, categories=True, items=50, pairs=False)
+        rolled = agreement_rolled_up(project, g, items=50)
         assert sorted(rolled["units"], key=repr) == sorted(raw["units"], key=repr), g
         assert rolled["categories"] == raw["categories"], g
         assert rolled["items"] == raw["items"], g
-    assert sorted(d.preference_compositions(project, f), key=repr) == sorted(
-        d.preference_compositions(project, f, from_rollups=False), key=repr), f
+    assert sorted(preference_compositions(project, f), key=repr) == sorted(
+        preference_compositions(project, f, from_rollups=False), key=repr), f
 
 
 @pytest.fixture
@@ -216,7 +232,7 @@ def test_reviews_approve_reject_and_resubmit(project, world):
     apply_review(w["lead"], w["prefs"][0], "approve")
     assert_rebuild_matches(project)
     assert_dashboards_match(project)
-    rows = {r["annotator"]: r for r in d.annotators(project, d.Filters())["rows"]}
+    rows = {r["annotator"]: r for r in annotators(project, Filters())["rows"]}
     assert (rows[w["a1"].pk]["approved"], rows[w["a1"].pk]["rejected"]) == (2, 1)  # the preference's review too
     label.refresh_from_db()
     label.status = Status.SUBMITTED  # the annotator fixes it
@@ -243,7 +259,7 @@ def test_gold_decisions_and_skips(project, world):
     Skip.objects.create(task=other, annotator=w["a1"])
     assert_rebuild_matches(project)
     assert_dashboards_match(project)
-    rows = {r["annotator"]: r for r in d.annotators(project, d.Filters())["rows"]}
+    rows = {r["annotator"]: r for r in annotators(project, Filters())["rows"]}
     assert rows[w["a2"].pk]["skips"] == 1 and rows[w["a1"].pk]["gold_items"] == 1
     adj.delete()
     other.delete()  # its skip goes with it
@@ -268,9 +284,9 @@ def test_taxonomy_changes_recount_categories(project, world):
     w["wa"].parent = TaxonomyCategory.objects.get(project=project, name="Format")  # moved to another parent
     w["wa"].save()
     assert_rebuild_matches(project)
-    data = d.overview(project, d.Filters(category=w["wa"].parent_id))
+    data = overview(project, Filters(category=w["wa"].parent_id))
     assert data["totals"]["badcases"] == len({lb.pk for lb in Label.objects.filter(
-        project=project, status__in=d.DEFAULT_STATUSES, verdict=U,
+        project=project, status__in=DEFAULT_STATUSES, verdict=U,
         categories__in=[w["wa"], *w["wa"].parent.children.all(), w["wa"].parent])})
     w["tn"].delete()  # its label links go without m2m signals
     assert_rebuild_matches(project)
@@ -311,7 +327,7 @@ def test_submit_paths_and_imports(project, members):
 
 def test_a_submit_counts_its_label_and_categories_in_one_pass(project, members):
     """submit_label saves the label, then its categories: the roll-ups read its counts once, after both
-    writes (rollups.batched), not around each write, and still equal a rebuild."""
+    writes (rollups.signals.batched), not around each write, and still equal a rebuild."""
     from django.test.utils import CaptureQueriesContext
 
     for i in range(2):
@@ -331,11 +347,11 @@ def test_a_submit_counts_its_label_and_categories_in_one_pass(project, members):
 
 
 def test_rebuild_command_repairs_bulk_loads(project, world):
-    before = rollups.snapshot(project)
+    before = store.snapshot(project)
     LabelDay.objects.filter(project=project).delete()  # e.g. rows written by COPY, or a lost table
     Label.objects.filter(pk=world["labels"][0].pk).update(verdict=R)  # a queryset update bypasses the signals
     call_command("rebuild_rollups", "--project", project.slug, stdout=open("/dev/null", "w"))
-    after = rollups.snapshot(project)
+    after = store.snapshot(project)
     assert after != before and after["LabelDay"]
     assert_dashboards_match(project)
 
@@ -348,10 +364,10 @@ def test_deleting_a_project_takes_its_rollups(project, world):
 @pytest.mark.parametrize("page", ["overview", "annotators", "models", "agreement"])
 def test_queries_per_page_are_constant(project, world, page, django_assert_num_queries):
     w = world
-    fn = d.PAGES[page]
+    fn = PAGES[page]
     from django.test.utils import CaptureQueriesContext
 
-    filters = (d.Filters(), d.Filters(date_from=DAY1, date_to=DAY3))  # with a date range too
+    filters = (Filters(), Filters(date_from=DAY1, date_to=DAY3))  # with a date range too
     small = []
     for f in filters:
         with CaptureQueriesContext(connection) as ctx:
@@ -382,7 +398,7 @@ def test_concurrent_writers_lose_no_counts(project, members):
         try:
             for _ in range(10):
                 with transaction.atomic():
-                    rollups.apply(Counter({(LabelDay, key, "n_train_submitted"): 1}))
+                    store.apply(Counter({(LabelDay, key, "n_train_submitted"): 1}))
         except Exception as exc:  # noqa: BLE001  (reported below)
             errors.append(exc)
         finally:
@@ -406,14 +422,14 @@ def test_agreement_rollups_follow_every_write(project, world):
     a1, a2, lead = w["a1"], w["a2"], w["lead"]
 
     def check():
-        for f in (d.Filters(), d.Filters(statuses=d.COUNTED_STATUSES), d.Filters(split="eval"),
-                  d.Filters(models=(w["v1"].pk,)), d.Filters(statuses=(Status.REJECTED, Status.APPROVED)),
-                  d.Filters(date_from=DAY2), d.Filters(date_to=DAY2), d.Filters(date_from=DAY2, date_to=DAY2),
-                  d.Filters(date_from=DAY3, statuses=d.COUNTED_STATUSES)):
+        for f in (Filters(), Filters(statuses=COUNTED_STATUSES), Filters(split="eval"),
+                  Filters(models=(w["v1"].pk,)), Filters(statuses=(Status.REJECTED, Status.APPROVED)),
+                  Filters(date_from=DAY2), Filters(date_to=DAY2), Filters(date_from=DAY2, date_to=DAY2),
+                  Filters(date_from=DAY3, statuses=COUNTED_STATUSES)):
             assert_agreement_matches(project, f)
-            assert d.verdict_pair_tables(project, f) == d.agreement_core(project, f, categories=False)["pairs"], f
+            assert verdict_pair_tables(project, f) == agreement_core(project, f, categories=False)["pairs"], f
         assert_rebuild_matches(project)
-        assert_agreement_matches(project, d.Filters())
+        assert_agreement_matches(project, Filters())
 
     r3 = b.response(w["v1"], split="eval")
     x = b.label(r3, a1, U, [w["tn"], w["wa"]], day=DAY1)
@@ -428,7 +444,7 @@ def test_agreement_rollups_follow_every_write(project, world):
     b.prefer(ra, rb, a2, "b")
     b.prefer(ra, rb, lead, "tie", status="approved")
     check()
-    assert rollups.AgreementItem.objects.filter(project=project, response=r3.pk).exists()
+    assert AgreementItem.objects.filter(project=project, response=r3.pk).exists()
     y.verdict = U
     y.save()  # r3 no longer split
     check()
@@ -443,8 +459,8 @@ def test_agreement_rollups_follow_every_write(project, world):
     x.delete()
     p1.delete()
     check()
-    assert d.agreement(project, d.Filters())["completed_in_range"] is False
-    assert d.agreement(project, d.Filters(date_from=DAY1))["completed_in_range"] is True
+    assert agreement(project, Filters())["completed_in_range"] is False
+    assert agreement(project, Filters(date_from=DAY1))["completed_in_range"] is True
 
 
 def test_a_date_range_counts_the_agreement_completed_inside_it(project, world):
@@ -461,26 +477,26 @@ def test_a_date_range_counts_the_agreement_completed_inside_it(project, world):
     b.prefer(ra, rb, lead, "b", day=DAY3)
 
     def units(f):
-        return sorted(((c[R], c[U]), n) for c, n in d.agreement_rolled_up(project, f)["units"])
+        return sorted(((c[R], c[U]), n) for c, n in agreement_rolled_up(project, f)["units"])
 
     def pairs(f):
-        return {k: dict(v) for k, v in d.verdict_pair_tables(project, f).items()}
+        return {k: dict(v) for k, v in verdict_pair_tables(project, f).items()}
 
     # the world's other shared response (a1 unreasonable, a2 reasonable) was complete on DAY3 too
-    assert units(d.Filters(date_from=DAY3)) == [((1, 1), 2)]
-    assert units(d.Filters(date_to=DAY2)) == []
-    assert units(d.Filters(date_from=DAY2, date_to=DAY2)) == []
+    assert units(Filters(date_from=DAY3)) == [((1, 1), 2)]
+    assert units(Filters(date_to=DAY2)) == []
+    assert units(Filters(date_from=DAY2, date_to=DAY2)) == []
     def pair(x, vx, y, vy):
         return ((x.pk, y.pk), {(vx, vy): 1}) if x.pk < y.pk else ((y.pk, x.pk), {(vy, vx): 1})
 
-    assert pairs(d.Filters(date_from=DAY3)) == dict([pair(a1, U, a2, R), pair(a1, U, lead, R)])
-    assert pairs(d.Filters(date_to=DAY2)) == {}
-    cats = d.agreement_rolled_up(project, d.Filters(date_from=DAY3))["categories"]
+    assert pairs(Filters(date_from=DAY3)) == dict([pair(a1, U, a2, R), pair(a1, U, lead, R)])
+    assert pairs(Filters(date_to=DAY2)) == {}
+    cats = agreement_rolled_up(project, Filters(date_from=DAY3))["categories"]
     assert dict(cats[w["tn"].pk]) == {(2, 1): 2}  # both units: one of two judges chose "Tool not called"
-    assert d.preference_compositions(project, d.Filters(date_from=DAY3)) == [({"a": 1, "b": 1, "tie": 0, "both_bad": 0}, 1)]
-    assert d.preference_compositions(project, d.Filters(date_to=DAY2)) == []
-    items = d.agreement_rolled_up(project, d.Filters(date_from=DAY3), items=10)["items"]
+    assert preference_compositions(project, Filters(date_from=DAY3)) == [({"a": 1, "b": 1, "tie": 0, "both_bad": 0}, 1)]
+    assert preference_compositions(project, Filters(date_to=DAY2)) == []
+    items = agreement_rolled_up(project, Filters(date_from=DAY3), items=10)["items"]
     assert {r for r, _, _ in items} == {late.pk, w["labels"][-1].response_id}
-    assert d.agreement_rolled_up(project, d.Filters(date_to=DAY2), items=10)["items"] == []
-    page = d.agreement(project, d.Filters(date_from=DAY3))
+    assert agreement_rolled_up(project, Filters(date_to=DAY2), items=10)["items"] == []
+    page = agreement(project, Filters(date_from=DAY3))
     assert page["verdict"]["units"] == 2 and page["preferences"]["units"] == 1

@@ -13,7 +13,7 @@ import pytest
 
 from evaluation import runner
 from inference import perplexity as perplexity_module
-from training import trainer
+from training.finetune import guard as finetune_guard
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ("django", "rest_framework", "config", "annotator", "training", "evaluation", "loop", "jobs")
@@ -48,12 +48,12 @@ def test_toolcalls_and_inference_import_without_django():
 
 def test_guard_and_gate_measure_perplexity_with_one_function_over_one_text_set():
     # the guard (training) and the eval run the gate reads (evaluation) call the very same function
-    assert trainer.perplexity is perplexity_module.perplexity
+    assert finetune_guard.perplexity is perplexity_module.perplexity
     assert runner.perplexity is perplexity_module.perplexity
     # which takes no texts: there is no second set to pass
     assert "texts" not in inspect.signature(perplexity_module.perplexity).parameters
     # and neither app keeps a text set of its own
-    for module in (trainer, runner):
+    for module in (finetune_guard, runner):
         assert not [name for name in vars(module) if "TEXT" in name and name != "TEXTS_FINGERPRINT"]
     assert runner.TEXTS_FINGERPRINT == perplexity_module.TEXTS_FINGERPRINT
 
@@ -71,6 +71,6 @@ def test_the_guard_reads_the_perplexity_the_gate_reads(tiny_model):
     from inference.loading import load_model
 
     loaded = load_model(tiny_model, device="cpu")
-    guard = trainer.Guard(loaded.tokenizer, prompts=[], limits={})
+    guard = finetune_guard.Guard(loaded.tokenizer, prompts=[], limits={})
     measured = guard.measure(loaded.model)["perplexity"]
     assert measured == round(perplexity_module.perplexity(loaded.model, loaded.tokenizer), 4)

@@ -10,8 +10,12 @@ from annotator.model_lineage import model_paths
 from annotator.models import ModelVersion
 from inference.loading import load_model
 from jobs import lifecycle
-from training import demo_domain, trainer
+from training import demo_domain
 from training.demo_model import build_demo_model, generate
+from training.finetune import run as finetune_run
+from training.finetune.params import clean_params
+from training.finetune.request import create_job
+from training.finetune.run import run_job
 from training.models import DatasetSnapshot, MetricPoint, TrainingJob
 
 from .worker import celery_worker, wait_for
@@ -55,18 +59,18 @@ def dpo_snapshot(project):
 
 
 def job(project, base, snap, stage="sft", **overrides):
-    return trainer.create_job(project, None, stage=stage, base_version=base, train_snapshot=snap, preset="demo-tiny",
+    return create_job(project, None, stage=stage, base_version=base, train_snapshot=snap, preset="demo-tiny",
                               overrides={"max_steps": 4, "save_steps": 2, **overrides}, start=False)
 
 
 @pytest.mark.django_db
 class TestValidation:
     def test_bad_hyper_parameters_are_named(self):
-        params, errors = trainer.clean_params("sft", "demo-tiny", {"learning_rate": "fast", "lora_r": 0, "beta": 0.1,
+        params, errors = clean_params("sft", "demo-tiny", {"learning_rate": "fast", "lora_r": 0, "beta": 0.1,
                                                                    "warp": 1})
         assert errors == {"learning_rate": "must be a number", "lora_r": "must be between 1 and 256",
                           "beta": "only DPO jobs have a beta", "warp": "unknown hyper-parameter"}
-        assert trainer.clean_params("sft", "nope", {})[1] == {"preset": "unknown preset 'nope'; choose one of lora-r8, demo-tiny"}
+        assert clean_params("sft", "nope", {})[1] == {"preset": "unknown preset 'nope'; choose one of lora-r8, demo-tiny"}
 
     def test_missing_model_folder_and_unready_snapshot(self, project, sft_snapshot):
         ghost = ModelVersion.objects.create(project=project, name="ghost", path="/nonexistent/model", origin="base")
@@ -81,7 +85,7 @@ class TestValidation:
         with pytest.raises(ValidationError) as exc:
             job(project, base, dpo_snapshot, stage="dpo")
         assert "Run SFT first" in exc.value.message_dict["__all__"][0]
-        assert trainer.create_job(project, None, stage="dpo", base_version=base, train_snapshot=dpo_snapshot,
+        assert create_job(project, None, stage="dpo", base_version=base, train_snapshot=dpo_snapshot,
                                   preset="demo-tiny", allow_raw_base=True, start=False).pk
         with pytest.raises(ValidationError) as exc:
             job(project, base, sft_snapshot, stage="dpo", )
@@ -90,13 +94,13 @@ class TestValidation:
 
 @pytest.mark.django_db
 def test_sft_then_dpo_register_a_lineage_that_loads_and_generates(project, base, sft_snapshot, dpo_snapshot):
-    sft = trainer.run_job(job(project, base, sft_snapshot).pk)
+    sft = run_job(job(project, base, sft_snapshot).pk)
     assert sft.status == TrainingJob.State.SUCCEEDED, sft.message
     assert MetricPoint.objects.filter(job=sft, values__has_key="loss").count() >= 2
     assert list(sft.checkpoints.values_list("step", "healthy")) == [(2, True), (4, True)]
     assert sft.result_version.parent == base and sft.result_version.origin == "sft"
 
-    dpo = trainer.run_job(job(project, sft.result_version, dpo_snapshot, stage="dpo").pk)
+    dpo = run_job(job(project, sft.result_version, dpo_snapshot, stage="dpo").pk)
     assert dpo.status == TrainingJob.State.SUCCEEDED, dpo.message
     points = MetricPoint.objects.filter(job=dpo, values__has_key="rewards/margins")
     assert points.exists() and "rewards/accuracies" in points.first().values
@@ -110,7 +114,7 @@ def test_sft_then_dpo_register_a_lineage_that_loads_and_generates(project, base,
 
 @pytest.mark.django_db
 def test_destructive_learning_rate_trips_the_guard_and_keeps_the_healthy_checkpoint(project, base, sft_snapshot):
-    bad = trainer.run_job(job(project, base, sft_snapshot, learning_rate=1.0, warmup_ratio=0.5, max_steps=8,
+    bad = run_job(job(project, base, sft_snapshot, learning_rate=1.0, warmup_ratio=0.5, max_steps=8,
                               save_steps=1).pk)
     assert bad.status == TrainingJob.State.STOPPED_BY_GUARD
     assert bad.guard_report["tripped"]["step"] == 2
@@ -122,7 +126,7 @@ def test_destructive_learning_rate_trips_the_guard_and_keeps_the_healthy_checkpo
 
 @pytest.mark.django_db
 def test_a_crashed_job_resumes_from_its_checkpoint(project, base, sft_snapshot, monkeypatch):
-    original = trainer.make_callback
+    original = finetune_run.make_callback
 
     def crashing(job_, guard):
         cb = original(job_, guard)
@@ -135,13 +139,13 @@ def test_a_crashed_job_resumes_from_its_checkpoint(project, base, sft_snapshot, 
         cb.on_save = on_save
         return cb
 
-    monkeypatch.setattr(trainer, "make_callback", crashing)
-    first = trainer.run_job(job(project, base, sft_snapshot, max_steps=4).pk)
+    monkeypatch.setattr(finetune_run, "make_callback", crashing)
+    first = run_job(job(project, base, sft_snapshot, max_steps=4).pk)
     assert first.status == TrainingJob.State.FAILED and "Resume continues from the checkpoint at step 2" in first.message
     assert first.resumable
-    monkeypatch.setattr(trainer, "make_callback", original)
+    monkeypatch.setattr(finetune_run, "make_callback", original)
     lifecycle.resume(first)
-    again = trainer.run_job(first.pk)
+    again = run_job(first.pk)
     assert again.status == TrainingJob.State.SUCCEEDED, again.message
     assert again.attempts == 2 and again.step == 4
     assert "resuming from checkpoint 2" in again.log_tail

@@ -11,14 +11,15 @@ from annotator.models import Role
 from annotator.policy import can_see_pipeline
 from jobs import lifecycle
 
-from . import datasets
 from . import serializers as s
 from .models import DatasetSnapshot
+from .snapshots import storage
+from .snapshots.selection import count_matching
 
 
 def snapshot_download(snapshot: DatasetSnapshot) -> FileResponse:
     """The ready file as an attachment, with its sha256 for the client to check."""
-    response = FileResponse(open(datasets.media_path(snapshot.file.name), "rb"), as_attachment=True,
+    response = FileResponse(open(storage.media_path(snapshot.file.name), "rb"), as_attachment=True,
                             filename=snapshot.download_name, content_type="application/x-ndjson")
     response["X-Content-SHA256"] = snapshot.sha256
     response["ETag"] = f'"{snapshot.sha256}"'
@@ -53,7 +54,7 @@ class DatasetSnapshotViewSet(ProjectScopedViewSet):
     @action(detail=True, methods=["get"])
     def preview(self, request, pk=None):
         """The first 20 rows read back as chat messages (context, target, rejected), with their sources."""
-        return Response(datasets.preview(self.get_object()))
+        return Response(storage.preview(self.get_object()))
 
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
@@ -73,4 +74,4 @@ class DatasetSnapshotViewSet(ProjectScopedViewSet):
         if not can_see_pipeline(request.user, project):
             raise exceptions.PermissionDenied(f"This needs the lead role in project {project.slug!r}.")
         spec = serializer.validated_data["spec"]
-        return Response(datasets.count_matching(project.pk, spec["kind"], spec["filters"]))
+        return Response(count_matching(project.pk, spec["kind"], spec["filters"]))

@@ -9,6 +9,7 @@ class TrainingConfig(AppConfig):
         # imported here: models can be imported only once the app registry is ready
         from annotator import hints
 
-        from . import judging, tasks  # noqa: F401 - tasks registers the snapshot, training and online job kinds
+        from . import tasks  # noqa: F401 - tasks registers the snapshot and training job kinds
+        from .judge.suggestions import suggestions_for, verdict_suggestions_for
 
-        hints.register(judging.suggestions_for, judging.verdict_suggestions_for)
+        hints.register(suggestions_for, verdict_suggestions_for)

@@ -3,8 +3,10 @@ from django.core.exceptions import ValidationError
 
 from annotator.models import ModelVersion, Split, TaxonomyCategory
 
-from . import audit, datasets
 from .models import DatasetSnapshot
+from .snapshots import audit
+from .snapshots.layouts import LAYOUTS
+from .snapshots.spec import DPO_SOURCES, clean_spec
 
 MODE_CHOICES = [(audit.BLOCK, "block"), (audit.WARN, "warn"), (audit.OFF, "off")]
 Kind = DatasetSnapshot.Kind
@@ -15,7 +17,7 @@ def check_field(key: str) -> str:
 
 
 class SnapshotForm(forms.Form):
-    """The create page's form. Validation is datasets.clean_spec, as for the API; its errors
+    """The create page's form. Validation is clean_spec, as for the API; its errors
     come back on the matching fields."""
 
     kind = forms.ChoiceField(choices=Kind.choices, initial=Kind.SFT, widget=forms.RadioSelect)
@@ -35,7 +37,7 @@ class SnapshotForm(forms.Form):
                                             help_text="SFT and eval.")
     sources = forms.MultipleChoiceField(choices=[("preferences", "pairwise preferences"),
                                                  ("corrections", "corrections vs. the original response")],
-                                        required=False, initial=list(datasets.DPO_SOURCES),
+                                        required=False, initial=list(DPO_SOURCES),
                                         widget=forms.CheckboxSelectMultiple, label="DPO pairs from")
     min_target_chars = forms.IntegerField(min_value=0, initial=10, label="Minimum target characters")
     max_tokens = forms.IntegerField(min_value=1, initial=4096, label="Maximum tokens per row")
@@ -48,7 +50,7 @@ class SnapshotForm(forms.Form):
         self.project = project
         self.fields["layout"].choices = [
             (Kind(kind).label, [(key, f"{key} — {text}") for key, text in layouts.items()])
-            for kind, layouts in datasets.LAYOUTS.items()
+            for kind, layouts in LAYOUTS.items()
         ]
         cats = list(TaxonomyCategory.objects.filter(project=project).only("pk", "name", "parent_id", "position"))
         by_parent: dict = {}
@@ -82,7 +84,7 @@ class SnapshotForm(forms.Form):
         kind = d.get("kind") or Kind.SFT
         return {
             "kind": kind,
-            "layout": d.get("layout") if d.get("layout") in datasets.LAYOUTS.get(kind, {}) else None,
+            "layout": d.get("layout") if d.get("layout") in LAYOUTS.get(kind, {}) else None,
             "note": d.get("note", ""),
             "filters": {
                 "include_submitted": d.get("include_submitted", False),
@@ -108,7 +110,7 @@ class SnapshotForm(forms.Form):
         if self.errors:
             return cleaned
         try:
-            self.spec = datasets.clean_spec(self.project, self.request_data())
+            self.spec = clean_spec(self.project, self.request_data())
         except ValidationError as exc:
             for key, messages in exc.message_dict.items():
                 field = key.split(".")[-1]

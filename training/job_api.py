@@ -11,7 +11,8 @@ from annotator.policy import can_run_pipeline, projects_with_role
 from annotator.serializers import SameProjectMixin, ScopedRelatedField
 from jobs import lifecycle
 
-from . import trainer
+from .finetune.params import PRESETS
+from .finetune.request import create_job
 from .models import Checkpoint, DatasetSnapshot, MetricPoint, TrainingJob
 
 
@@ -26,7 +27,7 @@ class TrainingJobSerializer(SameProjectMixin, serializers.ModelSerializer):
     base_version = ScopedRelatedField("project", queryset=ModelVersion.objects.all())
     train_snapshot = ScopedRelatedField("project", queryset=DatasetSnapshot.objects.all())
     eval_snapshot = ScopedRelatedField("project", queryset=DatasetSnapshot.objects.all(), required=False, allow_null=True)
-    preset = serializers.ChoiceField(choices=list(trainer.PRESETS), write_only=True, default="lora-r8")
+    preset = serializers.ChoiceField(choices=list(PRESETS), write_only=True, default="lora-r8")
     overrides = serializers.DictField(write_only=True, required=False, default=dict,
                                       help_text="Hyper-parameters that differ from the preset.")
     progress = serializers.FloatField(read_only=True)
@@ -48,7 +49,7 @@ class TrainingJobSerializer(SameProjectMixin, serializers.ModelSerializer):
         if not can_run_pipeline(request.user, project):
             raise exceptions.PermissionDenied("Launching training needs the admin role in this project.")
         try:
-            return trainer.create_job(
+            return create_job(
                 project, request.user, stage=data["stage"], base_version=data["base_version"],
                 train_snapshot=data["train_snapshot"], eval_snapshot=data.get("eval_snapshot"),
                 preset=data.get("preset", "lora-r8"), overrides=data.get("overrides"),

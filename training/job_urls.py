@@ -14,9 +14,4 @@ urlpatterns = [
     path("p/<slug:slug>/training/judges/<int:pk>/suggest/", judge_views.judge_suggest, name="judge-suggest"),
     path("p/<slug:slug>/training/judges/<int:pk>/evaluate/", judge_views.judge_evaluate, name="judge-evaluate"),
     path("p/<slug:slug>/training/judges/external/", judge_views.judge_external, name="judge-external"),
-    path("p/<slug:slug>/training/online/", judge_views.online_list, name="online-list"),
-    path("p/<slug:slug>/training/online/new/", judge_views.online_create, name="online-create"),
-    path("p/<slug:slug>/training/online/<int:pk>/", judge_views.online_detail, name="online-detail"),
-    path("p/<slug:slug>/training/online/<int:pk>/cancel/", judge_views.online_cancel, name="online-cancel"),
-    path("p/<slug:slug>/training/online/<int:pk>/resume/", judge_views.online_resume, name="online-resume"),
 ]

@@ -10,7 +10,8 @@ from annotator.models import ModelVersion, Role
 from annotator.policy import has_role, project_for
 from jobs import lifecycle
 
-from . import trainer
+from .finetune.params import DEFAULT_GUARD, JUDGE_GUARD, PRESETS
+from .finetune.request import create_job
 from .models import DatasetSnapshot, TrainingJob
 
 OVERRIDE_FIELDS = ["learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -37,7 +38,7 @@ def job_create(request, slug):
     if request.method == "POST":
         stage = form.get("stage", "sft")
         try:
-            job = trainer.create_job(
+            job = create_job(
                 project, request.user, stage=stage,
                 base_version=versions.filter(pk=form.get("base_version") or 0).first() or _missing("base_version"),
                 train_snapshot=snapshots.filter(pk=form.get("train_snapshot") or 0).first() or _missing("train_snapshot"),
@@ -56,7 +57,7 @@ def job_create(request, slug):
             return redirect("training-jobs:detail", slug=slug, pk=job.pk)
     return render(request, "training/job_form.html", {
         "project": project, "versions": versions, "snapshots": snapshots, "errors": errors, "form": form,
-        "presets": trainer.PRESETS, "guard": trainer.DEFAULT_GUARD, "judge_guard": trainer.JUDGE_GUARD,
+        "presets": PRESETS, "guard": DEFAULT_GUARD, "judge_guard": JUDGE_GUARD,
         "override_fields": OVERRIDE_FIELDS,
     }, status=422 if errors else 200)
 

@@ -1,29 +1,22 @@
-"""REST API of the pairwise judge (judges with their evaluations, suggestions) and online DPO runs.
+"""REST API of the pairwise judge: judges with their evaluations, suggestions.
 
 Leads and admins read; admins launch online runs; leads may ask a judge to go over the open
 comparisons. Annotators see none of it (a judge's verdict would unblind them)."""
 
-from django.core.exceptions import ValidationError
 from django.db.models import Q
 from kombu.exceptions import OperationalError as BrokerError
-from rest_framework import exceptions, mixins, serializers, status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from annotator.models import Project, Role
-from annotator.policy import can_run_pipeline, projects_with_role
-from annotator.serializers import SameProjectMixin, ScopedRelatedField
-from evaluation.models import EvalSuite
-from jobs import lifecycle
+from annotator.models import Role
+from annotator.policy import projects_with_role
 
-from . import online, trainer
 from .models import (
     JudgeEvaluation,
     JudgeSuggestion,
     JudgeVerdictSuggestion,
     ModelVersion,
-    OnlineRound,
-    OnlineRun,
 )
 
 
@@ -123,80 +116,3 @@ class JudgeVerdictSuggestionViewSet(viewsets.ReadOnlyModelViewSet):
             return JudgeVerdictSuggestion.objects.none()
         return JudgeVerdictSuggestion.objects.filter(
             project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")).order_by("-id")
-
-
-class OnlineRoundSerializer(serializers.ModelSerializer):
-    result_version = serializers.SerializerMethodField()
-
-    class Meta:
-        model = OnlineRound
-        fields = ["number", "policy", "status", "phase", "prompts", "samples", "pairs", "stats", "snapshot", "job",
-                  "result_version", "eval_run", "baseline_run", "gate", "started_at", "finished_at"]
-
-    def get_result_version(self, obj) -> int | None:
-        return obj.job.result_version_id if obj.job_id else None
-
-
-class OnlineRunSerializer(SameProjectMixin, serializers.ModelSerializer):
-    project = serializers.SlugRelatedField(slug_field="slug", queryset=Project.objects.all())
-    start_version = ScopedRelatedField("project", queryset=ModelVersion.objects.all())
-    judge = ScopedRelatedField("project", queryset=ModelVersion.objects.all(), required=False, allow_null=True)
-    eval_suite = ScopedRelatedField("project", queryset=EvalSuite.objects.all())
-    preset = serializers.ChoiceField(choices=list(trainer.PRESETS), write_only=True, default="lora-r8")
-    overrides = serializers.DictField(write_only=True, required=False, default=dict,
-                                      help_text="DPO hyper-parameters that differ from the preset.")
-    progress = serializers.FloatField(read_only=True)
-    rounds_done = OnlineRoundSerializer(source="round_set", many=True, read_only=True)
-
-    class Meta:
-        model = OnlineRun
-        fields = ["id", "project", "name", "start_version", "ranker", "judge", "eval_suite", "rounds", "options",
-                  "preset", "overrides", "params", "status", "phase", "message", "progress", "log_tail",
-                  "result_version", "attempts", "worker", "rounds_done", "created_at", "started_at", "finished_at"]
-        read_only_fields = ["params", "status", "phase", "message", "log_tail", "result_version", "attempts",
-                            "worker", "created_at", "started_at", "finished_at"]
-        extra_kwargs = {"name": {"required": False}, "options": {"required": False}}
-
-    def create(self, data):
-        request = self.context["request"]
-        project = data["project"]
-        if not can_run_pipeline(request.user, project):
-            raise exceptions.PermissionDenied("Launching online DPO needs the admin role in this project.")
-        try:
-            return online.create_run(
-                project, request.user, start_version=data["start_version"], ranker=data.get("ranker", "checker"),
-                judge=data.get("judge"), eval_suite=data.get("eval_suite"), rounds=data.get("rounds", 2),
-                options=data.get("options") or {}, preset=data.get("preset", "lora-r8"),
-                overrides=data.get("overrides"), name=data.get("name", ""))
-        except ValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from exc
-
-
-class OnlineRunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                       viewsets.GenericViewSet):
-    serializer_class = OnlineRunSerializer
-    filterset_fields = {"project__slug": ["exact"], "status": ["exact"]}
-
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return OnlineRun.objects.none()
-        return (OnlineRun.objects.filter(project__in=projects_with_role(self.request.user, Role.LEAD).values("pk"))
-                .select_related("project").prefetch_related("round_set__job"))
-
-    def _admin_run(self):
-        run = self.get_object()
-        if not can_run_pipeline(self.request.user, run.project):
-            raise exceptions.PermissionDenied("This needs the admin role in the project.")
-        return run
-
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        run = self._admin_run()
-        online.request_cancel(run)
-        return Response(self.get_serializer(run).data)
-
-    @action(detail=True, methods=["post"])
-    def resume(self, request, pk=None):
-        run = self._admin_run()
-        lifecycle.resume(run)
-        return Response(self.get_serializer(run).data)

@@ -1,9 +1,7 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
-from django.db.models.signals import post_delete
-from django.dispatch import receiver
-from simple_history.models import HistoricalRecords
+from django.db import models
+from django.db.models import Q
 
 from annotator.models import ModelVersion
 from jobs.models import Job
@@ -104,14 +102,6 @@ class DatasetSnapshot(Job):
         return f"{self.project.slug}-{self.name}.jsonl"
 
 
-@receiver(post_delete, sender=DatasetSnapshot)
-def remove_snapshot_files(sender, instance, **kwargs):
-    """The file goes with the row, once the deletion is committed (a rolled-back delete keeps it)."""
-    from .datasets import remove_files
-
-    transaction.on_commit(lambda: remove_files(instance))
-
-
 class TrainingJob(Job):
     """One fine-tuning run (SFT or DPO, LoRA) executed by a worker on the `training` queue.
 
@@ -208,7 +198,16 @@ class Checkpoint(models.Model):
         return f"checkpoint {self.step} of job {self.job_id}"
 
 
-# --- the pairwise judge and online DPO (training/judging.py, training/online.py) ----------------
+# --- the pairwise judge and online DPO (training/judge/, training/online.py) ----------------
+
+
+def judges_of(project):
+    """Trained judges, and external endpoints registered as judges (metadata {"judge": true})."""
+    return ModelVersion.objects.filter(
+        Q(origin=ModelVersion.Origin.JUDGE) | Q(origin=ModelVersion.Origin.EXTERNAL, metadata__judge=True),
+        project=project,
+    ).order_by("-id")
+
 
 class JudgeEvaluation(models.Model):
     """How well a judge agrees with held-out human preferences, next to the human ceiling."""

@@ -4,8 +4,9 @@ from rest_framework import serializers
 
 from annotator.serializers import ProjectSlugField
 
-from . import datasets
 from .models import DatasetSnapshot
+from .snapshots.build import save_snapshot
+from .snapshots.spec import clean_spec
 
 
 def _api_errors(exc: DjangoValidationError) -> dict:
@@ -58,13 +59,13 @@ class DatasetSnapshotSerializer(serializers.ModelSerializer):
         data = {"kind": attrs["kind"], "layout": attrs.get("layout") or None, "note": attrs.get("note", ""),
                 "filters": attrs.get("filters") or {}, "audit": attrs.get("audit_config") or {}}
         try:
-            attrs["spec"] = datasets.clean_spec(attrs["project"], data)
+            attrs["spec"] = clean_spec(attrs["project"], data)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(_api_errors(exc)) from exc
         return attrs
 
     def create(self, validated_data):
-        return datasets.save_snapshot(validated_data["project"], self.context["request"].user,
+        return save_snapshot(validated_data["project"], self.context["request"].user,
                                       validated_data["spec"])
 
 
@@ -75,7 +76,7 @@ class CountRequestSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         try:
-            attrs["spec"] = datasets.clean_spec(attrs["project"], {"kind": attrs["kind"],
+            attrs["spec"] = clean_spec(attrs["project"], {"kind": attrs["kind"],
                                                                    "filters": attrs.get("filters") or {}})
         except DjangoValidationError as exc:
             raise serializers.ValidationError(_api_errors(exc)) from exc

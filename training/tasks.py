@@ -3,9 +3,15 @@
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from annotator.models import ModelVersion, Project
 from jobs import registry
 
-from .models import DatasetSnapshot, OnlineRun, TrainingJob
+from .finetune.run import run_job
+from .judge.pairs import read_pairs
+from .judge.report import evaluate
+from .judge.suggestions import suggest
+from .models import DatasetSnapshot, TrainingJob
+from .snapshots import build as snapshot_build
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=3,
@@ -13,48 +19,26 @@ from .models import DatasetSnapshot, OnlineRun, TrainingJob
 def build_snapshot(self, snapshot_id: int):
     """Build one dataset snapshot. A redelivery (worker killed) or a retry takes the build over
     from scratch; a finished snapshot is left alone."""
-    from .datasets import build_snapshot as build
-
-    snapshot = build(snapshot_id)
+    snapshot = snapshot_build.build_snapshot(snapshot_id)
     return {"snapshot": snapshot_id, "status": snapshot.status if snapshot else "deleted"}
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_training(self, job_id: int):
     """Run one training job on the `training` queue (GPU hosts consume it). A duplicate delivery is a no-op."""
-    from .trainer import run_job
-
     job = run_job(job_id)
     return {"job": job_id, "status": job.status if job else "not claimed"}
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
-def run_online(self, run_id: int):
-    """Run an online DPO run (all its rounds) on the `training` queue. A duplicate delivery is a no-op."""
-    from .online import run_online as run
-
-    result = run(run_id)
-    return {"online_run": run_id, "status": result.status if result else "not claimed"}
-
-
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def suggest_with_judge(self, project_id: int, judge_id: int):
     """Judge the project's comparison tasks that have no suggestion from this judge yet."""
-    from annotator.models import ModelVersion, Project
-
-    from .judging import suggest
-
     return suggest(Project.objects.get(pk=project_id), ModelVersion.objects.get(pk=judge_id, project_id=project_id))
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def evaluate_judge(self, judge_id: int, snapshot_id: int):
     """Measure a judge (trained or external) on the human pairs of a DPO snapshot."""
-    from annotator.models import ModelVersion
-
-    from .judging import evaluate, read_pairs
-    from .models import DatasetSnapshot
-
     judge = ModelVersion.objects.get(pk=judge_id)
     snap = DatasetSnapshot.objects.get(pk=snapshot_id, project_id=judge.project_id, status="ready", kind="dpo")
     ev = evaluate(judge, read_pairs(snap.file.path), source=f"pairs of snapshot {snap.name}")
@@ -63,4 +47,3 @@ def evaluate_judge(self, judge_id: int, snapshot_id: int):
 
 registry.register("snapshots", DatasetSnapshot, build_snapshot)
 registry.register("training_jobs", TrainingJob, run_training)
-registry.register("online_runs", OnlineRun, run_online)

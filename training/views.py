@@ -1,4 +1,4 @@
-"""Dataset snapshot pages. Rules live in training/datasets.py; the API calls the same functions."""
+"""Dataset snapshot pages. Rules live in training/snapshots/; the API calls the same functions."""
 
 import json
 
@@ -15,10 +15,14 @@ from annotator.models import Role
 from annotator.policy import has_role, project_for, role_in
 from jobs import lifecycle
 
-from . import datasets
 from .api import snapshot_download
 from .forms import SnapshotForm
 from .models import DatasetSnapshot
+from .snapshots.build import save_snapshot
+from .snapshots.layouts import LAYOUTS, llamafactory_dataset_info
+from .snapshots.selection import count_matching
+from .snapshots.spec import DPO_SOURCES, describe_filters, filter_names
+from .snapshots.storage import preview
 
 SOURCE_LABELS = {"correction": "corrections", "reasonable": "reasonable responses", "preference": "preferences",
                  "both_bad": "“both bad” vs. a correction"}
@@ -54,7 +58,7 @@ def snapshot_create(request, slug):
     form = SnapshotForm(project, request.POST or None, initial=initial or None)
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
-            snapshot = datasets.save_snapshot(project, request.user, form.spec)
+            snapshot = save_snapshot(project, request.user, form.spec)
         messages.success(request, f"{snapshot.name} is queued; a worker builds it now.")
         return redirect("training:dataset-detail", slug=project.slug, pk=snapshot.pk)
     return render(request, "training/snapshot_form.html", {"project": project, "form": form, "is_admin": True,
@@ -71,7 +75,7 @@ def _initial_from(snapshot: DatasetSnapshot | None) -> dict:
         "splits": f.get("splits"), "categories": [str(c) for c in f.get("categories", [])],
         "model_versions": [str(m) for m in f.get("model_versions", [])], "date_from": f.get("date_from"),
         "date_to": f.get("date_to"), "include_reasonable": f.get("include_reasonable", False),
-        "sources": f.get("sources", list(datasets.DPO_SOURCES)), "min_target_chars": a.get("min_target_chars"),
+        "sources": f.get("sources", list(DPO_SOURCES)), "min_target_chars": a.get("min_target_chars"),
         "max_tokens": a.get("max_tokens"), "tokenizer": str(a["tokenizer"]) if a.get("tokenizer") else "",
     }
     initial.update({f"check_{k}": v for k, v in a.get("checks", {}).items()})
@@ -87,7 +91,7 @@ def snapshot_count(request, slug):
     count, errors = None, []
     if form.is_valid():
         spec = form.spec
-        count = datasets.count_matching(project.pk, spec["kind"], spec["filters"])
+        count = count_matching(project.pk, spec["kind"], spec["filters"])
         count["kind"] = spec["kind"]
     else:
         errors = [f"{form[f].label if f in form.fields else ''}: {e}".lstrip(": ")
@@ -107,24 +111,24 @@ def snapshot_detail(request, slug, pk):
         response = render(request, "training/_progress.html", context)
         response["HX-Refresh"] = "true"  # the build finished: show the whole page (stats, audit, preview)
         return response
-    names = datasets.filter_names(project.pk)
+    names = filter_names(project.pk)
     same = []
     if snapshot.sha256:
         same = list(DatasetSnapshot.objects.filter(project=project, sha256=snapshot.sha256).exclude(pk=snapshot.pk)
                     .only("pk", "kind", "version"))
     stats = snapshot.stats or {}
     context.update({
-        "filters_words": datasets.describe_filters(snapshot.kind, snapshot.filters, names),
-        "layout_text": datasets.LAYOUTS.get(snapshot.kind, {}).get(snapshot.layout, ""),
+        "filters_words": describe_filters(snapshot.kind, snapshot.filters, names),
+        "layout_text": LAYOUTS.get(snapshot.kind, {}).get(snapshot.layout, ""),
         "preview": [{**row, "target_list": [row["target"]], "rejected_list": [row["rejected"]] if row.get("rejected") else []}
-                    for row in datasets.preview(snapshot)],
+                    for row in preview(snapshot)],
         "same_content": same,
         "categories": _bars(stats.get("rows_by_category", {})),
         "sources": _bars({SOURCE_LABELS.get(k, k): n for k, n in stats.get("rows_by_source", {}).items()}),
         "versions": _bars(stats.get("rows_by_model_version", {})),
         "histogram": stats.get("token_histogram"),
         "checks": (snapshot.audit or {}).get("checks", []),
-        "lf_info": datasets.llamafactory_dataset_info(snapshot) if snapshot.layout == "llamafactory" else "",
+        "lf_info": llamafactory_dataset_info(snapshot) if snapshot.layout == "llamafactory" else "",
         "token_rows": [(label, stats.get(key)) for label, key in (
             ("prompt", "prompt_tokens"), ("target / chosen", "target_tokens"), ("rejected", "rejected_tokens"))
             if stats.get(key)],

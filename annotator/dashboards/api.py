@@ -19,10 +19,13 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import dashboards as d
-from .csv_export import csv_response
-from .models import Role
-from .policy import project_for
+from ..csv_export import csv_response
+from ..models import Role
+from ..policy import project_for
+from .filters import BUCKETS, MAX_BUCKETS, FilterError, Filters, as_id
+from .lists import CaseFilters, case_page, case_queryset, case_row, comparison_page, comparison_queryset
+from .pages import PAGES, compute
+from .tables import tables as page_tables
 
 FILTER_PARAMS = [
     OpenApiParameter("model", str, description="Model version id(s), comma-separated."),
@@ -42,8 +45,8 @@ FILTER_PARAMS = [
     OpenApiParameter(
         "bucket",
         str,
-        enum=[*d.BUCKETS, "auto"],
-        description=f"A span of more than {d.MAX_BUCKETS} buckets moves to the next larger one.",
+        enum=[*BUCKETS, "auto"],
+        description=f"A span of more than {MAX_BUCKETS} buckets moves to the next larger one.",
     ),
     OpenApiParameter("category", int, description="Category id: badcases in its subtree."),
     OpenApiParameter("fresh", str, enum=["1"], description="Recompute instead of the short-lived cache."),
@@ -65,10 +68,10 @@ COMPARISON_PARAMS = [
 ]
 
 
-def _filters(request) -> d.Filters:
+def _filters(request) -> Filters:
     try:
-        return d.Filters.parse(request.query_params, strict=True)
-    except d.FilterError as exc:
+        return Filters.parse(request.query_params, strict=True)
+    except FilterError as exc:
         raise exceptions.ValidationError(exc.errors) from None
 
 
@@ -78,12 +81,12 @@ class DashboardView(APIView):
     @extend_schema(
         parameters=FILTER_PARAMS,
         responses=OpenApiTypes.OBJECT,
-        description="A dashboard's numbers for a project (see annotator/dashboards.py).",
+        description="A dashboard's numbers for a project (see annotator/dashboards).",
     )
     def get(self, request, slug):
         project = project_for(request.user, slug, Role.LEAD)
         return Response(
-            d.compute(self.page, project, _filters(request), fresh=request.query_params.get("fresh") == "1")
+            compute(self.page, project, _filters(request), fresh=request.query_params.get("fresh") == "1")
         )
 
 
@@ -97,10 +100,8 @@ class DashboardCsvView(APIView):
     )
     def get(self, request, slug, table):
         project = project_for(request.user, slug, Role.LEAD)
-        data = d.compute(
-            self.page, project, _filters(request), fresh=request.query_params.get("fresh") == "1"
-        )
-        tables = d.tables(self.page, data)
+        data = compute(self.page, project, _filters(request), fresh=request.query_params.get("fresh") == "1")
+        tables = page_tables(self.page, data)
         if table not in tables:
             raise Http404(f"No table {table!r} on the {self.page} dashboard; there are: {', '.join(tables)}.")
         header, rows = tables[table]
@@ -140,7 +141,7 @@ class CasesView(APIView):
     def get(self, request, slug):
         project = project_for(request.user, slug, Role.LEAD)
         return Response(
-            d.case_page(project, _filters(request), d.CaseFilters.parse(request.query_params), _page(request))
+            case_page(project, _filters(request), CaseFilters.parse(request.query_params), _page(request))
         )
 
 
@@ -153,7 +154,7 @@ class CasesCsvView(APIView):
     def get(self, request, slug):
         project = project_for(request.user, slug, Role.LEAD)
         qs = (
-            d.case_queryset(project, _filters(request), d.CaseFilters.parse(request.query_params))
+            case_queryset(project, _filters(request), CaseFilters.parse(request.query_params))
             .select_related("annotator", "model_version", "response__conversation")
             .prefetch_related("categories")
             .order_by("-submitted_at", "-id")
@@ -161,7 +162,7 @@ class CasesCsvView(APIView):
 
         def rows():
             for label in qs.iterator(chunk_size=2000):
-                r = d.case_row(label)
+                r = case_row(label)
                 yield [
                     r["label"],
                     r["response"],
@@ -186,7 +187,7 @@ def _comparison_args(request):
         raw = request.query_params.get(name)
         if raw in (None, ""):
             return None
-        value = d.as_id(raw)
+        value = as_id(raw)
         if value is None:
             raise exceptions.ValidationError({name: "not a model version id"})
         return value
@@ -206,7 +207,7 @@ class ComparisonsView(APIView):
     def get(self, request, slug):
         project = project_for(request.user, slug, Role.LEAD)
         a, b, outcome = _comparison_args(request)
-        return Response(d.comparison_page(project, _filters(request), a, b, outcome, _page(request)))
+        return Response(comparison_page(project, _filters(request), a, b, outcome, _page(request)))
 
 
 class ComparisonsCsvView(APIView):
@@ -219,7 +220,7 @@ class ComparisonsCsvView(APIView):
         project = project_for(request.user, slug, Role.LEAD)
         a, b, outcome = _comparison_args(request)
         qs = (
-            d.comparison_queryset(project, _filters(request), a, b, outcome)
+            comparison_queryset(project, _filters(request), a, b, outcome)
             .select_related(
                 "annotator",
                 "response_a__model_version",
@@ -269,7 +270,7 @@ urlpatterns = [
     path("comparisons/", ComparisonsView.as_view(), name="dash-api-comparisons"),
     path("comparisons.csv", ComparisonsCsvView.as_view(), name="dash-api-comparisons-csv"),
 ]
-for _page_name in d.PAGES:
+for _page_name in PAGES:
     urlpatterns += [
         path(f"{_page_name}/", DashboardView.as_view(page=_page_name), name=f"dash-api-{_page_name}"),
         path(

@@ -1,5 +1,5 @@
-"""Lead dashboard pages. The numbers come from dashboards.py; this module only turns them into
-chart specs (read by static/js/dashboards.js) and drill-down links, and renders the templates."""
+"""Lead dashboard pages. The numbers come from the modules beside this one; this module only turns
+them into chart specs (read by static/js/dashboards.js) and drill-down links, and renders the templates."""
 
 from collections import defaultdict
 
@@ -7,9 +7,12 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.urls import reverse
 
-from . import dashboards as d
-from .models import Role
-from .policy import has_role, project_for, role_in
+from ..models import Role
+from ..policy import has_role, project_for, role_in
+from .filters import BOOTSTRAP_SAMPLES, FilterError, Filters, as_id
+from .lists import CaseFilters, case_page, comparison_page
+from .lookups import filter_choices, model_versions
+from .pages import cache_seconds, compute
 
 MATRIX_MAX = 15  # annotators in the kappa matrix; more would not be readable at 1,024 px
 PAIR_ROWS = 60  # annotator pairs listed on the page (all of them are in the CSV)
@@ -23,15 +26,15 @@ TABS = [
 
 def _filters(request):
     try:
-        return d.Filters.parse(request.GET, strict=True), {}
-    except d.FilterError as exc:
-        return d.Filters.parse(request.GET), exc.errors
+        return Filters.parse(request.GET, strict=True), {}
+    except FilterError as exc:
+        return Filters.parse(request.GET), exc.errors
 
 
 class Links:
     """Drill-down URLs that carry the page's filters."""
 
-    def __init__(self, project, f: d.Filters):
+    def __init__(self, project, f: Filters):
         self.f = f
         self.cases_url = reverse("annotator:dash-cases", args=[project.slug])
         self.comparisons_url = reverse("annotator:dash-comparisons", args=[project.slug])
@@ -112,10 +115,10 @@ def add_percent_strings(obj, skip=("rating", "ratings")):
 def _render(request, slug, page, template, build):
     project = project_for(request.user, slug, Role.LEAD)
     f, errors = _filters(request)
-    data = add_percent_strings(d.compute(page, project, f, fresh=request.GET.get("fresh") == "1"))
+    data = add_percent_strings(compute(page, project, f, fresh=request.GET.get("fresh") == "1"))
     links = Links(project, f)
     extra = build(data, links, f)
-    choices = d.filter_choices(project)
+    choices = filter_choices(project)
     return render(
         request,
         template,
@@ -132,7 +135,7 @@ def _render(request, slug, page, template, build):
             "is_admin": has_role(request.user, project, Role.ADMIN),
             "role": role_in(request.user, project),
             "refresh_url": links.page(page, fresh="1"),
-            "cache_minutes": round(d.cache_seconds() / 60, 1),
+            "cache_minutes": round(cache_seconds() / 60, 1),
             **extra,
         },
     )
@@ -613,7 +616,7 @@ def _model_charts(data, links, f):
         "lineage_rows": lineage,
         "eval_chart": eval_chart,
         "eval_headers": [m.replace("_", " ") for m in metrics],
-        "bootstrap": d.BOOTSTRAP_SAMPLES,
+        "bootstrap": BOOTSTRAP_SAMPLES,
         "no_ratings": "" if ratings else "No pairwise preferences between different versions yet.",
         "csv": {t: links.csv("models", t) for t in ("ratings", "win_rates", "lineage")},
     }
@@ -633,8 +636,8 @@ def _page_number(request) -> int:
 def cases(request, slug):
     project = project_for(request.user, slug, Role.LEAD)
     f, errors = _filters(request)
-    c = d.CaseFilters.parse(request.GET)
-    result = add_percent_strings(d.case_page(project, f, c, _page_number(request)))
+    c = CaseFilters.parse(request.GET)
+    result = add_percent_strings(case_page(project, f, c, _page_number(request)))
     links = Links(project, f)
     params = {k: v for k, v in request.GET.items() if k != "page"}
     return render(
@@ -647,7 +650,7 @@ def cases(request, slug):
             "errors": errors,
             "result": result,
             "links": links,
-            "choices": d.filter_choices(project),
+            "choices": filter_choices(project),
             "is_lead": True,
             "tab": "cases",
             "params": params,
@@ -671,7 +674,7 @@ def _describe_cases(project, f, c) -> list[str]:
     """Plain words for what the list holds, so a lead knows which number it reproduces."""
     from django.contrib.auth import get_user_model
 
-    from .models import ModelVersion, TaxonomyCategory
+    from ..models import ModelVersion, TaxonomyCategory
 
     words = []
     if c.verdict:
@@ -713,11 +716,11 @@ def comparisons(request, slug):
     project = project_for(request.user, slug, Role.LEAD)
     f, errors = _filters(request)
 
-    model_a, model_b = d.as_id(request.GET.get("model_a")), d.as_id(request.GET.get("model_b"))
+    model_a, model_b = as_id(request.GET.get("model_a")), as_id(request.GET.get("model_b"))
     outcome = request.GET.get("outcome") if request.GET.get("outcome") in ("win", "loss", "tie") else ""
-    result = d.comparison_page(project, f, model_a, model_b, outcome, _page_number(request))
+    result = comparison_page(project, f, model_a, model_b, outcome, _page_number(request))
     links = Links(project, f)
-    names = {m["id"]: m["name"] for m in d.model_versions(project)}
+    names = {m["id"]: m["name"] for m in model_versions(project)}
     params = {k: v for k, v in request.GET.items() if k != "page"}
     return render(
         request,

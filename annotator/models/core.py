@@ -1,3 +1,6 @@
+"""The annotation objects: projects, model versions, members, conversations and their responses, the
+taxonomy, labels, corrections, preferences, reviews, and import jobs."""
+
 import hashlib
 
 import orjson
@@ -66,7 +69,6 @@ class Project(models.Model):
         return {**default_label_settings(), **(self.label_settings or {})}[key]
 
 
-
 class ModelVersion(models.Model):
     """A model the agent can run: a local base folder, or a base plus a LoRA adapter."""
 
@@ -85,9 +87,13 @@ class ModelVersion(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
     name = models.CharField(max_length=200)
-    path = models.CharField(max_length=1000, blank=True, help_text="Local folder loadable with from_pretrained().")
+    path = models.CharField(
+        max_length=1000, blank=True, help_text="Local folder loadable with from_pretrained()."
+    )
     adapter_path = models.CharField(max_length=1000, blank=True, help_text="PEFT adapter folder, if any.")
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
     origin = models.CharField(max_length=20, choices=Origin.choices, default=Origin.IMPORTED)
     stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.CANDIDATE)
     notes = models.TextField(blank=True, help_text="How it was made.")
@@ -142,7 +148,9 @@ class Conversation(models.Model):
     """One agent conversation in OpenAI chat format, as imported."""
 
     # no index of its own: the unique (project, external_id) and the indexes below start with it
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="conversations", db_index=False)
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="conversations", db_index=False
+    )
     external_id = models.CharField(max_length=255)
     messages = models.JSONField()
     tools = models.JSONField(default=list, blank=True)
@@ -155,7 +163,9 @@ class Conversation(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["project", "external_id"], name="conversation_unique_external_id"),
+            models.UniqueConstraint(
+                fields=["project", "external_id"], name="conversation_unique_external_id"
+            ),
         ]
         indexes = [
             models.Index(fields=["project", "content_hash"], name="conv_project_hash"),
@@ -171,12 +181,20 @@ class ModelResponse(models.Model):
     """What a model version said after the first `context_length` messages of a conversation."""
 
     # neither key has an index of its own: response_unique_per_context and response_model_created start with them
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="responses", db_index=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="responses", db_index=False
+    )
     model_version = models.ForeignKey(
-        "ModelVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="responses",
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.RESTRICT,
+        related_name="responses",
         db_index=False,
     )
-    context_length = models.PositiveIntegerField(help_text="How many messages of the conversation it answers.")
+    context_length = models.PositiveIntegerField(
+        help_text="How many messages of the conversation it answers."
+    )
     raw_text = models.TextField(blank=True)
     message = models.JSONField(help_text="Parsed assistant message: content, tool_calls, reasoning.")
     generation_settings = models.JSONField(default=dict, blank=True)
@@ -208,7 +226,9 @@ class ModelResponse(models.Model):
 
 class TaxonomyCategory(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="categories")
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     root_cause = models.TextField(blank=True)
@@ -249,20 +269,32 @@ class Label(models.Model):
         UNREASONABLE = "unreasonable"
 
     # response, annotator and project have no index of their own: the unique constraint and the indexes start with them
-    response = models.ForeignKey(ModelResponse, on_delete=models.CASCADE, related_name="labels", db_index=False)
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="labels",
-                                  db_index=False)
+    response = models.ForeignKey(
+        ModelResponse, on_delete=models.CASCADE, related_name="labels", db_index=False
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="labels", db_index=False
+    )
     # Copied from the response on save (they never change) so dashboards aggregate one table.
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels", editable=False,
-                                db_index=False)
-    model_version = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.RESTRICT,
-                                      related_name="labels", editable=False)
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="labels", editable=False, db_index=False
+    )
+    model_version = models.ForeignKey(
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.RESTRICT,
+        related_name="labels",
+        editable=False,
+    )
     verdict = models.CharField(max_length=20, choices=Verdict.choices, blank=True)
     categories = models.ManyToManyField(TaxonomyCategory, blank=True, related_name="labels")
     note = models.TextField(blank=True)
     time_spent_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
-    draft = models.JSONField(default=dict, blank=True, help_text="Unsubmitted editor state (correction text).")
+    draft = models.JSONField(
+        default=dict, blank=True, help_text="Unsubmitted editor state (correction text)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
@@ -270,7 +302,9 @@ class Label(models.Model):
 
     class Meta:
         ordering = ["id"]
-        constraints = [models.UniqueConstraint(fields=["response", "annotator"], name="label_unique_per_annotator")]
+        constraints = [
+            models.UniqueConstraint(fields=["response", "annotator"], name="label_unique_per_annotator")
+        ]
         indexes = [
             models.Index(fields=["annotator", "status"], name="label_annotator_status"),
             models.Index(fields=["status", "submitted_at"], name="label_status_submitted"),
@@ -283,8 +317,11 @@ class Label(models.Model):
 
     def save(self, *args, **kwargs):
         if self.project_id is None or (self.model_version_id is None and self.response_id):
-            project_id, model_version_id = ModelResponse.objects.filter(pk=self.response_id).values_list(
-                "conversation__project_id", "model_version_id").get()
+            project_id, model_version_id = (
+                ModelResponse.objects.filter(pk=self.response_id)
+                .values_list("conversation__project_id", "model_version_id")
+                .get()
+            )
             self.project_id, self.model_version_id = project_id, model_version_id
         super().save(*args, **kwargs)
 
@@ -327,10 +364,14 @@ class Preference(models.Model):
 
     response_a = models.ForeignKey(ModelResponse, on_delete=models.CASCADE, related_name="preferences_as_a")
     response_b = models.ForeignKey(ModelResponse, on_delete=models.CASCADE, related_name="preferences_as_b")
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="preferences")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="preferences"
+    )
     choice = models.CharField(max_length=10, choices=Choice.choices, blank=True)
     reason = models.TextField(blank=True)
-    left_side = models.CharField(max_length=1, choices=[("a", "A shown left"), ("b", "B shown left")], default="a")
+    left_side = models.CharField(
+        max_length=1, choices=[("a", "A shown left"), ("b", "B shown left")], default="a"
+    )
     time_spent_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -341,14 +382,18 @@ class Preference(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.CheckConstraint(condition=~Q(response_a=models.F("response_b")), name="preference_distinct_pair"),
+            models.CheckConstraint(
+                condition=~Q(response_a=models.F("response_b")), name="preference_distinct_pair"
+            ),
             models.UniqueConstraint(
                 fields=["annotator", "response_a", "response_b"], name="preference_unique_per_annotator"
             ),
         ]
-        indexes = [models.Index(fields=["annotator", "status"], name="pref_annotator_status"),
-                   # newest first per status: the review queue and the comparisons list walk it
-                   models.Index(fields=["status", "submitted_at", "id"], name="pref_status_submitted")]
+        indexes = [
+            models.Index(fields=["annotator", "status"], name="pref_annotator_status"),
+            # newest first per status: the review queue and the comparisons list walk it
+            models.Index(fields=["status", "submitted_at", "id"], name="pref_status_submitted"),
+        ]
 
     def __str__(self):
         return f"preference {self.pk} ({self.choice or 'open'})"
@@ -448,317 +493,3 @@ class ImportIssue(models.Model):
 
     def __str__(self):
         return f"line {self.line}: {self.field} {self.message}"
-
-
-class Task(models.Model):
-    """One unit of annotation work: label a response, or compare two responses to the same context."""
-
-    class Kind(models.TextChoices):
-        LABEL = "label"
-        COMPARE = "compare"
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
-    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.LABEL)
-    response = models.ForeignKey(ModelResponse, on_delete=models.CASCADE, related_name="tasks")
-    response_b = models.ForeignKey(
-        ModelResponse, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks_as_b"
-    )
-    priority = models.IntegerField(default=0)
-    completed = models.PositiveSmallIntegerField(default=0, help_text="Submitted slots so far.")
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["id"]
-        constraints = [
-            models.UniqueConstraint(fields=["kind", "response", "response_b"], name="task_unique_item"),
-            models.UniqueConstraint(fields=["kind", "response"], condition=Q(response_b__isnull=True),
-                                    name="task_unique_label_item"),
-            models.CheckConstraint(
-                condition=(Q(kind="label") & Q(response_b__isnull=True)) | (Q(kind="compare") & Q(response_b__isnull=False)),
-                name="task_kind_matches_items",
-            ),
-        ]
-
-    def __str__(self):
-        return f"{self.kind} task {self.pk}"
-
-
-class Slot(models.Model):
-    """One of a task's `overlap` places. The queue hands out slots; a taken slot is an expiring lock.
-
-    Ordering columns are copied from the task so that the next free slot is one index scan.
-    """
-
-    class State(models.TextChoices):
-        FREE = "free"
-        LOCKED = "locked"
-        DONE = "done"
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="slots")
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="slots")
-    index = models.PositiveSmallIntegerField()
-    state = models.CharField(max_length=10, choices=State.choices, default=State.FREE)
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                  related_name="slots")
-    reserved_for = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="reserved_slots")
-    locked_until = models.DateTimeField(null=True, blank=True)
-    priority = models.IntegerField(default=0)
-    progress = models.PositiveSmallIntegerField(default=0)
-    order_key = models.FloatField(default=0.0)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["id"]
-        constraints = [
-            models.UniqueConstraint(fields=["task", "index"], name="slot_unique_index"),
-            models.UniqueConstraint(fields=["task", "annotator"], condition=Q(annotator__isnull=False),
-                                    name="slot_one_per_annotator"),
-        ]
-        indexes = [
-            models.Index(fields=["project", "-priority", "-progress", "order_key", "id"],
-                         condition=Q(state="free", reserved_for__isnull=True), name="slot_free_queue"),
-            models.Index(fields=["reserved_for", "state"], condition=Q(reserved_for__isnull=False),
-                         name="slot_reserved"),
-            models.Index(fields=["project", "locked_until"], condition=Q(state="locked"), name="slot_locked_expiry"),
-            models.Index(fields=["annotator", "state"], name="slot_annotator_state"),
-        ]
-
-    def __str__(self):
-        return f"slot {self.index} of task {self.task_id} ({self.state})"
-
-
-class Skip(models.Model):
-    """An annotator passed on a task: it goes to the back of their queue."""
-
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="skips")
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="skips")
-    skipped_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["task", "annotator"], name="skip_unique")]
-        indexes = [models.Index(fields=["annotator", "skipped_at"], name="skip_annotator_time")]
-
-    def __str__(self):
-        return f"{self.annotator} skipped task {self.task_id}"
-
-
-class Adjudication(models.Model):
-    """A lead's final (gold) decision on an item annotators disagreed on."""
-
-    task = models.OneToOneField(Task, on_delete=models.CASCADE, related_name="adjudication")
-    lead = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="adjudications")
-    verdict = models.CharField(max_length=20, choices=Label.Verdict.choices, blank=True)
-    categories = models.ManyToManyField(TaxonomyCategory, blank=True, related_name="adjudications")
-    choice = models.CharField(max_length=10, choices=Preference.Choice.choices, blank=True)
-    note = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    history = HistoricalRecords(m2m_fields=[categories])
-
-    def __str__(self):
-        return f"gold decision on task {self.task_id}"
-
-
-# --- dashboard roll-ups (maintained in annotator/rollups.py, read by annotator/dashboards.py) -----------
-
-ROLLUP_STATUSES = (Status.SUBMITTED, Status.APPROVED, Status.REJECTED)  # what dashboards can count
-ROLLUP_CELLS = tuple(f"{split}_{status}" for split in Split.values for status in ROLLUP_STATUSES)
-
-
-def _rollup_counters(name: str, prefixes: tuple[str, ...], big: tuple[str, ...] = (), cells=ROLLUP_CELLS):
-    """An abstract base with one counter column per (prefix, split, status) cell, e.g. n_train_approved.
-
-    Splits and statuses are columns rather than key parts so that a filter on them picks columns
-    and the tables stay a few tens of thousands of rows at a million labels.
-    """
-    attrs = {f"{p}_{c}": (models.BigIntegerField if p in big else models.IntegerField)(default=0)
-             for p in prefixes for c in cells}
-    attrs.update(__module__=__name__, Meta=type("Meta", (), {"abstract": True}))
-    return type(name, (models.Model,), attrs)
-
-
-class LabelDay(_rollup_counters("LabelDayCounters", ("n", "bad"))):
-    """Counted labels and badcase labels per project, local day of submission and model version (0: none)."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    day = models.DateField()
-    model_version = models.IntegerField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "day", "model_version"], name="labelday_key")]
-
-
-class AnnotatorDay(_rollup_counters("AnnotatorDayCounters", ("n", "bad", "timed", "ms"), big=("ms",))):
-    """Per annotator: labels, badcases, labels with a recorded time and milliseconds spent, per day and version."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    annotator = models.IntegerField()
-    day = models.DateField()
-    model_version = models.IntegerField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "annotator", "day", "model_version"],
-                                               name="annotatorday_key")]
-
-
-class CategoryDay(_rollup_counters("CategoryDayCounters", ("n",))):
-    """Badcase labels per category: carrying it (under=False) or anything in its subtree (under=True)."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    day = models.DateField()
-    model_version = models.IntegerField()
-    category = models.IntegerField()
-    under = models.BooleanField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "day", "model_version", "category", "under"],
-                                               name="categoryday_key")]
-
-
-class AnnotatorSeconds(_rollup_counters("AnnotatorSecondsCounters", ("n", "p"))):
-    """Time-per-item histogram in one-second bins (capped): labels (n_) and comparisons (p_) with a time."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    annotator = models.IntegerField()
-    seconds = models.IntegerField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "annotator", "seconds"], name="annotatorseconds_key")]
-
-
-class AnnotatorSecondsDay(_rollup_counters("AnnotatorSecondsDayCounters", ("n", "p"))):
-    """The same histogram per local day (of the label or comparison): the annotators page under a date
-    filter. A separate table, so the unfiltered page still reads a few thousand rows."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    annotator = models.IntegerField()
-    day = models.DateField()
-    seconds = models.IntegerField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "day", "annotator", "seconds"],
-                                               name="annotatorsecondsday_key")]
-
-
-class ReviewDay(_rollup_counters("ReviewDayCounters", ("approve", "reject"))):
-    """Review decisions on labels, per annotator of the label, local day of the review and model version."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    annotator = models.IntegerField()
-    day = models.DateField()
-    model_version = models.IntegerField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "annotator", "day", "model_version"],
-                                               name="reviewday_key")]
-
-
-class PreferenceDay(_rollup_counters("PreferenceDayCounters", ("n",))):
-    """Pairwise choices per day, stored version pair (0: none), choice and side shown left."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    day = models.DateField()
-    model_a = models.IntegerField()
-    model_b = models.IntegerField()
-    choice = models.CharField(max_length=10)
-    left_side = models.CharField(max_length=1)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "day", "model_a", "model_b", "choice", "left_side"],
-                                               name="preferenceday_key")]
-
-
-class AnnotatorPreferenceDay(_rollup_counters("AnnotatorPreferenceDayCounters", ("n", "timed", "ms"), big=("ms",))):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    annotator = models.IntegerField()
-    day = models.DateField()
-    model_a = models.IntegerField()
-    model_b = models.IntegerField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "annotator", "day", "model_a", "model_b"],
-                                               name="annotatorprefday_key")]
-
-
-class ResponseJudges(models.Model):
-    """Counted labels per response: agreement statistics read only responses judged twice or more."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    response = models.IntegerField()
-    n = models.IntegerField(default=0)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "response"], name="responsejudges_key")]
-        indexes = [models.Index(fields=["project", "n"], name="responsejudges_multi")]
-
-    def __str__(self):
-        return f"response {self.response}: {self.n} labels"
-
-
-class GoldDay(_rollup_counters("GoldDayCounters", ("n",))):
-    """Labels on items with a lead's gold verdict: (the label's verdict, the gold verdict) per annotator and day."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    annotator = models.IntegerField()
-    day = models.DateField()
-    model_version = models.IntegerField()
-    verdict = models.CharField(max_length=20)
-    gold = models.CharField(max_length=20)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "annotator", "day", "model_version", "verdict", "gold"],
-                                               name="goldday_key")]
-
-
-class SkipDay(_rollup_counters("SkipDayCounters", ("n",), cells=tuple(Split.values))):
-    """Skips per annotator, local day of the skip and model version of the skipped item, one column per split."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    annotator = models.IntegerField()
-    day = models.DateField()
-    model_version = models.IntegerField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "annotator", "day", "model_version"],
-                                               name="skipday_key")]
-
-
-PAIR_CELLS = tuple(f"{split}_{a}_{b}" for split in Split.values for a in ROLLUP_STATUSES for b in ROLLUP_STATUSES)
-
-
-class _PairKey(_rollup_counters("PairCounters", ("n",), cells=PAIR_CELLS)):
-    """Two annotators who judged the same item (a < b) and their verdicts; columns: split and both labels' statuses."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    model_version = models.IntegerField()
-    annotator_a = models.IntegerField()
-    annotator_b = models.IntegerField()
-    bad_a = models.BooleanField()
-    bad_b = models.BooleanField()
-
-    class Meta:
-        abstract = True
-
-
-class AgreementPair(_PairKey):
-    """Items two annotators both judged (a < b), by their verdicts."""
-
-    class Meta:
-        constraints = [models.UniqueConstraint(
-            fields=["project", "model_version", "annotator_a", "annotator_b", "bad_a", "bad_b"], name="agreementpair_key")]
-
-
-class AgreementPairDay(_PairKey):
-    """The same pairs per local day of the later of the two labels (the day the pair was complete):
-    agreement under a date filter counts the pairs completed inside it."""
-
-    day = models.DateField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(
-            fields=["project", "day", "model_version", "annotator_a", "annotator_b", "bad_a", "bad_b"],
-            name="agreementpairday_key")]
-
-
-from . import rollups  # noqa: E402, F401  (connects the signal handlers that keep the roll-ups current)

@@ -34,40 +34,94 @@ class Check:
 
 
 CHECKS = [
-    Check("invalid_tool_json", "Tool-call JSON invalid",
-          "A tool call's arguments are not a JSON object, or the text holds a malformed <tool_call> block.", BLOCK),
-    Check("unknown_tool", "Tool not in tools",
-          "A tool call names a tool missing from the row's tools list.", BLOCK),
-    Check("schema_violation", "Arguments break the tool's schema",
-          "A tool call's arguments do not validate against the tool's JSON schema.", BLOCK),
-    Check("think_tags", "Unbalanced <think> tags",
-          "<think> / </think> unbalanced, nested or out of order in the target.", BLOCK),
-    Check("empty_target", "Empty target",
-          "The target has neither reply text nor a tool call.", BLOCK),
-    Check("short_target", "Too-short target",
-          "The target has no tool call and its reply is shorter than the minimum characters.", WARN),
-    Check("exact_duplicate", "Exact duplicates",
-          "The row is byte-for-byte the same as an earlier row.", WARN),
-    Check("normalised_duplicate", "Normalised duplicates",
-          "The row equals an earlier row once lower-cased with whitespace removed (exact duplicates are "
-          "not counted again).", WARN),
-    Check("chosen_equals_rejected", "Chosen identical to rejected",
-          "The pair's chosen and rejected messages say the same thing (arguments compared as JSON).", BLOCK,
-          ("dpo",)),
-    Check("pair_context_mismatch", "Pair answers different contexts",
-          "A preference whose two responses answer different contexts; it produces no row.", BLOCK, ("dpo",)),
-    Check("leakage", "Train/eval leakage",
-          "The row's conversation, or a conversation with the same normalised prompt, is in an eval snapshot "
-          "(for a train snapshot) or in a train snapshot (for an eval snapshot) of this project.", BLOCK),
-    Check("label_conflict", "Unresolved label conflicts",
-          "Opposite verdicts (or opposite preferences) on the same response without a lead decision, "
-          "or a row from work a lead overruled.", BLOCK),
-    Check("too_long", "Longer than max tokens",
-          "Prompt plus target is longer than the configured maximum number of tokens.", WARN),
+    Check(
+        "invalid_tool_json",
+        "Tool-call JSON invalid",
+        "A tool call's arguments are not a JSON object, or the text holds a malformed <tool_call> block.",
+        BLOCK,
+    ),
+    Check(
+        "unknown_tool",
+        "Tool not in tools",
+        "A tool call names a tool missing from the row's tools list.",
+        BLOCK,
+    ),
+    Check(
+        "schema_violation",
+        "Arguments break the tool's schema",
+        "A tool call's arguments do not validate against the tool's JSON schema.",
+        BLOCK,
+    ),
+    Check(
+        "think_tags",
+        "Unbalanced <think> tags",
+        "<think> / </think> unbalanced, nested or out of order in the target.",
+        BLOCK,
+    ),
+    Check("empty_target", "Empty target", "The target has neither reply text nor a tool call.", BLOCK),
+    Check(
+        "short_target",
+        "Too-short target",
+        "The target has no tool call and its reply is shorter than the minimum characters.",
+        WARN,
+    ),
+    Check(
+        "exact_duplicate", "Exact duplicates", "The row is byte-for-byte the same as an earlier row.", WARN
+    ),
+    Check(
+        "normalised_duplicate",
+        "Normalised duplicates",
+        "The row equals an earlier row once lower-cased with whitespace removed (exact duplicates are "
+        "not counted again).",
+        WARN,
+    ),
+    Check(
+        "chosen_equals_rejected",
+        "Chosen identical to rejected",
+        "The pair's chosen and rejected messages say the same thing (arguments compared as JSON).",
+        BLOCK,
+        ("dpo",),
+    ),
+    Check(
+        "pair_context_mismatch",
+        "Pair answers different contexts",
+        "A preference whose two responses answer different contexts; it produces no row.",
+        BLOCK,
+        ("dpo",),
+    ),
+    Check(
+        "leakage",
+        "Train/eval leakage",
+        "The row's conversation, or a conversation with the same normalised prompt, is in an eval snapshot "
+        "(for a train snapshot) or in a train snapshot (for an eval snapshot) of this project.",
+        BLOCK,
+    ),
+    Check(
+        "label_conflict",
+        "Unresolved label conflicts",
+        "Opposite verdicts (or opposite preferences) on the same response without a lead decision, "
+        "or a row from work a lead overruled.",
+        BLOCK,
+    ),
+    Check(
+        "too_long",
+        "Longer than max tokens",
+        "Prompt plus target is longer than the configured maximum number of tokens.",
+        WARN,
+    ),
 ]
 CHECKS_BY_KEY = {c.key: c for c in CHECKS}
-ROW_LEVEL = ("invalid_tool_json", "unknown_tool", "schema_violation", "think_tags", "empty_target",
-             "short_target", "chosen_equals_rejected", "label_conflict", "too_long")
+ROW_LEVEL = (
+    "invalid_tool_json",
+    "unknown_tool",
+    "schema_violation",
+    "think_tags",
+    "empty_target",
+    "short_target",
+    "chosen_equals_rejected",
+    "label_conflict",
+    "too_long",
+)
 
 
 def checks_for(kind: str) -> list[Check]:
@@ -171,7 +225,9 @@ def message_problems(message: dict, tools: list, tool_names: set[str]) -> list[t
         if not parsed.think_ok:
             problems.append(("think_tags", "unbalanced, nested or out-of-order <think> tags in the text"))
         if parsed.malformed:
-            problems.append(("invalid_tool_json", "tool call written in the text: " + "; ".join(parsed.malformed_reasons)))
+            problems.append(
+                ("invalid_tool_json", "tool call written in the text: " + "; ".join(parsed.malformed_reasons))
+            )
     return problems
 
 
@@ -234,10 +290,14 @@ class Auditor:
             examples.append({"row": row, "detail": detail, **where})
 
     def check_row(self, row_no: int, row, tokens: int, where: dict):
-        """Row-level checks on one built row (see datasets.Row)."""
+        """Row-level checks on one built row (see rows.Row)."""
         target = row.target
-        if self.on("invalid_tool_json") or self.on("unknown_tool") or self.on("schema_violation") \
-                or self.on("think_tags"):
+        if (
+            self.on("invalid_tool_json")
+            or self.on("unknown_tool")
+            or self.on("schema_violation")
+            or self.on("think_tags")
+        ):
             seen = set()
             for key, detail in message_problems(target, row.tools, row.tool_names):
                 if key not in seen:  # one finding per check per row; the first detail is the example
@@ -246,7 +306,11 @@ class Auditor:
         problem = target_length_problem(target, self.min_chars)
         if problem:
             self.flag(problem[0], problem[1], row_no, **where)
-        if row.rejected is not None and self.on("chosen_equals_rejected") and same_message(target, row.rejected):
+        if (
+            row.rejected is not None
+            and self.on("chosen_equals_rejected")
+            and same_message(target, row.rejected)
+        ):
             self.flag("chosen_equals_rejected", "chosen and rejected say the same thing", row_no, **where)
         if row.conflict:
             self.flag("label_conflict", row.conflict, row_no, **where)
@@ -262,15 +326,33 @@ class Auditor:
         for check in checks_for(self.kind):
             mode = self.modes.get(check.key, check.default)
             n = self.counts[check.key]
-            checks.append({
-                "key": check.key, "title": check.title, "description": check.description, "mode": mode,
-                "count": n if mode != OFF else None,
-                "outcome": "off" if mode == OFF else ("pass" if not n else ("blocked" if mode == BLOCK else "warning")),
-                "examples": self.examples[check.key],
-            })
-        return {"rows": rows, "blocked": bool(self.blocking), "blocking": self.blocking, "checks": checks,
-                "min_target_chars": self.min_chars, "max_tokens": self.max_tokens, "token_counter": token_counter}
+            checks.append(
+                {
+                    "key": check.key,
+                    "title": check.title,
+                    "description": check.description,
+                    "mode": mode,
+                    "count": n if mode != OFF else None,
+                    "outcome": "off"
+                    if mode == OFF
+                    else ("pass" if not n else ("blocked" if mode == BLOCK else "warning")),
+                    "examples": self.examples[check.key],
+                }
+            )
+        return {
+            "rows": rows,
+            "blocked": bool(self.blocking),
+            "blocking": self.blocking,
+            "checks": checks,
+            "min_target_chars": self.min_chars,
+            "max_tokens": self.max_tokens,
+            "token_counter": token_counter,
+        }
 
     def blocked_message(self) -> str:
         parts = [f"{self.counts[k]:,} × {CHECKS_BY_KEY[k].title}" for k in self.blocking]
-        return "Blocked by the audit: " + "; ".join(parts) + ". Fix the source data, or set those checks to warn."
+        return (
+            "Blocked by the audit: "
+            + "; ".join(parts)
+            + ". Fix the source data, or set those checks to warn."
+        )

@@ -5,7 +5,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from annotator.models import Project
-from annotator.rollups import rebuild
+from annotator.rollups.store import rebuild
 
 
 class Command(BaseCommand):

@@ -37,6 +37,7 @@ from annotator.models import (
     Membership,
     ModelResponse,
     ModelVersion,
+    Preference,
     Project,
     Role,
     Status,
@@ -47,12 +48,22 @@ from annotator.models import (
 from annotator.review import apply_review
 from annotator.serializers import normalise_assistant_message
 from annotator.taxonomy import seed_default_taxonomy
+from evaluation.models import EvalRun
+from evaluation.promotion import latest_run
+from evaluation.runner import create_run, run_eval
+from evaluation.suites import create_suite
 from inference.generation import generate as generate_batched
 from inference.loading import load_model
+from loop import online
 from toolcalls.score import score_case
 from training import demo_domain
 from training.demo_model import build_demo_model, generate
-from training.models import TrainingJob
+from training.finetune.request import create_job
+from training.finetune.run import run_job
+from training.judge.report import human_agreement
+from training.judge.suggestions import suggest
+from training.models import JudgeEvaluation, TrainingJob
+from training.snapshots.build import build_snapshot, create_snapshot
 
 # failure -> default taxonomy category
 CATEGORY_FOR = {
@@ -110,12 +121,6 @@ class Command(BaseCommand):
         self.stdout.write(f"[{time.strftime('%H:%M:%S')}] {msg}")
 
     def handle(self, *args, **o):
-        from evaluation.models import EvalRun
-        from evaluation.runner import create_run, run_eval
-        from evaluation.suites import create_suite
-        from training.datasets import build_snapshot, create_snapshot
-        from training.trainer import create_job, run_job
-
         t0 = time.monotonic()
         if o["model_dir"]:
             model_dir = Path(o["model_dir"])
@@ -219,8 +224,6 @@ class Command(BaseCommand):
             suites[split], _ = create_suite(project, f"demo held-out ({split} phrasings)", records, source="gold")
         online_run, online_rounds = None, []
         if o["online_rounds"]:
-            from training import online
-
             online_run = online.create_run(
                 project, users["loop-lead"], start_version=sft_job.result_version, ranker="checker",
                 eval_suite=suites["seen"], rounds=o["online_rounds"],
@@ -251,8 +254,6 @@ class Command(BaseCommand):
                                    ("dpo", dpo_job.result_version), ("online_dpo", online_version)):
                 if version is None:
                     continue
-                from evaluation.promotion import latest_run
-
                 run = latest_run(version, suite)
                 if run is None:
                     run = create_run(project, suite, version, start=False, note="demo_loop")
@@ -278,11 +279,6 @@ class Command(BaseCommand):
     def judge_stage(self, project, users, base, sft_version, cases, model, tok, o):
         """The SFT model's answer beside the base model's, compared by two scripted annotators in the real queue;
         a judge trained on the approved preferences and measured on held-out pairs."""
-        from training.datasets import build_snapshot, create_snapshot
-        from training.judging import human_agreement
-        from training.models import JudgeEvaluation
-        from training.trainer import create_job, run_job
-
         # the candidate (the SFT model) answers the same contexts: base vs candidate, as in a model review
         path, adapters = model_paths(sft_version)
         loaded = load_model(path, adapters)
@@ -310,8 +306,6 @@ class Command(BaseCommand):
                     choice = "b" if choice == "a" else "a"  # a human slip
                 submit_preference(task, users[name], {"choice": choice, "left_side": "a"})
                 votes += 1
-        from annotator.models import Preference
-
         for pref in Preference.objects.filter(response_a__conversation__project=project, status=Status.SUBMITTED):
             apply_review(users["loop-lead"], pref, "approve")
         ceiling, pairs_with_two = human_agreement(project)
@@ -333,8 +327,6 @@ class Command(BaseCommand):
         ev = JudgeEvaluation.objects.filter(job=job).first()
         if ev is None:
             return {"job_status": job.status, "message": job.message}
-        from training.judging import suggest
-
         assisted = suggest(project, job.result_version)  # what leads see on the comparison queue
         self.say(f"judge suggestions: {assisted}")
         return {"job_status": job.status, "train_rows": snap.row_count, "held_out_pairs": ev.pairs,

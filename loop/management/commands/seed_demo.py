@@ -19,6 +19,7 @@ from annotator.importers import run_import
 from annotator.models import ImportJob, Membership, Project, Role
 from annotator.taxonomy import seed_default_taxonomy
 from training import demo_domain
+from training.demo_model import generate
 
 DEMO_USERS = [
     # username, password, role, staff
@@ -156,8 +157,6 @@ class Command(BaseCommand):
         if not (model_dir / "config.json").exists():
             self.stdout.write("demo model not built: using the scripted agent's responses")
             return None
-        from training.demo_model import generate
-
         cases = demo_domain.eval_prompts(n, seed=seed + 1000)
         self.stdout.write(f"generating {n} responses with the demo model in {model_dir} ...")
         outputs = generate(str(model_dir), None, [c["messages"] for c in cases], demo_domain.TOOLS)

@@ -1,0 +1,35 @@
+"""The rows a job trains on: its snapshot's columns for SFT and DPO, both orders of each human pair
+for a judge (with the pairs kept back to evaluate it)."""
+
+from ..judge.pairs import HELD_OUT_SHARE, read_pairs, split_pairs, training_rows
+from ..models import TrainingJob
+
+
+def judge_data(job: TrainingJob):
+    """A judge trains on both orders of each human pair; some pairs are kept back to evaluate it."""
+    from datasets import Dataset
+
+    pairs = read_pairs(job.train_snapshot.file.path)
+    if job.eval_snapshot_id:
+        train, held = pairs, read_pairs(job.eval_snapshot.file.path)
+        source = f"held-out pairs of snapshot {job.eval_snapshot.name}"
+    else:
+        train, held = split_pairs(pairs)
+        source = f"{int(100 * HELD_OUT_SHARE)}% of the pairs of {job.train_snapshot.name}, by context"
+    rows = training_rows(train, reasons=bool(job.params.get("judge_reasons")))
+    return Dataset.from_list(rows), held, source
+
+
+def train_dataset(job: TrainingJob):
+    """The snapshot's rows, with only the columns its layout trains on."""
+    from datasets import load_dataset
+
+    ds = load_dataset("json", data_files=job.train_snapshot.file.path, split="train")
+    keep = (
+        {"messages", "tools"}
+        if job.train_snapshot.layout == "trl_messages"
+        else {"prompt", "completion", "tools"}
+        if job.train_snapshot.layout == "trl_prompt_completion"
+        else {"prompt", "chosen", "rejected", "tools"}
+    )
+    return ds.remove_columns([c for c in ds.column_names if c not in keep])
