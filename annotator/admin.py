@@ -21,15 +21,30 @@ class ModelVersionForm(forms.ModelForm):
     (empty keeps it); an "api_key" typed into metadata moves into it; folders must lie under
     settings.MODEL_FOLDER_ROOTS."""
 
-    api_key = forms.CharField(required=False, max_length=500, label="API key",
-                              widget=forms.PasswordInput(render_value=False),
-                              help_text="Never shown. Leave empty to keep the stored key.")
+    api_key = forms.CharField(
+        required=False,
+        max_length=500,
+        label="API key",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Never shown. Leave empty to keep the stored key.",
+    )
     clear_api_key = forms.BooleanField(required=False, label="Remove the stored API key")
 
     class Meta:
         model = m.ModelVersion
-        fields = ["project", "name", "path", "adapter_path", "parent", "origin", "stage", "notes", "metadata",
-                  "api_key", "created_by"]
+        fields = [
+            "project",
+            "name",
+            "path",
+            "adapter_path",
+            "parent",
+            "origin",
+            "stage",
+            "notes",
+            "metadata",
+            "api_key",
+            "created_by",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -158,7 +173,15 @@ class ImportIssueInline(admin.TabularInline):
 
 @admin.register(m.ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "original_name", "status", "lines_read", "conversations_created", "error_count"]
+    list_display = [
+        "id",
+        "project",
+        "original_name",
+        "status",
+        "lines_read",
+        "conversations_created",
+        "error_count",
+    ]
     list_filter = ["status"]
     readonly_fields = ["committed_offset"]
 

@@ -27,6 +27,7 @@ Z95 = 1.959963984540054
 
 # --- proportions ------------------------------------------------------------------------------
 
+
 def wilson_interval(k: float, n: float, z: float = Z95) -> tuple[float, float] | None:
     """Wilson score interval for k successes in n trials (None without trials)."""
     if n <= 0:
@@ -43,6 +44,7 @@ def ratio(k: float, n: float) -> float | None:
 
 
 # --- Cohen's kappa ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Kappa:
@@ -76,6 +78,7 @@ def cohen_kappa_from_pairs(pairs: Iterable[tuple[Hashable, Hashable]]) -> Kappa:
 
 
 # --- Krippendorff's alpha (nominal) -------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Alpha:
@@ -243,9 +246,14 @@ def bradley_terry(wins: Sequence[Sequence[float]], prior: float = 0.0) -> list[f
     return out
 
 
-def bradley_terry_bootstrap(wins: Sequence[Sequence[float]], ties: Sequence[Sequence[float]] | None = None,
-                            prior: float = 1.0, samples: int = 1000, seed: int = 0,
-                            level: float = 0.95) -> list[Strength]:
+def bradley_terry_bootstrap(
+    wins: Sequence[Sequence[float]],
+    ties: Sequence[Sequence[float]] | None = None,
+    prior: float = 1.0,
+    samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[Strength]:
     """Strengths with percentile-bootstrap intervals.
 
     wins[i][j]: decisive comparisons i won against j; ties[i][j] (symmetric, or only one triangle
@@ -292,8 +300,12 @@ def bradley_terry_bootstrap(wins: Sequence[Sequence[float]], ties: Sequence[Sequ
     for pos, i in enumerate(main):
         b = point[i]
         out[i] = Strength(
-            i, b, _rating(b), _rating(low[pos]) if low[pos] is not None else None,
-            _rating(high[pos]) if high[pos] is not None else None, float(played[i]),
+            i,
+            b,
+            _rating(b),
+            _rating(low[pos]) if low[pos] is not None else None,
+            _rating(high[pos]) if high[pos] is not None else None,
+            float(played[i]),
         )
     return out
 

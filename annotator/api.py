@@ -76,28 +76,44 @@ class MembershipViewSet(ProjectScopedViewSet):
 
     def check_write(self, project):
         if not can_manage_members(self.request.user, project):
-            raise exceptions.PermissionDenied(f"Managing members needs the admin role in project {project.slug!r}.")
+            raise exceptions.PermissionDenied(
+                f"Managing members needs the admin role in project {project.slug!r}."
+            )
 
 
 class ModelVersionViewSet(ProjectScopedViewSet):
     serializer_class = s.ModelVersionSerializer
     base_queryset = ModelVersion.objects.select_related("project")
-    filterset_fields = {"project__slug": ["exact"], "origin": ["exact"], "stage": ["exact"], "name": ["exact"]}
+    filterset_fields = {
+        "project__slug": ["exact"],
+        "origin": ["exact"],
+        "stage": ["exact"],
+        "name": ["exact"],
+    }
 
 
 class ConversationViewSet(ProjectScopedViewSet):
     serializer_class = s.ConversationSerializer
     base_queryset = Conversation.objects.select_related("project")
-    filterset_fields = {"project__slug": ["exact"], "split": ["exact"], "external_id": ["exact"],
-                        "priority": ["exact", "gte", "lte"], "created_at": ["gte", "lte"]}
+    filterset_fields = {
+        "project__slug": ["exact"],
+        "split": ["exact"],
+        "external_id": ["exact"],
+        "priority": ["exact", "gte", "lte"],
+        "created_at": ["gte", "lte"],
+    }
 
 
 class ModelResponseViewSet(ProjectScopedViewSet):
     serializer_class = s.ModelResponseSerializer
     base_queryset = ModelResponse.objects.all()
     project_path = "conversation__project"
-    filterset_fields = {"conversation": ["exact"], "model_version": ["exact"],
-                        "conversation__project__slug": ["exact"], "created_at": ["gte", "lte"]}
+    filterset_fields = {
+        "conversation": ["exact"],
+        "model_version": ["exact"],
+        "conversation__project__slug": ["exact"],
+        "created_at": ["gte", "lte"],
+    }
 
 
 class TaxonomyCategoryViewSet(ProjectScopedViewSet):
@@ -107,7 +123,9 @@ class TaxonomyCategoryViewSet(ProjectScopedViewSet):
 
     def check_write(self, project):
         if not can_edit_taxonomy(self.request.user, project):
-            raise exceptions.PermissionDenied(f"Editing the taxonomy needs the lead role in project {project.slug!r}.")
+            raise exceptions.PermissionDenied(
+                f"Editing the taxonomy needs the lead role in project {project.slug!r}."
+            )
 
 
 class OwnWorkViewSet(ProjectScopedViewSet):
@@ -151,9 +169,15 @@ class LabelViewSet(OwnWorkViewSet):
     serializer_class = s.LabelSerializer
     base_queryset = Label.objects.select_related("annotator").prefetch_related("categories")
     project_path = "response__conversation__project"
-    filterset_fields = {"status": ["exact"], "verdict": ["exact"], "annotator__username": ["exact"],
-                        "response": ["exact"], "response__conversation__project__slug": ["exact"],
-                        "categories": ["exact"], "submitted_at": ["gte", "lte"]}
+    filterset_fields = {
+        "status": ["exact"],
+        "verdict": ["exact"],
+        "annotator__username": ["exact"],
+        "response": ["exact"],
+        "response__conversation__project__slug": ["exact"],
+        "categories": ["exact"],
+        "submitted_at": ["gte", "lte"],
+    }
 
 
 class CorrectionViewSet(OwnWorkViewSet):
@@ -174,12 +198,17 @@ class PreferenceViewSet(OwnWorkViewSet):
     serializer_class = s.PreferenceSerializer
     base_queryset = Preference.objects.select_related("annotator")
     project_path = "response_a__conversation__project"
-    filterset_fields = {"status": ["exact"], "choice": ["exact"], "annotator__username": ["exact"],
-                        "response_a__conversation__project__slug": ["exact"]}
+    filterset_fields = {
+        "status": ["exact"],
+        "choice": ["exact"],
+        "annotator__username": ["exact"],
+        "response_a__conversation__project__slug": ["exact"],
+    }
 
 
-class ReviewViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                    viewsets.GenericViewSet):
+class ReviewViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """Leads review; annotators can read the reviews of their own work (to see why it came back)."""
 
     serializer_class = s.ReviewSerializer
@@ -192,14 +221,16 @@ class ReviewViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retri
             return qs
         lead_projects = projects_with_role(user, Role.LEAD).values("pk")
         return qs.filter(
-            Q(label__annotator=user) | Q(preference__annotator=user)
+            Q(label__annotator=user)
+            | Q(preference__annotator=user)
             | Q(label__response__conversation__project__in=lead_projects)
             | Q(preference__response_a__conversation__project__in=lead_projects)
         )
 
 
-class ImportJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                       viewsets.GenericViewSet):
+class ImportJobViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """Upload a JSONL file; a worker imports it. Poll the job for progress; fetch its issues."""
 
     serializer_class = s.ImportJobSerializer
@@ -209,7 +240,9 @@ class ImportJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Re
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return ImportJob.objects.none()
-        return ImportJob.objects.filter(project__in=projects_with_role(self.request.user, Role.LEAD).values("pk"))
+        return ImportJob.objects.filter(
+            project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")
+        )
 
     def perform_create(self, serializer):
         project = serializer.validated_data["project"]
@@ -217,7 +250,9 @@ class ImportJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Re
             raise exceptions.PermissionDenied("Importing needs the admin role in this project.")
         upload = serializer.validated_data["file"]
         with transaction.atomic():
-            job = serializer.save(created_by=self.request.user, original_name=upload.name[:255], size_bytes=upload.size)
+            job = serializer.save(
+                created_by=self.request.user, original_name=upload.name[:255], size_bytes=upload.size
+            )
             lifecycle.enqueue(job)
 
     @extend_schema(responses=s.ImportIssueSerializer(many=True))

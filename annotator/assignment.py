@@ -43,8 +43,10 @@ class NotHanded(QueueError):
 
 ALREADY_SUBMITTED = "You already submitted this item."
 LOCK_LOST = "Your lock on this item expired and another annotator may have it."
-NOT_HANDED = ("This item is not assigned to you: the queue did not hand it to you, or your lock on it lapsed and "
-              "it went back to the queue. Nothing was saved; take your next item.")
+NOT_HANDED = (
+    "This item is not assigned to you: the queue did not hand it to you, or your lock on it lapsed and "
+    "it went back to the queue. Nothing was saved; take your next item."
+)
 
 
 def lock_ttl(project: Project) -> timedelta:
@@ -53,12 +55,15 @@ def lock_ttl(project: Project) -> timedelta:
 
 # --- building the queue ----------------------------------------------------------------------
 
+
 def sync_tasks(project: Project, max_pairs_per_context: int = 3) -> dict:
     """Create label tasks for new responses and compare tasks for new pairs; then fill slots. Idempotent."""
     created = {"label": 0, "compare": 0}
-    fresh = (ModelResponse.objects.filter(conversation__project=project)
-             .exclude(Exists(Task.objects.filter(kind=Task.Kind.LABEL, response=OuterRef("pk"))))
-             .values_list("pk", "conversation__priority"))
+    fresh = (
+        ModelResponse.objects.filter(conversation__project=project)
+        .exclude(Exists(Task.objects.filter(kind=Task.Kind.LABEL, response=OuterRef("pk"))))
+        .values_list("pk", "conversation__priority")
+    )
     batch = []
     for pk, priority in fresh.iterator(chunk_size=5000):
         batch.append(Task(project=project, kind=Task.Kind.LABEL, response_id=pk, priority=priority))
@@ -68,15 +73,26 @@ def sync_tasks(project: Project, max_pairs_per_context: int = 3) -> dict:
     created["label"] += len(bulk_insert(batch))
 
     # Pairs: responses answering the same context (conversation + context length).
-    groups = (ModelResponse.objects.filter(conversation__project=project)
-              .values("conversation_id", "context_length").annotate(n=Count("id")).filter(n__gte=2))
-    existing = set(Task.objects.filter(project=project, kind=Task.Kind.COMPARE)
-                   .values_list("response_id", "response_b_id"))
+    groups = (
+        ModelResponse.objects.filter(conversation__project=project)
+        .values("conversation_id", "context_length")
+        .annotate(n=Count("id"))
+        .filter(n__gte=2)
+    )
+    existing = set(
+        Task.objects.filter(project=project, kind=Task.Kind.COMPARE).values_list(
+            "response_id", "response_b_id"
+        )
+    )
     pairs = []
     for group in groups.iterator(chunk_size=2000):
-        ids = list(ModelResponse.objects.filter(conversation_id=group["conversation_id"],
-                                                context_length=group["context_length"])
-                   .order_by("id").values_list("id", "conversation__priority", "response_hash"))
+        ids = list(
+            ModelResponse.objects.filter(
+                conversation_id=group["conversation_id"], context_length=group["context_length"]
+            )
+            .order_by("id")
+            .values_list("id", "conversation__priority", "response_hash")
+        )
         made = 0
         for i in range(len(ids)):
             for j in range(i + 1, len(ids)):
@@ -86,10 +102,17 @@ def sync_tasks(project: Project, max_pairs_per_context: int = 3) -> dict:
                     continue  # the same text twice: nothing to compare
                 made += 1
                 if (ids[i][0], ids[j][0]) not in existing:
-                    pairs.append(Task(project=project, kind=Task.Kind.COMPARE, response_id=ids[i][0],
-                                      response_b_id=ids[j][0], priority=ids[i][1]))
+                    pairs.append(
+                        Task(
+                            project=project,
+                            kind=Task.Kind.COMPARE,
+                            response_id=ids[i][0],
+                            response_b_id=ids[j][0],
+                            priority=ids[i][1],
+                        )
+                    )
     for start in range(0, len(pairs), 5000):
-        created["compare"] += len(bulk_insert(pairs[start:start + 5000]))
+        created["compare"] += len(bulk_insert(pairs[start : start + 5000]))
     created["slots"] = ensure_slots(project)
     return created
 
@@ -123,18 +146,30 @@ def ensure_slots(project: Project) -> int:
     overlap, strategy = project.overlap, project.setting("strategy")
     added = 0
     for index in range(overlap):
-        missing = (Task.objects.filter(project=project)
-                   .exclude(Exists(Slot.objects.filter(task=OuterRef("pk"), index=index)))
-                   .values_list("pk", "priority", "completed", "response__uncertainty"))
+        missing = (
+            Task.objects.filter(project=project)
+            .exclude(Exists(Slot.objects.filter(task=OuterRef("pk"), index=index)))
+            .values_list("pk", "priority", "completed", "response__uncertainty")
+        )
         batch = []
         for pk, priority, completed, uncertainty in missing.iterator(chunk_size=5000):
-            batch.append(Slot(project=project, task_id=pk, index=index, priority=priority, progress=completed,
-                              order_key=order_key_value(strategy, pk, uncertainty)))
+            batch.append(
+                Slot(
+                    project=project,
+                    task_id=pk,
+                    index=index,
+                    priority=priority,
+                    progress=completed,
+                    order_key=order_key_value(strategy, pk, uncertainty),
+                )
+            )
             if len(batch) >= 5000:
                 added += len(bulk_insert(batch))
                 batch = []
         added += len(bulk_insert(batch))
-    Slot.objects.filter(project=project, index__gte=overlap, state=Slot.State.FREE, reserved_for__isnull=True).delete()
+    Slot.objects.filter(
+        project=project, index__gte=overlap, state=Slot.State.FREE, reserved_for__isnull=True
+    ).delete()
     return added
 
 
@@ -152,10 +187,18 @@ def reserve(project: Project, tasks, annotator) -> int:
     count = 0
     with transaction.atomic():
         for task in tasks:
-            if Slot.objects.filter(task=task).filter(Q(annotator=annotator) | Q(reserved_for=annotator)).exists():
+            if (
+                Slot.objects.filter(task=task)
+                .filter(Q(annotator=annotator) | Q(reserved_for=annotator))
+                .exists()
+            ):
                 continue
-            slot = (Slot.objects.select_for_update().filter(task=task, state=Slot.State.FREE,
-                                                            reserved_for__isnull=True).order_by("index").first())
+            slot = (
+                Slot.objects.select_for_update()
+                .filter(task=task, state=Slot.State.FREE, reserved_for__isnull=True)
+                .order_by("index")
+                .first()
+            )
             if slot:
                 slot.reserved_for = annotator
                 slot.save(update_fields=["reserved_for", "updated_at"])
@@ -188,12 +231,16 @@ def assign(project: Project, annotator, kind: str, external_ids=(), count=0) -> 
     if external_ids:
         tasks = tasks.filter(response__conversation__external_id__in=external_ids)
     else:
-        tasks = (tasks.filter(slots__state=Slot.State.FREE, slots__reserved_for__isnull=True).distinct()
-                 .order_by("-priority", "id")[:count])
+        tasks = (
+            tasks.filter(slots__state=Slot.State.FREE, slots__reserved_for__isnull=True)
+            .distinct()
+            .order_by("-priority", "id")[:count]
+        )
     return reserve(project, list(tasks), annotator)
 
 
 # --- handing out work ----------------------------------------------------------------------
+
 
 def _lockable(qs):
     if connection.features.has_select_for_update_skip_locked:
@@ -204,12 +251,14 @@ def _lockable(qs):
 def release_expired(project: Project, now=None) -> int:
     now = now or timezone.now()
     return Slot.objects.filter(project=project, state=Slot.State.LOCKED, locked_until__lt=now).update(
-        state=Slot.State.FREE, annotator=None, locked_until=None)
+        state=Slot.State.FREE, annotator=None, locked_until=None
+    )
 
 
 def current_slot(project: Project, user, kind: str | None = None) -> Slot | None:
-    qs = Slot.objects.filter(project=project, annotator=user, state=Slot.State.LOCKED,
-                             locked_until__gte=timezone.now())
+    qs = Slot.objects.filter(
+        project=project, annotator=user, state=Slot.State.LOCKED, locked_until__gte=timezone.now()
+    )
     if kind:
         qs = qs.filter(task__kind=kind)
     return qs.select_related("task").order_by("id").first()
@@ -227,7 +276,9 @@ def next_task(project: Project, user, kind: str | None = None) -> Slot | None:
 
 
 def _next_task(project, user, kind):
-    get_user_model().objects.select_for_update().filter(pk=user.pk).exists()  # one request per annotator at a time
+    get_user_model().objects.select_for_update().filter(
+        pk=user.pk
+    ).exists()  # one request per annotator at a time
     now = timezone.now()
     held = current_slot(project, user, kind)
     if held:
@@ -240,19 +291,30 @@ def _next_task(project, user, kind):
     candidates = [
         # 1. slots a lead reserved for this annotator
         Slot.objects.filter(kind_filter, project=project, reserved_for=user, state=Slot.State.FREE)
-        .exclude(Exists(mine)).order_by("id"),
+        .exclude(Exists(mine))
+        .order_by("id"),
         # 2. the shared pool, never a task already held or done by this annotator, nor one they skipped
         Slot.objects.filter(kind_filter, project=project, state=Slot.State.FREE, reserved_for__isnull=True)
-        .exclude(Exists(mine)).exclude(Exists(skipped)).order_by("-priority", "-progress", "order_key", "id"),
+        .exclude(Exists(mine))
+        .exclude(Exists(skipped))
+        .order_by("-priority", "-progress", "order_key", "id"),
     ]
     for qs in candidates:
         slot = _lockable(qs).first()
         if slot:
             return _lock(slot, user, project, now)
     # 3. the back of the queue: tasks this annotator skipped, oldest skip first
-    skipped_first = (Slot.objects.filter(kind_filter, project=project, state=Slot.State.FREE, reserved_for__isnull=True,
-                                         task__skips__annotator=user)
-                     .exclude(Exists(mine)).order_by("task__skips__skipped_at", "id"))
+    skipped_first = (
+        Slot.objects.filter(
+            kind_filter,
+            project=project,
+            state=Slot.State.FREE,
+            reserved_for__isnull=True,
+            task__skips__annotator=user,
+        )
+        .exclude(Exists(mine))
+        .order_by("task__skips__skipped_at", "id")
+    )
     slot = _lockable(skipped_first).first()
     return _lock(slot, user, project, now) if slot else None
 
@@ -268,28 +330,37 @@ def _lock(slot: Slot, user, project, now) -> Slot:
 def heartbeat(task: Task, user):
     """Renew the annotator's lock while the page is open: the new expiry, or None if it is no longer theirs."""
     until = timezone.now() + lock_ttl(task.project)
-    renewed = Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).update(locked_until=until)
+    renewed = Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).update(
+        locked_until=until
+    )
     return until if renewed else None
 
 
 def handed_slot(task: Task, user) -> Slot | None:
     """The slot of `task` the queue handed `user`: the one they lock (even past its expiry, while nobody
     took it) or filled, else a free one a lead reserved for them. None: the task is not theirs."""
-    slots = list(Slot.objects.filter(task=task).filter(
-        Q(annotator=user) | Q(reserved_for=user, state=Slot.State.FREE)).order_by("index"))
+    slots = list(
+        Slot.objects.filter(task=task)
+        .filter(Q(annotator=user) | Q(reserved_for=user, state=Slot.State.FREE))
+        .order_by("index")
+    )
     return next((s for s in slots if s.annotator_id == user.pk), slots[0] if slots else None)
 
 
 def skip(task: Task, user) -> None:
     """Pass on a task the queue handed you: its slot goes back to the pool, the task to the back of your queue."""
     with transaction.atomic():
-        held = Slot.objects.select_for_update().filter(task=task).filter(
-            Q(annotator=user) | Q(reserved_for=user, state=Slot.State.FREE))
+        held = (
+            Slot.objects.select_for_update()
+            .filter(task=task)
+            .filter(Q(annotator=user) | Q(reserved_for=user, state=Slot.State.FREE))
+        )
         states = {s.state for s in held}
         if not states or states == {Slot.State.DONE}:
             raise QueueError(ALREADY_SUBMITTED) if states else NotHanded(NOT_HANDED)
         Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).update(
-            state=Slot.State.FREE, annotator=None, locked_until=None)
+            state=Slot.State.FREE, annotator=None, locked_until=None
+        )
         Skip.objects.update_or_create(task=task, annotator=user, defaults={})
 
 
@@ -313,15 +384,18 @@ def claim_for_submit(task: Task, user, lapsed_ok: bool = False) -> Slot:
         if slot is None:
             slot = _lockable(free.filter(reserved_for__isnull=True)).first()
         if slot is None:
-            raise StaleSubmit("Your lock on this item expired and its slot was given to another annotator, "
-                              "so this submission was not saved over theirs. Your draft is kept; take the next item.")
+            raise StaleSubmit(
+                "Your lock on this item expired and its slot was given to another annotator, "
+                "so this submission was not saved over theirs. Your draft is kept; take the next item."
+            )
     return slot
 
 
 def complete(slot: Slot, user) -> None:
     """Mark a claimed slot done and move its task forward in everyone's breadth-first order."""
-    Slot.objects.filter(pk=slot.pk).update(state=Slot.State.DONE, annotator=user, locked_until=None,
-                                           updated_at=timezone.now())
+    Slot.objects.filter(pk=slot.pk).update(
+        state=Slot.State.DONE, annotator=user, locked_until=None, updated_at=timezone.now()
+    )
     Task.objects.filter(pk=slot.task_id).update(completed=F("completed") + 1)
     done = Task.objects.filter(pk=slot.task_id).values_list("completed", flat=True).first()
     Slot.objects.filter(task_id=slot.task_id).update(progress=done)
@@ -338,11 +412,17 @@ def queue_size_by_kind(project: Project, user, kind: str | None = None, cap: int
     """
     mine = Slot.objects.filter(task_id=OuterRef("task_id"), annotator=user)
     kind_filter = Q(task__kind=kind) if kind else Q()
-    pool = (Slot.objects.filter(kind_filter, project=project, state=Slot.State.FREE, reserved_for__isnull=True)
-            .exclude(Exists(mine)).order_by("-priority", "-progress", "order_key", "id")
-            .values_list("task_id", flat=True)[:cap * max(1, project.overlap)])  # a task has up to `overlap` slots
-    reserved = (Slot.objects.filter(kind_filter, project=project, state=Slot.State.FREE, reserved_for=user)
-                .exclude(Exists(mine)).values_list("task_id", flat=True)[:cap])
+    pool = (
+        Slot.objects.filter(kind_filter, project=project, state=Slot.State.FREE, reserved_for__isnull=True)
+        .exclude(Exists(mine))
+        .order_by("-priority", "-progress", "order_key", "id")
+        .values_list("task_id", flat=True)[: cap * max(1, project.overlap)]
+    )  # a task has up to `overlap` slots
+    reserved = (
+        Slot.objects.filter(kind_filter, project=project, state=Slot.State.FREE, reserved_for=user)
+        .exclude(Exists(mine))
+        .values_list("task_id", flat=True)[:cap]
+    )
     return min(cap, len(set(pool) | set(reserved)))
 
 

@@ -24,7 +24,9 @@ def bulk_insert(objs: list[models.Model]) -> list[models.Model]:
             [table, meta.pk.column, len(objs)],
         )
         ids = [row[0] for row in cursor.fetchall()]
-        columns = ", ".join(connection.ops.quote_name(c) for c in [meta.pk.column, *[f.column for f in fields]])
+        columns = ", ".join(
+            connection.ops.quote_name(c) for c in [meta.pk.column, *[f.column for f in fields]]
+        )
         with cursor.copy(f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN") as copy:
             for obj, pk in zip(objs, ids, strict=True):
                 row = [pk]

@@ -87,7 +87,11 @@ def _parse_response(item, i: int, messages: list, tools: list, default_model: st
     elif len(model.strip()) > MODEL_NAME_MAX:
         errors.append(FieldError(f"{where}.model", f"must be at most {MODEL_NAME_MAX} characters"))
     context_length = item.get("context_length", len(messages))
-    if not isinstance(context_length, int) or isinstance(context_length, bool) or not 1 <= context_length <= len(messages):
+    if (
+        not isinstance(context_length, int)
+        or isinstance(context_length, bool)
+        or not 1 <= context_length <= len(messages)
+    ):
         errors.append(FieldError(f"{where}.context_length", f"must be an integer from 1 to {len(messages)}"))
     raw, message = item.get("raw"), item.get("message")
     if raw is None and message is None:
@@ -135,7 +139,9 @@ def parse_line(data, project_tools: list, default_split: str) -> tuple[ParsedLin
         errors.append(FieldError("metadata", "must be an object"))
     split = data.get("split", default_split)
     if not isinstance(split, str) or split not in SPLITS:
-        errors.append(FieldError("split", f"must be one of {', '.join(sorted(SPLITS))} (got {_short_repr(split)})"))
+        errors.append(
+            FieldError("split", f"must be one of {', '.join(sorted(SPLITS))} (got {_short_repr(split)})")
+        )
     priority = data.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
         errors.append(FieldError("priority", "must be an integer"))
@@ -153,11 +159,15 @@ def parse_line(data, project_tools: list, default_split: str) -> tuple[ParsedLin
         return None, errors
 
     meta_model = metadata.get("model")
-    default_model = model or (meta_model if isinstance(meta_model, str) and meta_model.strip() else UNKNOWN_MODEL)
+    default_model = model or (
+        meta_model if isinstance(meta_model, str) and meta_model.strip() else UNKNOWN_MODEL
+    )
     raw_responses = data.get("responses")
     conv_messages = messages
     if raw_responses is None and messages[-1].get("role") == "assistant" and len(messages) > 1:
-        raw_responses = [{"model": default_model, "message": messages[-1], "context_length": len(messages) - 1}]
+        raw_responses = [
+            {"model": default_model, "message": messages[-1], "context_length": len(messages) - 1}
+        ]
     if raw_responses is None:
         raw_responses = []
     if not isinstance(raw_responses, list):
@@ -190,7 +200,7 @@ def decode_line(raw: bytes, max_bytes: int):
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, FieldError("", f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})")
+        return None, FieldError("", f"not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})")
     try:
         record = orjson.loads(text)
     except orjson.JSONDecodeError as exc:  # also: NaN/Infinity, integers over 64 bits, nesting over 1024
@@ -268,7 +278,11 @@ class Importer:
                 offset += consumed
                 lines = line_no
                 if raw is None:
-                    issues.append(self._issue(line_no, FieldError("", f"line is over the limit of {self.max_bytes:,} bytes")))
+                    issues.append(
+                        self._issue(
+                            line_no, FieldError("", f"line is over the limit of {self.max_bytes:,} bytes")
+                        )
+                    )
                 elif raw.strip():
                     record, err = decode_line(raw, self.max_bytes)
                     if err:
@@ -290,7 +304,11 @@ class Importer:
 
     def _commit(self, batch, issues, start_offset: int, end_offset: int, lines: int):
         with transaction.atomic():
-            locked = ImportJob.objects.select_for_update().only("committed_offset", "error_count").get(pk=self.job.pk)
+            locked = (
+                ImportJob.objects.select_for_update()
+                .only("committed_offset", "error_count")
+                .get(pk=self.job.pk)
+            )
             if locked.committed_offset != start_offset:
                 raise ImportConflict(f"job {self.job.pk} was advanced by another run")
             if not lifecycle.heartbeat(self.job):
@@ -321,25 +339,46 @@ class Importer:
         existing = dict(
             Conversation.objects.filter(project=project, external_id__in=ids).values_list("external_id", "id")
         )
-        existing_hash = dict(
-            Conversation.objects.filter(project=project, external_id__in=ids).values_list("external_id", "content_hash")
-        ) if existing else {}
+        existing_hash = (
+            dict(
+                Conversation.objects.filter(project=project, external_id__in=ids).values_list(
+                    "external_id", "content_hash"
+                )
+            )
+            if existing
+            else {}
+        )
         new_rows, seen, conflicts, duplicates = [], {}, [], 0
         keep: list[tuple[int, ParsedLine]] = []
         for line_no, p in batch:
             known_hash = existing_hash.get(p.external_id) or seen.get(p.external_id)
             if known_hash is not None:
                 if known_hash != p.content_hash:
-                    conflicts.append(self._issue(line_no, FieldError(
-                        "external_id", f"{p.external_id!r} already exists with different messages or tools")))
+                    conflicts.append(
+                        self._issue(
+                            line_no,
+                            FieldError(
+                                "external_id",
+                                f"{p.external_id!r} already exists with different messages or tools",
+                            ),
+                        )
+                    )
                     continue
                 duplicates += 1
             else:
                 seen[p.external_id] = p.content_hash
-                new_rows.append(Conversation(
-                    project=project, external_id=p.external_id, messages=p.messages, tools=p.tools,
-                    metadata=p.metadata, content_hash=p.content_hash, split=p.split, priority=p.priority,
-                ))
+                new_rows.append(
+                    Conversation(
+                        project=project,
+                        external_id=p.external_id,
+                        messages=p.messages,
+                        tools=p.tools,
+                        metadata=p.metadata,
+                        content_hash=p.content_hash,
+                        split=p.split,
+                        priority=p.priority,
+                    )
+                )
             keep.append((line_no, p))
         for conv in bulk_insert(new_rows):
             existing[conv.external_id] = conv.pk
@@ -350,15 +389,17 @@ class Importer:
         wanted = []
         for _, p in keep:
             for r in p.responses:
-                wanted.append(ModelResponse(
-                    conversation_id=conv_ids[p.external_id],
-                    model_version_id=self.model_version_id(r["model"]),
-                    context_length=r["context_length"],
-                    raw_text=r["raw_text"],
-                    message=r["message"],
-                    generation_settings=r["settings"],
-                    response_hash=r["hash"],
-                ))
+                wanted.append(
+                    ModelResponse(
+                        conversation_id=conv_ids[p.external_id],
+                        model_version_id=self.model_version_id(r["model"]),
+                        context_length=r["context_length"],
+                        raw_text=r["raw_text"],
+                        message=r["message"],
+                        generation_settings=r["settings"],
+                        response_hash=r["hash"],
+                    )
+                )
         if not wanted:
             return 0
         have = set(
@@ -386,7 +427,9 @@ def run_import(job_id: int) -> ImportJob:
         with lifecycle.attempt(job):
             Importer(job).run()
     except ImportCancelled:
-        lifecycle.finish(job, ImportJob.State.CANCELLED, "Cancelled; lines before the cancel point were kept.")
+        lifecycle.finish(
+            job, ImportJob.State.CANCELLED, "Cancelled; lines before the cancel point were kept."
+        )
         return job
     except ImportConflict:
         return ImportJob.objects.get(pk=job_id)  # the other attempt owns the job now
@@ -397,9 +440,13 @@ def run_import(job_id: int) -> ImportJob:
     if job.lines_read == 0:
         lifecycle.finish(job, ImportJob.State.FAILED, "The file is empty: no lines to import.")
     elif job.conversations_created == 0 and job.duplicates == 0 and job.responses_created == 0:
-        lifecycle.finish(job, ImportJob.State.FAILED, f"No valid lines: all {job.error_count:,} lines were rejected.")
+        lifecycle.finish(
+            job, ImportJob.State.FAILED, f"No valid lines: all {job.error_count:,} lines were rejected."
+        )
     else:
-        parts = [f"{job.conversations_created:,} conversations and {job.responses_created:,} responses imported"]
+        parts = [
+            f"{job.conversations_created:,} conversations and {job.responses_created:,} responses imported"
+        ]
         if job.duplicates:
             parts.append(f"{job.duplicates:,} already present")
         if job.error_count:

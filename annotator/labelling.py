@@ -27,7 +27,12 @@ def parse_correction(content: str, tool_calls_text: str, tools) -> tuple[dict | 
         try:
             raw = loads_bounded(text)  # not json.loads: "[" * 100_000 would be a RecursionError
         except json.JSONDecodeError as exc:
-            return None, [FieldError("correction_tool_calls", f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")]
+            return None, [
+                FieldError(
+                    "correction_tool_calls",
+                    f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                )
+            ]
         if isinstance(raw, dict):
             raw = [raw]
         if not isinstance(raw, list):
@@ -50,12 +55,14 @@ def parse_correction(content: str, tool_calls_text: str, tools) -> tuple[dict | 
 
 # --- whose task it is ------------------------------------------------------------------------
 
+
 def work_of(task: Task, user) -> Label | Preference | None:
     """The annotator's label (label task) or preference (compare task) on this task, if any."""
     if task.kind == Task.Kind.LABEL:
         return Label.objects.filter(response_id=task.response_id, annotator=user).first()
-    return Preference.objects.filter(response_a_id=task.response_id, response_b_id=task.response_b_id,
-                                     annotator=user).first()
+    return Preference.objects.filter(
+        response_a_id=task.response_id, response_b_id=task.response_b_id, annotator=user
+    ).first()
 
 
 def work_state(task: Task, user) -> tuple[str, Label | Preference | None]:
@@ -94,10 +101,13 @@ def label_editor(task: Task, work: Label | None) -> dict:
     correction = Correction.objects.filter(label=work).first() if work is not None and work.pk else None
     message = correction.message if correction else task.response.message
     calls = editor_calls(message)
-    return {"content": draft["content"] if "content" in draft else (message.get("content") or ""),
-            "tool_calls": draft["tool_calls"] if "tool_calls" in draft else
-            (json.dumps(calls, indent=2, ensure_ascii=False) if calls else ""),
-            "saved_at": draft.get("saved_at", "")}
+    return {
+        "content": draft["content"] if "content" in draft else (message.get("content") or ""),
+        "tool_calls": draft["tool_calls"]
+        if "tool_calls" in draft
+        else (json.dumps(calls, indent=2, ensure_ascii=False) if calls else ""),
+        "saved_at": draft.get("saved_at", ""),
+    }
 
 
 def shown_left(task: Task, user, work: Preference | None) -> str:
@@ -109,6 +119,7 @@ def shown_left(task: Task, user, work: Preference | None) -> str:
 
 
 # --- drafts ----------------------------------------------------------------------------------
+
 
 def save_draft(task: Task, user, data: dict) -> Label | Preference:
     """Autosave of a label or a comparison, whichever the task is."""
@@ -133,9 +144,11 @@ def _write_label_draft(task: Task, user, data: dict) -> Label:
         return label
     label.verdict = data.get("verdict") if data.get("verdict") in Label.Verdict.values else label.verdict
     label.note = _text(data.get("note"), label.note)
-    label.draft = {"content": _text(data.get("correction_content"), ""),
-                   "tool_calls": _text(data.get("correction_tool_calls"), "", limit=50000),
-                   "saved_at": timezone.now().isoformat()}
+    label.draft = {
+        "content": _text(data.get("correction_content"), ""),
+        "tool_calls": _text(data.get("correction_tool_calls"), "", limit=50000),
+        "saved_at": timezone.now().isoformat(),
+    }
     label.time_spent_ms = max(label.time_spent_ms, time_spent_ms(data.get("time_spent_ms")))
     label.save()
     label.categories.set(category_ids(task.project_id, data.get("categories")))
@@ -149,7 +162,9 @@ def save_preference_draft(task: Task, user, data: dict) -> Preference:
 
 
 def _write_preference_draft(task: Task, user, data: dict) -> Preference:
-    pref, _ = Preference.objects.get_or_create(annotator=user, response_a=task.response, response_b=task.response_b)
+    pref, _ = Preference.objects.get_or_create(
+        annotator=user, response_a=task.response, response_b=task.response_b
+    )
     if pref.status in (Status.DRAFT, Status.REJECTED):
         choice, left = data.get("choice"), data.get("left_side")
         pref.choice = choice if choice in Preference.Choice.values else pref.choice
@@ -161,6 +176,7 @@ def _write_preference_draft(task: Task, user, data: dict) -> Preference:
 
 
 # --- submitting --------------------------------------------------------------------------------
+
 
 def submit(task: Task, user, data: dict) -> Label | Preference:
     """Submit a label or a comparison, whichever the task is."""
@@ -187,8 +203,9 @@ def submit_label(task: Task, user, data: dict) -> Label:
         spent = time_spent_ms(data.get("time_spent_ms"), strict=True)
     except ValidationError as exc:
         errors.update(exc.message_dict)
-    correction, problems = parse_correction(data.get("correction_content"), data.get("correction_tool_calls"),
-                                            task.response.conversation.tools)
+    correction, problems = parse_correction(
+        data.get("correction_content"), data.get("correction_tool_calls"), task.response.conversation.tools
+    )
     for p in problems:
         errors.setdefault(p.field, []).append(p.message)
     if errors:
@@ -237,8 +254,11 @@ def submit_preference(task: Task, user, data: dict) -> Preference:
         _write_preference_draft(task, user, data)  # nothing typed is lost
         raise ValidationError(errors)
     with transaction.atomic(), batched():
-        pref = Preference.objects.select_for_update().filter(
-            annotator=user, response_a=task.response, response_b=task.response_b).first()
+        pref = (
+            Preference.objects.select_for_update()
+            .filter(annotator=user, response_a=task.response, response_b=task.response_b)
+            .first()
+        )
         resubmission = pref is not None and pref.status == Status.REJECTED
         _refuse_final(pref)
         slot = None if resubmission else assignment.claim_for_submit(task, user, lapsed_ok=pref is not None)
@@ -301,7 +321,9 @@ def time_spent_ms(value, strict: bool = False) -> int:
         return max(0, min(int(value), MAX_TIME_SPENT_MS))
     except (TypeError, ValueError, OverflowError):
         if strict:
-            raise ValidationError({"time_spent_ms": [f"{value!r} is not a whole number of milliseconds."]}) from None
+            raise ValidationError(
+                {"time_spent_ms": [f"{value!r} is not a whole number of milliseconds."]}
+            ) from None
         return 0
 
 
@@ -330,8 +352,11 @@ def category_ids(project_id: int, raw, strict: bool = False) -> list[int]:
             bad.append(value)
     if strict and bad:
         raise ValidationError({"categories": [f"{v!r} is not a category id." for v in bad[:5]]})
-    valid = set(TaxonomyCategory.objects.filter(project_id=project_id, active=True, pk__in=ids)
-                .values_list("pk", flat=True))
+    valid = set(
+        TaxonomyCategory.objects.filter(project_id=project_id, active=True, pk__in=ids).values_list(
+            "pk", flat=True
+        )
+    )
     if strict and set(ids) - valid:
         raise ValidationError({"categories": ["Some categories are not active categories of this project."]})
     return [i for i in ids if i in valid]

@@ -19,7 +19,9 @@ def apply_review(reviewer, target: Label | Preference, decision: str, comment: s
         raise ValidationError({"decision": "Choose approve or reject."})
     target = type(target).objects.select_for_update().get(pk=target.pk)
     if target.status not in (Status.SUBMITTED, Status.APPROVED, Status.REJECTED):
-        raise ValidationError({"status": f"Only submitted work can be reviewed (this one is {target.status})."})
+        raise ValidationError(
+            {"status": f"Only submitted work can be reviewed (this one is {target.status})."}
+        )
     if decision == Review.Decision.REJECT and not comment.strip():
         raise ValidationError({"comment": "Say why it is rejected: the annotator sees this comment."})
     with batched():  # the new status and the review: one roll-up pass
@@ -30,7 +32,9 @@ def apply_review(reviewer, target: Label | Preference, decision: str, comment: s
 
 
 @transaction.atomic
-def adjudicate(lead, task: Task, verdict: str = "", choice: str = "", categories=(), note: str = "") -> Adjudication:
+def adjudicate(
+    lead, task: Task, verdict: str = "", choice: str = "", categories=(), note: str = ""
+) -> Adjudication:
     """Record (or change) the lead's gold decision on an item: the verdict of a label task or the choice of a
     compare task, with the categories that apply."""
     errors = {}
@@ -44,8 +48,14 @@ def adjudicate(lead, task: Task, verdict: str = "", choice: str = "", categories
         errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
-    adj, _ = Adjudication.objects.update_or_create(task=task, defaults={
-        "lead": lead, "verdict": verdict if task.kind == Task.Kind.LABEL else "",
-        "choice": choice if task.kind == Task.Kind.COMPARE else "", "note": str(note or "")[:20000]})
+    adj, _ = Adjudication.objects.update_or_create(
+        task=task,
+        defaults={
+            "lead": lead,
+            "verdict": verdict if task.kind == Task.Kind.LABEL else "",
+            "choice": choice if task.kind == Task.Kind.COMPARE else "",
+            "note": str(note or "")[:20000],
+        },
+    )
     adj.categories.set(ids)
     return adj

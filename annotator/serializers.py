@@ -99,7 +99,11 @@ class SameProjectMixin:
         errors = {}
         for name, field in self.fields.items():
             scoped = getattr(field, "child_relation", field)
-            if name == self.project_field or not isinstance(scoped, ScopedRelatedField) or field.source not in attrs:
+            if (
+                name == self.project_field
+                or not isinstance(scoped, ScopedRelatedField)
+                or field.source not in attrs
+            ):
                 continue
             value = attrs[field.source]
             for obj in value if isinstance(value, (list, tuple)) else [value]:
@@ -136,7 +140,17 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["id", "name", "slug", "guidelines", "tools", "overlap", "label_settings", "created_at", "my_role"]
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "guidelines",
+            "tools",
+            "overlap",
+            "label_settings",
+            "created_at",
+            "my_role",
+        ]
         read_only_fields = ["created_at"]
         # the table's check constraint, as a field message instead of an IntegrityError
         extra_kwargs = {"overlap": {"min_value": 1}}
@@ -164,7 +178,9 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 class MembershipSerializer(serializers.ModelSerializer):
     project = ProjectSlugField()
-    user = serializers.SlugRelatedField(slug_field="username", queryset=Membership._meta.get_field("user").related_model.objects.all())
+    user = serializers.SlugRelatedField(
+        slug_field="username", queryset=Membership._meta.get_field("user").related_model.objects.all()
+    )
 
     class Meta:
         model = Membership
@@ -174,17 +190,37 @@ class MembershipSerializer(serializers.ModelSerializer):
 
 class ModelVersionSerializer(SameProjectMixin, serializers.ModelSerializer):
     project = ProjectSlugField()
-    parent = ScopedRelatedField("project", queryset=ModelVersion.objects.all(), allow_null=True, required=False)
+    parent = ScopedRelatedField(
+        "project", queryset=ModelVersion.objects.all(), allow_null=True, required=False
+    )
     api_key = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, max_length=500, style={"input_type": "password"},
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        style={"input_type": "password"},
         help_text="Key of the model's endpoint, sent as a Bearer token. Write-only: never returned (see "
-                  "api_key_set); an empty string clears it. An api_key inside metadata lands here.")
+        "api_key_set); an empty string clears it. An api_key inside metadata lands here.",
+    )
     api_key_set = serializers.SerializerMethodField(help_text="Whether an endpoint key is stored.")
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "project", "name", "path", "adapter_path", "parent", "origin", "stage", "notes",
-                  "metadata", "api_key", "api_key_set", "created_at"]
+        fields = [
+            "id",
+            "project",
+            "name",
+            "path",
+            "adapter_path",
+            "parent",
+            "origin",
+            "stage",
+            "notes",
+            "metadata",
+            "api_key",
+            "api_key_set",
+            "created_at",
+        ]
         read_only_fields = ["created_at", "stage"]
 
     def get_api_key_set(self, obj) -> bool:
@@ -201,8 +237,12 @@ class ModelVersionSerializer(SameProjectMixin, serializers.ModelSerializer):
         if isinstance(value, dict) and "api_key" in value:
             key = value["api_key"]
             if not isinstance(key, str) or len(key) > 500:
-                raise serializers.ValidationError({"api_key": "A string of at most 500 characters; better, give "
-                                                              "it as the write-only api_key field."})
+                raise serializers.ValidationError(
+                    {
+                        "api_key": "A string of at most 500 characters; better, give "
+                        "it as the write-only api_key field."
+                    }
+                )
         if isinstance(value, dict) and value.get("base_url") is not None:
             try:
                 check_endpoint_url(str(value["base_url"]), settings.MODEL_ENDPOINT_ALLOWED_HOSTS)
@@ -236,8 +276,18 @@ class ConversationSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Conversation
-        fields = ["id", "project", "external_id", "messages", "tools", "metadata", "content_hash", "split",
-                  "priority", "created_at"]
+        fields = [
+            "id",
+            "project",
+            "external_id",
+            "messages",
+            "tools",
+            "metadata",
+            "content_hash",
+            "split",
+            "priority",
+            "created_at",
+        ]
         read_only_fields = ["content_hash", "created_at"]
         validators = []  # uniqueness of external_id is checked in validate() with a clear message
 
@@ -252,9 +302,12 @@ class ConversationSerializer(serializers.ModelSerializer):
         if not attrs.get("external_id") and self.instance is None:
             attrs["external_id"] = attrs["content_hash"][:32]
         ext = attrs.get("external_id")
-        if ext and Conversation.objects.filter(project=project, external_id=ext).exclude(
-            pk=getattr(self.instance, "pk", None)
-        ).exists():
+        if (
+            ext
+            and Conversation.objects.filter(project=project, external_id=ext)
+            .exclude(pk=getattr(self.instance, "pk", None))
+            .exists()
+        ):
             raise serializers.ValidationError({"external_id": f"{ext!r} already exists in this project."})
         return attrs
 
@@ -267,8 +320,17 @@ class ModelResponseSerializer(SameProjectMixin, serializers.ModelSerializer):
 
     class Meta:
         model = ModelResponse
-        fields = ["id", "conversation", "model_version", "context_length", "raw_text", "message",
-                  "generation_settings", "uncertainty", "created_at"]
+        fields = [
+            "id",
+            "conversation",
+            "model_version",
+            "context_length",
+            "raw_text",
+            "message",
+            "generation_settings",
+            "uncertainty",
+            "created_at",
+        ]
         read_only_fields = ["created_at"]
 
     def validate(self, attrs):
@@ -285,24 +347,45 @@ class ModelResponseSerializer(SameProjectMixin, serializers.ModelSerializer):
         elif instance is None or "raw_text" in attrs:
             raise serializers.ValidationError({"message": "Give the assistant message or raw_text."})
         raw_text = attrs.get("raw_text", getattr(instance, "raw_text", ""))
-        attrs["response_hash"] = content_hash(raw_text or attrs.get("message", getattr(instance, "message", None)))
+        attrs["response_hash"] = content_hash(
+            raw_text or attrs.get("message", getattr(instance, "message", None))
+        )
         model_version = attrs.get("model_version", getattr(instance, "model_version", None))
-        if ModelResponse.objects.filter(conversation=conv, model_version=model_version, context_length=context_length,
-                                        response_hash=attrs["response_hash"]).exclude(
-                                            pk=getattr(instance, "pk", None)).exists():
-            raise serializers.ValidationError({"non_field_errors": [
-                "This model version already has this response to this context."]})
+        if (
+            ModelResponse.objects.filter(
+                conversation=conv,
+                model_version=model_version,
+                context_length=context_length,
+                response_hash=attrs["response_hash"],
+            )
+            .exclude(pk=getattr(instance, "pk", None))
+            .exists()
+        ):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["This model version already has this response to this context."]}
+            )
         return attrs
 
 
 class TaxonomyCategorySerializer(SameProjectMixin, serializers.ModelSerializer):
     project = ProjectSlugField()
-    parent = ScopedRelatedField("project", queryset=TaxonomyCategory.objects.all(), allow_null=True, required=False)
+    parent = ScopedRelatedField(
+        "project", queryset=TaxonomyCategory.objects.all(), allow_null=True, required=False
+    )
 
     class Meta:
         model = TaxonomyCategory
-        fields = ["id", "project", "parent", "name", "description", "root_cause", "recommended_fix", "active",
-                  "position"]
+        fields = [
+            "id",
+            "project",
+            "parent",
+            "name",
+            "description",
+            "root_cause",
+            "recommended_fix",
+            "active",
+            "position",
+        ]
 
     def validate(self, attrs):
         project = attrs.get("project") or self.instance.project
@@ -313,9 +396,12 @@ class TaxonomyCategorySerializer(SameProjectMixin, serializers.ModelSerializer):
                 raise serializers.ValidationError({"parent": "A category cannot be its own ancestor."})
             node = node.parent
         name = attrs.get("name")
-        if name and TaxonomyCategory.objects.filter(project=project, name=name).exclude(
-            pk=getattr(self.instance, "pk", None)
-        ).exists():
+        if (
+            name
+            and TaxonomyCategory.objects.filter(project=project, name=name)
+            .exclude(pk=getattr(self.instance, "pk", None))
+            .exists()
+        ):
             raise serializers.ValidationError({"name": f"A category named {name!r} already exists."})
         return attrs
 
@@ -327,8 +413,19 @@ class LabelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Label
-        fields = ["id", "response", "annotator", "verdict", "categories", "note", "time_spent_ms", "status",
-                  "created_at", "updated_at", "submitted_at"]
+        fields = [
+            "id",
+            "response",
+            "annotator",
+            "verdict",
+            "categories",
+            "note",
+            "time_spent_ms",
+            "status",
+            "created_at",
+            "updated_at",
+            "submitted_at",
+        ]
         read_only_fields = fields
 
 
@@ -350,8 +447,13 @@ def normalise_assistant_message(message: dict) -> dict:
         args = fn.get("arguments", {})
         if not isinstance(args, str):
             args = json.dumps(args, ensure_ascii=False)
-        calls.append({"id": call.get("id") or f"call_{i}", "type": "function",
-                      "function": {"name": fn["name"], "arguments": args}})
+        calls.append(
+            {
+                "id": call.get("id") or f"call_{i}",
+                "type": "function",
+                "function": {"name": fn["name"], "arguments": args},
+            }
+        )
     if calls:
         out["tool_calls"] = calls
     return out
@@ -364,15 +466,33 @@ class PreferenceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Preference
-        fields = ["id", "response_a", "response_b", "annotator", "choice", "reason", "left_side", "time_spent_ms",
-                  "status", "created_at", "updated_at", "submitted_at"]
+        fields = [
+            "id",
+            "response_a",
+            "response_b",
+            "annotator",
+            "choice",
+            "reason",
+            "left_side",
+            "time_spent_ms",
+            "status",
+            "created_at",
+            "updated_at",
+            "submitted_at",
+        ]
         read_only_fields = fields
 
 
 class ReviewSerializer(serializers.ModelSerializer):
-    label = ScopedRelatedField("response__conversation__project", queryset=Label.objects.all(), required=False, allow_null=True)
-    preference = ScopedRelatedField("response_a__conversation__project", queryset=Preference.objects.all(),
-                                    required=False, allow_null=True)
+    label = ScopedRelatedField(
+        "response__conversation__project", queryset=Label.objects.all(), required=False, allow_null=True
+    )
+    preference = ScopedRelatedField(
+        "response_a__conversation__project",
+        queryset=Preference.objects.all(),
+        required=False,
+        allow_null=True,
+    )
     reviewer = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
@@ -382,7 +502,9 @@ class ReviewSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs):
         if bool(attrs.get("label")) == bool(attrs.get("preference")):
-            raise serializers.ValidationError({"non_field_errors": ["Review exactly one label or one preference."]})
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Review exactly one label or one preference."]}
+            )
         target = attrs.get("label") or attrs.get("preference")
         project = (target.response if isinstance(target, Label) else target.response_a).conversation.project
         if not has_role(self.context["request"].user, project, Role.LEAD):
@@ -395,8 +517,12 @@ class ReviewSerializer(serializers.ModelSerializer):
     def create(self, validated_data):
         from .review import apply_review
 
-        return apply_review(self.context["request"].user, validated_data["target"], validated_data["decision"],
-                            validated_data.get("comment", ""))
+        return apply_review(
+            self.context["request"].user,
+            validated_data["target"],
+            validated_data["decision"],
+            validated_data.get("comment", ""),
+        )
 
 
 class ImportJobSerializer(serializers.ModelSerializer):
@@ -406,9 +532,25 @@ class ImportJobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ImportJob
-        fields = ["id", "project", "file", "original_name", "default_split", "status", "progress", "size_bytes",
-                  "lines_read", "conversations_created", "responses_created", "duplicates", "error_count",
-                  "message", "created_at", "started_at", "finished_at"]
+        fields = [
+            "id",
+            "project",
+            "file",
+            "original_name",
+            "default_split",
+            "status",
+            "progress",
+            "size_bytes",
+            "lines_read",
+            "conversations_created",
+            "responses_created",
+            "duplicates",
+            "error_count",
+            "message",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
         read_only_fields = [f for f in fields if f not in ("project", "file", "default_split")]
 
 

@@ -20,7 +20,11 @@ urlpatterns = [
     path("p/<slug:slug>/tasks/<int:task_id>/draft/", workspace.task_draft, name="task-draft"),
     path("p/<slug:slug>/tasks/<int:task_id>/skip/", workspace.task_skip, name="task-skip"),
     path("p/<slug:slug>/tasks/<int:task_id>/heartbeat/", workspace.task_heartbeat, name="task-heartbeat"),
-    path("p/<slug:slug>/tasks/<int:task_id>/check-correction/", workspace.check_correction, name="check-correction"),
+    path(
+        "p/<slug:slug>/tasks/<int:task_id>/check-correction/",
+        workspace.check_correction,
+        name="check-correction",
+    ),
     path("p/<slug:slug>/review/", reviewing.review_queue, name="review"),
     path("p/<slug:slug>/review/<str:what>/<int:pk>/", reviewing.review_action, name="review-action"),
     path("p/<slug:slug>/disagreements/", reviewing.disagreements, name="disagreements"),

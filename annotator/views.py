@@ -38,21 +38,40 @@ def project_home(request, slug):
         "conversations": Conversation.objects.filter(project=project).count(),
         "responses": ModelResponse.objects.filter(conversation__project=project).count(),
     }
-    imports = ImportJob.objects.filter(project=project)[:5] if has_role(request.user, project, Role.LEAD) else []
-    sent_back = (Label.objects.filter(annotator=request.user, status=Status.REJECTED,
-                                      response__conversation__project=project)
-                 .select_related("response__conversation").order_by("-updated_at")[:20])
-    sent_back_tasks = dict(Task.objects.filter(kind=Task.Kind.LABEL, response__in=[lb.response_id for lb in sent_back])
-                           .values_list("response_id", "pk"))
+    imports = (
+        ImportJob.objects.filter(project=project)[:5] if has_role(request.user, project, Role.LEAD) else []
+    )
+    sent_back = (
+        Label.objects.filter(
+            annotator=request.user, status=Status.REJECTED, response__conversation__project=project
+        )
+        .select_related("response__conversation")
+        .order_by("-updated_at")[:20]
+    )
+    sent_back_tasks = dict(
+        Task.objects.filter(
+            kind=Task.Kind.LABEL, response__in=[lb.response_id for lb in sent_back]
+        ).values_list("response_id", "pk")
+    )
     queues = {
         "label": assignment.queue_size_by_kind(project, request.user, Task.Kind.LABEL),
         "compare": assignment.queue_size_by_kind(project, request.user, Task.Kind.COMPARE),
     }
-    return render(request, "annotator/project_home.html", {
-        "project": project, "role": role, "mine": mine, "counts": counts, "imports": imports, "queues": queues,
-        "sent_back": [(lb, sent_back_tasks.get(lb.response_id)) for lb in sent_back],
-        "is_admin": has_role(request.user, project, Role.ADMIN), "is_lead": has_role(request.user, project, Role.LEAD),
-    })
+    return render(
+        request,
+        "annotator/project_home.html",
+        {
+            "project": project,
+            "role": role,
+            "mine": mine,
+            "counts": counts,
+            "imports": imports,
+            "queues": queues,
+            "sent_back": [(lb, sent_back_tasks.get(lb.response_id)) for lb in sent_back],
+            "is_admin": has_role(request.user, project, Role.ADMIN),
+            "is_lead": has_role(request.user, project, Role.LEAD),
+        },
+    )
 
 
 @login_required
@@ -63,8 +82,12 @@ def import_create(request, slug):
         upload = form.cleaned_data["file"]
         with transaction.atomic():
             job = ImportJob.objects.create(
-                project=project, created_by=request.user, file=upload, original_name=upload.name[:255],
-                size_bytes=upload.size, default_split=form.cleaned_data["default_split"],
+                project=project,
+                created_by=request.user,
+                file=upload,
+                original_name=upload.name[:255],
+                size_bytes=upload.size,
+                default_split=form.cleaned_data["default_split"],
             )
             lifecycle.enqueue(job)
         return redirect("annotator:import-detail", slug=project.slug, pk=job.pk)
@@ -80,7 +103,11 @@ def _project_import(request, slug, pk):
 def import_detail(request, slug, pk):
     project, job = _project_import(request, slug, pk)
     issues = job.issues.order_by("line", "id")[:200]
-    template = "annotator/_import_progress.html" if request.headers.get("HX-Request") else "annotator/import_detail.html"
+    template = (
+        "annotator/_import_progress.html"
+        if request.headers.get("HX-Request")
+        else "annotator/import_detail.html"
+    )
     return render(request, template, {"project": project, "job": job, "issues": issues})
 
 
@@ -101,12 +128,16 @@ def import_cancel(request, slug, pk):
 @login_required
 def conversation_list(request, slug):
     project = project_for(request.user, slug)
-    qs = Conversation.objects.filter(project=project).only("id", "external_id", "split", "priority", "created_at")
+    qs = Conversation.objects.filter(project=project).only(
+        "id", "external_id", "split", "priority", "created_at"
+    )
     split = request.GET.get("split")
     if split in Split.values:
         qs = qs.filter(split=split)
     page = Paginator(qs.order_by("-priority", "id"), 50).get_page(request.GET.get("page"))
-    return render(request, "annotator/conversation_list.html", {"project": project, "page": page, "split": split})
+    return render(
+        request, "annotator/conversation_list.html", {"project": project, "page": page, "split": split}
+    )
 
 
 @login_required
@@ -114,6 +145,12 @@ def conversation_detail(request, slug, pk):
     project = project_for(request.user, slug)
     conversation = get_object_or_404(Conversation, project=project, pk=pk)
     responses = conversation.responses.select_related("model_version").order_by("context_length", "id")
-    return render(request, "annotator/conversation_detail.html", {
-        "project": project, "conversation": conversation, "responses": responses,
-    })
+    return render(
+        request,
+        "annotator/conversation_detail.html",
+        {
+            "project": project,
+            "conversation": conversation,
+            "responses": responses,
+        },
+    )

@@ -19,8 +19,13 @@ from .policy import has_role, project_for
 
 def _task(request, slug, task_id):
     project = project_for(request.user, slug, Role.ANNOTATOR)
-    task = get_object_or_404(Task.objects.select_related("response__conversation", "response__model_version",
-                                                         "response_b__model_version"), project=project, pk=task_id)
+    task = get_object_or_404(
+        Task.objects.select_related(
+            "response__conversation", "response__model_version", "response_b__model_version"
+        ),
+        project=project,
+        pk=task_id,
+    )
     return project, task
 
 
@@ -60,31 +65,43 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
     mode, work = labelling.work_state(task, request.user)
     if mode in ("none", "reserved"):  # next hands out reserved items first
         messages.info(request, "That item is not assigned to you; here is your next one.")
-        return redirect(reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == "compare" else ""))
+        return redirect(
+            reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == "compare" else "")
+        )
     response = task.response
     context_messages = response.conversation.messages[: response.context_length]
     reviews = []
     if work is not None and work.pk:
-        reviews = Review.objects.filter(**({"label": work} if task.kind == "label" else {"preference": work}))[:3]
+        reviews = Review.objects.filter(
+            **({"label": work} if task.kind == "label" else {"preference": work})
+        )[:3]
     ctx = {
-        "project": project, "task": task, "mode": mode, "work": work, "errors": errors or {},
+        "project": project,
+        "task": task,
+        "mode": mode,
+        "work": work,
+        "errors": errors or {},
         "context_messages": context_messages,
-        "tools": response.conversation.tools, "reviews": reviews,
+        "tools": response.conversation.tools,
+        "reviews": reviews,
         "queue_left": assignment.queue_size_by_kind(project, request.user, task.kind),
         "slot": Slot.objects.filter(task=task, annotator=request.user).first(),
         "lead": has_role(request.user, project, Role.LEAD),
     }
     if task.kind == Task.Kind.LABEL:
         editor = labelling.label_editor(task, work)
-        ctx.update({
-            "response": response, "categories": _category_tree(project),
-            "chosen": set(work.categories.values_list("pk", flat=True)) if work and work.pk else set(),
-            "verdict": (form or {}).get("verdict") or (work.verdict if work else ""),
-            "note": (form or {}).get("note", work.note if work else ""),
-            "correction_content": (form or {}).get("correction_content", editor["content"]),
-            "correction_tool_calls": (form or {}).get("correction_tool_calls", editor["tool_calls"]),
-            "draft_saved_at": editor["saved_at"],
-        })
+        ctx.update(
+            {
+                "response": response,
+                "categories": _category_tree(project),
+                "chosen": set(work.categories.values_list("pk", flat=True)) if work and work.pk else set(),
+                "verdict": (form or {}).get("verdict") or (work.verdict if work else ""),
+                "note": (form or {}).get("note", work.note if work else ""),
+                "correction_content": (form or {}).get("correction_content", editor["content"]),
+                "correction_tool_calls": (form or {}).get("correction_tool_calls", editor["tool_calls"]),
+                "draft_saved_at": editor["saved_at"],
+            }
+        )
         if form is not None:
             ctx["chosen"] = {int(c) for c in form.getlist("categories") if c.isdigit()}
         if ctx["lead"] or not project.setting("blind"):  # never shown to annotators in blind mode
@@ -94,18 +111,29 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
         # Left/right is randomised per annotator and item, and recorded with the choice.
         flip = labelling.shown_left(task, request.user, work) == "b"
         a, b = task.response, task.response_b
-        ctx.update({"left": b if flip else a, "right": a if flip else b, "left_side": "b" if flip else "a",
-                    "left_key": "b" if flip else "a", "right_key": "a" if flip else "b",
-                    "choice": (form or {}).get("choice") or (work.choice if work else ""),
-                    "reason": (form or {}).get("reason", work.reason if work else ""),
-                    "reason_required": project.setting("require_preference_reason")})
+        ctx.update(
+            {
+                "left": b if flip else a,
+                "right": a if flip else b,
+                "left_side": "b" if flip else "a",
+                "left_key": "b" if flip else "a",
+                "right_key": "a" if flip else "b",
+                "choice": (form or {}).get("choice") or (work.choice if work else ""),
+                "reason": (form or {}).get("reason", work.reason if work else ""),
+                "reason_required": project.setting("require_preference_reason"),
+            }
+        )
         if ctx["lead"] or not project.setting("blind"):  # never shown to annotators in blind mode
             s = hints.pair_suggestions(project, [(a.pk, b.pk)]).get((a.pk, b.pk))
             if s is not None:
                 left_prob = 1 - s.prob_a if flip else s.prob_a
-                ctx["suggestion"] = {"side": "left" if left_prob >= 0.5 else "right",
-                                     "confidence": max(left_prob, 1 - left_prob), "judge": s.judge.name,
-                                     "reason": s.reason, "consistent": s.position_consistent}
+                ctx["suggestion"] = {
+                    "side": "left" if left_prob >= 0.5 else "right",
+                    "confidence": max(left_prob, 1 - left_prob),
+                    "judge": s.judge.name,
+                    "reason": s.reason,
+                    "consistent": s.position_consistent,
+                }
         template = "annotator/compare.html"
     return render(request, template, ctx, status=status)
 
@@ -113,13 +141,25 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
 def _form_data(request) -> dict:
     """The labelling or comparing form as the submit and draft services take it."""
     post = request.POST
-    data = {key: post.get(key, "") for key in ("verdict", "note", "correction_content", "correction_tool_calls",
-                                                "choice", "reason", "left_side")}
+    data = {
+        key: post.get(key, "")
+        for key in (
+            "verdict",
+            "note",
+            "correction_content",
+            "correction_tool_calls",
+            "choice",
+            "reason",
+            "left_side",
+        )
+    }
     return {**data, "categories": post.getlist("categories"), "time_spent_ms": post.get("time_spent_ms")}
 
 
 def _next_url(slug, task) -> str:
-    return reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == Task.Kind.COMPARE else "")
+    return reverse("annotator:next", args=[slug]) + (
+        "?kind=compare" if task.kind == Task.Kind.COMPARE else ""
+    )
 
 
 @login_required
@@ -135,7 +175,9 @@ def task_submit(request, slug, task_id):
         messages.error(request, str(exc))
         if labelling.work_state(task, request.user)[0] in ("none", "reserved"):
             return redirect(_next_url(slug, task))
-        return task_page(request, slug, task_id, errors={"general": [str(exc)]}, status=409, form=request.POST)
+        return task_page(
+            request, slug, task_id, errors={"general": [str(exc)]}, status=409, form=request.POST
+        )
     messages.success(request, "Submitted.")
     return redirect(_next_url(slug, task))
 
@@ -177,7 +219,9 @@ def task_heartbeat(request, slug, task_id):
 def check_correction(request, slug, task_id):
     """Live validation of the correction editor against the tools' JSON schemas (htmx fragment)."""
     project, task = _task(request, slug, task_id)
-    _, problems = labelling.parse_correction(request.POST.get("correction_content", ""),
-                                             request.POST.get("correction_tool_calls", ""),
-                                             task.response.conversation.tools)
+    _, problems = labelling.parse_correction(
+        request.POST.get("correction_content", ""),
+        request.POST.get("correction_tool_calls", ""),
+        task.response.conversation.tools,
+    )
     return render(request, "annotator/_correction_errors.html", {"problems": problems})

@@ -29,9 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import report, setup_django  # noqa: E402
 
 SLUG = "dash-bench"
-VERSIONS = [("base", "base", 0.58), ("sft-1", "sft", 0.44), ("dpo-1", "dpo", 0.33), ("sft-2", "sft", 0.29),
-            ("dpo-2", "dpo", 0.21)]  # name, origin, badcase rate
-STRENGTH = {"base": 0.0, "sft-1": 0.45, "dpo-1": 0.9, "sft-2": 1.0, "dpo-2": 1.35}  # Bradley-Terry log-strengths
+VERSIONS = [
+    ("base", "base", 0.58),
+    ("sft-1", "sft", 0.44),
+    ("dpo-1", "dpo", 0.33),
+    ("sft-2", "sft", 0.29),
+    ("dpo-2", "dpo", 0.21),
+]  # name, origin, badcase rate
+STRENGTH = {
+    "base": 0.0,
+    "sft-1": 0.45,
+    "dpo-1": 0.9,
+    "sft-2": 1.0,
+    "dpo-2": 1.35,
+}  # Bradley-Terry log-strengths
 
 
 def taxonomy(n_categories: int):
@@ -39,8 +50,10 @@ def taxonomy(n_categories: int):
     from annotator.taxonomy import DEFAULT_TAXONOMY
 
     roots = [(name, [c[0] for c in children]) for name, _, _, _, children in DEFAULT_TAXONOMY]
-    roots += [("Retrieval", ["Wrong product", "Stale catalogue", "Ignored filter"]),
-              ("Dialogue", ["Lost context", "Repeated question", "No confirmation"])]
+    roots += [
+        ("Retrieval", ["Wrong product", "Stale catalogue", "Ignored filter"]),
+        ("Dialogue", ["Lost context", "Repeated question", "No confirmation"]),
+    ]
     n_roots = max(1, min(len(roots), round(n_categories / 10)))
     per_child = max(1, (n_categories - n_roots) // n_roots)
     out = []
@@ -58,9 +71,19 @@ def taxonomy(n_categories: int):
     return out
 
 
-def seed(slug: str = SLUG, labels: int = 1_000_000, annotators: int = 40, categories: int = 50, days: int = 180,
-         multi_share: float = 0.1, preferences: int | None = None, lead_password: str | None = None,
-         rng_seed: int = 7, batch: int = 20_000, quiet: bool = False):
+def seed(
+    slug: str = SLUG,
+    labels: int = 1_000_000,
+    annotators: int = 40,
+    categories: int = 50,
+    days: int = 180,
+    multi_share: float = 0.1,
+    preferences: int | None = None,
+    lead_password: str | None = None,
+    rng_seed: int = 7,
+    batch: int = 20_000,
+    quiet: bool = False,
+):
     """Create the project and its data with bulk COPY inserts; returns the project."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
@@ -94,28 +117,46 @@ def seed(slug: str = SLUG, labels: int = 1_000_000, annotators: int = 40, catego
 
     with transaction.atomic():
         project = Project.objects.create(name=f"Dashboard bench ({labels:,} labels)", slug=slug, overlap=1)
-        lead = User.objects.create(username=f"{slug}-lead", password=make_password(lead_password)
-                                   if lead_password else "!")
+        lead = User.objects.create(
+            username=f"{slug}-lead", password=make_password(lead_password) if lead_password else "!"
+        )
         Membership.objects.create(user=lead, project=project, role=Role.LEAD)
-        people = User.objects.bulk_create([User(username=f"{slug}-a{i:02d}", password="!") for i in range(annotators)])
-        Membership.objects.bulk_create([Membership(user=u, project=project, role=Role.ANNOTATOR) for u in people])
+        people = User.objects.bulk_create(
+            [User(username=f"{slug}-a{i:02d}", password="!") for i in range(annotators)]
+        )
+        Membership.objects.bulk_create(
+            [Membership(user=u, project=project, role=Role.ANNOTATOR) for u in people]
+        )
         leaves = []
         for pos, (root, kids) in enumerate(taxonomy(categories)):
-            parent = TaxonomyCategory.objects.create(project=project, name=root, position=pos,
-                                                     description=f"{root} failures.")
+            parent = TaxonomyCategory.objects.create(
+                project=project, name=root, position=pos, description=f"{root} failures."
+            )
             for cpos, kid in enumerate(kids):
-                leaves.append(TaxonomyCategory.objects.create(
-                    project=project, parent=parent, name=kid, position=cpos, description=f"{kid}.",
-                    root_cause=f"Why '{kid}' happens (seeded).", recommended_fix=f"How to fix '{kid}' (seeded)."))
+                leaves.append(
+                    TaxonomyCategory.objects.create(
+                        project=project,
+                        parent=parent,
+                        name=kid,
+                        position=cpos,
+                        description=f"{kid}.",
+                        root_cause=f"Why '{kid}' happens (seeded).",
+                        recommended_fix=f"How to fix '{kid}' (seeded).",
+                    )
+                )
         versions, parent = [], None
         for name, origin, _ in VERSIONS:
             parent = ModelVersion.objects.create(project=project, name=name, origin=origin, parent=parent)
             versions.append(parent)
     rate = {v.pk: r for v, (_, _, r) in zip(versions, VERSIONS, strict=True)}
     # each version is in use from its release day on; later versions get more traffic
-    release = {v.pk: start + dt.timedelta(days=days * i / (len(versions) + 1)) for i, v in enumerate(versions)}
+    release = {
+        v.pk: start + dt.timedelta(days=days * i / (len(versions) + 1)) for i, v in enumerate(versions)
+    }
     # category popularity: Zipf, reshuffled a little per version (fixes move the Pareto)
-    weights = {v.pk: [1 / (r + 1) ** (1.1 + 0.05 * i) for r in range(len(leaves))] for i, v in enumerate(versions)}
+    weights = {
+        v.pk: [1 / (r + 1) ** (1.1 + 0.05 * i) for r in range(len(leaves))] for i, v in enumerate(versions)
+    }
     for i, v in enumerate(versions):
         w = weights[v.pk]
         for _ in range(i * 3):
@@ -129,7 +170,9 @@ def seed(slug: str = SLUG, labels: int = 1_000_000, annotators: int = 40, catego
     n_multi = max(0, (labels - round(labels / (1 + 2 * multi_share))) // 2)
     units = labels - 2 * n_multi  # exactly `labels` labels: n_multi units with 3 judges, the rest with 1
     n_pairs = preferences if preferences is not None else max(300, labels // 25)
-    say(f"seeding {units:,} responses, {labels:,} labels ({n_multi:,} items with 3 judges), {n_pairs:,} preferences")
+    say(
+        f"seeding {units:,} responses, {labels:,} labels ({n_multi:,} items with 3 judges), {n_pairs:,} preferences"
+    )
     made = 0
     conv_i = 0
     pair_pool = []  # (response_a, response_b) in the same conversation and context
@@ -142,9 +185,16 @@ def seed(slug: str = SLUG, labels: int = 1_000_000, annotators: int = 40, catego
             for _ in range(0, size, 2):
                 conv_i += 1
                 msgs = [{"role": "user", "content": f"Is item {conv_i} in stock?"}]
-                convs.append(Conversation(project=project, external_id=f"b-{conv_i}", messages=msgs, tools=[],
-                                          content_hash=content_hash(msgs, []), split=rng.choice(
-                                              ["train"] * 8 + ["eval", "holdout"])))
+                convs.append(
+                    Conversation(
+                        project=project,
+                        external_id=f"b-{conv_i}",
+                        messages=msgs,
+                        tools=[],
+                        content_hash=content_hash(msgs, []),
+                        split=rng.choice(["train"] * 8 + ["eval", "holdout"]),
+                    )
+                )
             bulk_insert(convs)
             for u in range(size):
                 conv = convs[u // 2]
@@ -155,8 +205,16 @@ def seed(slug: str = SLUG, labels: int = 1_000_000, annotators: int = 40, catego
                     others = [v for v in live if v.pk != mv.pk] or [versions[1]]
                     mv = rng.choice(others[-3:])
                 msg = {"role": "assistant", "content": f"Let me check item {conv.external_id} ({u})."}
-                responses.append(ModelResponse(conversation=conv, model_version=mv, context_length=1, message=msg,
-                                               response_hash=content_hash(msg, u), raw_text=""))
+                responses.append(
+                    ModelResponse(
+                        conversation=conv,
+                        model_version=mv,
+                        context_length=1,
+                        message=msg,
+                        response_hash=content_hash(msg, u),
+                        raw_text="",
+                    )
+                )
                 unit_meta.append(when)
             bulk_insert(responses)
             for u in range(0, size - 1, 2):
@@ -165,40 +223,80 @@ def seed(slug: str = SLUG, labels: int = 1_000_000, annotators: int = 40, catego
             for u, resp in enumerate(responses):
                 judges = 3 if (made + u) < n_multi else 1
                 truth_bad = rng.random() < rate[resp.model_version_id]
-                truth_cats = rng.choices(leaves, weights=weights[resp.model_version_id], k=1 + (rng.random() < 0.3))
+                truth_cats = rng.choices(
+                    leaves, weights=weights[resp.model_version_id], k=1 + (rng.random() < 0.3)
+                )
                 for who in rng.sample(people, judges):
                     correct = rng.random() < skill[who.pk]
                     bad = truth_bad if correct else not truth_bad
                     submitted = unit_meta[u] + dt.timedelta(minutes=rng.uniform(0, 600))
-                    label = Label(response=resp, annotator=who, project=project, model_version_id=resp.model_version_id,
-                                  verdict="unreasonable" if bad else "reasonable",
-                                  time_spent_ms=int(1000 * rng.lognormvariate(math.log(speed[who.pk]), 0.6)),
-                                  status=rng.choice(statuses), submitted_at=min(submitted, now))
+                    label = Label(
+                        response=resp,
+                        annotator=who,
+                        project=project,
+                        model_version_id=resp.model_version_id,
+                        verdict="unreasonable" if bad else "reasonable",
+                        time_spent_ms=int(1000 * rng.lognormvariate(math.log(speed[who.pk]), 0.6)),
+                        status=rng.choice(statuses),
+                        submitted_at=min(submitted, now),
+                    )
                     label_objs.append(label)
                     if bad:
-                        cats = {c.pk for c in truth_cats} if truth_bad and rng.random() < 0.8 else {
-                            rng.choices(leaves, weights=weights[resp.model_version_id])[0].pk}
+                        cats = (
+                            {c.pk for c in truth_cats}
+                            if truth_bad and rng.random() < 0.8
+                            else {rng.choices(leaves, weights=weights[resp.model_version_id])[0].pk}
+                        )
                         cat_rows.append((label, cats))
                 if judges > 1:
                     multi_tasks.append(resp)
             bulk_insert(label_objs)
-            bulk_insert([LabelCategory(label_id=label.pk, taxonomycategory_id=c) for label, cats in cat_rows
-                         for c in cats])
-            bulk_insert([Review(reviewer=lead, label_id=lb.pk, decision="approve" if lb.status == "approved" else "reject",
-                                comment="" if lb.status == "approved" else "Seeded: see guideline 3.")
-                         for lb in label_objs if lb.status in ("approved", "rejected")])
+            bulk_insert(
+                [
+                    LabelCategory(label_id=label.pk, taxonomycategory_id=c)
+                    for label, cats in cat_rows
+                    for c in cats
+                ]
+            )
+            bulk_insert(
+                [
+                    Review(
+                        reviewer=lead,
+                        label_id=lb.pk,
+                        decision="approve" if lb.status == "approved" else "reject",
+                        comment="" if lb.status == "approved" else "Seeded: see guideline 3.",
+                    )
+                    for lb in label_objs
+                    if lb.status in ("approved", "rejected")
+                ]
+            )
         made += size
         say(f"  {made:,}/{units:,} responses ({time.time() - t0:.0f} s)")
 
     with transaction.atomic():
-        tasks = bulk_insert([Task(project=project, kind="label", response=r, completed=3) for r in multi_tasks])
+        tasks = bulk_insert(
+            [Task(project=project, kind="label", response=r, completed=3) for r in multi_tasks]
+        )
         # lead gold decisions on a sample of the multi-judged items
         gold = rng.sample(tasks, min(len(tasks), max(1, len(tasks) // 8)))
-        bulk_insert([Adjudication(task=t, lead=lead, verdict=rng.choice(["reasonable", "unreasonable"])
-                                  if rng.random() < 0.2 else
-                                  ("unreasonable" if rng.random() < rate[t.response.model_version_id] else "reasonable"))
-                     for t in gold])
-        skip_pairs = {(rng.randrange(len(tasks)), rng.randrange(len(people))) for _ in range(min(len(tasks), labels // 50))}
+        bulk_insert(
+            [
+                Adjudication(
+                    task=t,
+                    lead=lead,
+                    verdict=rng.choice(["reasonable", "unreasonable"])
+                    if rng.random() < 0.2
+                    else (
+                        "unreasonable" if rng.random() < rate[t.response.model_version_id] else "reasonable"
+                    ),
+                )
+                for t in gold
+            ]
+        )
+        skip_pairs = {
+            (rng.randrange(len(tasks)), rng.randrange(len(people)))
+            for _ in range(min(len(tasks), labels // 50))
+        }
         bulk_insert([Skip(task=tasks[t], annotator=people[a]) for t, a in skip_pairs])
         # preferences: between the two versions' responses in a conversation; a fifth judged three times
         prefs, taken = [], set()
@@ -206,7 +304,9 @@ def seed(slug: str = SLUG, labels: int = 1_000_000, annotators: int = 40, catego
         compare_tasks = []
         for a, b in rng.sample(pair_pool, min(len(pair_pool), n_pairs)):
             judges = 3 if rng.random() < 0.2 else 1
-            compare_tasks.append(Task(project=project, kind="compare", response=a, response_b=b, completed=judges))
+            compare_tasks.append(
+                Task(project=project, kind="compare", response=a, response_b=b, completed=judges)
+            )
             gap = STRENGTH[names[a.model_version_id]] - STRENGTH[names[b.model_version_id]]
             p_a = 1 / (1 + math.exp(-gap))
             for who in rng.sample(people, judges):
@@ -214,18 +314,28 @@ def seed(slug: str = SLUG, labels: int = 1_000_000, annotators: int = 40, catego
                     continue
                 taken.add((who.pk, a.pk, b.pk))
                 r = rng.random()
-                choice = "tie" if r < 0.08 else "both_bad" if r < 0.14 else ("a" if rng.random() < p_a else "b")
+                choice = (
+                    "tie" if r < 0.08 else "both_bad" if r < 0.14 else ("a" if rng.random() < p_a else "b")
+                )
                 left = rng.choice("ab")
                 if choice in "ab" and rng.random() < 0.04:  # a little position bias
                     choice = left
-                prefs.append(Preference(response_a=a, response_b=b, annotator=who, choice=choice, left_side=left,
-                                        reason="seeded", time_spent_ms=int(1000 * rng.lognormvariate(
-                                            math.log(speed[who.pk] * 1.5), 0.5)),
-                                        status=rng.choice(statuses),
-                                        submitted_at=start + dt.timedelta(seconds=rng.uniform(0, days * 86400))))
+                prefs.append(
+                    Preference(
+                        response_a=a,
+                        response_b=b,
+                        annotator=who,
+                        choice=choice,
+                        left_side=left,
+                        reason="seeded",
+                        time_spent_ms=int(1000 * rng.lognormvariate(math.log(speed[who.pk] * 1.5), 0.5)),
+                        status=rng.choice(statuses),
+                        submitted_at=start + dt.timedelta(seconds=rng.uniform(0, days * 86400)),
+                    )
+                )
         bulk_insert(compare_tasks)
         for i in range(0, len(prefs), batch):
-            bulk_insert(prefs[i:i + batch])
+            bulk_insert(prefs[i : i + batch])
     say(f"seeded in {time.time() - t0:.0f} s")
     return project
 
@@ -251,8 +361,13 @@ def measure(client, url, runs):
             times.append((time.perf_counter() - t) * 1000)
         assert response.status_code == 200, (url, response.status_code, response.content[:300])
         queries.append(len(ctx.captured_queries))
-    return {"p50_ms": round(statistics.median(times), 1), "p95_ms": round(_percentile(times, 0.95), 1),
-            "max_ms": round(max(times), 1), "queries": max(queries), "runs": runs}
+    return {
+        "p50_ms": round(statistics.median(times), 1),
+        "p95_ms": round(_percentile(times, 0.95), 1),
+        "max_ms": round(max(times), 1),
+        "queries": max(queries),
+        "runs": runs,
+    }
 
 
 def main():
@@ -261,8 +376,12 @@ def main():
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--reseed", action="store_true")
-    parser.add_argument("--seed-only", action="store_true", help="seed (e.g. a scratch SQLite for screenshots) and stop")
-    parser.add_argument("--rebuild", action="store_true", help="rebuild the roll-ups even when they are there")
+    parser.add_argument(
+        "--seed-only", action="store_true", help="seed (e.g. a scratch SQLite for screenshots) and stop"
+    )
+    parser.add_argument(
+        "--rebuild", action="store_true", help="rebuild the roll-ups even when they are there"
+    )
     parser.add_argument("--lead-password", default="bench-lead")
     args = parser.parse_args()
     setup_django(args.database_url)
@@ -331,11 +450,15 @@ def main():
         "csv_categories": f"{api}/overview/categories.csv",
     }
     load = os.getloadavg()
-    figures = {"database": connection.vendor, "labels": Label.objects.filter(project=project).count(),
-               "categories": project.categories.count(), "model_versions": project.model_versions.count(),
-               "rollup_rows": {m.__name__: m.objects.filter(project=project).count() for m in store.ROLLUPS},
-               "rebuild_rollups_s": rebuild_s,
-               "load_avg_1_5_15_before": [round(x, 2) for x in load]}
+    figures = {
+        "database": connection.vendor,
+        "labels": Label.objects.filter(project=project).count(),
+        "categories": project.categories.count(),
+        "model_versions": project.model_versions.count(),
+        "rollup_rows": {m.__name__: m.objects.filter(project=project).count() for m in store.ROLLUPS},
+        "rebuild_rollups_s": rebuild_s,
+        "load_avg_1_5_15_before": [round(x, 2) for x in load],
+    }
     settings.DASHBOARD_CACHE_SECONDS = 0  # cold: no cached page is read or written
     cold = {}
     for name, url in pages.items():
@@ -350,8 +473,14 @@ def main():
         client.get(url)
         warm[name] = measure(client, url, args.runs)
         print(name, "warm", warm[name], file=sys.stderr, flush=True)
-    figures.update({"cold": cold, "warm": warm, "target_p95_ms": 300,
-                    "load_avg_1_5_15_after": [round(x, 2) for x in os.getloadavg()]})
+    figures.update(
+        {
+            "cold": cold,
+            "warm": warm,
+            "target_p95_ms": 300,
+            "load_avg_1_5_15_after": [round(x, 2) for x in os.getloadavg()],
+        }
+    )
     report(f"dashboards_{args.labels}", figures)
 
 

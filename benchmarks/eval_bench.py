@@ -35,7 +35,10 @@ def call_text(name, args):
 
 def output_variants(expected: dict, rng: random.Random) -> str:
     """One plausible model output for a gold turn, drawn from the failure modes we see."""
-    calls = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in expected.get("tool_calls") or []]
+    calls = [
+        (c["function"]["name"], json.loads(c["function"]["arguments"]))
+        for c in expected.get("tool_calls") or []
+    ]
     roll = rng.random()
     if calls:
         right = "\n".join(call_text(n, a) for n, a in calls)
@@ -52,7 +55,10 @@ def output_variants(expected: dict, rng: random.Random) -> str:
         if roll < 0.82:
             return right[:-4]  # unclosed tag
         if roll < 0.9:
-            return right + '\n<tool_response>\n{"in_stock": 12}\n</tool_response>\nGood news: 12 units are in stock.'
+            return (
+                right
+                + '\n<tool_response>\n{"in_stock": 12}\n</tool_response>\nGood news: 12 units are in stock.'
+            )
         return '<tool_call>\n{"name": "check_inventory", "arguments": {"sku": "A-1",}}\n</tool_call>'
     reply = expected.get("content") or ""
     if roll < 0.6:
@@ -75,8 +81,15 @@ def bench_scoring(n_cases: int, repeats: int = 3) -> dict:
     cases = []
     for i in range(n_cases):
         c = base[i % len(base)]
-        cases.append((c["expected"], output_variants(c["expected"], rng), c["tools"],
-                      [c["metadata"]["scenario"]], c["metadata"]["turn_depth"]))
+        cases.append(
+            (
+                c["expected"],
+                output_variants(c["expected"], rng),
+                c["tools"],
+                [c["metadata"]["scenario"]],
+                c["metadata"]["turn_depth"],
+            )
+        )
     # The machine may be shared: CPU time of this (single-threaded) process is the one-core
     # figure; wall time is reported beside it. Best of `repeats`.
     best_cpu = best_wall = None
@@ -101,7 +114,9 @@ def bench_scoring(n_cases: int, repeats: int = 3) -> dict:
     }
 
 
-def bench_generation(model_dir: str | None, n_cases: int, max_new_tokens: int, batch_size: int, device: str) -> dict:
+def bench_generation(
+    model_dir: str | None, n_cases: int, max_new_tokens: int, batch_size: int, device: str
+) -> dict:
     import torch
 
     from inference import generation
@@ -135,7 +150,8 @@ def bench_generation(model_dir: str | None, n_cases: int, max_new_tokens: int, b
         "gen_model": str(Path(model_dir).name) + (" (test size, built for the bench)" if built else ""),
         "gen_params": loaded.params,
         "gen_device": loaded.device,
-        "gen_threads": 1 if loaded.device == "cpu" and loaded.params < generation.SMALL_MODEL_PARAMS
+        "gen_threads": 1
+        if loaded.device == "cpu" and loaded.params < generation.SMALL_MODEL_PARAMS
         else torch.get_num_threads(),
         "gen_cases": n_cases,
         "gen_max_new_tokens": max_new_tokens,
@@ -153,7 +169,9 @@ def bench_generation(model_dir: str | None, n_cases: int, max_new_tokens: int, b
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--gen-cases", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -167,7 +185,9 @@ def main():
 
     django.setup()
     figures = bench_scoring(args.cases)
-    figures.update(bench_generation(args.model, args.gen_cases, args.max_new_tokens, args.batch_size, args.device))
+    figures.update(
+        bench_generation(args.model, args.gen_cases, args.max_new_tokens, args.batch_size, args.device)
+    )
     figures["peak_rss_mb"] = round(peak_rss_mb())
     report(args.name, figures)
 

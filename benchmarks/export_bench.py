@@ -32,11 +32,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import DEFAULT_BENCH_DB, ROOT, report, setup_django  # noqa: E402
 
 TOOLS = [
-    {"type": "function", "function": {"name": "check_inventory", "description": "Units in stock for a SKU.",
-     "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}},
-    {"type": "function", "function": {"name": "create_order", "description": "Place an order.",
-     "parameters": {"type": "object", "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer"}},
-                    "required": ["sku", "quantity"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "check_inventory",
+            "description": "Units in stock for a SKU.",
+            "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "create_order",
+            "description": "Place an order.",
+            "parameters": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer"}},
+                "required": ["sku", "quantity"],
+            },
+        },
+    },
 ]
 
 
@@ -106,42 +121,130 @@ def seed(n_responses: int, slug: str):
             for i in range(start, min(start + batch, n_responses // 2)):
                 sku, qty = f"{rng.choice('ABCDEFGH')}-{rng.randint(100, 999)}", rng.randint(1, 9)
                 messages = [
-                    {"role": "system", "content": "You are the sales assistant of Northwind Home. Use the tools; "
-                                                  "never guess their results. Be brief and friendly."},
-                    {"role": "user", "content": f"Hi, could you check whether {sku} is available? I need {qty}. "
-                                                f"(session {i})"},
-                    {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
-                     "function": {"name": "check_inventory", "arguments": json.dumps({"sku": sku})}}]},
-                    {"role": "tool", "tool_call_id": "call_1",
-                     "content": json.dumps({"sku": sku, "in_stock": rng.randint(10, 80)})},
+                    {
+                        "role": "system",
+                        "content": "You are the sales assistant of Northwind Home. Use the tools; "
+                        "never guess their results. Be brief and friendly.",
+                    },
+                    {
+                        "role": "user",
+                        "content": f"Hi, could you check whether {sku} is available? I need {qty}. "
+                        f"(session {i})",
+                    },
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {
+                                    "name": "check_inventory",
+                                    "arguments": json.dumps({"sku": sku}),
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "role": "tool",
+                        "tool_call_id": "call_1",
+                        "content": json.dumps({"sku": sku, "in_stock": rng.randint(10, 80)}),
+                    },
                     {"role": "assistant", "content": f"Yes, {sku} is in stock. Shall I order {qty} for you?"},
                     {"role": "user", "content": "Yes please, go ahead and place the order right now."},
                 ]
-                convs.append(Conversation(project=project, external_id=f"bench-{i}", messages=messages, tools=TOOLS,
-                                          content_hash=content_hash(i), split="train"))
+                convs.append(
+                    Conversation(
+                        project=project,
+                        external_id=f"bench-{i}",
+                        messages=messages,
+                        tools=TOOLS,
+                        content_hash=content_hash(i),
+                        split="train",
+                    )
+                )
                 contexts.append((sku, qty))
             bulk_insert(convs)
             responses = []
             for conv, (sku, qty) in zip(convs, contexts, strict=True):
-                bad = {"role": "assistant", "content": f"Done! I ordered {qty} of {sku.lower()} for you.",
-                       "tool_calls": [{"id": "call_0", "type": "function", "function": {
-                           "name": "create_order", "arguments": json.dumps({"sku": sku.lower(), "quantity": qty})}}]}
-                good = {"role": "assistant", "content": None, "tool_calls": [{"id": "call_0", "type": "function",
-                        "function": {"name": "create_order", "arguments": json.dumps({"sku": sku, "quantity": qty})}}]}
-                responses.append(ModelResponse(conversation=conv, model_version=v1, context_length=6, message=bad,
-                                               response_hash=content_hash(conv.pk, 1)))
-                responses.append(ModelResponse(conversation=conv, model_version=v2, context_length=6, message=good,
-                                               response_hash=content_hash(conv.pk, 2)))
+                bad = {
+                    "role": "assistant",
+                    "content": f"Done! I ordered {qty} of {sku.lower()} for you.",
+                    "tool_calls": [
+                        {
+                            "id": "call_0",
+                            "type": "function",
+                            "function": {
+                                "name": "create_order",
+                                "arguments": json.dumps({"sku": sku.lower(), "quantity": qty}),
+                            },
+                        }
+                    ],
+                }
+                good = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_0",
+                            "type": "function",
+                            "function": {
+                                "name": "create_order",
+                                "arguments": json.dumps({"sku": sku, "quantity": qty}),
+                            },
+                        }
+                    ],
+                }
+                responses.append(
+                    ModelResponse(
+                        conversation=conv,
+                        model_version=v1,
+                        context_length=6,
+                        message=bad,
+                        response_hash=content_hash(conv.pk, 1),
+                    )
+                )
+                responses.append(
+                    ModelResponse(
+                        conversation=conv,
+                        model_version=v2,
+                        context_length=6,
+                        message=good,
+                        response_hash=content_hash(conv.pk, 2),
+                    )
+                )
             bulk_insert(responses)
-            labels = [Label(response=r, annotator=user, project=project, model_version_id=r.model_version_id,
-                            verdict="unreasonable" if k % 2 == 0 else "reasonable", status="approved")
-                      for k, r in enumerate(responses)]
+            labels = [
+                Label(
+                    response=r,
+                    annotator=user,
+                    project=project,
+                    model_version_id=r.model_version_id,
+                    verdict="unreasonable" if k % 2 == 0 else "reasonable",
+                    status="approved",
+                )
+                for k, r in enumerate(responses)
+            ]
             bulk_insert(labels)
             bulk_insert([through(label_id=lab.pk, taxonomycategory_id=category) for lab in labels[::2]])
-            bulk_insert([Correction(label=lab, message=good_r.message)  # the correction is v2's right call
-                         for lab, good_r in zip(labels[::2], responses[1::2], strict=True)])
-            bulk_insert([Preference(response_a=responses[k], response_b=responses[k + 1], annotator=user, choice="b",
-                                    status="approved") for k in range(0, len(responses), 2)])
+            bulk_insert(
+                [
+                    Correction(label=lab, message=good_r.message)  # the correction is v2's right call
+                    for lab, good_r in zip(labels[::2], responses[1::2], strict=True)
+                ]
+            )
+            bulk_insert(
+                [
+                    Preference(
+                        response_a=responses[k],
+                        response_b=responses[k + 1],
+                        annotator=user,
+                        choice="b",
+                        status="approved",
+                    )
+                    for k in range(0, len(responses), 2)
+                ]
+            )
         done = min(start + batch, n_responses // 2) * 2
         if done % 100_000 == 0 or done == n_responses:
             print(f"  seeded {done:,} labelled responses ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -180,10 +283,18 @@ def export(project, user, kind, filters):
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert snapshot.status == "ready", snapshot.message
     size = media_path(snapshot.file.name).stat().st_size
-    result = {"rows": snapshot.row_count, "seconds": round(seconds, 1), "rows_per_s": round(snapshot.row_count / seconds),
-              "process_cpu_seconds": round(cpu, 1),
-              "file_mb": round(size / 2**20), "sha256": snapshot.sha256, **rss.summary(),
-              "audit_warnings": {c["key"]: c["count"] for c in snapshot.audit["checks"] if c["outcome"] == "warning"}}
+    result = {
+        "rows": snapshot.row_count,
+        "seconds": round(seconds, 1),
+        "rows_per_s": round(snapshot.row_count / seconds),
+        "process_cpu_seconds": round(cpu, 1),
+        "file_mb": round(size / 2**20),
+        "sha256": snapshot.sha256,
+        **rss.summary(),
+        "audit_warnings": {
+            c["key"]: c["count"] for c in snapshot.audit["checks"] if c["outcome"] == "warning"
+        },
+    }
     snapshot.delete()  # the files go once the deletion commits (autocommit here)
     return result, snapshot
 
@@ -199,7 +310,9 @@ def main():
     os.environ.setdefault("DEBUG", "0")  # DEBUG keeps every query in memory
     os.environ.setdefault("SECRET_KEY", "export-bench")
     # its own database next to BENCH_DATABASE_URL: seeding 1M responses takes minutes, so it is kept
-    default = (os.environ.get("BENCH_DATABASE_URL") or DEFAULT_BENCH_DB).rsplit("/", 1)[0] + "/badcase_export_bench"
+    default = (os.environ.get("BENCH_DATABASE_URL") or DEFAULT_BENCH_DB).rsplit("/", 1)[
+        0
+    ] + "/badcase_export_bench"
     url = setup_django(args.database_url or default, fresh=args.reseed)
 
     from django.contrib.auth import get_user_model
@@ -219,9 +332,13 @@ def main():
         return
     user = get_user_model().objects.get(username="bench-annotator")
 
-    figures = {"database": connection.vendor, "database_url": url.split("@")[-1],
-               "labelled_responses": args.responses, "chunk_size": chunk_size(),
-               "load_average_at_start": round(os.getloadavg()[0], 2)}
+    figures = {
+        "database": connection.vendor,
+        "database_url": url.split("@")[-1],
+        "labelled_responses": args.responses,
+        "chunk_size": chunk_size(),
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+    }
     if seed_seconds is not None:
         figures["seed_seconds"] = round(seed_seconds)
     for kind, filters in (("sft", {"include_reasonable": True}), ("dpo", {})):
@@ -233,12 +350,17 @@ def main():
         result, _ = export(project, user, kind, filters)
         figures[kind] = {
             **result,
-            "copy_rows": copy_rows, "copy_seconds": round(copy_seconds, 1),
-            "copy_rows_per_s": round(copy_rows / copy_seconds), "copy_mb": round(copy_bytes / 2**20),
+            "copy_rows": copy_rows,
+            "copy_seconds": round(copy_seconds, 1),
+            "copy_rows_per_s": round(copy_rows / copy_seconds),
+            "copy_mb": round(copy_bytes / 2**20),
             "share_of_copy_rate": round(result["rows_per_s"] / (copy_rows / copy_seconds), 3),
         }
-        print(f"  {kind}: {result['rows_per_s']:,} rows/s vs COPY {copy_rows / copy_seconds:,.0f} rows/s; "
-              f"peak RSS {result['peak_rss_mb']} MB", flush=True)
+        print(
+            f"  {kind}: {result['rows_per_s']:,} rows/s vs COPY {copy_rows / copy_seconds:,.0f} rows/s; "
+            f"peak RSS {result['peak_rss_mb']} MB",
+            flush=True,
+        )
     figures["load_average_at_end"] = round(os.getloadavg()[0], 2)  # 2-core machine shared with other work
     report(f"export_{args.responses}", figures)
 

@@ -47,7 +47,11 @@ from benchmarks.load_run import PrivateRedis, sessions  # noqa: E402
 VAR = ROOT / "var" / "bench" / "faults"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # The seeded annotators disagree on ~10 % of items; those conflicts block an SFT build by default (warn here).
-SFT_SPEC = {"kind": "sft", "filters": {"include_reasonable": True}, "audit": {"checks": {"label_conflict": "warn"}}}
+SFT_SPEC = {
+    "kind": "sft",
+    "filters": {"include_reasonable": True},
+    "audit": {"checks": {"label_conflict": "warn"}},
+}
 SCENARIOS = ["export_kill", "import_kill", "redis_outage", "postgres_restart"]
 
 
@@ -84,9 +88,29 @@ class Worker:
         self.log = VAR / f"worker-{name}.log"
         self.out = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "-c", "1", "--pool=prefork",
-             "--without-gossip", "--without-mingle", "--loglevel=INFO", "-n", f"faults-{name}@%h"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=self.out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                "1",
+                "--pool=prefork",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=INFO",
+                "-n",
+                f"faults-{name}@%h",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+        )
 
     def pool_process(self) -> int:
         return wait_for(lambda: (children(self.proc.pid) or [None])[0], what="the pool process")
@@ -104,6 +128,7 @@ class Worker:
 
 # --- the scenarios -------------------------------------------------------------------------------
 
+
 def upload(project, lines: int, offset: int = 0):
     from django.core.files.base import ContentFile
 
@@ -111,12 +136,25 @@ def upload(project, lines: int, offset: int = 0):
 
     records = []
     for i in range(offset, offset + lines):
-        records.append(json.dumps({
-            "external_id": f"fault-{i}", "tools": seed_scale.TOOLS,
-            "messages": [{"role": "system", "content": "You are a sales assistant."},
-                         {"role": "user", "content": f"Is B-{i} in stock?"}],
-            "responses": [{"model": "agent-v1", "raw": '<tool_call>{"name": "check_inventory", "arguments": '
-                                                       f'{{"sku": "B-{i}"}}}}</tool_call>'}]}))
+        records.append(
+            json.dumps(
+                {
+                    "external_id": f"fault-{i}",
+                    "tools": seed_scale.TOOLS,
+                    "messages": [
+                        {"role": "system", "content": "You are a sales assistant."},
+                        {"role": "user", "content": f"Is B-{i} in stock?"},
+                    ],
+                    "responses": [
+                        {
+                            "model": "agent-v1",
+                            "raw": '<tool_call>{"name": "check_inventory", "arguments": '
+                            f'{{"sku": "B-{i}"}}}}</tool_call>',
+                        }
+                    ],
+                }
+            )
+        )
     data = ("\n".join(records) + "\n").encode()
     job = ImportJob(project=project, original_name=f"fault-{offset}.jsonl", size_bytes=len(data))
     job.file.save(job.original_name, ContentFile(data), save=False)
@@ -136,25 +174,49 @@ def export_kill(project, admin, env) -> dict:
         snapshot = create_snapshot(project, admin, spec, start=False)
         final = media_path(file_name_for(snapshot))
         lifecycle.enqueue(snapshot)  # autocommit: sent at once
-        wait_for(lambda: DatasetSnapshot.objects.filter(pk=snapshot.pk, status="running", rows_done__gt=0).exists(),
-                 interval=0.05, what="the build to write rows")
+        wait_for(
+            lambda: DatasetSnapshot.objects.filter(
+                pk=snapshot.pk, status="running", rows_done__gt=0
+            ).exists(),
+            interval=0.05,
+            what="the build to write rows",
+        )
         victim = worker.pool_process()
         os.kill(victim, 9)
         at_kill = DatasetSnapshot.objects.get(pk=snapshot.pk)
-        partial = {"status": at_kill.status, "rows_done": at_kill.rows_done, "rows_total": at_kill.rows_total,
-                   "final_file_exists": final.exists()}
-        wait_for(lambda: DatasetSnapshot.objects.get(pk=snapshot.pk).finished, timeout=300, what="the rebuild")
+        partial = {
+            "status": at_kill.status,
+            "rows_done": at_kill.rows_done,
+            "rows_total": at_kill.rows_total,
+            "final_file_exists": final.exists(),
+        }
+        wait_for(
+            lambda: DatasetSnapshot.objects.get(pk=snapshot.pk).finished, timeout=300, what="the rebuild"
+        )
     finally:
         worker.stop()
     snapshot.refresh_from_db()
     reference = build_snapshot(create_snapshot(project, admin, spec, start=False).pk)
-    ok = (partial["status"] == "running" and not partial["final_file_exists"] and snapshot.status == "ready"
-          and snapshot.attempts == 2 and snapshot.row_count == reference.row_count
-          and snapshot.sha256 == reference.sha256 and not list(final.parent.glob("*.tmp")))
-    return {"ok": ok, "killed": "pool process (SIGKILL) mid-stream; redelivered by the broker, not by hand",
-            "at_kill": partial, "final": {"status": snapshot.status, "attempts": snapshot.attempts,
-                                          "rows": snapshot.row_count, "same_sha256_as_uninterrupted_build":
-                                          snapshot.sha256 == reference.sha256}}
+    ok = (
+        partial["status"] == "running"
+        and not partial["final_file_exists"]
+        and snapshot.status == "ready"
+        and snapshot.attempts == 2
+        and snapshot.row_count == reference.row_count
+        and snapshot.sha256 == reference.sha256
+        and not list(final.parent.glob("*.tmp"))
+    )
+    return {
+        "ok": ok,
+        "killed": "pool process (SIGKILL) mid-stream; redelivered by the broker, not by hand",
+        "at_kill": partial,
+        "final": {
+            "status": snapshot.status,
+            "attempts": snapshot.attempts,
+            "rows": snapshot.row_count,
+            "same_sha256_as_uninterrupted_build": snapshot.sha256 == reference.sha256,
+        },
+    }
 
 
 def import_kill(project, env) -> dict:
@@ -169,8 +231,11 @@ def import_kill(project, env) -> dict:
     try:
         job, data = upload(project, n)
         lifecycle.enqueue(job)
-        wait_for(lambda: ImportJob.objects.filter(pk=job.pk, conversations_created__gt=0).exists(), interval=0.02,
-                 what="a committed batch")
+        wait_for(
+            lambda: ImportJob.objects.filter(pk=job.pk, conversations_created__gt=0).exists(),
+            interval=0.02,
+            what="a committed batch",
+        )
         os.kill(worker.pool_process(), 9)
         # The job row and the rows in one snapshot: the redelivered attempt may already be importing on.
         with transaction.atomic():
@@ -178,23 +243,47 @@ def import_kill(project, env) -> dict:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             at = ImportJob.objects.get(pk=job.pk)
             rows_now = Conversation.objects.filter(project=project).count() - before
-        at_kill = {"status": at.status, "conversations_created": at.conversations_created, "lines_read": at.lines_read,
-                   "rows_in_database": rows_now,
-                   "offset_on_a_line_boundary": data[:at.committed_offset].count(b"\n") == at.lines_read}
+        at_kill = {
+            "status": at.status,
+            "conversations_created": at.conversations_created,
+            "lines_read": at.lines_read,
+            "rows_in_database": rows_now,
+            "offset_on_a_line_boundary": data[: at.committed_offset].count(b"\n") == at.lines_read,
+        }
         wait_for(lambda: ImportJob.objects.get(pk=job.pk).finished, timeout=300, what="the resumed import")
     finally:
         worker.stop()
     job.refresh_from_db()
     ids = Conversation.objects.filter(project=project, external_id__startswith="fault-")
-    final = {"status": job.status, "attempts": job.attempts, "conversations_created": job.conversations_created,
-             "rows": ids.count(), "distinct_external_ids": ids.values("external_id").distinct().count(),
-             "responses": ModelResponse.objects.filter(conversation__in=ids).count(), "duplicates": job.duplicates}
-    consistent_at_kill = (at_kill["rows_in_database"] == at_kill["conversations_created"]
-                          and at_kill["offset_on_a_line_boundary"] and at_kill["status"] != "done")
-    ok = consistent_at_kill and final["status"] == "done" and final["rows"] == final["distinct_external_ids"] == n \
-        and final["responses"] == n and final["conversations_created"] == n and job.attempts >= 2
-    return {"ok": ok, "killed": "pool process (SIGKILL) mid-file; redelivered by the broker", "lines": n,
-            "at_kill": at_kill, "final": final}
+    final = {
+        "status": job.status,
+        "attempts": job.attempts,
+        "conversations_created": job.conversations_created,
+        "rows": ids.count(),
+        "distinct_external_ids": ids.values("external_id").distinct().count(),
+        "responses": ModelResponse.objects.filter(conversation__in=ids).count(),
+        "duplicates": job.duplicates,
+    }
+    consistent_at_kill = (
+        at_kill["rows_in_database"] == at_kill["conversations_created"]
+        and at_kill["offset_on_a_line_boundary"]
+        and at_kill["status"] != "done"
+    )
+    ok = (
+        consistent_at_kill
+        and final["status"] == "done"
+        and final["rows"] == final["distinct_external_ids"] == n
+        and final["responses"] == n
+        and final["conversations_created"] == n
+        and job.attempts >= 2
+    )
+    return {
+        "ok": ok,
+        "killed": "pool process (SIGKILL) mid-file; redelivered by the broker",
+        "lines": n,
+        "at_kill": at_kill,
+        "final": final,
+    }
 
 
 async def annotate(port, slug, key, rounds: int, errors: list, leaves: list[int]):
@@ -214,10 +303,20 @@ async def annotate(port, slug, key, rounds: int, errors: list, leaves: list[int]
         if status != 200 or not token:
             errors.append(f"page {status}")
             continue
-        form = [("csrfmiddlewaretoken", token.group(1).decode()), ("verdict", "unreasonable"),
-                ("categories", str(leaves[0])), ("time_spent_ms", "5000")]
-        status, headers, body, _ = await qb.http("POST", port, path + "submit/", cookies, urlencode(form).encode(),
-                                                 "application/x-www-form-urlencoded")
+        form = [
+            ("csrfmiddlewaretoken", token.group(1).decode()),
+            ("verdict", "unreasonable"),
+            ("categories", str(leaves[0])),
+            ("time_spent_ms", "5000"),
+        ]
+        status, headers, body, _ = await qb.http(
+            "POST",
+            port,
+            path + "submit/",
+            cookies,
+            urlencode(form).encode(),
+            "application/x-www-form-urlencoded",
+        )
         qb._update_cookies(cookies, headers)
         if status != 302:
             errors.append(f"submit {status} {body[:200]!r}")
@@ -243,13 +342,24 @@ def traffic(port, project, annotator_keys, lead_key, leaves, rounds=4) -> dict:
     async def go():
         return await asyncio.gather(
             *(annotate(port, project.slug, k, rounds, errors, leaves) for k in annotator_keys),
-            open_pages(port, project.slug, lead_key, ["dashboards/", "dashboards/annotators/", "dashboards/models/"],
-                       errors))
+            open_pages(
+                port,
+                project.slug,
+                lead_key,
+                ["dashboards/", "dashboards/annotators/", "dashboards/models/"],
+                errors,
+            ),
+        )
 
     started = time.perf_counter()
     *submits, pages = asyncio.run(go())
-    return {"submits_ok": sum(submits), "dashboard_pages_ok": pages, "errors": len(errors),
-            "error_examples": errors[:3], "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "submits_ok": sum(submits),
+        "dashboard_pages_ok": pages,
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def redis_outage(project, admin, redis: PrivateRedis, url: str, env: dict) -> dict:
@@ -262,7 +372,9 @@ def redis_outage(project, admin, redis: PrivateRedis, url: str, env: dict) -> di
 
     keys = sessions(project, "scale-annotator-", 5)
     lead = sessions(project, "scale-lead-", 1)[0]
-    leaves = list(TaxonomyCategory.objects.filter(project=project, parent__isnull=False).values_list("pk", flat=True))
+    leaves = list(
+        TaxonomyCategory.objects.filter(project=project, parent__isnull=False).values_list("pk", flat=True)
+    )
     connections.close_all()
     worker = Worker("default,exports", env, "redis")
     server, port = qb.start_server(url, 2, VAR / "gunicorn-redis.log")
@@ -276,34 +388,68 @@ def redis_outage(project, admin, redis: PrivateRedis, url: str, env: dict) -> di
         lifecycle.enqueue(imp)
         snapshot = create_snapshot(project, admin, SFT_SPEC)
         base = ModelVersion.objects.get(project=project, name="agent-v1")
-        ready = DatasetSnapshot.objects.filter(project=project, status="ready").first() or \
-            DatasetSnapshot.objects.create(project=project, kind="sft", version=999, layout="trl_messages",
-                                           status="ready", sha256="0" * 64)
-        tj = TrainingJob.objects.create(project=project, name="created during the outage", stage="sft",
-                                        base_version=base, train_snapshot=ready)
+        ready = DatasetSnapshot.objects.filter(
+            project=project, status="ready"
+        ).first() or DatasetSnapshot.objects.create(
+            project=project, kind="sft", version=999, layout="trl_messages", status="ready", sha256="0" * 64
+        )
+        tj = TrainingJob.objects.create(
+            project=project,
+            name="created during the outage",
+            stage="sft",
+            base_version=base,
+            train_snapshot=ready,
+        )
         lifecycle.enqueue(tj)
         out["job_submission_s"] = round(time.perf_counter() - t0, 1)
-        rows = [ImportJob.objects.get(pk=imp.pk), DatasetSnapshot.objects.get(pk=snapshot.pk),
-                TrainingJob.objects.get(pk=tj.pk)]
-        out["rows_during"] = {type(r).__name__: {"status": r.status, "message": r.message[:120]} for r in rows}
+        rows = [
+            ImportJob.objects.get(pk=imp.pk),
+            DatasetSnapshot.objects.get(pk=snapshot.pk),
+            TrainingJob.objects.get(pk=tj.pk),
+        ]
+        out["rows_during"] = {
+            type(r).__name__: {"status": r.status, "message": r.message[:120]} for r in rows
+        }
         recorded = all(r.status == "failed" and r.waiting_for_queue for r in rows)
         redis.start()
         connections.close_all()
-        sweep = subprocess.run([sys.executable, "manage.py", "requeue_waiting"], cwd=ROOT, capture_output=True,
-                               text=True, env={**os.environ, **env}, timeout=120)
+        sweep = subprocess.run(
+            [sys.executable, "manage.py", "requeue_waiting"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=120,
+        )
         out["requeue_waiting"] = sweep.stdout.strip() or sweep.stderr[-300:]
-        wait_for(lambda: ImportJob.objects.get(pk=imp.pk).finished and DatasetSnapshot.objects.get(
-            pk=snapshot.pk).finished, timeout=300, what="the re-queued jobs")
+        wait_for(
+            lambda: (
+                ImportJob.objects.get(pk=imp.pk).finished
+                and DatasetSnapshot.objects.get(pk=snapshot.pk).finished
+            ),
+            timeout=300,
+            what="the re-queued jobs",
+        )
         imp.refresh_from_db()
         snapshot.refresh_from_db()
         tj.refresh_from_db()
-        out["after"] = {"import": [imp.status, imp.conversations_created], "snapshot": [snapshot.status, snapshot.row_count],
-                        "training_job": tj.status + " (waiting on the training queue: no GPU worker in this run)"}
+        out["after"] = {
+            "import": [imp.status, imp.conversations_created],
+            "snapshot": [snapshot.status, snapshot.row_count],
+            "training_job": tj.status + " (waiting on the training queue: no GPU worker in this run)",
+        }
         out["traffic_after"] = traffic(port, project, keys, lead, leaves, rounds=2)
         out["worker_restarted"] = False
-        out["ok"] = (out["during"]["errors"] == 0 and out["traffic_after"]["errors"] == 0 and recorded
-                     and imp.status == "done" and imp.conversations_created == 50 and snapshot.status == "ready"
-                     and tj.status == "queued" and worker.proc.poll() is None)
+        out["ok"] = (
+            out["during"]["errors"] == 0
+            and out["traffic_after"]["errors"] == 0
+            and recorded
+            and imp.status == "done"
+            and imp.conversations_created == 50
+            and snapshot.status == "ready"
+            and tj.status == "queued"
+            and worker.proc.poll() is None
+        )
         TrainingJob.objects.filter(pk=tj.pk).delete()
     finally:
         qb.stop_server(server)
@@ -312,8 +458,14 @@ def redis_outage(project, admin, redis: PrivateRedis, url: str, env: dict) -> di
 
 
 def _pg(cmd: list[str]):
-    return subprocess.run(["su", "postgres", "-c", " ".join(cmd)], check=True, capture_output=True, text=True,
-                          cwd="/tmp", timeout=120)
+    return subprocess.run(
+        ["su", "postgres", "-c", " ".join(cmd)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd="/tmp",
+        timeout=120,
+    )
 
 
 def postgres_restart() -> dict:
@@ -326,14 +478,20 @@ def postgres_restart() -> dict:
         _pg([f"{PG_BIN}/initdb", "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
         _pg([pg_ctl, "-o", f"'-p {port} -k {tmp} -c listen_addresses=127.0.0.1'", "start"])
         env = {"FAULTS_PG_PORT": str(port), "FAULTS_CHILD": "postgres_restart", "FAULTS_PG_CTL": pg_ctl}
-        child = subprocess.run([sys.executable, __file__, "--only", "postgres_restart", "--code", "here"],
-                               env={**os.environ, **env},
-                               capture_output=True, text=True, timeout=580)
+        child = subprocess.run(
+            [sys.executable, __file__, "--only", "postgres_restart", "--code", "here"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=580,
+        )
         sys.stderr.write(child.stderr[-3000:])
         line = [x for x in child.stdout.splitlines() if x.startswith("{")]
         return json.loads(line[-1]) if line else {"ok": False, "error": child.stderr[-800:]}
     finally:
-        subprocess.run(["su", "postgres", "-c", f"{pg_ctl} stop -m immediate"], capture_output=True, cwd="/tmp")
+        subprocess.run(
+            ["su", "postgres", "-c", f"{pg_ctl} stop -m immediate"], capture_output=True, cwd="/tmp"
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -349,7 +507,9 @@ def postgres_restart_child() -> dict:
 
     keys = sessions(project, "scale-annotator-", 5)
     lead = sessions(project, "scale-lead-", 1)[0]
-    leaves = list(TaxonomyCategory.objects.filter(project=project, parent__isnull=False).values_list("pk", flat=True))
+    leaves = list(
+        TaxonomyCategory.objects.filter(project=project, parent__isnull=False).values_list("pk", flat=True)
+    )
     connections.close_all()
     env = {**qb.bench_env(url), "MEDIA_ROOT": os.environ["MEDIA_ROOT"]}
     worker = Worker("default", env, "pg")
@@ -362,8 +522,13 @@ def postgres_restart_child() -> dict:
         wait_for(lambda: ImportJob.objects.get(pk=job.pk).finished, what="the import before the restart")
         connections.close_all()
         t0 = time.perf_counter()
-        subprocess.run(["su", "postgres", "-c", f"{os.environ['FAULTS_PG_CTL']} restart -m fast"], check=True,
-                       capture_output=True, cwd="/tmp", timeout=120)
+        subprocess.run(
+            ["su", "postgres", "-c", f"{os.environ['FAULTS_PG_CTL']} restart -m fast"],
+            check=True,
+            capture_output=True,
+            cwd="/tmp",
+            timeout=120,
+        )
         out["restart_s"] = round(time.perf_counter() - t0, 1)
         out["after"] = traffic(port, project, keys, lead, leaves, rounds=4)
         job2, _ = upload(project, 20, offset=300_000)
@@ -371,9 +536,15 @@ def postgres_restart_child() -> dict:
         wait_for(lambda: ImportJob.objects.get(pk=job2.pk).finished, what="the import after the restart")
         job2.refresh_from_db()
         out["import_after_restart"] = [job2.status, job2.conversations_created]
-        out["processes_restarted"] = 0 if (server.poll() is None and worker.proc.poll() is None) else "some died"
-        out["ok"] = (out["after"]["errors"] == 0 and job2.status == "done" and job2.conversations_created == 20
-                     and out["processes_restarted"] == 0)
+        out["processes_restarted"] = (
+            0 if (server.poll() is None and worker.proc.poll() is None) else "some died"
+        )
+        out["ok"] = (
+            out["after"]["errors"] == 0
+            and job2.status == "done"
+            and job2.conversations_created == 20
+            and out["processes_restarted"] == 0
+        )
     finally:
         qb.stop_server(server)
         worker.stop()
@@ -383,8 +554,12 @@ def postgres_restart_child() -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=",".join(SCENARIOS))
-    parser.add_argument("--code", choices=["head", "here"], default="head",
-                        help="head: run on a `git archive` snapshot of --commit (default); here: this tree as it is")
+    parser.add_argument(
+        "--code",
+        choices=["head", "here"],
+        default="head",
+        help="head: run on a `git archive` snapshot of --commit (default); here: this tree as it is",
+    )
     parser.add_argument("--commit", default="HEAD")
     args = parser.parse_args()
     if args.code == "head" and not os.environ.get("FAULTS_CHILD"):
@@ -392,7 +567,7 @@ def main():
         for flag in ("--code", "--commit"):
             if flag in argv:
                 i = argv.index(flag)
-                del argv[i:i + 2]
+                del argv[i : i + 2]
         sys.exit(qb.run_from_snapshot(argv, args.commit, script="faults.py"))
     wanted = [s for s in args.only.split(",") if s]
     VAR.mkdir(parents=True, exist_ok=True)
@@ -435,16 +610,23 @@ def main():
     finally:
         redis.close()
     survived = [n for n, r in results.items() if r.get("ok")]
-    report("faults", {
-        "faults_injected": len(results), "faults_survived": len(survived), "zero_loss": len(survived) == len(results),
-        "scenarios": results,
-        "also_in_the_test_suite": "tests/test_faults.py (import and training SIGKILL, Redis down) and "
-                                  "tests/test_datasets_worker.py (snapshot build SIGKILL), marked integration",
-        "wall_s": round(time.perf_counter() - started, 1),
-    })
+    report(
+        "faults",
+        {
+            "faults_injected": len(results),
+            "faults_survived": len(survived),
+            "zero_loss": len(survived) == len(results),
+            "scenarios": results,
+            "also_in_the_test_suite": "tests/test_faults.py (import and training SIGKILL, Redis down) and "
+            "tests/test_datasets_worker.py (snapshot build SIGKILL), marked integration",
+            "wall_s": round(time.perf_counter() - started, 1),
+        },
+    )
     results_dir = os.environ.get("QUEUE_BENCH_RESULTS")
     if results_dir:  # running in the snapshot: keep the result in the real tree too
-        Path(results_dir, "faults.json").write_text((ROOT / "benchmarks" / "results" / "faults.json").read_text())
+        Path(results_dir, "faults.json").write_text(
+            (ROOT / "benchmarks" / "results" / "faults.json").read_text()
+        )
     if len(survived) != len(results):
         sys.exit(1)
 

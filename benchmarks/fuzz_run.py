@@ -32,8 +32,13 @@ def run_property(name, fn, strategies, examples, results):
 
     calls = itertools.count()
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.tuples(*strategies))
     def prop(args):
         next(calls)
@@ -45,18 +50,30 @@ def run_property(name, fn, strategies, examples, results):
         failure = None
     except Exception as exc:  # noqa: BLE001 (the failure is the figure)
         failure = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-2000:]
-    results[name] = {"cases": next(calls), "failure": failure, "seconds": round(time.perf_counter() - start, 1)}
-    print(f"{name}: {results[name]['cases']} cases, {'FAILED: ' + failure if failure else 'ok'}", file=sys.stderr)
+    results[name] = {
+        "cases": next(calls),
+        "failure": failure,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    print(
+        f"{name}: {results[name]['cases']} cases, {'FAILED: ' + failure if failure else 'ok'}",
+        file=sys.stderr,
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=20_000, help="examples per pure property")
-    parser.add_argument("--import-examples", type=int, default=500, help="whole files imported into the database")
+    parser.add_argument(
+        "--import-examples", type=int, default=500, help="whole files imported into the database"
+    )
     args = parser.parse_args()
 
-    setup_django(os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB) if "DATABASE_URL" not in os.environ
-                 else os.environ["DATABASE_URL"])
+    setup_django(
+        os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
+        if "DATABASE_URL" not in os.environ
+        else os.environ["DATABASE_URL"]
+    )
     from django.conf import settings as django_settings
     from django.db import connection
     from hypothesis import strategies as st
@@ -79,20 +96,30 @@ def main():
     n = args.examples
     results = {}
     start = time.perf_counter()
-    run_property("line_mutated", lambda r: fz.check_line(fz.encode_record(r)), [fz.mutated_records()], n, results)
+    run_property(
+        "line_mutated", lambda r: fz.check_line(fz.encode_record(r)), [fz.mutated_records()], n, results
+    )
     run_property("line_valid", lambda r: fz.check_line(fz.encode_record(r)), [fz.valid_records()], n, results)
     run_property("line_garbage", fz.check_line, [fz.garbage_lines], n, results)
     run_property("parse_output", fz.check_parse_output, [fz.raw_outputs, fz.tool_name_sets], n, results)
-    run_property("score_case", fz.check_score_case,
-                 [fz.gold_messages, fz.raw_outputs, fz.tool_lists, st.sampled_from([None, True, False])], n, results)
+    run_property(
+        "score_case",
+        fz.check_score_case,
+        [fz.gold_messages, fz.raw_outputs, fz.tool_lists, st.sampled_from([None, True, False])],
+        n,
+        results,
+    )
     run_property("import_file", import_file, [file_lines], args.import_examples, results)
-    report("fuzz", {
-        "cases": sum(r["cases"] for r in results.values()),
-        "failures": sum(1 for r in results.values() if r["failure"]),
-        "properties": results,
-        "database": connection.vendor,
-        "seconds": round(time.perf_counter() - start, 1),
-    })
+    report(
+        "fuzz",
+        {
+            "cases": sum(r["cases"] for r in results.values()),
+            "failures": sum(1 for r in results.values() if r["failure"]),
+            "properties": results,
+            "database": connection.vendor,
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ def agreement(cases: list[dict], verdicts: list[dict]) -> dict:
     pairs, disagree, undecided, missing = [], [], [], []
     by_source: dict[str, dict] = {}
     for c in cases:
-        ours = score_case(c["expected"], c["output"], c["tools"],
-                          stopped_at_limit=c.get("stopped_at_limit"))["tool_call_accuracy"]
+        ours = score_case(c["expected"], c["output"], c["tools"], stopped_at_limit=c.get("stopped_at_limit"))[
+            "tool_call_accuracy"
+        ]
         v = by_id.get(str(c["id"]))
         if v is None:
             missing.append(c["id"])
@@ -63,8 +64,15 @@ def agreement(cases: list[dict], verdicts: list[dict]) -> dict:
         src["compared"] += 1
         src["agree"] += ours == theirs
         if ours != theirs:
-            disagree.append({"id": c["id"], "source": c.get("source"), "ours": ours, "reader": theirs,
-                             "note": v.get("note", "")})
+            disagree.append(
+                {
+                    "id": c["id"],
+                    "source": c.get("source"),
+                    "ours": ours,
+                    "reader": theirs,
+                    "note": v.get("note", ""),
+                }
+            )
     agree = len(pairs) - len(disagree)
     kappa = cohens_kappa(pairs)
     return {
@@ -84,19 +92,28 @@ def agreement(cases: list[dict], verdicts: list[dict]) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", default=str(DATA / "cases.jsonl"))
     parser.add_argument("--verdicts", default=str(DATA / "verdicts.jsonl"))
     parser.add_argument("--name", default="handcheck")
     args = parser.parse_args()
     verdicts_path = Path(args.verdicts)
     if not verdicts_path.exists():
-        print(json.dumps({"bench": args.name, "error": f"{verdicts_path} is absent: the independent reading "
-                                                        "is not done yet"}))
+        print(
+            json.dumps(
+                {
+                    "bench": args.name,
+                    "error": f"{verdicts_path} is absent: the independent reading is not done yet",
+                }
+            )
+        )
         sys.exit(2)
     figures = agreement(read_jsonl(Path(args.cases)), read_jsonl(verdicts_path))
-    figures["cases_file"] = str(Path(args.cases).relative_to(ROOT)) if Path(args.cases).is_relative_to(ROOT) \
-        else args.cases
+    figures["cases_file"] = (
+        str(Path(args.cases).relative_to(ROOT)) if Path(args.cases).is_relative_to(ROOT) else args.cases
+    )
     report(args.name, figures)
 
 

@@ -19,11 +19,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import DEFAULT_BENCH_DB, ROOT, peak_rss_mb, report, setup_django  # noqa: E402
 
 TOOLS = [
-    {"type": "function", "function": {"name": "check_inventory", "description": "Units in stock for a SKU.",
-     "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}},
-    {"type": "function", "function": {"name": "create_order", "description": "Place an order.",
-     "parameters": {"type": "object", "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer"}},
-                    "required": ["sku", "quantity"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "check_inventory",
+            "description": "Units in stock for a SKU.",
+            "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "create_order",
+            "description": "Place an order.",
+            "parameters": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer"}},
+                "required": ["sku", "quantity"],
+            },
+        },
+    },
 ]
 
 
@@ -36,19 +51,46 @@ def generate(path: Path, n: int, seed: int = 1):
             record = {
                 "external_id": f"bench-{i}",
                 "messages": [
-                    {"role": "system", "content": "You are the sales assistant of Northwind Home. Use the tools; "
-                                                  "never guess their results. Be brief and friendly."},
-                    {"role": "user", "content": f"Hi, could you check whether {sku} is available? I need {qty}."},
-                    {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
-                     "function": {"name": "check_inventory", "arguments": json.dumps({"sku": sku})}}]},
-                    {"role": "tool", "tool_call_id": "call_1", "content": json.dumps({"sku": sku, "in_stock": rng.randint(0, 80)})},
+                    {
+                        "role": "system",
+                        "content": "You are the sales assistant of Northwind Home. Use the tools; "
+                        "never guess their results. Be brief and friendly.",
+                    },
+                    {
+                        "role": "user",
+                        "content": f"Hi, could you check whether {sku} is available? I need {qty}.",
+                    },
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {
+                                    "name": "check_inventory",
+                                    "arguments": json.dumps({"sku": sku}),
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "role": "tool",
+                        "tool_call_id": "call_1",
+                        "content": json.dumps({"sku": sku, "in_stock": rng.randint(0, 80)}),
+                    },
                     {"role": "assistant", "content": f"Yes, {sku} is in stock. Shall I order {qty} for you?"},
                     {"role": "user", "content": "Yes please, go ahead and place the order right now."},
                 ],
                 "metadata": {"source": "bench", "session": rng.randint(1, 10**9)},
-                "responses": [{"model": "agent-v1", "raw": "<think>The user confirmed.</think>\n<tool_call>\n"
-                               + json.dumps({"name": "create_order", "arguments": {"sku": sku, "quantity": qty}})
-                               + "\n</tool_call>"}],
+                "responses": [
+                    {
+                        "model": "agent-v1",
+                        "raw": "<think>The user confirmed.</think>\n<tool_call>\n"
+                        + json.dumps({"name": "create_order", "arguments": {"sku": sku, "quantity": qty}})
+                        + "\n</tool_call>",
+                    }
+                ],
             }
             out.write(json.dumps(record) + "\n")
 
@@ -58,7 +100,9 @@ def main():
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
-    url = setup_django(args.database_url or DEFAULT_BENCH_DB.rsplit("/", 1)[0] + "/badcase_import_bench", fresh=True)
+    url = setup_django(
+        args.database_url or DEFAULT_BENCH_DB.rsplit("/", 1)[0] + "/badcase_import_bench", fresh=True
+    )
 
     from django.core.files import File
     from django.db import connection
@@ -95,20 +139,23 @@ def main():
     seconds = time.perf_counter() - start
     import_only = seconds - sum(queue_s)
     assert job.status == "done" and job.conversations_created == args.lines, job.message
-    report(f"import_{args.lines}", {
-        "database": connection.vendor,
-        "database_url": url.split("@")[-1],
-        "lines": args.lines,
-        "avg_line_bytes": round(size / args.lines),
-        "seconds": round(seconds, 1),
-        "lines_per_s": round(args.lines / import_only),
-        "import_ms": round(1000 * import_only),
-        "queue_build_ms": round(1000 * sum(queue_s)),
-        "lines_per_s_incl_queue_build": round(args.lines / seconds),
-        "peak_rss_mb": round(peak_rss_mb()),
-        "rss_before_import_mb": round(rss_before),
-        "batch_size": 1000,
-    })
+    report(
+        f"import_{args.lines}",
+        {
+            "database": connection.vendor,
+            "database_url": url.split("@")[-1],
+            "lines": args.lines,
+            "avg_line_bytes": round(size / args.lines),
+            "seconds": round(seconds, 1),
+            "lines_per_s": round(args.lines / import_only),
+            "import_ms": round(1000 * import_only),
+            "queue_build_ms": round(1000 * sum(queue_s)),
+            "lines_per_s_incl_queue_build": round(args.lines / seconds),
+            "peak_rss_mb": round(peak_rss_mb()),
+            "rss_before_import_mb": round(rss_before),
+            "batch_size": 1000,
+        },
+    )
 
 
 if __name__ == "__main__":

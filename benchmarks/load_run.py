@@ -44,8 +44,15 @@ from benchmarks import seed_scale  # noqa: E402
 from benchmarks._common import ROOT, report  # noqa: E402
 
 OUT_VAR = Path(os.environ.get("QUEUE_BENCH_VAR") or ROOT / "var" / "bench")
-DASHBOARDS = ["dashboards/", "dashboards/annotators/", "dashboards/agreement/", "dashboards/models/",
-              "dashboards/cases/", "dashboards/comparisons/", "review/"]
+DASHBOARDS = [
+    "dashboards/",
+    "dashboards/annotators/",
+    "dashboards/agreement/",
+    "dashboards/models/",
+    "dashboards/cases/",
+    "dashboards/comparisons/",
+    "review/",
+]
 LEFT_SIDE_RE = re.compile(rb'name="left_side" value="([ab])"')
 
 
@@ -54,8 +61,11 @@ def sessions(project, prefix: str, count: int) -> list[str]:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.sessions.backends.db import SessionStore
 
-    users = list(get_user_model().objects.filter(memberships__project=project, username__startswith=prefix)
-                 .order_by("username")[:count])
+    users = list(
+        get_user_model()
+        .objects.filter(memberships__project=project, username__startswith=prefix)
+        .order_by("username")[:count]
+    )
     assert len(users) == count, f"{len(users)} users named {prefix}*, {count} asked for"
     keys = []
     for user in users:
@@ -82,8 +92,24 @@ class PrivateRedis:
 
     def start(self):
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--loglevel", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         import redis
 
         deadline = time.time() + 10
@@ -138,8 +164,14 @@ class LoadRun:
         self.samples.setdefault(endpoint, []).append((ms, *timing))
 
     def label_form(self, rng, token):
-        fields = {"csrfmiddlewaretoken": token, "time_spent_ms": str(rng.randint(3000, 90000)), "note": "",
-                  "correction_content": "", "correction_tool_calls": "", "verdict": "reasonable"}
+        fields = {
+            "csrfmiddlewaretoken": token,
+            "time_spent_ms": str(rng.randint(3000, 90000)),
+            "note": "",
+            "correction_content": "",
+            "correction_tool_calls": "",
+            "verdict": "reasonable",
+        }
         extra = []
         roll = rng.random()
         if roll >= 0.65:
@@ -148,7 +180,8 @@ class LoadRun:
             if roll >= 0.9:
                 quantity = rng.randint(1, 9)
                 fields["correction_tool_calls"] = (
-                    f'[{{"name": "create_order", "arguments": {{"sku": "A-100", "quantity": {quantity}}}}}]')
+                    f'[{{"name": "create_order", "arguments": {{"sku": "A-100", "quantity": {quantity}}}}}]'
+                )
         return list(fields.items()) + extra
 
     async def annotator(self, i: int, key: str):
@@ -167,8 +200,14 @@ class LoadRun:
                 self.empty_queue += 1
                 await asyncio.sleep(0.5)
                 continue
-            self.record(f"next_{kind}", started, ms, headers, status == 302 and m is not None,
-                        f"{status} {location!r}")
+            self.record(
+                f"next_{kind}",
+                started,
+                ms,
+                headers,
+                status == 302 and m is not None,
+                f"{status} {location!r}",
+            )
             if not m:
                 await asyncio.sleep(0.05)
                 continue
@@ -185,18 +224,35 @@ class LoadRun:
                 form = self.label_form(rng, token.group(1).decode())
             else:
                 side = LEFT_SIDE_RE.search(body)
-                form = [("csrfmiddlewaretoken", token.group(1).decode()), ("left_side", side.group(1).decode() if side else "a"),
-                        ("choice", rng.choice(["a", "a", "b", "b", "tie", "both_bad"])), ("reason", ""),
-                        ("time_spent_ms", str(rng.randint(3000, 60000)))]
+                form = [
+                    ("csrfmiddlewaretoken", token.group(1).decode()),
+                    ("left_side", side.group(1).decode() if side else "a"),
+                    ("choice", rng.choice(["a", "a", "b", "b", "tie", "both_bad"])),
+                    ("reason", ""),
+                    ("time_spent_ms", str(rng.randint(3000, 60000))),
+                ]
             started = time.perf_counter()
-            status, headers, body, ms = await request("POST", self.port, task_path + "submit/", cookies,
-                                                      urlencode(form).encode(), "application/x-www-form-urlencoded")
+            status, headers, body, ms = await request(
+                "POST",
+                self.port,
+                task_path + "submit/",
+                cookies,
+                urlencode(form).encode(),
+                "application/x-www-form-urlencoded",
+            )
             qb._update_cookies(cookies, headers)
             location = (headers.get("location") or [""])[0]
             ok = status == 302 and location.startswith(f"/p/{self.slug}/next/")
             if ok:
                 self.submitted[kind] += 1
-            self.record(f"submit_{kind}", started, ms, headers, ok, f"{task_path} {status} {location!r} {body[:200]!r}")
+            self.record(
+                f"submit_{kind}",
+                started,
+                ms,
+                headers,
+                ok,
+                f"{task_path} {status} {location!r} {body[:200]!r}",
+            )
 
     async def lead(self, i: int, key: str):
         cookies = {"sessionid": key}
@@ -209,14 +265,18 @@ class LoadRun:
             status, headers, body, ms = await request("GET", self.port, f"/p/{self.slug}/{page}", cookies)
             qb._update_cookies(cookies, headers)
             name = "review" if page == "review/" else "dash_" + (page.split("/")[1] or "overview")
-            self.record(name, started, ms, headers, status == 200, f"{status} after {ms / 1000:.0f} s {body[:60]!r}")
+            self.record(
+                name, started, ms, headers, status == 200, f"{status} after {ms / 1000:.0f} s {body[:60]!r}"
+            )
             await asyncio.sleep(1.0)
 
     async def run(self):
         self.t_measure = time.perf_counter() + self.warmup
         self.t_end = self.t_measure + self.seconds
-        await asyncio.gather(*(self.annotator(i, k) for i, k in enumerate(self.annotators)),
-                             *(self.lead(i, k) for i, k in enumerate(self.leads)))
+        await asyncio.gather(
+            *(self.annotator(i, k) for i, k in enumerate(self.annotators)),
+            *(self.lead(i, k) for i, k in enumerate(self.leads)),
+        )
         self.elapsed = time.perf_counter() - self.t_measure
 
 
@@ -269,13 +329,20 @@ def totals(project) -> dict:
     from django.db import connection
 
     with connection.cursor() as cur:
-        cur.execute("SELECT count(*) FROM annotator_label WHERE project_id = %s AND status <> 'draft'", [project.pk])
+        cur.execute(
+            "SELECT count(*) FROM annotator_label WHERE project_id = %s AND status <> 'draft'", [project.pk]
+        )
         labels = cur.fetchone()[0]
-        cur.execute("""SELECT count(*) FROM annotator_preference f JOIN annotator_task t ON t.kind = 'compare'
+        cur.execute(
+            """SELECT count(*) FROM annotator_preference f JOIN annotator_task t ON t.kind = 'compare'
             AND t.response_id = f.response_a_id AND t.response_b_id = f.response_b_id
-            WHERE t.project_id = %s AND f.status <> 'draft'""", [project.pk])
+            WHERE t.project_id = %s AND f.status <> 'draft'""",
+            [project.pk],
+        )
         prefs = cur.fetchone()[0]
-        cur.execute("SELECT state, count(*) FROM annotator_slot WHERE project_id = %s GROUP BY 1", [project.pk])
+        cur.execute(
+            "SELECT state, count(*) FROM annotator_slot WHERE project_id = %s GROUP BY 1", [project.pk]
+        )
         slots = dict(cur.fetchall())
     return {"labels": labels, "preferences": prefs, "slots": slots}
 
@@ -307,13 +374,18 @@ def rollup_checks(project) -> dict:
     counted = labels.count()
     return {
         "rollup_label_days_vs_labels": total(LabelDay, "n") - counted,
-        "rollup_judges_vs_labels": (ResponseJudges.objects.filter(project=project).aggregate(t=Sum("n"))["t"] or 0)
+        "rollup_judges_vs_labels": (
+            ResponseJudges.objects.filter(project=project).aggregate(t=Sum("n"))["t"] or 0
+        )
         - counted,
-        "rollup_seconds_vs_timed_labels": total(AnnotatorSeconds, "n") - labels.filter(time_spent_ms__gt=0).count(),
-        "rollup_seconds_vs_timed_comparisons": total(AnnotatorSeconds, "p") - prefs.filter(time_spent_ms__gt=0).count(),
+        "rollup_seconds_vs_timed_labels": total(AnnotatorSeconds, "n")
+        - labels.filter(time_spent_ms__gt=0).count(),
+        "rollup_seconds_vs_timed_comparisons": total(AnnotatorSeconds, "p")
+        - prefs.filter(time_spent_ms__gt=0).count(),
         "rollup_seconds_days_vs_all_time": (total(AnnotatorSecondsDay, "n") + total(AnnotatorSecondsDay, "p"))
         - (total(AnnotatorSeconds, "n") + total(AnnotatorSeconds, "p")),
-        "rollup_pair_days_vs_all_time": total(AgreementPairDay, "n", PAIR_CELLS) - total(AgreementPair, "n", PAIR_CELLS),
+        "rollup_pair_days_vs_all_time": total(AgreementPairDay, "n", PAIR_CELLS)
+        - total(AgreementPair, "n", PAIR_CELLS),
     }
 
 
@@ -333,8 +405,12 @@ def integrity(project, before: dict, submitted: dict) -> dict:
     out["new_preferences"] = after["preferences"] - before["preferences"]
     out["label_submits_302"], out["compare_submits_302"] = submitted["label"], submitted["compare"]
     out["slots_after"] = after["slots"]
-    out["ok"] = (not any(out[k] for k in CHECKS) and not any(rollup.values()) and out["new_labels"] == submitted["label"]
-                 and out["new_preferences"] == submitted["compare"])
+    out["ok"] = (
+        not any(out[k] for k in CHECKS)
+        and not any(rollup.values())
+        and out["new_labels"] == submitted["label"]
+        and out["new_preferences"] == submitted["compare"]
+    )
     return out
 
 
@@ -356,14 +432,16 @@ def main():
         for flag in ("--code", "--commit"):
             if flag in argv:
                 i = argv.index(flag)
-                del argv[i:i + 2]
+                del argv[i : i + 2]
         sys.exit(qb.run_from_snapshot(argv, args.commit, script="load_run.py"))
 
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     url = seed_scale.database_url(args.database or seed_scale.default_database(args.conversations))
     redis = PrivateRedis().start()
     os.environ.update(qb.bench_env(url))
-    os.environ["REDIS_URL"] = redis.url  # before Django reads its settings: cache and broker on the private Redis
+    os.environ["REDIS_URL"] = (
+        redis.url
+    )  # before Django reads its settings: cache and broker on the private Redis
     proc = None
     try:
         project, seeded = seed_scale.ensure(args.conversations, args.database, reuse=True, log=log)
@@ -373,13 +451,27 @@ def main():
 
         annotator_keys = sessions(project, "scale-annotator-", args.annotators)
         lead_keys = sessions(project, "scale-lead-", args.leads)
-        leaves = list(TaxonomyCategory.objects.filter(project=project, parent__isnull=False).values_list("pk", flat=True))
+        leaves = list(
+            TaxonomyCategory.objects.filter(project=project, parent__isnull=False).values_list(
+                "pk", flat=True
+            )
+        )
         before = totals(project)
         connections.close_all()
         proc, port = qb.start_server(url, args.workers, OUT_VAR / f"load-gunicorn-{args.conversations}.log")
-        log(f"load: {args.annotators} annotators + {args.leads} leads, {args.warmup:g} s warm-up + {args.seconds:g} s")
-        load = LoadRun(port, project.slug, annotator_keys, lead_keys, leaves, args.seconds, args.warmup,
-                       args.compare_share)
+        log(
+            f"load: {args.annotators} annotators + {args.leads} leads, {args.warmup:g} s warm-up + {args.seconds:g} s"
+        )
+        load = LoadRun(
+            port,
+            project.slug,
+            annotator_keys,
+            lead_keys,
+            leaves,
+            args.seconds,
+            args.warmup,
+            args.compare_share,
+        )
         marks = {}
 
         async def go():
@@ -399,7 +491,9 @@ def main():
         redis.close()
     from django.db import connection
 
-    with connection.cursor() as cur:  # queries of killed gunicorn workers still running on this (private) database
+    with (
+        connection.cursor() as cur
+    ):  # queries of killed gunicorn workers still running on this (private) database
         cur.execute("""SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()
                        AND pid <> pg_backend_pid() AND state = 'active'""")
         orphaned_queries = cur.fetchone()[0]
@@ -410,32 +504,43 @@ def main():
     busy, total = m1[0] - m0[0], m1[1] - m0[1]
     submits = sum(len(load.samples.get(k, [])) for k in ("submit_label", "submit_compare"))
     figures = {
-        "database": "postgresql", **seeded,
-        "annotators": args.annotators, "leads": args.leads, "compare_share": args.compare_share,
+        "database": "postgresql",
+        **seeded,
+        "annotators": args.annotators,
+        "leads": args.leads,
+        "compare_share": args.compare_share,
         "server": f"gunicorn (benchmarks.queue_bench:application = config.wsgi + db timing), {args.workers} sync "
-                  "workers, loopback, DEBUG=0; private redis-server as cache",
-        "seconds": args.seconds, "warmup_s": args.warmup,
-        "requests": requests, "requests_per_s": round(requests / load.elapsed, 1),
+        "workers, loopback, DEBUG=0; private redis-server as cache",
+        "seconds": args.seconds,
+        "warmup_s": args.warmup,
+        "requests": requests,
+        "requests_per_s": round(requests / load.elapsed, 1),
         "submits_per_s": round(submits / load.elapsed, 1),
-        "errors": len(load.errors), "error_examples": load.errors[:5],
+        "errors": len(load.errors),
+        "error_examples": load.errors[:5],
         "empty_queue_pages": load.empty_queue,
         "endpoints": {name: qb.summarise(samples) for name, samples in sorted(load.samples.items())},
-        "cpu": {"machine_busy_pct": round(100 * busy / total, 1) if total else None,
-                "gunicorn_cpu_s": round(s1 - s0, 1),
-                "client_cpu_s": round((c1.user - c0.user) + (c1.system - c0.system), 1),
-                "loadavg_start": la0, "loadavg_end": la1},
+        "cpu": {
+            "machine_busy_pct": round(100 * busy / total, 1) if total else None,
+            "gunicorn_cpu_s": round(s1 - s0, 1),
+            "client_cpu_s": round((c1.user - c0.user) + (c1.system - c0.system), 1),
+            "loadavg_start": la0,
+            "loadavg_end": la1,
+        },
         "orphaned_queries_cancelled_after_the_run": orphaned_queries,
         "integrity": checks,
         "commit": os.environ.get("QUEUE_BENCH_COMMIT") or "working tree",
         "notes": "client_ms: connect to last byte on loopback (includes waiting for a free gunicorn worker); "
-                 "server_ms: the app's own Server-Timing. Annotators have no think time. Dashboard pages share "
-                 "Redis-cached aggregates, so their p50 is a cache hit and the cold computations show in p95/max.",
+        "server_ms: the app's own Server-Timing. Annotators have no think time. Dashboard pages share "
+        "Redis-cached aggregates, so their p50 is a cache hit and the cold computations show in p95/max.",
     }
     name = f"load_run_{args.conversations}"
     report(name, figures)
     results = os.environ.get("QUEUE_BENCH_RESULTS")
     if results:  # running in the snapshot: keep the result in the real tree too
-        Path(results, f"{name}.json").write_text((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+        Path(results, f"{name}.json").write_text(
+            (ROOT / "benchmarks" / "results" / f"{name}.json").read_text()
+        )
     if load.errors or not checks["ok"]:
         sys.exit(1)
 

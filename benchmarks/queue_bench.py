@@ -49,11 +49,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import seed_scale  # noqa: E402
 from benchmarks._common import DEFAULT_BENCH_DB, ROOT, report, setup_django  # noqa: E402
 
-DEFAULT_DB = DEFAULT_BENCH_DB.rsplit("/", 1)[0] + "/badcase_queue_bench_{items}"  # one per size, so --reuse works
+DEFAULT_DB = (
+    DEFAULT_BENCH_DB.rsplit("/", 1)[0] + "/badcase_queue_bench_{items}"
+)  # one per size, so --reuse works
 SECRET_KEY = "bench"
 OVERLAP = 2
 SLUG_PREFIX = "queue-bench-"
-OUT_VAR = Path(os.environ.get("QUEUE_BENCH_VAR") or ROOT / "var" / "bench")  # logs and full plans (not committed)
+OUT_VAR = Path(
+    os.environ.get("QUEUE_BENCH_VAR") or ROOT / "var" / "bench"
+)  # logs and full plans (not committed)
 
 TAXONOMY = {
     "Tool choice": ["Wrong tool", "Missing tool call", "Unneeded tool call"],
@@ -64,12 +68,21 @@ TAXONOMY = {
 
 def bench_env(url: str) -> dict:
     """The environment both this process and gunicorn run with (session hashes need the same key)."""
-    return {"DATABASE_URL": url, "DEBUG": "0", "SECRET_KEY": SECRET_KEY, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "SECURE_COOKIES": "0", "SECURE_SSL_REDIRECT": "0", "SECURE_HSTS_SECONDS": "0",  # plain HTTP on loopback
-            "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "600"}
+    return {
+        "DATABASE_URL": url,
+        "DEBUG": "0",
+        "SECRET_KEY": SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_COOKIES": "0",
+        "SECURE_SSL_REDIRECT": "0",
+        "SECURE_HSTS_SECONDS": "0",  # plain HTTP on loopback
+        "LOG_LEVEL": "WARNING",
+        "DB_CONN_MAX_AGE": "600",
+    }
 
 
 # --- seeding ---------------------------------------------------------------------------------
+
 
 def seed(n: int, annotators: int):
     """N conversations with one response each, a label task each with OVERLAP slots, no labels yet
@@ -77,16 +90,30 @@ def seed(n: int, annotators: int):
     from annotator.assignment import sync_tasks
 
     project, t = seed_scale.seed(
-        n, responses_per_conversation=1, labels=0, preferences=0, overlap=OVERLAP, slug=f"{SLUG_PREFIX}{n}",
-        name=f"Queue bench {n:,}", annotators=annotators, leads=0, username_prefix="qb-", external_prefix="q-",
-        taxonomy=TAXONOMY, model_versions=["agent-v1"], compare_tasks=False,
-        log=lambda line: print(line, file=sys.stderr, flush=True))
+        n,
+        responses_per_conversation=1,
+        labels=0,
+        preferences=0,
+        overlap=OVERLAP,
+        slug=f"{SLUG_PREFIX}{n}",
+        name=f"Queue bench {n:,}",
+        annotators=annotators,
+        leads=0,
+        username_prefix="qb-",
+        external_prefix="q-",
+        taxonomy=TAXONOMY,
+        model_versions=["agent-v1"],
+        compare_tasks=False,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     timings = {"seed_rows_s": t["rows_s"], "vacuum_analyze_s": t["vacuum_analyze_s"]}
     # The app's own idea of the queue must agree with what was seeded (order_key = task id: sequential).
     t0 = time.perf_counter()
     created = sync_tasks(project)
     timings["sync_tasks_noop_s"] = round(time.perf_counter() - t0, 1)
-    assert created == {"label": 0, "compare": 0, "slots": 0}, f"seeded rows disagree with sync_tasks: {created}"
+    assert created == {"label": 0, "compare": 0, "slots": 0}, (
+        f"seeded rows disagree with sync_tasks: {created}"
+    )
     timings["seed_total_s"] = round(t["total_s"] + timings["sync_tasks_noop_s"], 1)
     return project, timings
 
@@ -95,8 +122,11 @@ def find_seeded(n: int):
     from annotator.models import Project, Slot, Task
 
     project = Project.objects.filter(slug=f"{SLUG_PREFIX}{n}").first()
-    if project and Task.objects.filter(project=project).count() == n \
-            and Slot.objects.filter(project=project).count() == n * OVERLAP:
+    if (
+        project
+        and Task.objects.filter(project=project).count() == n
+        and Slot.objects.filter(project=project).count() == n * OVERLAP
+    ):
         return project
     return None
 
@@ -106,8 +136,11 @@ def annotator_sessions(project, count: int) -> list[str]:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.sessions.backends.db import SessionStore
 
-    users = list(get_user_model().objects.filter(memberships__project=project, username__startswith="qb-annotator-")
-                 .order_by("username")[:count])
+    users = list(
+        get_user_model()
+        .objects.filter(memberships__project=project, username__startswith="qb-annotator-")
+        .order_by("username")[:count]
+    )
     assert len(users) == count, f"{len(users)} annotators seeded, {count} asked for"
     keys = []
     for user in users:
@@ -138,7 +171,9 @@ def application(environ, start_response):
     from django.db import connection
 
     spent = [0.0, 0]
-    cpu_start = time.process_time()  # a sync worker runs one request at a time: the process's CPU is this request's
+    cpu_start = (
+        time.process_time()
+    )  # a sync worker runs one request at a time: the process's CPU is this request's
 
     def timer(execute, sql, params, many, context):
         t = time.perf_counter()
@@ -150,7 +185,10 @@ def application(environ, start_response):
 
     def timed_start_response(status, headers, exc_info=None):  # called once the view and middleware are done
         cpu = 1000 * (time.process_time() - cpu_start)
-        headers = [*headers, ("Server-Timing", f"db;dur={1000 * spent[0]:.1f};desc={spent[1]}, cpu;dur={cpu:.1f}")]
+        headers = [
+            *headers,
+            ("Server-Timing", f"db;dur={1000 * spent[0]:.1f};desc={spent[1]}, cpu;dur={cpu:.1f}"),
+        ]
         return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
     with connection.execute_wrapper(timer):
@@ -168,10 +206,28 @@ def start_server(url: str, workers: int, log: Path, db_timing: bool = True):
     env = {**os.environ, **bench_env(url)}
     log.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"),
-         "benchmarks.queue_bench:application" if db_timing else "config.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-         "--backlog", "2048", "--timeout", "120", "--error-logfile", str(log), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "benchmarks.queue_bench:application" if db_timing else "config.wsgi",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--backlog",
+            "2048",
+            "--timeout",
+            "120",
+            "--error-logfile",
+            str(log),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -218,12 +274,18 @@ def stop_server(proc):
 
 # --- the load ----------------------------------------------------------------------------------
 
+
 async def http(method: str, port: int, path: str, cookies: dict, body: bytes = b"", content_type: str = ""):
     """One HTTP/1.1 request on a fresh loopback connection -> (status, headers, body, client ms)."""
     start = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close", "User-Agent: queue-bench"]
+        head = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: 127.0.0.1:{port}",
+            "Connection: close",
+            "User-Agent: queue-bench",
+        ]
         if cookies:
             head.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in cookies.items()))
         if body or method == "POST":
@@ -277,8 +339,17 @@ class Load:
     `flow` queue: next -> submit, no page (the queue and the submission path alone; the CSRF token comes
     from the csrftoken cookie, fetched once per annotator before the clock starts)."""
 
-    def __init__(self, port: int, slug: str, sessions: list[str], leaves: list[int], seconds: float, warmup: float,
-                 flow: str = "full", seed: int = 7):
+    def __init__(
+        self,
+        port: int,
+        slug: str,
+        sessions: list[str],
+        leaves: list[int],
+        seconds: float,
+        warmup: float,
+        flow: str = "full",
+        seed: int = 7,
+    ):
         self.port, self.slug, self.sessions, self.leaves = port, slug, sessions, leaves
         self.seconds, self.warmup, self.flow, self.seed = seconds, warmup, flow, seed
         self.samples = {"next": [], "page": [], "submit": []}  # (client, server, db ms, queries, cpu ms)
@@ -298,8 +369,14 @@ class Load:
 
     def form(self, rng, token: str, task_id: int) -> list[tuple[str, str]]:
         """70 % reasonable; 30 % unreasonable with a category and a note, a third of those with a corrected tool call."""
-        fields = {"csrfmiddlewaretoken": token, "time_spent_ms": str(rng.randint(3000, 90000)), "note": "",
-                  "correction_content": "", "correction_tool_calls": "", "verdict": "reasonable"}
+        fields = {
+            "csrfmiddlewaretoken": token,
+            "time_spent_ms": str(rng.randint(3000, 90000)),
+            "note": "",
+            "correction_content": "",
+            "correction_tool_calls": "",
+            "verdict": "reasonable",
+        }
         roll = rng.random()
         extra = []
         if roll >= 0.7:
@@ -307,7 +384,8 @@ class Load:
             extra.append(("categories", str(rng.choice(self.leaves))))
             if roll >= 0.9:  # validated against the tool's JSON schema on submit
                 fields["correction_tool_calls"] = json.dumps(
-                    [{"name": "create_order", "arguments": {"sku": "A-100", "quantity": rng.randint(1, 9)}}])
+                    [{"name": "create_order", "arguments": {"sku": "A-100", "quantity": rng.randint(1, 9)}}]
+                )
         return list(fields.items()) + extra
 
     async def annotator(self, i: int, session_key: str):
@@ -328,8 +406,14 @@ class Load:
             if status == 200 and not m:
                 self.empty_queue += 1  # the queue-empty page: nothing left for this annotator
                 return
-            self._record("next", started, ms, _server_ms(headers), status == 302 and m is not None,
-                         f"next: {status} {location!r}")
+            self._record(
+                "next",
+                started,
+                ms,
+                _server_ms(headers),
+                status == 302 and m is not None,
+                f"next: {status} {location!r}",
+            )
             if not m:
                 await asyncio.sleep(0.05)
                 continue
@@ -352,14 +436,25 @@ class Load:
             else:
                 token = cookies["csrftoken"]
             started = time.perf_counter()
-            status, headers, body, ms = await http("POST", self.port, task_path + "submit/", cookies,
-                                                   urlencode(self.form(rng, token, task_id)).encode(),
-                                                   "application/x-www-form-urlencoded")
+            status, headers, body, ms = await http(
+                "POST",
+                self.port,
+                task_path + "submit/",
+                cookies,
+                urlencode(self.form(rng, token, task_id)).encode(),
+                "application/x-www-form-urlencoded",
+            )
             _update_cookies(cookies, headers)
             location = (headers.get("location") or [""])[0]
             ok = status == 302 and location.startswith(next_path)
-            self._record("submit", started, ms, _server_ms(headers), ok,
-                         f"submit {task_id}: {status} {location!r} {body[:300]!r}")
+            self._record(
+                "submit",
+                started,
+                ms,
+                _server_ms(headers),
+                ok,
+                f"submit {task_id}: {status} {location!r} {body[:300]!r}",
+            )
 
     async def run(self):
         self.t_measure = time.perf_counter() + self.warmup
@@ -415,9 +510,12 @@ def run_measured(load: Load, server_pgid: int) -> dict:
             "machine_busy_pct": round(100 * busy / total, 1) if total else None,
             "gunicorn_cpu_s": round(server_cpu, 1),
             "client_cpu_s": round(client_cpu, 1),
-            "other_cpu_s": round(busy - server_cpu - client_cpu, 1),  # PostgreSQL (ours and others') + other work
+            "other_cpu_s": round(
+                busy - server_cpu - client_cpu, 1
+            ),  # PostgreSQL (ours and others') + other work
             "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, load.requests), 1),
-            "loadavg_start": la0, "loadavg_end": la1,
+            "loadavg_start": la0,
+            "loadavg_end": la1,
         },
     }
 
@@ -432,21 +530,30 @@ def pct(values: list[float], q: float) -> float:
 
 def summarise(samples) -> dict:
     def dist(values):
-        return {"p50": pct(values, 50), "p95": pct(values, 95), "p99": pct(values, 99),
-                "max": round(max(values), 1) if values else None}
+        return {
+            "p50": pct(values, 50),
+            "p95": pct(values, 95),
+            "p99": pct(values, 99),
+            "max": round(max(values), 1) if values else None,
+        }
 
-    out = {"count": len(samples),
-           "server_ms": dist([s[1] for s in samples]),
-           "client_ms": dist([s[0] for s in samples])}
+    out = {
+        "count": len(samples),
+        "server_ms": dist([s[1] for s in samples]),
+        "client_ms": dist([s[0] for s in samples]),
+    }
     db = [s[2] for s in samples if s[2] is not None]
     if db:
         out["db_ms"] = dist(db)  # inside cursor.execute: queries, COMMIT, round trips (benchmarks wrapper)
         out["queries_p50"] = pct([s[3] for s in samples], 50)
-        out["worker_cpu_ms"] = dist([s[4] for s in samples])  # Python CPU in the gunicorn worker (no waits, no DB)
+        out["worker_cpu_ms"] = dist(
+            [s[4] for s in samples]
+        )  # Python CPU in the gunicorn worker (no waits, no DB)
     return out
 
 
 # --- checks -------------------------------------------------------------------------------------
+
 
 def integrity(project) -> dict:
     from django.db import connection
@@ -474,21 +581,27 @@ def integrity(project) -> dict:
         for name, sql in checks.items():
             cur.execute(sql, {"p": project.pk, "o": project.overlap})
             out[name] = cur.fetchone()[0]
-        cur.execute("""SELECT count(*) FROM annotator_label l JOIN annotator_task t ON t.response_id = l.response_id
-                       WHERE t.project_id = %s AND l.status = 'submitted'""", [project.pk])
+        cur.execute(
+            """SELECT count(*) FROM annotator_label l JOIN annotator_task t ON t.response_id = l.response_id
+                       WHERE t.project_id = %s AND l.status = 'submitted'""",
+            [project.pk],
+        )
         out["submitted_labels"] = cur.fetchone()[0]
-        cur.execute("SELECT count(*) FROM annotator_slot WHERE project_id = %s AND state = 'done'", [project.pk])
+        cur.execute(
+            "SELECT count(*) FROM annotator_slot WHERE project_id = %s AND state = 'done'", [project.pk]
+        )
         out["done_slots"] = cur.fetchone()[0]
-        cur.execute("SELECT count(*) FROM annotator_slot WHERE project_id = %s AND state = 'locked'", [project.pk])
+        cur.execute(
+            "SELECT count(*) FROM annotator_slot WHERE project_id = %s AND state = 'locked'", [project.pk]
+        )
         out["locked_slots"] = cur.fetchone()[0]
-    out["ok"] = (out["submitted_labels"] == out["done_slots"] and
-                 not any(out[k] for k in checks))
+    out["ok"] = out["submitted_labels"] == out["done_slots"] and not any(out[k] for k in checks)
     return out
 
 
 def _query_kind(sql: str) -> str:
     up = sql.upper()
-    if up.startswith("UPDATE") and "\"LOCKED_UNTIL\" <" in up:
+    if up.startswith("UPDATE") and '"LOCKED_UNTIL" <' in up:
         return "release_expired (UPDATE)"
     if up.startswith("UPDATE"):
         return "_lock (UPDATE of the picked slot)"
@@ -500,7 +613,7 @@ def _query_kind(sql: str) -> str:
         return "next_task 3: skipped tasks"
     if "SKIP LOCKED" in up:
         return "next_task 2: free pool pick"
-    if "\"LOCKED_UNTIL\" >=" in up:
+    if '"LOCKED_UNTIL" >=' in up:
         return "current_slot (held lock)"
     return "other"
 
@@ -516,15 +629,25 @@ def explain(project, out_path: Path) -> list[dict]:
     from annotator.models import Slot, Task
 
     # The busiest annotator (most done slots), so the NOT EXISTS filters have rows to look at.
-    user = (get_user_model().objects.filter(memberships__project=project, username__startswith="qb-annotator-")
-            .order_by("-id").first())
-    busiest = (Slot.objects.filter(project=project, state=Slot.State.DONE).values("annotator")
-               .annotate(n=Count("id")).order_by("-n").first())
+    user = (
+        get_user_model()
+        .objects.filter(memberships__project=project, username__startswith="qb-annotator-")
+        .order_by("-id")
+        .first()
+    )
+    busiest = (
+        Slot.objects.filter(project=project, state=Slot.State.DONE)
+        .values("annotator")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .first()
+    )
     if busiest:
         user = get_user_model().objects.get(pk=busiest["annotator"])
     # Release any lock this user still holds, so next_task() runs the full pick, not the reload shortcut.
     Slot.objects.filter(project=project, annotator=user, state=Slot.State.LOCKED).update(
-        state=Slot.State.FREE, annotator=None, locked_until=None)
+        state=Slot.State.FREE, annotator=None, locked_until=None
+    )
     queries = []
     with CaptureQueriesContext(connection) as ctx:
         try:
@@ -545,11 +668,20 @@ def explain(project, out_path: Path) -> list[dict]:
             cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
             plan = [row[0] for row in cur.fetchall()]
             transaction.set_rollback(True)
-        exec_ms = next((float(re.search(r"([0-9.]+) ms", p).group(1)) for p in plan if p.startswith("Execution Time")), None)
+        exec_ms = next(
+            (float(re.search(r"([0-9.]+) ms", p).group(1)) for p in plan if p.startswith("Execution Time")),
+            None,
+        )
         kind = _query_kind(sql)
-        findings.append({"query": sql[:160] + ("…" if len(sql) > 160 else ""), "what": kind,
-                         "execution_ms": exec_ms, "uses_slot_free_queue": any("slot_free_queue" in p for p in plan),
-                         "top_node": plan[0].strip()[:120]})
+        findings.append(
+            {
+                "query": sql[:160] + ("…" if len(sql) > 160 else ""),
+                "what": kind,
+                "execution_ms": exec_ms,
+                "uses_slot_free_queue": any("slot_free_queue" in p for p in plan),
+                "top_node": plan[0].strip()[:120],
+            }
+        )
         text.append(f"-- {kind}: {exec_ms} ms\n{sql}\n\n" + "\n".join(plan) + "\n")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("\n\n".join(text))
@@ -557,6 +689,7 @@ def explain(project, out_path: Path) -> list[dict]:
 
 
 # --- main ----------------------------------------------------------------------------------------
+
 
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
@@ -566,8 +699,13 @@ def run_from_snapshot(argv: list[str], commit: str = "HEAD", script: str = "queu
     """Re-run a benchmark script inside `git archive <commit>` under var/bench/, so that uncommitted edits others
     are making in the working tree (a half-written model file) cannot break the server mid-benchmark. The
     benchmarks' own files come from the working tree."""
-    sha = subprocess.run(["git", "rev-parse", "--verify", f"{commit}^{{commit}}"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     src = ROOT / "var" / "bench" / f"src-{sha[:12]}"
     if not (src / "manage.py").exists():
         src.mkdir(parents=True, exist_ok=True)
@@ -576,11 +714,16 @@ def run_from_snapshot(argv: list[str], commit: str = "HEAD", script: str = "queu
     (src / "benchmarks").mkdir(exist_ok=True)
     for path in Path(__file__).parent.glob("*.py"):
         (src / "benchmarks" / path.name).write_bytes(path.read_bytes())
-    env = {**os.environ, "QUEUE_BENCH_RESULTS": str(ROOT / "benchmarks" / "results"),
-           "QUEUE_BENCH_VAR": str(OUT_VAR), "QUEUE_BENCH_COMMIT": sha}
+    env = {
+        **os.environ,
+        "QUEUE_BENCH_RESULTS": str(ROOT / "benchmarks" / "results"),
+        "QUEUE_BENCH_VAR": str(OUT_VAR),
+        "QUEUE_BENCH_COMMIT": sha,
+    }
     print(f"running on a snapshot of HEAD {sha[:12]} in {src}", file=sys.stderr, flush=True)
-    return subprocess.run([sys.executable, str(src / "benchmarks" / script), "--code", "here", *argv],
-                          env=env, cwd=src).returncode  # cwd too: Celery's app puts the cwd on sys.path
+    return subprocess.run(
+        [sys.executable, str(src / "benchmarks" / script), "--code", "here", *argv], env=env, cwd=src
+    ).returncode  # cwd too: Celery's app puts the cwd on sys.path
 
 
 def main():
@@ -591,14 +734,26 @@ def main():
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--workers", type=int, default=3, help="gunicorn sync workers (the machine is small)")
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--flows", default="queue,full",
-                        help="comma-separated, run in order on one server: queue (next -> submit) and full "
-                             "(next -> labelling page -> submit)")
-    parser.add_argument("--no-db-timing", action="store_true",
-                        help="serve config.wsgi itself, without the db;dur Server-Timing wrapper")
-    parser.add_argument("--reuse", action="store_true", help="keep the database if this size is already seeded")
-    parser.add_argument("--code", choices=["head", "here"], default="head",
-                        help="head: run on a `git archive` snapshot of --commit (default); here: this tree as it is")
+    parser.add_argument(
+        "--flows",
+        default="queue,full",
+        help="comma-separated, run in order on one server: queue (next -> submit) and full "
+        "(next -> labelling page -> submit)",
+    )
+    parser.add_argument(
+        "--no-db-timing",
+        action="store_true",
+        help="serve config.wsgi itself, without the db;dur Server-Timing wrapper",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the database if this size is already seeded"
+    )
+    parser.add_argument(
+        "--code",
+        choices=["head", "here"],
+        default="head",
+        help="head: run on a `git archive` snapshot of --commit (default); here: this tree as it is",
+    )
     parser.add_argument("--commit", default="HEAD", help="the commit to snapshot (default HEAD)")
     args = parser.parse_args()
     if args.code == "head":
@@ -606,10 +761,12 @@ def main():
         for flag in ("--code", "--commit"):
             if flag in argv:
                 i = argv.index(flag)
-                del argv[i:i + 2]
+                del argv[i : i + 2]
         sys.exit(run_from_snapshot(argv, args.commit))
 
-    url = (args.database_url or os.environ.get("BENCH_DATABASE_URL_QUEUE") or DEFAULT_DB).format(items=args.items)
+    url = (args.database_url or os.environ.get("BENCH_DATABASE_URL_QUEUE") or DEFAULT_DB).format(
+        items=args.items
+    )
     os.environ.update(bench_env(url))
     setup_django(url, migrate=False)  # only to find out whether it can be reused
     from django.db import connections
@@ -639,15 +796,20 @@ def main():
 
     from annotator.models import Slot, TaxonomyCategory
 
-    leaves = list(TaxonomyCategory.objects.filter(project=project, parent__isnull=False).values_list("pk", flat=True))
+    leaves = list(
+        TaxonomyCategory.objects.filter(project=project, parent__isnull=False).values_list("pk", flat=True)
+    )
     connections.close_all()
     log = OUT_VAR / f"queue-gunicorn-{args.items}.log"
     flows = {}
     proc, port = start_server(url, args.workers, log, db_timing=not args.no_db_timing)
     try:
         for flow in args.flows.split(","):
-            print(f"load: {flow} flow, {args.annotators} annotators, {args.warmup:g} s warm-up + {args.seconds:g} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"load: {flow} flow, {args.annotators} annotators, {args.warmup:g} s warm-up + {args.seconds:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
             load = Load(port, project.slug, sessions, leaves, args.seconds, args.warmup, flow=flow)
             flows[flow] = run_measured(load, proc.pid)
     finally:
@@ -664,7 +826,7 @@ def main():
         "overlap": OVERLAP,
         "annotators": args.annotators,
         "server": f"gunicorn config.wsgi{'' if args.no_db_timing else ' (wrapped to time queries)'}, "
-                  f"{args.workers} sync workers, loopback, DEBUG=0, no think time",
+        f"{args.workers} sync workers, loopback, DEBUG=0, no think time",
         "seconds": args.seconds,
         "warmup_s": args.warmup,
         # The brief's figures: the full browser loop (next -> labelling page -> submit).
@@ -675,9 +837,9 @@ def main():
         "explain_next_task": findings,
         **timings,
         "notes": "server_ms = Server-Timing app;dur (the whole Django stack from the first middleware); client_ms = "
-                 "connect to last byte on loopback, so it includes waiting for a free gunicorn worker. "
-                 "Client, gunicorn and PostgreSQL share the machine's cores with other work: see each flow's cpu "
-                 "figures (server_cpu_ms_per_request far below server_ms p50 = waiting for a core).",
+        "connect to last byte on loopback, so it includes waiting for a free gunicorn worker. "
+        "Client, gunicorn and PostgreSQL share the machine's cores with other work: see each flow's cpu "
+        "figures (server_cpu_ms_per_request far below server_ms p50 = waiting for a core).",
     }
     figures["commit"] = os.environ.get("QUEUE_BENCH_COMMIT") or "working tree"
     report(f"queue_{args.items}", figures)

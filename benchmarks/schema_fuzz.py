@@ -35,21 +35,26 @@ def main():
 
     settings.ALLOWED_HOSTS = ["*"]
     login_throttle.clear_all()
-    world = build_world(lambda name: get_user_model().objects.create_user(username=name, password="pw-" + name))
+    world = build_world(
+        lambda name: get_user_model().objects.create_user(username=name, password="pw-" + name)
+    )
     start = time.perf_counter()
     counts = run(world, max_examples=args.examples, roles=ROLES)
     for f in counts["failures"]:
         print(f"{f['operation']} as {f['role']}: {f['error']}\n{f['detail']}\n", file=sys.stderr)
-    report("schemathesis", {
-        "operations": counts["operations"],
-        "roles": counts["roles"],
-        "examples_per_operation_and_role": args.examples,
-        "requests": counts["requests"],
-        "checks_passed": counts["checks_passed"],
-        "failures": len(counts["failures"]),
-        "failed": [f"{f['operation']} as {f['role']}: {f['error']}" for f in counts["failures"]],
-        "seconds": round(time.perf_counter() - start, 1),
-    })
+    report(
+        "schemathesis",
+        {
+            "operations": counts["operations"],
+            "roles": counts["roles"],
+            "examples_per_operation_and_role": args.examples,
+            "requests": counts["requests"],
+            "checks_passed": counts["checks_passed"],
+            "failures": len(counts["failures"]),
+            "failed": [f"{f['operation']} as {f['role']}: {f['error']}" for f in counts["failures"]],
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -40,11 +40,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import DEFAULT_BENCH_DB, report, setup_django  # noqa: E402
 
 TOOLS = [
-    {"type": "function", "function": {"name": "check_inventory", "description": "Units in stock for a SKU.",
-     "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}},
-    {"type": "function", "function": {"name": "create_order", "description": "Place an order.",
-     "parameters": {"type": "object", "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer"}},
-                    "required": ["sku", "quantity"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "check_inventory",
+            "description": "Units in stock for a SKU.",
+            "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "create_order",
+            "description": "Place an order.",
+            "parameters": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer"}},
+                "required": ["sku", "quantity"],
+            },
+        },
+    },
 ]
 # Placeholders replaced per row (the quantity sentinels are integers so the raw output parses).
 SKU, QTY, STOCK = "@SKU@", 777001, 777002
@@ -76,21 +91,38 @@ def templates(tools=TOOLS) -> dict:
     from annotator.importers import assistant_message_from_raw
 
     messages = [
-        {"role": "system", "content": "You are the sales assistant of Northwind Home. Use the tools; "
-                                      "never guess their results. Be brief and friendly."},
+        {
+            "role": "system",
+            "content": "You are the sales assistant of Northwind Home. Use the tools; "
+            "never guess their results. Be brief and friendly.",
+        },
         {"role": "user", "content": f"Hi, could you check whether {SKU} is available? I need {QTY}."},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
-            "name": "check_inventory", "arguments": json.dumps({"sku": SKU})}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "check_inventory", "arguments": json.dumps({"sku": SKU})},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": json.dumps({"sku": SKU, "in_stock": STOCK})},
         {"role": "assistant", "content": f"Yes, {SKU} is in stock. Shall I order {QTY} for you?"},
         {"role": "user", "content": "Yes please, go ahead and place the order right now."},
     ]
-    right = ("<think>The user confirmed.</think>\n<tool_call>\n"
-             + json.dumps({"name": "create_order", "arguments": {"sku": SKU, "quantity": QTY}}) + "\n</tool_call>")
+    right = (
+        "<think>The user confirmed.</think>\n<tool_call>\n"
+        + json.dumps({"name": "create_order", "arguments": {"sku": SKU, "quantity": QTY}})
+        + "\n</tool_call>"
+    )
     # The classic badcase: the SKU retyped in lower case and a made-up confirmation.
-    wrong = ("<think>Order it.</think>\nDone! Your order is placed.\n<tool_call>\n"
-             + json.dumps({"name": "create_order", "arguments": {"sku": SKU.lower(), "quantity": QTY}})
-             + "\n</tool_call>")
+    wrong = (
+        "<think>Order it.</think>\nDone! Your order is placed.\n<tool_call>\n"
+        + json.dumps({"name": "create_order", "arguments": {"sku": SKU.lower(), "quantity": QTY}})
+        + "\n</tool_call>"
+    )
     out = {"messages": copy_text(json.dumps(messages)), "tools": copy_text(json.dumps(tools))}
     for name, raw in (("right", right), ("wrong", wrong)):
         message = assistant_message_from_raw(raw, tools)
@@ -102,17 +134,37 @@ def templates(tools=TOOLS) -> dict:
 
 def fill(text: str, g: int) -> str:
     sku = f"{chr(65 + g % 8)}-{100 + g * 7 % 900}"
-    return (text.replace(SKU, sku).replace(SKU.lower(), sku.lower())
-            .replace(str(QTY), str(1 + g % 9)).replace(str(STOCK), str(g * 13 % 81)))
+    return (
+        text.replace(SKU, sku)
+        .replace(SKU.lower(), sku.lower())
+        .replace(str(QTY), str(1 + g % 9))
+        .replace(str(STOCK), str(g * 13 % 81))
+    )
 
 
 class Seeder:
     """Streams one project's rows into PostgreSQL with COPY. All ids are reserved up front, so every row
     (a slot's task, a label's response and annotator) is computed from its index alone."""
 
-    def __init__(self, *, n: int, responses_per_conversation: int, labels: int, preferences: int, overlap: int,
-                 slug: str, name: str, annotators: int, leads: int, username_prefix: str, external_prefix: str,
-                 taxonomy: dict | None, model_versions: list[str], compare_tasks: bool, log=print):
+    def __init__(
+        self,
+        *,
+        n: int,
+        responses_per_conversation: int,
+        labels: int,
+        preferences: int,
+        overlap: int,
+        slug: str,
+        name: str,
+        annotators: int,
+        leads: int,
+        username_prefix: str,
+        external_prefix: str,
+        taxonomy: dict | None,
+        model_versions: list[str],
+        compare_tasks: bool,
+        log=print,
+    ):
         assert responses_per_conversation in (1, 2)
         assert labels <= n * responses_per_conversation * overlap and overlap <= annotators
         self.n, self.rpc, self.overlap = n, responses_per_conversation, overlap
@@ -121,7 +173,11 @@ class Seeder:
         self.done_compare_tasks = (preferences // overlap) if self.compare else 0
         self.slug, self.name, self.log = slug, name, log
         self.annotators, self.leads, self.username_prefix = annotators, leads, username_prefix
-        self.external_prefix, self.taxonomy, self.model_version_names = external_prefix, taxonomy, model_versions
+        self.external_prefix, self.taxonomy, self.model_version_names = (
+            external_prefix,
+            taxonomy,
+            model_versions,
+        )
         self.now = datetime.now(UTC).replace(microsecond=0)
         self.timings = {}
 
@@ -144,7 +200,9 @@ class Seeder:
         cols = ", ".join(columns)
         while True:
             with transaction.atomic(), connection.cursor() as cur:
-                cur.execute("SET LOCAL session_replication_role = replica")  # no FK triggers (see the docstring)
+                cur.execute(
+                    "SET LOCAL session_replication_role = replica"
+                )  # no FK triggers (see the docstring)
                 with cur.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
                     for line in rows:
                         block.append(line)
@@ -175,7 +233,9 @@ class Seeder:
         return mix(g, k, 11) < MISTAKE_RATE[self.version_of(g, k) % len(MISTAKE_RATE)]
 
     def annotator_of(self, task_id: int, index: int) -> int:
-        return self.annotator_ids[(task_id * 7 + index) % len(self.annotator_ids)]  # distinct per task (overlap <= A)
+        return self.annotator_ids[
+            (task_id * 7 + index) % len(self.annotator_ids)
+        ]  # distinct per task (overlap <= A)
 
     # --- the project ---------------------------------------------------------------------
     def setup(self):
@@ -185,34 +245,59 @@ class Seeder:
         from annotator.taxonomy import seed_default_taxonomy
 
         User = get_user_model()
-        self.project = Project.objects.create(name=self.name, slug=self.slug, tools=TOOLS, overlap=self.overlap,
-                                              guidelines="Label whether the agent's last step was reasonable.")
-        self.model_version_ids = [ModelVersion.objects.create(project=self.project, name=name).pk
-                                  for name in self.model_version_names]
+        self.project = Project.objects.create(
+            name=self.name,
+            slug=self.slug,
+            tools=TOOLS,
+            overlap=self.overlap,
+            guidelines="Label whether the agent's last step was reasonable.",
+        )
+        self.model_version_ids = [
+            ModelVersion.objects.create(project=self.project, name=name).pk
+            for name in self.model_version_names
+        ]
         if self.taxonomy is None:
             seed_default_taxonomy(self.project)
         else:
             position = 0
             for parent_name, children in self.taxonomy.items():
-                parent = TaxonomyCategory.objects.create(project=self.project, name=parent_name, position=position)
+                parent = TaxonomyCategory.objects.create(
+                    project=self.project, name=parent_name, position=position
+                )
                 for child in children:
                     position += 1
-                    TaxonomyCategory.objects.create(project=self.project, parent=parent, name=child, position=position,
-                                                    description=f"{child} in a tool-calling step.",
-                                                    root_cause="Under-specified tool description.",
-                                                    recommended_fix="Add examples to the tool spec.")
-        self.leaves = list(TaxonomyCategory.objects.filter(project=self.project, parent__isnull=False)
-                           .order_by("pk").values_list("pk", flat=True))
-        people = [(f"{self.username_prefix}annotator-{i:03d}", Role.ANNOTATOR) for i in range(self.annotators)]
+                    TaxonomyCategory.objects.create(
+                        project=self.project,
+                        parent=parent,
+                        name=child,
+                        position=position,
+                        description=f"{child} in a tool-calling step.",
+                        root_cause="Under-specified tool description.",
+                        recommended_fix="Add examples to the tool spec.",
+                    )
+        self.leaves = list(
+            TaxonomyCategory.objects.filter(project=self.project, parent__isnull=False)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        people = [
+            (f"{self.username_prefix}annotator-{i:03d}", Role.ANNOTATOR) for i in range(self.annotators)
+        ]
         people += [(f"{self.username_prefix}lead-{i}", Role.LEAD) for i in range(self.leads)]
         people += [(f"{self.username_prefix}admin", Role.ADMIN)] if self.leads else []
         users = [User(username=name) for name, _ in people]
         for u in users:
             u.set_unusable_password()
         users = User.objects.bulk_create(users)
-        Membership.objects.bulk_create([Membership(user=u, project=self.project, role=role)
-                                        for u, (_, role) in zip(users, people, strict=True)])
-        self.annotator_ids = [u.pk for u, (_, role) in zip(users, people, strict=True) if role == Role.ANNOTATOR]
+        Membership.objects.bulk_create(
+            [
+                Membership(user=u, project=self.project, role=role)
+                for u, (_, role) in zip(users, people, strict=True)
+            ]
+        )
+        self.annotator_ids = [
+            u.pk for u, (_, role) in zip(users, people, strict=True) if role == Role.ANNOTATOR
+        ]
         self.lead_ids = [u.pk for u, (_, role) in zip(users, people, strict=True) if role == Role.LEAD]
 
     def run(self) -> dict:
@@ -242,17 +327,21 @@ class Seeder:
                 split = "train" if mix(g, 1) < 0.9 else ("eval" if mix(g, 2) < 0.5 else "holdout")
                 prio = 1 if mix(g, 3) < 0.01 else 0
                 h = hashlib.sha256(f"{self.slug}:{g}".encode()).hexdigest()
-                yield (f"{c0 + g}\t{p}\t{self.external_prefix}{g}\t{fill(tpl['messages'], g)}\t{tpl['tools']}\t"
-                       f'{{"source": "seed-scale", "session": {g}}}\t{h}\t{split}\t{prio}\t{stamp(self.at(g))}\n')
+                yield (
+                    f"{c0 + g}\t{p}\t{self.external_prefix}{g}\t{fill(tpl['messages'], g)}\t{tpl['tools']}\t"
+                    f'{{"source": "seed-scale", "session": {g}}}\t{h}\t{split}\t{prio}\t{stamp(self.at(g))}\n'
+                )
 
         def responses():
             for g in range(n):
                 for k in range(rpc):
                     kind = "wrong" if self.is_wrong(g, k) else "right"
                     h = hashlib.sha256(f"{self.slug}:{g}:{k}".encode()).hexdigest()
-                    yield (f"{r0 + g * rpc + k}\t{c0 + g}\t{self.model_version_ids[self.version_of(g, k)]}\t6\t"
-                           f"{fill(tpl[kind + '_raw'], g)}\t{fill(tpl[kind + '_message'], g)}\t{{}}\t{h}\t"
-                           f"{mix(g, k, 5):.6f}\t{stamp(self.at(g))}\n")
+                    yield (
+                        f"{r0 + g * rpc + k}\t{c0 + g}\t{self.model_version_ids[self.version_of(g, k)]}\t6\t"
+                        f"{fill(tpl[kind + '_raw'], g)}\t{fill(tpl[kind + '_message'], g)}\t{{}}\t{h}\t"
+                        f"{mix(g, k, 5):.6f}\t{stamp(self.at(g))}\n"
+                    )
 
         def priority(g):
             return 1 if mix(g, 3) < 0.01 else 0
@@ -265,8 +354,10 @@ class Seeder:
             if self.compare:
                 for g in range(n):
                     done = ov if g < ct else 0
-                    yield (f"{t0 + n_resp + g}\t{p}\tcompare\t{r0 + g * rpc}\t{r0 + g * rpc + 1}\t{priority(g)}\t"
-                           f"{done}\t{stamp(self.at(g))}\n")
+                    yield (
+                        f"{t0 + n_resp + g}\t{p}\tcompare\t{r0 + g * rpc}\t{r0 + g * rpc + 1}\t{priority(g)}\t"
+                        f"{done}\t{stamp(self.at(g))}\n"
+                    )
 
         def slots():
             for j in range(n_tasks):
@@ -276,8 +367,10 @@ class Seeder:
                 when = stamp(self.at(g) + timedelta(hours=6)) if done else stamp(self.now)
                 for i in range(ov):
                     annotator = self.annotator_of(task_id, i) if done else "\\N"
-                    yield (f"{s0 + j * ov + i}\t{p}\t{task_id}\t{i}\t{'done' if done else 'free'}\t{annotator}\t\\N\t"
-                           f"\\N\t{priority(g)}\t{ov if done else 0}\t{float(task_id)}\t{when}\n")
+                    yield (
+                        f"{s0 + j * ov + i}\t{p}\t{task_id}\t{i}\t{'done' if done else 'free'}\t{annotator}\t\\N\t"
+                        f"\\N\t{priority(g)}\t{ov if done else 0}\t{float(task_id)}\t{when}\n"
+                    )
 
         def verdict(j: int, i: int) -> bool:
             """True: unreasonable. Annotators agree with the truth 95 % of the time each."""
@@ -293,10 +386,12 @@ class Seeder:
                     status = "approved" if mix(j, i, 8) < 0.6 else "submitted"
                     when = stamp(self.at(g) + timedelta(hours=6, minutes=i * 10))
                     note = "SKU retyped; order confirmed before the tool ran" if bad else ""
-                    yield (f"{l0 + j * ov + i}\t{r0 + j}\t{self.annotator_of(t0 + j, i)}\t{p}\t"
-                           f"{self.model_version_ids[self.version_of(g, k)]}\t"
-                           f"{'unreasonable' if bad else 'reasonable'}\t{note}\t{int(5000 + 80000 * mix(j, i, 9))}\t"
-                           f"{status}\t{{}}\t{when}\t{when}\t{when}\n")
+                    yield (
+                        f"{l0 + j * ov + i}\t{r0 + j}\t{self.annotator_of(t0 + j, i)}\t{p}\t"
+                        f"{self.model_version_ids[self.version_of(g, k)]}\t"
+                        f"{'unreasonable' if bad else 'reasonable'}\t{note}\t{int(5000 + 80000 * mix(j, i, 9))}\t"
+                        f"{status}\t{{}}\t{when}\t{when}\t{when}\n"
+                    )
 
         def label_categories():
             for j in range(lt):
@@ -328,58 +423,192 @@ class Seeder:
                         choice = ("b" if wa else "a") if r < 0.9 else ("a" if wa else "b")
                     status = "approved" if mix(g, i, 14) < 0.6 else "submitted"
                     when = stamp(self.at(g) + timedelta(hours=7, minutes=i * 10))
-                    yield (f"{f0 + g * ov + i}\t{r0 + g * rpc}\t{r0 + g * rpc + 1}\t{self.annotator_of(t0 + n_resp + g, i)}\t"
-                           f"{choice}\t\t{'a' if mix(g, i, 15) < 0.5 else 'b'}\t{int(4000 + 60000 * mix(g, i, 16))}\t"
-                           f"{status}\t{when}\t{when}\t{when}\n")
+                    yield (
+                        f"{f0 + g * ov + i}\t{r0 + g * rpc}\t{r0 + g * rpc + 1}\t{self.annotator_of(t0 + n_resp + g, i)}\t"
+                        f"{choice}\t\t{'a' if mix(g, i, 15) < 0.5 else 'b'}\t{int(4000 + 60000 * mix(g, i, 16))}\t"
+                        f"{status}\t{when}\t{when}\t{when}\n"
+                    )
 
-        self.log(f"seeding {self.slug}: {n:,} conversations, {n_resp:,} responses, {n_tasks:,} tasks, "
-                 f"{n_tasks * ov:,} slots, {lt * ov:,} labels, {ct * ov:,} preferences")
-        self.copy("annotator_conversation", ["id", "project_id", "external_id", "messages", "tools", "metadata",
-                                             "content_hash", "split", "priority", "created_at"], conversations(), n)
-        self.copy("annotator_modelresponse", ["id", "conversation_id", "model_version_id", "context_length", "raw_text",
-                                              "message", "generation_settings", "response_hash", "uncertainty",
-                                              "created_at"], responses(), n_resp)
-        self.copy("annotator_task", ["id", "project_id", "kind", "response_id", "response_b_id", "priority", "completed",
-                                     "created_at"], tasks(), n_tasks)
-        self.copy("annotator_slot", ["id", "project_id", "task_id", "index", "state", "annotator_id", "reserved_for_id",
-                                     "locked_until", "priority", "progress", "order_key", "updated_at"], slots(),
-                  n_tasks * ov)
+        self.log(
+            f"seeding {self.slug}: {n:,} conversations, {n_resp:,} responses, {n_tasks:,} tasks, "
+            f"{n_tasks * ov:,} slots, {lt * ov:,} labels, {ct * ov:,} preferences"
+        )
+        self.copy(
+            "annotator_conversation",
+            [
+                "id",
+                "project_id",
+                "external_id",
+                "messages",
+                "tools",
+                "metadata",
+                "content_hash",
+                "split",
+                "priority",
+                "created_at",
+            ],
+            conversations(),
+            n,
+        )
+        self.copy(
+            "annotator_modelresponse",
+            [
+                "id",
+                "conversation_id",
+                "model_version_id",
+                "context_length",
+                "raw_text",
+                "message",
+                "generation_settings",
+                "response_hash",
+                "uncertainty",
+                "created_at",
+            ],
+            responses(),
+            n_resp,
+        )
+        self.copy(
+            "annotator_task",
+            [
+                "id",
+                "project_id",
+                "kind",
+                "response_id",
+                "response_b_id",
+                "priority",
+                "completed",
+                "created_at",
+            ],
+            tasks(),
+            n_tasks,
+        )
+        self.copy(
+            "annotator_slot",
+            [
+                "id",
+                "project_id",
+                "task_id",
+                "index",
+                "state",
+                "annotator_id",
+                "reserved_for_id",
+                "locked_until",
+                "priority",
+                "progress",
+                "order_key",
+                "updated_at",
+            ],
+            slots(),
+            n_tasks * ov,
+        )
         if lt:
-            self.copy("annotator_label", ["id", "response_id", "annotator_id", "project_id", "model_version_id",
-                                          "verdict", "note", "time_spent_ms", "status", "draft", "created_at",
-                                          "updated_at", "submitted_at"], labels(), lt * ov)
+            self.copy(
+                "annotator_label",
+                [
+                    "id",
+                    "response_id",
+                    "annotator_id",
+                    "project_id",
+                    "model_version_id",
+                    "verdict",
+                    "note",
+                    "time_spent_ms",
+                    "status",
+                    "draft",
+                    "created_at",
+                    "updated_at",
+                    "submitted_at",
+                ],
+                labels(),
+                lt * ov,
+            )
             n_cat = sum(1 for _ in label_categories())
-            self.copy("annotator_label_categories", ["label_id", "taxonomycategory_id"], label_categories(), n_cat)
+            self.copy(
+                "annotator_label_categories", ["label_id", "taxonomycategory_id"], label_categories(), n_cat
+            )
             n_cor = sum(1 for _ in corrections())
-            self.copy("annotator_correction", ["label_id", "message", "created_at", "updated_at"], corrections(), n_cor)
+            self.copy(
+                "annotator_correction",
+                ["label_id", "message", "created_at", "updated_at"],
+                corrections(),
+                n_cor,
+            )
         if ct:
-            self.copy("annotator_preference", ["id", "response_a_id", "response_b_id", "annotator_id", "choice",
-                                               "reason", "left_side", "time_spent_ms", "status", "created_at",
-                                               "updated_at", "submitted_at"], preferences(), ct * ov)
+            self.copy(
+                "annotator_preference",
+                [
+                    "id",
+                    "response_a_id",
+                    "response_b_id",
+                    "annotator_id",
+                    "choice",
+                    "reason",
+                    "left_side",
+                    "time_spent_ms",
+                    "status",
+                    "created_at",
+                    "updated_at",
+                    "submitted_at",
+                ],
+                preferences(),
+                ct * ov,
+            )
         self.timings["rows_s"] = round(time.perf_counter() - started, 1)
 
         t = time.perf_counter()
         with connection.cursor() as cur:
-            for table in ("annotator_conversation", "annotator_modelresponse", "annotator_task", "annotator_slot",
-                          "annotator_label", "annotator_label_categories", "annotator_correction",
-                          "annotator_preference"):
+            for table in (
+                "annotator_conversation",
+                "annotator_modelresponse",
+                "annotator_task",
+                "annotator_slot",
+                "annotator_label",
+                "annotator_label_categories",
+                "annotator_correction",
+                "annotator_preference",
+            ):
                 cur.execute(f"VACUUM (ANALYZE) {table}")
         self.timings["vacuum_analyze_s"] = round(time.perf_counter() - t, 1)
         self.timings["total_s"] = round(time.perf_counter() - started, 1)
         return self.timings
 
 
-def seed(n: int, *, responses_per_conversation: int = 2, labels: int | None = None, preferences: int | None = None,
-         overlap: int = OVERLAP, slug: str | None = None, name: str | None = None, annotators: int = 50, leads: int = 5,
-         username_prefix: str = "scale-", external_prefix: str = "s-", taxonomy: dict | None = None,
-         model_versions: list[str] | None = None, compare_tasks: bool = True, log=print):
+def seed(
+    n: int,
+    *,
+    responses_per_conversation: int = 2,
+    labels: int | None = None,
+    preferences: int | None = None,
+    overlap: int = OVERLAP,
+    slug: str | None = None,
+    name: str | None = None,
+    annotators: int = 50,
+    leads: int = 5,
+    username_prefix: str = "scale-",
+    external_prefix: str = "s-",
+    taxonomy: dict | None = None,
+    model_versions: list[str] | None = None,
+    compare_tasks: bool = True,
+    log=print,
+):
     """Seed one project into the current (PostgreSQL) database. Returns (project, timings)."""
-    seeder = Seeder(n=n, responses_per_conversation=responses_per_conversation,
-                    labels=n if labels is None else labels,
-                    preferences=n // 5 if preferences is None else preferences, overlap=overlap,
-                    slug=slug or SCALE_SLUG.format(n=n), name=name or f"Scale {n:,}", annotators=annotators,
-                    leads=leads, username_prefix=username_prefix, external_prefix=external_prefix, taxonomy=taxonomy,
-                    model_versions=model_versions or MODEL_VERSIONS, compare_tasks=compare_tasks, log=log)
+    seeder = Seeder(
+        n=n,
+        responses_per_conversation=responses_per_conversation,
+        labels=n if labels is None else labels,
+        preferences=n // 5 if preferences is None else preferences,
+        overlap=overlap,
+        slug=slug or SCALE_SLUG.format(n=n),
+        name=name or f"Scale {n:,}",
+        annotators=annotators,
+        leads=leads,
+        username_prefix=username_prefix,
+        external_prefix=external_prefix,
+        taxonomy=taxonomy,
+        model_versions=model_versions or MODEL_VERSIONS,
+        compare_tasks=compare_tasks,
+        log=log,
+    )
     timings = seeder.run()
     return seeder.project, timings
 
@@ -390,15 +619,15 @@ def counts(project) -> dict:
     queries = {
         "conversations": "SELECT count(*) FROM annotator_conversation WHERE project_id = %(p)s",
         "responses": "SELECT count(*) FROM annotator_modelresponse r JOIN annotator_conversation c "
-                     "ON c.id = r.conversation_id WHERE c.project_id = %(p)s",
+        "ON c.id = r.conversation_id WHERE c.project_id = %(p)s",
         "tasks": "SELECT count(*) FROM annotator_task WHERE project_id = %(p)s",
         "slots": "SELECT count(*) FROM annotator_slot WHERE project_id = %(p)s",
         "labels": "SELECT count(*) FROM annotator_label WHERE project_id = %(p)s",
         "preferences": "SELECT count(*) FROM annotator_preference f JOIN annotator_modelresponse r "
-                       "ON r.id = f.response_a_id JOIN annotator_conversation c ON c.id = r.conversation_id "
-                       "WHERE c.project_id = %(p)s",
+        "ON r.id = f.response_a_id JOIN annotator_conversation c ON c.id = r.conversation_id "
+        "WHERE c.project_id = %(p)s",
         "corrections": "SELECT count(*) FROM annotator_correction x JOIN annotator_label l ON l.id = x.label_id "
-                       "WHERE l.project_id = %(p)s",
+        "WHERE l.project_id = %(p)s",
     }
     out = {}
     with connection.cursor() as cur:
@@ -414,8 +643,11 @@ def find_seeded(n: int):
     from annotator.models import Conversation, Label, Project
 
     project = Project.objects.filter(slug=SCALE_SLUG.format(n=n)).first()
-    if project and Conversation.objects.filter(project=project).count() == n \
-            and Label.objects.filter(project=project).count() >= n:
+    if (
+        project
+        and Conversation.objects.filter(project=project).count() == n
+        and Label.objects.filter(project=project).count() >= n
+    ):
         return project
     return None
 
@@ -481,8 +713,11 @@ def ensure(n: int, database: str | None = None, reuse: bool = True, log=print) -
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--conversations", type=int, default=1_000_000)
-    parser.add_argument("--database", default=None, help="database name (default badcase_scale, or "
-                                                         "badcase_scale_<N> for other sizes)")
+    parser.add_argument(
+        "--database",
+        default=None,
+        help="database name (default badcase_scale, or badcase_scale_<N> for other sizes)",
+    )
     parser.add_argument("--reuse", action="store_true", help="skip seeding if this size is already there")
     args = parser.parse_args()
     os.environ.setdefault("DEBUG", "0")  # DEBUG keeps every query in memory
@@ -497,8 +732,10 @@ def main():
         cur.execute("SELECT pg_database_size(current_database())")
         figures["database_gb"] = round(cur.fetchone()[0] / 2**30, 2)
     figures["wall_s"] = round(time.perf_counter() - started, 1)
-    figures["method"] = ("COPY FROM STDIN (text format) from Python generators, ids reserved from each table's "
-                         "sequence, FK triggers off while seeding, then VACUUM ANALYZE")
+    figures["method"] = (
+        "COPY FROM STDIN (text format) from Python generators, ids reserved from each table's "
+        "sequence, FK triggers off while seeding, then VACUUM ANALYZE"
+    )
     figures["load_average_at_end"] = round(os.getloadavg()[0], 2)
     report("seed_scale", figures)
 

@@ -48,18 +48,32 @@ def main():
     slug = f"train-bench-{int(time.time())}"
     project = Project.objects.create(name=slug, slug=slug, tools=demo_domain.TOOLS)
     base = ModelVersion.objects.create(project=project, name="base", path=args.model, origin="base")
-    rows = [{"messages": c["messages"], "tools": json.dumps(c["tools"])}
-            for c in demo_domain.generate_conversations(400, seed=11)]
-    snap = DatasetSnapshot(project=project, kind="sft", version=1, layout="trl_messages", status="ready",
-                           row_count=len(rows), sha256="bench")
+    rows = [
+        {"messages": c["messages"], "tools": json.dumps(c["tools"])}
+        for c in demo_domain.generate_conversations(400, seed=11)
+    ]
+    snap = DatasetSnapshot(
+        project=project,
+        kind="sft",
+        version=1,
+        layout="trl_messages",
+        status="ready",
+        row_count=len(rows),
+        sha256="bench",
+    )
     snap.file.save("bench-sft.jsonl", ContentFile("\n".join(json.dumps(r) for r in rows) + "\n"), save=False)
     snap.save()
     overrides = {"max_steps": args.steps, "save_steps": args.save_steps, "logging_steps": 5}
 
     def bare_run(i):
-        job = TrainingJob(project=project, stage="sft", base_version=base, train_snapshot=snap,
-                          params=clean_params("sft", "demo-tiny", overrides)[0],
-                          output_dir=str(ROOT / "var" / "bench" / f"bare-{i}"))
+        job = TrainingJob(
+            project=project,
+            stage="sft",
+            base_version=base,
+            train_snapshot=snap,
+            params=clean_params("sft", "demo-tiny", overrides)[0],
+            output_dir=str(ROOT / "var" / "bench" / f"bare-{i}"),
+        )
         torch.set_num_threads(1)
         model, tok = load_for_training(job, "cpu")
         t = build_trainer(job, model, tok, train_dataset(job), "cpu")
@@ -68,8 +82,16 @@ def main():
         return time.perf_counter() - start
 
     def job_run():
-        job = create_job(project, None, stage="sft", base_version=base, train_snapshot=snap,
-                         preset="demo-tiny", overrides=overrides, start=False)
+        job = create_job(
+            project,
+            None,
+            stage="sft",
+            base_version=base,
+            train_snapshot=snap,
+            preset="demo-tiny",
+            overrides=overrides,
+            start=False,
+        )
         start = time.perf_counter()
         job = run_job(job.pk)
         total = time.perf_counter() - start
@@ -83,13 +105,23 @@ def main():
         jobs.append(train_s)
         totals.append(total)
     bare_s, job_s = min(bare), min(jobs)
-    report("training_overhead", {
-        "model": args.model, "params": job.params, "steps": args.steps, "save_steps": args.save_steps,
-        "bare_train_ms": round(1000 * bare_s), "job_train_ms": round(1000 * job_s),
-        "job_total_ms_incl_load_and_baseline_guard": round(1000 * min(totals)),
-        "ratio": round(job_s / bare_s, 3), "all_bare_ms": [round(1000 * b) for b in bare],
-        "all_job_ms": [round(1000 * j) for j in jobs], "device": "cpu", "threads": 1,
-    })
+    report(
+        "training_overhead",
+        {
+            "model": args.model,
+            "params": job.params,
+            "steps": args.steps,
+            "save_steps": args.save_steps,
+            "bare_train_ms": round(1000 * bare_s),
+            "job_train_ms": round(1000 * job_s),
+            "job_total_ms_incl_load_and_baseline_guard": round(1000 * min(totals)),
+            "ratio": round(job_s / bare_s, 3),
+            "all_bare_ms": [round(1000 * b) for b in bare],
+            "all_job_ms": [round(1000 * j) for j in jobs],
+            "device": "cpu",
+            "threads": 1,
+        },
+    )
 
 
 if __name__ == "__main__":

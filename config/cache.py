@@ -51,8 +51,16 @@ def _get_default(args, kwargs):
 
 
 for _name, _from, _default in [
-    ("get", _get_default, None), ("get_many", None, {}), ("has_key", None, False),
-    ("set", None, None), ("add", None, False), ("set_many", None, []), ("touch", None, False),
-    ("delete", None, False), ("delete_many", None, None), ("incr", None, None), ("clear", None, None),
+    ("get", _get_default, None),
+    ("get_many", None, {}),
+    ("has_key", None, False),
+    ("set", None, None),
+    ("add", None, False),
+    ("set_many", None, []),
+    ("touch", None, False),
+    ("delete", None, False),
+    ("delete_many", None, None),
+    ("incr", None, None),
+    ("clear", None, None),
 ]:
     setattr(ResilientRedisCache, _name, _guard(_name, _from, _default))

@@ -35,8 +35,13 @@ def retry_on_conflict(fn=None, *, attempts: int = 3, base_delay_s: float = 0.05)
                 except OperationalError as exc:
                     if attempt == attempts or connection.in_atomic_block or not _retryable(exc):
                         raise
-                    log.warning("%s: %s (attempt %d of %d); running it again", func.__qualname__,
-                                exc.__cause__.__class__.__name__, attempt, attempts)
+                    log.warning(
+                        "%s: %s (attempt %d of %d); running it again",
+                        func.__qualname__,
+                        exc.__cause__.__class__.__name__,
+                        attempt,
+                        attempts,
+                    )
                     time.sleep(base_delay_s * attempt * (1 + random.random()))
             raise AssertionError("unreachable")
 
@@ -62,8 +67,10 @@ class TableStats:
 
     def _estimate(self) -> int:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT COALESCE(SUM(GREATEST(reltuples, 0)), 0) FROM pg_class WHERE relname = ANY(%s)",
-                           [self.tables])
+            cursor.execute(
+                "SELECT COALESCE(SUM(GREATEST(reltuples, 0)), 0) FROM pg_class WHERE relname = ANY(%s)",
+                [self.tables],
+            )
             return int(cursor.fetchone()[0])
 
     def grew(self, rows: int) -> bool:

@@ -18,7 +18,11 @@ def _check_broker():
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
-        return {"transport": conn.transport_cls if isinstance(conn.transport_cls, str) else conn.transport.driver_type}
+        return {
+            "transport": conn.transport_cls
+            if isinstance(conn.transport_cls, str)
+            else conn.transport.driver_type
+        }
 
 
 def healthz(request):
@@ -32,4 +36,6 @@ def healthz(request):
             ok = False
             checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         checks[name]["ms"] = round(1000 * (time.perf_counter() - start), 1)
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

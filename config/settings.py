@@ -47,7 +47,9 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+ALLOWED_HOSTS = [
+    h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()
+]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 INSTALLED_APPS = [
@@ -119,8 +121,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     # A Redis outage degrades to "no cache" (config/cache.py), never to an error page.
-    CACHES = {"default": {"BACKEND": "config.cache.ResilientRedisCache", "LOCATION": REDIS_URL,
-                          "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2}}}
+    CACHES = {
+        "default": {
+            "BACKEND": "config.cache.ResilientRedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -236,13 +243,19 @@ MODEL_DIR = Path(os.environ.get("MODEL_DIR", VAR_DIR / "models"))
 # A model version's path / adapter_path must lie (symlinks resolved) under one of these: MODEL_DIR,
 # where training jobs save their adapters, and MODEL_EXTRA_DIRS (comma-separated).
 MODEL_FOLDER_ROOTS = [MODEL_DIR, MEDIA_ROOT / "training"] + [
-    Path(p.strip()) for p in os.environ.get("MODEL_EXTRA_DIRS", "").split(",") if p.strip()]
+    Path(p.strip()) for p in os.environ.get("MODEL_EXTRA_DIRS", "").split(",") if p.strip()
+]
 # Model endpoints (eval runs, judges) on loopback or private addresses are called only for these
 # hosts: names, addresses or networks (10.0.0.0/8), comma-separated. Public addresses need no entry;
 # link-local and cloud-metadata addresses are never called (inference/endpoints.py). The demo
 # (DEBUG) allows a vLLM on this machine.
-MODEL_ENDPOINT_ALLOWED_HOSTS = [h.strip() for h in os.environ.get(
-    "MODEL_ENDPOINT_ALLOWED_HOSTS", "localhost,127.0.0.1,::1" if DEBUG else "").split(",") if h.strip()]
+MODEL_ENDPOINT_ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("MODEL_ENDPOINT_ALLOWED_HOSTS", "localhost,127.0.0.1,::1" if DEBUG else "").split(
+        ","
+    )
+    if h.strip()
+]
 IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 1_000_000)
 IMPORT_BATCH_SIZE = env_int("IMPORT_BATCH_SIZE", 1000)
 IMPORT_MAX_STORED_ERRORS = env_int("IMPORT_MAX_STORED_ERRORS", 100_000)

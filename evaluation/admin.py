@@ -40,13 +40,31 @@ class EvalCaseAdmin(admin.ModelAdmin):
 
 @admin.register(m.EvalRun)
 class EvalRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "model_version", "suite", "source", "status", "cases_done", "cases_total",
-                    "created_at"]
+    list_display = [
+        "id",
+        "project",
+        "model_version",
+        "suite",
+        "source",
+        "status",
+        "cases_done",
+        "cases_total",
+        "created_at",
+    ]
     list_filter = ["project", "status", "source", "trigger"]
     list_select_related = ["project", "model_version", "suite"]
     raw_id_fields = ["suite", "model_version"]
-    readonly_fields = ["summary", "training_overlap", "stats", "run_token", "attempts", "started_at", "heartbeat_at",
-                       "finished_at", "created_at"]
+    readonly_fields = [
+        "summary",
+        "training_overlap",
+        "stats",
+        "run_token",
+        "attempts",
+        "started_at",
+        "heartbeat_at",
+        "finished_at",
+        "created_at",
+    ]
     exclude = ["api_key"]
 
 
@@ -66,7 +84,13 @@ class EvalBadcaseAdmin(admin.ModelAdmin):
 
 @admin.register(m.EvalSettings)
 class EvalSettingsAdmin(admin.ModelAdmin):
-    list_display = ["project", "default_suite", "auto_eval_after_training", "quality_margin", "perplexity_margin"]
+    list_display = [
+        "project",
+        "default_suite",
+        "auto_eval_after_training",
+        "quality_margin",
+        "perplexity_margin",
+    ]
 
 
 @admin.register(m.PromotionDecision)

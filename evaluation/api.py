@@ -32,8 +32,13 @@ def _raise(exc: ValidationError):
 
 def _suite_errors(exc: suites.SuiteError) -> Response:
     """Every refused case with its line (1-based; 0 = the whole input), field and message."""
-    return Response({"detail": "the suite was not created", "errors": [
-        {"line": e.line, "field": e.field, "message": e.message} for e in exc.errors]}, status=400)
+    return Response(
+        {
+            "detail": "the suite was not created",
+            "errors": [{"line": e.line, "field": e.field, "message": e.message} for e in exc.errors],
+        },
+        status=400,
+    )
 
 
 # ============================================================================== suites
@@ -45,8 +50,20 @@ class EvalSuiteSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EvalSuite
-        fields = ["id", "project", "name", "version", "label", "description", "source", "source_detail",
-                  "case_count", "content_hash", "stats", "created_at"]
+        fields = [
+            "id",
+            "project",
+            "name",
+            "version",
+            "label",
+            "description",
+            "source",
+            "source_detail",
+            "case_count",
+            "content_hash",
+            "stats",
+            "created_at",
+        ]
         read_only_fields = fields
 
 
@@ -56,8 +73,11 @@ class SuiteCreateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     source = serializers.ChoiceField(choices=["gold", "scenarios", "snapshot", "conversations", "demo"])
     file = serializers.FileField(required=False, help_text="JSONL for gold or scenarios (multipart).")
-    cases = serializers.ListField(child=serializers.DictField(), required=False,
-                                  help_text="Gold cases inline (JSON body), instead of a file.")
+    cases = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="Gold cases inline (JSON body), instead of a file.",
+    )
     scenarios = serializers.ListField(child=serializers.DictField(), required=False)
     snapshot = serializers.IntegerField(required=False)
     splits = serializers.ListField(child=serializers.ChoiceField(choices=Split.values), required=False)
@@ -71,8 +91,20 @@ class EvalCaseSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EvalCase
-        fields = ["id", "position", "external_id", "messages", "tools", "expected", "categories", "turn_depth",
-                  "metadata", "conversation", "context_length", "expects_call"]
+        fields = [
+            "id",
+            "position",
+            "external_id",
+            "messages",
+            "tools",
+            "expected",
+            "categories",
+            "turn_depth",
+            "metadata",
+            "conversation",
+            "context_length",
+            "expects_call",
+        ]
         read_only_fields = fields
 
 
@@ -89,7 +121,9 @@ class EvalSuiteViewSet(ProjectScopedViewSet):
     def get_serializer_class(self):
         return SuiteCreateSerializer if self.action == "create" else EvalSuiteSerializer
 
-    @extend_schema(request=SuiteCreateSerializer, responses={201: EvalSuiteSerializer, 200: EvalSuiteSerializer})
+    @extend_schema(
+        request=SuiteCreateSerializer, responses={201: EvalSuiteSerializer, 200: EvalSuiteSerializer}
+    )
     def create(self, request, *args, **kwargs):
         ser = SuiteCreateSerializer(data=request.data, context={"request": request})
         ser.is_valid(raise_exception=True)
@@ -100,15 +134,17 @@ class EvalSuiteViewSet(ProjectScopedViewSet):
         try:
             if d["source"] == "gold":
                 if d.get("file"):
-                    suite, created = suites.suite_from_gold_jsonl(project, d["name"], d["file"],
-                                                                  file_name=d["file"].name, **kw)
+                    suite, created = suites.suite_from_gold_jsonl(
+                        project, d["name"], d["file"], file_name=d["file"].name, **kw
+                    )
                 else:
                     records = list(enumerate(d.get("cases") or [], 1))
                     suite, created = suites.create_suite(project, d["name"], records, source="gold", **kw)
             elif d["source"] == "scenarios":
                 if d.get("file"):
-                    suite, created = suites.suite_from_scenarios(project, d["name"], d["file"],
-                                                                 file_name=d["file"].name, **kw)
+                    suite, created = suites.suite_from_scenarios(
+                        project, d["name"], d["file"], file_name=d["file"].name, **kw
+                    )
                 else:
                     records, errors = [], []
                     for i, rec in enumerate(d.get("scenarios") or [], 1):
@@ -117,18 +153,24 @@ class EvalSuiteViewSet(ProjectScopedViewSet):
                         errors += errs
                     if errors:
                         raise suites.SuiteError(errors)
-                    suite, created = suites.create_suite(project, d["name"], records, source="scenarios", **kw)
+                    suite, created = suites.create_suite(
+                        project, d["name"], records, source="scenarios", **kw
+                    )
             elif d["source"] == "snapshot":
                 snap = next((s for s in suites.eval_snapshots(project) if s.pk == d.get("snapshot")), None)
                 if snap is None:
-                    raise serializers.ValidationError({"snapshot": "not a ready eval snapshot of this project"})
+                    raise serializers.ValidationError(
+                        {"snapshot": "not a ready eval snapshot of this project"}
+                    )
                 suite, created = suites.suite_from_snapshot(project, snap, d["name"], **kw)
             elif d["source"] == "conversations":
                 suite, created = suites.suite_from_conversations(
-                    project, d["name"], splits=d.get("splits") or (Split.EVAL, Split.HOLDOUT), **kw)
+                    project, d["name"], splits=d.get("splits") or (Split.EVAL, Split.HOLDOUT), **kw
+                )
             else:
-                suite, created = suites.suite_from_demo(project, d["name"], n=d["demo_cases"], seed=d["demo_seed"],
-                                                        split=d["demo_split"], **kw)
+                suite, created = suites.suite_from_demo(
+                    project, d["name"], n=d["demo_cases"], seed=d["demo_seed"], split=d["demo_split"], **kw
+                )
         except suites.SuiteError as exc:
             return _suite_errors(exc)
         return Response(EvalSuiteSerializer(suite).data, status=status.HTTP_201_CREATED if created else 200)
@@ -162,17 +204,44 @@ class EvalRunSerializer(serializers.ModelSerializer):
     suite_label = serializers.CharField(source="suite.label", read_only=True)
     model_version_name = serializers.CharField(source="model_version.name", read_only=True)
     progress = serializers.FloatField(read_only=True)
-    overlap = serializers.JSONField(source="training_overlap", read_only=True,
-                                    help_text="Cases of the suite in the model lineage's training snapshots, now.")
+    overlap = serializers.JSONField(
+        source="training_overlap",
+        read_only=True,
+        help_text="Cases of the suite in the model lineage's training snapshots, now.",
+    )
     overlaps_training = serializers.BooleanField(read_only=True)
     headline = serializers.SerializerMethodField()
 
     class Meta:
         model = EvalRun
-        fields = ["id", "project", "suite", "suite_label", "model_version", "model_version_name", "source",
-                  "settings", "trigger", "note", "status", "message", "cases_total", "cases_done", "progress",
-                  "cancel_requested", "attempts", "headline", "summary", "overlap", "overlaps_training",
-                  "perplexity", "stats", "created_at", "started_at", "finished_at"]
+        fields = [
+            "id",
+            "project",
+            "suite",
+            "suite_label",
+            "model_version",
+            "model_version_name",
+            "source",
+            "settings",
+            "trigger",
+            "note",
+            "status",
+            "message",
+            "cases_total",
+            "cases_done",
+            "progress",
+            "cancel_requested",
+            "attempts",
+            "headline",
+            "summary",
+            "overlap",
+            "overlaps_training",
+            "perplexity",
+            "stats",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
         read_only_fields = fields
         list_serializer_class = EvalRunListSerializer
 
@@ -186,12 +255,21 @@ class RunCreateSerializer(SameProjectMixin, serializers.Serializer):
     suite = ScopedRelatedField("project", queryset=EvalSuite.objects.all())
     model_version = ScopedRelatedField("project", queryset=ModelVersion.objects.all())
     source = serializers.ChoiceField(choices=EvalRun.Source.choices, default=EvalRun.Source.LOCAL)
-    settings = serializers.DictField(required=False, default=dict,
-                                     help_text="max_new_tokens, batch_size, device, chat_template_kwargs; for "
-                                               "endpoints base_url, model, concurrency, timeout.")
-    api_key = serializers.CharField(required=False, allow_blank=True, default="", write_only=True, max_length=500,
-                                    style={"input_type": "password"},
-                                    help_text="Endpoint key, sent as a Bearer token; write-only, wiped when the run ends.")
+    settings = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="max_new_tokens, batch_size, device, chat_template_kwargs; for "
+        "endpoints base_url, model, concurrency, timeout.",
+    )
+    api_key = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        write_only=True,
+        max_length=500,
+        style={"input_type": "password"},
+        help_text="Endpoint key, sent as a Bearer token; write-only, wiped when the run ends.",
+    )
     outputs = serializers.FileField(required=False, help_text="Outputs JSONL (multipart) for source=outputs.")
     note = serializers.CharField(required=False, allow_blank=True, default="")
 
@@ -207,8 +285,22 @@ class EvalResultSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EvalResult
-        fields = ["id", "case_id", "external_id", "position", "categories", "turn_depth", "output",
-                  "stopped_at_limit", "new_tokens", "latency_ms", "error", *HEADLINE_METRICS, "defects", "parsed"]
+        fields = [
+            "id",
+            "case_id",
+            "external_id",
+            "position",
+            "categories",
+            "turn_depth",
+            "output",
+            "stopped_at_limit",
+            "new_tokens",
+            "latency_ms",
+            "error",
+            *HEADLINE_METRICS,
+            "defects",
+            "parsed",
+        ]
         read_only_fields = fields
 
     def get_defects(self, obj) -> dict:
@@ -222,8 +314,9 @@ class LoopSerializer(serializers.Serializer):
     scope = serializers.ChoiceField(choices=list(loop.SCOPES), default="failed")
     baseline = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_KEY)
     split = serializers.ChoiceField(choices=Split.values, required=False, allow_null=True)
-    priority = serializers.IntegerField(required=False, default=loop.DEFAULT_PRIORITY, min_value=-(2**31),
-                                        max_value=2**31 - 1)
+    priority = serializers.IntegerField(
+        required=False, default=loop.DEFAULT_PRIORITY, min_value=-(2**31), max_value=2**31 - 1
+    )
 
 
 class EvalRunViewSet(ProjectScopedViewSet):
@@ -231,8 +324,13 @@ class EvalRunViewSet(ProjectScopedViewSet):
 
     base_queryset = EvalRun.objects.select_related("project", "suite", "model_version")
     read_role = Role.LEAD
-    filterset_fields = {"project__slug": ["exact"], "suite": ["exact"], "model_version": ["exact"],
-                        "status": ["exact"], "source": ["exact"]}
+    filterset_fields = {
+        "project__slug": ["exact"],
+        "suite": ["exact"],
+        "model_version": ["exact"],
+        "status": ["exact"],
+        "source": ["exact"],
+    }
     parser_classes = [BoundedJSONParser, parsers.MultiPartParser, parsers.FormParser]
     http_method_names = ["get", "post", "head", "options"]
 
@@ -254,16 +352,29 @@ class EvalRunViewSet(ProjectScopedViewSet):
             if not isinstance(settings, dict):
                 raise serializers.ValidationError({"settings": "must be a JSON object"})
         try:
-            run = runner.create_run(d["project"], d["suite"], d["model_version"], source=d["source"],
-                                    settings=settings, user=request.user, outputs=d.get("outputs"),
-                                    api_key=d.get("api_key", ""), trigger=EvalRun.Trigger.API, note=d.get("note", ""))
+            run = runner.create_run(
+                d["project"],
+                d["suite"],
+                d["model_version"],
+                source=d["source"],
+                settings=settings,
+                user=request.user,
+                outputs=d.get("outputs"),
+                api_key=d.get("api_key", ""),
+                trigger=EvalRun.Trigger.API,
+                note=d.get("note", ""),
+            )
         except ValidationError as exc:
             _raise(exc)
         return Response(EvalRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(parameters=[
-        OpenApiParameter("show", str, enum=["all", "failed", "passed", "wrong_call", "defect"]),
-        OpenApiParameter("defect", str, enum=list(DEFECTS))], responses=EvalResultSerializer(many=True))
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("show", str, enum=["all", "failed", "passed", "wrong_call", "defect"]),
+            OpenApiParameter("defect", str, enum=list(DEFECTS)),
+        ],
+        responses=EvalResultSerializer(many=True),
+    )
     @action(detail=True, methods=["get"])
     def results(self, request, pk=None):
         run = self.get_object()
@@ -305,10 +416,19 @@ class EvalRunViewSet(ProjectScopedViewSet):
             _raise(exc)
         return Response(EvalRunSerializer(run).data)
 
-    @extend_schema(request=LoopSerializer, responses=inline_serializer("LoopResult", {
-        "sent": serializers.IntegerField(), "already": serializers.IntegerField(),
-        "responses": serializers.IntegerField(), "label_tasks": serializers.IntegerField(),
-        "compare_tasks": serializers.IntegerField()}))
+    @extend_schema(
+        request=LoopSerializer,
+        responses=inline_serializer(
+            "LoopResult",
+            {
+                "sent": serializers.IntegerField(),
+                "already": serializers.IntegerField(),
+                "responses": serializers.IntegerField(),
+                "label_tasks": serializers.IntegerField(),
+                "compare_tasks": serializers.IntegerField(),
+            },
+        ),
+    )
     @action(detail=True, methods=["post"], url_path="send-to-queue")
     def send_to_queue(self, request, pk=None):
         """Close the loop: the run's failed (or regressed) cases become badcases in the annotator queue, once."""
@@ -323,16 +443,30 @@ class EvalRunViewSet(ProjectScopedViewSet):
                 raise serializers.ValidationError({"baseline": "no such run in this project"})
         try:
             with transaction.atomic():
-                out = loop.send_to_queue(run, request.user, scope=d["scope"], baseline=baseline,
-                                         split=d.get("split"), priority=d["priority"])
+                out = loop.send_to_queue(
+                    run,
+                    request.user,
+                    scope=d["scope"],
+                    baseline=baseline,
+                    split=d.get("split"),
+                    priority=d["priority"],
+                )
         except ValidationError as exc:
             _raise(exc)
         return Response(out)
 
-    @extend_schema(parameters=[OpenApiParameter("runs", str, description="Run ids, comma-separated; the first "
-                                                "(or the lineage root) is the baseline", required=True),
-                               OpenApiParameter("order", str, enum=["lineage", "given"])],
-                   responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "runs",
+                str,
+                description="Run ids, comma-separated; the first (or the lineage root) is the baseline",
+                required=True,
+            ),
+            OpenApiParameter("order", str, enum=["lineage", "given"]),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
     @action(detail=False, methods=["get"])
     def compare(self, request):
         """Per-metric deltas with McNemar tests and flipped cases, for runs on the same suite."""
@@ -358,8 +492,21 @@ class PromotionDecisionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = PromotionDecision
-        fields = ["id", "project", "model_version", "model_version_name", "action", "previous_production",
-                  "suite", "run", "baseline_run", "conditions", "note", "decided_by", "created_at"]
+        fields = [
+            "id",
+            "project",
+            "model_version",
+            "model_version_name",
+            "action",
+            "previous_production",
+            "suite",
+            "run",
+            "baseline_run",
+            "conditions",
+            "note",
+            "decided_by",
+            "created_at",
+        ]
         read_only_fields = fields
 
 
@@ -380,12 +527,14 @@ class PromotionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         if getattr(self, "swagger_fake_view", False):
             return PromotionDecision.objects.none()
         return PromotionDecision.objects.filter(
-            project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")).select_related(
-            "model_version", "decided_by")
+            project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")
+        ).select_related("model_version", "decided_by")
 
     def _request(self, allowed, role):
-        ser = DecisionRequestSerializer(data=self.request.data if self.request.method == "POST"
-                                        else self.request.query_params, context={"request": self.request})
+        ser = DecisionRequestSerializer(
+            data=self.request.data if self.request.method == "POST" else self.request.query_params,
+            context={"request": self.request},
+        )
         ser.is_valid(raise_exception=True)
         d = ser.validated_data
         mv, suite = d["model_version"], d.get("suite")
@@ -393,23 +542,28 @@ class PromotionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
             raise exceptions.PermissionDenied(f"This needs the {role} role in project {mv.project.slug!r}.")
         return mv, suite, d.get("note", "")
 
-    @extend_schema(parameters=[OpenApiParameter("model_version", int, required=True),
-                               OpenApiParameter("suite", int)], responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        parameters=[OpenApiParameter("model_version", int, required=True), OpenApiParameter("suite", int)],
+        responses=OpenApiTypes.OBJECT,
+    )
     @action(detail=False, methods=["get"])
     def check(self, request):
         mv, suite, _ = self._request(can_see_pipeline, Role.LEAD)
         return Response(promotion.check_gate(mv, suite).as_dict())
 
-    @extend_schema(request=DecisionRequestSerializer, responses={201: PromotionDecisionSerializer,
-                                                                 409: OpenApiTypes.OBJECT})
+    @extend_schema(
+        request=DecisionRequestSerializer,
+        responses={201: PromotionDecisionSerializer, 409: OpenApiTypes.OBJECT},
+    )
     @action(detail=False, methods=["post"])
     def promote(self, request):
         mv, suite, note = self._request(can_run_pipeline, Role.ADMIN)
         try:
             decision = promotion.promote(mv, request.user, suite, note)
         except promotion.GateFailed as exc:
-            return Response({"detail": "the promotion gate failed", **exc.gate.as_dict()},
-                            status=status.HTTP_409_CONFLICT)
+            return Response(
+                {"detail": "the promotion gate failed", **exc.gate.as_dict()}, status=status.HTTP_409_CONFLICT
+            )
         return Response(PromotionDecisionSerializer(decision).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=DecisionRequestSerializer, responses={201: PromotionDecisionSerializer})
@@ -428,13 +582,24 @@ class PromotionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
 
 class EvalSettingsSerializer(SameProjectMixin, serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    default_suite = ScopedRelatedField("project", queryset=EvalSuite.objects.all(), allow_null=True,
-                                       required=False)
+    default_suite = ScopedRelatedField(
+        "project", queryset=EvalSuite.objects.all(), allow_null=True, required=False
+    )
 
     class Meta:
         model = EvalSettings
-        fields = ["project", "default_suite", "auto_eval_after_training", "quality_margin", "perplexity_margin",
-                  "require_significance", "max_new_tokens", "batch_size", "general_texts", "updated_at"]
+        fields = [
+            "project",
+            "default_suite",
+            "auto_eval_after_training",
+            "quality_margin",
+            "perplexity_margin",
+            "require_significance",
+            "max_new_tokens",
+            "batch_size",
+            "general_texts",
+            "updated_at",
+        ]
         read_only_fields = ["project", "updated_at"]
 
     def validate(self, attrs):
@@ -457,8 +622,9 @@ class EvalSettingsViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, vi
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return EvalSettings.objects.none()
-        return EvalSettings.objects.filter(project__in=projects_with_role(self.request.user, Role.LEAD)
-                                           .values("pk")).select_related("project")
+        return EvalSettings.objects.filter(
+            project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")
+        ).select_related("project")
 
     def get_object(self):
         from annotator.models import Project

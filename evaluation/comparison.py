@@ -34,7 +34,7 @@ def binomial_two_sided(k: int, n: int) -> float:
         return 1.0
     k = min(k, n - k)
     tail = sum(math.comb(n, i) for i in range(k + 1))
-    return min(1.0, 2 * tail / 2 ** n)
+    return min(1.0, 2 * tail / 2**n)
 
 
 def chi2_continuity(b: int, c: int) -> tuple[float, float]:
@@ -53,8 +53,17 @@ def mcnemar(b: int, c: int) -> dict:
     p_exact = binomial_two_sided(min(b, c), n) if n <= EXACT_MAX_N else None
     method = "exact" if n < EXACT_BELOW and p_exact is not None else "chi2_cc"
     p = p_exact if method == "exact" else p_chi2
-    return {"b": b, "c": c, "n": n, "statistic": stat, "p_exact": p_exact, "p_chi2": p_chi2,
-            "p_value": p, "method": method, "significant": n > 0 and p < ALPHA}
+    return {
+        "b": b,
+        "c": c,
+        "n": n,
+        "statistic": stat,
+        "p_exact": p_exact,
+        "p_chi2": p_chi2,
+        "p_value": p,
+        "method": method,
+        "significant": n > 0 and p < ALPHA,
+    }
 
 
 @dataclass
@@ -104,16 +113,31 @@ class Comparison:
 
         return {
             "suite": {"id": self.suite.pk, "name": self.suite.name, "version": self.suite.version},
-            "runs": [{"id": r.pk, "model_version": r.model_version.name, "model_version_id": r.model_version_id,
-                      "origin": r.model_version.origin, "status": r.status, "overlaps_training": r.overlaps_training}
-                     for r in self.runs],
+            "runs": [
+                {
+                    "id": r.pk,
+                    "model_version": r.model_version.name,
+                    "model_version_id": r.model_version_id,
+                    "origin": r.model_version.origin,
+                    "status": r.status,
+                    "overlaps_training": r.overlaps_training,
+                }
+                for r in self.runs
+            ],
             "baseline": self.baseline.pk,
             "lineage_ordered": self.lineage_ordered,
-            "metrics": rows(self.metrics), "defects": rows(self.defects), "secondary": rows(self.secondary),
-            "flips": [{"run": f.run.pk, "metric": f.metric,
-                       "fixed": [{"case": c[0], "position": c[1], "id": c[2]} for c in f.fixed],
-                       "broken": [{"case": c[0], "position": c[1], "id": c[2]} for c in f.broken]}
-                      for f in self.flips],
+            "metrics": rows(self.metrics),
+            "defects": rows(self.defects),
+            "secondary": rows(self.secondary),
+            "flips": [
+                {
+                    "run": f.run.pk,
+                    "metric": f.metric,
+                    "fixed": [{"case": c[0], "position": c[1], "id": c[2]} for c in f.fixed],
+                    "broken": [{"case": c[0], "position": c[1], "id": c[2]} for c in f.broken],
+                }
+                for f in self.flips
+            ],
         }
 
 
@@ -133,8 +157,14 @@ def _paired(run_ids: list[int]) -> dict[int, dict[int, tuple]]:
     """{run id: {case id: (tca, tna, taa, rq, defects)}}."""
     out: dict[int, dict[int, tuple]] = {rid: {} for rid in run_ids}
     for rid, cid, tca, tna, taa, rq, score in EvalResult.objects.filter(run_id__in=run_ids).values_list(
-            "run_id", "case_id", "tool_call_accuracy", "tool_name_accuracy", "tool_args_accuracy",
-            "response_quality", "score"):
+        "run_id",
+        "case_id",
+        "tool_call_accuracy",
+        "tool_name_accuracy",
+        "tool_args_accuracy",
+        "response_quality",
+        "score",
+    ):
         out[rid][cid] = (tca, tna, taa, rq, score.get("defects") or {})
     return out
 
@@ -192,12 +222,19 @@ def compare_runs(runs: list[EvalRun], keep_order: bool = False) -> Comparison:
         return out
 
     headline_index = {m: i for i, m in enumerate(HEADLINE_METRICS)}
-    metrics = metric_rows(HEADLINE_METRICS, lambda r, m: r.summary.get(m),
-                          lambda m: (lambda row, i=headline_index[m]: row[i]))
-    defects = metric_rows(DEFECTS, lambda r, d: (r.summary.get("defects") or {}).get(d),
-                          lambda d: (lambda row, d=d: row[4].get(d)))
-    secondary = metric_rows(("false_call_rate", "missed_call_rate", "args_accuracy_given_name"),
-                            lambda r, m: r.summary.get(m), None)
+    metrics = metric_rows(
+        HEADLINE_METRICS, lambda r, m: r.summary.get(m), lambda m: lambda row, i=headline_index[m]: row[i]
+    )
+    defects = metric_rows(
+        DEFECTS,
+        lambda r, d: (r.summary.get("defects") or {}).get(d),
+        lambda d: lambda row, d=d: row[4].get(d),
+    )
+    secondary = metric_rows(
+        ("false_call_rate", "missed_call_rate", "args_accuracy_given_name"),
+        lambda r, m: r.summary.get(m),
+        None,
+    )
     flips = []
     for r in runs[1:]:
         for metric in ("tool_call_accuracy", "response_quality"):
@@ -220,8 +257,12 @@ def _describe_cases(flips: list[Flip]):
     from .models import EvalCase
 
     ids = {cid for f in flips for cid in f.fixed + f.broken}
-    info = {pk: (pk, pos, ext, cats) for pk, pos, ext, cats in
-            EvalCase.objects.filter(pk__in=ids).values_list("pk", "position", "external_id", "categories")}
+    info = {
+        pk: (pk, pos, ext, cats)
+        for pk, pos, ext, cats in EvalCase.objects.filter(pk__in=ids).values_list(
+            "pk", "position", "external_id", "categories"
+        )
+    }
     for f in flips:
         f.fixed = sorted((info[c] for c in f.fixed), key=lambda t: t[1])
         f.broken = sorted((info[c] for c in f.broken), key=lambda t: t[1])
@@ -231,9 +272,13 @@ def lineage_runs(model_version, suite) -> list[tuple[object, EvalRun | None]]:
     """(model version, its latest finished run on the suite) for the version and every ancestor, base first."""
     chain = model_version.lineage()
     latest = {}
-    for run in (EvalRun.objects.filter(suite=suite, status=EvalRun.State.DONE,
-                                       model_version__in=[mv.pk for mv in chain])
-                .select_related("model_version").order_by("model_version_id", "-finished_at", "-id")):
+    for run in (
+        EvalRun.objects.filter(
+            suite=suite, status=EvalRun.State.DONE, model_version__in=[mv.pk for mv in chain]
+        )
+        .select_related("model_version")
+        .order_by("model_version_id", "-finished_at", "-id")
+    ):
         latest.setdefault(run.model_version_id, run)
     return [(mv, latest.get(mv.pk)) for mv in chain]
 
@@ -242,11 +287,14 @@ def chart_series(runs: list[EvalRun], labels: list[str] | None = None) -> dict:
     """Chart.js-ready data: one dataset per headline metric, value and ± SE per run (null when missing)."""
     return {
         "labels": labels or [f"{r.model_version.name} (run {r.pk})" for r in runs],
-        "metrics": [{
-            "name": m,
-            "values": [(r.summary.get(m) or {}).get("value") if r else None for r in runs],
-            "se": [(r.summary.get(m) or {}).get("se") if r else None for r in runs],
-        } for m in HEADLINE_METRICS],
+        "metrics": [
+            {
+                "name": m,
+                "values": [(r.summary.get(m) or {}).get("value") if r else None for r in runs],
+                "se": [(r.summary.get(m) or {}).get("se") if r else None for r in runs],
+            }
+            for m in HEADLINE_METRICS
+        ],
     }
 
 
@@ -271,8 +319,11 @@ def model_table(project, default_suite=None) -> tuple[object, list[ModelRow]]:
     from .models import EvalSuite
 
     versions = list(ModelVersion.objects.filter(project=project).select_related("parent").order_by("name"))
-    done = list(EvalRun.objects.filter(project=project, status=EvalRun.State.DONE)
-                .order_by("-finished_at", "-id").values_list("pk", "model_version_id", "suite_id"))
+    done = list(
+        EvalRun.objects.filter(project=project, status=EvalRun.State.DONE)
+        .order_by("-finished_at", "-id")
+        .values_list("pk", "model_version_id", "suite_id")
+    )
     suite = default_suite
     if suite is None and done:
         per_suite: dict[int, tuple[set, int]] = {}
@@ -287,12 +338,20 @@ def model_table(project, default_suite=None) -> tuple[object, list[ModelRow]]:
         same = suite is not None and suite_id == suite.pk
         if mv_id not in chosen or (same and not chosen[mv_id][1]):
             chosen[mv_id] = (pk, same)
-    runs = {r.pk: r for r in EvalRun.objects.filter(pk__in=[pk for pk, _ in chosen.values()])
-            .select_related("suite", "model_version")}
+    runs = {
+        r.pk: r
+        for r in EvalRun.objects.filter(pk__in=[pk for pk, _ in chosen.values()]).select_related(
+            "suite", "model_version"
+        )
+    }
     pending = {}
     if len(chosen) < len(versions):
-        for r in (EvalRun.objects.filter(project=project).exclude(model_version__in=list(chosen))
-                  .select_related("suite", "model_version").order_by("-id")):
+        for r in (
+            EvalRun.objects.filter(project=project)
+            .exclude(model_version__in=list(chosen))
+            .select_related("suite", "model_version")
+            .order_by("-id")
+        ):
             pending.setdefault(r.model_version_id, r)
     rows = []
     for mv in versions:

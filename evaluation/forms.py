@@ -21,13 +21,15 @@ class SuiteForm(forms.Form):
     snapshot = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
     demo_cases = forms.IntegerField(min_value=1, max_value=5000, initial=100, required=False)
     demo_seed = forms.IntegerField(initial=0, required=False)
-    demo_split = forms.ChoiceField(choices=[("seen", "seen phrasings"), ("unseen", "unseen phrasings")],
-                                   initial="seen", required=False)
+    demo_split = forms.ChoiceField(
+        choices=[("seen", "seen phrasings"), ("unseen", "unseen phrasings")], initial="seen", required=False
+    )
 
     def __init__(self, *args, snapshots=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["snapshot"].choices = [("", "—")] + [
-            (s.pk, f"{s.name} · {s.row_count} rows · {s.created_at:%Y-%m-%d}") for s in snapshots]
+            (s.pk, f"{s.name} · {s.row_count} rows · {s.created_at:%Y-%m-%d}") for s in snapshots
+        ]
 
     def clean(self):
         data = super().clean()
@@ -44,21 +46,39 @@ class RunForm(forms.Form):
     model_version = forms.ModelChoiceField(queryset=None, label="Model version")
     source = forms.ChoiceField(choices=EvalRun.Source.choices, widget=forms.RadioSelect, initial="local")
     max_new_tokens = forms.IntegerField(min_value=1, max_value=32768, required=False)
-    batch_size = forms.IntegerField(min_value=1, max_value=1024, required=False,
-                                    help_text="Local generation: prompts per batch (left-padded, greedy).")
-    device = forms.ChoiceField(choices=[("auto", "auto (GPU when the worker has one)"), ("cpu", "cpu"),
-                                        ("cuda", "cuda")], initial="auto", required=False)
-    base_url = forms.CharField(required=False, label="Endpoint base URL", max_length=1000,
-                               widget=forms.URLInput(attrs={"placeholder": "http://gpu-1:8000/v1"}),
-                               help_text="A public host, or one the server's MODEL_ENDPOINT_ALLOWED_HOSTS lists; "
-                                         "redirects are not followed.")
+    batch_size = forms.IntegerField(
+        min_value=1,
+        max_value=1024,
+        required=False,
+        help_text="Local generation: prompts per batch (left-padded, greedy).",
+    )
+    device = forms.ChoiceField(
+        choices=[("auto", "auto (GPU when the worker has one)"), ("cpu", "cpu"), ("cuda", "cuda")],
+        initial="auto",
+        required=False,
+    )
+    base_url = forms.CharField(
+        required=False,
+        label="Endpoint base URL",
+        max_length=1000,
+        widget=forms.URLInput(attrs={"placeholder": "http://gpu-1:8000/v1"}),
+        help_text="A public host, or one the server's MODEL_ENDPOINT_ALLOWED_HOSTS lists; "
+        "redirects are not followed.",
+    )
     endpoint_model = forms.CharField(required=False, label="Model name at the endpoint")
-    api_key = forms.CharField(required=False, max_length=500, widget=forms.PasswordInput(render_value=False),
-                              help_text="Sent as a Bearer token; wiped from the database when the run ends.")
+    api_key = forms.CharField(
+        required=False,
+        max_length=500,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Sent as a Bearer token; wiped from the database when the run ends.",
+    )
     concurrency = forms.IntegerField(min_value=1, max_value=64, initial=4, required=False)
-    outputs = forms.FileField(required=False, label="Outputs JSONL",
-                              help_text='One line per case: {"id": case id, "output": raw model text} '
-                                        '(or "message": assistant message; optional "finish_reason").')
+    outputs = forms.FileField(
+        required=False,
+        label="Outputs JSONL",
+        help_text='One line per case: {"id": case id, "output": raw model text} '
+        '(or "message": assistant message; optional "finish_reason").',
+    )
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
     def __init__(self, *args, project=None, **kwargs):
@@ -72,7 +92,11 @@ class RunForm(forms.Form):
 
     def run_settings(self) -> dict:
         d = self.cleaned_data
-        out = {k: d.get(k) for k in ("max_new_tokens", "batch_size", "device", "base_url", "concurrency") if d.get(k)}
+        out = {
+            k: d.get(k)
+            for k in ("max_new_tokens", "batch_size", "device", "base_url", "concurrency")
+            if d.get(k)
+        }
         if d.get("endpoint_model"):
             out["model"] = d["endpoint_model"]
         return out
@@ -80,31 +104,50 @@ class RunForm(forms.Form):
 
 class LoopForm(forms.Form):
     scope = forms.ChoiceField(choices=list(SCOPES.items()), initial="failed", widget=forms.RadioSelect)
-    baseline = forms.ModelChoiceField(queryset=EvalRun.objects.none(), required=False,
-                                      help_text="For regressions: the run to compare against.")
-    split = forms.ChoiceField(choices=[("", "eval (held out)")] + [(s, s) for s in Split.values if s != "eval"],
-                              required=False, help_text="Split of newly created conversations. Held out, their "
-                              "labels do not leak into training sets built from the train split.")
+    baseline = forms.ModelChoiceField(
+        queryset=EvalRun.objects.none(),
+        required=False,
+        help_text="For regressions: the run to compare against.",
+    )
+    split = forms.ChoiceField(
+        choices=[("", "eval (held out)")] + [(s, s) for s in Split.values if s != "eval"],
+        required=False,
+        help_text="Split of newly created conversations. Held out, their "
+        "labels do not leak into training sets built from the train split.",
+    )
     priority = forms.IntegerField(initial=DEFAULT_PRIORITY, help_text="Higher comes first in the queue.")
 
     def __init__(self, *args, run=None, **kwargs):
         super().__init__(*args, **kwargs)
         if run is not None:
-            self.fields["baseline"].queryset = (EvalRun.objects.filter(suite=run.suite, status=EvalRun.State.DONE)
-                                                .exclude(pk=run.pk).select_related("model_version"))
+            self.fields["baseline"].queryset = (
+                EvalRun.objects.filter(suite=run.suite, status=EvalRun.State.DONE)
+                .exclude(pk=run.pk)
+                .select_related("model_version")
+            )
             self.fields["baseline"].label_from_instance = lambda r: f"run {r.pk}: {r.model_version.name}"
 
 
 class SettingsForm(forms.ModelForm):
     general_texts_text = forms.CharField(
-        required=False, label="General-text set", widget=forms.Textarea(attrs={"rows": 5}),
+        required=False,
+        label="General-text set",
+        widget=forms.Textarea(attrs={"rows": 5}),
         help_text="One passage per line for the perplexity check; empty uses the built-in set. "
-                  "Changing it makes earlier perplexities incomparable.")
+        "Changing it makes earlier perplexities incomparable.",
+    )
 
     class Meta:
         model = EvalSettings
-        fields = ["default_suite", "auto_eval_after_training", "quality_margin", "perplexity_margin",
-                  "require_significance", "max_new_tokens", "batch_size"]
+        fields = [
+            "default_suite",
+            "auto_eval_after_training",
+            "quality_margin",
+            "perplexity_margin",
+            "require_significance",
+            "max_new_tokens",
+            "batch_size",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -124,8 +167,9 @@ class SettingsForm(forms.ModelForm):
         return v
 
     def save(self, commit=True):
-        self.instance.general_texts = [t.strip() for t in self.cleaned_data["general_texts_text"].splitlines()
-                                       if t.strip()]
+        self.instance.general_texts = [
+            t.strip() for t in self.cleaned_data["general_texts_text"].splitlines() if t.strip()
+        ]
         return super().save(commit)
 
 

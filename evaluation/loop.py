@@ -73,16 +73,34 @@ def _conversation_for(run: EvalRun, case, split: str | None, priority: int) -> t
     if taken:
         external_id = f"eval:{case.external_id}"[:246] + f":{digest[:8]}"
     conv = Conversation.objects.create(
-        project=project, external_id=external_id, messages=case.messages, tools=tools, content_hash=digest,
-        split=split or Split.EVAL, priority=priority,
-        metadata={"source": "eval", "eval_suite": run.suite.label, "eval_case": case.external_id,
-                  "categories": case.categories, "turn_depth": case.turn_depth, "expected": case.expected},
+        project=project,
+        external_id=external_id,
+        messages=case.messages,
+        tools=tools,
+        content_hash=digest,
+        split=split or Split.EVAL,
+        priority=priority,
+        metadata={
+            "source": "eval",
+            "eval_suite": run.suite.label,
+            "eval_case": case.external_id,
+            "categories": case.categories,
+            "turn_depth": case.turn_depth,
+            "expected": case.expected,
+        },
     )
     return conv, len(case.messages)
 
 
-def send_to_queue(run: EvalRun, user=None, scope: str = "failed", baseline: EvalRun | None = None,
-                  split: str | None = None, priority: int = DEFAULT_PRIORITY, limit: int | None = None) -> dict:
+def send_to_queue(
+    run: EvalRun,
+    user=None,
+    scope: str = "failed",
+    baseline: EvalRun | None = None,
+    split: str | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    limit: int | None = None,
+) -> dict:
     """Send the run's failing (or regressed) cases to the annotator queue, each exactly once.
 
     -> {"sent": n new badcases, "already": n sent before, "responses": n new responses,
@@ -108,18 +126,39 @@ def send_to_queue(run: EvalRun, user=None, scope: str = "failed", baseline: Eval
             conv, length = _conversation_for(run, case, split, priority)
             raw = result.output
             response, created = ModelResponse.objects.get_or_create(
-                conversation=conv, model_version=run.model_version, context_length=length,
+                conversation=conv,
+                model_version=run.model_version,
+                context_length=length,
                 response_hash=content_hash(raw),
-                defaults={"raw_text": raw, "message": assistant_message_from_raw(raw, case.tools or []),
-                          "generation_settings": {"eval_run": run.pk, "source": run.source,
-                                                  **{k: v for k, v in (run.settings or {}).items()
-                                                     if k in ("max_new_tokens", "model", "base_url")}}},
+                defaults={
+                    "raw_text": raw,
+                    "message": assistant_message_from_raw(raw, case.tools or []),
+                    "generation_settings": {
+                        "eval_run": run.pk,
+                        "source": run.source,
+                        **{
+                            k: v
+                            for k, v in (run.settings or {}).items()
+                            if k in ("max_new_tokens", "model", "base_url")
+                        },
+                    },
+                },
             )
             new_responses += created
-            EvalBadcase.objects.create(run=run, case=case, response=response, reason=reason,
-                                       baseline_run=baseline if scope == "regressed" else None,
-                                       created_by=user if getattr(user, "pk", None) else None)
+            EvalBadcase.objects.create(
+                run=run,
+                case=case,
+                response=response,
+                reason=reason,
+                baseline_run=baseline if scope == "regressed" else None,
+                created_by=user if getattr(user, "pk", None) else None,
+            )
             sent += 1
     made = sync_tasks(run.project) if sent else {"label": 0, "compare": 0}
-    return {"sent": sent, "already": already, "responses": new_responses,
-            "label_tasks": made.get("label", 0), "compare_tasks": made.get("compare", 0)}
+    return {
+        "sent": sent,
+        "already": already,
+        "responses": new_responses,
+        "label_tasks": made.get("label", 0),
+        "compare_tasks": made.get("compare", 0),
+    }

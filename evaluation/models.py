@@ -33,10 +33,15 @@ class EvalSuite(models.Model):
     source = models.CharField(max_length=20, choices=Source.choices)
     source_detail = models.JSONField(default=dict, blank=True, help_text="Where the cases came from.")
     case_count = models.PositiveIntegerField(default=0)
-    content_hash = models.CharField(max_length=64, help_text="sha256 of the cases: same hash, same yardstick.")
-    stats = models.JSONField(default=dict, blank=True, help_text="Cases by category, turn depth, expected call.")
-    created_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    content_hash = models.CharField(
+        max_length=64, help_text="sha256 of the cases: same hash, same yardstick."
+    )
+    stats = models.JSONField(
+        default=dict, blank=True, help_text="Cases by category, turn depth, expected call."
+    )
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -61,14 +66,25 @@ class EvalCase(models.Model):
     external_id = models.CharField(max_length=255)
     messages = models.JSONField(help_text="The context: OpenAI chat messages before the evaluated turn.")
     tools = models.JSONField(default=list, blank=True)
-    expected = models.JSONField(help_text="Gold assistant message (may carry optional / acceptable per call).")
+    expected = models.JSONField(
+        help_text="Gold assistant message (may carry optional / acceptable per call)."
+    )
     categories = models.JSONField(default=list, blank=True, help_text="Taxonomy category names.")
-    turn_depth = models.PositiveSmallIntegerField(null=True, blank=True, help_text="User turns in the context.")
+    turn_depth = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="User turns in the context."
+    )
     metadata = models.JSONField(default=dict, blank=True)
-    conversation = models.ForeignKey("annotator.Conversation", null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="eval_cases", help_text="The conversation the case was cut from.")
-    context_length = models.PositiveIntegerField(null=True, blank=True,
-                                                 help_text="How many messages of that conversation the context is.")
+    conversation = models.ForeignKey(
+        "annotator.Conversation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="eval_cases",
+        help_text="The conversation the case was cut from.",
+    )
+    context_length = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How many messages of that conversation the context is."
+    )
 
     class Meta:
         ordering = ["suite", "position"]
@@ -88,21 +104,37 @@ class EvalCase(models.Model):
 class EvalSettings(models.Model):
     """Per-project evaluation settings: the default suite, automatic runs and the promotion gate."""
 
-    project = models.OneToOneField("annotator.Project", on_delete=models.CASCADE, related_name="eval_settings")
-    default_suite = models.ForeignKey(EvalSuite, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                                      help_text="Used for automatic runs and as the promotion gate's suite.")
+    project = models.OneToOneField(
+        "annotator.Project", on_delete=models.CASCADE, related_name="eval_settings"
+    )
+    default_suite = models.ForeignKey(
+        EvalSuite,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Used for automatic runs and as the promotion gate's suite.",
+    )
     auto_eval_after_training = models.BooleanField(
-        default=True, help_text="Run the default suite when a training job succeeds.")
+        default=True, help_text="Run the default suite when a training job succeeds."
+    )
     quality_margin = models.FloatField(
-        default=0.02, help_text="Most response_quality a candidate may lose against production (0.02 = 2 points).")
+        default=0.02,
+        help_text="Most response_quality a candidate may lose against production (0.02 = 2 points).",
+    )
     perplexity_margin = models.FloatField(
-        default=0.05, help_text="Most relative rise of general-text perplexity allowed (0.05 = +5%).")
+        default=0.05, help_text="Most relative rise of general-text perplexity allowed (0.05 = +5%)."
+    )
     require_significance = models.BooleanField(
-        default=False, help_text="Also require McNemar p < 0.05 for the tool_call_accuracy gain.")
+        default=False, help_text="Also require McNemar p < 0.05 for the tool_call_accuracy gain."
+    )
     max_new_tokens = models.PositiveIntegerField(default=256)
     batch_size = models.PositiveIntegerField(default=16)
-    general_texts = models.JSONField(default=list, blank=True,
-                                     help_text="General-text passages for the perplexity check (empty: built-in set).")
+    general_texts = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="General-text passages for the perplexity check (empty: built-in set).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -138,11 +170,18 @@ class EvalRun(Job):
 
     project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="eval_runs")
     suite = models.ForeignKey(EvalSuite, on_delete=models.PROTECT, related_name="runs")
-    model_version = models.ForeignKey("annotator.ModelVersion", on_delete=models.PROTECT, related_name="eval_runs")
+    model_version = models.ForeignKey(
+        "annotator.ModelVersion", on_delete=models.PROTECT, related_name="eval_runs"
+    )
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.LOCAL)
-    settings = models.JSONField(default=dict, blank=True,
-                                help_text="Generation settings: max_new_tokens, batch_size, endpoint base_url …")
-    api_key = models.CharField(max_length=500, blank=True, help_text="Endpoint key; never shown, wiped at the end.")
+    settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Generation settings: max_new_tokens, batch_size, endpoint base_url …",
+    )
+    api_key = models.CharField(
+        max_length=500, blank=True, help_text="Endpoint key; never shown, wiped at the end."
+    )
     outputs_file = models.FileField(upload_to="eval/outputs/%Y/%m/", max_length=500, blank=True)
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
     note = models.TextField(blank=True)
@@ -151,12 +190,15 @@ class EvalRun(Job):
     cases_total = models.PositiveIntegerField(default=0)
     cases_done = models.PositiveIntegerField(default=0)
 
-    summary = models.JSONField(default=dict, blank=True, help_text="evaluation.metrics.summarize() of the results.")
+    summary = models.JSONField(
+        default=dict, blank=True, help_text="evaluation.metrics.summarize() of the results."
+    )
     perplexity = models.FloatField(null=True, blank=True, help_text="General-text perplexity (local runs).")
     stats = models.JSONField(default=dict, blank=True, help_text="Throughput: seconds, tokens, device.")
 
-    created_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     SUCCESS = State.DONE
 
@@ -216,7 +258,9 @@ class EvalResult(models.Model):
     stopped_at_limit = models.BooleanField(null=True, blank=True)
     new_tokens = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
-    error = models.TextField(blank=True, help_text="Why no output came back (endpoint errors); scored as empty.")
+    error = models.TextField(
+        blank=True, help_text="Why no output came back (endpoint errors); scored as empty."
+    )
     tool_call_accuracy = models.PositiveSmallIntegerField()
     tool_name_accuracy = models.PositiveSmallIntegerField(null=True, blank=True)
     tool_args_accuracy = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -227,7 +271,9 @@ class EvalResult(models.Model):
     class Meta:
         ordering = ["run", "case__position"]
         constraints = [models.UniqueConstraint(fields=["run", "case"], name="evalresult_unique_case")]
-        indexes = [models.Index(fields=["run", "tool_call_accuracy", "response_quality"], name="evalresult_run_ok")]
+        indexes = [
+            models.Index(fields=["run", "tool_call_accuracy", "response_quality"], name="evalresult_run_ok")
+        ]
 
     def __str__(self):
         return f"result of case {self.case_id} in run {self.run_id}"
@@ -250,11 +296,16 @@ class EvalBadcase(models.Model):
 
     run = models.ForeignKey(EvalRun, on_delete=models.CASCADE, related_name="badcases")
     case = models.ForeignKey(EvalCase, on_delete=models.CASCADE, related_name="badcases")
-    response = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="eval_badcases")
+    response = models.ForeignKey(
+        "annotator.ModelResponse", on_delete=models.CASCADE, related_name="eval_badcases"
+    )
     reason = models.CharField(max_length=10, choices=Reason.choices, default=Reason.FAILED)
-    baseline_run = models.ForeignKey(EvalRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    baseline_run = models.ForeignKey(
+        EvalRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -273,23 +324,31 @@ class PromotionDecision(models.Model):
         REJECT = "reject"
 
     project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="promotions")
-    model_version = models.ForeignKey("annotator.ModelVersion", on_delete=models.CASCADE, related_name="promotions")
+    model_version = models.ForeignKey(
+        "annotator.ModelVersion", on_delete=models.CASCADE, related_name="promotions"
+    )
     action = models.CharField(max_length=10, choices=Action.choices)
-    previous_production = models.ForeignKey("annotator.ModelVersion", null=True, blank=True,
-                                            on_delete=models.SET_NULL, related_name="+")
+    previous_production = models.ForeignKey(
+        "annotator.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     suite = models.ForeignKey(EvalSuite, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     run = models.ForeignKey(EvalRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    baseline_run = models.ForeignKey(EvalRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    baseline_run = models.ForeignKey(
+        EvalRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     conditions = models.JSONField(default=list, blank=True)
     note = models.TextField(blank=True)
-    decided_by = models.ForeignKey(django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    decided_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(action__in=["promote", "reject"]), name="promotion_action_known"),
+            models.CheckConstraint(
+                condition=Q(action__in=["promote", "reject"]), name="promotion_action_known"
+            ),
         ]
 
     def __str__(self):

@@ -44,8 +44,13 @@ class Condition:
         return self.status == PASS or (self.status == UNKNOWN and not self.blocking)
 
     def as_dict(self) -> dict:
-        return {"key": self.key, "label": self.label, "status": self.status, "detail": self.detail,
-                "blocking": self.blocking}
+        return {
+            "key": self.key,
+            "label": self.label,
+            "status": self.status,
+            "detail": self.detail,
+            "blocking": self.blocking,
+        }
 
 
 @dataclass
@@ -68,11 +73,14 @@ class Gate:
 
     def as_dict(self) -> dict:
         return {
-            "candidate": self.candidate.pk, "production": self.production.pk if self.production else None,
+            "candidate": self.candidate.pk,
+            "production": self.production.pk if self.production else None,
             "suite": self.suite.pk if self.suite else None,
             "candidate_run": self.candidate_run.pk if self.candidate_run else None,
             "production_run": self.production_run.pk if self.production_run else None,
-            "ok": self.ok, "conditions": [c.as_dict() for c in self.conditions], "mcnemar": self.test,
+            "ok": self.ok,
+            "conditions": [c.as_dict() for c in self.conditions],
+            "mcnemar": self.test,
         }
 
 
@@ -85,13 +93,19 @@ class GateFailed(ValidationError):
 def production_version(project):
     from annotator.models import ModelVersion
 
-    return (ModelVersion.objects.filter(project=project, stage=ModelVersion.Stage.PRODUCTION)
-            .order_by("-id").first())
+    return (
+        ModelVersion.objects.filter(project=project, stage=ModelVersion.Stage.PRODUCTION)
+        .order_by("-id")
+        .first()
+    )
 
 
 def latest_run(model_version, suite) -> EvalRun | None:
-    return (EvalRun.objects.filter(model_version=model_version, suite=suite, status=EvalRun.State.DONE)
-            .order_by("-finished_at", "-id").first())
+    return (
+        EvalRun.objects.filter(model_version=model_version, suite=suite, status=EvalRun.State.DONE)
+        .order_by("-finished_at", "-id")
+        .first()
+    )
 
 
 def _pct(v) -> str:
@@ -106,41 +120,91 @@ def check_gate(candidate, suite: EvalSuite | None = None) -> Gate:
     gate = Gate(candidate, suite, production)
     add = gate.conditions.append
     if production is not None and production.pk == candidate.pk:
-        add(Condition("stage", "Not already production", FAIL, f"{candidate.name} is the production version."))
+        add(
+            Condition("stage", "Not already production", FAIL, f"{candidate.name} is the production version.")
+        )
         return gate
     if suite is None:
-        add(Condition("suite", "A suite to judge on", FAIL,
-                      "No suite chosen and the project has no default suite (set one in the eval settings)."))
+        add(
+            Condition(
+                "suite",
+                "A suite to judge on",
+                FAIL,
+                "No suite chosen and the project has no default suite (set one in the eval settings).",
+            )
+        )
         return gate
     gate.candidate_run = cand_run = latest_run(candidate, suite)
     if cand_run is None:
-        add(Condition("candidate_run", "Candidate evaluated", FAIL,
-                      f"{candidate.name} has no finished run on {suite.label}: run it first."))
+        add(
+            Condition(
+                "candidate_run",
+                "Candidate evaluated",
+                FAIL,
+                f"{candidate.name} has no finished run on {suite.label}: run it first.",
+            )
+        )
         return gate
-    add(Condition("candidate_run", "Candidate evaluated", PASS,
-                  f"run {cand_run.pk} ({cand_run.summary.get('n', 0)} cases)."))
+    add(
+        Condition(
+            "candidate_run",
+            "Candidate evaluated",
+            PASS,
+            f"run {cand_run.pk} ({cand_run.summary.get('n', 0)} cases).",
+        )
+    )
     overlap = overlap_of(suite, candidate)
     if overlap.get("cases"):
         names = ", ".join(s["name"] for s in overlap.get("snapshots", []))
-        add(Condition("overlap", "Suite is held out from its training data", FAIL,
-                      f"{overlap['cases']} case(s) of {suite.label} are in the model's training data ({names}): "
-                      "this suite cannot judge it."))
+        add(
+            Condition(
+                "overlap",
+                "Suite is held out from its training data",
+                FAIL,
+                f"{overlap['cases']} case(s) of {suite.label} are in the model's training data ({names}): "
+                "this suite cannot judge it.",
+            )
+        )
     elif overlap.get("checked"):
-        add(Condition("overlap", "Suite is held out from its training data", PASS,
-                      f"no case found in its training snapshots ({', '.join(overlap['checked'])})."))
+        add(
+            Condition(
+                "overlap",
+                "Suite is held out from its training data",
+                PASS,
+                f"no case found in its training snapshots ({', '.join(overlap['checked'])}).",
+            )
+        )
     else:
-        add(Condition("overlap", "Suite is held out from its training data", UNKNOWN,
-                      overlap.get("note") or "no training snapshots are recorded for this model: not checked.",
-                      blocking=False))
+        add(
+            Condition(
+                "overlap",
+                "Suite is held out from its training data",
+                UNKNOWN,
+                overlap.get("note") or "no training snapshots are recorded for this model: not checked.",
+                blocking=False,
+            )
+        )
     if production is None:
-        add(Condition("production", "Beats production", PASS,
-                      "No production version yet: the first promotion needs only a finished run."))
+        add(
+            Condition(
+                "production",
+                "Beats production",
+                PASS,
+                "No production version yet: the first promotion needs only a finished run.",
+            )
+        )
         return gate
     gate.production_run = prod_run = latest_run(production, suite)
     if prod_run is None:
-        add(Condition("production_run", "Production evaluated on the same suite", FAIL,
-                      f"the production version {production.name} has no finished run on {suite.label}: "
-                      "run it there first, so both are read against the same cases."))
+        add(
+            Condition(
+                "production_run",
+                "Production evaluated on the same suite",
+                FAIL,
+                f"the production version {production.name} has no finished run on {suite.label}: "
+                "run it there first, so both are read against the same cases.",
+            )
+        )
         return gate
 
     data = _paired([cand_run.pk, prod_run.pk])
@@ -149,14 +213,28 @@ def check_gate(candidate, suite: EvalSuite | None = None) -> Gate:
     p_acc = (prod_run.summary.get("tool_call_accuracy") or {}).get("value")
     p_text = f"McNemar p = {gate.test['p_value']:.3g} ({gate.test['c']} fixed, {gate.test['b']} broken)"
     if c_acc is None or p_acc is None:
-        add(Condition("tool_call_accuracy", "Beats production on tool_call_accuracy", FAIL, "a run has no cases."))
+        add(
+            Condition(
+                "tool_call_accuracy", "Beats production on tool_call_accuracy", FAIL, "a run has no cases."
+            )
+        )
     else:
         better = c_acc > p_acc
-        add(Condition("tool_call_accuracy", "Beats production on tool_call_accuracy", PASS if better else FAIL,
-                      f"{_pct(c_acc)} vs {_pct(p_acc)} ({100 * (c_acc - p_acc):+.1f} points; {p_text})."))
+        add(
+            Condition(
+                "tool_call_accuracy",
+                "Beats production on tool_call_accuracy",
+                PASS if better else FAIL,
+                f"{_pct(c_acc)} vs {_pct(p_acc)} ({100 * (c_acc - p_acc):+.1f} points; {p_text}).",
+            )
+        )
         if cfg.require_significance:
             sig = better and gate.test["significant"]
-            add(Condition("significance", "Gain is significant (p < 0.05)", PASS if sig else FAIL, p_text + "."))
+            add(
+                Condition(
+                    "significance", "Gain is significant (p < 0.05)", PASS if sig else FAIL, p_text + "."
+                )
+            )
 
     c_q = (cand_run.summary.get("response_quality") or {}).get("value")
     p_q = (prod_run.summary.get("response_quality") or {}).get("value")
@@ -165,36 +243,73 @@ def check_gate(candidate, suite: EvalSuite | None = None) -> Gate:
         add(Condition("response_quality", "Keeps response_quality", FAIL, "a run has no cases."))
     else:
         ok = c_q >= p_q - margin - 1e-12
-        add(Condition("response_quality", f"Loses at most {100 * margin:.1f} points of response_quality",
-                      PASS if ok else FAIL,
-                      f"{_pct(c_q)} vs {_pct(p_q)} ({100 * (c_q - p_q):+.1f} points)."))
+        add(
+            Condition(
+                "response_quality",
+                f"Loses at most {100 * margin:.1f} points of response_quality",
+                PASS if ok else FAIL,
+                f"{_pct(c_q)} vs {_pct(p_q)} ({100 * (c_q - p_q):+.1f} points).",
+            )
+        )
 
     c_ppl, p_ppl = cand_run.perplexity, prod_run.perplexity
     pm = cfg.perplexity_margin
     label = f"General-text perplexity rises at most {100 * pm:.0f}%"
-    same_texts = (cand_run.stats or {}).get("perplexity_texts") == (prod_run.stats or {}).get("perplexity_texts")
+    same_texts = (cand_run.stats or {}).get("perplexity_texts") == (prod_run.stats or {}).get(
+        "perplexity_texts"
+    )
     if c_ppl is None or p_ppl is None:
-        who = "either run" if c_ppl is None and p_ppl is None else ("the candidate's run" if c_ppl is None
-                                                                    else "the production run")
-        add(Condition("perplexity", label, UNKNOWN,
-                      f"not measured for {who} (outputs from an endpoint or a file): not checked.", blocking=False))
+        who = (
+            "either run"
+            if c_ppl is None and p_ppl is None
+            else ("the candidate's run" if c_ppl is None else "the production run")
+        )
+        add(
+            Condition(
+                "perplexity",
+                label,
+                UNKNOWN,
+                f"not measured for {who} (outputs from an endpoint or a file): not checked.",
+                blocking=False,
+            )
+        )
     elif not same_texts:
-        add(Condition("perplexity", label, UNKNOWN, "the runs measured different general-text sets: not "
-                      "comparable; run both again after changing the texts.", blocking=False))
+        add(
+            Condition(
+                "perplexity",
+                label,
+                UNKNOWN,
+                "the runs measured different general-text sets: not "
+                "comparable; run both again after changing the texts.",
+                blocking=False,
+            )
+        )
     else:
         ratio = c_ppl / p_ppl
-        add(Condition("perplexity", label, PASS if ratio <= 1 + pm + 1e-12 else FAIL,
-                      f"{c_ppl:.2f} vs {p_ppl:.2f} (×{ratio:.3f})."))
+        add(
+            Condition(
+                "perplexity",
+                label,
+                PASS if ratio <= 1 + pm + 1e-12 else FAIL,
+                f"{c_ppl:.2f} vs {p_ppl:.2f} (×{ratio:.3f}).",
+            )
+        )
     return gate
 
 
 def _decide(candidate, action, user, gate: Gate | None, note: str, previous=None) -> PromotionDecision:
     return PromotionDecision.objects.create(
-        project=candidate.project, model_version=candidate, action=action, previous_production=previous,
-        suite=gate.suite if gate else None, run=gate.candidate_run if gate else None,
+        project=candidate.project,
+        model_version=candidate,
+        action=action,
+        previous_production=previous,
+        suite=gate.suite if gate else None,
+        run=gate.candidate_run if gate else None,
         baseline_run=gate.production_run if gate else None,
-        conditions=[c.as_dict() for c in gate.conditions] if gate else [], note=note,
-        decided_by=user if getattr(user, "pk", None) else None)
+        conditions=[c.as_dict() for c in gate.conditions] if gate else [],
+        note=note,
+        decided_by=user if getattr(user, "pk", None) else None,
+    )
 
 
 def promote(candidate, user=None, suite: EvalSuite | None = None, note: str = "") -> PromotionDecision:
@@ -208,7 +323,9 @@ def promote(candidate, user=None, suite: EvalSuite | None = None, note: str = ""
         if not gate.ok:
             raise GateFailed(gate)
         previous = gate.production
-        for mv in ModelVersion.objects.filter(project_id=candidate.project_id, stage=ModelVersion.Stage.PRODUCTION):
+        for mv in ModelVersion.objects.filter(
+            project_id=candidate.project_id, stage=ModelVersion.Stage.PRODUCTION
+        ):
             mv.stage = ModelVersion.Stage.CANDIDATE
             mv.save(update_fields=["stage"])
         candidate.stage = ModelVersion.Stage.PRODUCTION
@@ -224,9 +341,14 @@ def reject(candidate, user=None, suite: EvalSuite | None = None, note: str = "")
         Project.objects.select_for_update().filter(pk=candidate.project_id).first()
         candidate.refresh_from_db()
         if candidate.stage == ModelVersion.Stage.PRODUCTION:
-            raise ValidationError({"stage": "the production version cannot be rejected; promote another first"})
-        gate = check_gate(candidate, suite) if (suite or EvalSettings.for_project(candidate.project).default_suite) \
+            raise ValidationError(
+                {"stage": "the production version cannot be rejected; promote another first"}
+            )
+        gate = (
+            check_gate(candidate, suite)
+            if (suite or EvalSettings.for_project(candidate.project).default_suite)
             else None
+        )
         candidate.stage = ModelVersion.Stage.REJECTED
         candidate.save(update_fields=["stage"])
         return _decide(candidate, PromotionDecision.Action.REJECT, user, gate, note)

@@ -73,7 +73,9 @@ def clean_settings(source: str, data: dict, defaults: EvalSettings) -> dict:
     elif source == EvalRun.Source.ENDPOINT:
         out["base_url"] = str(data.get("base_url") or "").strip()
         try:
-            check_base_url(out["base_url"], settings.MODEL_ENDPOINT_ALLOWED_HOSTS)  # the outbound rule: no metadata, link-local or unlisted private hosts
+            check_base_url(
+                out["base_url"], settings.MODEL_ENDPOINT_ALLOWED_HOSTS
+            )  # the outbound rule: no metadata, link-local or unlisted private hosts
         except ValueError as exc:
             errors["base_url"] = str(exc)
         out["model"] = str(data.get("model") or "").strip()
@@ -129,7 +131,9 @@ def parse_outputs(suite: EvalSuite, fileobj) -> dict[str, dict]:
         elif isinstance(rec.get("message"), dict):
             text = message_to_text(rec["message"])
         else:
-            errors.append(CaseError(line, "output", 'needs "output" (raw text) or "message" (assistant message)'))
+            errors.append(
+                CaseError(line, "output", 'needs "output" (raw text) or "message" (assistant message)')
+            )
             continue
         stopped = rec.get("stopped_at_limit")
         if stopped is None and rec.get("finish_reason") is not None:
@@ -137,9 +141,13 @@ def parse_outputs(suite: EvalSuite, fileobj) -> dict[str, dict]:
         if stopped is not None and not isinstance(stopped, bool):
             errors.append(CaseError(line, "stopped_at_limit", "must be true or false"))
             continue
-        out[cid] = {"line": line, "output": text, "stopped_at_limit": stopped,
-                    "new_tokens": rec.get("new_tokens") if isinstance(rec.get("new_tokens"), int) else None,
-                    "latency_ms": rec.get("latency_ms") if isinstance(rec.get("latency_ms"), int) else None}
+        out[cid] = {
+            "line": line,
+            "output": text,
+            "stopped_at_limit": stopped,
+            "new_tokens": rec.get("new_tokens") if isinstance(rec.get("new_tokens"), int) else None,
+            "latency_ms": rec.get("latency_ms") if isinstance(rec.get("latency_ms"), int) else None,
+        }
     missing = sorted(wanted - set(out))
     if missing and not errors:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
@@ -149,10 +157,21 @@ def parse_outputs(suite: EvalSuite, fileobj) -> dict[str, dict]:
     return out
 
 
-def create_run(project, suite: EvalSuite, model_version, *, source: str = EvalRun.Source.LOCAL,
-               settings: dict | None = None, user=None, outputs=None, outputs_name: str = "",
-               api_key: str = "", trigger: str = EvalRun.Trigger.MANUAL, note: str = "",
-               start: bool = True) -> EvalRun:
+def create_run(
+    project,
+    suite: EvalSuite,
+    model_version,
+    *,
+    source: str = EvalRun.Source.LOCAL,
+    settings: dict | None = None,
+    user=None,
+    outputs=None,
+    outputs_name: str = "",
+    api_key: str = "",
+    trigger: str = EvalRun.Trigger.MANUAL,
+    note: str = "",
+    start: bool = True,
+) -> EvalRun:
     """Validate and queue a run. ``outputs``: an uploaded file (source "outputs")."""
     errors = {}
     if suite.project_id != project.pk:
@@ -168,9 +187,13 @@ def create_run(project, suite: EvalSuite, model_version, *, source: str = EvalRu
         try:
             model_paths(model_version)
         except ModelNotFound:
-            raise ValidationError({"model_version": f"{model_version.name} has no model folder (path) to load, "
-                                                    "itself or in its lineage; use an endpoint or upload its "
-                                                    "outputs instead"}) from None
+            raise ValidationError(
+                {
+                    "model_version": f"{model_version.name} has no model folder (path) to load, "
+                    "itself or in its lineage; use an endpoint or upload its "
+                    "outputs instead"
+                }
+            ) from None
     if source == EvalRun.Source.OUTPUTS:
         if outputs is None:
             raise ValidationError({"outputs": "upload a JSONL file with one output per case"})
@@ -183,9 +206,18 @@ def create_run(project, suite: EvalSuite, model_version, *, source: str = EvalRu
     if source == EvalRun.Source.ENDPOINT:
         clean["had_api_key"] = bool(api_key)
     with transaction.atomic():
-        run = EvalRun(project=project, suite=suite, model_version=model_version, source=source, settings=clean,
-                      created_by=user if getattr(user, "pk", None) else None, trigger=trigger, note=note,
-                      cases_total=suite.case_count, api_key=api_key if source == EvalRun.Source.ENDPOINT else "")
+        run = EvalRun(
+            project=project,
+            suite=suite,
+            model_version=model_version,
+            source=source,
+            settings=clean,
+            created_by=user if getattr(user, "pk", None) else None,
+            trigger=trigger,
+            note=note,
+            cases_total=suite.case_count,
+            api_key=api_key if source == EvalRun.Source.ENDPOINT else "",
+        )
         if outputs is not None and source == EvalRun.Source.OUTPUTS:
             run.outputs_file.save(Path(clean["outputs_name"]).name or "outputs.jsonl", outputs, save=False)
         run.save()
@@ -207,17 +239,33 @@ def evaluate_after_training(job, version) -> str | None:
     return f"evaluation run {run.pk} queued on suite {run.suite.name}"
 
 
-def request_eval(model_version, suite: EvalSuite | None = None, *, trigger=EvalRun.Trigger.TRAINING,
-                 note: str = "", user=None) -> EvalRun | None:
+def request_eval(
+    model_version,
+    suite: EvalSuite | None = None,
+    *,
+    trigger=EvalRun.Trigger.TRAINING,
+    note: str = "",
+    user=None,
+) -> EvalRun | None:
     """A local run of `suite` (default: the project's default suite, else its newest) for a model
     version. None when the project has no suite."""
     project = model_version.project
-    suite = suite or EvalSettings.for_project(project).default_suite or \
-        EvalSuite.objects.filter(project=project).order_by("-created_at", "-id").first()
+    suite = (
+        suite
+        or EvalSettings.for_project(project).default_suite
+        or EvalSuite.objects.filter(project=project).order_by("-created_at", "-id").first()
+    )
     if suite is None:
         return None
-    return create_run(project, suite, model_version, source=EvalRun.Source.LOCAL, user=user, trigger=trigger,
-                      note=note or f"automatic run after training {model_version.name}")
+    return create_run(
+        project,
+        suite,
+        model_version,
+        source=EvalRun.Source.LOCAL,
+        user=user,
+        trigger=trigger,
+        note=note or f"automatic run after training {model_version.name}",
+    )
 
 
 # ================================================================================= run
@@ -231,15 +279,30 @@ class RunConflict(Exception):
     """Another attempt took the run over (its worker looked dead)."""
 
 
-def result_row(run_id: int, case: EvalCase, text: str, stopped: bool | None, new_tokens=None,
-               latency_ms=None, error: str = "") -> EvalResult:
+def result_row(
+    run_id: int,
+    case: EvalCase,
+    text: str,
+    stopped: bool | None,
+    new_tokens=None,
+    latency_ms=None,
+    error: str = "",
+) -> EvalResult:
     score = score_case(case.expected, text, case.tools, stopped_at_limit=stopped)
     return EvalResult(
-        run_id=run_id, case=case, output=text, stopped_at_limit=stopped, new_tokens=new_tokens,
-        latency_ms=latency_ms, error=error,
-        tool_call_accuracy=score["tool_call_accuracy"], tool_name_accuracy=score["tool_name_accuracy"],
-        tool_args_accuracy=score["tool_args_accuracy"], response_quality=score["response_quality"],
-        defect_count=sum(score["defects"].values()), score=score,
+        run_id=run_id,
+        case=case,
+        output=text,
+        stopped_at_limit=stopped,
+        new_tokens=new_tokens,
+        latency_ms=latency_ms,
+        error=error,
+        tool_call_accuracy=score["tool_call_accuracy"],
+        tool_name_accuracy=score["tool_name_accuracy"],
+        tool_args_accuracy=score["tool_args_accuracy"],
+        response_quality=score["response_quality"],
+        defect_count=sum(score["defects"].values()),
+        score=score,
     )
 
 
@@ -269,9 +332,13 @@ def _cancelled(run: EvalRun):
         lifecycle.finish(run, EvalRun.State.CANCELLED, "Cancelled before any case was scored.")
         return
     summary = {**summary_of(run), "partial": True}
-    lifecycle.finish(run, EvalRun.State.CANCELLED,
-                     f"Cancelled after {done} of {run.suite.case_count} cases; the results so far are kept.",
-                     summary=summary, cases_done=done)
+    lifecycle.finish(
+        run,
+        EvalRun.State.CANCELLED,
+        f"Cancelled after {done} of {run.suite.case_count} cases; the results so far are kept.",
+        summary=summary,
+        cases_done=done,
+    )
 
 
 def pending_cases(run: EvalRun):
@@ -361,7 +428,9 @@ def _run_local(attempt: Attempt, cases: list[EvalCase]):
                 per_case_ms = int(1000 * elapsed / len(runnable))
                 for i, g in zip(runnable, outs, strict=True):
                     attempt.generated_tokens += g.new_tokens
-                    rows.append(result_row(run.pk, cases[i], g.text, g.stopped_at_limit, g.new_tokens, per_case_ms))
+                    rows.append(
+                        result_row(run.pk, cases[i], g.text, g.stopped_at_limit, g.new_tokens, per_case_ms)
+                    )
             attempt.commit(rows)
     if s.get("perplexity", True):
         EvalRun.objects.filter(pk=run.pk).update(message="Measuring general-text perplexity…")
@@ -374,23 +443,32 @@ def _run_local(attempt: Attempt, cases: list[EvalCase]):
 def _run_endpoint(attempt: Attempt, cases: list[EvalCase]):
     run = attempt.run
     s = run.settings
-    client = ChatClient(s["base_url"], s["model"], api_key=run.api_key, timeout=s.get("timeout", 120),
-                        allowed_hosts=settings.MODEL_ENDPOINT_ALLOWED_HOSTS)
+    client = ChatClient(
+        s["base_url"],
+        s["model"],
+        api_key=run.api_key,
+        timeout=s.get("timeout", 120),
+        allowed_hosts=settings.MODEL_ENDPOINT_ALLOWED_HOSTS,
+    )
     concurrency = s.get("concurrency", 4)
     chunk = max(8, concurrency * 4)
     failures = 0
     run.stats = {**(run.stats or {}), "endpoint": client.url}
     for start in range(0, len(cases), chunk):
         attempt.check()
-        part = cases[start:start + chunk]
+        part = cases[start : start + chunk]
         t0 = time.monotonic()
-        outs = client.complete_many([(c.messages, c.tools) for c in part], s.get("max_new_tokens", 256), concurrency)
+        outs = client.complete_many(
+            [(c.messages, c.tools) for c in part], s.get("max_new_tokens", 256), concurrency
+        )
         attempt.generation_seconds += time.monotonic() - t0
         rows = []
         for c, o in zip(part, outs, strict=True):
             failures += bool(o.error)
             attempt.generated_tokens += o.new_tokens or 0
-            rows.append(result_row(run.pk, c, o.text, o.stopped_at_limit, o.new_tokens, o.latency_ms, o.error))
+            rows.append(
+                result_row(run.pk, c, o.text, o.stopped_at_limit, o.new_tokens, o.latency_ms, o.error)
+            )
         if failures and failures == start + len(part) and start == 0:
             # nothing at all came back from the first chunk: the endpoint is down, not the model wrong
             raise EndpointError(f"the endpoint failed every request of the first batch: {outs[0].error}")
@@ -404,17 +482,23 @@ def _run_outputs(attempt: Attempt, cases: list[EvalCase]):
     for start in range(0, len(cases), 1000):
         attempt.check()
         rows = []
-        for c in cases[start:start + 1000]:
+        for c in cases[start : start + 1000]:
             o = outputs[c.external_id]
-            rows.append(result_row(run.pk, c, o["output"], o["stopped_at_limit"], o["new_tokens"], o["latency_ms"]))
+            rows.append(
+                result_row(run.pk, c, o["output"], o["stopped_at_limit"], o["new_tokens"], o["latency_ms"])
+            )
         attempt.commit(rows)
 
 
 def summary_of(run: EvalRun) -> dict:
     """metrics.summarize over the run's stored results, plus what the report needs beside it."""
-    rows = list(EvalResult.objects.filter(run_id=run.pk).order_by("case__position")
-                .values_list("score", "case__categories", "case__turn_depth", "case__metadata", "error",
-                             "stopped_at_limit"))
+    rows = list(
+        EvalResult.objects.filter(run_id=run.pk)
+        .order_by("case__position")
+        .values_list(
+            "score", "case__categories", "case__turn_depth", "case__metadata", "error", "stopped_at_limit"
+        )
+    )
     scores = [r[0] for r in rows]
     summary = summarize(scores, [r[1] or [] for r in rows], [r[2] for r in rows])
     splits = [(r[3] or {}).get("split") for r in rows]
@@ -429,13 +513,21 @@ def summary_of(run: EvalRun) -> dict:
 def _finalise(attempt: Attempt, seconds: float):
     run = attempt.run
     summary = summary_of(run)
-    stats = {**(run.stats or {}), "seconds": round(seconds, 3),
-             "generation_seconds": round(attempt.generation_seconds, 3), "new_tokens": attempt.generated_tokens}
+    stats = {
+        **(run.stats or {}),
+        "seconds": round(seconds, 3),
+        "generation_seconds": round(attempt.generation_seconds, 3),
+        "new_tokens": attempt.generated_tokens,
+    }
     if attempt.generation_seconds:
         stats["tokens_per_s"] = round(attempt.generated_tokens / attempt.generation_seconds, 1)
     n = summary["n"]
     m = summary["tool_call_accuracy"]
-    text = f"{n} cases scored; tool_call_accuracy {100 * m['value']:.1f}% ± {100 * m['se']:.1f}" if n else "no cases"
+    text = (
+        f"{n} cases scored; tool_call_accuracy {100 * m['value']:.1f}% ± {100 * m['se']:.1f}"
+        if n
+        else "no cases"
+    )
     if summary["errors"]:
         text += f"; {summary['errors']} case(s) had no output (scored as empty)"
     if not lifecycle.finish(run, EvalRun.State.DONE, text + ".", summary=summary, stats=stats, cases_done=n):

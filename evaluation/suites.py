@@ -94,17 +94,30 @@ def check_case(raw: dict, line: int, project_tools: list) -> tuple[dict | None, 
         return None, [CaseError(line, "tools", "is a string that does not hold JSON")]
     errors += [CaseError(line, e.field, e.message) for e in validate_tool_specs(tools)]
     messages = raw.get("messages")
-    errors += [CaseError(line, e.field, e.message) for e in validate_messages(messages, None if errors else tools)]
-    if isinstance(messages, list) and messages and isinstance(messages[-1], dict) \
-            and messages[-1].get("role") not in ("user", "tool"):
-        errors.append(CaseError(line, f"messages[{len(messages) - 1}].role",
-                                "the context must end with a user or tool message (the model answers next)"))
+    errors += [
+        CaseError(line, e.field, e.message) for e in validate_messages(messages, None if errors else tools)
+    ]
+    if (
+        isinstance(messages, list)
+        and messages
+        and isinstance(messages[-1], dict)
+        and messages[-1].get("role") not in ("user", "tool")
+    ):
+        errors.append(
+            CaseError(
+                line,
+                f"messages[{len(messages) - 1}].role",
+                "the context must end with a user or tool message (the model answers next)",
+            )
+        )
     expected = raw.get("expected")
     if expected is None:
         errors.append(CaseError(line, "expected", "is required: the gold assistant message"))
     else:
-        errors += [CaseError(line, e.field, e.message)
-                   for e in validate_assistant_message(expected, tools, "expected")]
+        errors += [
+            CaseError(line, e.field, e.message)
+            for e in validate_assistant_message(expected, tools, "expected")
+        ]
         if isinstance(expected, dict) and expected.get("role", "assistant") != "assistant":
             errors.append(CaseError(line, "expected.role", "must be assistant"))
         try:
@@ -114,7 +127,11 @@ def check_case(raw: dict, line: int, project_tools: list) -> tuple[dict | None, 
     external_id = raw.get("id", raw.get("external_id"))
     if external_id is None:
         external_id = f"case-{line}"
-    if isinstance(external_id, bool) or not isinstance(external_id, (str, int)) or not str(external_id).strip():
+    if (
+        isinstance(external_id, bool)
+        or not isinstance(external_id, (str, int))
+        or not str(external_id).strip()
+    ):
         errors.append(CaseError(line, "id", "must be a non-empty string or an integer"))
     elif len(str(external_id)) > 255:
         errors.append(CaseError(line, "id", "must be at most 255 characters"))
@@ -149,8 +166,11 @@ def check_case(raw: dict, line: int, project_tools: list) -> tuple[dict | None, 
 def cases_hash(cases: list[dict]) -> str:
     h = hashlib.sha256()
     for c in cases:
-        h.update(canonical_json([c["external_id"], c["messages"], c["tools"], c["expected"], c["categories"],
-                                 c["turn_depth"]]).encode())
+        h.update(
+            canonical_json(
+                [c["external_id"], c["messages"], c["tools"], c["expected"], c["categories"], c["turn_depth"]]
+            ).encode()
+        )
         h.update(b"\n")
     return h.hexdigest()
 
@@ -168,8 +188,16 @@ def suite_stats(cases: list[dict]) -> dict:
     }
 
 
-def create_suite(project: Project, name: str, records, *, source: str, source_detail: dict | None = None,
-                 description: str = "", user=None) -> tuple[EvalSuite, bool]:
+def create_suite(
+    project: Project,
+    name: str,
+    records,
+    *,
+    source: str,
+    source_detail: dict | None = None,
+    description: str = "",
+    user=None,
+) -> tuple[EvalSuite, bool]:
     """Validate every record and store the suite as the next version of `name`.
 
     ``records``: iterable of (line number, record dict). Returns (suite, created);
@@ -189,7 +217,9 @@ def create_suite(project: Project, name: str, records, *, source: str, source_de
         if case is None:
             continue
         if case["external_id"] in seen:
-            errors.append(CaseError(line, "id", f"{case['external_id']!r} repeats line {seen[case['external_id']]}"))
+            errors.append(
+                CaseError(line, "id", f"{case['external_id']!r} repeats line {seen[case['external_id']]}")
+            )
             continue
         seen[case["external_id"]] = line
         cases.append(case)
@@ -213,24 +243,47 @@ def create_suite(project: Project, name: str, records, *, source: str, source_de
         if latest is not None and latest.content_hash == digest:
             return latest, False
         suite = EvalSuite.objects.create(
-            project=project, name=name, version=(latest.version + 1) if latest else 1, description=description,
-            source=source, source_detail=source_detail or {}, case_count=len(cases), content_hash=digest,
-            stats=suite_stats(cases), created_by=user if getattr(user, "pk", None) else None,
+            project=project,
+            name=name,
+            version=(latest.version + 1) if latest else 1,
+            description=description,
+            source=source,
+            source_detail=source_detail or {},
+            case_count=len(cases),
+            content_hash=digest,
+            stats=suite_stats(cases),
+            created_by=user if getattr(user, "pk", None) else None,
         )
-        EvalCase.objects.bulk_create([
-            EvalCase(suite=suite, position=i, external_id=c["external_id"], messages=c["messages"], tools=c["tools"],
-                     expected=c["expected"], categories=c["categories"], turn_depth=c["turn_depth"],
-                     metadata=c["metadata"], conversation_id=c.get("conversation_id"),
-                     context_length=c.get("context_length"))
-            for i, c in enumerate(cases, 1)
-        ], batch_size=500)
+        EvalCase.objects.bulk_create(
+            [
+                EvalCase(
+                    suite=suite,
+                    position=i,
+                    external_id=c["external_id"],
+                    messages=c["messages"],
+                    tools=c["tools"],
+                    expected=c["expected"],
+                    categories=c["categories"],
+                    turn_depth=c["turn_depth"],
+                    metadata=c["metadata"],
+                    conversation_id=c.get("conversation_id"),
+                    context_length=c.get("context_length"),
+                )
+                for i, c in enumerate(cases, 1)
+            ],
+            batch_size=500,
+        )
     return suite, True
 
 
 def _attach_conversations(project, cases):
     """Keep conversation links that point into this project; drop the rest."""
     ids = {c["conversation_id"] for c in cases if c.get("conversation_id")}
-    valid = set(Conversation.objects.filter(project=project, pk__in=ids).values_list("pk", flat=True)) if ids else set()
+    valid = (
+        set(Conversation.objects.filter(project=project, pk__in=ids).values_list("pk", flat=True))
+        if ids
+        else set()
+    )
     for c in cases:
         if c.get("conversation_id") not in valid:
             c["conversation_id"] = None
@@ -266,8 +319,15 @@ def read_jsonl(fileobj, max_bytes: int | None = None):
 
 def suite_from_gold_jsonl(project, name, fileobj, user=None, description="", file_name=""):
     records = read_jsonl(fileobj)
-    return create_suite(project, name, records, source=EvalSuite.Source.GOLD,
-                        source_detail={"file": file_name}, description=description, user=user)
+    return create_suite(
+        project,
+        name,
+        records,
+        source=EvalSuite.Source.GOLD,
+        source_detail={"file": file_name},
+        description=description,
+        user=user,
+    )
 
 
 def scenario_cases(record: dict, line: int) -> tuple[list[tuple[int, dict]], list[CaseError]]:
@@ -278,17 +338,32 @@ def scenario_cases(record: dict, line: int) -> tuple[list[tuple[int, dict]], lis
     if not isinstance(messages, list) or not messages:
         return [], [CaseError(line, "messages", "must be a non-empty list of messages")]
     base = record.get("id", record.get("external_id", f"scenario-{line}"))
-    turns = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant" and i > 0]
+    turns = [
+        i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant" and i > 0
+    ]
     if not turns:
         return [], [CaseError(line, "messages", "a scenario needs at least one assistant turn to evaluate")]
     out = []
     for k, i in enumerate(turns, 1):
         expected = {key: v for key, v in messages[i].items() if key != "role"}
-        out.append((line, {
-            "id": f"{base}#t{k}", "messages": messages[:i], "tools": record.get("tools"), "expected": expected,
-            "categories": record.get("categories"),
-            "metadata": {**(record.get("metadata") or {}), "scenario": str(base), "turn": k, "turns": len(turns)},
-        }))
+        out.append(
+            (
+                line,
+                {
+                    "id": f"{base}#t{k}",
+                    "messages": messages[:i],
+                    "tools": record.get("tools"),
+                    "expected": expected,
+                    "categories": record.get("categories"),
+                    "metadata": {
+                        **(record.get("metadata") or {}),
+                        "scenario": str(base),
+                        "turn": k,
+                        "turns": len(turns),
+                    },
+                },
+            )
+        )
     return out, []
 
 
@@ -300,8 +375,15 @@ def suite_from_scenarios(project, name, fileobj, user=None, description="", file
         errors += errs
     if errors:
         raise SuiteError(errors)
-    return create_suite(project, name, records, source=EvalSuite.Source.SCENARIOS,
-                        source_detail={"file": file_name}, description=description, user=user)
+    return create_suite(
+        project,
+        name,
+        records,
+        source=EvalSuite.Source.SCENARIOS,
+        source_detail={"file": file_name},
+        description=description,
+        user=user,
+    )
 
 
 def suite_from_conversations(project, name, splits=(Split.EVAL, Split.HOLDOUT), user=None, description=""):
@@ -309,15 +391,28 @@ def suite_from_conversations(project, name, splits=(Split.EVAL, Split.HOLDOUT), 
     records = []
     qs = Conversation.objects.filter(project=project, split__in=list(splits)).order_by("id")
     for conv in qs.iterator(chunk_size=500):
-        cases, _ = scenario_cases({"id": conv.external_id, "messages": conv.messages, "tools": conv.tools,
-                                   "categories": conv.metadata.get("categories") if conv.metadata else None},
-                                  conv.pk)
+        cases, _ = scenario_cases(
+            {
+                "id": conv.external_id,
+                "messages": conv.messages,
+                "tools": conv.tools,
+                "categories": conv.metadata.get("categories") if conv.metadata else None,
+            },
+            conv.pk,
+        )
         for line, case in cases:
             case["conversation_id"] = conv.pk
             case["context_length"] = len(case["messages"])
             records.append((line, case))
-    return create_suite(project, name, records, source=EvalSuite.Source.CONVERSATIONS,
-                        source_detail={"splits": list(splits)}, description=description, user=user)
+    return create_suite(
+        project,
+        name,
+        records,
+        source=EvalSuite.Source.CONVERSATIONS,
+        source_detail={"splits": list(splits)},
+        description=description,
+        user=user,
+    )
 
 
 def suite_from_demo(project, name, n=100, seed=0, split="seen", user=None, description=""):
@@ -327,11 +422,29 @@ def suite_from_demo(project, name, n=100, seed=0, split="seen", user=None, descr
     records = []
     for i, case in enumerate(demo_domain.eval_prompts(n, seed=seed, split=split), 1):
         meta = case.get("metadata") or {}
-        records.append((i, {"id": case["external_id"], "messages": case["messages"], "tools": case["tools"],
-                            "expected": case["expected"], "categories": [meta["scenario"]] if meta.get("scenario") else [],
-                            "turn_depth": meta.get("turn_depth"), "metadata": meta}))
-    return create_suite(project, name, records, source=EvalSuite.Source.DEMO,
-                        source_detail={"n": n, "seed": seed, "split": split}, description=description, user=user)
+        records.append(
+            (
+                i,
+                {
+                    "id": case["external_id"],
+                    "messages": case["messages"],
+                    "tools": case["tools"],
+                    "expected": case["expected"],
+                    "categories": [meta["scenario"]] if meta.get("scenario") else [],
+                    "turn_depth": meta.get("turn_depth"),
+                    "metadata": meta,
+                },
+            )
+        )
+    return create_suite(
+        project,
+        name,
+        records,
+        source=EvalSuite.Source.DEMO,
+        source_detail={"n": n, "seed": seed, "split": split},
+        description=description,
+        user=user,
+    )
 
 
 def _snapshot_model():
@@ -366,23 +479,37 @@ def suite_from_snapshot(project, snapshot, name=None, user=None, description="")
             (correction_ids if kind == "correction" else label_ids).add(int(pk))
     categories = _source_categories(correction_ids, label_ids)
     ext_ids = {str(r.get("id", "")).rpartition("@")[0] for _, r in rows}
-    conversations = dict(Conversation.objects.filter(project=project, external_id__in=ext_ids)
-                         .values_list("external_id", "pk"))
+    conversations = dict(
+        Conversation.objects.filter(project=project, external_id__in=ext_ids).values_list("external_id", "pk")
+    )
     records = []
     for n, row in rows:
         ext, _, length = str(row.get("id", "")).rpartition("@")
         kind, _, pk = str(row.get("source", "")).partition(":")
-        records.append((n, {
-            "id": row.get("id") or f"row-{n}", "messages": row.get("messages"), "tools": row.get("tools"),
-            "expected": row.get("expected"),
-            "categories": categories.get((kind, int(pk))) if pk.isdigit() else [],
-            "metadata": {"source": row.get("source", ""), "snapshot": snapshot.name},
-            "conversation_id": conversations.get(ext), "context_length": int(length) if length.isdigit() else None,
-        }))
-    return create_suite(project, name or f"{snapshot.name} held-out", records, source=EvalSuite.Source.SNAPSHOT,
-                        source_detail={"snapshot_id": snapshot.pk, "snapshot": snapshot.name,
-                                       "sha256": snapshot.sha256},
-                        description=description or snapshot.note, user=user)
+        records.append(
+            (
+                n,
+                {
+                    "id": row.get("id") or f"row-{n}",
+                    "messages": row.get("messages"),
+                    "tools": row.get("tools"),
+                    "expected": row.get("expected"),
+                    "categories": categories.get((kind, int(pk))) if pk.isdigit() else [],
+                    "metadata": {"source": row.get("source", ""), "snapshot": snapshot.name},
+                    "conversation_id": conversations.get(ext),
+                    "context_length": int(length) if length.isdigit() else None,
+                },
+            )
+        )
+    return create_suite(
+        project,
+        name or f"{snapshot.name} held-out",
+        records,
+        source=EvalSuite.Source.SNAPSHOT,
+        source_detail={"snapshot_id": snapshot.pk, "snapshot": snapshot.name, "sha256": snapshot.sha256},
+        description=description or snapshot.note,
+        user=user,
+    )
 
 
 def _source_categories(correction_ids, label_ids) -> dict:
@@ -457,8 +584,16 @@ def overlap_of(suite: EvalSuite, model_version) -> dict:
     """
     Snapshot = _snapshot_model()
     ids = training_snapshot_ids(model_version)
-    state = [[pk, status, sha, str(created)] for pk, status, sha, created in Snapshot.objects.filter(pk__in=ids)
-             .order_by("pk").values_list("pk", "status", "sha256", "created_at")] if Snapshot is not None and ids else []
+    state = (
+        [
+            [pk, status, sha, str(created)]
+            for pk, status, sha, created in Snapshot.objects.filter(pk__in=ids)
+            .order_by("pk")
+            .values_list("pk", "status", "sha256", "created_at")
+        ]
+        if Snapshot is not None and ids
+        else []
+    )
     key_data = json.dumps([suite.pk, suite.content_hash, str(suite.created_at), ids, state])
     key = "eval:overlap:" + hashlib.sha256(key_data.encode()).hexdigest()
     found = cache.get(key)
@@ -493,8 +628,13 @@ def training_overlap(suite: EvalSuite, model_version, snapshot_ids: list[int] | 
     Snapshot = _snapshot_model()
     ids = training_snapshot_ids(model_version) if snapshot_ids is None else snapshot_ids
     if Snapshot is None or not ids:
-        return {"checked": [], "snapshots": [], "cases": 0, "positions": [],
-                "note": "No training snapshots are recorded for this model or its ancestors."}
+        return {
+            "checked": [],
+            "snapshots": [],
+            "cases": 0,
+            "positions": [],
+            "note": "No training snapshots are recorded for this model or its ancestors.",
+        }
     cases = list(suite.cases.values_list("position", "conversation_id", "messages"))
     case_prompts = [(pos, conv, prompt_hash(messages)) for pos, conv, messages in cases]
     hit_positions: set[int] = set()
@@ -502,14 +642,27 @@ def training_overlap(suite: EvalSuite, model_version, snapshot_ids: list[int] | 
     for snap in Snapshot.objects.filter(pk__in=ids, status="ready").exclude(kind="eval").order_by("id"):
         conversations, prompts = _snapshot_keys(snap)
         checked.append(snap.name)
-        hits = {pos for pos, conv, prompt in case_prompts if (conv and conv in conversations) or prompt in prompts}
+        hits = {
+            pos for pos, conv, prompt in case_prompts if (conv and conv in conversations) or prompt in prompts
+        }
         if hits:
             per_snapshot.append({"id": snap.pk, "name": snap.name, "cases": len(hits)})
         hit_positions |= hits
-    missing = sorted(set(ids) - set(Snapshot.objects.filter(pk__in=ids, status="ready").values_list("pk", flat=True)))
-    note = f"Snapshots {', '.join(map(str, missing))} are not ready or were deleted: not checked." if missing else ""
-    return {"checked": checked, "snapshots": per_snapshot, "cases": len(hit_positions),
-            "positions": sorted(hit_positions)[:50], "note": note}
+    missing = sorted(
+        set(ids) - set(Snapshot.objects.filter(pk__in=ids, status="ready").values_list("pk", flat=True))
+    )
+    note = (
+        f"Snapshots {', '.join(map(str, missing))} are not ready or were deleted: not checked."
+        if missing
+        else ""
+    )
+    return {
+        "checked": checked,
+        "snapshots": per_snapshot,
+        "cases": len(hit_positions),
+        "positions": sorted(hit_positions)[:50],
+        "note": note,
+    }
 
 
 def _snapshot_keys(snapshot) -> tuple[set, set]:

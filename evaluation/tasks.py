@@ -12,8 +12,15 @@ from .models import EvalRun
 log = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=3,
-             autoretry_for=(OperationalError, InterfaceError), retry_backoff=10, retry_jitter=True)
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=3,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=10,
+    retry_jitter=True,
+)
 def run_eval(self, run_id: int):
     """Run (or resume) one eval run. A redelivery after a killed worker resumes after the last
     committed batch; a finished run is left alone."""

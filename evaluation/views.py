@@ -27,7 +27,7 @@ from .models import EvalBadcase, EvalResult, EvalRun, EvalSettings, EvalSuite, P
 
 METRIC_HELP = {
     "tool_call_accuracy": "Strict: a call exactly when expected, with exactly the right name and arguments; "
-                          "no call when none was expected. Every case counts.",
+    "no call when none was expected. Every case counts.",
     "tool_name_accuracy": "Among cases where the model called a tool: the called names are right.",
     "tool_args_accuracy": "Among cases where the model called a tool: names and arguments all right.",
     "response_quality": "Free of every format defect below.",
@@ -43,25 +43,36 @@ DEFECT_HELP = {
 
 
 def _ctx(request, project, **extra):
-    return {"project": project, "role": role_in(request.user, project),
-            "is_admin": has_role(request.user, project, Role.ADMIN),
-            "is_lead": has_role(request.user, project, Role.LEAD), **extra}
+    return {
+        "project": project,
+        "role": role_in(request.user, project),
+        "is_admin": has_role(request.user, project, Role.ADMIN),
+        "is_lead": has_role(request.user, project, Role.LEAD),
+        **extra,
+    }
 
 
 def _rate_row(name, rate):
     rate = rate or {}
     value, se = rate.get("value"), rate.get("se")
-    return {"name": name, "help": METRIC_HELP.get(name, DEFECT_HELP.get(name, "")), "value": value, "se": se,
-            "n": rate.get("n", 0), "count": rate.get("count", 0),
-            "lo": None if value is None else max(0.0, value - 1.96 * (se or 0)),
-            "hi": None if value is None else min(1.0, value + 1.96 * (se or 0))}
+    return {
+        "name": name,
+        "help": METRIC_HELP.get(name, DEFECT_HELP.get(name, "")),
+        "value": value,
+        "se": se,
+        "n": rate.get("n", 0),
+        "count": rate.get("count", 0),
+        "lo": None if value is None else max(0.0, value - 1.96 * (se or 0)),
+        "hi": None if value is None else min(1.0, value + 1.96 * (se or 0)),
+    }
 
 
 def _breakdown(groups: dict | None) -> list[dict]:
     rows = []
     for key, g in (groups or {}).items():
-        rows.append({"key": key, "n": g.get("n", 0),
-                     "metrics": [_rate_row(m, g.get(m)) for m in HEADLINE_METRICS]})
+        rows.append(
+            {"key": key, "n": g.get("n", 0), "metrics": [_rate_row(m, g.get(m)) for m in HEADLINE_METRICS]}
+        )
     return rows
 
 
@@ -72,18 +83,31 @@ def _breakdown(groups: dict | None) -> list[dict]:
 def eval_home(request, slug):
     project = project_for(request.user, slug, Role.LEAD)
     cfg = EvalSettings.for_project(project)
-    runs = (EvalRun.objects.filter(project=project).select_related("suite", "model_version")
-            .order_by("-id"))
+    runs = EvalRun.objects.filter(project=project).select_related("suite", "model_version").order_by("-id")
     page = Paginator(runs, 30).get_page(request.GET.get("page"))
-    suite_list = (EvalSuite.objects.filter(project=project).annotate(n_runs=Count("runs"))
-                  .order_by("name", "-version"))
+    suite_list = (
+        EvalSuite.objects.filter(project=project).annotate(n_runs=Count("runs")).order_by("name", "-version")
+    )
     table_suite, models = comparison.model_table(project, cfg.default_suite)
     suites.with_overlap([*page.object_list, *(row.run for row in models if row.run)])
     decisions = PromotionDecision.objects.filter(project=project).select_related(
-        "model_version", "decided_by", "previous_production")[:8]
-    return render(request, "evaluation/home.html", _ctx(
-        request, project, page=page, suites=suite_list, models=models, table_suite=table_suite, cfg=cfg,
-        decisions=decisions, tab="home"))
+        "model_version", "decided_by", "previous_production"
+    )[:8]
+    return render(
+        request,
+        "evaluation/home.html",
+        _ctx(
+            request,
+            project,
+            page=page,
+            suites=suite_list,
+            models=models,
+            table_suite=table_suite,
+            cfg=cfg,
+            decisions=decisions,
+            tab="home",
+        ),
+    )
 
 
 # ============================================================================== suites
@@ -100,11 +124,13 @@ def suite_create(request, slug):
         kwargs = {"user": request.user, "description": d["description"]}
         try:
             if d["source"] == "gold":
-                suite, created = suites.suite_from_gold_jsonl(project, d["name"], d["file"], file_name=d["file"].name,
-                                                              **kwargs)
+                suite, created = suites.suite_from_gold_jsonl(
+                    project, d["name"], d["file"], file_name=d["file"].name, **kwargs
+                )
             elif d["source"] == "scenarios":
-                suite, created = suites.suite_from_scenarios(project, d["name"], d["file"], file_name=d["file"].name,
-                                                             **kwargs)
+                suite, created = suites.suite_from_scenarios(
+                    project, d["name"], d["file"], file_name=d["file"].name, **kwargs
+                )
             elif d["source"] == "snapshot":
                 snap = next((s for s in snapshots if s.pk == d["snapshot"]), None)
                 if snap is None:
@@ -113,19 +139,29 @@ def suite_create(request, slug):
             elif d["source"] == "conversations":
                 suite, created = suites.suite_from_conversations(project, d["name"], **kwargs)
             else:
-                suite, created = suites.suite_from_demo(project, d["name"], n=d["demo_cases"] or 100,
-                                                        seed=d["demo_seed"] or 0, split=d["demo_split"] or "seen",
-                                                        **kwargs)
+                suite, created = suites.suite_from_demo(
+                    project,
+                    d["name"],
+                    n=d["demo_cases"] or 100,
+                    seed=d["demo_seed"] or 0,
+                    split=d["demo_split"] or "seen",
+                    **kwargs,
+                )
         except suites.SuiteError as exc:
             errors = exc.errors
         else:
             if created:
                 messages.success(request, f"Suite {suite.label} created with {suite.case_count} cases.")
             else:
-                messages.info(request, f"Nothing changed since {suite.label}: the same cases. No new version made.")
+                messages.info(
+                    request, f"Nothing changed since {suite.label}: the same cases. No new version made."
+                )
             return redirect("evaluation:suite-detail", slug=slug, pk=suite.pk)
-    return render(request, "evaluation/suite_form.html", _ctx(request, project, form=form, errors=errors,
-                                                              snapshots=snapshots, tab="new-suite"))
+    return render(
+        request,
+        "evaluation/suite_form.html",
+        _ctx(request, project, form=form, errors=errors, snapshots=snapshots, tab="new-suite"),
+    )
 
 
 @login_required
@@ -135,13 +171,21 @@ def suite_detail(request, slug, pk):
     cases = suite.cases.only("id", "position", "external_id", "categories", "turn_depth", "expected")
     category = request.GET.get("category")
     if category:
-        cases = cases.filter(categories__contains=[category]) if _json_contains_ok() else \
-            cases.filter(pk__in=[c.pk for c in suite.cases.only("id", "categories") if category in c.categories])
+        cases = (
+            cases.filter(categories__contains=[category])
+            if _json_contains_ok()
+            else cases.filter(
+                pk__in=[c.pk for c in suite.cases.only("id", "categories") if category in c.categories]
+            )
+        )
     page = Paginator(cases.order_by("position"), 50).get_page(request.GET.get("page"))
     runs = suites.with_overlap(list(suite.runs.select_related("suite", "model_version").order_by("-id")[:50]))
     versions = EvalSuite.objects.filter(project=project, name=suite.name).order_by("-version")
-    return render(request, "evaluation/suite_detail.html", _ctx(
-        request, project, suite=suite, page=page, runs=runs, versions=versions, category=category))
+    return render(
+        request,
+        "evaluation/suite_detail.html",
+        _ctx(request, project, suite=suite, page=page, runs=runs, versions=versions, category=category),
+    )
 
 
 def _json_contains_ok() -> bool:
@@ -157,7 +201,11 @@ def _json_contains_ok() -> bool:
 def run_create(request, slug):
     project = project_for(request.user, slug, Role.ADMIN)
     cfg = EvalSettings.for_project(project)
-    initial = {"suite": cfg.default_suite_id, "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}
+    initial = {
+        "suite": cfg.default_suite_id,
+        "max_new_tokens": cfg.max_new_tokens,
+        "batch_size": cfg.batch_size,
+    }
     for key in ("suite", "model_version", "source"):
         if request.GET.get(key):
             initial[key] = request.GET[key]
@@ -165,13 +213,26 @@ def run_create(request, slug):
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
-            run = runner.create_run(project, d["suite"], d["model_version"], source=d["source"],
-                                    settings=form.run_settings(), user=request.user, outputs=d.get("outputs"),
-                                    api_key=d.get("api_key") or "", note=d.get("note") or "")
+            run = runner.create_run(
+                project,
+                d["suite"],
+                d["model_version"],
+                source=d["source"],
+                settings=form.run_settings(),
+                user=request.user,
+                outputs=d.get("outputs"),
+                api_key=d.get("api_key") or "",
+                note=d.get("note") or "",
+            )
         except ValidationError as exc:
             for field, errs in exc.message_dict.items():
-                target = {"outputs": "outputs", "model": "endpoint_model", "base_url": "base_url",
-                          "model_version": "model_version", "suite": "suite"}.get(field)
+                target = {
+                    "outputs": "outputs",
+                    "model": "endpoint_model",
+                    "base_url": "base_url",
+                    "model_version": "model_version",
+                    "suite": "suite",
+                }.get(field)
                 for e in errs:
                     form.add_error(target if target in form.fields else None, e)
         else:
@@ -182,15 +243,19 @@ def run_create(request, slug):
 
 def _run(request, slug, pk, role=Role.LEAD):
     project = project_for(request.user, slug, role)
-    run = get_object_or_404(EvalRun.objects.select_related("suite", "model_version", "created_by"),
-                            project=project, pk=pk)
+    run = get_object_or_404(
+        EvalRun.objects.select_related("suite", "model_version", "created_by"), project=project, pk=pk
+    )
     return project, run
 
 
 def worst_results(run, n=20):
-    return (EvalResult.objects.filter(run=run).filter(Q(tool_call_accuracy=0) | Q(response_quality=0))
-            .select_related("case").order_by("tool_call_accuracy", "response_quality", "-defect_count",
-                                             "case__position")[:n])
+    return (
+        EvalResult.objects.filter(run=run)
+        .filter(Q(tool_call_accuracy=0) | Q(response_quality=0))
+        .select_related("case")
+        .order_by("tool_call_accuracy", "response_quality", "-defect_count", "case__position")[:n]
+    )
 
 
 @login_required
@@ -204,29 +269,59 @@ def run_detail(request, slug, pk):
     s = run.summary or {}
     headline = [_rate_row(m, s.get(m)) for m in HEADLINE_METRICS] if s else []
     defects = [_rate_row(d, (s.get("defects") or {}).get(d)) for d in DEFECTS] if s else []
-    secondary = [_rate_row(m, s.get(m)) for m in ("false_call_rate", "missed_call_rate",
-                                                  "args_accuracy_given_name")] if s else []
-    by_category, by_depth, by_split = (_breakdown(s.get("by_category")), _breakdown(s.get("by_turn_depth")),
-                                       _breakdown(s.get("by_split")))
+    secondary = (
+        [_rate_row(m, s.get(m)) for m in ("false_call_rate", "missed_call_rate", "args_accuracy_given_name")]
+        if s
+        else []
+    )
+    by_category, by_depth, by_split = (
+        _breakdown(s.get("by_category")),
+        _breakdown(s.get("by_turn_depth")),
+        _breakdown(s.get("by_split")),
+    )
     lineage = comparison.lineage_runs(run.model_version, run.suite)
     suites.with_overlap([run, *(r for _, r in lineage if r)])
     lineage_chart = comparison.chart_series([r for _, r in lineage], [mv.name for mv, _ in lineage])
-    others = (EvalRun.objects.filter(suite=run.suite, status=EvalRun.State.DONE).exclude(pk=run.pk)
-              .select_related("model_version").order_by("-id")[:20])
+    others = (
+        EvalRun.objects.filter(suite=run.suite, status=EvalRun.State.DONE)
+        .exclude(pk=run.pk)
+        .select_related("model_version")
+        .order_by("-id")[:20]
+    )
     badcases = EvalBadcase.objects.filter(run=run).count()
     breakdown_chart = {
         "labels": [str(r["key"]) for r in by_category],
         "values": [r["metrics"][0]["value"] for r in by_category],
         "se": [r["metrics"][0]["se"] for r in by_category],
     }
-    return render(request, "evaluation/run_detail.html", _ctx(
-        request, project, run=run, s=s, headline=headline, defects=defects, secondary=secondary,
-        per_call=s.get("per_call") or {}, by_category=by_category, by_depth=by_depth, by_split=by_split,
-        worst=worst_results(run) if run.status in (EvalRun.State.DONE, EvalRun.State.CANCELLED) else [],
-        lineage=lineage, lineage_chart=lineage_chart, breakdown_chart=breakdown_chart, others=others,
-        loop_form=LoopForm(run=run), badcases=badcases, loop_preview=_loop_preview(run),
-        can_retry=run.resumable,
-        lineage_ids=[r.pk for _, r in lineage if r], charts=True))
+    return render(
+        request,
+        "evaluation/run_detail.html",
+        _ctx(
+            request,
+            project,
+            run=run,
+            s=s,
+            headline=headline,
+            defects=defects,
+            secondary=secondary,
+            per_call=s.get("per_call") or {},
+            by_category=by_category,
+            by_depth=by_depth,
+            by_split=by_split,
+            worst=worst_results(run) if run.status in (EvalRun.State.DONE, EvalRun.State.CANCELLED) else [],
+            lineage=lineage,
+            lineage_chart=lineage_chart,
+            breakdown_chart=breakdown_chart,
+            others=others,
+            loop_form=LoopForm(run=run),
+            badcases=badcases,
+            loop_preview=_loop_preview(run),
+            can_retry=run.resumable,
+            lineage_ids=[r.pk for _, r in lineage if r],
+            charts=True,
+        ),
+    )
 
 
 def _loop_preview(run):
@@ -263,14 +358,29 @@ def run_results(request, slug, pk):
         qs = qs.filter(case__turn_depth=int(depth))
     results = qs.order_by("case__position")
     if category:
-        ids = [r.pk for r in results.only("id", "case__categories") if category in (r.case.categories or [])] \
-            if category != "(uncategorized)" else [r.pk for r in results.only("id", "case__categories")
-                                                   if not r.case.categories]
+        ids = (
+            [r.pk for r in results.only("id", "case__categories") if category in (r.case.categories or [])]
+            if category != "(uncategorized)"
+            else [r.pk for r in results.only("id", "case__categories") if not r.case.categories]
+        )
         results = EvalResult.objects.filter(pk__in=ids).select_related("case").order_by("case__position")
     page = Paginator(results, 50).get_page(request.GET.get("page"))
-    return render(request, "evaluation/run_results.html", _ctx(
-        request, project, run=run, page=page, which=which, filters=FILTERS, defect=defect, defects=DEFECTS,
-        category=category, depth=depth))
+    return render(
+        request,
+        "evaluation/run_results.html",
+        _ctx(
+            request,
+            project,
+            run=run,
+            page=page,
+            which=which,
+            filters=FILTERS,
+            defect=defect,
+            defects=DEFECTS,
+            category=category,
+            depth=depth,
+        ),
+    )
 
 
 _ABSENT = object()
@@ -292,8 +402,11 @@ def call_diff(expected_message: dict, calls: list[dict]) -> list[dict]:
         if j is not None:
             used.add(j)
         have_args = (got or {}).get("arguments") or {}
-        keys = list(e["arguments"]) + [k for k in e.get("acceptable") or {} if k not in e["arguments"]] + \
-            [k for k in have_args if k not in e["arguments"] and k not in (e.get("acceptable") or {})]
+        keys = (
+            list(e["arguments"])
+            + [k for k in e.get("acceptable") or {} if k not in e["arguments"]]
+            + [k for k in have_args if k not in e["arguments"] and k not in (e.get("acceptable") or {})]
+        )
         args = []
         for k in keys:
             want, have = e["arguments"].get(k, _ABSENT), have_args.get(k, _ABSENT)
@@ -301,17 +414,40 @@ def call_diff(expected_message: dict, calls: list[dict]) -> list[dict]:
             if have is _ABSENT:
                 ok = k in (e.get("optional") or ())
             else:
-                ok = (want is not _ABSENT and values_equal(have, want)) or any(values_equal(have, a) for a in alts) \
+                ok = (
+                    (want is not _ABSENT and values_equal(have, want))
+                    or any(values_equal(have, a) for a in alts)
                     or (want is _ABSENT and not alts and k in (e.get("optional") or ()))
-            args.append({"key": k, "want": "—" if want is _ABSENT else json.dumps(want, ensure_ascii=False),
-                         "have": "(missing)" if have is _ABSENT else json.dumps(have, ensure_ascii=False),
-                         "alts": [json.dumps(a, ensure_ascii=False) for a in alts], "ok": ok and got is not None})
+                )
+            args.append(
+                {
+                    "key": k,
+                    "want": "—" if want is _ABSENT else json.dumps(want, ensure_ascii=False),
+                    "have": "(missing)" if have is _ABSENT else json.dumps(have, ensure_ascii=False),
+                    "alts": [json.dumps(a, ensure_ascii=False) for a in alts],
+                    "ok": ok and got is not None,
+                }
+            )
         rows.append({"name": e["name"], "found": got is not None, "args": args})
     for i, c in enumerate(calls):
         if i not in used:
-            rows.append({"name": c.get("name"), "found": True, "unexpected": True, "args": [
-                {"key": k, "want": "—", "have": json.dumps(v, ensure_ascii=False), "alts": [], "ok": False}
-                for k, v in (c.get("arguments") or {}).items()]})
+            rows.append(
+                {
+                    "name": c.get("name"),
+                    "found": True,
+                    "unexpected": True,
+                    "args": [
+                        {
+                            "key": k,
+                            "want": "—",
+                            "have": json.dumps(v, ensure_ascii=False),
+                            "alts": [],
+                            "ok": False,
+                        }
+                        for k, v in (c.get("arguments") or {}).items()
+                    ],
+                }
+            )
     return rows
 
 
@@ -323,22 +459,43 @@ def result_detail(request, slug, pk, case_pk):
     from annotator.importers import assistant_message_from_raw
 
     actual = assistant_message_from_raw(result.output, case.tools or [])
-    others = (EvalResult.objects.filter(case=case).exclude(run=run).select_related("run__model_version")
-              .order_by("-run_id")[:20])
-    neighbours = list(EvalResult.objects.filter(run=run).filter(FILTERS["failed"][1])
-                      .order_by("case__position").values_list("case_id", flat=True))
+    others = (
+        EvalResult.objects.filter(case=case)
+        .exclude(run=run)
+        .select_related("run__model_version")
+        .order_by("-run_id")[:20]
+    )
+    neighbours = list(
+        EvalResult.objects.filter(run=run)
+        .filter(FILTERS["failed"][1])
+        .order_by("case__position")
+        .values_list("case_id", flat=True)
+    )
     prev_id = next_id = None
     if case.pk in neighbours:
         i = neighbours.index(case.pk)
         prev_id = neighbours[i - 1] if i > 0 else None
         next_id = neighbours[i + 1] if i + 1 < len(neighbours) else None
     badcase = EvalBadcase.objects.filter(run=run, case=case).select_related("response__conversation").first()
-    return render(request, "evaluation/result_detail.html", _ctx(
-        request, project, run=run, result=result, case=case, actual=actual, others=others,
-        prev_id=prev_id, next_id=next_id, badcase=badcase,
-        diff=call_diff(case.expected, (result.score.get("parsed") or {}).get("calls") or []),
-        metrics=[(m, getattr(result, m)) for m in HEADLINE_METRICS],
-        defect_flags=[(d, (result.score.get("defects") or {}).get(d), DEFECT_HELP[d]) for d in DEFECTS]))
+    return render(
+        request,
+        "evaluation/result_detail.html",
+        _ctx(
+            request,
+            project,
+            run=run,
+            result=result,
+            case=case,
+            actual=actual,
+            others=others,
+            prev_id=prev_id,
+            next_id=next_id,
+            badcase=badcase,
+            diff=call_diff(case.expected, (result.score.get("parsed") or {}).get("calls") or []),
+            metrics=[(m, getattr(result, m)) for m in HEADLINE_METRICS],
+            defect_flags=[(d, (result.score.get("defects") or {}).get(d), DEFECT_HELP[d]) for d in DEFECTS],
+        ),
+    )
 
 
 @login_required
@@ -346,7 +503,9 @@ def result_detail(request, slug, pk, case_pk):
 def run_cancel(request, slug, pk):
     _, run = _run(request, slug, pk, Role.ADMIN)
     lifecycle.cancel(run)
-    messages.info(request, "Cancel requested: the worker stops after its current batch; results so far are kept.")
+    messages.info(
+        request, "Cancel requested: the worker stops after its current batch; results so far are kept."
+    )
     return redirect("evaluation:run-detail", slug=slug, pk=pk)
 
 
@@ -373,15 +532,24 @@ def run_loop(request, slug, pk):
         return redirect("evaluation:run-detail", slug=slug, pk=pk)
     d = form.cleaned_data
     try:
-        out = loop.send_to_queue(run, request.user, scope=d["scope"], baseline=d.get("baseline"),
-                                 split=d.get("split") or None, priority=d["priority"])
+        out = loop.send_to_queue(
+            run,
+            request.user,
+            scope=d["scope"],
+            baseline=d.get("baseline"),
+            split=d.get("split") or None,
+            priority=d["priority"],
+        )
     except ValidationError as exc:
         messages.error(request, "; ".join(exc.messages))
     else:
         if out["sent"]:
-            messages.success(request, f"{out['sent']} badcase(s) sent to the annotator queue "
-                                      f"({out['label_tasks']} labelling and {out['compare_tasks']} comparison tasks); "
-                                      f"{out['already']} were already there.")
+            messages.success(
+                request,
+                f"{out['sent']} badcase(s) sent to the annotator queue "
+                f"({out['label_tasks']} labelling and {out['compare_tasks']} comparison tasks); "
+                f"{out['already']} were already there.",
+            )
         else:
             messages.info(request, f"Nothing new to send: {out['already']} case(s) were sent before.")
     return redirect("evaluation:run-detail", slug=slug, pk=pk)
@@ -395,10 +563,17 @@ def run_export(request, slug, pk):
         qs = EvalResult.objects.filter(run=run).select_related("case").order_by("case__position")
         for r in qs.iterator(chunk_size=1000):
             s = r.score
-            row = {"id": r.case.external_id, "output": r.output, "stopped_at_limit": r.stopped_at_limit,
-                   **{m: s.get(m) for m in HEADLINE_METRICS}, **(s.get("defects") or {}),
-                   "categories": r.case.categories, "turn_depth": r.case.turn_depth,
-                   "calls": (s.get("parsed") or {}).get("calls"), "error": r.error or None}
+            row = {
+                "id": r.case.external_id,
+                "output": r.output,
+                "stopped_at_limit": r.stopped_at_limit,
+                **{m: s.get(m) for m in HEADLINE_METRICS},
+                **(s.get("defects") or {}),
+                "categories": r.case.categories,
+                "turn_depth": r.case.turn_depth,
+                "calls": (s.get("parsed") or {}).get("calls"),
+                "error": r.error or None,
+            }
             yield json.dumps(row, ensure_ascii=False) + "\n"
         yield json.dumps({"summary": run.summary}, ensure_ascii=False) + "\n"
 
@@ -424,10 +599,17 @@ def compare(request, slug):
         elif run_id not in ids:
             ids.append(run_id)
     if bad or len(ids) > MAX_COMPARED_RUNS:
-        error = (f"not a run id: {', '.join(map(repr, bad[:5]))}" if bad
-                 else f"compare at most {MAX_COMPARED_RUNS} runs at a time")
-        return render(request, "evaluation/compare.html", _ctx(
-            request, project, cmp=None, error=error, chart=None, ids=[], candidates=[], charts=True), status=400)
+        error = (
+            f"not a run id: {', '.join(map(repr, bad[:5]))}"
+            if bad
+            else f"compare at most {MAX_COMPARED_RUNS} runs at a time"
+        )
+        return render(
+            request,
+            "evaluation/compare.html",
+            _ctx(request, project, cmp=None, error=error, chart=None, ids=[], candidates=[], charts=True),
+            status=400,
+        )
     runs = list(EvalRun.objects.filter(project=project, pk__in=ids).select_related("suite", "model_version"))
     runs.sort(key=lambda r: ids.index(r.pk))
     suites.with_overlap(runs)
@@ -441,10 +623,25 @@ def compare(request, slug):
     chart = comparison.chart_series(result.runs) if result else None
     candidates = []
     if runs:
-        candidates = (EvalRun.objects.filter(suite=runs[0].suite, status=EvalRun.State.DONE)
-                      .select_related("model_version").order_by("-id")[:50])
-    return render(request, "evaluation/compare.html", _ctx(
-        request, project, cmp=result, error=error, chart=chart, ids=ids, candidates=candidates, charts=True))
+        candidates = (
+            EvalRun.objects.filter(suite=runs[0].suite, status=EvalRun.State.DONE)
+            .select_related("model_version")
+            .order_by("-id")[:50]
+        )
+    return render(
+        request,
+        "evaluation/compare.html",
+        _ctx(
+            request,
+            project,
+            cmp=result,
+            error=error,
+            chart=chart,
+            ids=ids,
+            candidates=candidates,
+            charts=True,
+        ),
+    )
 
 
 # ========================================================================= promotion
@@ -454,8 +651,11 @@ def compare(request, slug):
 def model_gate(request, slug, pk):
     project = project_for(request.user, slug, Role.LEAD)
     mv = get_object_or_404(ModelVersion, project=project, pk=pk)
-    form = DecisionForm(request.POST or None, project=project,
-                        initial={"suite": request.GET.get("suite") or EvalSettings.for_project(project).default_suite_id})
+    form = DecisionForm(
+        request.POST or None,
+        project=project,
+        initial={"suite": request.GET.get("suite") or EvalSettings.for_project(project).default_suite_id},
+    )
     suite = None
     if request.method == "POST":
         if not can_run_pipeline(request.user, project):
@@ -471,8 +671,9 @@ def model_gate(request, slug, pk):
                     promotion.reject(mv, request.user, suite, form.cleaned_data["note"])
                     messages.info(request, f"{mv.name} is marked rejected.")
             except promotion.GateFailed as exc:
-                messages.error(request, "Not promoted: " + "; ".join(f"{c.label} — {c.detail}"
-                                                                     for c in exc.gate.failed))
+                messages.error(
+                    request, "Not promoted: " + "; ".join(f"{c.label} — {c.detail}" for c in exc.gate.failed)
+                )
             except ValidationError as exc:
                 messages.error(request, "; ".join(exc.messages))
             url = reverse("evaluation:model-gate", args=[slug, pk])
@@ -485,12 +686,28 @@ def model_gate(request, slug, pk):
     gate = promotion.check_gate(mv, suite)
     lineage = comparison.lineage_runs(mv, gate.suite) if gate.suite else []
     suites.with_overlap([r for _, r in lineage if r])
-    chart = comparison.chart_series([r for _, r in lineage], [m.name for m, _ in lineage]) if lineage else None
+    chart = (
+        comparison.chart_series([r for _, r in lineage], [m.name for m, _ in lineage]) if lineage else None
+    )
     decisions = PromotionDecision.objects.filter(model_version=mv).select_related("decided_by")[:20]
     compare_ids = [r.pk for r in (gate.production_run, gate.candidate_run) if r]
-    return render(request, "evaluation/model_gate.html", _ctx(
-        request, project, mv=mv, gate=gate, form=form, lineage=lineage, chart=chart, decisions=decisions,
-        compare_ids=compare_ids, lineage_ids=[r.pk for _, r in lineage if r], charts=True))
+    return render(
+        request,
+        "evaluation/model_gate.html",
+        _ctx(
+            request,
+            project,
+            mv=mv,
+            gate=gate,
+            form=form,
+            lineage=lineage,
+            chart=chart,
+            decisions=decisions,
+            compare_ids=compare_ids,
+            lineage_ids=[r.pk for _, r in lineage if r],
+            charts=True,
+        ),
+    )
 
 
 @login_required

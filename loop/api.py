@@ -21,8 +21,24 @@ class OnlineRoundSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = OnlineRound
-        fields = ["number", "policy", "status", "phase", "prompts", "samples", "pairs", "stats", "snapshot", "job",
-                  "result_version", "eval_run", "baseline_run", "gate", "started_at", "finished_at"]
+        fields = [
+            "number",
+            "policy",
+            "status",
+            "phase",
+            "prompts",
+            "samples",
+            "pairs",
+            "stats",
+            "snapshot",
+            "job",
+            "result_version",
+            "eval_run",
+            "baseline_run",
+            "gate",
+            "started_at",
+            "finished_at",
+        ]
 
     def get_result_version(self, obj) -> int | None:
         return obj.job.result_version_id if obj.job_id else None
@@ -31,21 +47,61 @@ class OnlineRoundSerializer(serializers.ModelSerializer):
 class OnlineRunSerializer(SameProjectMixin, serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", queryset=Project.objects.all())
     start_version = ScopedRelatedField("project", queryset=ModelVersion.objects.all())
-    judge = ScopedRelatedField("project", queryset=ModelVersion.objects.all(), required=False, allow_null=True)
+    judge = ScopedRelatedField(
+        "project", queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
     eval_suite = ScopedRelatedField("project", queryset=EvalSuite.objects.all())
     preset = serializers.ChoiceField(choices=list(PRESETS), write_only=True, default="lora-r8")
-    overrides = serializers.DictField(write_only=True, required=False, default=dict,
-                                      help_text="DPO hyper-parameters that differ from the preset.")
+    overrides = serializers.DictField(
+        write_only=True,
+        required=False,
+        default=dict,
+        help_text="DPO hyper-parameters that differ from the preset.",
+    )
     progress = serializers.FloatField(read_only=True)
     rounds_done = OnlineRoundSerializer(source="round_set", many=True, read_only=True)
 
     class Meta:
         model = OnlineRun
-        fields = ["id", "project", "name", "start_version", "ranker", "judge", "eval_suite", "rounds", "options",
-                  "preset", "overrides", "params", "status", "phase", "message", "progress", "log_tail",
-                  "result_version", "attempts", "worker", "rounds_done", "created_at", "started_at", "finished_at"]
-        read_only_fields = ["params", "status", "phase", "message", "log_tail", "result_version", "attempts",
-                            "worker", "created_at", "started_at", "finished_at"]
+        fields = [
+            "id",
+            "project",
+            "name",
+            "start_version",
+            "ranker",
+            "judge",
+            "eval_suite",
+            "rounds",
+            "options",
+            "preset",
+            "overrides",
+            "params",
+            "status",
+            "phase",
+            "message",
+            "progress",
+            "log_tail",
+            "result_version",
+            "attempts",
+            "worker",
+            "rounds_done",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = [
+            "params",
+            "status",
+            "phase",
+            "message",
+            "log_tail",
+            "result_version",
+            "attempts",
+            "worker",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
         extra_kwargs = {"name": {"required": False}, "options": {"required": False}}
 
     def create(self, data):
@@ -55,24 +111,38 @@ class OnlineRunSerializer(SameProjectMixin, serializers.ModelSerializer):
             raise exceptions.PermissionDenied("Launching online DPO needs the admin role in this project.")
         try:
             return online.create_run(
-                project, request.user, start_version=data["start_version"], ranker=data.get("ranker", "checker"),
-                judge=data.get("judge"), eval_suite=data.get("eval_suite"), rounds=data.get("rounds", 2),
-                options=data.get("options") or {}, preset=data.get("preset", "lora-r8"),
-                overrides=data.get("overrides"), name=data.get("name", ""))
+                project,
+                request.user,
+                start_version=data["start_version"],
+                ranker=data.get("ranker", "checker"),
+                judge=data.get("judge"),
+                eval_suite=data.get("eval_suite"),
+                rounds=data.get("rounds", 2),
+                options=data.get("options") or {},
+                preset=data.get("preset", "lora-r8"),
+                overrides=data.get("overrides"),
+                name=data.get("name", ""),
+            )
         except ValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from exc
 
 
-class OnlineRunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                       viewsets.GenericViewSet):
+class OnlineRunViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     serializer_class = OnlineRunSerializer
     filterset_fields = {"project__slug": ["exact"], "status": ["exact"]}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return OnlineRun.objects.none()
-        return (OnlineRun.objects.filter(project__in=projects_with_role(self.request.user, Role.LEAD).values("pk"))
-                .select_related("project").prefetch_related("round_set__job"))
+        return (
+            OnlineRun.objects.filter(
+                project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")
+            )
+            .select_related("project")
+            .prefetch_related("round_set__job")
+        )
 
     def _admin_run(self):
         run = self.get_object()

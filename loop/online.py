@@ -47,10 +47,22 @@ from training.judge.judges import judge_pairs, load_judge
 from training.models import DatasetSnapshot, OnlinePair, OnlineRound, OnlineRun, TrainingJob
 from training.snapshots.build import build_snapshot, create_snapshot
 
-DEFAULT_OPTIONS = {"samples_per_prompt": 4, "temperature": 1.0, "max_prompts": 300, "max_new_tokens": 96,
-                   "use_reference": True, "seed": 0, "quality_margin": None}
-OPTION_SPEC = {"samples_per_prompt": (int, 2, 16), "temperature": (float, 0.05, 2.0),
-               "max_prompts": (int, 1, 100_000), "max_new_tokens": (int, 8, 4096), "seed": (int, 0, 2**31 - 1)}
+DEFAULT_OPTIONS = {
+    "samples_per_prompt": 4,
+    "temperature": 1.0,
+    "max_prompts": 300,
+    "max_new_tokens": 96,
+    "use_reference": True,
+    "seed": 0,
+    "quality_margin": None,
+}
+OPTION_SPEC = {
+    "samples_per_prompt": (int, 2, 16),
+    "temperature": (float, 0.05, 2.0),
+    "max_prompts": (int, 1, 100_000),
+    "max_new_tokens": (int, 8, 4096),
+    "seed": (int, 0, 2**31 - 1),
+}
 
 
 class Cancelled(Exception):
@@ -62,6 +74,7 @@ class GuardStopped(Exception):
 
 
 # --- creating a run -------------------------------------------------------------------------
+
 
 def clean_options(raw: dict) -> tuple[dict, dict]:
     opts, errors = dict(DEFAULT_OPTIONS), {}
@@ -95,8 +108,21 @@ def clean_options(raw: dict) -> tuple[dict, dict]:
     return opts, errors
 
 
-def create_run(project, user, *, start_version, ranker="checker", judge=None, eval_suite=None, rounds=2,
-               options=None, preset="lora-r8", overrides=None, name="", start=True) -> OnlineRun:
+def create_run(
+    project,
+    user,
+    *,
+    start_version,
+    ranker="checker",
+    judge=None,
+    eval_suite=None,
+    rounds=2,
+    options=None,
+    preset="lora-r8",
+    overrides=None,
+    name="",
+    start=True,
+) -> OnlineRun:
     """Validate and create an online DPO run (pages and API). Raises ValidationError keyed by field."""
     errors: dict = {}
     params, perrors = clean_params("dpo", preset, overrides or {})
@@ -112,8 +138,10 @@ def create_run(project, user, *, start_version, ranker="checker", judge=None, ev
     elif ranker == OnlineRun.Ranker.JUDGE:
         if judge is None:
             errors["judge"] = "ranking with a judge needs a judge model"
-        elif judge.project_id != project.pk or judge.origin not in (ModelVersion.Origin.JUDGE,
-                                                                     ModelVersion.Origin.EXTERNAL):
+        elif judge.project_id != project.pk or judge.origin not in (
+            ModelVersion.Origin.JUDGE,
+            ModelVersion.Origin.EXTERNAL,
+        ):
             errors["judge"] = "choose a trained judge (or an external judge endpoint) of this project"
     if eval_suite is None or eval_suite.project_id != project.pk:
         errors["eval_suite"] = "each round is evaluated and gated on a suite: choose one of this project"
@@ -131,16 +159,24 @@ def create_run(project, user, *, start_version, ranker="checker", judge=None, ev
         raise ValidationError({k: v if isinstance(v, list) else [v] for k, v in errors.items()})
     with transaction.atomic():
         run = OnlineRun.objects.create(
-            project=project, start_version=start_version, ranker=ranker,
-            judge=judge if ranker == OnlineRun.Ranker.JUDGE else None, eval_suite=eval_suite, rounds=rounds,
-            options=opts, params={**params, "preset": preset}, created_by=user,
-            name=name or f"Online DPO from {start_version.name} ({rounds} rounds, {ranker})")
+            project=project,
+            start_version=start_version,
+            ranker=ranker,
+            judge=judge if ranker == OnlineRun.Ranker.JUDGE else None,
+            eval_suite=eval_suite,
+            rounds=rounds,
+            options=opts,
+            params={**params, "preset": preset},
+            created_by=user,
+            name=name or f"Online DPO from {start_version.name} ({rounds} rounds, {ranker})",
+        )
         if start:
             lifecycle.enqueue(run)
     return run
 
 
 # --- lifecycle (jobs.lifecycle) ---------------------------------------------------------------
+
 
 def _beat(run: OnlineRun, **fields) -> None:
     """Record the run's progress; stop (Cancelled) once it was cancelled or another attempt owns it."""
@@ -153,12 +189,15 @@ def request_cancel(run: OnlineRun) -> None:
     is asked to stop at its next step (its checkpoint is kept)."""
     lifecycle.cancel(run)
     if run.cancel_requested:
-        for job in TrainingJob.objects.filter(pk__in=run.round_set.exclude(job=None).values("job"),
-                                              status__in=[TrainingJob.State.QUEUED, TrainingJob.State.RUNNING]):
+        for job in TrainingJob.objects.filter(
+            pk__in=run.round_set.exclude(job=None).values("job"),
+            status__in=[TrainingJob.State.QUEUED, TrainingJob.State.RUNNING],
+        ):
             lifecycle.cancel(job)
 
 
 # --- prompts, sampling and ranking ----------------------------------------------------------
+
 
 def prompts_for(run: OnlineRun) -> list[dict]:
     """Training contexts of the project, with their known right answer where there is one:
@@ -168,31 +207,62 @@ def prompts_for(run: OnlineRun) -> list[dict]:
     project = run.project
     limit = int(run.options.get("max_prompts") or DEFAULT_OPTIONS["max_prompts"])
     expected: dict[tuple[int, int], dict] = {}
-    for conv, length, msg in (Label.objects.filter(project=project, status=Status.APPROVED,
-                                                   verdict=Label.Verdict.REASONABLE,
-                                                   response__conversation__split=Split.TRAIN)
-                              .values_list("response__conversation_id", "response__context_length",
-                                           "response__message").order_by("id")[:limit]):
+    for conv, length, msg in (
+        Label.objects.filter(
+            project=project,
+            status=Status.APPROVED,
+            verdict=Label.Verdict.REASONABLE,
+            response__conversation__split=Split.TRAIN,
+        )
+        .values_list("response__conversation_id", "response__context_length", "response__message")
+        .order_by("id")[:limit]
+    ):
         expected.setdefault((conv, length), msg)
-    for conv, length, msg in (Correction.objects.filter(label__project=project, label__status=Status.APPROVED,
-                                                        label__response__conversation__split=Split.TRAIN)
-                              .values_list("label__response__conversation_id", "label__response__context_length",
-                                           "message").order_by("id")[:limit]):
+    for conv, length, msg in (
+        Correction.objects.filter(
+            label__project=project,
+            label__status=Status.APPROVED,
+            label__response__conversation__split=Split.TRAIN,
+        )
+        .values_list("label__response__conversation_id", "label__response__context_length", "message")
+        .order_by("id")[:limit]
+    ):
         expected[(conv, length)] = msg  # a correction is the better answer
     if run.ranker == OnlineRun.Ranker.JUDGE:
-        keys = list(ModelResponse.objects.filter(conversation__project=project, conversation__split=Split.TRAIN)
-                    .values_list("conversation_id", "context_length").order_by("conversation_id",
-                                                                               "context_length").distinct()[:limit])
+        keys = list(
+            ModelResponse.objects.filter(conversation__project=project, conversation__split=Split.TRAIN)
+            .values_list("conversation_id", "context_length")
+            .order_by("conversation_id", "context_length")
+            .distinct()[:limit]
+        )
     else:
         keys = sorted(expected)[:limit]
-    convs = {c.pk: c for c in Conversation.objects.filter(pk__in={k[0] for k in keys}).only(
-        "pk", "messages", "tools")}
-    return [{"conversation_id": c, "context_length": n, "messages": convs[c].messages[:n],
-             "tools": convs[c].tools or project.tools, "expected": expected.get((c, n))} for c, n in keys]
+    convs = {
+        c.pk: c
+        for c in Conversation.objects.filter(pk__in={k[0] for k in keys}).only("pk", "messages", "tools")
+    }
+    return [
+        {
+            "conversation_id": c,
+            "context_length": n,
+            "messages": convs[c].messages[:n],
+            "tools": convs[c].tools or project.tools,
+            "expected": expected.get((c, n)),
+        }
+        for c, n in keys
+    ]
 
 
-def sample(version: ModelVersion, prompts: list[dict], k: int, temperature: float, max_new_tokens: int,
-           seed: int, batch_size: int = 16, beat=None) -> list[list[str]]:
+def sample(
+    version: ModelVersion,
+    prompts: list[dict],
+    k: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 16,
+    beat=None,
+) -> list[list[str]]:
     """k sampled answers per prompt from the policy (base + adapters, on the worker's device)."""
     import torch
 
@@ -209,12 +279,20 @@ def sample(version: ModelVersion, prompts: list[dict], k: int, temperature: floa
             ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for r, i in enumerate(batch):
-                ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[r, width - len(encoded[i]):] = 1
+                ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[r, width - len(encoded[i]) :] = 1
             gen = loaded.model.generate(
-                input_ids=ids.to(loaded.device), attention_mask=mask.to(loaded.device), do_sample=True,
-                temperature=temperature, top_p=1.0, top_k=0, num_return_sequences=k,
-                max_new_tokens=max_new_tokens, eos_token_id=loaded.stop_ids or None, pad_token_id=tok.pad_token_id)
+                input_ids=ids.to(loaded.device),
+                attention_mask=mask.to(loaded.device),
+                do_sample=True,
+                temperature=temperature,
+                top_p=1.0,
+                top_k=0,
+                num_return_sequences=k,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=loaded.stop_ids or None,
+                pad_token_id=tok.pad_token_id,
+            )
             for r, i in enumerate(batch):
                 for j in range(k):
                     new = gen[r * k + j, width:].tolist()
@@ -239,7 +317,9 @@ def rank_with_judge(judge, prompt: dict, samples: list[str]) -> list[float]:
     """Round robin: each sample's total win probability against the others (both orders)."""
     n = len(samples)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    verdicts = judge_pairs(judge, [(prompt["messages"], prompt["tools"], samples[i], samples[j]) for i, j in pairs])
+    verdicts = judge_pairs(
+        judge, [(prompt["messages"], prompt["tools"], samples[i], samples[j]) for i, j in pairs]
+    )
     scores = [0.0] * n
     for (i, j), v in zip(pairs, verdicts, strict=True):
         scores[i] += v.prob
@@ -252,7 +332,9 @@ def clean_answer(raw: str, tools: list) -> bool:
     return score_case({"role": "assistant", "content": "-"}, raw, tools)["response_quality"] == 1
 
 
-def choose_pair(prompt: dict, samples: list[str], scores: list[float], eligible: list[bool], use_reference: bool):
+def choose_pair(
+    prompt: dict, samples: list[str], scores: list[float], eligible: list[bool], use_reference: bool
+):
     """(chosen index or None for the known answer, rejected index, chosen score, rejected score) or None.
 
     Only an eligible sample can be chosen (with the checker: strictly right and clean; with a judge:
@@ -265,7 +347,12 @@ def choose_pair(prompt: dict, samples: list[str], scores: list[float], eligible:
             return best, worst, scores[best], scores[worst]
         return None  # every sample is as good as the worst: nothing to learn here
     if use_reference and prompt.get("expected"):
-        return None, worst, 2.0, scores[worst]  # no sample is good enough: the known answer over the worst one
+        return (
+            None,
+            worst,
+            2.0,
+            scores[worst],
+        )  # no sample is good enough: the known answer over the worst one
     return None
 
 
@@ -273,11 +360,23 @@ def _sample_and_rank(run: OnlineRun, rnd: OnlineRound, judge=None) -> None:
     opts = {**DEFAULT_OPTIONS, **run.options}
     prompts = prompts_for(run)
     if not prompts:
-        raise ValueError("No training prompts to sample: the project needs approved labels on train-split "
-                         "conversations (with corrections or reasonable responses when ranking with the checker).")
-    _beat(run, phase=f"round {rnd.number}: sampling {opts['samples_per_prompt']} answers for {len(prompts)} prompts")
-    samples = sample(rnd.policy, prompts, opts["samples_per_prompt"], opts["temperature"], opts["max_new_tokens"],
-                     seed=opts["seed"] * 1000 + rnd.number, beat=lambda: _beat(run))
+        raise ValueError(
+            "No training prompts to sample: the project needs approved labels on train-split "
+            "conversations (with corrections or reasonable responses when ranking with the checker)."
+        )
+    _beat(
+        run,
+        phase=f"round {rnd.number}: sampling {opts['samples_per_prompt']} answers for {len(prompts)} prompts",
+    )
+    samples = sample(
+        rnd.policy,
+        prompts,
+        opts["samples_per_prompt"],
+        opts["temperature"],
+        opts["max_new_tokens"],
+        seed=opts["seed"] * 1000 + rnd.number,
+        beat=lambda: _beat(run),
+    )
     _beat(run, phase=f"round {rnd.number}: ranking with the {run.get_ranker_display()}")
     pairs, right, total, skipped, reference = [], 0, 0, 0, 0
     for prompt, outs in zip(prompts, samples, strict=True):
@@ -298,42 +397,77 @@ def _sample_and_rank(run: OnlineRun, rnd: OnlineRound, judge=None) -> None:
     with transaction.atomic():
         OnlinePair.objects.filter(round=rnd).delete()  # a resumed round samples again from scratch
         rows = []
-        settings = {"online_run": run.pk, "round": rnd.number, "do_sample": True, "temperature": opts["temperature"]}
+        settings = {
+            "online_run": run.pk,
+            "round": rnd.number,
+            "do_sample": True,
+            "temperature": opts["temperature"],
+        }
 
         def stored(prompt, text):
             resp, _ = ModelResponse.objects.get_or_create(
-                conversation_id=prompt["conversation_id"], model_version=rnd.policy,
-                context_length=prompt["context_length"], response_hash=content_hash(text),
-                defaults={"raw_text": text, "message": assistant_message_from_raw(text, prompt["tools"]),
-                          "generation_settings": settings})
+                conversation_id=prompt["conversation_id"],
+                model_version=rnd.policy,
+                context_length=prompt["context_length"],
+                response_hash=content_hash(text),
+                defaults={
+                    "raw_text": text,
+                    "message": assistant_message_from_raw(text, prompt["tools"]),
+                    "generation_settings": settings,
+                },
+            )
             return resp
 
         for prompt, outs, (ci, ri, cs, rs) in pairs:
             rejected = stored(prompt, outs[ri])
             chosen = stored(prompt, outs[ci]) if ci is not None else None
-            rows.append(OnlinePair(round=rnd, conversation_id=prompt["conversation_id"],
-                                   context_length=prompt["context_length"], chosen=chosen,
-                                   chosen_message=chosen.message if chosen else prompt["expected"],
-                                   rejected=rejected, chosen_score=cs, rejected_score=rs,
-                                   ranker="reference" if ci is None else run.ranker))
+            rows.append(
+                OnlinePair(
+                    round=rnd,
+                    conversation_id=prompt["conversation_id"],
+                    context_length=prompt["context_length"],
+                    chosen=chosen,
+                    chosen_message=chosen.message if chosen else prompt["expected"],
+                    rejected=rejected,
+                    chosen_score=cs,
+                    rejected_score=rs,
+                    ranker="reference" if ci is None else run.ranker,
+                )
+            )
         OnlinePair.objects.bulk_create(rows)
         stats = {"prompts": len(prompts), "skipped_ties": skipped, "reference_chosen": reference}
         if total:
             stats["sample_accuracy"] = round(right / total, 4)
-        OnlineRound.objects.filter(pk=rnd.pk).update(prompts=len(prompts), samples=sum(len(s) for s in samples),
-                                                     pairs=len(rows), stats=stats, phase="ranked")
+        OnlineRound.objects.filter(pk=rnd.pk).update(
+            prompts=len(prompts),
+            samples=sum(len(s) for s in samples),
+            pairs=len(rows),
+            stats=stats,
+            phase="ranked",
+        )
     rnd.refresh_from_db()
-    lifecycle.log(run, f"round {rnd.number}: {rnd.samples} samples, {rnd.pairs} pairs ({skipped} prompts tied"
-                       + (f", sample accuracy {100 * stats['sample_accuracy']:.0f}%" if total else "") + ")")
+    lifecycle.log(
+        run,
+        f"round {rnd.number}: {rnd.samples} samples, {rnd.pairs} pairs ({skipped} prompts tied"
+        + (f", sample accuracy {100 * stats['sample_accuracy']:.0f}%" if total else "")
+        + ")",
+    )
 
 
 def _snapshot(run: OnlineRun, rnd: OnlineRound):
     snap = rnd.snapshot
     if snap is None or snap.status == DatasetSnapshot.State.FAILED:
-        snap = create_snapshot(run.project, run.created_by, {
-            "kind": "dpo", "filters": {"sources": ["online"], "online_rounds": [rnd.pk]},
-            "note": f"Online DPO run {run.pk}, round {rnd.number}: {rnd.pairs} pairs from {rnd.policy.name}'s "
-                    f"own samples, ranked by the {run.get_ranker_display()}."}, start=False)
+        snap = create_snapshot(
+            run.project,
+            run.created_by,
+            {
+                "kind": "dpo",
+                "filters": {"sources": ["online"], "online_rounds": [rnd.pk]},
+                "note": f"Online DPO run {run.pk}, round {rnd.number}: {rnd.pairs} pairs from {rnd.policy.name}'s "
+                f"own samples, ranked by the {run.get_ranker_display()}.",
+            },
+            start=False,
+        )
         OnlineRound.objects.filter(pk=rnd.pk).update(snapshot=snap, phase="snapshot")
     if snap.status != DatasetSnapshot.State.READY:
         _beat(run, phase=f"round {rnd.number}: building snapshot {snap.name}")
@@ -350,9 +484,18 @@ def _train(run: OnlineRun, rnd: OnlineRound, snap) -> ModelVersion:
     if job is None:
         params = dict(run.params)
         preset = params.pop("preset", "lora-r8")
-        job = create_job(run.project, run.created_by, stage="dpo", base_version=rnd.policy,
-                                 train_snapshot=snap, preset=preset, overrides=params, allow_raw_base=True,
-                                 name=f"Online run {run.pk} round {rnd.number}: DPO on {snap.name}", start=False)
+        job = create_job(
+            run.project,
+            run.created_by,
+            stage="dpo",
+            base_version=rnd.policy,
+            train_snapshot=snap,
+            preset=preset,
+            overrides=params,
+            allow_raw_base=True,
+            name=f"Online run {run.pk} round {rnd.number}: DPO on {snap.name}",
+            start=False,
+        )
         OnlineRound.objects.filter(pk=rnd.pk).update(job=job, phase="training")
     elif job.status in (TrainingJob.State.FAILED, TrainingJob.State.CANCELLED):
         lifecycle.resume(job)  # queued (and sent), but run here if no training worker took it first
@@ -375,12 +518,18 @@ def _train(run: OnlineRun, rnd: OnlineRound, snap) -> ModelVersion:
 
 
 def _evaluate(run: OnlineRun, version: ModelVersion, existing=None):
-    found = existing if existing is not None and existing.status == EvalRun.State.DONE else latest_run(
-        version, run.eval_suite)
+    found = (
+        existing
+        if existing is not None and existing.status == EvalRun.State.DONE
+        else latest_run(version, run.eval_suite)
+    )
     if found is not None:
         return found
-    ev = existing if existing is not None and not existing.finished else runner.create_run(
-        run.project, run.eval_suite, version, start=False, note=f"online run {run.pk}")
+    ev = (
+        existing
+        if existing is not None and not existing.finished
+        else runner.create_run(run.project, run.eval_suite, version, start=False, note=f"online run {run.pk}")
+    )
     _beat(run, phase=f"evaluating {version.name} on {run.eval_suite.label}")
     ev = runner.run_eval(ev.pk) or EvalRun.objects.get(pk=ev.pk)
     if ev.status != EvalRun.State.DONE:
@@ -390,6 +539,7 @@ def _evaluate(run: OnlineRun, version: ModelVersion, existing=None):
 
 def gate(candidate_run, baseline_run, margin: float) -> dict:
     """Promotion-style gate between two runs on the same suite."""
+
     def value(r, key):
         return ((r.summary or {}).get(key) or {}).get("value")
 
@@ -397,16 +547,27 @@ def gate(candidate_run, baseline_run, margin: float) -> dict:
     c_q, b_q = value(candidate_run, "response_quality"), value(baseline_run, "response_quality")
     conditions = []
     ok_acc = c_acc is not None and b_acc is not None and c_acc > b_acc
-    conditions.append({"key": "tool_call_accuracy", "ok": ok_acc,
-                       "detail": f"{c_acc} vs {b_acc} (must be higher)"})
+    conditions.append(
+        {"key": "tool_call_accuracy", "ok": ok_acc, "detail": f"{c_acc} vs {b_acc} (must be higher)"}
+    )
     ok_q = c_q is not None and b_q is not None and c_q >= b_q - margin - 1e-12
-    conditions.append({"key": "response_quality", "ok": ok_q,
-                       "detail": f"{c_q} vs {b_q} (may drop at most {100 * margin:.1f} points)"})
-    return {"passed": ok_acc and ok_q, "conditions": conditions, "candidate": {"acc": c_acc, "quality": c_q},
-            "baseline": {"acc": b_acc, "quality": b_q}}
+    conditions.append(
+        {
+            "key": "response_quality",
+            "ok": ok_q,
+            "detail": f"{c_q} vs {b_q} (may drop at most {100 * margin:.1f} points)",
+        }
+    )
+    return {
+        "passed": ok_acc and ok_q,
+        "conditions": conditions,
+        "candidate": {"acc": c_acc, "quality": c_q},
+        "baseline": {"acc": b_acc, "quality": b_q},
+    }
 
 
 # --- running --------------------------------------------------------------------------------
+
 
 def run_online(run_id: int) -> OnlineRun | None:
     run = lifecycle.claim(OnlineRun, run_id)
@@ -416,10 +577,15 @@ def run_online(run_id: int) -> OnlineRun | None:
         with lifecycle.attempt(run, beat_every=30):  # beats through sampling, training and evaluation
             _run(run)
     except Cancelled:
-        lifecycle.finish(run, OnlineRun.State.CANCELLED,
-                         f"Cancelled during {run.phase or 'the run'}; Resume continues with the unfinished round.")
+        lifecycle.finish(
+            run,
+            OnlineRun.State.CANCELLED,
+            f"Cancelled during {run.phase or 'the run'}; Resume continues with the unfinished round.",
+        )
     except Exception as exc:  # noqa: BLE001 - recorded on the run, with its reason
-        OnlineRound.objects.filter(run=run, status=OnlineRound.State.RUNNING).update(status=OnlineRound.State.FAILED)
+        OnlineRound.objects.filter(run=run, status=OnlineRound.State.RUNNING).update(
+            status=OnlineRound.State.FAILED
+        )
         lifecycle.log(run, f"failed: {type(exc).__name__}: {exc}")
         lifecycle.finish(run, OnlineRun.State.FAILED, f"{type(exc).__name__}: {exc}. {run.resume_hint}")
     run.refresh_from_db()
@@ -438,27 +604,42 @@ def _run(run: OnlineRun) -> None:
         if done.gate.get("passed") and done.job and done.job.result_version:
             policy = done.job.result_version
     baseline = _evaluate(run, policy)
-    lifecycle.log(run, f"policy {policy.name}: tool_call_accuracy "
-                       f"{(baseline.summary.get('tool_call_accuracy') or {}).get('value')} on {run.eval_suite.label}")
+    lifecycle.log(
+        run,
+        f"policy {policy.name}: tool_call_accuracy "
+        f"{(baseline.summary.get('tool_call_accuracy') or {}).get('value')} on {run.eval_suite.label}",
+    )
     for number in range(1, run.rounds + 1):
         rnd, _ = OnlineRound.objects.get_or_create(run=run, number=number, defaults={"policy": policy})
         if rnd.status == OnlineRound.State.DONE:
             continue
         _beat(run)
         started = time.monotonic()
-        OnlineRound.objects.filter(pk=rnd.pk).update(status=OnlineRound.State.RUNNING, policy=policy,
-                                                     started_at=rnd.started_at or timezone.now(),
-                                                     baseline_run=baseline)
+        OnlineRound.objects.filter(pk=rnd.pk).update(
+            status=OnlineRound.State.RUNNING,
+            policy=policy,
+            started_at=rnd.started_at or timezone.now(),
+            baseline_run=baseline,
+        )
         rnd.refresh_from_db()
         if rnd.phase in ("", "sampling") or rnd.pairs == 0:
             OnlineRound.objects.filter(pk=rnd.pk).update(phase="sampling")
             _sample_and_rank(run, rnd, judge)
             rnd.refresh_from_db()
         if rnd.pairs == 0:
-            _finish_round(rnd, {"passed": False, "conditions": [{"key": "pairs", "ok": False,
-                                                                  "detail": "no pair: every prompt tied"}]})
-            lifecycle.finish(run, OnlineRun.State.STOPPED_BY_GATE,
-                             f"Round {number} found no pair to learn from; {policy.name} is the result.", result_version=policy)
+            _finish_round(
+                rnd,
+                {
+                    "passed": False,
+                    "conditions": [{"key": "pairs", "ok": False, "detail": "no pair: every prompt tied"}],
+                },
+            )
+            lifecycle.finish(
+                run,
+                OnlineRun.State.STOPPED_BY_GATE,
+                f"Round {number} found no pair to learn from; {policy.name} is the result.",
+                result_version=policy,
+            )
             return
         _beat(run)
         snap = _snapshot(run, rnd)
@@ -466,10 +647,21 @@ def _run(run: OnlineRun) -> None:
         try:
             version = _train(run, rnd, snap)
         except GuardStopped as exc:
-            _finish_round(rnd, {"passed": False, "conditions": [{"key": "guard", "ok": False, "detail": str(exc)}],
-                                "seconds": round(time.monotonic() - started, 1)})
-            lifecycle.finish(run, OnlineRun.State.STOPPED_BY_GATE, f"Round {number}'s training was stopped by the guard with no "
-                             f"healthy checkpoint; {policy.name} is the result.", result_version=policy)
+            _finish_round(
+                rnd,
+                {
+                    "passed": False,
+                    "conditions": [{"key": "guard", "ok": False, "detail": str(exc)}],
+                    "seconds": round(time.monotonic() - started, 1),
+                },
+            )
+            lifecycle.finish(
+                run,
+                OnlineRun.State.STOPPED_BY_GATE,
+                f"Round {number}'s training was stopped by the guard with no "
+                f"healthy checkpoint; {policy.name} is the result.",
+                result_version=policy,
+            )
             return
         ev = _evaluate(run, version, rnd.eval_run)
         OnlineRound.objects.filter(pk=rnd.pk).update(eval_run=ev)
@@ -477,20 +669,33 @@ def _run(run: OnlineRun) -> None:
         result["seconds"] = round(time.monotonic() - started, 1)
         _finish_round(rnd, result)
         acc = result["candidate"]["acc"]
-        lifecycle.log(run, f"round {number}: {version.name} tool_call_accuracy {acc} vs {result['baseline']['acc']} — "
-                           f"gate {'passed' if result['passed'] else 'FAILED'}")
+        lifecycle.log(
+            run,
+            f"round {number}: {version.name} tool_call_accuracy {acc} vs {result['baseline']['acc']} — "
+            f"gate {'passed' if result['passed'] else 'FAILED'}",
+        )
         if not result["passed"]:
             failed = "; ".join(c["key"] + ": " + c["detail"] for c in result["conditions"] if not c["ok"])
-            lifecycle.finish(run, OnlineRun.State.STOPPED_BY_GATE,
-                             f"Round {number} did not pass the gate ({failed}); {policy.name} is the result.", result_version=policy)
+            lifecycle.finish(
+                run,
+                OnlineRun.State.STOPPED_BY_GATE,
+                f"Round {number} did not pass the gate ({failed}); {policy.name} is the result.",
+                result_version=policy,
+            )
             return
         policy, baseline = version, ev
-    lifecycle.finish(run, OnlineRun.State.SUCCEEDED, f"{run.rounds} round(s) passed the gate; {policy.name} is the result.", result_version=policy)
+    lifecycle.finish(
+        run,
+        OnlineRun.State.SUCCEEDED,
+        f"{run.rounds} round(s) passed the gate; {policy.name} is the result.",
+        result_version=policy,
+    )
 
 
 def _finish_round(rnd: OnlineRound, result: dict) -> None:
-    OnlineRound.objects.filter(pk=rnd.pk).update(status=OnlineRound.State.DONE, gate=result, phase="done",
-                                                 finished_at=timezone.now())
+    OnlineRound.objects.filter(pk=rnd.pk).update(
+        status=OnlineRound.State.DONE, gate=result, phase="done", finished_at=timezone.now()
+    )
 
 
 def lineage_figures(run: OnlineRun) -> list[dict]:
@@ -499,15 +704,26 @@ def lineage_figures(run: OnlineRun) -> list[dict]:
     rounds = list(run.round_set.select_related("eval_run", "baseline_run", "policy", "job__result_version"))
     if rounds and rounds[0].baseline_run:
         s = rounds[0].baseline_run.summary or {}
-        rows.append({"round": 0, "version": rounds[0].policy.name,
-                     "tool_call_accuracy": (s.get("tool_call_accuracy") or {}).get("value"),
-                     "response_quality": (s.get("response_quality") or {}).get("value"), "passed": None})
+        rows.append(
+            {
+                "round": 0,
+                "version": rounds[0].policy.name,
+                "tool_call_accuracy": (s.get("tool_call_accuracy") or {}).get("value"),
+                "response_quality": (s.get("response_quality") or {}).get("value"),
+                "passed": None,
+            }
+        )
     for r in rounds:
         if r.eval_run is None:
             continue
         s = r.eval_run.summary or {}
-        rows.append({"round": r.number, "version": r.job.result_version.name if r.job and r.job.result_version else "",
-                     "tool_call_accuracy": (s.get("tool_call_accuracy") or {}).get("value"),
-                     "response_quality": (s.get("response_quality") or {}).get("value"),
-                     "passed": r.gate.get("passed")})
+        rows.append(
+            {
+                "round": r.number,
+                "version": r.job.result_version.name if r.job and r.job.result_version else "",
+                "tool_call_accuracy": (s.get("tool_call_accuracy") or {}).get("value"),
+                "response_quality": (s.get("response_quality") or {}).get("value"),
+                "passed": r.gate.get("passed"),
+            }
+        )
     return rows

@@ -14,24 +14,39 @@ from training.models import OnlineRun, judges_of
 
 from . import online
 
-ONLINE_OPTION_FIELDS = ["samples_per_prompt", "temperature", "max_prompts", "max_new_tokens", "seed",
-                        "quality_margin"]
+ONLINE_OPTION_FIELDS = [
+    "samples_per_prompt",
+    "temperature",
+    "max_prompts",
+    "max_new_tokens",
+    "seed",
+    "quality_margin",
+]
 DPO_FIELDS = ["learning_rate", "num_train_epochs", "max_steps", "beta", "lora_r"]
+
 
 @login_required
 def online_list(request, slug):
     project = project_for(request.user, slug, Role.LEAD)
     lifecycle.reap_stale(OnlineRun, project=project)
-    runs = OnlineRun.objects.filter(project=project).select_related("start_version", "result_version", "eval_suite")
-    return render(request, "loop/online_list.html", {
-        "project": project, "runs": runs[:100], "is_admin": has_role(request.user, project, Role.ADMIN)})
+    runs = OnlineRun.objects.filter(project=project).select_related(
+        "start_version", "result_version", "eval_suite"
+    )
+    return render(
+        request,
+        "loop/online_list.html",
+        {"project": project, "runs": runs[:100], "is_admin": has_role(request.user, project, Role.ADMIN)},
+    )
 
 
 @login_required
 def online_create(request, slug):
     project = project_for(request.user, slug, Role.ADMIN)
-    versions = ModelVersion.objects.filter(project=project).exclude(
-        origin__in=[ModelVersion.Origin.JUDGE, ModelVersion.Origin.IMPORTED]).order_by("name")
+    versions = (
+        ModelVersion.objects.filter(project=project)
+        .exclude(origin__in=[ModelVersion.Origin.JUDGE, ModelVersion.Origin.IMPORTED])
+        .order_by("name")
+    )
     judges = judges_of(project)
     suites = EvalSuite.objects.filter(project=project).order_by("name", "-version")
     errors, form = {}, request.POST if request.method == "POST" else {}
@@ -45,35 +60,66 @@ def online_create(request, slug):
     elif request.method == "POST":
         try:
             run = online.create_run(
-                project, request.user, start_version=chosen(versions, "start_version"),
-                ranker=form.get("ranker", "checker"), judge=chosen(judges, "judge"),
-                eval_suite=chosen(suites, "eval_suite"), rounds=form.get("rounds") or 2,
-                options={f: form.get(f) for f in ONLINE_OPTION_FIELDS if form.get(f)} | {
-                    "use_reference": form.get("use_reference") == "on"},
-                preset=form.get("preset", "lora-r8"), overrides={f: form.get(f) for f in DPO_FIELDS if form.get(f)},
-                name=form.get("name", ""))
+                project,
+                request.user,
+                start_version=chosen(versions, "start_version"),
+                ranker=form.get("ranker", "checker"),
+                judge=chosen(judges, "judge"),
+                eval_suite=chosen(suites, "eval_suite"),
+                rounds=form.get("rounds") or 2,
+                options={f: form.get(f) for f in ONLINE_OPTION_FIELDS if form.get(f)}
+                | {"use_reference": form.get("use_reference") == "on"},
+                preset=form.get("preset", "lora-r8"),
+                overrides={f: form.get(f) for f in DPO_FIELDS if form.get(f)},
+                name=form.get("name", ""),
+            )
         except ValidationError as exc:
             errors = {k.split(".")[-1]: v for k, v in exc.message_dict.items()}
         else:
             messages.success(request, f"Online run {run.pk} queued on the training queue.")
             return redirect("loop:online-detail", slug=slug, pk=run.pk)
-    return render(request, "loop/online_form.html", {
-        "project": project, "versions": versions, "judges": judges, "suites": suites, "errors": errors,
-        "form": form, "defaults": online.DEFAULT_OPTIONS, "option_fields": ONLINE_OPTION_FIELDS,
-        "dpo_fields": DPO_FIELDS}, status=422 if errors else 200)
+    return render(
+        request,
+        "loop/online_form.html",
+        {
+            "project": project,
+            "versions": versions,
+            "judges": judges,
+            "suites": suites,
+            "errors": errors,
+            "form": form,
+            "defaults": online.DEFAULT_OPTIONS,
+            "option_fields": ONLINE_OPTION_FIELDS,
+            "dpo_fields": DPO_FIELDS,
+        },
+        status=422 if errors else 200,
+    )
 
 
 @login_required
 def online_detail(request, slug, pk):
     project = project_for(request.user, slug, Role.LEAD)
     lifecycle.reap_stale(OnlineRun, project=project)
-    run = get_object_or_404(OnlineRun.objects.select_related("start_version", "judge", "eval_suite", "result_version"),
-                            project=project, pk=pk)
-    rounds = run.round_set.select_related("policy", "snapshot", "job__result_version", "eval_run", "baseline_run")
+    run = get_object_or_404(
+        OnlineRun.objects.select_related("start_version", "judge", "eval_suite", "result_version"),
+        project=project,
+        pk=pk,
+    )
+    rounds = run.round_set.select_related(
+        "policy", "snapshot", "job__result_version", "eval_run", "baseline_run"
+    )
     template = "loop/_online_status.html" if request.headers.get("HX-Request") else "loop/online_detail.html"
-    return render(request, template, {
-        "project": project, "run": run, "rounds": rounds, "figures": online.lineage_figures(run),
-        "is_admin": has_role(request.user, project, Role.ADMIN)})
+    return render(
+        request,
+        template,
+        {
+            "project": project,
+            "run": run,
+            "rounds": rounds,
+            "figures": online.lineage_figures(run),
+            "is_admin": has_role(request.user, project, Role.ADMIN),
+        },
+    )
 
 
 @login_required
@@ -82,7 +128,9 @@ def online_cancel(request, slug, pk):
     project = project_for(request.user, slug, Role.ADMIN)
     run = get_object_or_404(OnlineRun, project=project, pk=pk)
     online.request_cancel(run)
-    messages.info(request, "Cancel requested: the run stops after its current phase (a training job at its next step).")
+    messages.info(
+        request, "Cancel requested: the run stops after its current phase (a training job at its next step)."
+    )
     return redirect("loop:online-detail", slug=slug, pk=pk)
 
 

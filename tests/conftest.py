@@ -19,15 +19,31 @@ from annotator.taxonomy import seed_default_taxonomy
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TOOLS = [
-    {"type": "function", "function": {
-        "name": "check_inventory", "description": "Stock for a SKU",
-        "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"],
-                       "additionalProperties": False}}},
-    {"type": "function", "function": {
-        "name": "create_order", "description": "Place an order",
-        "parameters": {"type": "object", "properties": {
-            "sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}},
-            "required": ["sku", "quantity"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "check_inventory",
+            "description": "Stock for a SKU",
+            "parameters": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}},
+                "required": ["sku"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "create_order",
+            "description": "Place an order",
+            "parameters": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}},
+                "required": ["sku", "quantity"],
+            },
+        },
+    },
 ]
 
 
@@ -39,7 +55,12 @@ def conversation_record(i: int, **extra) -> dict:
             {"role": "user", "content": f"Is A-{i} in stock?"},
         ],
         "tools": TOOLS,
-        "responses": [{"model": "agent-v1", "raw": f'<tool_call>{{"name": "check_inventory", "arguments": {{"sku": "A-{i}"}}}}</tool_call>'}],
+        "responses": [
+            {
+                "model": "agent-v1",
+                "raw": f'<tool_call>{{"name": "check_inventory", "arguments": {{"sku": "A-{i}"}}}}</tool_call>',
+            }
+        ],
     }
     record.update(extra)
     return record
@@ -73,8 +94,10 @@ def local_models_and_endpoints(tmp_path_factory):
     env = {"MODEL_EXTRA_DIRS": base, "MODEL_ENDPOINT_ALLOWED_HOSTS": "localhost,127.0.0.1,::1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    with override_settings(MODEL_FOLDER_ROOTS=[*settings.MODEL_FOLDER_ROOTS, base],
-                           MODEL_ENDPOINT_ALLOWED_HOSTS=env["MODEL_ENDPOINT_ALLOWED_HOSTS"].split(",")):
+    with override_settings(
+        MODEL_FOLDER_ROOTS=[*settings.MODEL_FOLDER_ROOTS, base],
+        MODEL_ENDPOINT_ALLOWED_HOSTS=env["MODEL_ENDPOINT_ALLOWED_HOSTS"].split(","),
+    ):
         yield
     for k, v in saved.items():
         if v is None:
@@ -87,12 +110,15 @@ def local_models_and_endpoints(tmp_path_factory):
 def make_user(db):
     def make(username, **kwargs):
         return get_user_model().objects.create_user(username=username, password="pw-" + username, **kwargs)
+
     return make
 
 
 @pytest.fixture
 def project(db):
-    p = Project.objects.create(name="Sales agent", slug="sales", tools=TOOLS, guidelines="# Guide\nBe **strict**.")
+    p = Project.objects.create(
+        name="Sales agent", slug="sales", tools=TOOLS, guidelines="# Guide\nBe **strict**."
+    )
     seed_default_taxonomy(p)
     return p
 
@@ -123,21 +149,33 @@ def api():
         if user is not None:
             client.force_authenticate(user)
         return client
+
     return client_for
 
 
 def make_conversation(project, i=0, split="train", n_responses=1):
     messages = [{"role": "user", "content": f"Is A-{i} in stock?"}]
     conv = Conversation.objects.create(
-        project=project, external_id=f"conv-{i}", messages=messages, tools=project.tools,
-        content_hash=content_hash(messages, project.tools), split=split,
+        project=project,
+        external_id=f"conv-{i}",
+        messages=messages,
+        tools=project.tools,
+        content_hash=content_hash(messages, project.tools),
+        split=split,
     )
     mv, _ = ModelVersion.objects.get_or_create(project=project, name="agent-v1")
     responses = []
     for k in range(n_responses):
         msg = {"role": "assistant", "content": f"Answer {k} about A-{i}, let me check that for you."}
-        responses.append(ModelResponse.objects.create(
-            conversation=conv, model_version=mv, context_length=1, message=msg, response_hash=content_hash(msg)))
+        responses.append(
+            ModelResponse.objects.create(
+                conversation=conv,
+                model_version=mv,
+                context_length=1,
+                message=msg,
+                response_hash=content_hash(msg),
+            )
+        )
     return conv, responses
 
 

@@ -21,34 +21,100 @@ from toolcalls.score import HEADLINE_METRICS, score_case
 from toolcalls.validate import FieldError
 
 TOOLS = [
-    {"type": "function", "function": {
-        "name": "check_inventory", "description": "Stock for a SKU",
-        "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}},
-    {"type": "function", "function": {
-        "name": "create_order",
-        "parameters": {"type": "object", "properties": {
-            "sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}}, "required": ["sku"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "check_inventory",
+            "description": "Stock for a SKU",
+            "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "create_order",
+            "parameters": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}},
+                "required": ["sku"],
+            },
+        },
+    },
 ]
 TOOL_NAMES = {"check_inventory", "create_order"}
-KEYS = ["role", "content", "tool_calls", "function", "name", "arguments", "id", "tool_call_id", "type",
-        "parameters", "model", "raw", "message", "context_length", "generation", "split", "priority",
-        "external_id", "metadata", "responses", "messages", "tools", "$ref", "properties", "required"]
+KEYS = [
+    "role",
+    "content",
+    "tool_calls",
+    "function",
+    "name",
+    "arguments",
+    "id",
+    "tool_call_id",
+    "type",
+    "parameters",
+    "model",
+    "raw",
+    "message",
+    "context_length",
+    "generation",
+    "split",
+    "priority",
+    "external_id",
+    "metadata",
+    "responses",
+    "messages",
+    "tools",
+    "$ref",
+    "properties",
+    "required",
+]
 TOP_LEVEL = {"external_id", "id", "messages", "tools", "metadata", "split", "priority", "model", "responses"}
-TRICKY = ["", " ", "\x00", "\u0000x", "\ufeff", "\u202e", "<script>alert(1)</script>", "'\"`", "\\", "\n",
-          "train", "holdout", "eval", "assistant", "user", "tool", "system", "check_inventory",
-          "A" * 300, "重复", "\U0001f600", "NaN", "-0", "1e400"]
+TRICKY = [
+    "",
+    " ",
+    "\x00",
+    "\u0000x",
+    "\ufeff",
+    "\u202e",
+    "<script>alert(1)</script>",
+    "'\"`",
+    "\\",
+    "\n",
+    "train",
+    "holdout",
+    "eval",
+    "assistant",
+    "user",
+    "tool",
+    "system",
+    "check_inventory",
+    "A" * 300,
+    "重复",
+    "\U0001f600",
+    "NaN",
+    "-0",
+    "1e400",
+]
 
 text = st.one_of(st.text(max_size=24), st.sampled_from(TRICKY))
-clean_text = st.one_of(st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=24),
-                       st.sampled_from([t for t in TRICKY if "\x00" not in t]))
+clean_text = st.one_of(
+    st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=24),
+    st.sampled_from([t for t in TRICKY if "\x00" not in t]),
+)
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.floats(allow_nan=False, allow_infinity=False), text,
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    text,
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=6)), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=6)), inner, max_size=4),
+    ),
     max_leaves=12,
 )
 
@@ -61,19 +127,43 @@ def deep(depth: int, leaf=None):
 
 
 FRAGMENTS = [
-    "<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
-    "<|im_end|>", "<|endoftext|>", "<|im_start|>", "<｜end▁of▁sentence｜>", "\n", " ", "ok ", "yes yes yes ",
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<｜end▁of▁sentence｜>",
+    "\n",
+    " ",
+    "ok ",
+    "yes yes yes ",
     '{"name": "check_inventory", "arguments": {"sku": "A-1"}}',
     '{"name": "create_order", "arguments": "{\\"sku\\": \\"A-1\\", \\"quantity\\": 2}"}',
     '{"name": "create_order", "arguments": {"sku": "A-1", "quantity": 2.0}}',
-    '{"name": "unknown_tool", "arguments": {}}', '{"name": 7, "arguments": {}}', '{"name": ""}',
-    '{"name": "check_inventory", "arguments": NaN}', '{"name": "check_inventory", "arguments": "[1]"}',
-    "[" * 3000, "{" * 50, '{"a": ' * 2000, "\ud800", "\udfff", "\x00", "重复重复重复", "I will check that for you. ",
+    '{"name": "unknown_tool", "arguments": {}}',
+    '{"name": 7, "arguments": {}}',
+    '{"name": ""}',
+    '{"name": "check_inventory", "arguments": NaN}',
+    '{"name": "check_inventory", "arguments": "[1]"}',
+    "[" * 3000,
+    "{" * 50,
+    '{"a": ' * 2000,
+    "\ud800",
+    "\udfff",
+    "\x00",
+    "重复重复重复",
+    "I will check that for you. ",
 ]
 raw_outputs = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12)), max_size=14).map("".join)
 # what an import line can carry (UTF-8 has no lone surrogates)
-storable_outputs = st.lists(st.one_of(st.sampled_from([f for f in FRAGMENTS if f.isprintable() or f == "\n"]),
-                                      clean_text), max_size=14).map("".join)
+storable_outputs = st.lists(
+    st.one_of(st.sampled_from([f for f in FRAGMENTS if f.isprintable() or f == "\n"]), clean_text),
+    max_size=14,
+).map("".join)
 
 
 @st.composite
@@ -85,23 +175,47 @@ def valid_records(draw):
         messages.insert(0, {"role": "system", "content": "You are a sales assistant."})
     if draw(st.booleans()):
         messages += [
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_1", "type": "function",
-                 "function": {"name": "check_inventory", "arguments": json.dumps({"sku": f"A-{n}"})}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "check_inventory", "arguments": json.dumps({"sku": f"A-{n}"})},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": draw(clean_text) or "12 in stock"},
         ]
-    record = {"external_id": f"fz-{n}-{draw(st.integers(0, 10**6))}", "messages": messages, "tools": copy.deepcopy(TOOLS)}
+    record = {
+        "external_id": f"fz-{n}-{draw(st.integers(0, 10**6))}",
+        "messages": messages,
+        "tools": copy.deepcopy(TOOLS),
+    }
     shape = draw(st.sampled_from(["raw", "message", "implied", "none"]))
     if shape == "raw":
-        record["responses"] = [{"model": draw(st.sampled_from(["agent-v1", "agent-v2"])), "raw": draw(storable_outputs)}]
+        record["responses"] = [
+            {"model": draw(st.sampled_from(["agent-v1", "agent-v2"])), "raw": draw(storable_outputs)}
+        ]
     elif shape == "message":
-        record["responses"] = [{"model": "agent-v1", "message": {"role": "assistant", "content": draw(clean_text).strip() or "Let me look."}}]
+        record["responses"] = [
+            {
+                "model": "agent-v1",
+                "message": {"role": "assistant", "content": draw(clean_text).strip() or "Let me look."},
+            }
+        ]
     elif shape == "implied":
-        record["messages"].append({"role": "assistant", "content": draw(clean_text).strip() or "It is in stock."})
+        record["messages"].append(
+            {"role": "assistant", "content": draw(clean_text).strip() or "It is in stock."}
+        )
         record["model"] = "agent-v3"
     for key in draw(st.lists(st.sampled_from(["split", "priority", "metadata"]), unique=True, max_size=3)):
-        record[key] = {"split": draw(st.sampled_from(["train", "eval", "holdout"])),
-                       "priority": draw(st.integers(-5, 5)), "metadata": {"source": draw(clean_text)}}[key]
+        record[key] = {
+            "split": draw(st.sampled_from(["train", "eval", "holdout"])),
+            "priority": draw(st.integers(-5, 5)),
+            "metadata": {"source": draw(clean_text)},
+        }[key]
     return record
 
 
@@ -146,9 +260,23 @@ def mutated_records(draw):
 
 garbage_lines = st.one_of(
     st.binary(max_size=40),
-    st.sampled_from([b"{", b"[1, 2]", b'"just a string"', b"null", b"{}", b'{"messages": NaN}', b"\xff\xfe{}",
-                     b'{"messages": [{"role": "user", "content": "\\ud800"}]}', b"9" * 40, b"[" * 2000 + b"]" * 2000,
-                     b'{"a": 1, "a": 2}', b"   ", b"\t"]),
+    st.sampled_from(
+        [
+            b"{",
+            b"[1, 2]",
+            b'"just a string"',
+            b"null",
+            b"{}",
+            b'{"messages": NaN}',
+            b"\xff\xfe{}",
+            b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
+            b"9" * 40,
+            b"[" * 2000 + b"]" * 2000,
+            b'{"a": 1, "a": 2}',
+            b"   ",
+            b"\t",
+        ]
+    ),
 )
 
 
@@ -169,7 +297,12 @@ def check_line(raw: bytes, max_bytes: int = 1_000_000):
     parsed, errors = parse_line(record, TOOLS, "train")
     assert (parsed is None) == bool(errors), (parsed, errors)
     for e in errors:
-        assert isinstance(e, FieldError) and isinstance(e.field, str) and isinstance(e.message, str) and e.message
+        assert (
+            isinstance(e, FieldError)
+            and isinstance(e.field, str)
+            and isinstance(e.message, str)
+            and e.message
+        )
         head = e.field.split(".")[0].split("[")[0]
         assert e.field == "" or head in TOP_LEVEL or head in (record if isinstance(record, dict) else {}), e
     if parsed is not None:
@@ -219,11 +352,32 @@ def check_score_case(expected, output: str, tools, stopped):
 gold_messages = st.one_of(
     st.none(),
     st.just({"role": "assistant", "content": "It is in stock."}),
-    st.builds(lambda sku, q: {"role": "assistant", "content": None, "tool_calls": [
-        {"type": "function", "function": {"name": "create_order", "arguments": json.dumps({"sku": sku, "quantity": q})}}]},
-        text, st.integers(-2, 5)),
-    st.builds(lambda sku: {"role": "assistant", "tool_calls": [
-        {"function": {"name": "check_inventory", "arguments": {"sku": sku}}, "optional": ["sku"]}]}, text),
+    st.builds(
+        lambda sku, q: {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "create_order",
+                        "arguments": json.dumps({"sku": sku, "quantity": q}),
+                    },
+                }
+            ],
+        },
+        text,
+        st.integers(-2, 5),
+    ),
+    st.builds(
+        lambda sku: {
+            "role": "assistant",
+            "tool_calls": [
+                {"function": {"name": "check_inventory", "arguments": {"sku": sku}}, "optional": ["sku"]}
+            ],
+        },
+        text,
+    ),
     json_values,
 )
 tool_lists = st.one_of(st.none(), st.just(TOOLS), st.lists(json_values, max_size=3))
@@ -234,10 +388,35 @@ tool_name_sets = st.one_of(st.none(), st.just(TOOL_NAMES), st.sets(text, max_siz
 
 # JSON text no serializer should have to survive: the parser or a field must refuse it with a 4xx
 HOSTILE_JSON = [
-    "1e999", "-1e999", "NaN", "Infinity", "-Infinity", "99999999999999999999", "-99999999999999999999",
-    "18446744073709551616", "1e20", "1.5", "-1", "0", "true", "null", "[]", "{}", '"\\ud800"', '"\\udfff x"',
-    '"\\u0000"', '"99999999999999999999"', '"1e999"', '"abc"', '""', "[1e999]", '{"a": NaN}', '[null]', '[[1]]',
-    '{"role": "assistant", "content": "\\ud800"}', '"' + "x" * 5000 + '"',
+    "1e999",
+    "-1e999",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "99999999999999999999",
+    "-99999999999999999999",
+    "18446744073709551616",
+    "1e20",
+    "1.5",
+    "-1",
+    "0",
+    "true",
+    "null",
+    "[]",
+    "{}",
+    '"\\ud800"',
+    '"\\udfff x"',
+    '"\\u0000"',
+    '"99999999999999999999"',
+    '"1e999"',
+    '"abc"',
+    '""',
+    "[1e999]",
+    '{"a": NaN}',
+    "[null]",
+    "[[1]]",
+    '{"role": "assistant", "content": "\\ud800"}',
+    '"' + "x" * 5000 + '"',
 ]
 hostile_json_values = st.one_of(
     st.sampled_from(HOSTILE_JSON),
@@ -246,7 +425,9 @@ hostile_json_values = st.one_of(
     st.integers(95, 3000).map(lambda n: '{"a": ' * n + "1" + "}" * n),
 )
 hostile_whole_bodies = st.one_of(
-    st.sampled_from(["", "[", "{", "[]", '"x"', "1e999", "NaN", "[" * 100_000 + "]" * 100_000, "\ufeff{}", "{,}"]),
+    st.sampled_from(
+        ["", "[", "{", "[]", '"x"', "1e999", "NaN", "[" * 100_000 + "]" * 100_000, "\ufeff{}", "{,}"]
+    ),
     st.text(max_size=20),
 )
 
@@ -265,15 +446,39 @@ def hostile_bodies(draw, base: dict, extra_keys=()) -> str:
 
 # query values for list filters (a test client cannot send a lone surrogate in a URL)
 hostile_query_values = st.one_of(
-    st.sampled_from(["99999999999999999999", "-99999999999999999999", "1e999", "NaN", "inf", "-1", "0", "1.5", "",
-                     " ", "abc", "2024-13-45", "2024-01-01T00:00:00+17:34", "1,2", "true", "None", "\x00", "9" * 400,
-                     "%ff", "[1]"]),
+    st.sampled_from(
+        [
+            "99999999999999999999",
+            "-99999999999999999999",
+            "1e999",
+            "NaN",
+            "inf",
+            "-1",
+            "0",
+            "1.5",
+            "",
+            " ",
+            "abc",
+            "2024-13-45",
+            "2024-01-01T00:00:00+17:34",
+            "1,2",
+            "true",
+            "None",
+            "\x00",
+            "9" * 400,
+            "%ff",
+            "[1]",
+        ]
+    ),
     st.text(st.characters(exclude_categories=("Cs",)), max_size=12),
 )
 hostile_cursors = st.one_of(
-    st.builds(lambda p, o, r: base64.b64encode(f"p={p}&o={o}&r={r}".encode("utf-8", "surrogatepass")).decode(),
-              st.one_of(hostile_query_values, st.text(max_size=8)), st.sampled_from(["0", "1", "-1", "9" * 30, "x"]),
-              st.sampled_from(["0", "1", "x"])),
+    st.builds(
+        lambda p, o, r: base64.b64encode(f"p={p}&o={o}&r={r}".encode("utf-8", "surrogatepass")).decode(),
+        st.one_of(hostile_query_values, st.text(max_size=8)),
+        st.sampled_from(["0", "1", "-1", "9" * 30, "x"]),
+        st.sampled_from(["0", "1", "x"]),
+    ),
     st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()),
     hostile_query_values,
 )

@@ -42,14 +42,16 @@ def build_world(make_user) -> World:
     users = {}
     for role, project in (("annotator", a), ("lead", a), ("admin", a), ("outsider", b)):
         users[role] = make_user(f"sf-{role}")
-        Membership.objects.create(user=users[role], project=project,
-                                  role={"outsider": Role.ADMIN}.get(role, role))
+        Membership.objects.create(
+            user=users[role], project=project, role={"outsider": Role.ADMIN}.get(role, role)
+        )
     for project, annotator in ((a, users["annotator"]), (b, users["outsider"])):
         seed_default_taxonomy(project)
         for i in range(2):
             _, responses = make_conversation(project, i + (0 if project is a else 100), n_responses=2)
-            Label.objects.create(response=responses[0], annotator=annotator, verdict="unreasonable",
-                                 status=Status.SUBMITTED)
+            Label.objects.create(
+                response=responses[0], annotator=annotator, verdict="unreasonable", status=Status.SUBMITTED
+            )
     return World(
         tokens={role: Token.objects.create(user=user).key for role, user in users.items()},
         member_of={role: {b.pk} if role == "outsider" else {a.pk} for role in users},
@@ -119,16 +121,28 @@ def _run(world: World, max_examples: int, roles, rotate: bool, only: str) -> dic
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 (collected, reported together)
                 text = str(exc).strip().splitlines()
                 text = text[:12] + [line.strip() for line in text[12:] if "curl " in line]  # the reproduction
-                counts["failures"].append({"operation": f"{op.method.upper()} {op.path}", "role": role,
-                                           "error": type(exc).__name__, "detail": "\n".join(text)})
+                counts["failures"].append(
+                    {
+                        "operation": f"{op.method.upper()} {op.path}",
+                        "role": role,
+                        "error": type(exc).__name__,
+                        "detail": "\n".join(text),
+                    }
+                )
     return counts
 
 
 def _fuzz(strategy, role, world, max_examples, counts):
     headers = {"Authorization": f"Token {world.tokens[role]}"}
 
-    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=strategy)
     def check(case):
         response = case.call(headers=headers)

@@ -20,6 +20,7 @@ scipy_optimize = pytest.importorskip("scipy.optimize")
 
 # --- Cohen's kappa ------------------------------------------------------------------------------
 
+
 def test_kappa_textbook_example():
     # 50 proposals, two readers: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no -> p_o 0.7, p_e 0.5, kappa 0.4
     k = ag.cohen_kappa({("y", "y"): 20, ("y", "n"): 5, ("n", "y"): 10, ("n", "n"): 15})
@@ -88,8 +89,12 @@ def test_alpha_matches_krippendorff_package_with_missing_data(seed):
     rows = []
     for _ in range(n_raters):
         skill = rng.uniform(0.3, 0.95)
-        rows.append([None if rng.random() < 0.35 else (t if rng.random() < skill else rng.randrange(k))
-                     for t in truth])
+        rows.append(
+            [
+                None if rng.random() < 0.35 else (t if rng.random() < skill else rng.randrange(k))
+                for t in truth
+            ]
+        )
     ours = ag.krippendorff_alpha_nominal(rows)
     try:
         theirs = _package_alpha(rows)
@@ -137,6 +142,7 @@ def test_binary_compositions_per_category_match_package():
 
 # --- Wilson interval ----------------------------------------------------------------------------
 
+
 def test_wilson_interval_known_values():
     lo, hi = ag.wilson_interval(5, 10)
     assert (round(lo, 4), round(hi, 4)) == (0.2366, 0.7634)
@@ -146,6 +152,7 @@ def test_wilson_interval_known_values():
 
 
 # --- Bradley-Terry ------------------------------------------------------------------------------
+
 
 def _wins(k, comparisons):
     w = np.zeros((k, k))
@@ -238,7 +245,9 @@ def test_bootstrap_interval_contains_estimate_is_deterministic_and_shrinks_with_
     for s in a:
         assert s.low <= s.rating <= s.high
     wide = np.mean([s.high - s.low for s in a])
-    narrow = np.mean([s.high - s.low for s in ag.bradley_terry_bootstrap(many, prior=1.0, samples=400, seed=5)])
+    narrow = np.mean(
+        [s.high - s.low for s in ag.bradley_terry_bootstrap(many, prior=1.0, samples=400, seed=5)]
+    )
     assert narrow < wide / 3  # 20x the data: about sqrt(20) ~ 4.5x narrower
     assert ag.expected_win_probability(1.0, 1.0) == 0.5
 

@@ -35,16 +35,24 @@ def test_correction_tool_calls_are_checked_against_the_tool_schema(api, members,
     client = api(members["annotator"])
     task = next_task(client)
     cat = TaxonomyCategory.objects.filter(project=queue, parent__isnull=False).first().pk
-    bad = {"verdict": "unreasonable", "categories": [cat], "correction_tool_calls": [
-        {"name": "create_order", "arguments": {"sku": "A-1", "quantity": "2"}}]}
+    bad = {
+        "verdict": "unreasonable",
+        "categories": [cat],
+        "correction_tool_calls": [{"name": "create_order", "arguments": {"sku": "A-1", "quantity": "2"}}],
+    }
     response = submit(client, task, bad)
     assert response.status_code == 400
-    assert response.json() == {"correction.tool_calls[0].function.arguments.quantity": ["'2' is not of type 'integer'"]}
+    assert response.json() == {
+        "correction.tool_calls[0].function.arguments.quantity": ["'2' is not of type 'integer'"]
+    }
 
     unknown = {**bad, "correction_tool_calls": [{"name": "refund", "arguments": {}}]}
     assert "unknown tool 'refund'" in str(submit(client, task, unknown).json())
 
-    good = {**bad, "correction_tool_calls": [{"name": "create_order", "arguments": {"sku": "A-1", "quantity": 2}}]}
+    good = {
+        **bad,
+        "correction_tool_calls": [{"name": "create_order", "arguments": {"sku": "A-1", "quantity": 2}}],
+    }
     response = submit(client, task, good)
     assert response.status_code == 200, response.content
     stored = Correction.objects.get(label_id=response.json()["label"]).message
@@ -74,21 +82,27 @@ def test_reason_required_when_the_project_says_so(api, members, queue):
     client = api(members["annotator"])
     response = submit(client, next_task(client, "compare"), {"choice": "a"})
     assert response.status_code == 400 and response.json() == {
-        "reason": ["This project asks for a reason with every choice."]}
+        "reason": ["This project asks for a reason with every choice."]
+    }
 
 
-def test_submitted_label_needs_a_verdict_and_categories_of_the_same_project(api, members, queue, other_project):
+def test_submitted_label_needs_a_verdict_and_categories_of_the_same_project(
+    api, members, queue, other_project
+):
     from annotator.taxonomy import seed_default_taxonomy
 
     client = api(members["annotator"])
     task = next_task(client)
     response = submit(client, task, {})
-    assert response.status_code == 400 and response.json() == {"verdict": ["Choose reasonable or unreasonable."]}
+    assert response.status_code == 400 and response.json() == {
+        "verdict": ["Choose reasonable or unreasonable."]
+    }
     seed_default_taxonomy(other_project)
     foreign = TaxonomyCategory.objects.filter(project=other_project).first()
     response = submit(client, task, {"verdict": "reasonable", "categories": [foreign.pk]})
     assert response.status_code == 400 and response.json() == {
-        "categories": ["Some categories are not active categories of this project."]}
+        "categories": ["Some categories are not active categories of this project."]
+    }
 
 
 def test_review_flow_reject_then_fix_then_approve(api, members, queue):
@@ -97,8 +111,11 @@ def test_review_flow_reject_then_fix_then_approve(api, members, queue):
     label = Label.objects.get(pk=submit(annotator, task, {"verdict": "reasonable"}).json()["label"])
     response = lead.post("/api/reviews/", {"label": label.pk, "decision": "reject"}, format="json")
     assert response.status_code == 400 and "comment" in response.json()
-    response = lead.post("/api/reviews/", {"label": label.pk, "decision": "reject",
-                                           "comment": "Also tick Wrong arguments."}, format="json")
+    response = lead.post(
+        "/api/reviews/",
+        {"label": label.pk, "decision": "reject", "comment": "Also tick Wrong arguments."},
+        format="json",
+    )
     assert response.status_code == 201
     label.refresh_from_db()
     assert label.status == Status.REJECTED
@@ -106,7 +123,10 @@ def test_review_flow_reject_then_fix_then_approve(api, members, queue):
     reviews = annotator.get("/api/reviews/").json()["results"]
     assert [r["comment"] for r in reviews] == ["Also tick Wrong arguments."]
     assert submit(annotator, task, {"verdict": "reasonable", "note": "fixed"}).status_code == 200
-    assert lead.post("/api/reviews/", {"label": label.pk, "decision": "approve"}, format="json").status_code == 201
+    assert (
+        lead.post("/api/reviews/", {"label": label.pk, "decision": "approve"}, format="json").status_code
+        == 201
+    )
     label.refresh_from_db()
     assert label.status == Status.APPROVED
     # approved is final for the annotator
@@ -115,7 +135,9 @@ def test_review_flow_reject_then_fix_then_approve(api, members, queue):
 
 
 def test_drafts_cannot_be_reviewed(api, members, label):
-    response = api(members["lead"]).post("/api/reviews/", {"label": label.pk, "decision": "approve"}, format="json")
+    response = api(members["lead"]).post(
+        "/api/reviews/", {"label": label.pk, "decision": "approve"}, format="json"
+    )
     assert response.status_code == 400
 
 
@@ -123,15 +145,20 @@ def test_responses_from_raw_text_are_parsed(api, members, project):
     conv, _ = make_conversation(project, 5, n_responses=0)
     mv = ModelVersion.objects.get(project=project)
     raw = '<think>need stock</think><tool_call>{"name": "check_inventory", "arguments": "{\\"sku\\": \\"A-5\\"}"}</tool_call>'
-    response = api(members["admin"]).post("/api/responses/", {"conversation": conv.pk, "model_version": mv.pk,
-                                                               "context_length": 1, "raw_text": raw}, format="json")
+    response = api(members["admin"]).post(
+        "/api/responses/",
+        {"conversation": conv.pk, "model_version": mv.pk, "context_length": 1, "raw_text": raw},
+        format="json",
+    )
     assert response.status_code == 201, response.content
     message = response.json()["message"]
     assert message["reasoning"] == "need stock"
     assert message["tool_calls"][0]["function"] == {"name": "check_inventory", "arguments": '{"sku": "A-5"}'}
 
 
-def test_list_endpoints_use_a_constant_number_of_queries(api, members, project, django_assert_max_num_queries):
+def test_list_endpoints_use_a_constant_number_of_queries(
+    api, members, project, django_assert_max_num_queries
+):
     for i in range(30):
         _, (r,) = make_conversation(project, 100 + i)
         Label.objects.create(response=r, annotator=members["annotator"], verdict="reasonable")

@@ -70,26 +70,50 @@ class Builder:
     def conversation(self, split="train"):
         n = next(SEQ)
         msgs = [{"role": "user", "content": f"Is A-{n} in stock?"}]
-        return Conversation.objects.create(project=self.project, external_id=f"d-{n}", messages=msgs,
-                                           content_hash=content_hash(msgs, n), split=split)
+        return Conversation.objects.create(
+            project=self.project,
+            external_id=f"d-{n}",
+            messages=msgs,
+            content_hash=content_hash(msgs, n),
+            split=split,
+        )
 
     def response(self, mv, conv=None, split="train"):
         conv = conv or self.conversation(split)
         n = next(SEQ)
         msg = {"role": "assistant", "content": f"Reply {n}"}
-        return ModelResponse.objects.create(conversation=conv, model_version=mv, context_length=1, message=msg,
-                                            response_hash=content_hash(msg, n))
+        return ModelResponse.objects.create(
+            conversation=conv,
+            model_version=mv,
+            context_length=1,
+            message=msg,
+            response_hash=content_hash(msg, n),
+        )
 
     def label(self, response, user, verdict, cats=(), status="submitted", day=DAY1, seconds=30, note=""):
-        label = Label.objects.create(response=response, annotator=user, verdict=verdict, status=status,
-                                     time_spent_ms=seconds * 1000, note=note,
-                                     submitted_at=None if status == "draft" else at(day))
+        label = Label.objects.create(
+            response=response,
+            annotator=user,
+            verdict=verdict,
+            status=status,
+            time_spent_ms=seconds * 1000,
+            note=note,
+            submitted_at=None if status == "draft" else at(day),
+        )
         label.categories.set(cats)
         return label
 
     def prefer(self, a, b, user, choice, left="a", status="submitted", day=DAY1, seconds=0):
-        return Preference.objects.create(response_a=a, response_b=b, annotator=user, choice=choice, left_side=left,
-                                         status=status, submitted_at=at(day), time_spent_ms=seconds * 1000)
+        return Preference.objects.create(
+            response_a=a,
+            response_b=b,
+            annotator=user,
+            choice=choice,
+            left_side=left,
+            status=status,
+            submitted_at=at(day),
+            time_spent_ms=seconds * 1000,
+        )
 
 
 def cat(project, name):
@@ -97,6 +121,7 @@ def cat(project, name):
 
 
 # --- the badcase overview -----------------------------------------------------------------------
+
 
 @pytest.fixture
 def overview_world(project, members, make_user):
@@ -116,8 +141,18 @@ def overview_world(project, members, make_user):
         "L8": b.label(b.response(v2), a1, R, status="rejected", day=DAY3),
         "L9": b.label(b.response(v2), a1, U, [rep], status="draft"),
     }
-    return {"v1": v1, "v2": v2, "a1": a1, "a2": a2, "tn": tn, "wa": wa, "rep": rep, "labels": labels,
-            "tool_use": cat(project, "Tool use"), "format": cat(project, "Format")}
+    return {
+        "v1": v1,
+        "v2": v2,
+        "a1": a1,
+        "a2": a2,
+        "tn": tn,
+        "wa": wa,
+        "rep": rep,
+        "labels": labels,
+        "tool_use": cat(project, "Tool use"),
+        "format": cat(project, "Format"),
+    }
 
 
 def by_name(rows, key="name"):
@@ -149,11 +184,17 @@ def test_overview_counts_rates_tree_and_pareto(project, overview_world):
     assert cats["Tool use"]["rate"] == pytest.approx(3 / 7)
     assert cats["Tool use"]["by_model"][str(w["v1"].pk)] == {"badcases": 2, "rate": pytest.approx(2 / 4)}
     assert cats["Wrong arguments"]["by_model"][str(w["v2"].pk)]["rate"] == pytest.approx(1 / 3)
-    assert [c["name"] for c in data["drill"]["rows"]][:2] == ["Tool use", "Format"]  # top level, biggest first
+    assert [c["name"] for c in data["drill"]["rows"]][:2] == [
+        "Tool use",
+        "Format",
+    ]  # top level, biggest first
 
     pareto = data["pareto"]
     assert [(p["name"], p["badcases"]) for p in pareto] == [
-        ("Tool not called", 2), ("Wrong arguments", 2), ("Repetition", 1)]
+        ("Tool not called", 2),
+        ("Wrong arguments", 2),
+        ("Repetition", 1),
+    ]
     assert [p["cumulative"] for p in pareto] == [pytest.approx(0.4), pytest.approx(0.8), pytest.approx(1.0)]
     assert pareto[0]["root_cause"]  # the taxonomy's root cause and fix travel with the bar
 
@@ -167,10 +208,16 @@ def test_overview_over_time_by_day_and_week(project, overview_world):
     assert (rows[DAY1]["labels"], rows[DAY1]["badcases"]) == (2, 2)
     assert (rows[DAY2]["labels"], rows[DAY2]["badcases"]) == (2, 1)
     assert rows[DAY1 + dt.timedelta(days=3)]["labels"] == 0
-    assert rows[DAY3]["by_model"][str(w["v2"].pk)] == {"labels": 3, "badcases": 1, "rate": pytest.approx(1 / 3)}
+    assert rows[DAY3]["by_model"][str(w["v2"].pk)] == {
+        "labels": 3,
+        "badcases": 1,
+        "rate": pytest.approx(1 / 3),
+    }
     weeks = overview(project, Filters(bucket="week"))["over_time"]["rows"]
     assert [(r["start"], r["end"], r["labels"], r["badcases"]) for r in weeks] == [
-        (DAY1, DAY1 + dt.timedelta(days=6), 4, 3), (DAY3, DAY3 + dt.timedelta(days=6), 3, 1)]
+        (DAY1, DAY1 + dt.timedelta(days=6), 4, 3),
+        (DAY3, DAY3 + dt.timedelta(days=6), 3, 1),
+    ]
     assert overview(project, Filters())["over_time"]["bucket"] == "day"  # short span: auto picks days
 
 
@@ -181,21 +228,27 @@ def test_overview_category_scope_drills_down(project, overview_world):
     assert data["totals"]["badcases"] == 3  # L1, L2, L5
     assert by_name(data["by_model"])["v1"]["badcases"] == 2
     drill = [c["name"] for c in data["drill"]["rows"]]
-    assert drill[:2] == ["Tool not called", "Wrong arguments"]  # the children of the scoped node, biggest first
+    assert drill[:2] == [
+        "Tool not called",
+        "Wrong arguments",
+    ]  # the children of the scoped node, biggest first
     assert set(drill) == {c.name for c in w["tool_use"].children.all()}
     assert {p["name"] for p in data["pareto"]} == {"Tool not called", "Wrong arguments"}
     assert data["drill"]["path"] == "Tool use"
 
 
-@pytest.mark.parametrize("filters, labels, badcases", [
-    ({"model": "v2"}, 3, 1),
-    ({"from": DAY3.isoformat()}, 3, 1),
-    ({"to": DAY2.isoformat()}, 4, 3),
-    ({"annotator": "a2"}, 1, 0),
-    ({"split": "eval"}, 1, 1),
-    ({"status": "all"}, 8, 4),
-    ({"status": "rejected"}, 1, 0),
-])
+@pytest.mark.parametrize(
+    "filters, labels, badcases",
+    [
+        ({"model": "v2"}, 3, 1),
+        ({"from": DAY3.isoformat()}, 3, 1),
+        ({"to": DAY2.isoformat()}, 4, 3),
+        ({"annotator": "a2"}, 1, 0),
+        ({"split": "eval"}, 1, 1),
+        ({"status": "all"}, 8, 4),
+        ({"status": "rejected"}, 1, 0),
+    ],
+)
 def test_overview_filters(project, overview_world, filters, labels, badcases):
     w = overview_world
     ids = {"v2": w["v2"].pk, "a2": w["a2"].pk}
@@ -205,19 +258,39 @@ def test_overview_filters(project, overview_world, filters, labels, badcases):
 
 
 def test_filter_parsing_round_trip_and_errors():
-    f = Filters.parse({"model": "3,1", "from": "2026-01-02", "to": "2026-02-01", "annotator": "7",
-                         "split": "eval", "status": "approved,rejected", "bucket": "week", "category": "9"},
-                        strict=True)
+    f = Filters.parse(
+        {
+            "model": "3,1",
+            "from": "2026-01-02",
+            "to": "2026-02-01",
+            "annotator": "7",
+            "split": "eval",
+            "status": "approved,rejected",
+            "bucket": "week",
+            "category": "9",
+        },
+        strict=True,
+    )
     assert f.models == (1, 3) and f.statuses == ("approved", "rejected")
     assert Filters.parse(parse_qs(f.query()) and {k: v[0] for k, v in parse_qs(f.query()).items()}) == f
     with pytest.raises(FilterError) as exc:
-        Filters.parse({"model": "x", "from": "yesterday", "status": "draft", "split": "nope",
-                         "from_": "", "to": "2020-01-01"}, strict=True)
+        Filters.parse(
+            {
+                "model": "x",
+                "from": "yesterday",
+                "status": "draft",
+                "split": "nope",
+                "from_": "",
+                "to": "2020-01-01",
+            },
+            strict=True,
+        )
     assert set(exc.value.errors) >= {"model", "from", "status", "split"}
     assert Filters.parse({"status": "draft"}).statuses == DEFAULT_STATUSES  # lenient: dropped
 
 
 # --- every chart element leads to the cases behind it -------------------------------------------
+
 
 def _total(client, href):
     response = client.get(href)
@@ -227,8 +300,12 @@ def _total(client, href):
 
 def test_every_overview_link_lists_exactly_the_counted_cases(client, project, members, overview_world):
     client.force_login(members[Role.LEAD])
-    for query in ("", f"?category={overview_world['tool_use'].pk}", f"?model={overview_world['v1'].pk}&bucket=week",
-                  f"?from={DAY2}&to={DAY3}"):
+    for query in (
+        "",
+        f"?category={overview_world['tool_use'].pk}",
+        f"?model={overview_world['v1'].pk}&bucket=week",
+        f"?from={DAY2}&to={DAY3}",
+    ):
         response = client.get(f"/p/{project.slug}/dashboards/{query}")
         assert response.status_code == 200
         checked = 0
@@ -241,8 +318,11 @@ def test_every_overview_link_lists_exactly_the_counted_cases(client, project, me
                         expected = data["by_model"][i]["badcases"]
                     elif chart["id"] == "over-time":
                         row = data["over_time"]["rows"][i]
-                        key = None if ds["label"] == "all versions" else next(
-                            str(m["id"]) for m in data["models"] if m["name"] == ds["label"])
+                        key = (
+                            None
+                            if ds["label"] == "all versions"
+                            else next(str(m["id"]) for m in data["models"] if m["name"] == ds["label"])
+                        )
                         expected = row["badcases"] if key is None else row["by_model"][key]["badcases"]
                     else:
                         expected = ds["data"][i]
@@ -259,12 +339,16 @@ def test_every_overview_link_lists_exactly_the_counted_cases(client, project, me
 def test_cases_page_lists_labels_with_context(client, project, members, overview_world):
     w = overview_world
     client.force_login(members[Role.LEAD])
-    response = client.get(f"/p/{project.slug}/dashboards/cases/?category={w['tool_use'].pk}&verdict=unreasonable")
+    response = client.get(
+        f"/p/{project.slug}/dashboards/cases/?category={w['tool_use'].pk}&verdict=unreasonable"
+    )
     assert response.context["result"]["total"] == 3
     html = response.content.decode()
     assert "Tool not called" in html and "category “Tool use” (or a subcategory)" in html
     assert f"/p/{project.slug}/conversations/" in html
-    direct = client.get(f"/p/{project.slug}/dashboards/cases/?category={w['wa'].pk}&direct=1&verdict=unreasonable")
+    direct = client.get(
+        f"/p/{project.slug}/dashboards/cases/?category={w['wa'].pk}&direct=1&verdict=unreasonable"
+    )
     assert direct.context["result"]["total"] == 2
 
 
@@ -273,9 +357,15 @@ def test_case_totals_from_rollups_equal_the_label_count_and_pages_keep_their_ord
     over the labels; its rows (found per status) must be the newest-first slice of the same labels."""
     w = overview_world
     users = set(Label.objects.filter(project=project).values_list("annotator_id", flat=True))
-    filters = [Filters(), Filters(statuses=COUNTED_STATUSES), Filters(split="eval"),
-               Filters(models=(w["v2"].pk,)), Filters(date_from=DAY2), Filters(date_to=DAY2),
-               Filters(statuses=("rejected",))] + [Filters(annotator=u) for u in users]
+    filters = [
+        Filters(),
+        Filters(statuses=COUNTED_STATUSES),
+        Filters(split="eval"),
+        Filters(models=(w["v2"].pk,)),
+        Filters(date_from=DAY2),
+        Filters(date_to=DAY2),
+        Filters(statuses=("rejected",)),
+    ] + [Filters(annotator=u) for u in users]
     cats = [(w["tool_use"].pk, False), (w["wa"].pk, True), (w["wa"].pk, False)]
     served = 0
     for f in filters:
@@ -292,7 +382,7 @@ def test_case_totals_from_rollups_equal_the_label_count_and_pages_keep_their_ord
                 for page in range(1, -(-len(want) // per_page) + 1):
                     got = [r["label"] for r in case_page(project, f, c, page, per_page)["rows"]]
                     if want:
-                        assert got == want[(page - 1) * per_page: page * per_page], (f, c, page, per_page)
+                        assert got == want[(page - 1) * per_page : page * per_page], (f, c, page, per_page)
     assert served > 30
 
 
@@ -303,9 +393,15 @@ VERDICTS = {  # annotator -> verdict per response r1..r6 (None: did not judge it
     "a2": [U, R, R, R, U, None],
     "a3": [U, None, R, U, R, R],
 }
-CATEGORY_CHOICES = {("a1", 0): ["Tool not called"], ("a2", 0): ["Tool not called", "Wrong arguments"],
-                    ("a3", 0): ["Tool not called"], ("a1", 1): ["Wrong arguments"], ("a1", 4): ["Repetition"],
-                    ("a2", 4): ["Repetition"], ("a3", 3): ["Tool not called"]}
+CATEGORY_CHOICES = {
+    ("a1", 0): ["Tool not called"],
+    ("a2", 0): ["Tool not called", "Wrong arguments"],
+    ("a3", 0): ["Tool not called"],
+    ("a1", 1): ["Wrong arguments"],
+    ("a1", 4): ["Repetition"],
+    ("a2", 4): ["Repetition"],
+    ("a3", 3): ["Tool not called"],
+}
 CHOICES = [  # (a's version, annotators' choices) for five compared pairs
     ("v1", {"a1": "a", "a2": "a", "a3": "b"}),
     ("v2", {"a1": "tie", "a2": "tie"}),
@@ -360,8 +456,10 @@ def _matrix(users, rows):
 def test_agreement_matches_independent_implementations(project, team_world):
     data = agreement(project, Filters())
     coded = {u: [None if v is None else int(v == U) for v in vs] for u, vs in VERDICTS.items()}
-    expected = krippendorff.alpha(reliability_data=np.array(_matrix(["a1", "a2", "a3"], coded), dtype=float),
-                                  level_of_measurement="nominal")
+    expected = krippendorff.alpha(
+        reliability_data=np.array(_matrix(["a1", "a2", "a3"], coded), dtype=float),
+        level_of_measurement="nominal",
+    )
     assert data["verdict"]["alpha"] == pytest.approx(expected)
     assert data["verdict"]["units"] == 6 and data["verdict"]["values"] == 16
     assert data["verdict"]["units_by_judges"] == {2: 2, 3: 4}
@@ -370,7 +468,9 @@ def test_agreement_matches_independent_implementations(project, team_world):
     pairs = {(names[p["a"]], names[p["b"]]): p for p in data["pairs"]}
     for (x, y), p in pairs.items():
         shared = [i for i in range(6) if VERDICTS[x][i] and VERDICTS[y][i]]
-        theirs = sklearn_metrics.cohen_kappa_score([VERDICTS[x][i] for i in shared], [VERDICTS[y][i] for i in shared])
+        theirs = sklearn_metrics.cohen_kappa_score(
+            [VERDICTS[x][i] for i in shared], [VERDICTS[y][i] for i in shared]
+        )
         assert p["items"] == len(shared)
         assert p["kappa"] == pytest.approx(theirs)
         assert p["disagreements"] == sum(VERDICTS[x][i] != VERDICTS[y][i] for i in shared)
@@ -379,10 +479,17 @@ def test_agreement_matches_independent_implementations(project, team_world):
     # per category: "chose it" yes/no on every judged item, missing where the annotator did not judge
     cats = by_name(data["categories"])
     for name in ("Tool not called", "Wrong arguments", "Repetition"):
-        rows = {u: [None if VERDICTS[u][i] is None else int(name in CATEGORY_CHOICES.get((u, i), []))
-                    for i in range(6)] for u in VERDICTS}
-        theirs = krippendorff.alpha(reliability_data=np.array(_matrix(["a1", "a2", "a3"], rows), dtype=float),
-                                    level_of_measurement="nominal")
+        rows = {
+            u: [
+                None if VERDICTS[u][i] is None else int(name in CATEGORY_CHOICES.get((u, i), []))
+                for i in range(6)
+            ]
+            for u in VERDICTS
+        }
+        theirs = krippendorff.alpha(
+            reliability_data=np.array(_matrix(["a1", "a2", "a3"], rows), dtype=float),
+            level_of_measurement="nominal",
+        )
         assert cats[name]["alpha"] == pytest.approx(theirs), name
     assert cats["Repetition"]["split_units"] == 1 and cats["Tool not called"]["split_units"] == 1
     assert cats["Wrong arguments"]["split_units"] == 2
@@ -391,8 +498,10 @@ def test_agreement_matches_independent_implementations(project, team_world):
     choice_rows = {u: [c.get(u) for _, c in CHOICES] for u in ("a1", "a2", "a3")}
     codes = {"a": 0, "b": 1, "tie": 2, "both_bad": 3}
     numeric = {u: [None if v is None else codes[v] for v in vs] for u, vs in choice_rows.items()}
-    theirs = krippendorff.alpha(reliability_data=np.array(_matrix(["a1", "a2", "a3"], numeric), dtype=float),
-                                level_of_measurement="nominal")
+    theirs = krippendorff.alpha(
+        reliability_data=np.array(_matrix(["a1", "a2", "a3"], numeric), dtype=float),
+        level_of_measurement="nominal",
+    )
     assert data["preferences"]["alpha"] == pytest.approx(theirs)
     assert data["preferences"]["units"] == 2
 
@@ -436,7 +545,13 @@ def test_model_versions_win_rates_ratings_and_lineage(project, team_world):
     data = model_comparison(project, Filters())
     idx = {v["name"]: i for i, v in enumerate(data["versions"])}
     cell = data["matrix"][idx["v1"]][idx["v2"]]
-    assert (cell["wins"], cell["losses"], cell["ties"], cell["both_bad"], cell["comparisons"]) == (3, 2, 3, 1, 8)
+    assert (cell["wins"], cell["losses"], cell["ties"], cell["both_bad"], cell["comparisons"]) == (
+        3,
+        2,
+        3,
+        1,
+        8,
+    )
     assert cell["win_rate"] == pytest.approx((3 + 1.5) / 8)
     assert cell["decisive_win_rate"] == pytest.approx(3 / 5)
     back = data["matrix"][idx["v2"]][idx["v1"]]
@@ -458,7 +573,9 @@ def test_model_versions_win_rates_ratings_and_lineage(project, team_world):
     assert data["evaluation"]["suite"] is None  # no finished evaluation: the page says so
 
 
-def test_lineage_shows_each_versions_latest_evaluation_on_the_shared_suite(client, project, members, team_world):
+def test_lineage_shows_each_versions_latest_evaluation_on_the_shared_suite(
+    client, project, members, team_world
+):
     from django.apps import apps
 
     try:
@@ -467,17 +584,36 @@ def test_lineage_shows_each_versions_latest_evaluation_on_the_shared_suite(clien
     except LookupError:
         pytest.skip("the evaluation app has no runs yet")
     w = team_world
-    suite = suite_model.objects.create(project=project, name="held-out", version=1, source="gold", content_hash="x")
-    other = suite_model.objects.create(project=project, name="scratch", version=1, source="gold", content_hash="y")
+    suite = suite_model.objects.create(
+        project=project, name="held-out", version=1, source="gold", content_hash="x"
+    )
+    other = suite_model.objects.create(
+        project=project, name="scratch", version=1, source="gold", content_hash="y"
+    )
 
     def summary(value):
-        return {"n": 200, **{m: {"n": 200, "count": int(200 * value), "value": value, "se": 0.03}
-                             for m in ("tool_call_accuracy", "tool_name_accuracy", "tool_args_accuracy",
-                                       "response_quality")}}
+        return {
+            "n": 200,
+            **{
+                m: {"n": 200, "count": int(200 * value), "value": value, "se": 0.03}
+                for m in (
+                    "tool_call_accuracy",
+                    "tool_name_accuracy",
+                    "tool_args_accuracy",
+                    "response_quality",
+                )
+            },
+        }
 
     def run(mv, s, value, days_ago):
-        return run_model.objects.create(project=project, suite=s, model_version=mv, status="done",
-                                        summary=summary(value), finished_at=timezone.now() - dt.timedelta(days=days_ago))
+        return run_model.objects.create(
+            project=project,
+            suite=s,
+            model_version=mv,
+            status="done",
+            summary=summary(value),
+            finished_at=timezone.now() - dt.timedelta(days=days_ago),
+        )
 
     run(w["v1"], suite, 0.40, 5)
     run(w["v1"], suite, 0.45, 1)  # the latest run on the yardstick wins
@@ -491,11 +627,13 @@ def test_lineage_shows_each_versions_latest_evaluation_on_the_shared_suite(clien
     client.force_login(members[Role.LEAD])
     response = client.get(f"/p/{project.slug}/dashboards/models/")
     html = response.content.decode()
-    assert "no evaluation run has finished" not in html, html[html.find("No evaluation yet") - 300:][:600]
+    assert "no evaluation run has finished" not in html, html[html.find("No evaluation yet") - 300 :][:600]
     assert "70.0%" in html and "held-out v1" in html
     assert any(c["id"] == "eval-lineage" for c in response.context["charts"])
     header, rows = tables("models", data)["lineage"]
-    assert "tool_call_accuracy" in header and rows[1][header.index("tool_call_accuracy")] == pytest.approx(0.7)
+    assert "tool_call_accuracy" in header and rows[1][header.index("tool_call_accuracy")] == pytest.approx(
+        0.7
+    )
 
 
 def test_comparison_links_list_the_counted_preferences(client, project, members, team_world):
@@ -557,9 +695,14 @@ def test_api_is_for_leads_and_admins(api, project, members, endpoint):
 
 def test_empty_project_pages_render_their_empty_states(client, project, members):
     client.force_login(members[Role.LEAD])
-    texts = {"": "No labels match these filters", "annotators/": "No submitted work",
-             "agreement/": "No two annotators have judged the same item", "models/": "No evaluation yet",
-             "cases/": "No labels match", "comparisons/": "No comparisons match"}
+    texts = {
+        "": "No labels match these filters",
+        "annotators/": "No submitted work",
+        "agreement/": "No two annotators have judged the same item",
+        "models/": "No evaluation yet",
+        "cases/": "No labels match",
+        "comparisons/": "No comparisons match",
+    }
     for page, text in texts.items():
         response = client.get(f"/p/{project.slug}/dashboards/{page}")
         assert response.status_code == 200
@@ -610,8 +753,17 @@ def test_page_csv_links_resolve(client, project, members, overview_world):
     for href in links:
         rows = _csv(client.get(href.replace("&amp;", "&")))
         assert len(rows) > 1
-    over_time = _csv(client.get(f"/api/projects/{project.slug}/dashboards/overview/over_time.csv?bucket=week"))
-    assert over_time[1] == [DAY1.isoformat(), (DAY1 + dt.timedelta(days=6)).isoformat(), "all", "4", "3", "0.75"]
+    over_time = _csv(
+        client.get(f"/api/projects/{project.slug}/dashboards/overview/over_time.csv?bucket=week")
+    )
+    assert over_time[1] == [
+        DAY1.isoformat(),
+        (DAY1 + dt.timedelta(days=6)).isoformat(),
+        "all",
+        "4",
+        "3",
+        "0.75",
+    ]
 
 
 def test_cases_and_comparisons_csv(client, project, members, team_world):
@@ -633,6 +785,7 @@ def test_nav_link_for_leads_only(client, project, members):
 
 # --- constant query counts, cache ---------------------------------------------------------------
 
+
 def _grow(project, members, make_user, scale):
     """More of everything: annotators, versions, labels, categories on them, preferences, skips, gold."""
     b = Builder(project)
@@ -646,8 +799,14 @@ def _grow(project, members, make_user, scale):
         first, second = b.response(versions[i % 3], conv), b.response(versions[(i + 1) % 3], conv)
         for j, p in enumerate(people[: 2 + i % 3]):
             bad = (i + j) % 3 == 0
-            b.label(first, p, U if bad else R, leaves[(i + j) % len(leaves): (i + j) % len(leaves) + 1] if bad else [],
-                    day=DAY1 + dt.timedelta(days=i % 9), status=["submitted", "approved"][j % 2])
+            b.label(
+                first,
+                p,
+                U if bad else R,
+                leaves[(i + j) % len(leaves) : (i + j) % len(leaves) + 1] if bad else [],
+                day=DAY1 + dt.timedelta(days=i % 9),
+                status=["submitted", "approved"][j % 2],
+            )
             b.prefer(first, second, p, ["a", "b", "tie"][(i + j) % 3])
         task = Task.objects.create(project=project, kind="label", response=first)
         Skip.objects.create(task=task, annotator=people[-1])
@@ -656,8 +815,9 @@ def _grow(project, members, make_user, scale):
 
 
 @pytest.mark.parametrize("page", PAGES[:4])
-def test_queries_per_page_do_not_grow_with_data(client, project, members, make_user, overview_world, page,
-                                                django_assert_max_num_queries):
+def test_queries_per_page_do_not_grow_with_data(
+    client, project, members, make_user, overview_world, page, django_assert_max_num_queries
+):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -674,7 +834,9 @@ def test_queries_per_page_do_not_grow_with_data(client, project, members, make_u
         client.get(url + "?bucket=week")
 
 
-def test_api_queries_are_constant(api, project, members, make_user, overview_world, django_assert_max_num_queries):
+def test_api_queries_are_constant(
+    api, project, members, make_user, overview_world, django_assert_max_num_queries
+):
     client = api(members[Role.LEAD])
     _grow(project, members, make_user, 5)
     for endpoint in ("overview", "annotators", "agreement", "models"):
@@ -682,8 +844,9 @@ def test_api_queries_are_constant(api, project, members, make_user, overview_wor
             assert client.get(f"/api/projects/{project.slug}/dashboards/{endpoint}/").status_code == 200
 
 
-def test_short_lived_cache_and_recompute(client, project, members, overview_world, settings,
-                                         django_assert_max_num_queries):
+def test_short_lived_cache_and_recompute(
+    client, project, members, overview_world, settings, django_assert_max_num_queries
+):
     from django.core.cache import cache
 
     settings.DASHBOARD_CACHE_SECONDS = 60
@@ -718,15 +881,43 @@ def test_headline_counts_have_thousands_separators(client, project, members):
     """1,200 labels read "1,200", not "1200" (bulk rows, then the roll-ups rebuilt as after a bulk load)."""
     mv = ModelVersion.objects.create(project=project, name="bulk")
     user = members[Role.ANNOTATOR]
-    convs = Conversation.objects.bulk_create([
-        Conversation(project=project, external_id=f"k-{i}", messages=[{"role": "user", "content": str(i)}],
-                     content_hash=content_hash(i)) for i in range(1200)])
-    responses = ModelResponse.objects.bulk_create([
-        ModelResponse(conversation=c, model_version=mv, context_length=1, message={"role": "assistant", "content": "x"},
-                      response_hash=content_hash(c.pk)) for c in convs])
-    Label.objects.bulk_create([
-        Label(response=r, annotator=user, project=project, model_version=mv, verdict=R, status="submitted",
-              submitted_at=at(DAY1)) for r in responses])
+    convs = Conversation.objects.bulk_create(
+        [
+            Conversation(
+                project=project,
+                external_id=f"k-{i}",
+                messages=[{"role": "user", "content": str(i)}],
+                content_hash=content_hash(i),
+            )
+            for i in range(1200)
+        ]
+    )
+    responses = ModelResponse.objects.bulk_create(
+        [
+            ModelResponse(
+                conversation=c,
+                model_version=mv,
+                context_length=1,
+                message={"role": "assistant", "content": "x"},
+                response_hash=content_hash(c.pk),
+            )
+            for c in convs
+        ]
+    )
+    Label.objects.bulk_create(
+        [
+            Label(
+                response=r,
+                annotator=user,
+                project=project,
+                model_version=mv,
+                verdict=R,
+                status="submitted",
+                submitted_at=at(DAY1),
+            )
+            for r in responses
+        ]
+    )
     store.rebuild(project)
     client.force_login(members[Role.LEAD])
     page = client.get(f"/p/{project.slug}/dashboards/").content.decode()

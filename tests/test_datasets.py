@@ -42,7 +42,9 @@ def build(project, user, kind="sft", **data):
 
 
 def lines(snapshot):
-    return [json.loads(line) for line in Path(storage.media_path(snapshot.file.name)).read_text().splitlines()]
+    return [
+        json.loads(line) for line in Path(storage.media_path(snapshot.file.name)).read_text().splitlines()
+    ]
 
 
 CHECK_A1 = call("check_inventory", {"sku": "A-1"})
@@ -57,18 +59,40 @@ def world(project, members):
     r1 = response(c1, raw="Yes, it is in stock and ships today.")
     l1 = label(r1, ann, categories=["Tool not called"], correction=assistant(None, [CHECK_A1]))
     c2 = order_dialogue(project, 2)
-    r2 = response(c2, raw='<tool_call>{"name": "create_order", "arguments": {"sku": "B-2", "quantity": "2"}}</tool_call>')
+    r2 = response(
+        c2,
+        raw='<tool_call>{"name": "create_order", "arguments": {"sku": "B-2", "quantity": "2"}}</tool_call>',
+    )
     l2 = label(r2, ann2, categories=["Wrong arguments"], correction=assistant(None, [ORDER_B2]))
     c3 = stock_question(project, 3)
-    r3 = response(c3, message=assistant("Let me check that for you right away.", [call("check_inventory", {"sku": "A-3"})]))
+    r3 = response(
+        c3,
+        message=assistant("Let me check that for you right away.", [call("check_inventory", {"sku": "A-3"})]),
+    )
     l3 = label(r3, ann, verdict="reasonable", categories=[])
     c4 = stock_question(project, 4)
     r4a = response(c4, raw="It is in stock.", model="agent-v1")
-    r4b = response(c4, raw='<tool_call>{"name": "check_inventory", "arguments": {"sku": "A-4"}}</tool_call>',
-                   model="agent-v2")
+    r4b = response(
+        c4,
+        raw='<tool_call>{"name": "check_inventory", "arguments": {"sku": "A-4"}}</tool_call>',
+        model="agent-v2",
+    )
     p4 = preference(r4a, r4b, ann, "b")
-    return {"c1": c1, "r1": r1, "l1": l1, "c2": c2, "r2": r2, "l2": l2, "c3": c3, "r3": r3, "l3": l3, "c4": c4,
-            "r4a": r4a, "r4b": r4b, "p4": p4}
+    return {
+        "c1": c1,
+        "r1": r1,
+        "l1": l1,
+        "c2": c2,
+        "r2": r2,
+        "l2": l2,
+        "c3": c3,
+        "r3": r3,
+        "l3": l3,
+        "c4": c4,
+        "r4a": r4a,
+        "r4b": r4b,
+        "p4": p4,
+    }
 
 
 # ----------------------------------------------------------------------------- SFT rows
@@ -79,15 +103,26 @@ def test_sft_rows_are_the_context_plus_the_correction_exactly(world, members, pr
     assert snap.status == "ready", snap.message
     rows = lines(snap)
     assert len(rows) == snap.row_count == 2
-    assert rows[0]["messages"] == [SYSTEM, {"role": "user", "content": "Is A-1 in stock?"},
-                                   {"role": "assistant", "content": None, "tool_calls": [CHECK_A1]}]
+    assert rows[0]["messages"] == [
+        SYSTEM,
+        {"role": "user", "content": "Is A-1 in stock?"},
+        {"role": "assistant", "content": None, "tool_calls": [CHECK_A1]},
+    ]
     assert set(rows[0]) == {"messages", "tools"} and isinstance(rows[0]["tools"], str)
     # the reviewed turn is the 6th message: the context is the five before it, tool turns included
     c2 = world["c2"].messages
     assert rows[1]["messages"][:-1] == [
-        c2[0], c2[1],
-        {"role": "assistant", "content": None, "tool_calls": [call("check_inventory", {"sku": "B-2"}, "call_1")]},
-        {"role": "tool", "content": c2[3]["content"], "tool_call_id": "call_1"}, c2[4], c2[5]]
+        c2[0],
+        c2[1],
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [call("check_inventory", {"sku": "B-2"}, "call_1")],
+        },
+        {"role": "tool", "content": c2[3]["content"], "tool_call_id": "call_1"},
+        c2[4],
+        c2[5],
+    ]
     assert rows[1]["messages"][-1] == {"role": "assistant", "content": None, "tool_calls": [ORDER_B2]}
     # arguments are JSON strings, tools a JSON string: Arrow-safe
     assert isinstance(rows[1]["messages"][-1]["tool_calls"][0]["function"]["arguments"], str)
@@ -104,18 +139,29 @@ def test_reasonable_responses_are_an_optional_positive_example(world, members, p
     snap = build(project, members["admin"], filters={"include_reasonable": True})
     rows = lines(snap)
     assert len(rows) == 3
-    assert rows[2]["messages"][-1] == {"role": "assistant", "content": "Let me check that for you right away.",
-                                       "tool_calls": [call("check_inventory", {"sku": "A-3"})]}
+    assert rows[2]["messages"][-1] == {
+        "role": "assistant",
+        "content": "Let me check that for you right away.",
+        "tool_calls": [call("check_inventory", {"sku": "A-3"})],
+    }
     assert snap.stats["rows_by_source"] == {"correction": 2, "reasonable": 1}
     assert snap.stats["rows_by_category"]["(no category)"] == 1
 
 
 def test_only_approved_work_unless_submitted_is_asked_for(world, members, project):
     c = stock_question(project, 9)
-    label(response(c, raw="Sure thing."), members["annotator"], status="submitted",
-          correction=assistant(None, [call("check_inventory", {"sku": "A-9"})]))
-    label(response(c, raw="Nope, all gone."), members["annotator"], status="draft",
-          correction=assistant(None, [call("check_inventory", {"sku": "A-9"})]))
+    label(
+        response(c, raw="Sure thing."),
+        members["annotator"],
+        status="submitted",
+        correction=assistant(None, [call("check_inventory", {"sku": "A-9"})]),
+    )
+    label(
+        response(c, raw="Nope, all gone."),
+        members["annotator"],
+        status="draft",
+        correction=assistant(None, [call("check_inventory", {"sku": "A-9"})]),
+    )
     assert build(project, members["admin"]).row_count == 2
     assert build(project, members["admin"], filters={"include_submitted": True}).row_count == 3
 
@@ -130,7 +176,9 @@ def test_filters_by_category_with_children_model_version_date_and_split(world, m
     snap = build(project, admin, filters={"categories": [wrong_args.pk]})
     assert [r["messages"][-1]["tool_calls"][0]["function"]["name"] for r in lines(snap)] == ["create_order"]
     mv2 = world["r4b"].model_version
-    assert build(project, admin, filters={"model_versions": [mv2.pk]}).status == "failed"  # no corrections from v2
+    assert (
+        build(project, admin, filters={"model_versions": [mv2.pk]}).status == "failed"
+    )  # no corrections from v2
     # labelled dates: l1 last month, l2 today
     from annotator.models import Label
 
@@ -139,8 +187,11 @@ def test_filters_by_category_with_children_model_version_date_and_split(world, m
     snap = build(project, admin, filters={"date_from": today, "date_to": today})
     assert snap.row_count == 1 and lines(snap)[0]["messages"][-1]["tool_calls"] == [ORDER_B2]
     # split: an eval-split correction is not in a train snapshot unless asked for
-    label(response(stock_question(project, 7, split="holdout"), raw="Yes."), members["annotator"],
-          correction=assistant(None, [call("check_inventory", {"sku": "A-7"})]))
+    label(
+        response(stock_question(project, 7, split="holdout"), raw="Yes."),
+        members["annotator"],
+        correction=assistant(None, [call("check_inventory", {"sku": "A-7"})]),
+    )
     assert build(project, admin).row_count == 2
     assert build(project, admin, filters={"splits": ["train", "holdout"]}).row_count == 3
 
@@ -164,13 +215,20 @@ def test_dpo_pairs_from_preferences_and_corrections(world, members, project):
     assert len(rows) == 3
     pref = rows[0]  # preferences first, then corrections, each in id order
     assert pref["prompt"] == [SYSTEM, {"role": "user", "content": "Is A-4 in stock?"}]
-    assert pref["chosen"] == [{"role": "assistant", "content": None, "tool_calls": [call("check_inventory", {"sku": "A-4"})]}]
+    assert pref["chosen"] == [
+        {"role": "assistant", "content": None, "tool_calls": [call("check_inventory", {"sku": "A-4"})]}
+    ]
     assert pref["rejected"] == [{"role": "assistant", "content": "It is in stock."}]
     assert json.loads(pref["tools"]) == project.tools  # (PostgreSQL's jsonb may reorder the keys)
     fix = rows[2]
     assert fix["chosen"] == [{"role": "assistant", "content": None, "tool_calls": [ORDER_B2]}]
-    assert fix["rejected"] == [{"role": "assistant", "content": None, "tool_calls": [
-        call("create_order", {"sku": "B-2", "quantity": "2"})]}]
+    assert fix["rejected"] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [call("create_order", {"sku": "B-2", "quantity": "2"})],
+        }
+    ]
     assert snap.stats["rows_by_source"] == {"correction": 2, "preference": 1}
     assert snap.stats["rejected_tool_call_share"] == pytest.approx(1 / 3, abs=1e-3)
 
@@ -185,15 +243,21 @@ def test_ties_are_skipped_and_both_bad_is_paired_against_a_correction(project, m
     preference(a, b, ann, "both_bad")
     preference(a, b, ann2, "tie")
     d = stock_question(project, 6)
-    preference(response(d, raw="Yes."), response(d, raw="No.", model="agent-v2"), ann, "both_bad")  # no correction
+    preference(
+        response(d, raw="Yes."), response(d, raw="No.", model="agent-v2"), ann, "both_bad"
+    )  # no correction
 
     snap = build(project, members["admin"], kind="dpo")
     rows = lines(snap)
     # both_bad: correction over b (correction over a comes from the corrections source, once)
-    assert [(r["chosen"][0]["tool_calls"][0]["function"]["arguments"], r["rejected"][0]["content"]) for r in rows] == [
-        ('{"sku": "A-5"}', "Out of stock, sorry about that."), ('{"sku": "A-5"}', "In stock!")]
+    assert [
+        (r["chosen"][0]["tool_calls"][0]["function"]["arguments"], r["rejected"][0]["content"]) for r in rows
+    ] == [('{"sku": "A-5"}', "Out of stock, sorry about that."), ('{"sku": "A-5"}', "In stock!")]
     assert snap.stats["rows_by_source"] == {"both_bad": 1, "correction": 1}
-    assert snap.stats["skipped"] == {"both_bad_pair_already_from_correction": 1, "both_bad_without_correction": 1}
+    assert snap.stats["skipped"] == {
+        "both_bad_pair_already_from_correction": 1,
+        "both_bad_without_correction": 1,
+    }
     only_prefs = build(project, members["admin"], kind="dpo", filters={"sources": ["preferences"]})
     assert only_prefs.row_count == 2  # now the pair against `a` comes from the both-bad preference
 
@@ -213,15 +277,29 @@ def test_dpo_layouts_openai_and_llamafactory(world, members, project):
     assert openai["input"]["messages"][-1] == {"role": "user", "content": "Great, order 2 please."}
     assert openai["input"]["tools"] == project.tools
     assert openai["preferred_output"] == [{"role": "assistant", "content": None, "tool_calls": [ORDER_B2]}]
-    assert openai["non_preferred_output"][0]["tool_calls"][0]["function"]["arguments"] == '{"sku": "B-2", "quantity": "2"}'
+    assert (
+        openai["non_preferred_output"][0]["tool_calls"][0]["function"]["arguments"]
+        == '{"sku": "B-2", "quantity": "2"}'
+    )
 
     snap = build(project, members["admin"], kind="dpo", layout="llamafactory")
     lf = lines(snap)[2]
     assert lf["system"] == SYSTEM["content"]
-    assert [t["from"] for t in lf["conversations"]] == ["human", "function_call", "observation", "gpt", "human"]
-    assert json.loads(lf["conversations"][1]["value"]) == {"name": "check_inventory", "arguments": {"sku": "B-2"}}
-    assert lf["chosen"] == {"from": "function_call",
-                            "value": json.dumps({"name": "create_order", "arguments": {"sku": "B-2", "quantity": 2}})}
+    assert [t["from"] for t in lf["conversations"]] == [
+        "human",
+        "function_call",
+        "observation",
+        "gpt",
+        "human",
+    ]
+    assert json.loads(lf["conversations"][1]["value"]) == {
+        "name": "check_inventory",
+        "arguments": {"sku": "B-2"},
+    }
+    assert lf["chosen"] == {
+        "from": "function_call",
+        "value": json.dumps({"name": "create_order", "arguments": {"sku": "B-2", "quantity": 2}}),
+    }
     assert json.loads(lf["tools"])[0]["name"] == "check_inventory"  # function specs, unwrapped
     info = json.loads(layouts.llamafactory_dataset_info(snap))
     assert next(iter(info.values()))["ranking"] is True
@@ -235,14 +313,18 @@ def test_sft_layouts_prompt_completion_and_openai_chat(world, members, project):
     pc = lines(build(project, members["admin"], layout="trl_prompt_completion"))[0]
     assert {**pc, "tools": json.loads(pc["tools"])} == {
         "prompt": [SYSTEM, {"role": "user", "content": "Is A-1 in stock?"}],
-        "completion": [{"role": "assistant", "content": None, "tool_calls": [CHECK_A1]}], "tools": project.tools}
+        "completion": [{"role": "assistant", "content": None, "tool_calls": [CHECK_A1]}],
+        "tools": project.tools,
+    }
     oa = lines(build(project, members["admin"], layout="openai_chat"))[0]
     assert oa["tools"] == project.tools and oa["messages"][-1]["tool_calls"] == [CHECK_A1]
 
 
 def test_eval_snapshots_take_held_out_items_only(project, members):
     fix = assistant(None, [call("check_inventory", {"sku": "A-1"})])
-    label(response(stock_question(project, 1, split="eval"), raw="Yes."), members["annotator"], correction=fix)
+    label(
+        response(stock_question(project, 1, split="eval"), raw="Yes."), members["annotator"], correction=fix
+    )
     label(response(stock_question(project, 2), raw="Yes."), members["annotator"], correction=fix)
     snap = build(project, members["admin"], kind="eval")
     assert snap.status == "ready"
@@ -262,9 +344,15 @@ def test_same_spec_over_unchanged_data_gives_the_same_hash(world, members, proje
     second = build(project, members["admin"], kind="dpo")
     assert (first.version, second.version) == (1, 2)
     assert first.sha256 == second.sha256
-    assert Path(storage.media_path(first.file.name)).read_bytes() == Path(storage.media_path(second.file.name)).read_bytes()
-    label(response(stock_question(project, 11), raw="Yes."), members["annotator"],
-          correction=assistant(None, [call("check_inventory", {"sku": "A-11"})]))
+    assert (
+        Path(storage.media_path(first.file.name)).read_bytes()
+        == Path(storage.media_path(second.file.name)).read_bytes()
+    )
+    label(
+        response(stock_question(project, 11), raw="Yes."),
+        members["annotator"],
+        correction=assistant(None, [call("check_inventory", {"sku": "A-11"})]),
+    )
     assert build(project, members["admin"], kind="dpo").sha256 != first.sha256
 
 
@@ -285,20 +373,44 @@ def test_a_filter_matching_nothing_fails_clearly_and_writes_nothing(project, mem
 
 def test_only_ties_say_why_there_are_no_rows(project, members):
     c = stock_question(project, 1)
-    preference(response(c, raw="Yes."), response(c, raw="No.", model="agent-v2"), members["annotator"], "both_bad")
+    preference(
+        response(c, raw="Yes."), response(c, raw="No.", model="agent-v2"), members["annotator"], "both_bad"
+    )
     snap = build(project, members["admin"], kind="dpo", filters={"sources": ["preferences"]})
     assert snap.failure == "no_rows"
-    assert snap.message == "No rows: 1 source records matched but none made a row (1 both bad without correction)."
+    assert (
+        snap.message
+        == "No rows: 1 source records matched but none made a row (1 both bad without correction)."
+    )
 
 
 def test_clean_spec_errors_name_the_field(project):
     with pytest.raises(ValidationError) as err:
-        clean_spec(project, {"kind": "dpo", "layout": "alpaca", "filters": {
-            "categories": [999999], "date_from": "2026-13-01", "sources": ["vibes"], "colour": "red"},
-            "audit": {"checks": {"leakage": "maybe", "nope": "warn"}, "max_tokens": 0}})
+        clean_spec(
+            project,
+            {
+                "kind": "dpo",
+                "layout": "alpaca",
+                "filters": {
+                    "categories": [999999],
+                    "date_from": "2026-13-01",
+                    "sources": ["vibes"],
+                    "colour": "red",
+                },
+                "audit": {"checks": {"leakage": "maybe", "nope": "warn"}, "max_tokens": 0},
+            },
+        )
     errors = err.value.message_dict
-    assert set(errors) == {"layout", "filters", "filters.categories", "filters.date_from", "filters.sources",
-                           "audit.checks.leakage", "audit.checks.nope", "audit.max_tokens"}
+    assert set(errors) == {
+        "layout",
+        "filters",
+        "filters.categories",
+        "filters.date_from",
+        "filters.sources",
+        "audit.checks.leakage",
+        "audit.checks.nope",
+        "audit.max_tokens",
+    }
     assert errors["filters.categories"] == ["no category with id 999999 in this project"]
     with pytest.raises(ValidationError) as err:
         clean_spec(project, {"kind": "kto"})
@@ -316,7 +428,8 @@ class WorkerKilled(BaseException):
 
 
 def test_a_build_killed_mid_stream_leaves_nothing_ready_and_the_rerun_is_identical(
-        world, members, project, media, settings, monkeypatch):
+    world, members, project, media, settings, monkeypatch
+):
     clean = build(project, members["admin"], kind="dpo")
     settings.DATASET_EXPORT_CHUNK_SIZE = 1
     snap = create_snapshot(project, members["admin"], {"kind": "dpo"}, start=False)
@@ -344,7 +457,11 @@ def test_a_build_killed_mid_stream_leaves_nothing_ready_and_the_rerun_is_identic
     assert not seen[0].exists() and not list(Path(media).rglob("*.tmp"))
     # and a further redelivery of a finished build changes nothing
     again = build_snapshot(snap.pk)
-    assert (again.attempts, again.sha256, again.finished_at) == (rebuilt.attempts, rebuilt.sha256, rebuilt.finished_at)
+    assert (again.attempts, again.sha256, again.finished_at) == (
+        rebuilt.attempts,
+        rebuilt.sha256,
+        rebuilt.finished_at,
+    )
 
 
 def test_a_superseded_attempt_cannot_finish(world, members, project, monkeypatch):
@@ -363,8 +480,9 @@ def test_a_superseded_attempt_cannot_finish(world, members, project, monkeypatch
     assert not storage.media_path(storage.file_name_for(snap)).exists()
 
 
-def test_deleting_a_snapshot_mid_build_stops_the_build_and_leaves_no_file(world, members, project, media,
-                                                                          settings, monkeypatch):
+def test_deleting_a_snapshot_mid_build_stops_the_build_and_leaves_no_file(
+    world, members, project, media, settings, monkeypatch
+):
     settings.DATASET_EXPORT_CHUNK_SIZE = 1
     snap = create_snapshot(project, members["admin"], {"kind": "dpo"}, start=False)
     real_rows = dpo_sources.PreferenceSource.rows
@@ -382,15 +500,21 @@ def test_repeated_worker_deaths_give_up_with_a_message(world, members, project):
     snap = create_snapshot(project, members["admin"], {"kind": "sft"}, start=False)
     DatasetSnapshot.objects.filter(pk=snap.pk).update(status="running", attempts=lifecycle.MAX_ATTEMPTS)
     snap = build_snapshot(snap.pk)
-    assert snap.status == "failed" and snap.failure == "gave_up" and "Gave up after 3 attempts" in snap.message
+    assert (
+        snap.status == "failed" and snap.failure == "gave_up" and "Gave up after 3 attempts" in snap.message
+    )
     lifecycle.resume(snap)  # "Build again"
     assert snap.status == "queued" and snap.failure == ""
     assert build_snapshot(snap.pk).status == "ready"
 
 
-def test_an_unexpected_error_fails_the_snapshot_and_removes_the_temp_file(world, members, project, media, monkeypatch):
+def test_an_unexpected_error_fails_the_snapshot_and_removes_the_temp_file(
+    world, members, project, media, monkeypatch
+):
     snap = create_snapshot(project, members["admin"], {"kind": "sft"}, start=False)
-    monkeypatch.setattr(snapshot_build, "FORMATTERS", {**snapshot_build.FORMATTERS, "trl_messages": lambda r: 1 / 0})
+    monkeypatch.setattr(
+        snapshot_build, "FORMATTERS", {**snapshot_build.FORMATTERS, "trl_messages": lambda r: 1 / 0}
+    )
     snap = build_snapshot(snap.pk)
     assert snap.status == "failed" and snap.failure == "error" and "ZeroDivisionError" in snap.message
     assert not list(Path(media).rglob("*.tmp"))
@@ -405,8 +529,9 @@ def test_deleting_a_snapshot_removes_its_files(world, members, project, django_c
     assert not path.exists() and not storage.index_path(path).exists()
 
 
-def test_broker_outage_is_reported_on_the_snapshot(world, members, project, monkeypatch,
-                                                    django_capture_on_commit_callbacks):
+def test_broker_outage_is_reported_on_the_snapshot(
+    world, members, project, monkeypatch, django_capture_on_commit_callbacks
+):
     from kombu.exceptions import OperationalError
 
     from training import tasks
@@ -431,8 +556,12 @@ def test_queries_per_build_do_not_grow_with_rows(project, members, settings, dja
         c = stock_question(project, 100 + i)
         a = response(c, raw="Yes, in stock.")
         b = response(c, raw="Out of stock today.", model="agent-v2")
-        label(a, members["annotator"], categories=["Tool not called"],
-              correction=assistant(None, [call("check_inventory", {"sku": f"A-{100 + i}"})]))
+        label(
+            a,
+            members["annotator"],
+            categories=["Tool not called"],
+            correction=assistant(None, [call("check_inventory", {"sku": f"A-{100 + i}"})]),
+        )
         preference(a, b, members["annotator2"], "b" if i % 2 else "both_bad")
     for kind in ("sft", "dpo"):
         snap = create_snapshot(project, members["admin"], {"kind": kind}, start=False)

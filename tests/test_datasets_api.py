@@ -24,10 +24,17 @@ def labelled(project, members):
     for i in range(3):
         c = stock_question(project, i)
         a = response(c, raw="Yes, it is in stock.")
-        b = response(c, raw=f'<tool_call>{{"name": "check_inventory", "arguments": {{"sku": "A-{i}"}}}}</tool_call>',
-                     model="agent-v2")
-        label(a, members["annotator"], categories=["Tool not called"],
-              correction=assistant(None, [call("check_inventory", {"sku": f"A-{i}"})]))
+        b = response(
+            c,
+            raw=f'<tool_call>{{"name": "check_inventory", "arguments": {{"sku": "A-{i}"}}}}</tool_call>',
+            model="agent-v2",
+        )
+        label(
+            a,
+            members["annotator"],
+            categories=["Tool not called"],
+            correction=assistant(None, [call("check_inventory", {"sku": f"A-{i}"})]),
+        )
         preference(a, b, members["annotator2"], "b")
     return project
 
@@ -44,23 +51,34 @@ def as_user(api, members, role):
 # ---------------------------------------------------------------------------------- API
 
 
-@pytest.mark.parametrize(("role", "status"), [("outsider", 400), ("annotator", 403), ("lead", 403), ("admin", 201)])
-def test_only_admins_create_snapshots(api, members, labelled, role, status, django_capture_on_commit_callbacks):
+@pytest.mark.parametrize(
+    ("role", "status"), [("outsider", 400), ("annotator", 403), ("lead", 403), ("admin", 201)]
+)
+def test_only_admins_create_snapshots(
+    api, members, labelled, role, status, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = as_user(api, members, role).post("/api/datasets/", {"project": labelled.slug, "kind": "sft"},
-                                                    format="json")
+        response = as_user(api, members, role).post(
+            "/api/datasets/", {"project": labelled.slug, "kind": "sft"}, format="json"
+        )
     assert response.status_code == status, response.content
     if status == 201:
         body = response.json()
-        assert (body["status"], body["name"], body["layout"], body["download_url"]) == ("queued", "sft-v1",
-                                                                                      "trl_messages", None)
+        assert (body["status"], body["name"], body["layout"], body["download_url"]) == (
+            "queued",
+            "sft-v1",
+            "trl_messages",
+            None,
+        )
         assert body["filters"]["splits"] == ["train"] and body["audit_config"]["checks"]["leakage"] == "block"
         assert len(callbacks) == 1  # the build is sent once the row is committed
     else:
         assert not DatasetSnapshot.objects.exists()
 
 
-@pytest.mark.parametrize(("role", "status"), [("outsider", 404), ("annotator", 404), ("lead", 200), ("admin", 200)])
+@pytest.mark.parametrize(
+    ("role", "status"), [("outsider", 404), ("annotator", 404), ("lead", 200), ("admin", 200)]
+)
 def test_leads_and_admins_read_snapshots(api, members, ready, role, status):
     client = as_user(api, members, role)
     assert client.get(f"/api/datasets/{ready.pk}/").status_code == status
@@ -90,7 +108,9 @@ def test_retrieve_download_and_preview(api, members, ready):
     body = client.get(f"/api/datasets/{ready.pk}/").json()
     assert body["status"] == "ready" and body["progress"] == 1.0 and body["row_count"] == 6
     assert body["stats"]["rows_by_source"] == {"correction": 3, "preference": 3}
-    assert body["audit"]["blocked"] is False and body["download_url"].endswith(f"/api/datasets/{ready.pk}/download/")
+    assert body["audit"]["blocked"] is False and body["download_url"].endswith(
+        f"/api/datasets/{ready.pk}/download/"
+    )
     download = client.get(f"/api/datasets/{ready.pk}/download/")
     content = b"".join(download.streaming_content)
     assert hashlib.sha256(content).hexdigest() == ready.sha256 == download["X-Content-SHA256"]
@@ -109,9 +129,17 @@ def test_a_snapshot_that_is_not_ready_has_no_download(api, members, labelled):
 
 def test_bad_specs_are_400_with_the_field_named(api, members, labelled):
     client = as_user(api, members, "admin")
-    response = client.post("/api/datasets/", {"project": labelled.slug, "kind": "dpo", "layout": "alpaca",
-                                              "filters": {"categories": [424242]},
-                                              "audit_config": {"checks": {"leakage": "sometimes"}}}, format="json")
+    response = client.post(
+        "/api/datasets/",
+        {
+            "project": labelled.slug,
+            "kind": "dpo",
+            "layout": "alpaca",
+            "filters": {"categories": [424242]},
+            "audit_config": {"checks": {"leakage": "sometimes"}},
+        },
+        format="json",
+    )
     assert response.status_code == 400
     assert response.json() == {
         "layout": ["for dpo snapshots one of trl_preference, openai_preference, llamafactory (got 'alpaca')"],
@@ -124,12 +152,21 @@ def test_bad_specs_are_400_with_the_field_named(api, members, labelled):
 
 def test_live_count_endpoint(api, members, labelled):
     client = as_user(api, members, "lead")
-    body = client.post("/api/datasets/count/", {"project": labelled.slug, "kind": "dpo"}, format="json").json()
+    body = client.post(
+        "/api/datasets/count/", {"project": labelled.slug, "kind": "dpo"}, format="json"
+    ).json()
     assert body["rows"] == 6 and body["records"] == 6
-    assert as_user(api, members, "annotator").post("/api/datasets/count/", {"project": labelled.slug, "kind": "dpo"},
-                                                   format="json").status_code == 403
-    body = client.post("/api/datasets/count/", {"project": labelled.slug, "kind": "sft",
-                                                "filters": {"splits": ["holdout"]}}, format="json").json()
+    assert (
+        as_user(api, members, "annotator")
+        .post("/api/datasets/count/", {"project": labelled.slug, "kind": "dpo"}, format="json")
+        .status_code
+        == 403
+    )
+    body = client.post(
+        "/api/datasets/count/",
+        {"project": labelled.slug, "kind": "sft", "filters": {"splits": ["holdout"]}},
+        format="json",
+    ).json()
     assert body["rows"] == 0
 
 
@@ -153,7 +190,9 @@ def test_listing_is_a_constant_number_of_queries(api, members, labelled, django_
 # -------------------------------------------------------------------------------- pages
 
 
-@pytest.mark.parametrize(("role", "status"), [("outsider", 404), ("annotator", 403), ("lead", 200), ("admin", 200)])
+@pytest.mark.parametrize(
+    ("role", "status"), [("outsider", 404), ("annotator", 403), ("lead", 200), ("admin", 200)]
+)
 def test_pages_follow_the_same_rules(client, members, ready, role, status):
     client.force_login(members[role])
     base = f"/p/{ready.project.slug}/datasets/"
@@ -161,29 +200,45 @@ def test_pages_follow_the_same_rules(client, members, ready, role, status):
     assert client.get(f"{base}{ready.pk}/").status_code == status
     assert client.get(f"{base}{ready.pk}/audit/").status_code == status
     assert client.get(f"{base}{ready.pk}/download/").status_code == status
-    assert client.get(f"{base}new/").status_code == (200 if role == "admin" else status if status != 200 else 403)
-    assert client.post(f"{base}{ready.pk}/delete/").status_code == (302 if role == "admin" else
-                                                                    status if status != 200 else 403)
+    assert client.get(f"{base}new/").status_code == (
+        200 if role == "admin" else status if status != 200 else 403
+    )
+    assert client.post(f"{base}{ready.pk}/delete/").status_code == (
+        302 if role == "admin" else status if status != 200 else 403
+    )
 
 
-def test_create_page_queues_a_build_and_shows_errors_on_fields(client, members, labelled,
-                                                                 django_capture_on_commit_callbacks):
+def test_create_page_queues_a_build_and_shows_errors_on_fields(
+    client, members, labelled, django_capture_on_commit_callbacks
+):
     client.force_login(members["admin"])
     url = f"/p/{labelled.slug}/datasets/new/"
     page = client.get(url).content.decode()
     assert "Tool not called" in page and 'name="check_leakage"' in page and "live-count" in page
-    form = {"kind": "eval", "layout": "eval_cases", "splits": ["train"], "min_target_chars": 10, "max_tokens": 4096,
-            **{f"check_{c}": "block" for c in ("leakage", "think_tags")}}
+    form = {
+        "kind": "eval",
+        "layout": "eval_cases",
+        "splits": ["train"],
+        "min_target_chars": 10,
+        "max_tokens": 4096,
+        **{f"check_{c}": "block" for c in ("leakage", "think_tags")},
+    }
     response = client.post(url, form)
     assert response.status_code == 200
     assert "an eval snapshot takes held-out items only" in response.content.decode()
-    form.update(kind="dpo", layout="llamafactory", splits=["train"], sources=["preferences"], note="first try")
+    form.update(
+        kind="dpo", layout="llamafactory", splits=["train"], sources=["preferences"], note="first try"
+    )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = client.post(url, form)
     snap = DatasetSnapshot.objects.get()
     assert response.status_code == 302 and response["Location"].endswith(f"/datasets/{snap.pk}/")
-    assert (snap.kind, snap.layout, snap.filters["sources"], snap.note) == ("dpo", "llamafactory", ["preferences"],
-                                                                           "first try")
+    assert (snap.kind, snap.layout, snap.filters["sources"], snap.note) == (
+        "dpo",
+        "llamafactory",
+        ["preferences"],
+        "first try",
+    )
     assert len(callbacks) == 1
 
 
@@ -214,7 +269,10 @@ def test_progress_fragment_polls_until_finished(client, members, labelled):
     snap = create_snapshot(labelled, members["admin"], {"kind": "sft"}, start=False)
     url = f"/p/{labelled.slug}/datasets/{snap.pk}/"
     fragment = client.get(url, headers={"HX-Request": "true"})
-    assert 'hx-trigger="every 1s"' in fragment.content.decode() and "Waiting for an export worker" in fragment.content.decode()
+    assert (
+        'hx-trigger="every 1s"' in fragment.content.decode()
+        and "Waiting for an export worker" in fragment.content.decode()
+    )
     build_snapshot(snap.pk)
     fragment = client.get(url, headers={"HX-Request": "true"})
     assert fragment["HX-Refresh"] == "true"

@@ -34,8 +34,11 @@ def check(snapshot, key):
 
 def good_row(project, members, i=1):
     """One clean correction, so that a defect is never the only row."""
-    label(response(stock_question(project, i), raw="Yes, it is."), members["annotator"],
-          correction=assistant(None, [call("check_inventory", {"sku": f"A-{i}"})]))
+    label(
+        response(stock_question(project, i), raw="Yes, it is."),
+        members["annotator"],
+        correction=assistant(None, [call("check_inventory", {"sku": f"A-{i}"})]),
+    )
 
 
 def raw_correction(resp, user, message, verdict="unreasonable"):
@@ -46,28 +49,52 @@ def raw_correction(resp, user, message, verdict="unreasonable"):
 
 
 def seed_invalid_json(project, members):
-    raw_correction(response(stock_question(project, 2), raw="Yes."), members["annotator"],
-                   assistant(None, [{"id": "c", "type": "function",
-                                     "function": {"name": "check_inventory", "arguments": '{"sku": "A-2"'}}]))
+    raw_correction(
+        response(stock_question(project, 2), raw="Yes."),
+        members["annotator"],
+        assistant(
+            None,
+            [
+                {
+                    "id": "c",
+                    "type": "function",
+                    "function": {"name": "check_inventory", "arguments": '{"sku": "A-2"'},
+                }
+            ],
+        ),
+    )
 
 
 def seed_unknown_tool(project, members):
-    raw_correction(response(stock_question(project, 2), raw="Yes."), members["annotator"],
-                   assistant(None, [call("refund_order", {"order_id": "9"})]))
+    raw_correction(
+        response(stock_question(project, 2), raw="Yes."),
+        members["annotator"],
+        assistant(None, [call("refund_order", {"order_id": "9"})]),
+    )
 
 
 def seed_schema(project, members):
-    raw_correction(response(stock_question(project, 2), raw="Yes."), members["annotator"],
-                   assistant(None, [call("create_order", {"sku": "A-2", "quantity": "two"})]))
+    raw_correction(
+        response(stock_question(project, 2), raw="Yes."),
+        members["annotator"],
+        assistant(None, [call("create_order", {"sku": "A-2", "quantity": "two"})]),
+    )
 
 
 def seed_think(project, members):
-    raw_correction(response(stock_question(project, 2), raw="Yes."), members["annotator"],
-                   assistant("<think>The user wants stock. I will answer that it is in stock."))
+    raw_correction(
+        response(stock_question(project, 2), raw="Yes."),
+        members["annotator"],
+        assistant("<think>The user wants stock. I will answer that it is in stock."),
+    )
 
 
 def seed_empty(project, members):
-    label(response(stock_question(project, 2), message=assistant("")), members["annotator"], verdict="reasonable")
+    label(
+        response(stock_question(project, 2), message=assistant("")),
+        members["annotator"],
+        verdict="reasonable",
+    )
 
 
 def seed_short(project, members):
@@ -95,20 +122,29 @@ def seed_chosen_equals_rejected(project, members):
 
 def seed_conflict(project, members):
     r = response(stock_question(project, 2), raw="Yes, in stock.")
-    label(r, members["annotator"], status="submitted", correction=assistant(None, [call("check_inventory", {"sku": "A-2"})]))
+    label(
+        r,
+        members["annotator"],
+        status="submitted",
+        correction=assistant(None, [call("check_inventory", {"sku": "A-2"})]),
+    )
     label(r, members["annotator2"], verdict="reasonable", status="submitted")
 
 
 def seed_too_long(project, members):
-    raw_correction(response(stock_question(project, 2), raw="Yes."), members["annotator"],
-                   assistant("We have it. " * 400))
+    raw_correction(
+        response(stock_question(project, 2), raw="Yes."),
+        members["annotator"],
+        assistant("We have it. " * 400),
+    )
 
 
 def seed_mismatched_pair(project, members):
     a = response(stock_question(project, 2), raw="Yes.")
     b = response(stock_question(project, 3), raw="No.", model="agent-v2")
-    Preference.objects.create(response_a=a, response_b=b, annotator=members["annotator"], choice="a",
-                              status="approved")  # bypasses clean(): legacy data
+    Preference.objects.create(
+        response_a=a, response_b=b, annotator=members["annotator"], choice="a", status="approved"
+    )  # bypasses clean(): legacy data
 
 
 CASES = [
@@ -122,7 +158,14 @@ CASES = [
     ("exact_duplicate", "sft", seed_exact_duplicate, {}, 1, "same bytes as row 2"),
     ("normalised_duplicate", "sft", seed_normalised_duplicate, {}, 1, "same as row 2 after normalising"),
     ("chosen_equals_rejected", "dpo", seed_chosen_equals_rejected, {}, 1, "say the same thing"),
-    ("label_conflict", "sft", seed_conflict, {"filters": {"include_submitted": True}}, 1, "no lead has decided"),
+    (
+        "label_conflict",
+        "sft",
+        seed_conflict,
+        {"filters": {"include_submitted": True}},
+        1,
+        "no lead has decided",
+    ),
     ("too_long", "sft", seed_too_long, {"audit": {"max_tokens": 600}}, 1, "(maximum 600)"),
     ("pair_context_mismatch", "dpo", seed_mismatched_pair, {}, 1, "answers 2 messages of conversation"),
 ]
@@ -143,12 +186,23 @@ def test_each_seeded_defect_is_found_and_blocks(project, members, key, kind, see
     # every other check passed: each seed trips exactly its own check
     assert [c["key"] for c in snap.audit["checks"] if c["count"]] == [key]
 
-    warned = build(project, members["admin"], kind, filters=spec.get("filters", {}),
-                   audit={**audit, "checks": {key: "warn"}})
+    warned = build(
+        project,
+        members["admin"],
+        kind,
+        filters=spec.get("filters", {}),
+        audit={**audit, "checks": {key: "warn"}},
+    )
     assert warned.status == "ready", warned.message
     assert check(warned, key)["outcome"] == "warning" and check(warned, key)["count"] == count
     assert "audit warnings" in warned.message
-    off = build(project, members["admin"], kind, filters=spec.get("filters", {}), audit={**audit, "checks": {key: "off"}})
+    off = build(
+        project,
+        members["admin"],
+        kind,
+        filters=spec.get("filters", {}),
+        audit={**audit, "checks": {key: "off"}},
+    )
     assert off.status == "ready" and check(off, key)["count"] is None
 
 
@@ -162,7 +216,12 @@ def test_examples_point_at_the_row_and_its_source(project, members):
 
 def test_a_lead_decision_resolves_a_label_conflict(project, members):
     r = response(stock_question(project, 2), raw="Yes, in stock.")
-    label(r, members["annotator"], status="approved", correction=assistant(None, [call("check_inventory", {"sku": "A-2"})]))
+    label(
+        r,
+        members["annotator"],
+        status="approved",
+        correction=assistant(None, [call("check_inventory", {"sku": "A-2"})]),
+    )
     label(r, members["annotator2"], verdict="reasonable", status="rejected")
     snap = build(project, members["admin"], filters={"include_submitted": True})
     assert snap.status == "ready" and check(snap, "label_conflict")["count"] == 0
@@ -171,7 +230,8 @@ def test_a_lead_decision_resolves_a_label_conflict(project, members):
     snap = build(project, members["admin"])
     assert snap.failure == "audit_blocked"
     assert check(snap, "label_conflict")["examples"][0]["detail"] == (
-        "a lead approved both a reasonable and an unreasonable label on this response")
+        "a lead approved both a reasonable and an unreasonable label on this response"
+    )
 
 
 def test_opposite_preferences_without_a_lead_decision_conflict(project, members):
@@ -182,8 +242,13 @@ def test_opposite_preferences_without_a_lead_decision_conflict(project, members)
     snap = build(project, members["admin"], "dpo", filters={"include_submitted": True})
     assert check(snap, "label_conflict")["count"] == 2
     preference(a, b, members["lead"], "b", status="approved")  # the lead decides for b
-    snap = build(project, members["admin"], "dpo", filters={"include_submitted": True},
-                 audit={"checks": {"exact_duplicate": "off"}})
+    snap = build(
+        project,
+        members["admin"],
+        "dpo",
+        filters={"include_submitted": True},
+        audit={"checks": {"exact_duplicate": "off"}},
+    )
     conflict = check(snap, "label_conflict")
     assert conflict["count"] == 1 and conflict["examples"][0]["detail"].startswith("overruled")
 
@@ -195,8 +260,14 @@ def test_train_eval_leakage_by_id_and_by_normalised_prompt(project, members):
     eval_snap = build(project, members["admin"], "eval")
     assert eval_snap.status == "ready"
     # the same dialogue re-imported into train with another system prompt, other case and spacing
-    copy = conversation(project, "copy-of-c-1", [{**SYSTEM, "content": "You are a helpful shop assistant."},
-                                                 {"role": "user", "content": "is  A-1 in STOCK?"}])
+    copy = conversation(
+        project,
+        "copy-of-c-1",
+        [
+            {**SYSTEM, "content": "You are a helpful shop assistant."},
+            {"role": "user", "content": "is  A-1 in STOCK?"},
+        ],
+    )
     label(response(copy, raw="Yes."), members["annotator"], correction=fix)
     good_row(project, members, 5)
     snap = build(project, members["admin"], filters={"splits": ["train", "eval"]})
@@ -206,7 +277,9 @@ def test_train_eval_leakage_by_id_and_by_normalised_prompt(project, members):
     assert {e["external_id"] for e in leak["examples"]} == {"c-1", "copy-of-c-1"}
     assert "eval-v1" in leak["examples"][0]["detail"]
     # the other way round: an eval snapshot over items already trained on
-    train = build(project, members["admin"], audit={"checks": {"leakage": "off"}}, filters={"splits": ["train"]})
+    train = build(
+        project, members["admin"], audit={"checks": {"leakage": "off"}}, filters={"splits": ["train"]}
+    )
     assert train.status == "ready"
     again = build(project, members["admin"], "eval")
     assert again.failure == "audit_blocked" and check(again, "leakage")["count"] == 1

@@ -30,8 +30,14 @@ def assistant(content=None, calls=()):
 
 def conversation(project, ext, messages, split="train", tools=None):
     tools = project.tools if tools is None else tools
-    return Conversation.objects.create(project=project, external_id=ext, messages=messages, tools=tools,
-                                       content_hash=content_hash(messages, tools), split=split)
+    return Conversation.objects.create(
+        project=project,
+        external_id=ext,
+        messages=messages,
+        tools=tools,
+        content_hash=content_hash(messages, tools),
+        split=split,
+    )
 
 
 def model_version(project, name="agent-v1"):
@@ -42,19 +48,27 @@ def response(conv, message=None, raw=None, model="agent-v1", context_length=None
     if message is None:
         message = assistant_message_from_raw(raw, conv.tools)
     return ModelResponse.objects.create(
-        conversation=conv, model_version=model_version(conv.project, model),
+        conversation=conv,
+        model_version=model_version(conv.project, model),
         context_length=len(conv.messages) if context_length is None else context_length,
-        raw_text=raw or "", message=message, response_hash=content_hash(raw or message))
+        raw_text=raw or "",
+        message=message,
+        response_hash=content_hash(raw or message),
+    )
 
 
 def category(project, name):
     return TaxonomyCategory.objects.get(project=project, name=name)
 
 
-def label(resp, user, verdict="unreasonable", status="approved", categories=(), correction=None, created_at=None):
+def label(
+    resp, user, verdict="unreasonable", status="approved", categories=(), correction=None, created_at=None
+):
     lab = Label.objects.create(response=resp, annotator=user, verdict=verdict, status=status)
     if categories:
-        lab.categories.set([category(resp.conversation.project, c) if isinstance(c, str) else c for c in categories])
+        lab.categories.set(
+            [category(resp.conversation.project, c) if isinstance(c, str) else c for c in categories]
+        )
     if correction is not None:
         Correction.objects.create(label=lab, message=correction)
     if created_at is not None:
@@ -69,7 +83,9 @@ def preference(a, b, user, choice, status="approved"):
 def stock_question(project, i, split="train", sku=None):
     """A one-turn stock question; the right answer calls check_inventory."""
     sku = sku or f"A-{i}"
-    return conversation(project, f"c-{i}", [SYSTEM, {"role": "user", "content": f"Is {sku} in stock?"}], split)
+    return conversation(
+        project, f"c-{i}", [SYSTEM, {"role": "user", "content": f"Is {sku} in stock?"}], split
+    )
 
 
 def order_dialogue(project, i, split="train"):

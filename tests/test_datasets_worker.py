@@ -21,20 +21,51 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 def seed(project, annotator, n):
     """n approved corrections, inserted in bulk."""
     mv = model_version(project)
-    convs = Conversation.objects.bulk_create([
-        Conversation(project=project, external_id=f"w-{i}", tools=project.tools, split="train",
-                     messages=[SYSTEM, {"role": "user", "content": f"Is W-{i} in stock?"}],
-                     content_hash=content_hash(i)) for i in range(n)])
-    responses = ModelResponse.objects.bulk_create([
-        ModelResponse(conversation=c, model_version=mv, context_length=2, raw_text="",
-                      message={"role": "assistant", "content": "Yes, it is."}, response_hash=content_hash(c.pk))
-        for c in convs])
-    labels = Label.objects.bulk_create([
-        Label(response=r, annotator=annotator, project=project, model_version=mv, verdict="unreasonable",
-              status="approved") for r in responses])
-    Correction.objects.bulk_create([
-        Correction(label=lab, message=assistant(None, [call("check_inventory", {"sku": f"W-{i}"})]))
-        for i, lab in enumerate(labels)])
+    convs = Conversation.objects.bulk_create(
+        [
+            Conversation(
+                project=project,
+                external_id=f"w-{i}",
+                tools=project.tools,
+                split="train",
+                messages=[SYSTEM, {"role": "user", "content": f"Is W-{i} in stock?"}],
+                content_hash=content_hash(i),
+            )
+            for i in range(n)
+        ]
+    )
+    responses = ModelResponse.objects.bulk_create(
+        [
+            ModelResponse(
+                conversation=c,
+                model_version=mv,
+                context_length=2,
+                raw_text="",
+                message={"role": "assistant", "content": "Yes, it is."},
+                response_hash=content_hash(c.pk),
+            )
+            for c in convs
+        ]
+    )
+    labels = Label.objects.bulk_create(
+        [
+            Label(
+                response=r,
+                annotator=annotator,
+                project=project,
+                model_version=mv,
+                verdict="unreasonable",
+                status="approved",
+            )
+            for r in responses
+        ]
+    )
+    Correction.objects.bulk_create(
+        [
+            Correction(label=lab, message=assistant(None, [call("check_inventory", {"sku": f"W-{i}"})]))
+            for i, lab in enumerate(labels)
+        ]
+    )
 
 
 @pytest.fixture
@@ -49,10 +80,17 @@ def test_a_worker_killed_mid_build_leaves_nothing_ready_and_the_redelivery_build
     final = storage.media_path(storage.file_name_for(victim))
 
     # one source record per chunk: slow enough to be caught mid-stream
-    with celery_worker(extra_env={"MEDIA_ROOT": str(media), "DATASET_EXPORT_CHUNK_SIZE": "1"}) as (queue, proc):
+    with celery_worker(extra_env={"MEDIA_ROOT": str(media), "DATASET_EXPORT_CHUNK_SIZE": "1"}) as (
+        queue,
+        proc,
+    ):
         build_snapshot.apply_async(args=[victim.pk], queue=queue)
-        wait_for(lambda: DatasetSnapshot.objects.filter(pk=victim.pk, status="running", rows_done__gt=0).exists(),
-                 interval=0.05, what="the build to start writing", log_queue=queue)
+        wait_for(
+            lambda: DatasetSnapshot.objects.filter(pk=victim.pk, status="running", rows_done__gt=0).exists(),
+            interval=0.05,
+            what="the build to start writing",
+            log_queue=queue,
+        )
         os.kill(proc.pid, signal.SIGKILL)  # no cleanup of any kind
         proc.wait()
     victim.refresh_from_db()
@@ -62,11 +100,15 @@ def test_a_worker_killed_mid_build_leaves_nothing_ready_and_the_redelivery_build
 
     with celery_worker(extra_env={"MEDIA_ROOT": str(media)}) as (queue, _proc):
         build_snapshot.apply_async(args=[victim.pk], queue=queue)  # the broker's redelivery
-        wait_for(lambda: DatasetSnapshot.objects.get(pk=victim.pk).finished, what="the rebuild", log_queue=queue)
+        wait_for(
+            lambda: DatasetSnapshot.objects.get(pk=victim.pk).finished, what="the rebuild", log_queue=queue
+        )
     victim.refresh_from_db()
     assert victim.status == "ready" and victim.row_count == 1500 and victim.attempts == 2, victim.message
     assert final.exists() and not list(final.parent.glob("*.tmp"))
 
     # the same spec built here, in one go, gives the same bytes
-    reference = snapshot_build.build_snapshot(create_snapshot(project, members["admin"], {"kind": "sft"}, start=False).pk)
+    reference = snapshot_build.build_snapshot(
+        create_snapshot(project, members["admin"], {"kind": "sft"}, start=False).pk
+    )
     assert reference.sha256 == victim.sha256

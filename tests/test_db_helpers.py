@@ -61,7 +61,9 @@ def test_a_label_submit_aborted_as_deadlock_victim_runs_again_and_counts_once(qu
         label = submit_label(slot.task, user, {"verdict": "unreasonable", "categories": [leaf.pk]})
     assert len(calls) == 2
     assert Label.objects.filter(response=slot.task.response, annotator=user).count() == 1
-    assert label.status == Status.SUBMITTED and list(label.categories.values_list("pk", flat=True)) == [leaf.pk]
+    assert label.status == Status.SUBMITTED and list(label.categories.values_list("pk", flat=True)) == [
+        leaf.pk
+    ]
     assert Slot.objects.get(pk=slot.pk).state == Slot.State.DONE
     incremental = store.snapshot(queue)
     assert incremental["LabelDay"]  # counted ...

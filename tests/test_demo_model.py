@@ -13,8 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from training import demo_domain  # noqa: E402
 from training.demo_domain import TOOL_NAMES, TOOLS, eval_prompts, generate_conversations  # noqa: E402
 
-CALL = {"id": "call_1", "type": "function",
-        "function": {"name": "check_inventory", "arguments": json.dumps({"sku": "A-113"})}}
+CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "check_inventory", "arguments": json.dumps({"sku": "A-113"})},
+}
 CONVERSATION = [
     {"role": "system", "content": "You sell things."},
     {"role": "user", "content": "Is A-113 in stock?"},
@@ -61,8 +64,13 @@ def test_domain_is_deterministic_and_writes_valid_openai_messages():
 
 
 def test_tool_specs_are_openai_function_schemas():
-    assert {"search_product", "check_inventory", "create_order", "get_order_status",
-            "schedule_callback"} < set(TOOL_NAMES)
+    assert {
+        "search_product",
+        "check_inventory",
+        "create_order",
+        "get_order_status",
+        "schedule_callback",
+    } < set(TOOL_NAMES)
     for tool in TOOLS:
         params = tool["function"]["parameters"]
         assert tool["type"] == "function" and params["type"] == "object"
@@ -85,8 +93,12 @@ def test_flawed_conversations_carry_the_designated_mistakes():
     assert flawed == generate_conversations(200, seed=1, flaw_rate=0.8)
     flaws = {f.split(":")[0] for c in flawed for f in c["metadata"]["flaws"]}
     assert {"no_call", "fabricate", "wrong_args", "wrong_tool", "false_call"} <= flaws
-    fabricated = [m["content"] for c in flawed for m in c["messages"]
-                  if m["role"] == "assistant" and "<tool_response>" in m["content"]]
+    fabricated = [
+        m["content"]
+        for c in flawed
+        for m in c["messages"]
+        if m["role"] == "assistant" and "<tool_response>" in m["content"]
+    ]
     assert fabricated and all(text.startswith("<tool_response>\n") for text in fabricated)
 
 
@@ -104,14 +116,18 @@ def test_eval_prompts_end_where_the_agent_must_answer():
 
 def test_shop_tools_answer_bad_calls_with_errors():
     product = demo_domain.PRODUCTS[0]
-    assert demo_domain.run_tool("check_inventory", {"sku": product["sku"]}, None)["in_stock"] == product["stock"]
+    assert (
+        demo_domain.run_tool("check_inventory", {"sku": product["sku"]}, None)["in_stock"] == product["stock"]
+    )
     assert "error" in demo_domain.run_tool("check_inventory", {"sku": product["sku"].lower()}, None)
-    assert "error" in demo_domain.run_tool("create_order", {"sku": product["sku"], "quantity": "2",
-                                                            "customer_id": "C-1000"}, None)
+    assert "error" in demo_domain.run_tool(
+        "create_order", {"sku": product["sku"], "quantity": "2", "customer_id": "C-1000"}, None
+    )
     assert "error" in demo_domain.run_tool("schedule_callback", {"time": "Monday 10:00"}, None)
 
 
 # --- tokenizer, template and the tiny model ------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
@@ -148,25 +164,31 @@ def test_chat_template_renders_tools_calls_results_and_generation_markers(tokeni
     text = tokenizer.apply_chat_template(CONVERSATION, tools=TOOLS, tokenize=False)
     assert text.startswith("<|im_start|>system\nYou sell things.\n# Tools\n")
     assert "\nsearch_product(query, category?)\ncheck_inventory(sku)\n" in text
-    assert ('<|im_start|>assistant\n<tool_call>\n{"name": "check_inventory", "arguments": {"sku": "A-113"}}'
-            '\n</tool_call><|im_end|>\n') in text
-    assert ('<|im_start|>user\n<tool_response>\n{"sku": "A-113", "in_stock": 4}\n</tool_response>'
-            '<|im_end|>\n') in text
+    assert (
+        '<|im_start|>assistant\n<tool_call>\n{"name": "check_inventory", "arguments": {"sku": "A-113"}}'
+        "\n</tool_call><|im_end|>\n"
+    ) in text
+    assert (
+        '<|im_start|>user\n<tool_response>\n{"sku": "A-113", "in_stock": 4}\n</tool_response><|im_end|>\n'
+    ) in text
     assert text.endswith("<|im_start|>assistant\nYes, 4 units.<|im_end|>\n")
     # arguments as an object render exactly like arguments as a JSON string
     as_dict = json.loads(json.dumps(CONVERSATION))
     as_dict[2]["tool_calls"][0]["function"]["arguments"] = {"sku": "A-113"}
     assert tokenizer.apply_chat_template(as_dict, tools=TOOLS, tokenize=False) == text
-    prompt = tokenizer.apply_chat_template(CONVERSATION[:2], tools=TOOLS, tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        CONVERSATION[:2], tools=TOOLS, tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("Is A-113 in stock?<|im_end|>\n<|im_start|>assistant\n")
     # {% generation %}: the assistant turns, with their <|im_end|>, are what SFT trains on
-    out = tokenizer.apply_chat_template(CONVERSATION, tools=TOOLS, tokenize=True, return_dict=True,
-                                        return_assistant_tokens_mask=True)
+    out = tokenizer.apply_chat_template(
+        CONVERSATION, tools=TOOLS, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     trained = [t for t, keep in zip(out["input_ids"], out["assistant_masks"], strict=True) if keep]
     assert tokenizer.decode(trained) == (
         '<tool_call>\n{"name": "check_inventory", "arguments": {"sku": "A-113"}}\n</tool_call><|im_end|>'
-        "Yes, 4 units.<|im_end|>")
+        "Yes, 4 units.<|im_end|>"
+    )
 
 
 def test_consecutive_tool_results_share_one_user_turn(tokenizer):
@@ -178,8 +200,10 @@ def test_consecutive_tool_results_share_one_user_turn(tokenizer):
     ]
     text = tokenizer.apply_chat_template(messages, tools=TOOLS, tokenize=False)
     assert "</tool_call>\n<tool_call>\n" in text
-    assert text.endswith("<|im_start|>user\n<tool_response>\n1\n</tool_response>\n"
-                         "<tool_response>\n2\n</tool_response><|im_end|>\n")
+    assert text.endswith(
+        "<|im_start|>user\n<tool_response>\n1\n</tool_response>\n"
+        "<tool_response>\n2\n</tool_response><|im_end|>\n"
+    )
 
 
 def test_tiny_model_reloads_and_generates(tiny_dir, tokenizer):

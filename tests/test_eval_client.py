@@ -56,9 +56,12 @@ class StubChat:
 
 
 def completion(message, finish="stop", tokens=7):
-    return 200, {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": message,
-                                                                       "finish_reason": finish}],
-                 "usage": {"prompt_tokens": 20, "completion_tokens": tokens}}
+    return 200, {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": tokens},
+    }
 
 
 def call(name, arguments):
@@ -73,17 +76,24 @@ def no_backoff_sleep():
 
 def test_messages_become_the_raw_text_the_metrics_read():
     names = {"check_inventory", "create_order"}
-    good = message_to_text({"role": "assistant", "content": None,
-                            "tool_calls": [call("check_inventory", '{"sku": "A-1"}')]})
+    good = message_to_text(
+        {"role": "assistant", "content": None, "tool_calls": [call("check_inventory", '{"sku": "A-1"}')]}
+    )
     assert good == '<tool_call>\n{"name": "check_inventory", "arguments": {"sku": "A-1"}}\n</tool_call>'
     expected = {"role": "assistant", "tool_calls": [call("check_inventory", '{"sku": "A-1"}')]}
     assert score_case(expected, good, TOOLS)["tool_call_accuracy"] == 1
     broken = message_to_text({"role": "assistant", "tool_calls": [call("check_inventory", '{"sku": "A-1"')]})
     assert score_case(expected, broken, TOOLS)["defects"]["malformed_call"] == 1  # invalid JSON stays invalid
-    thought = message_to_text({"role": "assistant", "content": "It is in stock.", "reasoning_content": "check"})
+    thought = message_to_text(
+        {"role": "assistant", "content": "It is in stock.", "reasoning_content": "check"}
+    )
     assert thought == "<think>\ncheck\n</think>\n\nIt is in stock."
-    two = message_to_text({"role": "assistant", "tool_calls": [call("check_inventory", {"sku": "A-1"}),
-                                                               call("create_order", "")]})
+    two = message_to_text(
+        {
+            "role": "assistant",
+            "tool_calls": [call("check_inventory", {"sku": "A-1"}), call("create_order", "")],
+        }
+    )
     assert two.count("<tool_call>") == 2 and '"arguments": {}' in two and names
 
 
@@ -95,13 +105,19 @@ def test_chat_url():
 
 
 def test_complete_sends_a_greedy_request_with_tools_and_reads_the_finish_reason():
-    stub = StubChat(lambda body: completion({"role": "assistant", "content": "word " * 50}, finish="length",
-                                            tokens=64))
+    stub = StubChat(
+        lambda body: completion({"role": "assistant", "content": "word " * 50}, finish="length", tokens=64)
+    )
     with stub.serve() as url:
         out = ChatClient(url, "qwen3-8b-sft", api_key="sekret", allowed_hosts=LOOPBACK).complete(
-            [{"role": "user", "content": "Hi"},
-             {"role": "assistant", "tool_calls": [call("check_inventory", {"sku": "A-1"})]},
-             {"role": "tool", "tool_call_id": "call_1", "content": "{}"}], TOOLS, max_tokens=64)
+            [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "tool_calls": [call("check_inventory", {"sku": "A-1"})]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "{}"},
+            ],
+            TOOLS,
+            max_tokens=64,
+        )
     req = stub.requests[0]
     assert req["path"] == "/v1/chat/completions" and req["headers"]["Authorization"] == "Bearer sekret"
     body = req["body"]
@@ -112,10 +128,17 @@ def test_complete_sends_a_greedy_request_with_tools_and_reads_the_finish_reason(
 
 
 def test_retries_server_errors_but_not_client_errors():
-    answers = iter([(503, {"error": {"message": "overloaded"}}), completion({"role": "assistant", "content": "ok!"})])
+    answers = iter(
+        [(503, {"error": {"message": "overloaded"}}), completion({"role": "assistant", "content": "ok!"})]
+    )
     stub = StubChat(lambda body: next(answers))
     with stub.serve() as url:
-        assert ChatClient(url, "m", allowed_hosts=LOOPBACK).complete([{"role": "user", "content": "Hi"}], None).text == "ok!"
+        assert (
+            ChatClient(url, "m", allowed_hosts=LOOPBACK)
+            .complete([{"role": "user", "content": "Hi"}], None)
+            .text
+            == "ok!"
+        )
     assert len(stub.requests) == 2
 
     stub = StubChat(lambda body: (400, {"error": {"message": "model 'm' does not exist"}}))
@@ -135,15 +158,28 @@ def test_an_endpoint_run_scores_what_the_endpoint_said(project):
             return 500, {"error": "boom"}
         if "A-" in text:
             sku = text.split()[1]
-            return completion({"role": "assistant", "content": None,
-                               "tool_calls": [call("check_inventory", json.dumps({"sku": sku}))]}, "tool_calls")
+            return completion(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [call("check_inventory", json.dumps({"sku": sku}))],
+                },
+                "tool_calls",
+            )
         return completion({"role": "assistant", "content": "Hello! How can I help you today?"})
 
     stub = StubChat(answer)
     mv = model(project, "served", origin="external")
     with stub.serve() as url:
-        run = runner.create_run(project, suite, mv, source="endpoint", start=False, api_key="k",
-                                settings={"base_url": url, "model": "served", "concurrency": 3})
+        run = runner.create_run(
+            project,
+            suite,
+            mv,
+            source="endpoint",
+            start=False,
+            api_key="k",
+            settings={"base_url": url, "model": "served", "concurrency": 3},
+        )
         run = runner.run_eval(run.pk)
     assert run.status == "done", run.message
     assert run.api_key == ""  # wiped at the end
@@ -160,8 +196,14 @@ def test_an_endpoint_that_fails_everything_fails_the_run(project):
     suite = make_suite(project, 3)
     stub = StubChat(lambda body: (502, {"error": "bad gateway"}))
     with stub.serve() as url:
-        run = runner.create_run(project, suite, model(project, "down"), source="endpoint", start=False,
-                                settings={"base_url": url, "model": "down"})
+        run = runner.create_run(
+            project,
+            suite,
+            model(project, "down"),
+            source="endpoint",
+            start=False,
+            settings={"base_url": url, "model": "down"},
+        )
         run = runner.run_eval(run.pk)
     assert run.status == "failed" and "failed every request" in run.message
     assert not EvalResult.objects.filter(run=run).exists()

@@ -43,7 +43,7 @@ def test_crafted_runs_known_flips_deltas_and_p_value(project):
     suite = make_suite(project, 30)
     base = model(project, "base", origin="base")
     sft = model(project, "sft", parent=base, origin="sft")
-    base_right = set(range(1, 11)) | {29}            # 11 of 30
+    base_right = set(range(1, 11)) | {29}  # 11 of 30
     sft_right = set(range(1, 11)) | set(range(11, 19))  # 18 of 30: 8 fixed (11-18), 1 broken (29)
     run_sft = crafted_run(project, suite, sft, sft_right)
     run_base = crafted_run(project, suite, base, base_right)

@@ -59,8 +59,9 @@ def test_a_base_plus_lora_adapter_loads_and_a_zero_adapter_changes_nothing(tiny_
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
-    peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                                 task_type="CAUSAL_LM"))  # B starts at zero
+    peft_model = get_peft_model(
+        base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+    )  # B starts at zero
     peft_model.save_pretrained(tmp_path / "adapter")
     with_adapter = load_model(tiny_model, str(tmp_path / "adapter"), device="cpu")
     assert "adapter" in with_adapter.label
@@ -73,7 +74,9 @@ def test_general_text_perplexity(loaded):
     ppl = perplexity(loaded.model, loaded.tokenizer)
     assert math.isfinite(ppl) and ppl > 1
     assert perplexity(loaded.model, loaded.tokenizer) == pytest.approx(ppl)
-    assert perplexity(loaded.model, loaded.tokenizer, batch_size=1) == pytest.approx(ppl, rel=1e-4)  # pads never count
+    assert perplexity(loaded.model, loaded.tokenizer, batch_size=1) == pytest.approx(
+        ppl, rel=1e-4
+    )  # pads never count
     assert len(GENERAL_TEXTS) >= 8 and len(TEXTS_FINGERPRINT) == 16
 
 
@@ -90,8 +93,9 @@ def test_model_paths_take_the_base_from_an_ancestor(project, tiny_model):
 def test_a_local_run_in_process(project, tiny_model):
     suite, _ = suites.suite_from_demo(project, "demo", n=10, seed=2)
     mv = model(project, "demo-base", path=tiny_model, origin="base")
-    run = runner.create_run(project, suite, mv, settings={"max_new_tokens": 24, "batch_size": 4, "device": "cpu"},
-                            start=False)
+    run = runner.create_run(
+        project, suite, mv, settings={"max_new_tokens": 24, "batch_size": 4, "device": "cpu"}, start=False
+    )
     run = runner.run_eval(run.pk)
     assert run.status == "done", run.message
     assert run.summary["n"] == 10 and run.perplexity and run.stats["device"] == "cpu"

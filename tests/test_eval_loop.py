@@ -13,10 +13,12 @@ pytestmark = pytest.mark.django_db
 
 
 def counts(project):
-    return (Conversation.objects.filter(project=project).count(),
-            ModelResponse.objects.filter(conversation__project=project).count(),
-            Task.objects.filter(project=project, kind="label").count(),
-            Task.objects.filter(project=project, kind="compare").count())
+    return (
+        Conversation.objects.filter(project=project).count(),
+        ModelResponse.objects.filter(conversation__project=project).count(),
+        Task.objects.filter(project=project, kind="label").count(),
+        Task.objects.filter(project=project, kind="compare").count(),
+    )
 
 
 def test_failed_cases_are_sent_once_with_the_models_response(project, members):
@@ -49,8 +51,9 @@ def test_the_same_failure_of_another_run_adds_nothing_and_another_model_adds_a_p
     out = loop.send_to_queue(rerun)
     assert out["sent"] == 1 and out["responses"] == 0  # recorded for the run, no duplicate response
     assert ModelResponse.objects.count() == 1
-    other = crafted_run(project, suite, v3, right={1, 2, 3},
-                        overrides={4: "OK."})  # fails differently: too short
+    other = crafted_run(
+        project, suite, v3, right={1, 2, 3}, overrides={4: "OK."}
+    )  # fails differently: too short
     out = loop.send_to_queue(other)
     assert out["responses"] == 1 and out["compare_tasks"] == 1  # two models on one context: a pair to compare
     assert Conversation.objects.filter(external_id="eval:case-4").count() == 1
@@ -72,8 +75,14 @@ def test_regressions_against_a_baseline(project):
 
 def test_a_case_cut_from_a_conversation_answers_that_conversation(project):
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello, how can I help?"}]
-    conv = Conversation.objects.create(project=project, external_id="h-1", messages=msgs, tools=project.tools,
-                                       content_hash=content_hash(msgs, project.tools), split=Split.HOLDOUT)
+    conv = Conversation.objects.create(
+        project=project,
+        external_id="h-1",
+        messages=msgs,
+        tools=project.tools,
+        content_hash=content_hash(msgs, project.tools),
+        split=Split.HOLDOUT,
+    )
     suite, _ = suites.suite_from_conversations(project, "held-out")
     run = crafted_run(project, suite, model(project, "v1"), right=set())
     loop.send_to_queue(run)
@@ -90,4 +99,9 @@ def test_the_api_action_needs_the_admin_role(project, members, api):
     res = api(members["admin"]).post(url, {"scope": "failed"}, format="json")
     assert res.status_code == 200 and res.json()["sent"] == 2
     assert api(members["admin"]).post(url, {}, format="json").json() == {
-        "sent": 0, "already": 2, "responses": 0, "label_tasks": 0, "compare_tasks": 0}
+        "sent": 0,
+        "already": 2,
+        "responses": 0,
+        "label_tasks": 0,
+        "compare_tasks": 0,
+    }

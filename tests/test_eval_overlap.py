@@ -24,10 +24,18 @@ def sft_snapshot(project, cases, tmp_path, settings, version=1, status=DatasetSn
     name = f"datasets/{project.slug}/sft-v{version}.jsonl"
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"messages": [*c.messages, c.expected], "tools": "[]"}) + "\n"
-                            for c in cases))
-    return DatasetSnapshot.objects.create(project=project, kind="sft", version=version, layout="trl_messages",
-                                          status=status, file=name, row_count=len(cases))
+    path.write_text(
+        "".join(json.dumps({"messages": [*c.messages, c.expected], "tools": "[]"}) + "\n" for c in cases)
+    )
+    return DatasetSnapshot.objects.create(
+        project=project,
+        kind="sft",
+        version=version,
+        layout="trl_messages",
+        status=status,
+        file=name,
+        row_count=len(cases),
+    )
 
 
 @pytest.fixture
@@ -43,12 +51,25 @@ def leak(project, tmp_path, settings):
 
     def train():
         snap = sft_snapshot(project, list(suite.cases.filter(position__in=[3, 5])), tmp_path, settings)
-        TrainingJob.objects.create(project=project, name="sft", stage="sft", base_version=base, train_snapshot=snap,
-                                   result_version=sft)
+        TrainingJob.objects.create(
+            project=project,
+            name="sft",
+            stage="sft",
+            base_version=base,
+            train_snapshot=snap,
+            result_version=sft,
+        )
         return snap
 
-    return {"suite": suite, "base": base, "sft": sft, "dpo": dpo, "early_base": early_base, "early_sft": early_sft,
-            "train": train}
+    return {
+        "suite": suite,
+        "base": base,
+        "sft": sft,
+        "dpo": dpo,
+        "early_base": early_base,
+        "early_sft": early_sft,
+        "train": train,
+    }
 
 
 def fresh(run):
@@ -72,8 +93,9 @@ def test_a_run_made_before_the_training_snapshot_is_flagged_once_it_exists(leak)
 
 def test_a_snapshot_that_becomes_ready_later_is_checked_then(project, leak, tmp_path, settings):
     suite, sft = leak["suite"], leak["sft"]
-    snap = sft_snapshot(project, [suite.cases.get(position=4)], tmp_path, settings,
-                        status=DatasetSnapshot.State.RUNNING)
+    snap = sft_snapshot(
+        project, [suite.cases.get(position=4)], tmp_path, settings, status=DatasetSnapshot.State.RUNNING
+    )
     sft.metadata = {"train_snapshot_ids": [snap.pk]}
     sft.save()
     first = suites.overlap_of(suite, sft)
@@ -96,7 +118,9 @@ def test_overlap_is_cached_per_suite_and_lineage_state(leak):
     assert not calls  # the second read did not open the snapshot again
 
 
-def test_an_unreadable_snapshot_says_not_checked_and_is_tried_again(project, leak, tmp_path, settings, monkeypatch):
+def test_an_unreadable_snapshot_says_not_checked_and_is_tried_again(
+    project, leak, tmp_path, settings, monkeypatch
+):
     leak["train"]()
     suite, sft = leak["suite"], leak["sft"]
     monkeypatch.setattr(suites, "_snapshot_keys", lambda *a: (_ for _ in ()).throw(OSError("disk gone")))
@@ -138,7 +162,9 @@ def test_api_and_comparison_read_the_same_overlap(project, members, api, leak):
     client = api(members["lead"])
     one = client.get(f"/api/eval-runs/{early.pk}/").json()
     assert one["overlaps_training"] and one["overlap"]["cases"] == 2
-    listed = {r["id"]: r for r in client.get("/api/eval-runs/", {"project__slug": project.slug}).json()["results"]}
+    listed = {
+        r["id"]: r for r in client.get("/api/eval-runs/", {"project__slug": project.slug}).json()["results"]
+    }
     assert listed[early.pk]["overlaps_training"] and not listed[leak["early_base"].pk]["overlaps_training"]
     cmp = comparison.compare_runs([fresh(leak["early_base"]), fresh(early)]).as_dict()
     assert [r["overlaps_training"] for r in cmp["runs"]] == [False, True]

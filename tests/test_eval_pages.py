@@ -33,26 +33,35 @@ def test_roles(project, members, client, finished):
     client.force_login(members["outsider"])
     assert client.get(base).status_code == 404
     client.force_login(members["lead"])
-    for url in (base, f"{base}runs/{run_base.pk}/", f"{base}suites/{suite.pk}/", f"{base}runs/{run_base.pk}/cases/"):
+    for url in (
+        base,
+        f"{base}runs/{run_base.pk}/",
+        f"{base}suites/{suite.pk}/",
+        f"{base}runs/{run_base.pk}/cases/",
+    ):
         assert client.get(url).status_code == 200, url
     for url in (f"{base}runs/new/", f"{base}suites/new/", f"{base}settings/"):
         assert client.get(url).status_code == 403, url
     assert client.post(f"{base}runs/{run_base.pk}/send-to-queue/", {"scope": "failed"}).status_code == 403
 
 
-def test_report_shows_metrics_with_errors_defects_breakdowns_worst_cases_and_lineage(project, members, client,
-                                                                                     finished):
+def test_report_shows_metrics_with_errors_defects_breakdowns_worst_cases_and_lineage(
+    project, members, client, finished
+):
     suite, run_base, run_sft = finished
     client.force_login(members["lead"])
     html = client.get(f"/p/{project.slug}/eval/runs/{run_sft.pk}/").content.decode()
-    assert "tool_call_accuracy" in html and "58.3% <span class=\"se\">± 14.2</span>" in html  # 7/12
+    assert "tool_call_accuracy" in html and '58.3% <span class="se">± 14.2</span>' in html  # 7/12
     assert 'id="defects"' in html and "too_short" in html
     assert 'id="by-category"' in html and "Tool not called" in html and 'id="by-depth"' in html
     assert 'id="worst"' in html and "case-4" in html
     assert 'id="lineage"' in html and 'id="lineage-data"' in html and "vendor/chart-4.6.1.umd.min.js" in html
     assert "Send to the annotator queue" not in html  # leads read; admins act
     client.force_login(members["admin"])
-    assert "Send to the annotator queue" in client.get(f"/p/{project.slug}/eval/runs/{run_sft.pk}/").content.decode()
+    assert (
+        "Send to the annotator queue"
+        in client.get(f"/p/{project.slug}/eval/runs/{run_sft.pk}/").content.decode()
+    )
 
 
 def test_case_page_shows_expected_and_actual_side_by_side(project, members, client, finished):
@@ -81,9 +90,15 @@ def test_filters_and_export(project, members, client, finished):
 def test_compare_page(project, members, client, finished):
     _, run_base, run_sft = finished
     client.force_login(members["lead"])
-    html = client.get(f"/p/{project.slug}/eval/compare/?runs={run_sft.pk}&runs={run_base.pk}").content.decode()
+    html = client.get(
+        f"/p/{project.slug}/eval/compare/?runs={run_sft.pk}&runs={run_base.pk}"
+    ).content.decode()
     assert "Baseline: <strong>base</strong>" in html and "+33.3 pts" in html
-    assert "4 fixed, 0 broken" in html and "McNemar p = 0.125 (exact; 4 fixed, 0 broken)" in html and "within noise" in html
+    assert (
+        "4 fixed, 0 broken" in html
+        and "McNemar p = 0.125 (exact; 4 fixed, 0 broken)" in html
+        and "within noise" in html
+    )
     html = client.get(f"/p/{project.slug}/eval/compare/?runs={run_sft.pk}").content.decode()
     assert "Cannot compare" in html
 
@@ -98,27 +113,45 @@ def test_progress_fragment_reloads_the_page_when_the_run_ends(project, members, 
 def test_admin_builds_a_suite_and_starts_runs_from_the_pages(project, members, client):
     client.force_login(members["admin"])
     bad = SimpleUploadedFile("g.jsonl", (json.dumps(gold_record(1)) + "\n{oops\n").encode())
-    html = client.post(f"/p/{project.slug}/eval/suites/new/", {"name": "gold", "source": "gold", "file": bad}
-                       ).content.decode()
+    html = client.post(
+        f"/p/{project.slug}/eval/suites/new/", {"name": "gold", "source": "gold", "file": bad}
+    ).content.decode()
     assert "The suite was not created" in html and "invalid JSON" in html
-    good = SimpleUploadedFile("g.jsonl", "".join(json.dumps(gold_record(i)) + "\n" for i in range(1, 4)).encode())
+    good = SimpleUploadedFile(
+        "g.jsonl", "".join(json.dumps(gold_record(i)) + "\n" for i in range(1, 4)).encode()
+    )
     res = client.post(f"/p/{project.slug}/eval/suites/new/", {"name": "gold", "source": "gold", "file": good})
     suite = EvalSuite.objects.get(name="gold")
     assert res.status_code == 302 and res["Location"].endswith(f"/eval/suites/{suite.pk}/")
     mv = model(project, "agent-v1")
-    res = client.post(f"/p/{project.slug}/eval/runs/new/", {"suite": suite.pk, "model_version": mv.pk,
-                                                           "source": "outputs", "outputs": outputs_file(suite, {1})})
+    res = client.post(
+        f"/p/{project.slug}/eval/runs/new/",
+        {"suite": suite.pk, "model_version": mv.pk, "source": "outputs", "outputs": outputs_file(suite, {1})},
+    )
     run = EvalRun.objects.get()
     assert res.status_code == 302 and run.status == "queued" and run.created_by == members["admin"]
-    html = client.post(f"/p/{project.slug}/eval/runs/new/", {"suite": suite.pk, "model_version": mv.pk,
-                                                            "source": "local"}).content.decode()
+    html = client.post(
+        f"/p/{project.slug}/eval/runs/new/", {"suite": suite.pk, "model_version": mv.pk, "source": "local"}
+    ).content.decode()
     assert "no model folder" in html
-    res = client.post(f"/p/{project.slug}/eval/settings/", {"default_suite": suite.pk, "quality_margin": 0.03,
-                                                           "perplexity_margin": 0.1, "max_new_tokens": 128,
-                                                           "batch_size": 8, "auto_eval_after_training": "on",
-                                                           "general_texts_text": "One line.\nTwo lines."})
+    res = client.post(
+        f"/p/{project.slug}/eval/settings/",
+        {
+            "default_suite": suite.pk,
+            "quality_margin": 0.03,
+            "perplexity_margin": 0.1,
+            "max_new_tokens": 128,
+            "batch_size": 8,
+            "auto_eval_after_training": "on",
+            "general_texts_text": "One line.\nTwo lines.",
+        },
+    )
     cfg = EvalSettings.for_project(project)
-    assert res.status_code == 302 and cfg.default_suite == suite and cfg.general_texts == ["One line.", "Two lines."]
+    assert (
+        res.status_code == 302
+        and cfg.default_suite == suite
+        and cfg.general_texts == ["One line.", "Two lines."]
+    )
 
 
 def test_admin_sends_failures_to_the_queue_from_the_report(project, members, client, finished):
@@ -133,7 +166,12 @@ def test_admin_sends_failures_to_the_queue_from_the_report(project, members, cli
 
 def test_api_suites_runs_results_settings(project, members, api):
     admin, lead = api(members["admin"]), api(members["lead"])
-    body = {"project": project.slug, "name": "inline", "source": "gold", "cases": [gold_record(1), gold_record(2)]}
+    body = {
+        "project": project.slug,
+        "name": "inline",
+        "source": "gold",
+        "cases": [gold_record(1), gold_record(2)],
+    }
     assert lead.post("/api/eval-suites/", body, format="json").status_code == 403
     res = admin.post("/api/eval-suites/", body, format="json")
     assert res.status_code == 201 and res.json()["case_count"] == 2 and res.json()["version"] == 1
@@ -141,16 +179,25 @@ def test_api_suites_runs_results_settings(project, members, api):
     bad = admin.post("/api/eval-suites/", {**body, "cases": [{"id": "x"}]}, format="json")
     assert bad.status_code == 400 and bad.json()["errors"][0]["line"] == 1
     suite_id = res.json()["id"]
-    assert [s["id"] for s in lead.get(f"/api/eval-suites/?project__slug={project.slug}").json()["results"]] == [
-        suite_id]
+    assert [
+        s["id"] for s in lead.get(f"/api/eval-suites/?project__slug={project.slug}").json()["results"]
+    ] == [suite_id]
     assert api(members["annotator"]).get("/api/eval-suites/").json()["results"] == []
     assert len(lead.get(f"/api/eval-suites/{suite_id}/cases/").json()["results"]) == 2
 
     mv = model(project, "agent-v1")
     suite = EvalSuite.objects.get(pk=suite_id)
-    res = admin.post("/api/eval-runs/", {"project": project.slug, "suite": suite_id, "model_version": mv.pk,
-                                         "source": "outputs", "outputs": outputs_file(suite, {1})},
-                     format="multipart")
+    res = admin.post(
+        "/api/eval-runs/",
+        {
+            "project": project.slug,
+            "suite": suite_id,
+            "model_version": mv.pk,
+            "source": "outputs",
+            "outputs": outputs_file(suite, {1}),
+        },
+        format="multipart",
+    )
     assert res.status_code == 201, res.content
     run_id = res.json()["id"]
     from evaluation import runner
@@ -164,13 +211,20 @@ def test_api_suites_runs_results_settings(project, members, api):
     assert lead.post(f"/api/eval-runs/{run_id}/cancel/").status_code == 403
 
     assert lead.get(f"/api/eval-settings/{project.slug}/").json()["quality_margin"] == 0.02
-    assert lead.patch(f"/api/eval-settings/{project.slug}/", {"quality_margin": 0.05}, format="json"
-                      ).status_code == 403
-    res = admin.patch(f"/api/eval-settings/{project.slug}/", {"quality_margin": 0.05, "default_suite": suite_id},
-                      format="json")
+    assert (
+        lead.patch(f"/api/eval-settings/{project.slug}/", {"quality_margin": 0.05}, format="json").status_code
+        == 403
+    )
+    res = admin.patch(
+        f"/api/eval-settings/{project.slug}/",
+        {"quality_margin": 0.05, "default_suite": suite_id},
+        format="json",
+    )
     assert res.status_code == 200 and res.json()["default_suite"] == suite_id
-    assert admin.patch(f"/api/eval-settings/{project.slug}/", {"quality_margin": 3}, format="json"
-                       ).status_code == 400
+    assert (
+        admin.patch(f"/api/eval-settings/{project.slug}/", {"quality_margin": 3}, format="json").status_code
+        == 400
+    )
     assert api(members["annotator"]).get(f"/api/eval-settings/{project.slug}/").status_code == 403
 
 
@@ -178,16 +232,31 @@ def test_openapi_schema_covers_the_evaluation_api(client, make_user):
     client.force_login(make_user("reader"))
     schema = yaml.safe_load(client.get("/api/schema/").content)
     validate(schema)
-    for path in ("/api/eval-suites/", "/api/eval-runs/", "/api/eval-runs/{id}/results/",
-                 "/api/eval-runs/{id}/send-to-queue/", "/api/eval-runs/compare/", "/api/promotions/check/",
-                 "/api/promotions/promote/", "/api/eval-settings/{slug}/"):
+    for path in (
+        "/api/eval-suites/",
+        "/api/eval-runs/",
+        "/api/eval-runs/{id}/results/",
+        "/api/eval-runs/{id}/send-to-queue/",
+        "/api/eval-runs/compare/",
+        "/api/promotions/check/",
+        "/api/promotions/promote/",
+        "/api/eval-settings/{slug}/",
+    ):
         assert path in schema["paths"], path
 
 
 def test_django_admin_pages(client, finished, django_user_model):
     _, run_base, _ = finished
     client.force_login(django_user_model.objects.create_superuser("root", "r@x.org", "pw-root-123"))
-    for name in ("evalsuite", "evalcase", "evalrun", "evalresult", "evalbadcase", "evalsettings", "promotiondecision"):
+    for name in (
+        "evalsuite",
+        "evalcase",
+        "evalrun",
+        "evalresult",
+        "evalbadcase",
+        "evalsettings",
+        "promotiondecision",
+    ):
         assert client.get(f"/admin/evaluation/{name}/").status_code == 200, name
     html = client.get(f"/admin/evaluation/evalrun/{run_base.pk}/change/").content.decode()
     assert "api_key" not in html
@@ -196,17 +265,29 @@ def test_django_admin_pages(client, finished, django_user_model):
 def test_call_diff_reads_parallel_optional_and_unexpected_calls():
     from evaluation.views import call_diff
 
-    expected = {"role": "assistant", "tool_calls": [
-        {"function": {"name": "check_inventory", "arguments": {"sku": "A-1"}}},
-        {"function": {"name": "create_order", "arguments": {"sku": "A-1", "quantity": 2}},
-         "optional": ["note"], "acceptable": {"quantity": [2, 3]}}]}
-    calls = [{"name": "create_order", "arguments": {"sku": "A-1", "quantity": 3.0}},
-             {"name": "check_inventory", "arguments": {"sku": "a-1"}},
-             {"name": "create_order", "arguments": {"sku": "B-2"}}]
+    expected = {
+        "role": "assistant",
+        "tool_calls": [
+            {"function": {"name": "check_inventory", "arguments": {"sku": "A-1"}}},
+            {
+                "function": {"name": "create_order", "arguments": {"sku": "A-1", "quantity": 2}},
+                "optional": ["note"],
+                "acceptable": {"quantity": [2, 3]},
+            },
+        ],
+    }
+    calls = [
+        {"name": "create_order", "arguments": {"sku": "A-1", "quantity": 3.0}},
+        {"name": "check_inventory", "arguments": {"sku": "a-1"}},
+        {"name": "create_order", "arguments": {"sku": "B-2"}},
+    ]
     rows = call_diff(expected, calls)
     inv, order, extra = rows
     assert inv["name"] == "check_inventory" and [a["ok"] for a in inv["args"]] == [False]
-    assert [(a["key"], a["ok"]) for a in order["args"]] == [("sku", True), ("quantity", True)]  # 3.0 is acceptable
+    assert [(a["key"], a["ok"]) for a in order["args"]] == [
+        ("sku", True),
+        ("quantity", True),
+    ]  # 3.0 is acceptable
     assert extra["unexpected"] and extra["args"][0]["have"] == '"B-2"'
     missing = call_diff(expected, [])
     assert not missing[0]["found"] and missing[0]["args"][0]["have"] == "(missing)"

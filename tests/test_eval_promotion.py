@@ -42,8 +42,13 @@ def test_a_better_candidate_replaces_production_and_only_one_stays(project, suit
     crafted_run(project, suite, v2, set(range(1, 15)), perplexity=10.2)
     gate = promotion.check_gate(v2)
     assert gate.ok, gate.failed
-    assert conditions(gate) == {"candidate_run": "pass", "overlap": "unknown", "tool_call_accuracy": "pass",
-                                "response_quality": "pass", "perplexity": "pass"}
+    assert conditions(gate) == {
+        "candidate_run": "pass",
+        "overlap": "unknown",
+        "tool_call_accuracy": "pass",
+        "response_quality": "pass",
+        "perplexity": "pass",
+    }
     decision = promotion.promote(v2, members["admin"])
     assert decision.previous_production == v1 and decision.baseline_run.model_version == v1
     assert list(ModelVersion.objects.filter(project=project, stage="production")) == [v2]
@@ -61,11 +66,21 @@ def test_each_failing_condition_is_named(project, suite):
     with pytest.raises(promotion.GateFailed):
         promotion.promote(worse)
     # better on tool calls, but 3 replies end in a repeated phrase: quality -15 points, margin 2
-    crafted_run(project, suite, noisy, set(range(1, 13)), perplexity=10.0, overrides={
-        p: "Hello! How can I help you today? today? today? today?" for p in (4, 8, 12)})
+    crafted_run(
+        project,
+        suite,
+        noisy,
+        set(range(1, 13)),
+        perplexity=10.0,
+        overrides={p: "Hello! How can I help you today? today? today? today?" for p in (4, 8, 12)},
+    )
     assert conditions(promotion.check_gate(noisy)) == {
-        "candidate_run": "pass", "overlap": "unknown", "tool_call_accuracy": "pass", "response_quality": "fail",
-        "perplexity": "pass"}
+        "candidate_run": "pass",
+        "overlap": "unknown",
+        "tool_call_accuracy": "pass",
+        "response_quality": "fail",
+        "perplexity": "pass",
+    }
     # better on both, but general-text perplexity up 30% (margin 5%)
     crafted_run(project, suite, dumb, set(range(1, 13)), perplexity=13.0)
     gate = promotion.check_gate(dumb)
@@ -80,7 +95,9 @@ def test_production_must_be_evaluated_on_the_same_suite(project, suite):
     ModelVersion.objects.filter(pk=prod.pk).update(stage="production")
     crafted_run(project, suite, cand, {1, 2})
     gate = promotion.check_gate(cand)
-    assert conditions(gate)["production_run"] == "fail" and "prod has no finished run" in gate.failed[0].detail
+    assert (
+        conditions(gate)["production_run"] == "fail" and "prod has no finished run" in gate.failed[0].detail
+    )
 
 
 def test_unknown_perplexity_does_not_block_but_significance_can(project, suite):
@@ -129,8 +146,9 @@ def test_gate_page_says_which_condition_failed_and_only_admins_decide(project, s
     assert 'data-condition="tool_call_accuracy" data-status="fail"' in page
     assert client.post(f"/p/{project.slug}/eval/models/{cand.pk}/", {"action": "promote"}).status_code == 403
     client.force_login(members["admin"])
-    res = client.post(f"/p/{project.slug}/eval/models/{cand.pk}/", {"action": "promote", "suite": suite.pk},
-                      follow=True)
+    res = client.post(
+        f"/p/{project.slug}/eval/models/{cand.pk}/", {"action": "promote", "suite": suite.pk}, follow=True
+    )
     assert "Not promoted: Beats production on tool_call_accuracy" in res.content.decode()
     assert ModelVersion.objects.get(pk=cand.pk).stage == "candidate"
 
@@ -142,8 +160,16 @@ def test_promotion_api(project, suite, members, api):
     crafted_run(project, suite, v1, {1})
     check = api(members["lead"]).get(f"/api/promotions/check/?model_version={v1.pk}")
     assert check.status_code == 200 and check.json()["ok"]
-    assert api(members["lead"]).post("/api/promotions/promote/", {"model_version": v1.pk},
-                                     format="json").status_code == 403
-    assert api(members["admin"]).post("/api/promotions/promote/", {"model_version": v1.pk},
-                                      format="json").status_code == 201
+    assert (
+        api(members["lead"])
+        .post("/api/promotions/promote/", {"model_version": v1.pk}, format="json")
+        .status_code
+        == 403
+    )
+    assert (
+        api(members["admin"])
+        .post("/api/promotions/promote/", {"model_version": v1.pk}, format="json")
+        .status_code
+        == 201
+    )
     assert api(members["lead"]).get("/api/promotions/").json()["results"][0]["action"] == "promote"

@@ -25,8 +25,11 @@ pytestmark = pytest.mark.django_db
 def test_an_outputs_run_stores_every_case_scored_exactly_like_score_case(project):
     suite = make_suite(project, 12)
     mv = model(project, "agent-v1")
-    overrides = {5: "<think>let me check</think>\n" + right_output(suite.cases.get(position=5)) + " Done!",
-                 6: "<tool_call>{broken", 7: ""}
+    overrides = {
+        5: "<think>let me check</think>\n" + right_output(suite.cases.get(position=5)) + " Done!",
+        6: "<tool_call>{broken",
+        7: "",
+    }
     run = crafted_run(project, suite, mv, right={1, 2, 3, 4, 8}, overrides=overrides)
     results = {r.case.position: r for r in EvalResult.objects.filter(run=run).select_related("case")}
     assert len(results) == 12 and run.cases_done == 12
@@ -35,16 +38,30 @@ def test_an_outputs_run_stores_every_case_scored_exactly_like_score_case(project
         r = results[case.position]
         expected = score_case(case.expected, r.output, case.tools, stopped_at_limit=None)
         assert r.score == json.loads(json.dumps(expected))
-        assert (r.tool_call_accuracy, r.response_quality) == (expected["tool_call_accuracy"],
-                                                              expected["response_quality"])
+        assert (r.tool_call_accuracy, r.response_quality) == (
+            expected["tool_call_accuracy"],
+            expected["response_quality"],
+        )
         scores.append(expected)
         cats.append(case.categories)
         depths.append(case.turn_depth)
     assert results[5].score["defects"]["fabricated_tool_result"] == 1  # text after the call
-    assert results[6].score["defects"]["malformed_call"] == 1 and results[7].score["defects"]["too_short"] == 1
+    assert (
+        results[6].score["defects"]["malformed_call"] == 1 and results[7].score["defects"]["too_short"] == 1
+    )
     want = json.loads(json.dumps(summarize(scores, cats, depths)))
-    for key in ("tool_call_accuracy", "tool_name_accuracy", "tool_args_accuracy", "response_quality", "defects",
-                "per_call", "by_category", "by_turn_depth", "false_call_rate", "missed_call_rate"):
+    for key in (
+        "tool_call_accuracy",
+        "tool_name_accuracy",
+        "tool_args_accuracy",
+        "response_quality",
+        "defects",
+        "per_call",
+        "by_category",
+        "by_turn_depth",
+        "false_call_rate",
+        "missed_call_rate",
+    ):
         assert run.summary[key] == want[key], key
     assert run.summary["tool_call_accuracy"]["count"] == 6  # 1-5 right (5's call is right), 6-12 wrong
     assert "12 cases scored" in run.message
@@ -57,13 +74,20 @@ def test_outputs_must_cover_every_case_exactly_once(project):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     with pytest.raises(ValidationError) as exc:
-        runner.create_run(project, suite, mv, source="outputs", outputs=SimpleUploadedFile("o.jsonl", bad),
-                          start=False)
+        runner.create_run(
+            project, suite, mv, source="outputs", outputs=SimpleUploadedFile("o.jsonl", bad), start=False
+        )
     text = " ".join(exc.value.message_dict["outputs"])
     assert "line 2" in text and "second output" in text and "'nope' is not a case" in text
     with pytest.raises(ValidationError) as exc:
-        runner.create_run(project, suite, mv, source="outputs",
-                          outputs=SimpleUploadedFile("o.jsonl", b'{"id": "case-1", "output": "x"}\n'), start=False)
+        runner.create_run(
+            project,
+            suite,
+            mv,
+            source="outputs",
+            outputs=SimpleUploadedFile("o.jsonl", b'{"id": "case-1", "output": "x"}\n'),
+            start=False,
+        )
     assert "2 case(s) have no output: case-2, case-3" in " ".join(exc.value.message_dict["outputs"])
     assert not EvalRun.objects.exists()
 
@@ -79,14 +103,18 @@ def test_a_local_run_needs_a_model_folder_and_settings_are_checked(project):
         runner.create_run(project, suite, local, settings={"batch_size": 0, "device": "tpu"}, start=False)
     assert set(exc.value.message_dict) == {"batch_size", "device"}
     with pytest.raises(ValidationError) as exc:
-        runner.create_run(project, suite, local, source="endpoint", settings={"base_url": "ftp://x"}, start=False)
+        runner.create_run(
+            project, suite, local, source="endpoint", settings={"base_url": "ftp://x"}, start=False
+        )
     assert set(exc.value.message_dict) == {"base_url", "model"}
 
 
 def test_a_killed_worker_resumes_after_the_last_committed_batch(project):
     suite = make_suite(project, 6)
     mv = model(project, "agent-v1")
-    run = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, {1, 2, 3}), start=False)
+    run = runner.create_run(
+        project, suite, mv, source="outputs", outputs=outputs_file(suite, {1, 2, 3}), start=False
+    )
     # first attempt: claims, commits two cases, dies (no heartbeat since)
     attempt = runner.Attempt(lifecycle.claim(EvalRun, run.pk))
     first_two = list(suite.cases.order_by("position")[:2])
@@ -108,11 +136,15 @@ def test_a_killed_worker_resumes_after_the_last_committed_batch(project):
 def test_cancel_keeps_the_results_so_far(project):
     suite = make_suite(project, 4)
     mv = model(project, "agent-v1")
-    queued = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, set()), start=False)
+    queued = runner.create_run(
+        project, suite, mv, source="outputs", outputs=outputs_file(suite, set()), start=False
+    )
     lifecycle.cancel(queued)
     assert queued.status == "cancelled" and runner.run_eval(queued.pk).status == "cancelled"
 
-    run = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, {1}), start=False)
+    run = runner.create_run(
+        project, suite, mv, source="outputs", outputs=outputs_file(suite, {1}), start=False
+    )
     real_commit = runner.Attempt.commit
 
     def commit_then_cancel(self, rows):  # an admin presses Cancel once the first case is committed
@@ -135,7 +167,9 @@ def test_a_broker_outage_is_reported_on_the_run(project, django_capture_on_commi
         with django_capture_on_commit_callbacks(execute=True):
             run = runner.create_run(project, suite, mv, source="outputs", outputs=outputs_file(suite, set()))
     run.refresh_from_db()
-    assert run.status == "failed" and run.waiting_for_queue and "Could not reach the task queue" in run.message
+    assert (
+        run.status == "failed" and run.waiting_for_queue and "Could not reach the task queue" in run.message
+    )
 
 
 def _succeeded_job(project, version, evaluate_after, user=None):
@@ -144,7 +178,9 @@ def _succeeded_job(project, version, evaluate_after, user=None):
     return SimpleNamespace(pk=7, project=project, evaluate_after=evaluate_after, created_by=user)
 
 
-def test_after_training_the_hook_queues_a_run_only_when_asked(project, members, django_capture_on_commit_callbacks):
+def test_after_training_the_hook_queues_a_run_only_when_asked(
+    project, members, django_capture_on_commit_callbacks
+):
     from training import hooks
 
     assert runner.evaluate_after_training in hooks._after_training  # evaluation subscribed at start-up
@@ -152,9 +188,12 @@ def test_after_training_the_hook_queues_a_run_only_when_asked(project, members, 
     cfg = EvalSettings.for_project(project)
     cfg.auto_eval_after_training = False
     cfg.save()
-    assert hooks.version_trained(_succeeded_job(project, mv, evaluate_after=False), mv) == []  # off, not asked
+    assert (
+        hooks.version_trained(_succeeded_job(project, mv, evaluate_after=False), mv) == []
+    )  # off, not asked
     assert hooks.version_trained(_succeeded_job(project, mv, evaluate_after=True), mv) == [
-        "no evaluation run: the project has no eval suite yet"]
+        "no evaluation run: the project has no eval suite yet"
+    ]
     suite = make_suite(project, 2)
     cfg.default_suite = suite
     cfg.auto_eval_after_training = True  # the project setting alone is enough
@@ -177,7 +216,9 @@ def test_a_failing_subscriber_is_logged_not_raised(project):
 
     hooks.on_version_trained(broken)
     try:
-        assert hooks.version_trained(SimpleNamespace(), None)[-1] == "could not run broken: RuntimeError: boom"
+        assert (
+            hooks.version_trained(SimpleNamespace(), None)[-1] == "could not run broken: RuntimeError: boom"
+        )
     finally:
         hooks._after_training.remove(broken)
 
@@ -200,6 +241,10 @@ def test_management_commands_build_a_suite_and_score_an_outputs_file(project, tm
     out = io.StringIO()
     call_command("run_eval", project.slug, "agent-v1", "--outputs", str(outputs), "--now", stdout=out)
     run = EvalRun.objects.get()
-    assert f"run {run.pk}: done" in out.getvalue() and '"count": 2' in out.getvalue() and run.trigger == "command"
+    assert (
+        f"run {run.pk}: done" in out.getvalue()
+        and '"count": 2' in out.getvalue()
+        and run.trigger == "command"
+    )
     with pytest.raises(CommandError, match="no model version"):
         call_command("run_eval", project.slug, "nope", "--now")

@@ -24,7 +24,10 @@ def test_gold_jsonl_becomes_a_suite_with_categories_depth_and_project_tools(proj
     assert cases[0].tools == project.tools  # tools default to the project's
     assert cases[0].categories == ["Tool not called"] and cases[1].categories == ["Greeting"]
     assert cases[0].turn_depth == 1 and cases[2].turn_depth == 7  # counted, or as given
-    assert suite.stats["expects_call"] == 2 and suite.stats["by_category"] == {"Greeting": 1, "Tool not called": 2}
+    assert suite.stats["expects_call"] == 2 and suite.stats["by_category"] == {
+        "Greeting": 1,
+        "Tool not called": 2,
+    }
 
 
 def test_optional_and_acceptable_arguments_are_kept_for_the_metrics(project):
@@ -40,8 +43,14 @@ def test_every_bad_case_is_reported_with_its_line_and_nothing_is_created(project
     ends_with_assistant["messages"].append({"role": "assistant", "content": "Let me see."})
     unknown_tool = gold_record(4)
     unknown_tool["expected"]["tool_calls"][0]["function"]["name"] = "teleport"
-    records = [gold_record(1), "{not json", {"id": "x", "messages": [{"role": "user", "content": "hi"}]},
-               ends_with_assistant, unknown_tool, gold_record(1)]
+    records = [
+        gold_record(1),
+        "{not json",
+        {"id": "x", "messages": [{"role": "user", "content": "hi"}]},
+        ends_with_assistant,
+        unknown_tool,
+        gold_record(1),
+    ]
     with pytest.raises(suites.SuiteError) as exc:
         suites.suite_from_gold_jsonl(project, "bad", jsonl_file(records))
     assert [(e.line, e.field) for e in exc.value.errors] == [(2, "")]  # JSON errors first: nothing is parsed
@@ -59,27 +68,46 @@ def test_every_bad_case_is_reported_with_its_line_and_nothing_is_created(project
 
 def test_same_name_makes_a_new_version_only_when_the_cases_change(project, admin_user):
     first = make_suite(project, 5, name="reg")
-    again, created = suites.create_suite(project, "reg", [(i, gold_record(i, call=(i % 4 != 0))) for i in range(1, 6)],
-                                         source="gold")
+    again, created = suites.create_suite(
+        project, "reg", [(i, gold_record(i, call=(i % 4 != 0))) for i in range(1, 6)], source="gold"
+    )
     assert not created and again.pk == first.pk
-    changed, created = suites.create_suite(project, "reg", [(i, gold_record(i)) for i in range(1, 7)], source="gold",
-                                           user=admin_user)
+    changed, created = suites.create_suite(
+        project, "reg", [(i, gold_record(i)) for i in range(1, 7)], source="gold", user=admin_user
+    )
     assert created and changed.version == 2 and changed.case_count == 6
     assert first.cases.count() == 5  # the old version is untouched: runs on it stay readable
 
 
 def test_scenarios_make_one_case_per_assistant_turn(project):
-    call = {"id": "c1", "type": "function", "function": {"name": "check_inventory", "arguments": '{"sku": "A-1"}'}}
-    scenario = {"id": "s1", "categories": ["Business flow error"], "messages": [
-        {"role": "system", "content": "Sell."},
-        {"role": "user", "content": "Is A-1 in stock?"},
-        {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": "c1", "content": '{"in_stock": 3}'},
-        {"role": "assistant", "content": "Yes, 3 units are in stock."},
-        {"role": "user", "content": "Order two, I am C-1."},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c2", "type": "function", "function": {
-            "name": "create_order", "arguments": '{"sku": "A-1", "quantity": 2}'}}]},
-    ]}
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "check_inventory", "arguments": '{"sku": "A-1"}'},
+    }
+    scenario = {
+        "id": "s1",
+        "categories": ["Business flow error"],
+        "messages": [
+            {"role": "system", "content": "Sell."},
+            {"role": "user", "content": "Is A-1 in stock?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": '{"in_stock": 3}'},
+            {"role": "assistant", "content": "Yes, 3 units are in stock."},
+            {"role": "user", "content": "Order two, I am C-1."},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c2",
+                        "type": "function",
+                        "function": {"name": "create_order", "arguments": '{"sku": "A-1", "quantity": 2}'},
+                    }
+                ],
+            },
+        ],
+    }
     suite, _ = suites.suite_from_scenarios(project, "multi-turn", jsonl_file([scenario]))
     cases = list(suite.cases.order_by("position"))
     assert [c.external_id for c in cases] == ["s1#t1", "s1#t2", "s1#t3"]
@@ -91,10 +119,22 @@ def test_scenarios_make_one_case_per_assistant_turn(project):
 
 def test_held_out_conversations_keep_a_link_to_their_conversation(project):
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello, how can I help?"}]
-    conv = Conversation.objects.create(project=project, external_id="h-1", messages=msgs, tools=project.tools,
-                                       content_hash=content_hash(msgs, project.tools), split=Split.HOLDOUT)
-    Conversation.objects.create(project=project, external_id="t-1", messages=msgs, tools=project.tools,
-                                content_hash="x", split=Split.TRAIN)
+    conv = Conversation.objects.create(
+        project=project,
+        external_id="h-1",
+        messages=msgs,
+        tools=project.tools,
+        content_hash=content_hash(msgs, project.tools),
+        split=Split.HOLDOUT,
+    )
+    Conversation.objects.create(
+        project=project,
+        external_id="t-1",
+        messages=msgs,
+        tools=project.tools,
+        content_hash="x",
+        split=Split.TRAIN,
+    )
     suite, _ = suites.suite_from_conversations(project, "held-out")
     case = suite.cases.get()
     assert case.conversation_id == conv.pk and case.context_length == 1 and case.external_id == "h-1#t1"
@@ -114,17 +154,43 @@ def _snapshot(project, kind, rows, tmp_path, settings, version=1):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     layout = {"eval": "eval_cases", "sft": "trl_messages"}[kind]
-    return DatasetSnapshot.objects.create(project=project, kind=kind, version=version, layout=layout,
-                                          status=DatasetSnapshot.State.READY, file=name, row_count=len(rows))
+    return DatasetSnapshot.objects.create(
+        project=project,
+        kind=kind,
+        version=version,
+        layout=layout,
+        status=DatasetSnapshot.State.READY,
+        file=name,
+        row_count=len(rows),
+    )
 
 
 def test_suite_from_an_eval_snapshot(project, tmp_path, settings):
     msgs = [{"role": "user", "content": "Is A-9 in stock?"}]
-    conv = Conversation.objects.create(project=project, external_id="conv-9", messages=msgs, tools=project.tools,
-                                       content_hash=content_hash(msgs, project.tools), split=Split.EVAL)
+    conv = Conversation.objects.create(
+        project=project,
+        external_id="conv-9",
+        messages=msgs,
+        tools=project.tools,
+        content_hash=content_hash(msgs, project.tools),
+        split=Split.EVAL,
+    )
     expected = gold_record(9)["expected"]
-    snap = _snapshot(project, "eval", [{"id": "conv-9@1", "messages": msgs, "tools": json.dumps(project.tools),
-                                        "expected": expected, "source": "reasonable:999"}], tmp_path, settings)
+    snap = _snapshot(
+        project,
+        "eval",
+        [
+            {
+                "id": "conv-9@1",
+                "messages": msgs,
+                "tools": json.dumps(project.tools),
+                "expected": expected,
+                "source": "reasonable:999",
+            }
+        ],
+        tmp_path,
+        settings,
+    )
     suite, _ = suites.suite_from_snapshot(project, snap)
     case = suite.cases.get()
     assert suite.name == "eval-v1 held-out" and suite.source_detail["snapshot_id"] == snap.pk
@@ -134,8 +200,9 @@ def test_suite_from_an_eval_snapshot(project, tmp_path, settings):
 def test_overlap_with_the_models_training_snapshots_is_found(project, tmp_path, settings):
     suite = make_suite(project, 4)
     leaked = suite.cases.get(position=2)
-    sft = _snapshot(project, "sft", [{"messages": [*leaked.messages, leaked.expected], "tools": "[]"}],
-                    tmp_path, settings)
+    sft = _snapshot(
+        project, "sft", [{"messages": [*leaked.messages, leaked.expected], "tools": "[]"}], tmp_path, settings
+    )
     base = model(project, "base")
     assert suites.training_overlap(suite, base)["cases"] == 0
     tuned = model(project, "sft-1", parent=base, metadata={"train_snapshot_ids": [sft.pk]})
@@ -148,7 +215,8 @@ def test_overlap_with_the_models_training_snapshots_is_found(project, tmp_path, 
     from training.models import TrainingJob
 
     by_job = model(project, "sft-2", parent=base)
-    TrainingJob.objects.create(project=project, name="j", stage="sft", base_version=base, train_snapshot=sft,
-                               result_version=by_job)
+    TrainingJob.objects.create(
+        project=project, name="j", stage="sft", base_version=base, train_snapshot=sft, result_version=by_job
+    )
     assert suites.training_overlap(suite, by_job)["cases"] == 1
     assert suites.training_overlap(suite, base)["cases"] == 0  # the job trained a child, not the base

@@ -18,15 +18,31 @@ from evaluation.suites import create_suite
 def gold_record(i: int, call: bool = True, **extra) -> dict:
     """Case i: 'Is A-i in stock?' -> check_inventory(sku="A-i"); every 4th asks for a greeting reply."""
     if call:
-        expected = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "check_inventory",
-                                                          "arguments": json.dumps({"sku": f"A-{i}"})}}]}
-        messages = [{"role": "system", "content": "You sell things."}, {"role": "user", "content": f"Is A-{i} in stock?"}]
+        expected = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "check_inventory", "arguments": json.dumps({"sku": f"A-{i}"})},
+                }
+            ],
+        }
+        messages = [
+            {"role": "system", "content": "You sell things."},
+            {"role": "user", "content": f"Is A-{i} in stock?"},
+        ]
     else:
         expected = {"role": "assistant", "content": "Hello! How can I help you today?"}
         messages = [{"role": "user", "content": f"Hi there, number {i}"}]
-    return {"id": f"case-{i}", "messages": messages, "expected": expected,
-            "categories": ["Tool not called"] if call else ["Greeting"], **extra}
+    return {
+        "id": f"case-{i}",
+        "messages": messages,
+        "expected": expected,
+        "categories": ["Tool not called"] if call else ["Greeting"],
+        **extra,
+    }
 
 
 def make_suite(project, n: int = 10, name: str = "regression", calls_every: int = 4):
@@ -63,15 +79,24 @@ def model(project, name: str, parent=None, origin="imported", **kw) -> ModelVers
     return ModelVersion.objects.create(project=project, name=name, parent=parent, origin=origin, **kw)
 
 
-def crafted_run(project, suite, mv, right: set[int], overrides: dict | None = None, perplexity=None) -> EvalRun:
+def crafted_run(
+    project, suite, mv, right: set[int], overrides: dict | None = None, perplexity=None
+) -> EvalRun:
     """A finished run whose per-case correctness is exactly `right` (by case position)."""
-    run = runner.create_run(project, suite, mv, source=EvalRun.Source.OUTPUTS, outputs=outputs_file(suite, right,
-                                                                                                     overrides),
-                            start=False)
+    run = runner.create_run(
+        project,
+        suite,
+        mv,
+        source=EvalRun.Source.OUTPUTS,
+        outputs=outputs_file(suite, right, overrides),
+        start=False,
+    )
     run = runner.run_eval(run.pk)
     assert run.status == EvalRun.State.DONE, run.message
     if perplexity is not None:
-        EvalRun.objects.filter(pk=run.pk).update(perplexity=perplexity, stats={**run.stats, "perplexity_texts": "x"})
+        EvalRun.objects.filter(pk=run.pk).update(
+            perplexity=perplexity, stats={**run.stats, "perplexity_texts": "x"}
+        )
         run.refresh_from_db()
     return run
 

@@ -26,7 +26,9 @@ def test_a_worker_generates_scores_and_summarises_a_run(project, tmp_path):
 
     with celery_worker() as (queue, _proc):
         run_eval.apply_async(args=[run.pk], queue=queue)
-        wait_for(lambda: EvalRun.objects.get(pk=run.pk).finished, timeout=120, what="the eval run", log_queue=queue)
+        wait_for(
+            lambda: EvalRun.objects.get(pk=run.pk).finished, timeout=120, what="the eval run", log_queue=queue
+        )
 
     run.refresh_from_db()
     assert run.status == "done", run.message

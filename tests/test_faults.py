@@ -42,15 +42,21 @@ def upload(project, data: bytes, name="big.jsonl") -> ImportJob:
     return job
 
 
-def test_an_import_killed_mid_way_keeps_what_its_offset_says_and_resumes_without_loss_or_duplicates(project, media):
+def test_an_import_killed_mid_way_keeps_what_its_offset_says_and_resumes_without_loss_or_duplicates(
+    project, media
+):
     n = 3000
     data = jsonl([conversation_record(i) for i in range(n)])
     job = upload(project, data)
     env = {"MEDIA_ROOT": str(media), "IMPORT_BATCH_SIZE": "10"}  # many small batches: caught mid-file
     with celery_worker(extra_env=env) as (queue, proc):
         import_conversations.apply_async(args=[job.pk], queue=queue)
-        wait_for(lambda: ImportJob.objects.filter(pk=job.pk, conversations_created__gt=0).exists(), interval=0.02,
-                 what="the first committed batch", log_queue=queue)
+        wait_for(
+            lambda: ImportJob.objects.filter(pk=job.pk, conversations_created__gt=0).exists(),
+            interval=0.02,
+            what="the first committed batch",
+            log_queue=queue,
+        )
         os.kill(proc.pid, signal.SIGKILL)  # no cleanup of any kind
         proc.wait()
     job.refresh_from_db()
@@ -58,11 +64,16 @@ def test_an_import_killed_mid_way_keeps_what_its_offset_says_and_resumes_without
     # What is in the database is exactly what the job recorded, up to a line boundary of the file.
     assert Conversation.objects.filter(project=project).count() == job.conversations_created == job.lines_read
     assert ModelResponse.objects.filter(conversation__project=project).count() == job.responses_created
-    assert data[:job.committed_offset].count(b"\n") == job.lines_read and data[job.committed_offset - 1:job.committed_offset] == b"\n"
+    assert (
+        data[: job.committed_offset].count(b"\n") == job.lines_read
+        and data[job.committed_offset - 1 : job.committed_offset] == b"\n"
+    )
 
     with celery_worker(extra_env=env) as (queue, _proc):
         import_conversations.apply_async(args=[job.pk], queue=queue)  # the broker's redelivery
-        wait_for(lambda: ImportJob.objects.get(pk=job.pk).finished, what="the resumed import", log_queue=queue)
+        wait_for(
+            lambda: ImportJob.objects.get(pk=job.pk).finished, what="the resumed import", log_queue=queue
+        )
     job.refresh_from_db()
     assert job.status == "done" and job.attempts == 2, job.message
     assert job.conversations_created == n and job.duplicates == 0 and job.error_count == 0
@@ -72,7 +83,12 @@ def test_an_import_killed_mid_way_keeps_what_its_offset_says_and_resumes_without
     assert Task.objects.filter(project=project, kind="label").count() == n  # queued once each
 
 
-def test_a_training_worker_killed_is_reaped_as_failed_and_resumes_to_the_end(project, base, sft_snapshot, settings):  # noqa: F811
+def test_a_training_worker_killed_is_reaped_as_failed_and_resumes_to_the_end(
+    project,
+    base,  # noqa: F811 - the fixture imported above
+    sft_snapshot,  # noqa: F811
+    settings,
+):
     j = training_job(project, base, sft_snapshot, max_steps=30, save_steps=4, logging_steps=1)
     with celery_worker() as (queue, proc):
         run_training.apply_async(args=[j.pk], queue=queue)
@@ -82,7 +98,9 @@ def test_a_training_worker_killed_is_reaped_as_failed_and_resumes_to_the_end(pro
             last = job.checkpoints.order_by("-step").first()
             return last is not None and job.step > last.step
 
-        wait_for(past_a_checkpoint, timeout=300, interval=0.1, what="training past a checkpoint", log_queue=queue)
+        wait_for(
+            past_a_checkpoint, timeout=300, interval=0.1, what="training past a checkpoint", log_queue=queue
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     j.refresh_from_db()
@@ -100,8 +118,12 @@ def test_a_training_worker_killed_is_reaped_as_failed_and_resumes_to_the_end(pro
     lifecycle.resume(j)  # also sent to the training queue; this test's worker listens on its own
     with celery_worker() as (queue, _proc):
         run_training.apply_async(args=[j.pk], queue=queue)
-        wait_for(lambda: TrainingJob.objects.get(pk=j.pk).finished, timeout=400, what="the resumed job",
-                 log_queue=queue)
+        wait_for(
+            lambda: TrainingJob.objects.get(pk=j.pk).finished,
+            timeout=400,
+            what="the resumed job",
+            log_queue=queue,
+        )
     j.refresh_from_db()
     assert j.status == "succeeded" and j.step == 30 and j.attempts == 2, j.message
     assert f"resuming from checkpoint {last}" in j.log_tail
@@ -112,6 +134,7 @@ def test_a_training_worker_killed_is_reaped_as_failed_and_resumes_to_the_end(pro
 
 # --- Redis lost -------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def private_redis(settings):
     """A redis-server of our own on a free port (never the shared one) as the cache and the broker."""
@@ -121,8 +144,13 @@ def private_redis(settings):
     from config.celery import app
 
     redis = PrivateRedis().start()
-    settings.CACHES = {"default": {"BACKEND": "config.cache.ResilientRedisCache", "LOCATION": redis.url,
-                                   "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2}}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "config.cache.ResilientRedisCache",
+            "LOCATION": redis.url,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+        }
+    }
     settings.DASHBOARD_CACHE_SECONDS = 300
     old_broker = app.conf.broker_url
 
@@ -147,7 +175,8 @@ def queue_lengths(redis, *queues) -> dict:
 
 
 def test_with_redis_down_annotation_goes_on_jobs_say_why_and_are_queued_again_once_it_is_back(
-        project, members, media, client, private_redis):
+    project, members, media, client, private_redis
+):
     project.overlap = 2
     project.save()
     for i in range(3):
@@ -162,7 +191,10 @@ def test_with_redis_down_annotation_goes_on_jobs_say_why_and_are_queued_again_on
     client.force_login(annotator)
     task_url = client.get("/p/sales/next/")["Location"]
     assert client.get(task_url).status_code == 200
-    assert client.post(task_url + "submit/", {"verdict": "reasonable", "time_spent_ms": "4000"}).status_code == 302
+    assert (
+        client.post(task_url + "submit/", {"verdict": "reasonable", "time_spent_ms": "4000"}).status_code
+        == 302
+    )
     assert Label.objects.filter(annotator=annotator, status="submitted").count() == 1
     assert client.get("/p/sales/next/").status_code == 302
     # Leads' dashboards are computed without the cache; /healthz says what is wrong.
@@ -179,11 +211,13 @@ def test_with_redis_down_annotation_goes_on_jobs_say_why_and_are_queued_again_on
         lifecycle.enqueue(imp)
     snapshot = create_snapshot(project, admin, {"kind": "sft", "filters": {"include_reasonable": True}})
     mv = ModelVersion.objects.create(project=project, name="base-for-outage", origin="base")
-    ready = DatasetSnapshot.objects.create(project=project, kind="sft", version=99, layout="trl_messages",
-                                           status="ready", sha256="0" * 64)
+    ready = DatasetSnapshot.objects.create(
+        project=project, kind="sft", version=99, layout="trl_messages", status="ready", sha256="0" * 64
+    )
     with transaction.atomic():
-        tj = TrainingJob.objects.create(project=project, name="during the outage", stage="sft", base_version=mv,
-                                        train_snapshot=ready)
+        tj = TrainingJob.objects.create(
+            project=project, name="during the outage", stage="sft", base_version=mv, train_snapshot=ready
+        )
         lifecycle.enqueue(tj)
     assert time.monotonic() - started < 30
     for row in (imp, snapshot, tj):
@@ -199,13 +233,23 @@ def test_with_redis_down_annotation_goes_on_jobs_say_why_and_are_queued_again_on
     for row in (imp, snapshot, tj):
         row.refresh_from_db()
         assert row.status == "queued", (row, row.message)
-    assert queue_lengths(private_redis, "default", "exports", "training") == {"default": 1, "exports": 1, "training": 1}
+    assert queue_lengths(private_redis, "default", "exports", "training") == {
+        "default": 1,
+        "exports": 1,
+        "training": 1,
+    }
     assert lifecycle.requeue_waiting() == nothing  # once only
 
     env = {"MEDIA_ROOT": str(media), "CELERY_BROKER_URL": private_redis.url, "REDIS_URL": private_redis.url}
     with celery_worker(queues="default,exports", extra_env=env) as (queue, _proc):
-        wait_for(lambda: ImportJob.objects.get(pk=imp.pk).finished and DatasetSnapshot.objects.get(
-            pk=snapshot.pk).finished, what="the re-queued import and build", log_queue=queue)
+        wait_for(
+            lambda: (
+                ImportJob.objects.get(pk=imp.pk).finished
+                and DatasetSnapshot.objects.get(pk=snapshot.pk).finished
+            ),
+            what="the re-queued import and build",
+            log_queue=queue,
+        )
     imp.refresh_from_db()
     snapshot.refresh_from_db()
     assert imp.status == "done" and imp.conversations_created == 20, imp.message

@@ -73,7 +73,8 @@ _slugs = itertools.count()
 
 file_lines = st.lists(
     st.one_of(valid_records().map(encode_record), mutated_records().map(encode_record), garbage_lines),
-    min_size=1, max_size=8,
+    min_size=1,
+    max_size=8,
 )
 
 
@@ -98,7 +99,10 @@ def check_import(lines: list[bytes], max_line_bytes: int = 4000):
             assert n not in reported
             continue
         parsed, errors = check_line(raw.rstrip(b"\r"), max_line_bytes)
-        if parsed is not None and seen_ids.get(parsed.external_id, parsed.content_hash) != parsed.content_hash:
+        if (
+            parsed is not None
+            and seen_ids.get(parsed.external_id, parsed.content_hash) != parsed.content_hash
+        ):
             errors = ["conflict"]  # same external_id, other content, earlier in the file
         if errors:
             assert n in reported, f"bad line {n} was not reported"
@@ -110,15 +114,25 @@ def check_import(lines: list[bytes], max_line_bytes: int = 4000):
     assert job.error_count == len(reported)
     convs = dict(Conversation.objects.filter(project=project).values_list("external_id", "content_hash"))
     assert convs == {p.external_id: p.content_hash for p in accepted.values()}  # nothing from a rejected line
-    wanted = {(p.external_id, r["model"], r["context_length"], r["hash"]) for p in accepted.values() for r in p.responses}
-    stored = set(ModelResponse.objects.filter(conversation__project=project).values_list(
-        "conversation__external_id", "model_version__name", "context_length", "response_hash"))
+    wanted = {
+        (p.external_id, r["model"], r["context_length"], r["hash"])
+        for p in accepted.values()
+        for r in p.responses
+    }
+    stored = set(
+        ModelResponse.objects.filter(conversation__project=project).values_list(
+            "conversation__external_id", "model_version__name", "context_length", "response_hash"
+        )
+    )
     assert stored == wanted
 
 
 @pytest.mark.django_db
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(lines=file_lines)
 def test_import_of_hostile_files_stores_good_lines_and_reports_bad_ones(lines, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
@@ -131,19 +145,35 @@ def test_regressions_found_by_fuzzing(settings, tmp_path):
     """Each line once crashed the importer (TypeError, RecursionError, a database error on PostgreSQL)."""
     settings.MEDIA_ROOT = tmp_path
     base = {"messages": [{"role": "user", "content": "hi"}]}
-    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {"name": "check_inventory"}}]}
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "function": {"name": "check_inventory"}}],
+    }
     cases = {
         "split": {**base, "split": []},
-        "messages[1].tool_calls[0].id": {"messages": [base["messages"][0], {**call, "tool_calls": [
-            {"id": [1], "function": {"name": "check_inventory"}}]}]},
-        "messages[2].tool_call_id": {"messages": [base["messages"][0], call,
-                                                  {"role": "tool", "tool_call_id": {"x": 1}, "content": "r"}]},
+        "messages[1].tool_calls[0].id": {
+            "messages": [
+                base["messages"][0],
+                {**call, "tool_calls": [{"id": [1], "function": {"name": "check_inventory"}}]},
+            ]
+        },
+        "messages[2].tool_call_id": {
+            "messages": [
+                base["messages"][0],
+                call,
+                {"role": "tool", "tool_call_id": {"x": 1}, "content": "r"},
+            ]
+        },
         "priority": {**base, "priority": 2**40},
         "model": {**base, "model": {"a": 1}, "responses": [{"raw": "hello there friend"}]},
         "responses[0].model": {**base, "responses": [{"model": "m" * 201, "raw": "hello there friend"}]},
         "messages[0].content": {"messages": [{"role": "user", "content": "nul \x00 byte"}]},
         "metadata": {**base, "metadata": {"k\x00": 1}},
-        "responses[0].message.content": {**base, "responses": [{"message": {"role": "assistant", "content": True}}]},
+        "responses[0].message.content": {
+            **base,
+            "responses": [{"message": {"role": "assistant", "content": True}}],
+        },
     }
     deep = {"type": "object"}
     for _ in range(150):
@@ -159,8 +189,15 @@ def test_regressions_found_by_fuzzing(settings, tmp_path):
 
 
 def test_parse_line_keeps_a_non_string_metadata_model_out_of_the_model_name():
-    parsed, errors = parse_line({"messages": [{"role": "user", "content": "hi"}], "metadata": {"model": ["x"]},
-                                 "responses": [{"raw": "hello there friend"}]}, [], "train")
+    parsed, errors = parse_line(
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "metadata": {"model": ["x"]},
+            "responses": [{"raw": "hello there friend"}],
+        },
+        [],
+        "train",
+    )
     assert errors == [] and parsed.responses[0]["model"] == "unknown"
 
 
@@ -187,32 +224,81 @@ def api_writes(project, other_project, members):
     conv, (r1, r2) = make_conversation(project, 500, n_responses=2)
     mv = ModelVersion.objects.get(project=project, name="agent-v1")
     cat = TaxonomyCategory.objects.filter(project=project).first()
-    label, _ = Label.objects.get_or_create(response=r1, annotator=members[Role.ADMIN],
-                                           defaults={"verdict": "unreasonable", "status": Status.SUBMITTED})
-    snap = DatasetSnapshot.objects.create(project=project, kind="sft", version=1, layout="trl_messages",
-                                          status=DatasetSnapshot.State.READY)
+    label, _ = Label.objects.get_or_create(
+        response=r1,
+        annotator=members[Role.ADMIN],
+        defaults={"verdict": "unreasonable", "status": Status.SUBMITTED},
+    )
+    snap = DatasetSnapshot.objects.create(
+        project=project, kind="sft", version=1, layout="trl_messages", status=DatasetSnapshot.State.READY
+    )
     suite = EvalSuite.objects.create(project=project, name="gold", version=1, source="gold", content_hash="h")
     membership = Membership.objects.get(user=members[Role.ANNOTATOR], project=project)
     message = {"role": "assistant", "content": "Let me check that for you."}
     writes = [
         ("post", "/api/reviews/", {"label": label.pk, "decision": "approve"}),
-        ("post", "/api/conversations/", {"project": "sales", "messages": [{"role": "user", "content": "hi"}],
-                                         "priority": 1, "metadata": {}}),
-        ("post", "/api/responses/", {"conversation": conv.pk, "model_version": mv.pk, "context_length": 1,
-                                     "raw_text": "An answer.", "uncertainty": 0.5}),
+        (
+            "post",
+            "/api/conversations/",
+            {
+                "project": "sales",
+                "messages": [{"role": "user", "content": "hi"}],
+                "priority": 1,
+                "metadata": {},
+            },
+        ),
+        (
+            "post",
+            "/api/responses/",
+            {
+                "conversation": conv.pk,
+                "model_version": mv.pk,
+                "context_length": 1,
+                "raw_text": "An answer.",
+                "uncertainty": 0.5,
+            },
+        ),
         ("post", "/api/categories/", {"project": "sales", "name": "fuzzed", "parent": cat.pk, "position": 1}),
         ("post", "/api/model-versions/", {"project": "sales", "name": "fuzzed", "parent": mv.pk}),
         ("post", "/api/memberships/", {"project": "sales", "user": "outsider", "role": "lead"}),
         ("post", "/api/datasets/", {"project": "sales", "kind": "sft", "filters": {"categories": [cat.pk]}}),
         ("post", "/api/datasets/count/", {"project": "sales", "kind": "sft", "filters": {}}),
-        ("post", "/api/training-jobs/", {"project": "sales", "stage": "sft", "base_version": mv.pk,
-                                         "train_snapshot": snap.pk, "overrides": {"lr": 0.001}}),
-        ("post", "/api/online-runs/", {"project": "sales", "start_version": mv.pk, "eval_suite": suite.pk,
-                                       "rounds": 1}),
-        ("post", "/api/eval-runs/", {"project": "sales", "suite": suite.pk, "model_version": mv.pk,
-                                     "settings": {"max_new_tokens": 8}}),
-        ("post", "/api/eval-suites/", {"project": "sales", "name": "fz", "source": "gold", "cases": [
-            {"messages": [{"role": "user", "content": "hi"}], "expected": message}]}),
+        (
+            "post",
+            "/api/training-jobs/",
+            {
+                "project": "sales",
+                "stage": "sft",
+                "base_version": mv.pk,
+                "train_snapshot": snap.pk,
+                "overrides": {"lr": 0.001},
+            },
+        ),
+        (
+            "post",
+            "/api/online-runs/",
+            {"project": "sales", "start_version": mv.pk, "eval_suite": suite.pk, "rounds": 1},
+        ),
+        (
+            "post",
+            "/api/eval-runs/",
+            {
+                "project": "sales",
+                "suite": suite.pk,
+                "model_version": mv.pk,
+                "settings": {"max_new_tokens": 8},
+            },
+        ),
+        (
+            "post",
+            "/api/eval-suites/",
+            {
+                "project": "sales",
+                "name": "fz",
+                "source": "gold",
+                "cases": [{"messages": [{"role": "user", "content": "hi"}], "expected": message}],
+            },
+        ),
         ("post", "/api/promotions/promote/", {"model_version": mv.pk, "suite": suite.pk}),
         ("post", "/api/promotions/reject/", {"model_version": mv.pk, "suite": suite.pk}),
         ("patch", "/api/projects/sales/", {"overlap": 2, "label_settings": {"blind": True}, "tools": TOOLS}),
@@ -221,27 +307,35 @@ def api_writes(project, other_project, members):
         ("patch", f"/api/categories/{cat.pk}/", {"parent": None, "position": 3}),
         ("patch", f"/api/model-versions/{mv.pk}/", {"parent": None, "notes": "n"}),
         ("patch", f"/api/memberships/{membership.pk}/", {"role": "annotator"}),
-        ("patch", "/api/eval-settings/sales/", {"default_suite": suite.pk, "quality_margin": 0.1,
-                                                "general_texts": ["a"]}),
+        (
+            "patch",
+            "/api/eval-settings/sales/",
+            {"default_suite": suite.pk, "quality_margin": 0.1, "general_texts": ["a"]},
+        ),
         ("post", "/api/auth/token/", {"username": "admin", "password": "pw-admin"}),
     ]
     return writes
 
 
 @pytest.mark.django_db
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
-def test_hostile_json_to_any_write_route_is_never_a_server_error(api, members, api_writes, data,
-                                                                 django_capture_on_commit_callbacks):
+def test_hostile_json_to_any_write_route_is_never_a_server_error(
+    api, members, api_writes, data, django_capture_on_commit_callbacks
+):
     from annotator.models import Role
 
     method, path, base = data.draw(st.sampled_from(api_writes))
     body = data.draw(hostile_bodies(base, extra_keys=("project", "id", "annotator", "status")))
     client = api() if "auth" in path else api(members[Role.ADMIN])
     with django_capture_on_commit_callbacks(execute=False):
-        response = getattr(client, method)(path, body.encode("utf-8", "surrogatepass"),
-                                           content_type="application/json")
+        response = getattr(client, method)(
+            path, body.encode("utf-8", "surrogatepass"), content_type="application/json"
+        )
     event(f"{path.split('/')[2]} {response.status_code}")
     assert response.status_code < 500, (method, path, body[:200], response.content[:300])
 
@@ -261,8 +355,11 @@ def list_filters() -> list[tuple[str, str]]:
 
 
 @pytest.mark.django_db
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_hostile_list_filters_and_cursors_are_never_a_server_error(api, members, api_writes, data):
     from annotator.models import Role

@@ -32,8 +32,19 @@ def test_openapi_schema_is_valid_and_covers_every_family(client, make_user):
     schema = yaml.safe_load(response.content)
     validate(schema)
     paths = set(schema["paths"])
-    for family in ("projects", "memberships", "model-versions", "conversations", "responses", "categories",
-                   "labels", "corrections", "preferences", "reviews", "imports"):
+    for family in (
+        "projects",
+        "memberships",
+        "model-versions",
+        "conversations",
+        "responses",
+        "categories",
+        "labels",
+        "corrections",
+        "preferences",
+        "reviews",
+        "imports",
+    ):
         assert f"/api/{family}/" in paths, family
 
 

@@ -66,29 +66,98 @@ BAD_LINES = [
     (json.dumps({"messages": [{"role": "robot", "content": "hi"}]}), "messages[0].role", "must be one of"),
     (json.dumps({"messages": []}), "messages", "non-empty list"),
     (json.dumps({"external_id": "x"}), "messages", "is required"),
-    (json.dumps({"messages": [{"role": "user", "content": "hi"},
-                              {"role": "assistant", "tool_calls": [{"type": "function", "function": {
-                                  "name": "launch_rocket", "arguments": "{}"}}]}], "tools": TOOLS}),
-     "messages[1].tool_calls[0].function.name", "unknown tool 'launch_rocket'"),
-    (json.dumps({"messages": [{"role": "user", "content": "hi"},
-                              {"role": "assistant", "tool_calls": [{"type": "function", "function": {
-                                  "name": "check_inventory", "arguments": "[1, 2]"}}]}], "tools": TOOLS}),
-     "messages[1].tool_calls[0].function.arguments", "must be a JSON object"),
-    (json.dumps({"messages": [{"role": "user", "content": "hi"},
-                              {"role": "assistant", "tool_calls": [{"type": "function", "function": {
-                                  "name": "check_inventory", "arguments": "{bad"}}]}], "tools": TOOLS}),
-     "messages[1].tool_calls[0].function.arguments", "is not valid JSON"),
-    (json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "late"}]}),
-     "messages[1].role", "may only come first"),
-    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "split": "test"}), "split", "must be one of"),
-    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "priority": "high"}), "priority", "integer"),
-    (json.dumps({"messages": [{"role": "user", "content": "hi"}],
-                 "responses": [{"model": "m", "context_length": 5, "raw": "x"}]}),
-     "responses[0].context_length", "from 1 to 1"),
-    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "responses": [{"model": "m"}]}),
-     "responses[0]", 'needs "message"'),
-    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "tools": [{"function": {"name": 3}}]}),
-     "tools[0].function.name", "non-empty string"),
+    (
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"type": "function", "function": {"name": "launch_rocket", "arguments": "{}"}}
+                        ],
+                    },
+                ],
+                "tools": TOOLS,
+            }
+        ),
+        "messages[1].tool_calls[0].function.name",
+        "unknown tool 'launch_rocket'",
+    ),
+    (
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "type": "function",
+                                "function": {"name": "check_inventory", "arguments": "[1, 2]"},
+                            }
+                        ],
+                    },
+                ],
+                "tools": TOOLS,
+            }
+        ),
+        "messages[1].tool_calls[0].function.arguments",
+        "must be a JSON object",
+    ),
+    (
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"type": "function", "function": {"name": "check_inventory", "arguments": "{bad"}}
+                        ],
+                    },
+                ],
+                "tools": TOOLS,
+            }
+        ),
+        "messages[1].tool_calls[0].function.arguments",
+        "is not valid JSON",
+    ),
+    (
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "late"}]}),
+        "messages[1].role",
+        "may only come first",
+    ),
+    (
+        json.dumps({"messages": [{"role": "user", "content": "hi"}], "split": "test"}),
+        "split",
+        "must be one of",
+    ),
+    (
+        json.dumps({"messages": [{"role": "user", "content": "hi"}], "priority": "high"}),
+        "priority",
+        "integer",
+    ),
+    (
+        json.dumps(
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "responses": [{"model": "m", "context_length": 5, "raw": "x"}],
+            }
+        ),
+        "responses[0].context_length",
+        "from 1 to 1",
+    ),
+    (
+        json.dumps({"messages": [{"role": "user", "content": "hi"}], "responses": [{"model": "m"}]}),
+        "responses[0]",
+        'needs "message"',
+    ),
+    (
+        json.dumps({"messages": [{"role": "user", "content": "hi"}], "tools": [{"function": {"name": 3}}]}),
+        "tools[0].function.name",
+        "non-empty string",
+    ),
 ]
 
 
@@ -107,7 +176,13 @@ def test_each_bad_line_is_reported_with_line_and_field(project, line, field, fra
 def test_non_utf8_and_oversize_lines_are_reported(project, settings):
     settings.IMPORT_MAX_LINE_BYTES = 2000
     big = json.dumps(conversation_record(9, metadata={"pad": "x" * 5000})).encode()
-    data = jsonl([conversation_record(1)]) + b'{"messages": "\xff\xfe"}\n' + big + b"\n" + jsonl([conversation_record(2)])
+    data = (
+        jsonl([conversation_record(1)])
+        + b'{"messages": "\xff\xfe"}\n'
+        + big
+        + b"\n"
+        + jsonl([conversation_record(2)])
+    )
     job = run_import(make_job(project, data).pk)
     found = issues_of(job)
     assert (2, "", "not valid UTF-8 (byte 14: b'\\xff')") in found
@@ -129,10 +204,15 @@ def test_file_of_only_bad_lines_fails_and_reports_every_line(project):
 
 
 def test_last_assistant_turn_becomes_the_response(project):
-    record = {"external_id": "log-1", "model": "prod-agent", "tools": TOOLS, "messages": [
-        {"role": "user", "content": "Order two A-1"},
-        {"role": "assistant", "content": "Done! Your order #123 is placed."},
-    ]}
+    record = {
+        "external_id": "log-1",
+        "model": "prod-agent",
+        "tools": TOOLS,
+        "messages": [
+            {"role": "user", "content": "Order two A-1"},
+            {"role": "assistant", "content": "Done! Your order #123 is placed."},
+        ],
+    }
     run_import(make_job(project, jsonl([record])).pk)
     response = ModelResponse.objects.get()
     assert response.context_length == 1 and response.model_version.name == "prod-agent"

@@ -54,8 +54,10 @@ def base(project, tiny_dir):
 
 
 def stock_context(i):
-    return [{"role": "system", "content": "You are the sales assistant."},
-            {"role": "user", "content": f"Is SKU-{i} in stock?"}]
+    return [
+        {"role": "system", "content": "You are the sales assistant."},
+        {"role": "user", "content": f"Is SKU-{i} in stock?"},
+    ]
 
 
 @pytest.fixture
@@ -75,9 +77,16 @@ def voted(project, members, base):
 
 
 def dpo_of_preferences(project, user):
-    snap = create_snapshot(project, user, {"kind": "dpo", "filters": {"sources": ["preferences"]},
-                                           "audit": {"checks": {"label_conflict": "warn"}}},
-                           start=False)
+    snap = create_snapshot(
+        project,
+        user,
+        {
+            "kind": "dpo",
+            "filters": {"sources": ["preferences"]},
+            "audit": {"checks": {"label_conflict": "warn"}},
+        },
+        start=False,
+    )
     snap = build_snapshot(snap.pk) or snap
     snap.refresh_from_db()
     assert snap.status == "ready", snap.message
@@ -86,11 +95,14 @@ def dpo_of_preferences(project, user):
 
 # --- figures, by hand -----------------------------------------------------------------------
 
+
 def test_score_verdicts_by_hand():
-    v = [PairVerdict(0.9, 0.7),   # right in both orders
-         PairVerdict(0.6, 0.2),   # flips with the order: averaged 0.4, wrong
-         PairVerdict(0.3, 0.1),   # wrong in both orders
-         PairVerdict(0.8, 0.5)]   # averaged 0.65, right; the 0.5 is a tie
+    v = [
+        PairVerdict(0.9, 0.7),  # right in both orders
+        PairVerdict(0.6, 0.2),  # flips with the order: averaged 0.4, wrong
+        PairVerdict(0.3, 0.1),  # wrong in both orders
+        PairVerdict(0.8, 0.5),
+    ]  # averaged 0.65, right; the 0.5 is a tie
     rep = score_verdicts(v)
     assert rep.pairs == 4
     assert rep.accuracy == 0.5 and math.isclose(rep.accuracy_se, math.sqrt(0.25 / 4))
@@ -105,14 +117,20 @@ def test_score_verdicts_by_hand():
         conf, ok = max(p, 1 - p), 1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5
         k = min(9, int((conf - 0.5) * 20))
         bins.setdefault(k, []).append((conf, ok))
-    ece = sum(abs(sum(o for _, o in b) / len(b) - sum(c for c, _ in b) / len(b)) * len(b) / 8 for b in bins.values())
+    ece = sum(
+        abs(sum(o for _, o in b) / len(b) - sum(c for c, _ in b) / len(b)) * len(b) / 8 for b in bins.values()
+    )
     assert math.isclose(rep.ece, ece)
     assert score_verdicts([]).accuracy is None
 
 
 def test_training_rows_hold_both_orders_and_the_split_is_by_context():
-    pair = {"context": stock_context(1), "tools": demo_domain.TOOLS,
-            "chosen": [{"role": "assistant", "content": "good"}], "rejected": [{"role": "assistant", "content": "bad"}]}
+    pair = {
+        "context": stock_context(1),
+        "tools": demo_domain.TOOLS,
+        "chosen": [{"role": "assistant", "content": "good"}],
+        "rejected": [{"role": "assistant", "content": "bad"}],
+    }
     rows = training_rows([pair])
     assert [r["completion"][0]["content"] for r in rows] == ["A", "B"]
     assert "[A]\ngood" in rows[0]["prompt"][1]["content"] and "[A]\nbad" in rows[1]["prompt"][1]["content"]
@@ -139,15 +157,32 @@ def test_human_agreement_counts_annotator_pairs_on_the_same_pair(project, voted,
 
 # --- a judge job ----------------------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_a_judge_job_trains_on_both_orders_and_reports_against_held_out_humans(project, members, voted, base):
     snap = dpo_of_preferences(project, members[Role.LEAD])
     with pytest.raises(ValidationError) as exc:
-        create_job(project, None, stage="judge", base_version=base, train_snapshot=snap, preset="demo-tiny",
-                           overrides={"beta": 0.1}, start=False)
+        create_job(
+            project,
+            None,
+            stage="judge",
+            base_version=base,
+            train_snapshot=snap,
+            preset="demo-tiny",
+            overrides={"beta": 0.1},
+            start=False,
+        )
     assert exc.value.message_dict["beta"] == ["only DPO jobs have a beta"]
-    job = create_job(project, None, stage="judge", base_version=base, train_snapshot=snap,
-                             preset="demo-tiny", overrides={"max_steps": 4, "save_steps": 2}, start=False)
+    job = create_job(
+        project,
+        None,
+        stage="judge",
+        base_version=base,
+        train_snapshot=snap,
+        preset="demo-tiny",
+        overrides={"max_steps": 4, "save_steps": 2},
+        start=False,
+    )
     job = run_job(job.pk)
     assert job.status == TrainingJob.State.SUCCEEDED, job.message
     judge = job.result_version
@@ -176,8 +211,12 @@ def test_an_endpoint_judge_reads_the_last_letter(project):
             self.seen.extend(items)
             return [Completion(r, False, 3, 1) for r in self.replies]
 
-    version = ModelVersion.objects.create(project=project, name="gpt-judge", origin="external",
-                                          metadata={"base_url": "http://127.0.0.1:9/v1", "model": "judge"})
+    version = ModelVersion.objects.create(
+        project=project,
+        name="gpt-judge",
+        origin="external",
+        metadata={"base_url": "http://127.0.0.1:9/v1", "model": "judge"},
+    )
     stub = Stub(["The first calls the tool.\nVerdict: A", "Verdict: A", "I cannot tell", "B"])
     judge = EndpointJudge(version, client=stub)
     out = judge_pairs(judge, [(stock_context(1), [], "x1", "y1"), (stock_context(2), [], "x2", "y2")])
@@ -190,6 +229,7 @@ def test_an_endpoint_judge_reads_the_last_letter(project):
 
 # --- suggestions ----------------------------------------------------------------------------
 
+
 class FixedJudge:
     """Prefers whichever answer holds a tool call (a stand-in for a trained judge)."""
 
@@ -199,7 +239,9 @@ class FixedJudge:
             text = m[1]["content"]
             a, b = text.split("[A]\n", 1)[1].split("\n\n[B]\n", 1)
             a_call, b_call = "<tool_call>" in a, "<tool_call>" in b.split("\n\nWhich")[0]
-            out.append(Verdict(prob_a=0.9 if a_call and not b_call else 0.1 if b_call and not a_call else 0.5))
+            out.append(
+                Verdict(prob_a=0.9 if a_call and not b_call else 0.1 if b_call and not a_call else 0.5)
+            )
         return out
 
 
@@ -211,7 +253,9 @@ def test_suggestions_reach_leads_not_blind_annotators_and_reorder_the_queue(clie
         response(conv, raw=RIGHT % f"SKU-{i}", model="tiny-base")
         response(conv, raw=WRONG, model="tiny-base")
     sync_tasks(project)
-    tasks = list(Task.objects.filter(project=project, kind="compare").select_related("response", "response_b"))
+    tasks = list(
+        Task.objects.filter(project=project, kind="compare").select_related("response", "response_b")
+    )
     assert len(tasks) == 3
     # on the first pair the human picked the answer without a call: the judge disagrees
     t0 = tasks[0]
@@ -219,7 +263,11 @@ def test_suggestions_reach_leads_not_blind_annotators_and_reorder_the_queue(clie
     preference(t0.response, t0.response_b, ann, wrong_first, status="submitted")
     judge = ModelVersion.objects.create(project=project, name="judge-1", origin="judge", parent=base)
     result = suggest(project, judge, judge=FixedJudge())
-    assert {k: result[k] for k in ("judged", "disagree", "unsure")} == {"judged": 3, "disagree": 1, "unsure": 0}
+    assert {k: result[k] for k in ("judged", "disagree", "unsure")} == {
+        "judged": 3,
+        "disagree": 1,
+        "unsure": 0,
+    }
     assert result["responses_judged"] == 0  # nobody said which single answer is good yet: no reference
     s = JudgeSuggestion.objects.get(judge=judge, response_a=t0.response, response_b=t0.response_b)
     assert s.disagrees and s.human_choice == wrong_first and s.position_consistent
@@ -260,10 +308,18 @@ def test_single_responses_are_judged_against_a_known_good_answer(client, project
     # judged: both answers of v-0 (each against the other) and v-1's wrong one (against v-1's right one);
     # v-1's right answer has no other good answer beside it and v-2 has no label at all
     assert {k: v for k, v in result.items() if k.startswith("responses_")} == {
-        "responses_judged": 3, "responses_disagree": 1, "responses_unsure": 0, "responses_without_reference": 3}
+        "responses_judged": 3,
+        "responses_disagree": 1,
+        "responses_unsure": 0,
+        "responses_without_reference": 3,
+    }
     disputed = JudgeVerdictSuggestion.objects.get(judge=judge, response=wrong[0])
     assert (disputed.reference_id, disputed.suggested, disputed.human_verdict, disputed.disagrees) == (
-        right[0].pk, "unreasonable", "reasonable", True)
+        right[0].pk,
+        "unreasonable",
+        "reasonable",
+        True,
+    )
     assert disputed.prob_better == pytest.approx(0.1)
     agreed = JudgeVerdictSuggestion.objects.get(judge=judge, response=right[0])
     assert (agreed.reference_id, agreed.suggested, agreed.disagrees) == (wrong[0].pk, "reasonable", False)
@@ -307,8 +363,14 @@ def test_single_responses_are_judged_against_a_known_good_answer(client, project
     # annotators in blind mode never see a verdict, on the page or in the API
     client.force_login(ann2)
     other = Task.objects.get(kind="label", response=wrong[2])
-    JudgeVerdictSuggestion.objects.create(project=project, judge=judge, response=wrong[2], reference=right[0],
-                                          prob_better=0.1, suggested="unreasonable")
+    JudgeVerdictSuggestion.objects.create(
+        project=project,
+        judge=judge,
+        response=wrong[2],
+        reference=right[0],
+        prob_better=0.1,
+        suggested="unreasonable",
+    )
     Task.objects.filter(pk=other.pk).update(priority=99)
     Slot.objects.filter(task=other).update(priority=99)
     assert next_task(project, ann2, "label").task_id == other.pk
@@ -320,6 +382,7 @@ def test_single_responses_are_judged_against_a_known_good_answer(client, project
 
 # --- online DPO -----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def labelled(project, members, base):
     """Train contexts the base answered, labelled and approved with the right answer as correction."""
@@ -329,28 +392,63 @@ def labelled(project, members, base):
         conv = make_conversation(project, f"o-{i}", c["messages"], split="train", tools=c["tools"])
         resp = response(conv, raw="Let me check that for you.", model="tiny-base")
         label(resp, lead, verdict="unreasonable", status="approved", correction=c["expected"])
-    records = [(i + 1, {"id": c["external_id"], "messages": c["messages"], "tools": c["tools"],
-                        "expected": c["expected"]}) for i, c in enumerate(demo_domain.eval_prompts(6, seed=77))]
+    records = [
+        (
+            i + 1,
+            {
+                "id": c["external_id"],
+                "messages": c["messages"],
+                "tools": c["tools"],
+                "expected": c["expected"],
+            },
+        )
+        for i, c in enumerate(demo_domain.eval_prompts(6, seed=77))
+    ]
     suite, _ = create_suite(project, "held-out", records, source="gold")
     return suite
 
 
 def online_run(project, base, suite, **kw):
     options = {"samples_per_prompt": 2, "max_prompts": 6, "max_new_tokens": 24, **kw.pop("options", {})}
-    return online.create_run(project, None, start_version=base, eval_suite=suite, rounds=kw.pop("rounds", 1),
-                             options=options, preset="demo-tiny",
-                             overrides={"max_steps": 2, "save_steps": 2, "learning_rate": 1e-3}, start=False, **kw)
+    return online.create_run(
+        project,
+        None,
+        start_version=base,
+        eval_suite=suite,
+        rounds=kw.pop("rounds", 1),
+        options=options,
+        preset="demo-tiny",
+        overrides={"max_steps": 2, "save_steps": 2, "learning_rate": 1e-3},
+        start=False,
+        **kw,
+    )
 
 
 @pytest.mark.django_db
 def test_create_run_names_every_bad_field(project, base, labelled):
     with pytest.raises(ValidationError) as exc:
-        online.create_run(project, None, start_version=base, ranker="judge", eval_suite=None, rounds=0,
-                          options={"samples_per_prompt": 1, "temperature": "hot", "colour": 1},
-                          preset="demo-tiny", overrides={"learning_rate": -1}, start=False)
+        online.create_run(
+            project,
+            None,
+            start_version=base,
+            ranker="judge",
+            eval_suite=None,
+            rounds=0,
+            options={"samples_per_prompt": 1, "temperature": "hot", "colour": 1},
+            preset="demo-tiny",
+            overrides={"learning_rate": -1},
+            start=False,
+        )
     errors = exc.value.message_dict
-    assert set(errors) == {"judge", "eval_suite", "rounds", "options.samples_per_prompt", "options.temperature",
-                           "options.colour", "params.learning_rate"}
+    assert set(errors) == {
+        "judge",
+        "eval_suite",
+        "rounds",
+        "options.samples_per_prompt",
+        "options.temperature",
+        "options.colour",
+        "params.learning_rate",
+    }
     assert errors["options.samples_per_prompt"] == ["must be between 2 and 16"]
 
 
@@ -365,7 +463,12 @@ def test_an_online_round_samples_ranks_exports_trains_evaluates_and_gates(projec
     assert len(pairs) == rnd.pairs > 0
     for p in pairs:  # traceable: the rejected answer is a stored sample of the policy
         assert p.rejected.model_version == base
-        assert p.rejected.generation_settings == {"online_run": run.pk, "round": 1, "do_sample": True, "temperature": 1.0}
+        assert p.rejected.generation_settings == {
+            "online_run": run.pk,
+            "round": 1,
+            "do_sample": True,
+            "temperature": 1.0,
+        }
         assert p.chosen_score > p.rejected_score
     snap = rnd.snapshot
     assert snap.kind == "dpo" and snap.status == "ready" and snap.filters["sources"] == ["online"]
@@ -395,7 +498,10 @@ def test_a_failed_round_resumes_without_redoing_finished_phases(project, base, l
     run = online.run_online(run.pk)
     assert run.status == OnlineRun.State.FAILED and "worker lost the GPU" in run.message
     rnd = run.round_set.get()
-    snap_id, pair_ids = rnd.snapshot_id, set(OnlinePair.objects.filter(round=rnd).values_list("pk", flat=True))
+    snap_id, pair_ids = (
+        rnd.snapshot_id,
+        set(OnlinePair.objects.filter(round=rnd).values_list("pk", flat=True)),
+    )
     assert snap_id and pair_ids
     monkeypatch.setattr(online, "_train", real)
     lifecycle.resume(run)
@@ -439,10 +545,17 @@ def test_ranking_with_a_judge_uses_round_robin_scores(project, base, labelled):
     assert scores[1] == max(scores) and scores[1] == pytest.approx(0.9 + 0.9)
     assert online.choose_pair(prompt, samples, scores, [True] * 3, use_reference=True)[:2] in ((1, 0), (1, 2))
     # a malformed answer is never chosen, however the ranker scored it
-    assert online.choose_pair(prompt, samples, [0.0, 0.5, 2.0], [True, True, False], use_reference=False)[:2] == (1, 0)
+    assert online.choose_pair(prompt, samples, [0.0, 0.5, 2.0], [True, True, False], use_reference=False)[
+        :2
+    ] == (1, 0)
     assert online.choose_pair(prompt, ["x", "x"], [1.0, 1.0], [True, True], use_reference=False) is None
-    ref = online.choose_pair({**prompt, "expected": {"role": "assistant", "content": "ok"}}, ["x", "y"], [1.0, 0.0],
-                             [False, False], use_reference=True)
+    ref = online.choose_pair(
+        {**prompt, "expected": {"role": "assistant", "content": "ok"}},
+        ["x", "y"],
+        [1.0, 0.0],
+        [False, False],
+        use_reference=True,
+    )
     assert ref == (None, 1, 2.0, 0.0)
     assert online.clean_answer(RIGHT % "SKU-1", demo_domain.TOOLS)
     assert not online.clean_answer('<tool_call>{"name": "check_inventory", ', demo_domain.TOOLS)
@@ -458,17 +571,33 @@ def test_an_external_judge_over_http_is_registered_measured_and_suggests(client,
         text = body["messages"][-1]["content"]
         a, b = text.split("[A]\n", 1)[1].split("\n\n[B]\n", 1)
         letter = "A" if "<tool_call>" in a else "B" if "<tool_call>" in b.split("\n\nWhich")[0] else "A"
-        return 200, {"choices": [{"message": {"role": "assistant", "content": f"Calls the tool.\nVerdict: {letter}"},
-                                  "finish_reason": "stop"}]}
+        return 200, {
+            "choices": [
+                {
+                    "message": {"role": "assistant", "content": f"Calls the tool.\nVerdict: {letter}"},
+                    "finish_reason": "stop",
+                }
+            ]
+        }
 
     stub = StubChat(answer)
     with stub.serve() as url:
         client.force_login(members[Role.LEAD])
-        assert client.post(f"/p/{project.slug}/training/judges/external/", {"name": "x", "base_url": url}).status_code == 403
+        assert (
+            client.post(
+                f"/p/{project.slug}/training/judges/external/", {"name": "x", "base_url": url}
+            ).status_code
+            == 403
+        )
         client.force_login(members[Role.ADMIN])
-        bad = client.post(f"/p/{project.slug}/training/judges/external/", {"name": "", "base_url": "ftp://x"}, follow=True)
+        bad = client.post(
+            f"/p/{project.slug}/training/judges/external/", {"name": "", "base_url": "ftp://x"}, follow=True
+        )
         assert "needs a name, a base URL starting with http" in bad.content.decode()
-        client.post(f"/p/{project.slug}/training/judges/external/", {"name": "big-judge", "base_url": url, "model": "j"})
+        client.post(
+            f"/p/{project.slug}/training/judges/external/",
+            {"name": "big-judge", "base_url": url, "model": "j"},
+        )
         judge = ModelVersion.objects.get(project=project, name="big-judge")
         assert judge.origin == "external" and judge.metadata["judge"] is True
         snap = dpo_of_preferences(project, members[Role.LEAD])
@@ -476,8 +605,9 @@ def test_an_external_judge_over_http_is_registered_measured_and_suggests(client,
         ev = JudgeEvaluation.objects.get(pk=result["evaluation"])
         # the human winner holds the call except where annotator2 slipped; the judge always picks the call
         assert ev.pairs == snap.row_count and ev.position_bias_rate == 0.0
-        winners_with_call = sum(1 for p in read_pairs(snap.file.path)
-                                if "<tool_call>" in answer_text(p["chosen"]))
+        winners_with_call = sum(
+            1 for p in read_pairs(snap.file.path) if "<tool_call>" in answer_text(p["chosen"])
+        )
         assert ev.accuracy == winners_with_call / snap.row_count
         assert stub.requests[0]["body"]["model"] == "j" and stub.requests[0]["body"]["temperature"] == 0
         page = client.get(f"/p/{project.slug}/training/judges/").content.decode()
@@ -513,12 +643,21 @@ def test_a_silent_online_run_is_taken_over_and_a_live_one_is_not(project, base, 
 
 @pytest.mark.django_db
 def test_a_round_whose_training_trips_the_guard_stops_the_run_at_its_policy(project, base, labelled):
-    run = online.create_run(project, None, start_version=base, eval_suite=labelled, rounds=2,
-                            options={"samples_per_prompt": 2, "max_prompts": 6, "max_new_tokens": 24},
-                            preset="demo-tiny", overrides={"max_steps": 4, "save_steps": 2, "learning_rate": 5.0},
-                            start=False)
+    run = online.create_run(
+        project,
+        None,
+        start_version=base,
+        eval_suite=labelled,
+        rounds=2,
+        options={"samples_per_prompt": 2, "max_prompts": 6, "max_new_tokens": 24},
+        preset="demo-tiny",
+        overrides={"max_steps": 4, "save_steps": 2, "learning_rate": 5.0},
+        start=False,
+    )
     run = online.run_online(run.pk)
-    assert run.status == OnlineRun.State.STOPPED_BY_GATE and "stopped by the guard" in run.message, run.message
+    assert run.status == OnlineRun.State.STOPPED_BY_GATE and "stopped by the guard" in run.message, (
+        run.message
+    )
     assert run.result_version == base and run.phase == ""
     rnd = run.round_set.get()
     assert rnd.status == "done" and rnd.gate["conditions"][0]["key"] == "guard" and not rnd.gate["passed"]
@@ -526,17 +665,26 @@ def test_a_round_whose_training_trips_the_guard_stops_the_run_at_its_policy(proj
 
 
 @pytest.mark.django_db
-def test_the_launch_page_gives_each_stage_its_own_guard_unless_the_admin_types_one(client, project, members, voted,
-                                                                                    base):
+def test_the_launch_page_gives_each_stage_its_own_guard_unless_the_admin_types_one(
+    client, project, members, voted, base
+):
     snap = dpo_of_preferences(project, members[Role.LEAD])
     client.force_login(members[Role.ADMIN])
-    form = {"base_version": base.pk, "train_snapshot": snap.pk, "preset": "demo-tiny", "allow_raw_base": "on",
-            "max_perplexity_ratio": "", "max_quality_drop_points": ""}
+    form = {
+        "base_version": base.pk,
+        "train_snapshot": snap.pk,
+        "preset": "demo-tiny",
+        "allow_raw_base": "on",
+        "max_perplexity_ratio": "",
+        "max_quality_drop_points": "",
+    }
     for stage, limits in (("judge", JUDGE_GUARD), ("dpo", DEFAULT_GUARD)):
         assert client.post(f"/p/{project.slug}/training/new/", {**form, "stage": stage}).status_code == 302
         job = TrainingJob.objects.get(stage=stage)
         assert (job.guard["max_perplexity_ratio"], job.guard["max_quality_drop"]) == (
-            limits["max_perplexity_ratio"], limits["max_quality_drop"])
+            limits["max_perplexity_ratio"],
+            limits["max_quality_drop"],
+        )
     typed = {**form, "stage": "judge", "max_perplexity_ratio": "2.5", "max_quality_drop_points": "20"}
     assert client.post(f"/p/{project.slug}/training/new/", typed).status_code == 302
     job = TrainingJob.objects.filter(stage="judge").order_by("-id").first()

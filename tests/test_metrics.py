@@ -863,13 +863,23 @@ def test_summary_accepts_json_round_tripped_scores():
 # ------------------------------------------------- fast paths read exactly like the plain definitions
 
 
-@pytest.mark.parametrize("tools", [
-    TOOLS,
-    [{"name": "check_inventory"}, {"type": "function", "function": {"name": "place_order"}}],
-    [1, "x", None, {"function": "check_inventory"}, {"function": {"name": 3}}, {"name": ["check_inventory"]}],
-    [{"function": {"name": "check_inventory"}, "name": "place_order"}],
-    [],
-])
+@pytest.mark.parametrize(
+    "tools",
+    [
+        TOOLS,
+        [{"name": "check_inventory"}, {"type": "function", "function": {"name": "place_order"}}],
+        [
+            1,
+            "x",
+            None,
+            {"function": "check_inventory"},
+            {"function": {"name": 3}},
+            {"name": ["check_inventory"]},
+        ],
+        [{"function": {"name": "check_inventory"}, "name": "place_order"}],
+        [],
+    ],
+)
 @pytest.mark.parametrize("called", ["check_inventory", "place_order", "search_products", "nope", "3"])
 def test_score_case_knows_the_tool_names_that_tool_names_of_lists(tools, called):
     text = block(called, {"sku": "A-1"}) + "\n" + block("check_inventory", {"sku": "A-2"})
@@ -879,9 +889,15 @@ def test_score_case_knows_the_tool_names_that_tool_names_of_lists(tools, called)
 
 def test_tags_are_read_in_order_however_they_interleave():
     call = '{"name": "check_inventory", "arguments": {"sku": "A-1"}}'
-    p = parse_output(f"</tool_call>a<tool_call>{call}<tool_call>{call}</tool_call>b</tool_call>c<tool_call>", NAMES)
-    assert p.malformed_reasons == ["block 1: </tool_call> without <tool_call>", "block 2: unclosed <tool_call>",
-                                   "block 4: </tool_call> without <tool_call>", "block 5: unclosed <tool_call>"]
+    p = parse_output(
+        f"</tool_call>a<tool_call>{call}<tool_call>{call}</tool_call>b</tool_call>c<tool_call>", NAMES
+    )
+    assert p.malformed_reasons == [
+        "block 1: </tool_call> without <tool_call>",
+        "block 2: unclosed <tool_call>",
+        "block 4: </tool_call> without <tool_call>",
+        "block 5: unclosed <tool_call>",
+    ]
     assert [c.name for c in p.calls] == ["check_inventory"] and p.n_call_blocks == 5 and p.reply_text == "abc"
 
 
@@ -889,8 +905,9 @@ def test_tags_are_read_in_order_however_they_interleave():
 def test_gold_argument_errors_keep_json_own_messages(args):
     msg = {"tool_calls": [{"function": {"name": "f", "arguments": args}}]}
     try:
-        want = json.JSONDecoder(parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not JSON"))) \
-            .decode(args)
+        want = json.JSONDecoder(
+            parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not JSON"))
+        ).decode(args)
     except ValueError as exc:
         want = str(exc)
     if args.strip():

@@ -269,7 +269,9 @@ def test_redirects_are_not_followed():
     with serve(lambda h: (200, {}, b'{"choices": []}')) as (target, target_seen):
         with serve(lambda h: (302, {"Location": target + "/chat/completions"}, b"")) as (url, seen):
             with pytest.raises(EndpointError, match="HTTP 302: the endpoint redirects"):
-                ChatClient(url, "m", allowed_hosts=LOOPBACK).complete([{"role": "user", "content": "Hi"}], None)
+                ChatClient(url, "m", allowed_hosts=LOOPBACK).complete(
+                    [{"role": "user", "content": "Hi"}], None
+                )
     assert len(seen) == 1 and target_seen == []
 
 
@@ -412,4 +414,9 @@ def test_json_answers_still_parse(api, members):
         url,
         _,
     ):
-        assert ChatClient(url, "m", allowed_hosts=LOOPBACK).complete([{"role": "user", "content": "Hi"}], None).text == "ok"
+        assert (
+            ChatClient(url, "m", allowed_hosts=LOOPBACK)
+            .complete([{"role": "user", "content": "Hi"}], None)
+            .text
+            == "ok"
+        )

@@ -26,11 +26,15 @@ ROLES = ["anonymous", "outsider", "annotator", "lead", "admin"]
 @pytest.fixture
 def world(project, members, conversation):
     conv, (r1, r2) = conversation
-    label = Label.objects.create(response=r1, annotator=members["annotator"], verdict="unreasonable",
-                                 status=Status.SUBMITTED)
-    correction = Correction.objects.create(label=label, message={"role": "assistant", "content": "Let me check."})
-    pref = Preference.objects.create(response_a=r1, response_b=r2, annotator=members["annotator"], choice="a",
-                                     status=Status.SUBMITTED)
+    label = Label.objects.create(
+        response=r1, annotator=members["annotator"], verdict="unreasonable", status=Status.SUBMITTED
+    )
+    correction = Correction.objects.create(
+        label=label, message={"role": "assistant", "content": "Let me check."}
+    )
+    pref = Preference.objects.create(
+        response_a=r1, response_b=r2, annotator=members["annotator"], choice="a", status=Status.SUBMITTED
+    )
     job = ImportJob.objects.create(project=project, original_name="x.jsonl", file="imports/x.jsonl")
     return {
         "projects": project.slug,
@@ -43,7 +47,11 @@ def world(project, members, conversation):
         "corrections": correction.pk,
         "preferences": pref.pk,
         "imports": job.pk,
-        "_r1": r1, "_r2": r2, "_conv": conv, "_label": label, "_pref": pref,
+        "_r1": r1,
+        "_r2": r2,
+        "_conv": conv,
+        "_label": label,
+        "_pref": pref,
     }
 
 
@@ -76,8 +84,11 @@ def test_detail_and_list_visibility(api, members, world, family, role):
         assert detail.status_code in (401, 403) and listing.status_code in (401, 403)
         return
     assert listing.status_code == 200
-    listed = {str(row.get("slug", row.get("id"))) for row in listing.json()["results"]} if "results" in listing.json() else {
-        str(row.get("slug", row.get("id"))) for row in listing.json()}
+    listed = (
+        {str(row.get("slug", row.get("id"))) for row in listing.json()["results"]}
+        if "results" in listing.json()
+        else {str(row.get("slug", row.get("id"))) for row in listing.json()}
+    )
     if role in READERS[family]:
         assert detail.status_code == 200, detail.content
         assert str(world[family]) in listed
@@ -127,8 +138,12 @@ def create_payloads(world, project):
     return {
         "model-versions": {"project": project.slug, "name": "agent-v9"},
         "conversations": {"project": project.slug, "messages": [{"role": "user", "content": "hello"}]},
-        "responses": {"conversation": conv2.pk, "model_version": world["model-versions"], "context_length": 1,
-                      "raw_text": "Hello! How can I help you today?"},
+        "responses": {
+            "conversation": conv2.pk,
+            "model_version": world["model-versions"],
+            "context_length": 1,
+            "raw_text": "Hello! How can I help you today?",
+        },
         "categories": {"project": project.slug, "name": "New failure"},
     }
 
@@ -163,13 +178,16 @@ def test_work_is_written_only_through_the_queue(api, members, world, family, rol
     client = client_as(api, members, role)
     assert client.post(f"/api/{family}/", {}, format="json").status_code == 405
     for method in ("put", "patch", "delete"):
-        assert getattr(client, method)(f"/api/{family}/{world[family]}/", {}, format="json").status_code == 405
+        assert (
+            getattr(client, method)(f"/api/{family}/{world[family]}/", {}, format="json").status_code == 405
+        )
 
 
 @pytest.mark.parametrize("role", ["outsider", "annotator", "lead", "admin"])
 def test_review_permissions(api, members, world, role):
     response = client_as(api, members, role).post(
-        "/api/reviews/", {"label": world["labels"], "decision": "approve"}, format="json")
+        "/api/reviews/", {"label": world["labels"], "decision": "approve"}, format="json"
+    )
     assert response.status_code == {"outsider": 400, "annotator": 403, "lead": 201, "admin": 201}[role]
 
 
@@ -178,7 +196,8 @@ def test_import_permissions(api, members, project, role, django_capture_on_commi
     upload = SimpleUploadedFile("c.jsonl", jsonl([conversation_record(1)]))
     with django_capture_on_commit_callbacks(execute=False):
         response = client_as(api, members, role).post(
-            "/api/imports/", {"project": project.slug, "file": upload}, format="multipart")
+            "/api/imports/", {"project": project.slug, "file": upload}, format="multipart"
+        )
     assert response.status_code == {"outsider": 400, "annotator": 403, "lead": 403, "admin": 201}[role]
 
 
@@ -192,7 +211,9 @@ def test_only_staff_create_projects(api, members, make_user):
     assert TaxonomyCategory.objects.filter(project__slug="new").count() > 10
 
 
-@pytest.mark.parametrize(("role", "status"), [("outsider", 404), ("annotator", 403), ("lead", 200), ("admin", 200)])
+@pytest.mark.parametrize(
+    ("role", "status"), [("outsider", 404), ("annotator", 403), ("lead", 200), ("admin", 200)]
+)
 def test_pages_follow_the_same_rules(client, members, world, project, role, status):
     client.force_login(members[role])
     assert client.get(f"/p/{project.slug}/imports/{world['imports']}/").status_code == status

@@ -141,7 +141,9 @@ class TestRules:
         build(project, 1, overlap=1)
         a = make_user("a")
         slot = assignment.next_task(project, a)
-        save_label_draft(slot.task, a, {"verdict": "reasonable"})  # the page autosaves: proof it was handed to a
+        save_label_draft(
+            slot.task, a, {"verdict": "reasonable"}
+        )  # the page autosaves: proof it was handed to a
         Slot.objects.filter(pk=slot.pk).update(locked_until=timezone.now() - timedelta(minutes=1))
         assignment.release_expired(project)
         label = submit_label(slot.task, a, {"verdict": "reasonable"})
@@ -159,7 +161,9 @@ class TestRules:
         with pytest.raises(assignment.QueueError):
             assignment.set_strategy(project, "alphabetical")
 
-    def test_next_task_queries_do_not_grow_with_the_queue(self, project, make_user, django_assert_max_num_queries):
+    def test_next_task_queries_do_not_grow_with_the_queue(
+        self, project, make_user, django_assert_max_num_queries
+    ):
         build(project, 30, overlap=2)
         a = make_user("a")
         with django_assert_max_num_queries(10):

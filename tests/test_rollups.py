@@ -65,46 +65,72 @@ def assert_rebuild_matches(project):
 
 def from_scratch(project, f: Filters) -> dict:
     """The overview's headline numbers counted straight from the labels (no roll-up, no dashboard code)."""
-    labels = [lb for lb in Label.objects.filter(project=project).select_related("response__conversation")
-              .prefetch_related("categories")
-              if lb.status in f.statuses and (not f.models or lb.model_version_id in f.models)
-              and (not f.split or lb.response.conversation.split == f.split)
-              and (not f.date_from or timezone.localdate(lb.submitted_at) >= f.date_from)
-              and (not f.date_to or timezone.localdate(lb.submitted_at) <= f.date_to)
-              and (not f.annotator or lb.annotator_id == f.annotator)]
+    labels = [
+        lb
+        for lb in Label.objects.filter(project=project)
+        .select_related("response__conversation")
+        .prefetch_related("categories")
+        if lb.status in f.statuses
+        and (not f.models or lb.model_version_id in f.models)
+        and (not f.split or lb.response.conversation.split == f.split)
+        and (not f.date_from or timezone.localdate(lb.submitted_at) >= f.date_from)
+        and (not f.date_to or timezone.localdate(lb.submitted_at) <= f.date_to)
+        and (not f.annotator or lb.annotator_id == f.annotator)
+    ]
     by_model = Counter(lb.model_version_id for lb in labels)
     bad = Counter(lb.model_version_id for lb in labels if lb.verdict == U)
     direct = Counter(c.pk for lb in labels if lb.verdict == U for c in lb.categories.all())
     per_annotator = Counter(lb.annotator_id for lb in labels)
-    return {"labels": len(labels), "bad": sum(bad.values()), "by_model": dict(by_model), "bad_by_model": dict(bad),
-            "direct": dict(direct), "per_annotator": dict(per_annotator), "ids": [lb.pk for lb in labels]}
+    return {
+        "labels": len(labels),
+        "bad": sum(bad.values()),
+        "by_model": dict(by_model),
+        "bad_by_model": dict(bad),
+        "direct": dict(direct),
+        "per_annotator": dict(per_annotator),
+        "ids": [lb.pk for lb in labels],
+    }
 
 
 def assert_dashboards_match(project):
-    for f in (Filters(), Filters(statuses=COUNTED_STATUSES), Filters(split="eval"),
-              Filters(date_from=DAY2, date_to=DAY3), Filters(statuses=(Status.REJECTED,))):
+    for f in (
+        Filters(),
+        Filters(statuses=COUNTED_STATUSES),
+        Filters(split="eval"),
+        Filters(date_from=DAY2, date_to=DAY3),
+        Filters(statuses=(Status.REJECTED,)),
+    ):
         want = from_scratch(project, f)
         data = overview(project, f)
         assert data["totals"]["labels"] == want["labels"], f
         assert data["totals"]["all_badcases"] == want["bad"], f
         assert {m["model_version"]: m["labels"] for m in data["by_model"]} == want["by_model"], f
-        assert {m["model_version"]: m["badcases"] for m in data["by_model"] if m["badcases"]} == want["bad_by_model"], f
+        assert {m["model_version"]: m["badcases"] for m in data["by_model"] if m["badcases"]} == want[
+            "bad_by_model"
+        ], f
         assert {c["category"]: c["direct"] for c in data["categories"] if c["direct"]} == want["direct"], f
         rows = annotators(project, f)["rows"]
         assert {r["annotator"]: r["labels"] for r in rows if r["labels"]} == want["per_annotator"], f
         # the pair roll-ups against the pairs computed from the labels; the time histograms against the labels
         assert verdict_pair_tables(project, f) == agreement_core(project, f, categories=False)["pairs"], f
         assert_agreement_matches(project, f)
-        assert {u: dict(h) for u, h in _time_histograms(project, f).items() if h} == seconds_from_scratch(project, f), f
+        assert {u: dict(h) for u, h in _time_histograms(project, f).items() if h} == seconds_from_scratch(
+            project, f
+        ), f
         assert_comparison_counts_match(project, f)
         gold = Counter()
         for lb in Label.objects.filter(pk__in=want["ids"]):
-            adj = Adjudication.objects.filter(task__kind="label", task__response_id=lb.response_id,
-                                              verdict__in=[U, R]).first()
+            adj = Adjudication.objects.filter(
+                task__kind="label", task__response_id=lb.response_id, verdict__in=[U, R]
+            ).first()
             if adj:
                 gold[(lb.annotator_id, lb.verdict, adj.verdict)] += 1
-        assert {(a, v, g): n for a, t in gold_tables(project, f).items() for (v, g), n in t.items()} == gold, f
-        lineage = {r["model_version"]: (r["labels"], r["badcases"]) for r in model_comparison(project, f)["lineage"]}
+        assert {
+            (a, v, g): n for a, t in gold_tables(project, f).items() for (v, g), n in t.items()
+        } == gold, f
+        lineage = {
+            r["model_version"]: (r["labels"], r["badcases"]) for r in model_comparison(project, f)["lineage"]
+        }
         for mv, n in want["by_model"].items():
             assert lineage[mv] == (n, want["bad_by_model"].get(mv, 0)), f
 
@@ -113,8 +139,11 @@ def assert_comparison_counts_match(project, f: Filters):
     """The comparisons list's total from the roll-ups equals a COUNT over the preferences, for every
     version pair and outcome (and for one annotator, where the roll-ups hold it)."""
     versions = list(project.model_versions.values_list("pk", flat=True))
-    annotators = list(Preference.objects.filter(response_a__conversation__project=project)
-                      .values_list("annotator_id", flat=True).distinct())
+    annotators = list(
+        Preference.objects.filter(response_a__conversation__project=project)
+        .values_list("annotator_id", flat=True)
+        .distinct()
+    )
     for g in (f, *(replace(f, annotator=a) for a in annotators)):
         cases = [(None, None, "")] + [(a, None, "") for a in versions]
         cases += [(a, b, o) for a in versions for b in versions if a != b for o in ("", "win", "loss", "tie")]
@@ -126,8 +155,11 @@ def assert_comparison_counts_match(project, f: Filters):
             assert rolled == comparison_queryset(project, g, a, b, outcome).count(), (g, a, b, outcome)
     # the page: the same rows, in the same order, as slicing the newest-first queryset
     want = list(comparison_queryset(project, f).order_by("-submitted_at", "-id").values_list("pk", flat=True))
-    got = [r["preference"] for page in range(1, len(want) + 1)
-           for r in comparison_page(project, f, page=page, per_page=1)["rows"]]
+    got = [
+        r["preference"]
+        for page in range(1, len(want) + 1)
+        for r in comparison_page(project, f, page=page, per_page=1)["rows"]
+    ]
     assert got == want, f
 
 
@@ -137,17 +169,27 @@ def seconds_from_scratch(project, f: Filters) -> dict:
 
     def keep(item, model_versions, split):
         day = timezone.localdate(item.submitted_at) if item.submitted_at else None
-        return (item.status in f.statuses and item.time_spent_ms and (not f.split or split == f.split)
-                and (not f.models or set(model_versions) & set(f.models))
-                and (not (f.date_from or f.date_to) or day is not None)
-                and (not f.date_from or day >= f.date_from) and (not f.date_to or day <= f.date_to)
-                and (not f.annotator or item.annotator_id == f.annotator))
+        return (
+            item.status in f.statuses
+            and item.time_spent_ms
+            and (not f.split or split == f.split)
+            and (not f.models or set(model_versions) & set(f.models))
+            and (not (f.date_from or f.date_to) or day is not None)
+            and (not f.date_from or day >= f.date_from)
+            and (not f.date_to or day <= f.date_to)
+            and (not f.annotator or item.annotator_id == f.annotator)
+        )
 
-    items = [(lb, [lb.model_version_id], lb.response.conversation.split)
-             for lb in Label.objects.filter(project=project).select_related("response__conversation")]
-    items += [(p, [p.response_a.model_version_id, p.response_b.model_version_id], p.response_a.conversation.split)
-              for p in Preference.objects.filter(response_a__conversation__project=project)
-              .select_related("response_a__conversation", "response_b")]
+    items = [
+        (lb, [lb.model_version_id], lb.response.conversation.split)
+        for lb in Label.objects.filter(project=project).select_related("response__conversation")
+    ]
+    items += [
+        (p, [p.response_a.model_version_id, p.response_b.model_version_id], p.response_a.conversation.split)
+        for p in Preference.objects.filter(response_a__conversation__project=project).select_related(
+            "response_a__conversation", "response_b"
+        )
+    ]
     for item, versions, split in items:
         if keep(item, versions, split):
             sec = min(item.time_spent_ms // 1000, TIME_CAP_S)
@@ -159,15 +201,17 @@ def assert_agreement_matches(project, f: Filters):
     """The agreement roll-ups (units, categories, disagreement items, preference units) against the
     same figures computed from the labels and preferences (agreement_core, the raw GROUP BY)."""
     for g in (f, replace(f, annotator=None)) + tuple(
-            replace(f, annotator=a) for a in Label.objects.filter(project=project).values_list(
-                "annotator_id", flat=True).distinct()):
+        replace(f, annotator=a)
+        for a in Label.objects.filter(project=project).values_list("annotator_id", flat=True).distinct()
+    ):
         raw = agreement_core(project, g, categories=True, items=50, pairs=False)
         rolled = agreement_rolled_up(project, g, items=50)
         assert sorted(rolled["units"], key=repr) == sorted(raw["units"], key=repr), g
         assert rolled["categories"] == raw["categories"], g
         assert rolled["items"] == raw["items"], g
     assert sorted(preference_compositions(project, f), key=repr) == sorted(
-        preference_compositions(project, f, from_rollups=False), key=repr), f
+        preference_compositions(project, f, from_rollups=False), key=repr
+    ), f
 
 
 @pytest.fixture
@@ -189,10 +233,23 @@ def world(project, members):
     shared = b.response(v2)
     labels += [b.label(shared, a1, U, [tn], day=DAY3), b.label(shared, a2, R, day=DAY3)]
     conv = b.conversation()
-    prefs = [b.prefer(b.response(v1, conv), b.response(v2, conv), a1, "b", seconds=40),
-             b.prefer(b.response(v2, conv), b.response(v1, conv), a2, "tie", day=DAY2)]
-    return {"b": b, "v1": v1, "v2": v2, "a1": a1, "a2": a2, "lead": lead, "tn": tn, "wa": wa, "rep": rep,
-            "labels": labels, "prefs": prefs}
+    prefs = [
+        b.prefer(b.response(v1, conv), b.response(v2, conv), a1, "b", seconds=40),
+        b.prefer(b.response(v2, conv), b.response(v1, conv), a2, "tie", day=DAY2),
+    ]
+    return {
+        "b": b,
+        "v1": v1,
+        "v2": v2,
+        "a1": a1,
+        "a2": a2,
+        "lead": lead,
+        "tn": tn,
+        "wa": wa,
+        "rep": rep,
+        "labels": labels,
+        "prefs": prefs,
+    }
 
 
 def test_creates_are_counted_and_rebuild_agrees(project, world):
@@ -213,7 +270,9 @@ def test_edits_verdicts_categories_and_statuses(project, world):
     w["rep"].labels.add(w["labels"][4])  # through the reverse relation
     w["labels"][6].status, w["labels"][6].submitted_at = Status.SUBMITTED, timezone.now()  # a draft submitted
     w["labels"][6].save()
-    w["labels"][3].submitted_at = timezone.make_aware(dt.datetime.combine(DAY3, dt.time(9)))  # re-submitted later
+    w["labels"][3].submitted_at = timezone.make_aware(
+        dt.datetime.combine(DAY3, dt.time(9))
+    )  # re-submitted later
     w["labels"][3].save()
     conv = w["labels"][3].response.conversation
     conv.split = "holdout"  # the split moves the counts
@@ -233,7 +292,10 @@ def test_reviews_approve_reject_and_resubmit(project, world):
     assert_rebuild_matches(project)
     assert_dashboards_match(project)
     rows = {r["annotator"]: r for r in annotators(project, Filters())["rows"]}
-    assert (rows[w["a1"].pk]["approved"], rows[w["a1"].pk]["rejected"]) == (2, 1)  # the preference's review too
+    assert (rows[w["a1"].pk]["approved"], rows[w["a1"].pk]["rejected"]) == (
+        2,
+        1,
+    )  # the preference's review too
     label.refresh_from_db()
     label.status = Status.SUBMITTED  # the annotator fixes it
     label.save()
@@ -252,8 +314,14 @@ def test_gold_decisions_and_skips(project, world):
     assert_dashboards_match(project)
     adj.verdict = R  # the lead changes their mind
     adj.save()
-    Slot.objects.create(project=project, task=task, index=0, state=Slot.State.LOCKED, annotator=w["a2"],
-                        locked_until=timezone.now() + dt.timedelta(minutes=5))  # the queue hands it to a2 again
+    Slot.objects.create(
+        project=project,
+        task=task,
+        index=0,
+        state=Slot.State.LOCKED,
+        annotator=w["a2"],
+        locked_until=timezone.now() + dt.timedelta(minutes=5),
+    )  # the queue hands it to a2 again
     assignment.skip(task, w["a2"])  # skipped again: a new time
     other = Task.objects.create(project=project, kind="label", response=w["labels"][0].response)
     Skip.objects.create(task=other, annotator=w["a1"])
@@ -285,9 +353,17 @@ def test_taxonomy_changes_recount_categories(project, world):
     w["wa"].save()
     assert_rebuild_matches(project)
     data = overview(project, Filters(category=w["wa"].parent_id))
-    assert data["totals"]["badcases"] == len({lb.pk for lb in Label.objects.filter(
-        project=project, status__in=DEFAULT_STATUSES, verdict=U,
-        categories__in=[w["wa"], *w["wa"].parent.children.all(), w["wa"].parent])})
+    assert data["totals"]["badcases"] == len(
+        {
+            lb.pk
+            for lb in Label.objects.filter(
+                project=project,
+                status__in=DEFAULT_STATUSES,
+                verdict=U,
+                categories__in=[w["wa"], *w["wa"].parent.children.all(), w["wa"].parent],
+            )
+        }
+    )
     w["tn"].delete()  # its label links go without m2m signals
     assert_rebuild_matches(project)
     assert_dashboards_match(project)
@@ -337,10 +413,14 @@ def test_a_submit_counts_its_label_and_categories_in_one_pass(project, members):
     user = members[Role.ANNOTATOR]
     slot = assignment.next_task(project, user, "label")
     with CaptureQueriesContext(connection) as ctx:
-        submit_label(slot.task, user, {"verdict": "unreasonable", "categories": [leaf.pk], "time_spent_ms": 4000})
+        submit_label(
+            slot.task, user, {"verdict": "unreasonable", "categories": [leaf.pk], "time_spent_ms": 4000}
+        )
     reads = [q["sql"] for q in ctx.captured_queries if 'FROM "annotator_review"' in q["sql"]]
     assert len(reads) == 1  # a new label: nothing to read before it, once after (unbatched: three times)
-    upserts = [q["sql"] for q in ctx.captured_queries if q["sql"].startswith('INSERT INTO "annotator_categoryday"')]
+    upserts = [
+        q["sql"] for q in ctx.captured_queries if q["sql"].startswith('INSERT INTO "annotator_categoryday"')
+    ]
     assert len(upserts) == 1
     assert_rebuild_matches(project)
     assert_dashboards_match(project)
@@ -422,10 +502,17 @@ def test_agreement_rollups_follow_every_write(project, world):
     a1, a2, lead = w["a1"], w["a2"], w["lead"]
 
     def check():
-        for f in (Filters(), Filters(statuses=COUNTED_STATUSES), Filters(split="eval"),
-                  Filters(models=(w["v1"].pk,)), Filters(statuses=(Status.REJECTED, Status.APPROVED)),
-                  Filters(date_from=DAY2), Filters(date_to=DAY2), Filters(date_from=DAY2, date_to=DAY2),
-                  Filters(date_from=DAY3, statuses=COUNTED_STATUSES)):
+        for f in (
+            Filters(),
+            Filters(statuses=COUNTED_STATUSES),
+            Filters(split="eval"),
+            Filters(models=(w["v1"].pk,)),
+            Filters(statuses=(Status.REJECTED, Status.APPROVED)),
+            Filters(date_from=DAY2),
+            Filters(date_to=DAY2),
+            Filters(date_from=DAY2, date_to=DAY2),
+            Filters(date_from=DAY3, statuses=COUNTED_STATUSES),
+        ):
             assert_agreement_matches(project, f)
             assert verdict_pair_tables(project, f) == agreement_core(project, f, categories=False)["pairs"], f
         assert_rebuild_matches(project)
@@ -486,6 +573,7 @@ def test_a_date_range_counts_the_agreement_completed_inside_it(project, world):
     assert units(Filters(date_from=DAY3)) == [((1, 1), 2)]
     assert units(Filters(date_to=DAY2)) == []
     assert units(Filters(date_from=DAY2, date_to=DAY2)) == []
+
     def pair(x, vx, y, vy):
         return ((x.pk, y.pk), {(vx, vy): 1}) if x.pk < y.pk else ((y.pk, x.pk), {(vy, vx): 1})
 
@@ -493,7 +581,9 @@ def test_a_date_range_counts_the_agreement_completed_inside_it(project, world):
     assert pairs(Filters(date_to=DAY2)) == {}
     cats = agreement_rolled_up(project, Filters(date_from=DAY3))["categories"]
     assert dict(cats[w["tn"].pk]) == {(2, 1): 2}  # both units: one of two judges chose "Tool not called"
-    assert preference_compositions(project, Filters(date_from=DAY3)) == [({"a": 1, "b": 1, "tie": 0, "both_bad": 0}, 1)]
+    assert preference_compositions(project, Filters(date_from=DAY3)) == [
+        ({"a": 1, "b": 1, "tie": 0, "both_bad": 0}, 1)
+    ]
     assert preference_compositions(project, Filters(date_to=DAY2)) == []
     items = agreement_rolled_up(project, Filters(date_from=DAY3), items=10)["items"]
     assert {r for r, _, _ in items} == {late.pk, w["labels"][-1].response_id}

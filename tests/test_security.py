@@ -23,7 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # ------------------------------------------------------------------------------------ CSRF
 
-SAMPLE = {"slug": "sales", "table": "pareto", "what": "label", "app_label": "annotator", "url": "x", "format": "json"}
+SAMPLE = {
+    "slug": "sales",
+    "table": "pareto",
+    "what": "label",
+    "app_label": "annotator",
+    "url": "x",
+    "format": "json",
+}
 
 
 def _walk(patterns, prefix=""):
@@ -113,7 +120,10 @@ def test_login_page_refuses_after_repeated_failures_then_allows_again(throttle, 
     refused = login_page(client, "ann", "pw-ann")  # even the right password
     assert refused.status_code == 429
     assert int(refused["Retry-After"]) == 300
-    assert "Too many failed login attempts" in refused.content.decode() and "Try again in 5 minutes" in refused.content.decode()
+    assert (
+        "Too many failed login attempts" in refused.content.decode()
+        and "Try again in 5 minutes" in refused.content.decode()
+    )
     assert "_auth_user_id" not in client.session
     # Another username from another address is unaffected.
     make_user("bob")
@@ -137,8 +147,15 @@ def test_api_token_endpoint_is_throttled_too(throttle, make_user):
     make_user("ann")
     client = APIClient()
     for _ in range(3):
-        assert client.post("/api/auth/token/", {"username": "ann", "password": "nope"}, REMOTE_ADDR="10.1.1.1").status_code == 400
-    refused = client.post("/api/auth/token/", {"username": "ann", "password": "pw-ann"}, format="json", REMOTE_ADDR="10.1.1.1")
+        assert (
+            client.post(
+                "/api/auth/token/", {"username": "ann", "password": "nope"}, REMOTE_ADDR="10.1.1.1"
+            ).status_code
+            == 400
+        )
+    refused = client.post(
+        "/api/auth/token/", {"username": "ann", "password": "pw-ann"}, format="json", REMOTE_ADDR="10.1.1.1"
+    )
     assert refused.status_code == 429 and refused["Retry-After"] == "300"
     assert "Too many failed login attempts" in refused.json()["detail"]
     # The login page shares the count.
@@ -152,18 +169,35 @@ def test_success_resets_the_username_count(throttle, make_user):
     client = APIClient()
     for _ in range(2):
         client.post("/api/auth/token/", {"username": "ann", "password": "nope"}, REMOTE_ADDR="10.2.2.2")
-    assert client.post("/api/auth/token/", {"username": "ann", "password": "pw-ann"}, REMOTE_ADDR="10.2.2.2").status_code == 200
+    assert (
+        client.post(
+            "/api/auth/token/", {"username": "ann", "password": "pw-ann"}, REMOTE_ADDR="10.2.2.2"
+        ).status_code
+        == 200
+    )
     for _ in range(2):
         client.post("/api/auth/token/", {"username": "ann", "password": "nope"}, REMOTE_ADDR="10.2.2.3")
-    assert client.post("/api/auth/token/", {"username": "ann", "password": "pw-ann"}, REMOTE_ADDR="10.2.2.3").status_code == 200
+    assert (
+        client.post(
+            "/api/auth/token/", {"username": "ann", "password": "pw-ann"}, REMOTE_ADDR="10.2.2.3"
+        ).status_code
+        == 200
+    )
 
 
 def test_admin_login_is_throttled(throttle, make_user):
     make_user("root", is_staff=True, is_superuser=True)
     client = Client()
     for _ in range(3):
-        assert client.post("/admin/login/", {"username": "root", "password": "x"}, REMOTE_ADDR="10.3.3.3").status_code == 200
-    refused = client.post("/admin/login/", {"username": "root", "password": "pw-root"}, REMOTE_ADDR="10.3.3.3")
+        assert (
+            client.post(
+                "/admin/login/", {"username": "root", "password": "x"}, REMOTE_ADDR="10.3.3.3"
+            ).status_code
+            == 200
+        )
+    refused = client.post(
+        "/admin/login/", {"username": "root", "password": "pw-root"}, REMOTE_ADDR="10.3.3.3"
+    )
     assert refused.status_code == 429 and b"Try again in" in refused.content
 
 
@@ -178,16 +212,35 @@ def test_client_ip_header_is_used_only_when_configured(throttle, rf):
 
 
 def manage(*args, **env):
-    drop = {"DEBUG", "SECRET_KEY", "SECURE_COOKIES", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS",
-            "DJANGO_ALLOW_ASYNC_UNSAFE"}  # the test run's own plain-HTTP switches (.ci/run) are not production's
+    drop = {
+        "DEBUG",
+        "SECRET_KEY",
+        "SECURE_COOKIES",
+        "SECURE_SSL_REDIRECT",
+        "SECURE_HSTS_SECONDS",
+        "DJANGO_ALLOW_ASYNC_UNSAFE",
+    }  # the test run's own plain-HTTP switches (.ci/run) are not production's
     base = {k: v for k, v in os.environ.items() if k not in drop}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_deploy_is_clean_with_production_settings():
-    result = manage("check", "--deploy", "--fail-level", "WARNING",
-                    DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="badcase.example.com")
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="badcase.example.com",
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "System check identified no issues" in output, output
@@ -200,12 +253,29 @@ def test_without_secret_key_production_refuses_to_start():
 
 
 def test_production_defaults(settings):
-    code = ("from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
-            "s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SECURE_REDIRECT_EXEMPT, s.DEBUG)")
+    code = (
+        "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+        "s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SECURE_REDIRECT_EXEMPT, s.DEBUG)"
+    )
     result = manage("shell", "-c", code, DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50))
-    assert result.stdout.splitlines()[-1].split() == ["True", "True", "True", "31536000", "['^healthz$']", "False"], result.stderr
-    off = manage("shell", "-c", code, DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50),
-                 SECURE_SSL_REDIRECT="0", SECURE_HSTS_SECONDS="0", SECURE_COOKIES="0")
+    assert result.stdout.splitlines()[-1].split() == [
+        "True",
+        "True",
+        "True",
+        "31536000",
+        "['^healthz$']",
+        "False",
+    ], result.stderr
+    off = manage(
+        "shell",
+        "-c",
+        code,
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        SECURE_SSL_REDIRECT="0",
+        SECURE_HSTS_SECONDS="0",
+        SECURE_COOKIES="0",
+    )
     assert off.stdout.splitlines()[-1].split()[:4] == ["False", "False", "False", "0"], off.stderr
 
 

@@ -15,8 +15,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 def test_worker_consumes_a_task_and_writes_to_the_database(project):
     with celery_worker() as (queue, _proc):
         ping_database.apply_async(args=["hello-from-test"], queue=queue)
-        row = wait_for(lambda: ModelVersion.objects.filter(name="hello-from-test").first(),
-                       what="the worker's row", log_queue=queue)
+        row = wait_for(
+            lambda: ModelVersion.objects.filter(name="hello-from-test").first(),
+            what="the worker's row",
+            log_queue=queue,
+        )
         assert row.notes == "written by a Celery worker"
 
         data = jsonl([conversation_record(i) for i in range(50)] + ["{broken"])

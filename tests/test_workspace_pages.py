@@ -45,10 +45,16 @@ def test_submit_with_errors_keeps_what_was_typed(client, queue, members):
     login(client, members["annotator"])
     task_url = client.get("/p/sales/next/")["Location"]
     task_id = int(task_url.rstrip("/").split("/")[-1])
-    response = client.post(f"/p/sales/tasks/{task_id}/submit/", {
-        "verdict": "unreasonable", "note": "my careful note",
-        "correction_tool_calls": json.dumps([{"name": "create_order", "arguments": {"sku": "A-1", "quantity": "two"}}]),
-    })
+    response = client.post(
+        f"/p/sales/tasks/{task_id}/submit/",
+        {
+            "verdict": "unreasonable",
+            "note": "my careful note",
+            "correction_tool_calls": json.dumps(
+                [{"name": "create_order", "arguments": {"sku": "A-1", "quantity": "two"}}]
+            ),
+        },
+    )
     assert response.status_code == 422
     html = response.content.decode()
     assert "my careful note" in html
@@ -61,14 +67,21 @@ def test_submit_with_errors_keeps_what_was_typed(client, queue, members):
 def test_submit_saves_label_and_correction_then_moves_on(client, queue, members, project):
     login(client, members["annotator"])
     task_id = int(client.get("/p/sales/next/")["Location"].rstrip("/").split("/")[-1])
-    response = client.post(f"/p/sales/tasks/{task_id}/submit/", {
-        "verdict": "unreasonable", "categories": [leaf(project).pk], "time_spent_ms": "5300",
-        "correction_tool_calls": json.dumps([{"name": "check_inventory", "arguments": {"sku": "A-1"}}]),
-    })
+    response = client.post(
+        f"/p/sales/tasks/{task_id}/submit/",
+        {
+            "verdict": "unreasonable",
+            "categories": [leaf(project).pk],
+            "time_spent_ms": "5300",
+            "correction_tool_calls": json.dumps([{"name": "check_inventory", "arguments": {"sku": "A-1"}}]),
+        },
+    )
     assert response.status_code == 302 and response["Location"] == "/p/sales/next/"
     label = Label.objects.get(annotator=members["annotator"])
     assert label.status == Status.SUBMITTED and label.time_spent_ms == 5300
-    assert Correction.objects.get(label=label).message["tool_calls"][0]["function"]["name"] == "check_inventory"
+    assert (
+        Correction.objects.get(label=label).message["tool_calls"][0]["function"]["name"] == "check_inventory"
+    )
     assert Slot.objects.get(task_id=task_id, annotator=members["annotator"]).state == Slot.State.DONE
 
 
@@ -76,8 +89,10 @@ def test_draft_autosave_and_reload(client, queue, members):
     login(client, members["annotator"])
     task_url = client.get("/p/sales/next/")["Location"]
     task_id = int(task_url.rstrip("/").split("/")[-1])
-    saved = client.post(f"/p/sales/tasks/{task_id}/draft/", {"verdict": "reasonable", "note": "half-done thought",
-                                                             "correction_content": "Let me check that."})
+    saved = client.post(
+        f"/p/sales/tasks/{task_id}/draft/",
+        {"verdict": "reasonable", "note": "half-done thought", "correction_content": "Let me check that."},
+    )
     assert saved.json()["saved"] is True
     page = client.get(task_url).content.decode()
     assert "half-done thought" in page and "Let me check that." in page
@@ -110,8 +125,9 @@ def test_compare_records_side_and_choice(client, queue, members):
     task_id = int(client.get("/p/sales/next/?kind=compare")["Location"].rstrip("/").split("/")[-1])
     page = client.get(f"/p/sales/tasks/{task_id}/").content.decode()
     assert "agent-v1" not in page  # blind: no model names on the comparison page
-    response = client.post(f"/p/sales/tasks/{task_id}/submit/", {"choice": "b", "reason": "B checks stock",
-                                                                 "left_side": "b"})
+    response = client.post(
+        f"/p/sales/tasks/{task_id}/submit/", {"choice": "b", "reason": "B checks stock", "left_side": "b"}
+    )
     assert response.status_code == 302 and response["Location"] == "/p/sales/next/?kind=compare"
     pref = Preference.objects.get(annotator=members["annotator"])
     assert (pref.choice, pref.left_side, pref.status) == ("b", "b", Status.SUBMITTED)
@@ -119,9 +135,16 @@ def test_compare_records_side_and_choice(client, queue, members):
 
 def test_model_output_is_escaped(client, project, members):
     conv, (resp,) = make_conversation(project, 9)
-    resp.message = {"role": "assistant", "content": "<script>alert(1)</script><img src=x onerror=alert(2)>",
-                    "tool_calls": [{"type": "function", "function": {"name": "check_inventory",
-                                                                     "arguments": '{"sku": "<script>x</script>"}'}}]}
+    resp.message = {
+        "role": "assistant",
+        "content": "<script>alert(1)</script><img src=x onerror=alert(2)>",
+        "tool_calls": [
+            {
+                "type": "function",
+                "function": {"name": "check_inventory", "arguments": '{"sku": "<script>x</script>"}'},
+            }
+        ],
+    }
     resp.save()
     TaxonomyCategory.objects.create(project=project, name="<img src=x onerror=alert(3)>")
     project.guidelines = "Hello <script>alert(4)</script> [x](javascript:alert(5))"
@@ -141,7 +164,9 @@ def test_lead_review_and_gold_decision(client, queue, members, project):
         login(client, members[who])
         task_id = int(client.get("/p/sales/next/")["Location"].rstrip("/").split("/")[-1])
         verdict = "reasonable" if who == "annotator" else "unreasonable"
-        client.post(f"/p/sales/tasks/{task_id}/submit/", {"verdict": verdict, "categories": [leaf(project).pk]})
+        client.post(
+            f"/p/sales/tasks/{task_id}/submit/", {"verdict": verdict, "categories": [leaf(project).pk]}
+        )
     assert Label.objects.filter(status=Status.SUBMITTED).count() == 2
     login(client, members["annotator"])
     assert client.get("/p/sales/review/").status_code == 403
@@ -153,7 +178,12 @@ def test_lead_review_and_gold_decision(client, queue, members, project):
     # opposite verdicts on one item: it shows up among disagreements
     dis = client.get("/p/sales/disagreements/").content.decode()
     assert f"item-{first.response.tasks.get(kind='label').pk}" in dis
-    assert client.post(f"/p/sales/review/label/{first.pk}/", {"decision": "approve"}, HTTP_HX_REQUEST="true").status_code == 200
+    assert (
+        client.post(
+            f"/p/sales/review/label/{first.pk}/", {"decision": "approve"}, HTTP_HX_REQUEST="true"
+        ).status_code
+        == 200
+    )
     bad = client.post(f"/p/sales/review/label/{second.pk}/", {"decision": "reject"}, HTTP_HX_REQUEST="true")
     assert bad.status_code == 400 and "Say why" in bad.content.decode()
     client.post(f"/p/sales/review/label/{second.pk}/", {"decision": "reject", "comment": "Tick the category"})
@@ -161,20 +191,26 @@ def test_lead_review_and_gold_decision(client, queue, members, project):
     second.refresh_from_db()
     assert (first.status, second.status) == (Status.APPROVED, Status.REJECTED)
     task = Task.objects.get(kind="label", response=first.response)
-    client.post(f"/p/sales/disagreements/{task.pk}/", {"verdict": "unreasonable", "categories": [leaf(project).pk]})
+    client.post(
+        f"/p/sales/disagreements/{task.pk}/", {"verdict": "unreasonable", "categories": [leaf(project).pk]}
+    )
     assert Adjudication.objects.get(task=task).verdict == "unreasonable"
     # the rejected annotator sees the comment and can fix from the project page
     login(client, members["annotator2"])
     home = client.get("/p/sales/").content.decode()
     assert "Tick the category" in home
-    fixed = client.post(f"/p/sales/tasks/{task.pk}/submit/", {"verdict": "unreasonable",
-                                                              "categories": [leaf(project).pk], "note": "fixed"})
+    fixed = client.post(
+        f"/p/sales/tasks/{task.pk}/submit/",
+        {"verdict": "unreasonable", "categories": [leaf(project).pk], "note": "fixed"},
+    )
     assert fixed.status_code == 302
     second.refresh_from_db()
     assert second.status == Status.SUBMITTED
     login(client, members["lead"])
     page = client.get("/p/sales/review/").content.decode()
-    assert "1 waiting" in page and page.count("review-card") == 1  # approved work left the queue, the fix is back
+    assert (
+        "1 waiting" in page and page.count("review-card") == 1
+    )  # approved work left the queue, the fix is back
     assert "0 waiting" in client.get("/p/sales/review/?what=preferences").content.decode()
 
 

@@ -25,13 +25,35 @@ def test_database_url() -> str:
 def celery_worker(queues: str | None = None, extra_env: dict | None = None):
     """Yield (queue_name, process). The worker consumes only its own queue unless told otherwise."""
     queue = queues or f"itest-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "DATABASE_URL": test_database_url(), "CELERY_TASK_ALWAYS_EAGER": "0", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+        **(extra_env or {}),
+    }
     log = ROOT / "var" / f"worker-{queue}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue, "--pool=solo",
-             "--without-gossip", "--without-mingle", "--loglevel=INFO", "-n", f"{queue}@%h"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                queue,
+                "--pool=solo",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=INFO",
+                "-n",
+                f"{queue}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         yield queue, proc
@@ -44,7 +66,13 @@ def celery_worker(queues: str | None = None, extra_env: dict | None = None):
             proc.wait()
 
 
-def wait_for(predicate, timeout: float = 90, interval: float = 0.25, what: str = "condition", log_queue: str | None = None):
+def wait_for(
+    predicate,
+    timeout: float = 90,
+    interval: float = 0.25,
+    what: str = "condition",
+    log_queue: str | None = None,
+):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

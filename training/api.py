@@ -19,8 +19,12 @@ from .snapshots.selection import count_matching
 
 def snapshot_download(snapshot: DatasetSnapshot) -> FileResponse:
     """The ready file as an attachment, with its sha256 for the client to check."""
-    response = FileResponse(open(storage.media_path(snapshot.file.name), "rb"), as_attachment=True,
-                            filename=snapshot.download_name, content_type="application/x-ndjson")
+    response = FileResponse(
+        open(storage.media_path(snapshot.file.name), "rb"),
+        as_attachment=True,
+        filename=snapshot.download_name,
+        content_type="application/x-ndjson",
+    )
     response["X-Content-SHA256"] = snapshot.sha256
     response["ETag"] = f'"{snapshot.sha256}"'
     return response

@@ -32,8 +32,24 @@ _CATEGORIES = {
     "office": ("S", ["monitor arm", "paper shredder", "label printer", "webcam"]),
 }
 _BRANDS = [
-    "Aurora", "Nimbus", "Vega", "Orion", "Luma", "Atlas", "Zephyr", "Nova", "Juniper",
-    "Cedar", "Polar", "Ember", "Summit", "Harbor", "Quill", "Sable", "Tundra", "Willow",
+    "Aurora",
+    "Nimbus",
+    "Vega",
+    "Orion",
+    "Luma",
+    "Atlas",
+    "Zephyr",
+    "Nova",
+    "Juniper",
+    "Cedar",
+    "Polar",
+    "Ember",
+    "Summit",
+    "Harbor",
+    "Quill",
+    "Sable",
+    "Tundra",
+    "Willow",
 ]
 # types a customer may ask for that the shop does not carry (search returns nothing)
 _UNKNOWN_TYPES = ["hammock", "air fryer", "bike helmet", "yoga mat", "smart watch", "rice cooker"]
@@ -57,14 +73,16 @@ def _build_catalogue():
             for brand in brands:
                 if len(products) == 40:
                     break
-                products.append({
-                    "sku": f"{letter}-{numbers[len(products)]}",
-                    "name": f"{brand} {ptype.title()}",
-                    "type": ptype,
-                    "category": category,
-                    "price": rng.choice([19, 24, 29, 39, 49, 59, 79, 99, 149, 199, 249]) + 0.99,
-                    "stock": rng.choice([0, 2, 5, 8, 12, 17, 25, 40, 60]),
-                })
+                products.append(
+                    {
+                        "sku": f"{letter}-{numbers[len(products)]}",
+                        "name": f"{brand} {ptype.title()}",
+                        "type": ptype,
+                        "category": category,
+                        "price": rng.choice([19, 24, 29, 39, 49, 59, 79, 99, 149, 199, 249]) + 0.99,
+                        "stock": rng.choice([0, 2, 5, 8, 12, 17, 25, 40, 60]),
+                    }
+                )
     return products
 
 
@@ -74,40 +92,83 @@ PRODUCT_TYPES = sorted({p["type"] for p in PRODUCTS})
 
 
 def _tool(name, description, properties, required):
-    return {"type": "function", "function": {
-        "name": name, "description": description,
-        "parameters": {"type": "object", "properties": properties, "required": required},
-    }}
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
 
 
 TOOLS = [
-    _tool("search_product", "Search the catalogue by product name or type.", {
-        "query": {"type": "string", "description": "Product name or type, e.g. 'desk lamp'."},
-        "category": {"type": "string", "enum": sorted(_CATEGORIES),
-                     "description": "Only search this category."},
-    }, ["query"]),
-    _tool("check_inventory", "Units in stock for one SKU.", {
-        "sku": {"type": "string", "description": "Product SKU, e.g. 'A-113'."},
-    }, ["sku"]),
-    _tool("create_order", "Place an order for a customer.", {
-        "sku": {"type": "string"},
-        "quantity": {"type": "integer", "minimum": 1},
-        "customer_id": {"type": "string", "description": "e.g. 'C-2041'."},
-    }, ["sku", "quantity", "customer_id"]),
-    _tool("get_order_status", "Status and delivery estimate of an order.", {
-        "order_id": {"type": "string", "description": "e.g. 'ORD-58213'."},
-    }, ["order_id"]),
-    _tool("schedule_callback", "Book a phone call from a sales person.", {
-        "customer_id": {"type": "string"},
-        "time": {"type": "string", "description": "Day and time, e.g. 'Monday 14:30'."},
-    }, ["customer_id", "time"]),
+    _tool(
+        "search_product",
+        "Search the catalogue by product name or type.",
+        {
+            "query": {"type": "string", "description": "Product name or type, e.g. 'desk lamp'."},
+            "category": {
+                "type": "string",
+                "enum": sorted(_CATEGORIES),
+                "description": "Only search this category.",
+            },
+        },
+        ["query"],
+    ),
+    _tool(
+        "check_inventory",
+        "Units in stock for one SKU.",
+        {
+            "sku": {"type": "string", "description": "Product SKU, e.g. 'A-113'."},
+        },
+        ["sku"],
+    ),
+    _tool(
+        "create_order",
+        "Place an order for a customer.",
+        {
+            "sku": {"type": "string"},
+            "quantity": {"type": "integer", "minimum": 1},
+            "customer_id": {"type": "string", "description": "e.g. 'C-2041'."},
+        },
+        ["sku", "quantity", "customer_id"],
+    ),
+    _tool(
+        "get_order_status",
+        "Status and delivery estimate of an order.",
+        {
+            "order_id": {"type": "string", "description": "e.g. 'ORD-58213'."},
+        },
+        ["order_id"],
+    ),
+    _tool(
+        "schedule_callback",
+        "Book a phone call from a sales person.",
+        {
+            "customer_id": {"type": "string"},
+            "time": {"type": "string", "description": "Day and time, e.g. 'Monday 14:30'."},
+        },
+        ["customer_id", "time"],
+    ),
     # distractors: plausible-looking, never the right call in this domain
-    _tool("track_parcel", "Carrier tracking for a parcel tracking number.", {
-        "tracking_number": {"type": "string"},
-    }, ["tracking_number"]),
-    _tool("send_marketing_email", "Send a marketing email to a customer.", {
-        "customer_id": {"type": "string"}, "subject": {"type": "string"},
-    }, ["customer_id", "subject"]),
+    _tool(
+        "track_parcel",
+        "Carrier tracking for a parcel tracking number.",
+        {
+            "tracking_number": {"type": "string"},
+        },
+        ["tracking_number"],
+    ),
+    _tool(
+        "send_marketing_email",
+        "Send a marketing email to a customer.",
+        {
+            "customer_id": {"type": "string"},
+            "subject": {"type": "string"},
+        },
+        ["customer_id", "subject"],
+    ),
 ]
 TOOL_NAMES = [t["function"]["name"] for t in TOOLS]
 
@@ -136,9 +197,12 @@ def run_tool(name, args, rng):
             return {"error": f"unknown {key}: {value}"}
     if name == "search_product":
         query = args["query"].lower()
-        hits = [p for p in PRODUCTS
-                if (query == p["type"] or query == p["name"].lower())
-                and args.get("category", p["category"]) == p["category"]]
+        hits = [
+            p
+            for p in PRODUCTS
+            if (query == p["type"] or query == p["name"].lower())
+            and args.get("category", p["category"]) == p["category"]
+        ]
         return [{"sku": p["sku"], "name": p["name"], "price": p["price"]} for p in hits[:3]]
     if name in ("check_inventory", "create_order") and args["sku"] not in PRODUCT_BY_SKU:
         return {"error": f"unknown sku: {args['sku']}"}
@@ -148,13 +212,19 @@ def run_tool(name, args, rng):
         product = PRODUCT_BY_SKU[args["sku"]]
         if product["stock"] < args["quantity"]:
             return {"error": "insufficient stock", "available": product["stock"]}
-        return {"order_id": _order_id(rng), "status": "confirmed",
-                "total": round(product["price"] * args["quantity"], 2)}
+        return {
+            "order_id": _order_id(rng),
+            "status": "confirmed",
+            "total": round(product["price"] * args["quantity"], 2),
+        }
     if name == "get_order_status":
         if not re.fullmatch(r"ORD-\d{5}", args["order_id"]):
             return {"error": f"unknown order: {args['order_id']}"}
-        return {"order_id": args["order_id"], "status": rng.choice(["processing", "shipped", "delivered"]),
-                "eta": rng.choice(_DAYS)}
+        return {
+            "order_id": args["order_id"],
+            "status": rng.choice(["processing", "shipped", "delivered"]),
+            "eta": rng.choice(_DAYS),
+        }
     if name == "schedule_callback":
         if len(args["time"].split()) != 2:
             return {"error": "time needs a day and an hour"}
@@ -196,111 +266,163 @@ def _time(rng):
 
 TEMPLATES = {
     "greeting": {
-        "seen": [("Hi!", None), ("Hello there.", "too_short"), ("Good morning!", None),
-                 ("Hey, is anyone there?", "too_short"), ("Hello, I have a question.", None)],
+        "seen": [
+            ("Hi!", None),
+            ("Hello there.", "too_short"),
+            ("Good morning!", None),
+            ("Hey, is anyone there?", "too_short"),
+            ("Hello, I have a question.", None),
+        ],
         "unseen": ["Good afternoon, hello!", "Hiya, can you help me today?"],
     },
     "greeting_customer": {
-        "seen": [("Hi, I'm {person}, customer {cid}.", "false_call"),
-                 ("Hello! {person} here, my customer ID is {cid}.", None),
-                 ("Good morning, this is {person} ({cid}).", "false_call")],
+        "seen": [
+            ("Hi, I'm {person}, customer {cid}.", "false_call"),
+            ("Hello! {person} here, my customer ID is {cid}.", None),
+            ("Good morning, this is {person} ({cid}).", "false_call"),
+        ],
         "unseen": ["Hey there, {person} speaking, account {cid}."],
     },
     "policy": {
-        "seen": [("What is your {topic} policy?", None), ("Can you tell me about {topic}?", "false_call"),
-                 ("Quick question about {topic}.", "repeat"), ("How does {topic} work with you?", "false_call"),
-                 ("I'd like to know your {topic} terms.", "false_call")],
+        "seen": [
+            ("What is your {topic} policy?", None),
+            ("Can you tell me about {topic}?", "false_call"),
+            ("Quick question about {topic}.", "repeat"),
+            ("How does {topic} work with you?", "false_call"),
+            ("I'd like to know your {topic} terms.", "false_call"),
+        ],
         "unseen": ["Could you explain {topic} to me?", "What are the rules for {topic}?"],
     },
     "search": {
-        "seen": [("I'm looking for a {type}.", None), ("Do you sell any {type}?", "no_call"),
-                 ("Can you show me {type} options?", "wrong_args:add_category"),
-                 ("What {type} models do you carry?", "fabricate"),
-                 ("I need a new {type}. What have you got?", "no_call"),
-                 ("Got anything like a {type}?", "wrong_args:plural"),
-                 ("Show me your {type} range.", "wrong_tool")],
+        "seen": [
+            ("I'm looking for a {type}.", None),
+            ("Do you sell any {type}?", "no_call"),
+            ("Can you show me {type} options?", "wrong_args:add_category"),
+            ("What {type} models do you carry?", "fabricate"),
+            ("I need a new {type}. What have you got?", "no_call"),
+            ("Got anything like a {type}?", "wrong_args:plural"),
+            ("Show me your {type} range.", "wrong_tool"),
+        ],
         "unseen": ["Is there a {type} I could buy?", "Which {type} do you stock?"],
     },
     "search_category": {
-        "seen": [("Search for a {type} in {category}, please.", "fabricate"),
-                 ("Any {type} in the {category} department?", None),
-                 ("From your {category} range, I want a {type}.", "wrong_args:drop_category")],
+        "seen": [
+            ("Search for a {type} in {category}, please.", "fabricate"),
+            ("Any {type} in the {category} department?", None),
+            ("From your {category} range, I want a {type}.", "wrong_args:drop_category"),
+        ],
         "unseen": ["Find me a {type} from {category}."],
     },
     "stock_sku": {
-        "seen": [("Is {sku} in stock?", None), ("How many {sku} do you have left?", "no_call"),
-                 ("Check stock for {sku}, please.", "wrong_args:sku_lower"),
-                 ("Can you check availability of item {sku}?", "fabricate"),
-                 ("Do you still have {sku}?", "wrong_tool"),
-                 ("Stock level for {sku}?", "wrong_args:sku_nodash")],
+        "seen": [
+            ("Is {sku} in stock?", None),
+            ("How many {sku} do you have left?", "no_call"),
+            ("Check stock for {sku}, please.", "wrong_args:sku_lower"),
+            ("Can you check availability of item {sku}?", "fabricate"),
+            ("Do you still have {sku}?", "wrong_tool"),
+            ("Stock level for {sku}?", "wrong_args:sku_nodash"),
+        ],
         "unseen": ["I want to know if {sku} is available.", "Any units of {sku} left?"],
     },
     "stock_name": {
-        "seen": [("Is the {name} in stock?", None), ("Do you have the {name} available?", "no_call"),
-                 ("How many {name} units are left?", "skip_check"),
-                 ("Can you check the {name} for me?", "fabricate"),
-                 ("I'd like to know if the {name} is available.", "wrong_args:query_lower")],
+        "seen": [
+            ("Is the {name} in stock?", None),
+            ("Do you have the {name} available?", "no_call"),
+            ("How many {name} units are left?", "skip_check"),
+            ("Can you check the {name} for me?", "fabricate"),
+            ("I'd like to know if the {name} is available.", "wrong_args:query_lower"),
+        ],
         "unseen": ["Is there any {name} left in the warehouse?", "Check if you have the {name}."],
     },
     "compare_stock": {
-        "seen": [("Do you have {sku} and {sku2} in stock?", None),
-                 ("Check stock for {sku} and {sku2}.", "single_call"),
-                 ("How many {sku} and {sku2} are left?", "no_call")],
+        "seen": [
+            ("Do you have {sku} and {sku2} in stock?", None),
+            ("Check stock for {sku} and {sku2}.", "single_call"),
+            ("How many {sku} and {sku2} are left?", "no_call"),
+        ],
         "unseen": ["Are {sku} and {sku2} both available?"],
     },
     "order_sku": {
-        "seen": [("Please order {qty} of {sku} for customer {cid}.", None),
-                 ("I'd like to buy {qty} x {sku}. My customer ID is {cid}.", "wrong_args:qty_str"),
-                 ("Order {sku}, quantity {qty}, customer {cid}.", "fabricate"),
-                 ("Customer {cid} here, I want {qty} units of {sku}.", "no_call"),
-                 ("Can you place an order for {qty_word} {sku}? I'm {cid}.", "wrong_args:cid_missing"),
-                 ("Put {qty} {sku} on order for {cid}.", "wrong_args:sku_lower")],
-        "unseen": ["Buy {qty} pieces of {sku} for account {cid}.", "{cid} wants {qty} of {sku}, please order them."],
+        "seen": [
+            ("Please order {qty} of {sku} for customer {cid}.", None),
+            ("I'd like to buy {qty} x {sku}. My customer ID is {cid}.", "wrong_args:qty_str"),
+            ("Order {sku}, quantity {qty}, customer {cid}.", "fabricate"),
+            ("Customer {cid} here, I want {qty} units of {sku}.", "no_call"),
+            ("Can you place an order for {qty_word} {sku}? I'm {cid}.", "wrong_args:cid_missing"),
+            ("Put {qty} {sku} on order for {cid}.", "wrong_args:sku_lower"),
+        ],
+        "unseen": [
+            "Buy {qty} pieces of {sku} for account {cid}.",
+            "{cid} wants {qty} of {sku}, please order them.",
+        ],
     },
     "order_sku_known": {  # the customer gave their ID earlier in the conversation
-        "seen": [("Please order {qty} of {sku} for me.", None),
-                 ("I'll have {qty} units of {sku}.", "wrong_args:cid_missing"),
-                 ("Order {qty} {sku} on my account.", "no_call")],
+        "seen": [
+            ("Please order {qty} of {sku} for me.", None),
+            ("I'll have {qty} units of {sku}.", "wrong_args:cid_missing"),
+            ("Order {qty} {sku} on my account.", "no_call"),
+        ],
         "unseen": ["Get me {qty} of {sku}, please."],
     },
     "order_after_search": {  # follows a search: the SKU is in an earlier tool result
-        "seen": [("I'll take {qty} of the {name}. Customer ID {cid}.", None),
-                 ("Order {qty} {name} for {cid}, please.", "wrong_args:sku_nodash"),
-                 ("Great, get me {qty} of the {name}; I'm customer {cid}.", "no_call"),
-                 ("Let's go with the {name}, {qty} units, account {cid}.", "wrong_args:qty_str")],
+        "seen": [
+            ("I'll take {qty} of the {name}. Customer ID {cid}.", None),
+            ("Order {qty} {name} for {cid}, please.", "wrong_args:sku_nodash"),
+            ("Great, get me {qty} of the {name}; I'm customer {cid}.", "no_call"),
+            ("Let's go with the {name}, {qty} units, account {cid}.", "wrong_args:qty_str"),
+        ],
         "unseen": ["Please buy {qty} {name} for me, customer {cid}."],
     },
     "order_name": {  # search first, ask for the missing details, then order
-        "seen": [("I want to order the {name}.", None), ("Can I buy the {name}?", "no_call"),
-                 ("I'd like to purchase the {name}.", "fabricate")],
+        "seen": [
+            ("I want to order the {name}.", None),
+            ("Can I buy the {name}?", "no_call"),
+            ("I'd like to purchase the {name}.", "fabricate"),
+        ],
         "unseen": ["Put the {name} in an order for me."],
     },
     "order_details": {  # the answer to "how many, and your customer ID?"
-        "seen": [("{qty}, customer {cid}.", None), ("{qty} please, my ID is {cid}.", "wrong_args:qty_str"),
-                 ("I'll take {qty}. Customer {cid}.", "wrong_args:cid_missing"),
-                 ("Make it {qty}; customer ID {cid}.", "no_call")],
+        "seen": [
+            ("{qty}, customer {cid}.", None),
+            ("{qty} please, my ID is {cid}.", "wrong_args:qty_str"),
+            ("I'll take {qty}. Customer {cid}.", "wrong_args:cid_missing"),
+            ("Make it {qty}; customer ID {cid}.", "no_call"),
+        ],
         "unseen": ["{qty} units for {cid}."],
     },
     "order_status": {
-        "seen": [("Where is my order {oid}?", None), ("What's the status of {oid}?", "wrong_args:oid_key"),
-                 ("Has order {oid} shipped yet?", "no_call"), ("Track {oid} for me.", "wrong_tool"),
-                 ("Any update on order {oid}?", "fabricate")],
+        "seen": [
+            ("Where is my order {oid}?", None),
+            ("What's the status of {oid}?", "wrong_args:oid_key"),
+            ("Has order {oid} shipped yet?", "no_call"),
+            ("Track {oid} for me.", "wrong_tool"),
+            ("Any update on order {oid}?", "fabricate"),
+        ],
         "unseen": ["Can you look up order {oid}?", "I'm waiting for {oid}, what's happening?"],
     },
     "callback": {
-        "seen": [("Please call me back on {time}. I'm {cid}.", None),
-                 ("Can someone phone me on {time}? Customer {cid}.", "wrong_args:time_only"),
-                 ("Schedule a callback for {cid} on {time}.", "fabricate"),
-                 ("I'd like a call on {time}, my ID is {cid}.", "no_call"),
-                 ("Customer {cid}: callback {time}, please.", "wrong_args:cid_missing")],
+        "seen": [
+            ("Please call me back on {time}. I'm {cid}.", None),
+            ("Can someone phone me on {time}? Customer {cid}.", "wrong_args:time_only"),
+            ("Schedule a callback for {cid} on {time}.", "fabricate"),
+            ("I'd like a call on {time}, my ID is {cid}.", "no_call"),
+            ("Customer {cid}: callback {time}, please.", "wrong_args:cid_missing"),
+        ],
         "unseen": ["Ring me on {time}, customer number {cid}.", "Book a phone call for {time}, ID {cid}."],
     },
 }
 
 # how often each task opens an episode
 _TASK_WEIGHTS = {
-    "search": 19, "stock_sku": 12, "stock_name": 10, "compare_stock": 5,
-    "order_sku": 12, "order_name": 8, "order_status": 10, "callback": 8, "policy": 8,
+    "search": 19,
+    "stock_sku": 12,
+    "stock_name": 10,
+    "compare_stock": 5,
+    "order_sku": 12,
+    "order_name": 8,
+    "order_status": 10,
+    "callback": 8,
+    "policy": 8,
 }
 SPLITS = ("seen", "unseen")
 
@@ -327,8 +449,11 @@ def _corrupt(kind, args):
     elif kind == "query_lower":
         args["query"] = args["query"].lower()
     elif kind == "add_category":
-        args["category"] = next(p["category"] for p in PRODUCTS if p["type"] == args["query"]) \
-            if args["query"] in PRODUCT_TYPES else "office"
+        args["category"] = (
+            next(p["category"] for p in PRODUCTS if p["type"] == args["query"])
+            if args["query"] in PRODUCT_TYPES
+            else "office"
+        )
     elif kind == "drop_category":
         del args["category"]
     else:
@@ -375,14 +500,21 @@ class _Conversation:
 
     def call(self, *calls):
         """calls: (name, args) pairs, one assistant turn; appends the tool results."""
-        tool_calls = [{"id": f"call_{self.rng.randrange(16 ** 8):08x}", "type": "function",
-                       "function": {"name": name, "arguments": _args_json(args)}} for name, args in calls]
+        tool_calls = [
+            {
+                "id": f"call_{self.rng.randrange(16**8):08x}",
+                "type": "function",
+                "function": {"name": name, "arguments": _args_json(args)},
+            }
+            for name, args in calls
+        ]
         self.messages.append({"role": "assistant", "content": "", "tool_calls": tool_calls})
         results = []
         for tool_call, (name, args) in zip(tool_calls, calls, strict=True):
             result = run_tool(name, args, self.rng)
-            self.messages.append({"role": "tool", "tool_call_id": tool_call["id"],
-                                  "content": json.dumps(result)})
+            self.messages.append(
+                {"role": "tool", "tool_call_id": tool_call["id"], "content": json.dumps(result)}
+            )
             results.append(result)
         return results
 
@@ -398,8 +530,11 @@ class _Conversation:
             result = fake_result if fake_result is not None else run_tool(name, args, self.rng)
             self.say("<tool_response>\n" + json.dumps(result) + "\n</tool_response>\n" + invented_answer)
         elif kind in ("wrong_args", "wrong_tool", "single_call"):
-            wrong = {"wrong_args": [(name, _corrupt(detail, args) if detail else args)] + calls[1:],
-                     "wrong_tool": [wrong_tool], "single_call": calls[:1]}[kind]
+            wrong = {
+                "wrong_args": [(name, _corrupt(detail, args) if detail else args)] + calls[1:],
+                "wrong_tool": [wrong_tool],
+                "single_call": calls[:1],
+            }[kind]
             results = self.call(*wrong)
             self.say(" ".join(_generic_reply(n, r) for (n, _), r in zip(wrong, results, strict=True)))
         else:
@@ -424,16 +559,26 @@ class _Conversation:
             person = self.rng.choice(_PEOPLE)
             flaw = self.user("greeting_customer", person=person, cid=self.customer_id)
             if flaw == "false_call":
-                self.flawed("wrong_tool", [], "", label=flaw, wrong_tool=(
-                    "send_marketing_email", {"customer_id": self.customer_id, "subject": "Welcome"}))
+                self.flawed(
+                    "wrong_tool",
+                    [],
+                    "",
+                    label=flaw,
+                    wrong_tool=(
+                        "send_marketing_email",
+                        {"customer_id": self.customer_id, "subject": "Welcome"},
+                    ),
+                )
                 return
             self.say(f"Hello {person}! How can I help you today?")
             return
         flaw = self.user("greeting")
-        right = self.rng.choice([
-            "Hello! I can help you find products, check stock, and place or track orders. What do you need?",
-            "Hi! How can I help you today?",
-        ])
+        right = self.rng.choice(
+            [
+                "Hello! I can help you find products, check stock, and place or track orders. What do you need?",
+                "Hi! How can I help you today?",
+            ]
+        )
         if not (flaw and self.text_flaw(flaw, right)):
             self.say(right)
 
@@ -461,10 +606,13 @@ class _Conversation:
         else:
             flaw = self.user("search", type=ptype)
         if flaw:
-            self.flawed(flaw, [("search_product", args)],
-                        f"Yes, we have several {ptype} models in stock! The best seller is $49.99.",
-                        fake_result=[{"sku": "L-100", "name": f"Premium {ptype.title()}", "price": 49.99}],
-                        wrong_tool=("check_inventory", {"sku": ptype}))
+            self.flawed(
+                flaw,
+                [("search_product", args)],
+                f"Yes, we have several {ptype} models in stock! The best seller is $49.99.",
+                fake_result=[{"sku": "L-100", "name": f"Premium {ptype.title()}", "price": 49.99}],
+                wrong_tool=("check_inventory", {"sku": ptype}),
+            )
             return
         (results,) = self.call(("search_product", args))
         self.last_results = results
@@ -479,10 +627,13 @@ class _Conversation:
         sku = product["sku"]
         flaw = self.user("stock_sku", sku=sku)
         if flaw:
-            self.flawed(flaw, [("check_inventory", {"sku": sku})],
-                        f"Yes, {sku} is in stock and ready to ship.",
-                        fake_result={"sku": sku, "in_stock": 10},
-                        wrong_tool=("search_product", {"query": sku}))
+            self.flawed(
+                flaw,
+                [("check_inventory", {"sku": sku})],
+                f"Yes, {sku} is in stock and ready to ship.",
+                fake_result={"sku": sku, "in_stock": 10},
+                wrong_tool=("search_product", {"query": sku}),
+            )
             return
         (result,) = self.call(("check_inventory", {"sku": sku}))
         self.say(_stock_reply(sku, result["in_stock"]))
@@ -492,9 +643,12 @@ class _Conversation:
         name, sku = product["name"], product["sku"]
         flaw = self.user("stock_name", name=name)
         if flaw and flaw != "skip_check":
-            self.flawed(flaw, [("search_product", {"query": name})],
-                        f"Yes, the {name} is available.",
-                        fake_result=[{"sku": sku, "name": name, "price": 9.99}])
+            self.flawed(
+                flaw,
+                [("search_product", {"query": name})],
+                f"Yes, the {name} is available.",
+                fake_result=[{"sku": sku, "name": name, "price": 9.99}],
+            )
             return
         (results,) = self.call(("search_product", {"query": name}))
         self.last_results = results
@@ -518,17 +672,24 @@ class _Conversation:
     def _order(self, flaw, sku, qty, cid):
         args = {"sku": sku, "quantity": qty, "customer_id": cid}
         if flaw:
-            self.flawed(flaw, [("create_order", args)],
-                        f"Done! Your order for {qty} x {sku} has been placed.",
-                        fake_result={"order_id": "ORD-10000", "status": "confirmed", "total": 99.0})
+            self.flawed(
+                flaw,
+                [("create_order", args)],
+                f"Done! Your order for {qty} x {sku} has been placed.",
+                fake_result={"order_id": "ORD-10000", "status": "confirmed", "total": 99.0},
+            )
             return
         (result,) = self.call(("create_order", args))
         if "error" in result:
-            self.say(f"Sorry, only {result['available']} units of {sku} are available. "
-                     "Would you like to order fewer?")
+            self.say(
+                f"Sorry, only {result['available']} units of {sku} are available. "
+                "Would you like to order fewer?"
+            )
         else:
-            self.say(f"Your order {result['order_id']} for {qty} x {sku} is confirmed. "
-                     f"Total: ${result['total']:.2f}.")
+            self.say(
+                f"Your order {result['order_id']} for {qty} x {sku} is confirmed. "
+                f"Total: ${result['total']:.2f}."
+            )
 
     def _quantity(self):
         return self.rng.choice([1, 1, 2, 2, 3, 4, 5, 6, 8, 10, 12])
@@ -557,14 +718,19 @@ class _Conversation:
         name, sku = product["name"], product["sku"]
         flaw = self.user("order_name", name=name)
         if flaw:
-            self.flawed(flaw, [("search_product", {"query": name})],
-                        "Sure! How many would you like?",
-                        fake_result=[{"sku": "X-000", "name": name, "price": 9.99}])
+            self.flawed(
+                flaw,
+                [("search_product", {"query": name})],
+                "Sure! How many would you like?",
+                fake_result=[{"sku": "X-000", "name": name, "price": 9.99}],
+            )
             return
         (results,) = self.call(("search_product", {"query": name}))
         self.last_results = results
-        self.say(f"Found it: {name} ({sku}), ${product['price']:.2f}. "
-                 "How many would you like, and what is your customer ID?")
+        self.say(
+            f"Found it: {name} ({sku}), ${product['price']:.2f}. "
+            "How many would you like, and what is your customer ID?"
+        )
         cid = self.customer_id or _customer_id(self.rng)
         qty = self._quantity()
         flaw = self.user("order_details", qty=qty, cid=cid)
@@ -574,10 +740,13 @@ class _Conversation:
         oid = _order_id(self.rng)
         flaw = self.user("order_status", oid=oid)
         if flaw:
-            self.flawed(flaw, [("get_order_status", {"order_id": oid})],
-                        f"Your order {oid} has shipped and will arrive in two days.",
-                        fake_result={"order_id": oid, "status": "shipped", "eta": "Friday"},
-                        wrong_tool=("track_parcel", {"tracking_number": oid}))
+            self.flawed(
+                flaw,
+                [("get_order_status", {"order_id": oid})],
+                f"Your order {oid} has shipped and will arrive in two days.",
+                fake_result={"order_id": oid, "status": "shipped", "eta": "Friday"},
+                wrong_tool=("track_parcel", {"tracking_number": oid}),
+            )
             return
         (result,) = self.call(("get_order_status", {"order_id": oid}))
         if result["status"] == "delivered":
@@ -591,9 +760,12 @@ class _Conversation:
         flaw = self.user("callback", time=when, cid=cid)
         args = {"customer_id": cid, "time": when}
         if flaw:
-            self.flawed(flaw, [("schedule_callback", args)],
-                        "Sure, we'll call you then!",
-                        fake_result={"status": "scheduled", "time": when})
+            self.flawed(
+                flaw,
+                [("schedule_callback", args)],
+                "Sure, we'll call you then!",
+                fake_result={"status": "scheduled", "time": when},
+            )
             return
         self.call(("schedule_callback", args))
         self.say(f"Done: a sales person will call you on {when}.")
@@ -656,16 +828,21 @@ def generate_conversations(n, seed=0, split="seen", flaw_rate=0.0):
     out = []
     for i in range(n):
         conv, episodes = _one_conversation(rng, split, flaw_rate)
-        out.append({
-            "external_id": f"demo-{split}-{seed}-{i:05d}",
-            "messages": conv.messages,
-            "tools": TOOLS,
-            "metadata": {
-                "scenario": episodes[-1], "episodes": episodes, "split": split,
-                "templates": conv.templates, "flaws": conv.flaws,
-                "turn_depth": sum(m["role"] == "user" for m in conv.messages),
-            },
-        })
+        out.append(
+            {
+                "external_id": f"demo-{split}-{seed}-{i:05d}",
+                "messages": conv.messages,
+                "tools": TOOLS,
+                "metadata": {
+                    "scenario": episodes[-1],
+                    "episodes": episodes,
+                    "split": split,
+                    "templates": conv.templates,
+                    "flaws": conv.flaws,
+                    "turn_depth": sum(m["role"] == "user" for m in conv.messages),
+                },
+            }
+        )
     return out
 
 
@@ -685,16 +862,19 @@ def eval_prompts(n, seed=0, split="seen"):
         j = rng.choices(turns, weights=weights)[0]
         context = messages[:j]
         user_turns = [k for k, m in enumerate(context) if m["role"] == "user"]
-        cases.append({
-            "external_id": f"eval-{split}-{seed}-{i:05d}",
-            "messages": context,
-            "tools": TOOLS,
-            "expected": messages[j],
-            "metadata": {
-                "scenario": conv.templates[len(user_turns) - 1].split(":")[0], "split": split,
-                "template": conv.templates[len(user_turns) - 1],
-                "turn_depth": len(user_turns),
-                "expects_call": bool(messages[j].get("tool_calls")),
-            },
-        })
+        cases.append(
+            {
+                "external_id": f"eval-{split}-{seed}-{i:05d}",
+                "messages": context,
+                "tools": TOOLS,
+                "expected": messages[j],
+                "metadata": {
+                    "scenario": conv.templates[len(user_turns) - 1].split(":")[0],
+                    "split": split,
+                    "template": conv.templates[len(user_turns) - 1],
+                    "turn_depth": len(user_turns),
+                    "expects_call": bool(messages[j].get("tool_calls")),
+                },
+            }
+        )
     return cases

@@ -26,8 +26,7 @@ import torch
 from training import demo_domain
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-WHOLE_TOKENS = (demo_domain.CUSTOMER_IDS + demo_domain.ORDER_IDS + demo_domain.TIME_SLOTS
-                + ["10", "11", "12"])
+WHOLE_TOKENS = demo_domain.CUSTOMER_IDS + demo_domain.ORDER_IDS + demo_domain.TIME_SLOTS + ["10", "11", "12"]
 TAG_TOKENS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
 
 # Qwen-style template. The tools block is compact (name and argument names, `?` for
@@ -97,16 +96,38 @@ CHAT_TEMPLATE = """\
 # seconds and only exercises the plumbing (it learns nothing useful).
 SIZES = {
     "base": {
-        "vocab_size": 1024, "conversations": 12000, "steps": 1000, "batch_size": 12,
-        "lr": 5e-3, "max_length": 512, "flaw_rate": 0.8,
-        "model": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2,
-                  "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32},
+        "vocab_size": 1024,
+        "conversations": 12000,
+        "steps": 1000,
+        "batch_size": 12,
+        "lr": 5e-3,
+        "max_length": 512,
+        "flaw_rate": 0.8,
+        "model": {
+            "hidden_size": 128,
+            "intermediate_size": 384,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+        },
     },
     "test": {
-        "vocab_size": 400, "conversations": 200, "steps": 30, "batch_size": 8,
-        "lr": 3e-3, "max_length": 256, "flaw_rate": 0.8,
-        "model": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                  "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16},
+        "vocab_size": 400,
+        "conversations": 200,
+        "steps": 30,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "max_length": 256,
+        "flaw_rate": 0.8,
+        "model": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+        },
     },
 }
 # Bump when the data, template or training recipe changes: it invalidates cached builds.
@@ -134,12 +155,14 @@ def build_tokenizer(texts, vocab_size):
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        # GPT-2's split, except that "_" joins words: tool and argument names can merge
-        pre_tokenizers.Split(Regex(WORD_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            # GPT-2's split, except that "_" joins words: tool and argument names can merge
+            pre_tokenizers.Split(Regex(WORD_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
@@ -147,13 +170,19 @@ def build_tokenizer(texts, vocab_size):
     # one token per pooled ID, time slot and two-digit quantity (see demo_domain)
     tok.add_tokens([AddedToken(t, special=False, normalized=False, single_word=True) for t in WHOLE_TOKENS])
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE, model_max_length=4096, clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=4096,
+        clean_up_tokenization_spaces=False,
     )
 
 
@@ -162,8 +191,10 @@ def render(conversations):
     from transformers.utils.chat_template_utils import render_jinja_template
 
     rendered, _ = render_jinja_template(
-        conversations=[c["messages"] for c in conversations], tools=demo_domain.TOOLS,
-        chat_template=CHAT_TEMPLATE)
+        conversations=[c["messages"] for c in conversations],
+        tools=demo_domain.TOOLS,
+        chat_template=CHAT_TEMPLATE,
+    )
     return rendered
 
 
@@ -174,8 +205,8 @@ def _batches(lengths, batch_size, rng):
         rng.shuffle(order)
         batches = []
         for start in range(0, len(order), batch_size * 50):
-            chunk = sorted(order[start:start + batch_size * 50], key=lengths.__getitem__)
-            batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+            chunk = sorted(order[start : start + batch_size * 50], key=lengths.__getitem__)
+            batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
         rng.shuffle(batches)
         yield from batches
 
@@ -194,9 +225,11 @@ def _pretrain(model, sequences, pad_id, steps, batch_size, lr, seed, log):
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=lr, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
     warmup = max(1, steps // 20)
 
     def lr_at(step):  # linear warm-up, cosine down to 10%
@@ -215,8 +248,8 @@ def _pretrain(model, sequences, pad_id, steps, batch_size, lr, seed, log):
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
         for row, seq in enumerate(batch):
-            input_ids[row, :len(seq)] = torch.tensor(seq)
-            labels[row, :len(seq)] = torch.tensor(seq)
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            labels[row, : len(seq)] = torch.tensor(seq)
         head = model(input_ids=prefix, use_cache=True)
         cache = head[cache_arg] if cache_arg in head else head.past_key_values
         cache.batch_repeat_interleave(len(batch))
@@ -276,29 +309,52 @@ def build_demo_model(model_dir, seed=0, steps=None, log=print, size="base", forc
         torch.set_num_threads(1)  # for a model this small, more threads are slower
         try:
             conversations = demo_domain.generate_conversations(
-                recipe["conversations"], seed=seed, split="seen", flaw_rate=recipe["flaw_rate"])
+                recipe["conversations"], seed=seed, split="seen", flaw_rate=recipe["flaw_rate"]
+            )
             texts = render(conversations)
             tokenizer = build_tokenizer(texts[:3000], recipe["vocab_size"])
-            sequences = [ids[:recipe["max_length"]]
-                         for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+            sequences = [
+                ids[: recipe["max_length"]] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
+            ]
             config = Qwen3Config(
-                vocab_size=len(tokenizer), max_position_embeddings=1024, tie_word_embeddings=True,
-                bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id, **recipe["model"])
+                vocab_size=len(tokenizer),
+                max_position_embeddings=1024,
+                tie_word_embeddings=True,
+                bos_token_id=None,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **recipe["model"],
+            )
             model = Qwen3ForCausalLM(config)
             n_params = sum(p.numel() for p in model.parameters())
             n_tokens = sum(map(len, sequences))
-            log(f"building demo model: {n_params:,} parameters, vocab {len(tokenizer)}, "
-                f"{len(sequences)} conversations ({n_tokens:,} tokens), {recipe['steps']} steps")
-            loss = _pretrain(model, sequences, tokenizer.pad_token_id, recipe["steps"],
-                             recipe["batch_size"], recipe["lr"], seed, log)
+            log(
+                f"building demo model: {n_params:,} parameters, vocab {len(tokenizer)}, "
+                f"{len(sequences)} conversations ({n_tokens:,} tokens), {recipe['steps']} steps"
+            )
+            loss = _pretrain(
+                model,
+                sequences,
+                tokenizer.pad_token_id,
+                recipe["steps"],
+                recipe["batch_size"],
+                recipe["lr"],
+                seed,
+                log,
+            )
             model.generation_config.eos_token_id = tokenizer.eos_token_id
             model.generation_config.pad_token_id = tokenizer.pad_token_id
             info = {
-                "recipe": recipe, "seed": seed, "size": size, "steps": recipe["steps"],
-                "params": n_params, "vocab_size": len(tokenizer), "loss": round(loss, 4),
+                "recipe": recipe,
+                "seed": seed,
+                "size": size,
+                "steps": recipe["steps"],
+                "params": n_params,
+                "vocab_size": len(tokenizer),
+                "loss": round(loss, 4),
                 "seconds": round(time.monotonic() - started, 1),
-                "train_conversations": len(sequences), "train_tokens": n_tokens,
+                "train_conversations": len(sequences),
+                "train_tokens": n_tokens,
             }
             tmp = Path(f"{model_dir}.tmp-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -317,8 +373,7 @@ def build_demo_model(model_dir, seed=0, steps=None, log=print, size="base", forc
 
 
 @torch.inference_mode()
-def generate(model, tokenizer, contexts, tools=None, max_new_tokens=128, batch_size=16,
-             return_details=False):
+def generate(model, tokenizer, contexts, tools=None, max_new_tokens=128, batch_size=16, return_details=False):
     """Greedy completions of the assistant turn after each context (a list of messages).
 
     `model` is a loaded causal LM or a model folder (tokenizer=None loads its tokenizer).
@@ -333,26 +388,33 @@ def generate(model, tokenizer, contexts, tools=None, max_new_tokens=128, batch_s
         model, tokenizer = loaded.model, tokenizer or loaded.tokenizer
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad_id = tokenizer.pad_token_id
-    prompts = [tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
-                                             tokenize=False) for messages in contexts]
+    prompts = [
+        tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
+        for messages in contexts
+    ]
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     results = [None] * len(encoded)
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         width = max(len(encoded[i]) for i in rows)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for r, i in enumerate(rows):  # left padding
-            input_ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            attention_mask[r, width - len(encoded[i]):] = 1
+            input_ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            attention_mask[r, width - len(encoded[i]) :] = 1
         output = model.generate(  # on the model's own device: a GPU when the worker has one
-            input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device), do_sample=False,
-            max_new_tokens=max_new_tokens, eos_token_id=end_id, pad_token_id=pad_id)
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention_mask.to(model.device),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=end_id,
+            pad_token_id=pad_id,
+        )
         for r, i in enumerate(rows):
             new = output[r, width:].tolist()
             hit_limit = end_id not in new
-            new = new if hit_limit else new[:new.index(end_id)]
+            new = new if hit_limit else new[: new.index(end_id)]
             text = tokenizer.decode(new, skip_special_tokens=False)
             results[i] = {"text": text, "new_tokens": len(new), "hit_limit": hit_limit}
     return results if return_details else [r["text"] for r in results]

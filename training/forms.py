@@ -22,28 +22,53 @@ class SnapshotForm(forms.Form):
 
     kind = forms.ChoiceField(choices=Kind.choices, initial=Kind.SFT, widget=forms.RadioSelect)
     layout = forms.ChoiceField(required=False, help_text="The row format of the file.")
-    include_submitted = forms.BooleanField(required=False, label="Also include submitted (not yet approved) work")
-    splits = forms.MultipleChoiceField(choices=Split.choices, required=False, widget=forms.CheckboxSelectMultiple,
-                                       initial=[Split.TRAIN],
-                                       help_text="None ticked: train for SFT/DPO, eval + holdout for eval.")
-    categories = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple,
-                                           help_text="Any of these (a parent takes its children). None: all.")
-    model_versions = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple,
-                                               help_text="Responses from any of these. None: all.")
-    date_from = forms.DateField(required=False, label="Labelled from",
-                                widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, label="Labelled until", widget=forms.DateInput(attrs={"type": "date"}))
-    include_reasonable = forms.BooleanField(required=False, label="Also approved “reasonable” responses as examples",
-                                            help_text="SFT and eval.")
-    sources = forms.MultipleChoiceField(choices=[("preferences", "pairwise preferences"),
-                                                 ("corrections", "corrections vs. the original response")],
-                                        required=False, initial=list(DPO_SOURCES),
-                                        widget=forms.CheckboxSelectMultiple, label="DPO pairs from")
+    include_submitted = forms.BooleanField(
+        required=False, label="Also include submitted (not yet approved) work"
+    )
+    splits = forms.MultipleChoiceField(
+        choices=Split.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        initial=[Split.TRAIN],
+        help_text="None ticked: train for SFT/DPO, eval + holdout for eval.",
+    )
+    categories = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Any of these (a parent takes its children). None: all.",
+    )
+    model_versions = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Responses from any of these. None: all.",
+    )
+    date_from = forms.DateField(
+        required=False, label="Labelled from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        required=False, label="Labelled until", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    include_reasonable = forms.BooleanField(
+        required=False, label="Also approved “reasonable” responses as examples", help_text="SFT and eval."
+    )
+    sources = forms.MultipleChoiceField(
+        choices=[
+            ("preferences", "pairwise preferences"),
+            ("corrections", "corrections vs. the original response"),
+        ],
+        required=False,
+        initial=list(DPO_SOURCES),
+        widget=forms.CheckboxSelectMultiple,
+        label="DPO pairs from",
+    )
     min_target_chars = forms.IntegerField(min_value=0, initial=10, label="Minimum target characters")
     max_tokens = forms.IntegerField(min_value=1, initial=4096, label="Maximum tokens per row")
     tokenizer = forms.ChoiceField(required=False, label="Count tokens with")
-    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
-                           help_text="Why this snapshot (shown in the list).")
+    note = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why this snapshot (shown in the list).",
+    )
 
     def __init__(self, project, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -52,7 +77,9 @@ class SnapshotForm(forms.Form):
             (Kind(kind).label, [(key, f"{key} — {text}") for key, text in layouts.items()])
             for kind, layouts in LAYOUTS.items()
         ]
-        cats = list(TaxonomyCategory.objects.filter(project=project).only("pk", "name", "parent_id", "position"))
+        cats = list(
+            TaxonomyCategory.objects.filter(project=project).only("pk", "name", "parent_id", "position")
+        )
         by_parent: dict = {}
         for c in cats:
             by_parent.setdefault(c.parent_id, []).append(c)
@@ -65,14 +92,21 @@ class SnapshotForm(forms.Form):
 
         walk(None, 0)
         self.fields["categories"].choices = choices
-        versions = list(ModelVersion.objects.filter(project=project).only("pk", "name", "path").order_by("name"))
+        versions = list(
+            ModelVersion.objects.filter(project=project).only("pk", "name", "path").order_by("name")
+        )
         self.fields["model_versions"].choices = [(str(v.pk), v.name) for v in versions]
         self.fields["tokenizer"].choices = [("", "an estimate (~4 characters per token)")] + [
-            (str(v.pk), f"the tokenizer of {v.name}") for v in versions if v.path]
+            (str(v.pk), f"the tokenizer of {v.name}") for v in versions if v.path
+        ]
         for check in audit.CHECKS:
             self.fields[check_field(check.key)] = forms.ChoiceField(
-                choices=MODE_CHOICES, initial=check.default, label=check.title, help_text=check.description,
-                required=False)
+                choices=MODE_CHOICES,
+                initial=check.default,
+                label=check.title,
+                help_text=check.description,
+                required=False,
+            )
             self.fields[check_field(check.key)].kinds = check.kinds
 
     def check_fields(self):
@@ -93,12 +127,16 @@ class SnapshotForm(forms.Form):
                 "model_versions": d.get("model_versions") or [],
                 "date_from": d.get("date_from"),
                 "date_to": d.get("date_to"),
-                **({"sources": d.get("sources") or []} if kind == Kind.DPO
-                   else {"include_reasonable": d.get("include_reasonable", False)}),
+                **(
+                    {"sources": d.get("sources") or []}
+                    if kind == Kind.DPO
+                    else {"include_reasonable": d.get("include_reasonable", False)}
+                ),
             },
             "audit": {
-                "checks": {c.key: d[check_field(c.key)] for c in audit.checks_for(kind)
-                           if d.get(check_field(c.key))},
+                "checks": {
+                    c.key: d[check_field(c.key)] for c in audit.checks_for(kind) if d.get(check_field(c.key))
+                },
                 "min_target_chars": d.get("min_target_chars"),
                 "max_tokens": d.get("max_tokens"),
                 "tokenizer": d.get("tokenizer") or None,

@@ -26,22 +26,70 @@ class TrainingJobSerializer(SameProjectMixin, serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", queryset=Project.objects.all())
     base_version = ScopedRelatedField("project", queryset=ModelVersion.objects.all())
     train_snapshot = ScopedRelatedField("project", queryset=DatasetSnapshot.objects.all())
-    eval_snapshot = ScopedRelatedField("project", queryset=DatasetSnapshot.objects.all(), required=False, allow_null=True)
+    eval_snapshot = ScopedRelatedField(
+        "project", queryset=DatasetSnapshot.objects.all(), required=False, allow_null=True
+    )
     preset = serializers.ChoiceField(choices=list(PRESETS), write_only=True, default="lora-r8")
-    overrides = serializers.DictField(write_only=True, required=False, default=dict,
-                                      help_text="Hyper-parameters that differ from the preset.")
+    overrides = serializers.DictField(
+        write_only=True,
+        required=False,
+        default=dict,
+        help_text="Hyper-parameters that differ from the preset.",
+    )
     progress = serializers.FloatField(read_only=True)
     checkpoints = CheckpointSerializer(many=True, read_only=True)
 
     class Meta:
         model = TrainingJob
-        fields = ["id", "project", "name", "stage", "base_version", "train_snapshot", "eval_snapshot", "preset",
-                  "overrides", "allow_raw_base", "merge_weights", "evaluate_after", "guard", "params", "status",
-                  "message", "progress", "step", "max_steps", "device", "worker", "attempts", "guard_report",
-                  "timings", "result_version", "log_tail", "checkpoints", "created_at", "started_at", "finished_at"]
-        read_only_fields = ["params", "status", "message", "step", "max_steps", "device", "worker", "attempts",
-                            "guard_report", "timings", "result_version", "log_tail", "created_at", "started_at",
-                            "finished_at"]
+        fields = [
+            "id",
+            "project",
+            "name",
+            "stage",
+            "base_version",
+            "train_snapshot",
+            "eval_snapshot",
+            "preset",
+            "overrides",
+            "allow_raw_base",
+            "merge_weights",
+            "evaluate_after",
+            "guard",
+            "params",
+            "status",
+            "message",
+            "progress",
+            "step",
+            "max_steps",
+            "device",
+            "worker",
+            "attempts",
+            "guard_report",
+            "timings",
+            "result_version",
+            "log_tail",
+            "checkpoints",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = [
+            "params",
+            "status",
+            "message",
+            "step",
+            "max_steps",
+            "device",
+            "worker",
+            "attempts",
+            "guard_report",
+            "timings",
+            "result_version",
+            "log_tail",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
 
     def create(self, data):
         request = self.context["request"]
@@ -50,14 +98,24 @@ class TrainingJobSerializer(SameProjectMixin, serializers.ModelSerializer):
             raise exceptions.PermissionDenied("Launching training needs the admin role in this project.")
         try:
             return create_job(
-                project, request.user, stage=data["stage"], base_version=data["base_version"],
-                train_snapshot=data["train_snapshot"], eval_snapshot=data.get("eval_snapshot"),
-                preset=data.get("preset", "lora-r8"), overrides=data.get("overrides"),
-                allow_raw_base=data.get("allow_raw_base", False), merge_weights=data.get("merge_weights", False),
-                evaluate_after=data.get("evaluate_after", False), guard=data.get("guard"), name=data.get("name", ""))
+                project,
+                request.user,
+                stage=data["stage"],
+                base_version=data["base_version"],
+                train_snapshot=data["train_snapshot"],
+                eval_snapshot=data.get("eval_snapshot"),
+                preset=data.get("preset", "lora-r8"),
+                overrides=data.get("overrides"),
+                allow_raw_base=data.get("allow_raw_base", False),
+                merge_weights=data.get("merge_weights", False),
+                evaluate_after=data.get("evaluate_after", False),
+                guard=data.get("guard"),
+                name=data.get("name", ""),
+            )
         except ValidationError as exc:
             raise serializers.ValidationError(
-                {("non_field_errors" if k == "__all__" else k): v for k, v in exc.message_dict.items()}) from exc
+                {("non_field_errors" if k == "__all__" else k): v for k, v in exc.message_dict.items()}
+            ) from exc
 
 
 class MetricPointSerializer(serializers.ModelSerializer):
@@ -66,8 +124,9 @@ class MetricPointSerializer(serializers.ModelSerializer):
         fields = ["step", "epoch", "values"]
 
 
-class TrainingJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                         viewsets.GenericViewSet):
+class TrainingJobViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """Admins launch; leads and admins watch. Annotators do not see training."""
 
     serializer_class = TrainingJobSerializer
@@ -76,8 +135,13 @@ class TrainingJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return TrainingJob.objects.none()
-        return (TrainingJob.objects.filter(project__in=projects_with_role(self.request.user, Role.LEAD).values("pk"))
-                .select_related("project").prefetch_related("checkpoints"))
+        return (
+            TrainingJob.objects.filter(
+                project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")
+            )
+            .select_related("project")
+            .prefetch_related("checkpoints")
+        )
 
     def list(self, request, *args, **kwargs):
         lifecycle.reap_stale(TrainingJob)
@@ -101,8 +165,10 @@ class TrainingJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.
         lifecycle.resume(job)
         return Response(self.get_serializer(job).data)
 
-    @extend_schema(parameters=[OpenApiParameter("after", int, description="only steps after this one")],
-                   responses=MetricPointSerializer(many=True))
+    @extend_schema(
+        parameters=[OpenApiParameter("after", int, description="only steps after this one")],
+        responses=MetricPointSerializer(many=True),
+    )
     @action(detail=True, methods=["get"])
     def metrics(self, request, pk=None):
         job = self.get_object()
@@ -111,7 +177,14 @@ class TrainingJobViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.
         except ValueError:
             raise serializers.ValidationError({"after": "must be an integer step"}) from None
         points = job.metrics.filter(step__gt=after).order_by("step", "id")[:5000]
-        return Response({"status": job.status, "step": job.step, "max_steps": job.max_steps,
-                         "progress": job.progress, "message": job.message,
-                         "points": MetricPointSerializer(points, many=True).data,
-                         "checkpoints": CheckpointSerializer(job.checkpoints.all(), many=True).data})
+        return Response(
+            {
+                "status": job.status,
+                "step": job.step,
+                "max_steps": job.max_steps,
+                "progress": job.progress,
+                "message": job.message,
+                "points": MetricPointSerializer(points, many=True).data,
+                "checkpoints": CheckpointSerializer(job.checkpoints.all(), many=True).data,
+            }
+        )

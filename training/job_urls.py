@@ -12,6 +12,8 @@ urlpatterns = [
     path("p/<slug:slug>/training/<int:pk>/resume/", job_views.job_resume, name="resume"),
     path("p/<slug:slug>/training/judges/", judge_views.judges, name="judges"),
     path("p/<slug:slug>/training/judges/<int:pk>/suggest/", judge_views.judge_suggest, name="judge-suggest"),
-    path("p/<slug:slug>/training/judges/<int:pk>/evaluate/", judge_views.judge_evaluate, name="judge-evaluate"),
+    path(
+        "p/<slug:slug>/training/judges/<int:pk>/evaluate/", judge_views.judge_evaluate, name="judge-evaluate"
+    ),
     path("p/<slug:slug>/training/judges/external/", judge_views.judge_external, name="judge-external"),
 ]

@@ -23,20 +23,47 @@ from .models import (
 class JudgeEvaluationSerializer(serializers.ModelSerializer):
     class Meta:
         model = JudgeEvaluation
-        fields = ["id", "judge", "job", "source", "pairs", "accuracy", "accuracy_se", "single_order_accuracy",
-                  "position_bias_rate", "first_position_rate", "ece", "brier", "human_agreement", "human_pairs",
-                  "details", "created_at"]
+        fields = [
+            "id",
+            "judge",
+            "job",
+            "source",
+            "pairs",
+            "accuracy",
+            "accuracy_se",
+            "single_order_accuracy",
+            "position_bias_rate",
+            "first_position_rate",
+            "ece",
+            "brier",
+            "human_agreement",
+            "human_pairs",
+            "details",
+            "created_at",
+        ]
 
 
 class JudgeSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     latest_evaluation = serializers.SerializerMethodField()
-    api_key_set = serializers.SerializerMethodField(help_text="Whether the judge's endpoint has a key (never shown).")
+    api_key_set = serializers.SerializerMethodField(
+        help_text="Whether the judge's endpoint has a key (never shown)."
+    )
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "project", "name", "origin", "parent", "adapter_path", "metadata", "api_key_set",
-                  "created_at", "latest_evaluation"]
+        fields = [
+            "id",
+            "project",
+            "name",
+            "origin",
+            "parent",
+            "adapter_path",
+            "metadata",
+            "api_key_set",
+            "created_at",
+            "latest_evaluation",
+        ]
 
     def get_api_key_set(self, obj) -> bool:
         return bool(obj.api_key)
@@ -59,9 +86,14 @@ class JudgeViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return ModelVersion.objects.none()
-        return (ModelVersion.objects.filter(judge_filter(),
-                                            project__in=projects_with_role(self.request.user, Role.LEAD).values("pk"))
-                .select_related("project").prefetch_related("judge_evaluations").order_by("-id"))
+        return (
+            ModelVersion.objects.filter(
+                judge_filter(), project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")
+            )
+            .select_related("project")
+            .prefetch_related("judge_evaluations")
+            .order_by("-id")
+        )
 
     @action(detail=True, methods=["post"])
     def suggest(self, request, pk=None):
@@ -72,8 +104,10 @@ class JudgeViewSet(viewsets.ReadOnlyModelViewSet):
         try:
             suggest_with_judge.delay(judge.project_id, judge.pk)
         except BrokerError as exc:
-            return Response({"detail": f"Could not reach the task queue ({exc}); nothing was queued."},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            return Response(
+                {"detail": f"Could not reach the task queue ({exc}); nothing was queued."},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
         return Response({"detail": "queued"}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -83,8 +117,21 @@ class JudgeSuggestionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = JudgeSuggestion
-        fields = ["id", "project", "judge", "response_a", "response_b", "prob_a", "verdict", "confidence",
-                  "position_consistent", "reason", "human_choice", "disagrees", "created_at"]
+        fields = [
+            "id",
+            "project",
+            "judge",
+            "response_a",
+            "response_b",
+            "prob_a",
+            "verdict",
+            "confidence",
+            "position_consistent",
+            "reason",
+            "human_choice",
+            "disagrees",
+            "created_at",
+        ]
 
 
 class JudgeSuggestionViewSet(viewsets.ReadOnlyModelViewSet):
@@ -95,24 +142,43 @@ class JudgeSuggestionViewSet(viewsets.ReadOnlyModelViewSet):
         if getattr(self, "swagger_fake_view", False):
             return JudgeSuggestion.objects.none()
         return JudgeSuggestion.objects.filter(
-            project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")).order_by("-id")
+            project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")
+        ).order_by("-id")
 
 
 class JudgeVerdictSuggestionSerializer(serializers.ModelSerializer):
     class Meta:
         model = JudgeVerdictSuggestion
-        fields = ["id", "project", "judge", "response", "reference", "prob_better", "suggested", "position_consistent",
-                  "reason", "human_verdict", "disagrees", "created_at"]
+        fields = [
+            "id",
+            "project",
+            "judge",
+            "response",
+            "reference",
+            "prob_better",
+            "suggested",
+            "position_consistent",
+            "reason",
+            "human_verdict",
+            "disagrees",
+            "created_at",
+        ]
 
 
 class JudgeVerdictSuggestionViewSet(viewsets.ReadOnlyModelViewSet):
     """The judge's suggestions on single responses (labelling tasks), judged against a known good answer."""
 
     serializer_class = JudgeVerdictSuggestionSerializer
-    filterset_fields = {"project__slug": ["exact"], "judge": ["exact"], "disagrees": ["exact"], "response": ["exact"]}
+    filterset_fields = {
+        "project__slug": ["exact"],
+        "judge": ["exact"],
+        "disagrees": ["exact"],
+        "response": ["exact"],
+    }
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return JudgeVerdictSuggestion.objects.none()
         return JudgeVerdictSuggestion.objects.filter(
-            project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")).order_by("-id")
+            project__in=projects_with_role(self.request.user, Role.LEAD).values("pk")
+        ).order_by("-id")

@@ -32,31 +32,64 @@ def judges(request, slug):
         latest.setdefault(ev.judge_id, ev)
 
     def counts(model):  # {judge: (suggestions, disputed)}, one grouped query per kind
-        return {r["judge"]: (r["n"], r["d"]) for r in model.objects.filter(project=project).values("judge")
-                .annotate(n=Count("id"), d=Count("id", filter=Q(disagrees=True))).order_by()}
+        return {
+            r["judge"]: (r["n"], r["d"])
+            for r in model.objects.filter(project=project)
+            .values("judge")
+            .annotate(n=Count("id"), d=Count("id", filter=Q(disagrees=True)))
+            .order_by()
+        }
 
     pairs, single = counts(JudgeSuggestion), counts(JudgeVerdictSuggestion)
     rows = []
     for judge in judges:
         (n, d), (vn, vd) = pairs.get(judge.pk, (0, 0)), single.get(judge.pk, (0, 0))
-        rows.append({"judge": judge, "ev": latest.get(judge.pk), "suggestions": n, "disagree": d,
-                     "verdicts": vn, "verdicts_disagree": vd})
-    disputed = (JudgeSuggestion.objects.filter(project=project, disagrees=True)
-                .select_related("judge", "response_a__conversation", "response_b").order_by("-id")[:50])
-    disputed_verdicts = (JudgeVerdictSuggestion.objects.filter(project=project, disagrees=True)
-                         .select_related("judge", "response__conversation").order_by("-id")[:50])
+        rows.append(
+            {
+                "judge": judge,
+                "ev": latest.get(judge.pk),
+                "suggestions": n,
+                "disagree": d,
+                "verdicts": vn,
+                "verdicts_disagree": vd,
+            }
+        )
+    disputed = (
+        JudgeSuggestion.objects.filter(project=project, disagrees=True)
+        .select_related("judge", "response_a__conversation", "response_b")
+        .order_by("-id")[:50]
+    )
+    disputed_verdicts = (
+        JudgeVerdictSuggestion.objects.filter(project=project, disagrees=True)
+        .select_related("judge", "response__conversation")
+        .order_by("-id")[:50]
+    )
     chart = [{"judge": r["judge"].name, "bins": r["ev"].details.get("bins", [])} for r in rows if r["ev"]]
-    return render(request, "training/judges.html", {
-        "project": project, "rows": rows, "disputed": disputed, "disputed_verdicts": disputed_verdicts, "chart": chart,
-        "can_run": has_role(request.user, project, Role.LEAD), "is_admin": has_role(request.user, project, Role.ADMIN),
-        "pair_snapshots": DatasetSnapshot.objects.filter(project=project, kind="dpo", status="ready").order_by("-id")})
+    return render(
+        request,
+        "training/judges.html",
+        {
+            "project": project,
+            "rows": rows,
+            "disputed": disputed,
+            "disputed_verdicts": disputed_verdicts,
+            "chart": chart,
+            "can_run": has_role(request.user, project, Role.LEAD),
+            "is_admin": has_role(request.user, project, Role.ADMIN),
+            "pair_snapshots": DatasetSnapshot.objects.filter(
+                project=project, kind="dpo", status="ready"
+            ).order_by("-id"),
+        },
+    )
 
 
 def _queue(request, task, *args, done: str) -> None:
     try:
         task.delay(*args)
     except BrokerError as exc:
-        messages.error(request, f"Could not reach the task queue ({exc}); nothing was queued. Try again later.")
+        messages.error(
+            request, f"Could not reach the task queue ({exc}); nothing was queued. Try again later."
+        )
     else:
         messages.success(request, done)
 
@@ -67,13 +100,19 @@ def judge_evaluate(request, slug, pk):
     """Measure a judge on the human pairs of a DPO snapshot (e.g. one built from eval/holdout items)."""
     project = project_for(request.user, slug, Role.LEAD)
     judge = get_object_or_404(judges_of(project), pk=pk)
-    snap = DatasetSnapshot.objects.filter(project=project, kind="dpo", status="ready",
-                                          pk=request.POST.get("snapshot") or 0).first()
+    snap = DatasetSnapshot.objects.filter(
+        project=project, kind="dpo", status="ready", pk=request.POST.get("snapshot") or 0
+    ).first()
     if snap is None:
         messages.error(request, "Choose a ready DPO snapshot of human preferences to measure the judge on.")
     else:
-        _queue(request, evaluate_judge, judge.pk, snap.pk,
-               done=f"{judge.name} is judging the pairs of {snap.name}; the report appears here when it is done.")
+        _queue(
+            request,
+            evaluate_judge,
+            judge.pk,
+            snap.pk,
+            done=f"{judge.name} is judging the pairs of {snap.name}; the report appears here when it is done.",
+        )
     return redirect("training-jobs:judges", slug=slug)
 
 
@@ -98,10 +137,17 @@ def judge_external(request, slug):
     if problems:
         messages.error(request, "The external judge needs " + ", ".join(problems) + ".")
     else:
-        ModelVersion.objects.create(project=project, name=name, origin=ModelVersion.Origin.EXTERNAL,
-                                    created_by=request.user, notes="external pairwise judge",
-                                    metadata={"judge": True, "base_url": url, "model": model or name})
-        messages.success(request, f"{name} registered as a judge; measure it on held-out pairs before trusting it.")
+        ModelVersion.objects.create(
+            project=project,
+            name=name,
+            origin=ModelVersion.Origin.EXTERNAL,
+            created_by=request.user,
+            notes="external pairwise judge",
+            metadata={"judge": True, "base_url": url, "model": model or name},
+        )
+        messages.success(
+            request, f"{name} registered as a judge; measure it on held-out pairs before trusting it."
+        )
     return redirect("training-jobs:judges", slug=slug)
 
 
@@ -110,6 +156,11 @@ def judge_external(request, slug):
 def judge_suggest(request, slug, pk):
     project = project_for(request.user, slug, Role.LEAD)
     judge = get_object_or_404(judges_of(project), pk=pk)
-    _queue(request, suggest_with_judge, project.pk, judge.pk,
-           done=f"{judge.name} is judging the open comparisons and responses; disputed ones move up the queue.")
+    _queue(
+        request,
+        suggest_with_judge,
+        project.pk,
+        judge.pk,
+        done=f"{judge.name} is judging the open comparisons and responses; disputed ones move up the queue.",
+    )
     return redirect("training-jobs:judges", slug=slug)

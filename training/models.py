@@ -36,7 +36,9 @@ class DatasetSnapshot(Job):
         QUEUE = "queue_unavailable", "task queue unavailable"
         GAVE_UP = "gave_up", "gave up after repeated worker deaths"
 
-    project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="dataset_snapshots")
+    project = models.ForeignKey(
+        "annotator.Project", on_delete=models.CASCADE, related_name="dataset_snapshots"
+    )
     kind = models.CharField(max_length=10, choices=Kind.choices)
     version = models.PositiveIntegerField(help_text="1, 2, 3 … per project and kind.")
     layout = models.CharField(max_length=40, help_text="Row format, e.g. trl_messages or openai_preference.")
@@ -56,8 +58,13 @@ class DatasetSnapshot(Job):
     stats = models.JSONField(default=dict, blank=True)
     audit = models.JSONField(default=dict, blank=True)
 
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="dataset_snapshots")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="dataset_snapshots",
+    )
 
     SUCCESS = State.READY
 
@@ -91,7 +98,11 @@ class DatasetSnapshot(Job):
         return "Build again starts it over; nothing partial was kept."
 
     def end_fields(self, reason: str) -> dict:
-        failure = {"waiting": self.Failure.QUEUE, "gave_up": self.Failure.GAVE_UP, "stale": self.Failure.ERROR}
+        failure = {
+            "waiting": self.Failure.QUEUE,
+            "gave_up": self.Failure.GAVE_UP,
+            "stale": self.Failure.ERROR,
+        }
         return {"phase": "", "failure": failure.get(reason, self.Failure.NONE)}
 
     def requeue_fields(self) -> dict:
@@ -125,11 +136,18 @@ class TrainingJob(Job):
     name = models.CharField(max_length=200)
     stage = models.CharField(max_length=10, choices=Stage.choices)
     base_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="training_jobs")
-    train_snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.PROTECT, related_name="training_jobs")
-    eval_snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT,
-                                      related_name="eval_for_jobs")
-    allow_raw_base = models.BooleanField(default=False, help_text="DPO straight on a base model (not advised).")
-    params = models.JSONField(default=dict, help_text="Hyper-parameters, preset applied (see training/trainer.py).")
+    train_snapshot = models.ForeignKey(
+        DatasetSnapshot, on_delete=models.PROTECT, related_name="training_jobs"
+    )
+    eval_snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="eval_for_jobs"
+    )
+    allow_raw_base = models.BooleanField(
+        default=False, help_text="DPO straight on a base model (not advised)."
+    )
+    params = models.JSONField(
+        default=dict, help_text="Hyper-parameters, preset applied (see training/trainer.py)."
+    )
     guard = models.JSONField(default=dict, help_text="Brain-damage guard limits.")
     merge_weights = models.BooleanField(default=False, help_text="Also save merged full weights.")
     evaluate_after = models.BooleanField(default=False)
@@ -138,17 +156,22 @@ class TrainingJob(Job):
     step = models.PositiveIntegerField(default=0)
     max_steps = models.PositiveIntegerField(default=0)
     device = models.CharField(max_length=100, blank=True)
-    guard_report = models.JSONField(default=dict, blank=True, help_text="Which check tripped, when, with what values.")
+    guard_report = models.JSONField(
+        default=dict, blank=True, help_text="Which check tripped, when, with what values."
+    )
     timings = models.JSONField(default=dict, blank=True)
     output_dir = models.CharField(max_length=1000, blank=True)
-    result_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
-                                       related_name="made_by_jobs")
+    result_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="made_by_jobs"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["project", "status"], name="trainingjob_project_status"),
-                   models.Index(fields=["status", "heartbeat_at"], name="trainingjob_heartbeat")]
+        indexes = [
+            models.Index(fields=["project", "status"], name="trainingjob_project_status"),
+            models.Index(fields=["status", "heartbeat_at"], name="trainingjob_heartbeat"),
+        ]
 
     def __str__(self):
         return f"{self.stage} job {self.pk} ({self.status})"
@@ -162,7 +185,11 @@ class TrainingJob(Job):
     @property
     def resume_hint(self) -> str:
         last = self.checkpoints.order_by("-step").first()
-        return f"Resume continues from the checkpoint at step {last.step}." if last else "No checkpoint was saved."
+        return (
+            f"Resume continues from the checkpoint at step {last.step}."
+            if last
+            else "No checkpoint was saved."
+        )
 
 
 class MetricPoint(models.Model):
@@ -213,20 +240,29 @@ class JudgeEvaluation(models.Model):
     """How well a judge agrees with held-out human preferences, next to the human ceiling."""
 
     judge = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="judge_evaluations")
-    job = models.ForeignKey(TrainingJob, null=True, blank=True, on_delete=models.SET_NULL,
-                            related_name="judge_evaluations")
+    job = models.ForeignKey(
+        TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="judge_evaluations"
+    )
     source = models.CharField(max_length=200, help_text="Which held-out pairs were judged.")
     pairs = models.PositiveIntegerField(default=0)
-    accuracy = models.FloatField(null=True, blank=True, help_text="Order-averaged verdict vs the human winner.")
+    accuracy = models.FloatField(
+        null=True, blank=True, help_text="Order-averaged verdict vs the human winner."
+    )
     accuracy_se = models.FloatField(null=True, blank=True)
-    single_order_accuracy = models.FloatField(null=True, blank=True, help_text="Each order counted on its own.")
-    position_bias_rate = models.FloatField(null=True, blank=True,
-                                           help_text="Share of pairs whose verdict flips when A and B swap.")
-    first_position_rate = models.FloatField(null=True, blank=True, help_text="How often it picks the first slot.")
+    single_order_accuracy = models.FloatField(
+        null=True, blank=True, help_text="Each order counted on its own."
+    )
+    position_bias_rate = models.FloatField(
+        null=True, blank=True, help_text="Share of pairs whose verdict flips when A and B swap."
+    )
+    first_position_rate = models.FloatField(
+        null=True, blank=True, help_text="How often it picks the first slot."
+    )
     ece = models.FloatField(null=True, blank=True, help_text="Expected calibration error, 10 bins.")
     brier = models.FloatField(null=True, blank=True)
-    human_agreement = models.FloatField(null=True, blank=True,
-                                        help_text="Annotator-vs-annotator agreement on the same pairs (the ceiling).")
+    human_agreement = models.FloatField(
+        null=True, blank=True, help_text="Annotator-vs-annotator agreement on the same pairs (the ceiling)."
+    )
     human_pairs = models.PositiveIntegerField(default=0)
     details = models.JSONField(default=dict, blank=True, help_text="Reliability bins and per-pair verdicts.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -241,21 +277,28 @@ class JudgeEvaluation(models.Model):
 class JudgeSuggestion(models.Model):
     """The judge's verdict on one pair of responses, shown to leads and used to order the queue."""
 
-    project = models.ForeignKey("annotator.Project", on_delete=models.CASCADE, related_name="judge_suggestions")
+    project = models.ForeignKey(
+        "annotator.Project", on_delete=models.CASCADE, related_name="judge_suggestions"
+    )
     judge = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="suggestions")
     response_a = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
     response_b = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
     prob_a = models.FloatField(help_text="P(A is better), averaged over both orders.")
     position_consistent = models.BooleanField(default=True)
     reason = models.TextField(blank=True)
-    human_choice = models.CharField(max_length=10, blank=True, help_text="Majority human choice when it was made.")
+    human_choice = models.CharField(
+        max_length=10, blank=True, help_text="Majority human choice when it was made."
+    )
     disagrees = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-id"]
-        constraints = [models.UniqueConstraint(fields=["judge", "response_a", "response_b"],
-                                               name="judgesuggestion_unique_pair")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["judge", "response_a", "response_b"], name="judgesuggestion_unique_pair"
+            )
+        ]
         indexes = [models.Index(fields=["project", "response_a", "response_b"], name="judgesuggestion_pair")]
 
     def __str__(self):
@@ -283,17 +326,23 @@ class JudgeVerdictSuggestion(models.Model):
     judge = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="verdict_suggestions")
     response = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
     reference = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
-    prob_better = models.FloatField(help_text="P(the response is at least as good as the reference), both orders averaged.")
+    prob_better = models.FloatField(
+        help_text="P(the response is at least as good as the reference), both orders averaged."
+    )
     position_consistent = models.BooleanField(default=True)
     reason = models.TextField(blank=True)
     suggested = models.CharField(max_length=20, choices=Suggested.choices, blank=True)
-    human_verdict = models.CharField(max_length=20, blank=True, help_text="Majority human verdict when it was made.")
+    human_verdict = models.CharField(
+        max_length=20, blank=True, help_text="Majority human verdict when it was made."
+    )
     disagrees = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-id"]
-        constraints = [models.UniqueConstraint(fields=["judge", "response"], name="judgeverdict_unique_response")]
+        constraints = [
+            models.UniqueConstraint(fields=["judge", "response"], name="judgeverdict_unique_response")
+        ]
         indexes = [models.Index(fields=["project", "response"], name="judgeverdict_response")]
 
     def __str__(self):
@@ -319,18 +368,21 @@ class OnlineRun(Job):
     name = models.CharField(max_length=200)
     start_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="online_runs")
     ranker = models.CharField(max_length=10, choices=Ranker.choices, default=Ranker.CHECKER)
-    judge = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT,
-                              related_name="online_runs_judged")
-    eval_suite = models.ForeignKey("evaluation.EvalSuite", null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="online_runs")
+    judge = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="online_runs_judged"
+    )
+    eval_suite = models.ForeignKey(
+        "evaluation.EvalSuite", null=True, blank=True, on_delete=models.PROTECT, related_name="online_runs"
+    )
     rounds = models.PositiveSmallIntegerField(default=2)
     options = models.JSONField(default=dict, help_text="samples_per_prompt, temperature, max_prompts, …")
     params = models.JSONField(default=dict, help_text="DPO hyper-parameters for every round.")
 
     status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
     phase = models.CharField(max_length=200, blank=True)
-    result_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
-                                       related_name="+")
+    result_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
     class Meta:
@@ -364,20 +416,28 @@ class OnlineRound(models.Model):
 
     run = models.ForeignKey(OnlineRun, on_delete=models.CASCADE, related_name="round_set")
     number = models.PositiveSmallIntegerField()
-    policy = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+",
-                               help_text="The model that generated this round's samples.")
+    policy = models.ForeignKey(
+        ModelVersion,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The model that generated this round's samples.",
+    )
     status = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     phase = models.CharField(max_length=200, blank=True)
     prompts = models.PositiveIntegerField(default=0)
     samples = models.PositiveIntegerField(default=0)
     pairs = models.PositiveIntegerField(default=0)
     stats = models.JSONField(default=dict, blank=True, help_text="Sample accuracy, ties skipped, …")
-    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     job = models.ForeignKey(TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    eval_run = models.ForeignKey("evaluation.EvalRun", null=True, blank=True, on_delete=models.SET_NULL,
-                                 related_name="+")
-    baseline_run = models.ForeignKey("evaluation.EvalRun", null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="+")
+    eval_run = models.ForeignKey(
+        "evaluation.EvalRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    baseline_run = models.ForeignKey(
+        "evaluation.EvalRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     gate = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -396,8 +456,14 @@ class OnlinePair(models.Model):
     round = models.ForeignKey(OnlineRound, on_delete=models.CASCADE, related_name="pair_set")
     conversation = models.ForeignKey("annotator.Conversation", on_delete=models.CASCADE, related_name="+")
     context_length = models.PositiveIntegerField()
-    chosen = models.ForeignKey("annotator.ModelResponse", null=True, blank=True, on_delete=models.CASCADE,
-                               related_name="+", help_text="Empty when the known answer was chosen.")
+    chosen = models.ForeignKey(
+        "annotator.ModelResponse",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Empty when the known answer was chosen.",
+    )
     chosen_message = models.JSONField(help_text="The chosen assistant message.")
     rejected = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
     chosen_score = models.FloatField()
@@ -406,8 +472,11 @@ class OnlinePair(models.Model):
 
     class Meta:
         ordering = ["id"]
-        constraints = [models.UniqueConstraint(fields=["round", "conversation", "context_length"],
-                                               name="onlinepair_one_per_prompt")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["round", "conversation", "context_length"], name="onlinepair_one_per_prompt"
+            )
+        ]
 
     def __str__(self):
         return f"pair {self.pk} of round {self.round_id}"

@@ -11,8 +11,10 @@ from .snapshots.spec import clean_spec
 
 def _api_errors(exc: DjangoValidationError) -> dict:
     """clean_spec's field paths, with the API's name for the audit settings."""
-    return {("audit_config" + key[5:] if key.startswith("audit") else key): value
-            for key, value in exc.message_dict.items()}
+    return {
+        ("audit_config" + key[5:] if key.startswith("audit") else key): value
+        for key, value in exc.message_dict.items()
+    }
 
 
 class DatasetSnapshotSerializer(serializers.ModelSerializer):
@@ -21,19 +23,32 @@ class DatasetSnapshotSerializer(serializers.ModelSerializer):
 
     project = ProjectSlugField()
     kind = serializers.ChoiceField(choices=DatasetSnapshot.Kind.choices)
-    layout = serializers.CharField(required=False, allow_blank=True,
-                                   help_text="SFT: trl_messages | trl_prompt_completion | openai_chat; "
-                                   "DPO: trl_preference | openai_preference | llamafactory; eval: eval_cases.")
-    filters = serializers.JSONField(required=False, help_text=(
-        "include_submitted (bool), splits (list), categories (ids, children included), model_versions (ids), "
-        "date_from / date_to (YYYY-MM-DD, when labelled), include_reasonable (SFT/eval), "
-        "sources (DPO: preferences, corrections)."))
-    audit_config = serializers.JSONField(required=False, help_text=(
-        "checks {check: block|warn|off}, min_target_chars, max_tokens, tokenizer (model version id)."))
+    layout = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="SFT: trl_messages | trl_prompt_completion | openai_chat; "
+        "DPO: trl_preference | openai_preference | llamafactory; eval: eval_cases.",
+    )
+    filters = serializers.JSONField(
+        required=False,
+        help_text=(
+            "include_submitted (bool), splits (list), categories (ids, children included), model_versions (ids), "
+            "date_from / date_to (YYYY-MM-DD, when labelled), include_reasonable (SFT/eval), "
+            "sources (DPO: preferences, corrections)."
+        ),
+    )
+    audit_config = serializers.JSONField(
+        required=False,
+        help_text=(
+            "checks {check: block|warn|off}, min_target_chars, max_tokens, tokenizer (model version id)."
+        ),
+    )
     name = serializers.CharField(read_only=True)
     status = serializers.CharField(read_only=True, help_text="queued | running | ready | failed | cancelled")
-    failure = serializers.CharField(read_only=True, help_text="why it failed: no_rows | audit_blocked | error | "
-                                    "queue_unavailable | gave_up")
+    failure = serializers.CharField(
+        read_only=True,
+        help_text="why it failed: no_rows | audit_blocked | error | queue_unavailable | gave_up",
+    )
     progress = serializers.FloatField(read_only=True)
     stalled = serializers.BooleanField(read_only=True, help_text="running, but its worker has gone silent")
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
@@ -41,12 +56,39 @@ class DatasetSnapshotSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DatasetSnapshot
-        fields = ["id", "project", "kind", "version", "name", "layout", "note", "filters", "audit_config", "status",
-                  "failure", "message", "phase", "progress", "rows_total", "rows_done", "stalled", "row_count",
-                  "sha256", "size_bytes", "stats", "audit", "download_url", "attempts", "created_by", "created_at",
-                  "started_at", "finished_at"]
-        read_only_fields = [f for f in fields if f not in ("project", "kind", "layout", "note", "filters",
-                                                            "audit_config")]
+        fields = [
+            "id",
+            "project",
+            "kind",
+            "version",
+            "name",
+            "layout",
+            "note",
+            "filters",
+            "audit_config",
+            "status",
+            "failure",
+            "message",
+            "phase",
+            "progress",
+            "rows_total",
+            "rows_done",
+            "stalled",
+            "row_count",
+            "sha256",
+            "size_bytes",
+            "stats",
+            "audit",
+            "download_url",
+            "attempts",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = [
+            f for f in fields if f not in ("project", "kind", "layout", "note", "filters", "audit_config")
+        ]
 
     def get_download_url(self, obj) -> str | None:
         if obj.status != DatasetSnapshot.State.READY:
@@ -56,8 +98,13 @@ class DatasetSnapshotSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(url) if request else url
 
     def validate(self, attrs):
-        data = {"kind": attrs["kind"], "layout": attrs.get("layout") or None, "note": attrs.get("note", ""),
-                "filters": attrs.get("filters") or {}, "audit": attrs.get("audit_config") or {}}
+        data = {
+            "kind": attrs["kind"],
+            "layout": attrs.get("layout") or None,
+            "note": attrs.get("note", ""),
+            "filters": attrs.get("filters") or {},
+            "audit": attrs.get("audit_config") or {},
+        }
         try:
             attrs["spec"] = clean_spec(attrs["project"], data)
         except DjangoValidationError as exc:
@@ -65,8 +112,7 @@ class DatasetSnapshotSerializer(serializers.ModelSerializer):
         return attrs
 
     def create(self, validated_data):
-        return save_snapshot(validated_data["project"], self.context["request"].user,
-                                      validated_data["spec"])
+        return save_snapshot(validated_data["project"], self.context["request"].user, validated_data["spec"])
 
 
 class CountRequestSerializer(serializers.Serializer):
@@ -76,8 +122,9 @@ class CountRequestSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         try:
-            attrs["spec"] = clean_spec(attrs["project"], {"kind": attrs["kind"],
-                                                                   "filters": attrs.get("filters") or {}})
+            attrs["spec"] = clean_spec(
+                attrs["project"], {"kind": attrs["kind"], "filters": attrs.get("filters") or {}}
+            )
         except DjangoValidationError as exc:
             raise serializers.ValidationError(_api_errors(exc)) from exc
         return attrs

@@ -14,8 +14,15 @@ from .models import DatasetSnapshot, TrainingJob
 from .snapshots import build as snapshot_build
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=3,
-             autoretry_for=(OperationalError, InterfaceError), retry_backoff=10, retry_jitter=True)
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=3,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=10,
+    retry_jitter=True,
+)
 def build_snapshot(self, snapshot_id: int):
     """Build one dataset snapshot. A redelivery (worker killed) or a retry takes the build over
     from scratch; a finished snapshot is left alone."""
@@ -33,14 +40,18 @@ def run_training(self, job_id: int):
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def suggest_with_judge(self, project_id: int, judge_id: int):
     """Judge the project's comparison tasks that have no suggestion from this judge yet."""
-    return suggest(Project.objects.get(pk=project_id), ModelVersion.objects.get(pk=judge_id, project_id=project_id))
+    return suggest(
+        Project.objects.get(pk=project_id), ModelVersion.objects.get(pk=judge_id, project_id=project_id)
+    )
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def evaluate_judge(self, judge_id: int, snapshot_id: int):
     """Measure a judge (trained or external) on the human pairs of a DPO snapshot."""
     judge = ModelVersion.objects.get(pk=judge_id)
-    snap = DatasetSnapshot.objects.get(pk=snapshot_id, project_id=judge.project_id, status="ready", kind="dpo")
+    snap = DatasetSnapshot.objects.get(
+        pk=snapshot_id, project_id=judge.project_id, status="ready", kind="dpo"
+    )
     ev = evaluate(judge, read_pairs(snap.file.path), source=f"pairs of snapshot {snap.name}")
     return {"judge": judge_id, "evaluation": ev.pk, "accuracy": ev.accuracy}
 

@@ -24,14 +24,19 @@ from .snapshots.selection import count_matching
 from .snapshots.spec import DPO_SOURCES, describe_filters, filter_names
 from .snapshots.storage import preview
 
-SOURCE_LABELS = {"correction": "corrections", "reasonable": "reasonable responses", "preference": "preferences",
-                 "both_bad": "“both bad” vs. a correction"}
+SOURCE_LABELS = {
+    "correction": "corrections",
+    "reasonable": "reasonable responses",
+    "preference": "preferences",
+    "both_bad": "“both bad” vs. a correction",
+}
 
 
 def _snapshot(request, slug, pk, role=Role.LEAD):
     project = project_for(request.user, slug, role)
-    return project, get_object_or_404(DatasetSnapshot.objects.select_related("project", "created_by"),
-                                      project=project, pk=pk)
+    return project, get_object_or_404(
+        DatasetSnapshot.objects.select_related("project", "created_by"), project=project, pk=pk
+    )
 
 
 @login_required
@@ -42,10 +47,18 @@ def snapshot_list(request, slug):
     if kind in DatasetSnapshot.Kind.values:
         qs = qs.filter(kind=kind)
     page = Paginator(qs.order_by("-id"), 50).get_page(request.GET.get("page"))
-    return render(request, "training/snapshot_list.html", {
-        "project": project, "page": page, "kind": kind, "kinds": DatasetSnapshot.Kind.choices,
-        "is_admin": has_role(request.user, project, Role.ADMIN), "role": role_in(request.user, project),
-    })
+    return render(
+        request,
+        "training/snapshot_list.html",
+        {
+            "project": project,
+            "page": page,
+            "kind": kind,
+            "kinds": DatasetSnapshot.Kind.choices,
+            "is_admin": has_role(request.user, project, Role.ADMIN),
+            "role": role_in(request.user, project),
+        },
+    )
 
 
 @login_required
@@ -61,8 +74,11 @@ def snapshot_create(request, slug):
             snapshot = save_snapshot(project, request.user, form.spec)
         messages.success(request, f"{snapshot.name} is queued; a worker builds it now.")
         return redirect("training:dataset-detail", slug=project.slug, pk=snapshot.pk)
-    return render(request, "training/snapshot_form.html", {"project": project, "form": form, "is_admin": True,
-                                                           "role": role_in(request.user, project)})
+    return render(
+        request,
+        "training/snapshot_form.html",
+        {"project": project, "form": form, "is_admin": True, "role": role_in(request.user, project)},
+    )
 
 
 def _initial_from(snapshot: DatasetSnapshot | None) -> dict:
@@ -71,12 +87,19 @@ def _initial_from(snapshot: DatasetSnapshot | None) -> dict:
         return {}
     f, a = snapshot.filters, snapshot.audit_config
     initial = {
-        "kind": snapshot.kind, "layout": snapshot.layout, "include_submitted": f.get("include_submitted"),
-        "splits": f.get("splits"), "categories": [str(c) for c in f.get("categories", [])],
-        "model_versions": [str(m) for m in f.get("model_versions", [])], "date_from": f.get("date_from"),
-        "date_to": f.get("date_to"), "include_reasonable": f.get("include_reasonable", False),
-        "sources": f.get("sources", list(DPO_SOURCES)), "min_target_chars": a.get("min_target_chars"),
-        "max_tokens": a.get("max_tokens"), "tokenizer": str(a["tokenizer"]) if a.get("tokenizer") else "",
+        "kind": snapshot.kind,
+        "layout": snapshot.layout,
+        "include_submitted": f.get("include_submitted"),
+        "splits": f.get("splits"),
+        "categories": [str(c) for c in f.get("categories", [])],
+        "model_versions": [str(m) for m in f.get("model_versions", [])],
+        "date_from": f.get("date_from"),
+        "date_to": f.get("date_to"),
+        "include_reasonable": f.get("include_reasonable", False),
+        "sources": f.get("sources", list(DPO_SOURCES)),
+        "min_target_chars": a.get("min_target_chars"),
+        "max_tokens": a.get("max_tokens"),
+        "tokenizer": str(a["tokenizer"]) if a.get("tokenizer") else "",
     }
     initial.update({f"check_{k}": v for k, v in a.get("checks", {}).items()})
     return initial
@@ -94,17 +117,25 @@ def snapshot_count(request, slug):
         count = count_matching(project.pk, spec["kind"], spec["filters"])
         count["kind"] = spec["kind"]
     else:
-        errors = [f"{form[f].label if f in form.fields else ''}: {e}".lstrip(": ")
-                  for f, errs in form.errors.items() for e in errs]
+        errors = [
+            f"{form[f].label if f in form.fields else ''}: {e}".lstrip(": ")
+            for f, errs in form.errors.items()
+            for e in errs
+        ]
     return render(request, "training/_count.html", {"count": count, "errors": errors})
 
 
 @login_required
 def snapshot_detail(request, slug, pk):
     project, snapshot = _snapshot(request, slug, pk)
-    context = {"project": project, "s": snapshot, "is_admin": has_role(request.user, project, Role.ADMIN),
-               "role": role_in(request.user, project),
-               "stalled": snapshot.stalled, "can_retry": snapshot.resumable}
+    context = {
+        "project": project,
+        "s": snapshot,
+        "is_admin": has_role(request.user, project, Role.ADMIN),
+        "role": role_in(request.user, project),
+        "stalled": snapshot.stalled,
+        "can_retry": snapshot.resumable,
+    }
     if request.headers.get("HX-Request") and not snapshot.finished:
         return render(request, "training/_progress.html", context)
     if request.headers.get("HX-Request"):
@@ -114,25 +145,44 @@ def snapshot_detail(request, slug, pk):
     names = filter_names(project.pk)
     same = []
     if snapshot.sha256:
-        same = list(DatasetSnapshot.objects.filter(project=project, sha256=snapshot.sha256).exclude(pk=snapshot.pk)
-                    .only("pk", "kind", "version"))
+        same = list(
+            DatasetSnapshot.objects.filter(project=project, sha256=snapshot.sha256)
+            .exclude(pk=snapshot.pk)
+            .only("pk", "kind", "version")
+        )
     stats = snapshot.stats or {}
-    context.update({
-        "filters_words": describe_filters(snapshot.kind, snapshot.filters, names),
-        "layout_text": LAYOUTS.get(snapshot.kind, {}).get(snapshot.layout, ""),
-        "preview": [{**row, "target_list": [row["target"]], "rejected_list": [row["rejected"]] if row.get("rejected") else []}
-                    for row in preview(snapshot)],
-        "same_content": same,
-        "categories": _bars(stats.get("rows_by_category", {})),
-        "sources": _bars({SOURCE_LABELS.get(k, k): n for k, n in stats.get("rows_by_source", {}).items()}),
-        "versions": _bars(stats.get("rows_by_model_version", {})),
-        "histogram": stats.get("token_histogram"),
-        "checks": (snapshot.audit or {}).get("checks", []),
-        "lf_info": llamafactory_dataset_info(snapshot) if snapshot.layout == "llamafactory" else "",
-        "token_rows": [(label, stats.get(key)) for label, key in (
-            ("prompt", "prompt_tokens"), ("target / chosen", "target_tokens"), ("rejected", "rejected_tokens"))
-            if stats.get(key)],
-    })
+    context.update(
+        {
+            "filters_words": describe_filters(snapshot.kind, snapshot.filters, names),
+            "layout_text": LAYOUTS.get(snapshot.kind, {}).get(snapshot.layout, ""),
+            "preview": [
+                {
+                    **row,
+                    "target_list": [row["target"]],
+                    "rejected_list": [row["rejected"]] if row.get("rejected") else [],
+                }
+                for row in preview(snapshot)
+            ],
+            "same_content": same,
+            "categories": _bars(stats.get("rows_by_category", {})),
+            "sources": _bars(
+                {SOURCE_LABELS.get(k, k): n for k, n in stats.get("rows_by_source", {}).items()}
+            ),
+            "versions": _bars(stats.get("rows_by_model_version", {})),
+            "histogram": stats.get("token_histogram"),
+            "checks": (snapshot.audit or {}).get("checks", []),
+            "lf_info": llamafactory_dataset_info(snapshot) if snapshot.layout == "llamafactory" else "",
+            "token_rows": [
+                (label, stats.get(key))
+                for label, key in (
+                    ("prompt", "prompt_tokens"),
+                    ("target / chosen", "target_tokens"),
+                    ("rejected", "rejected_tokens"),
+                )
+                if stats.get(key)
+            ],
+        }
+    )
     return render(request, "training/snapshot_detail.html", context)
 
 
@@ -144,11 +194,18 @@ def _bars(counts: dict) -> list[tuple[str, int, float]]:
 @login_required
 def snapshot_audit(request, slug, pk):
     project, snapshot = _snapshot(request, slug, pk)
-    return render(request, "training/snapshot_audit.html", {
-        "project": project, "s": snapshot, "report": snapshot.audit or {}, "role": role_in(request.user, project),
-        "is_admin": has_role(request.user, project, Role.ADMIN),
-        "config": json.dumps(snapshot.audit_config, indent=2),
-    })
+    return render(
+        request,
+        "training/snapshot_audit.html",
+        {
+            "project": project,
+            "s": snapshot,
+            "report": snapshot.audit or {},
+            "role": role_in(request.user, project),
+            "is_admin": has_role(request.user, project, Role.ADMIN),
+            "config": json.dumps(snapshot.audit_config, indent=2),
+        },
+    )
 
 
 @login_required

@@ -8,8 +8,33 @@ from django.utils.safestring import mark_safe
 register = template.Library()
 
 ALLOWED_TAGS = {
-    "p", "br", "hr", "strong", "em", "b", "i", "code", "pre", "blockquote", "ul", "ol", "li",
-    "h1", "h2", "h3", "h4", "h5", "h6", "a", "table", "thead", "tbody", "tr", "th", "td", "del",
+    "p",
+    "br",
+    "hr",
+    "strong",
+    "em",
+    "b",
+    "i",
+    "code",
+    "pre",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "a",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "del",
 }
 
 
@@ -17,8 +42,13 @@ ALLOWED_TAGS = {
 def markdown_safe(text: str | None) -> str:
     """Markdown rendered, then sanitised: untrusted input never yields script, handlers or styles."""
     html = md.markdown(text or "", extensions=["fenced_code", "tables", "sane_lists"])
-    clean = nh3.clean(html, tags=ALLOWED_TAGS, attributes={"a": {"href", "title"}},
-                      url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer nofollow")
+    clean = nh3.clean(
+        html,
+        tags=ALLOWED_TAGS,
+        attributes={"a": {"href", "title"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+    )
     return mark_safe(clean)  # noqa: S308 - sanitised by nh3 just above
 
 

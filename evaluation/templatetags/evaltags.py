@@ -35,7 +35,7 @@ def signed_pts(value) -> str:
 
 @register.filter
 def pvalue(value) -> str:
-    """"p = 0.141", "p < 0.001"."""
+    """ "p = 0.141", "p < 0.001"."""
     if value is None or value == "":
         return "p —"
     v = float(value)

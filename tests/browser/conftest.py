@@ -9,15 +9,25 @@ import pytest
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 SHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is required for browser tests: apt-get install -y chromium (make test does it)")
+        pytest.fail(
+            "Debian's chromium is required for browser tests: apt-get install -y chromium (make test does it)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -39,6 +49,7 @@ def shot():
 
     def take(page, name):
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
     return take
 
 

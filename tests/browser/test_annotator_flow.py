@@ -20,8 +20,9 @@ XSS = '<img src=x onerror="alert(\'xss\')"><script>alert("xss2")</script>'
 
 @pytest.fixture
 def setup(insecure_cookies):
-    project = Project.objects.create(name="Sales", slug="sales", tools=TOOLS, overlap=1,
-                                     guidelines="Be strict. " + XSS)
+    project = Project.objects.create(
+        name="Sales", slug="sales", tools=TOOLS, overlap=1, guidelines="Be strict. " + XSS
+    )
     seed_default_taxonomy(project)
     users = {}
     for name, role in (("ann", Role.ANNOTATOR), ("lead", Role.LEAD)):
@@ -31,8 +32,16 @@ def setup(insecure_cookies):
         conv, responses = make_conversation(project, i, n_responses=2)
         if i == 0:
             r = responses[0]
-            r.message = {"role": "assistant", "content": "Sure! " + XSS, "tool_calls": [
-                {"type": "function", "function": {"name": "check_inventory", "arguments": json.dumps({"sku": XSS})}}]}
+            r.message = {
+                "role": "assistant",
+                "content": "Sure! " + XSS,
+                "tool_calls": [
+                    {
+                        "type": "function",
+                        "function": {"name": "check_inventory", "arguments": json.dumps({"sku": XSS})},
+                    }
+                ],
+            }
             r.save()
     from annotator.models import TaxonomyCategory
 
@@ -42,7 +51,9 @@ def setup(insecure_cookies):
 
 
 def wait_next_item(page, previous_url):
-    page.wait_for_function("u => location.href !== u && document.querySelector('#task-form')", arg=previous_url)
+    page.wait_for_function(
+        "u => location.href !== u && document.querySelector('#task-form')", arg=previous_url
+    )
 
 
 def test_annotator_and_lead_day(browser, live_server, setup, shot):
@@ -56,9 +67,13 @@ def test_annotator_and_lead_day(browser, live_server, setup, shot):
     shot(page, "02-label-page")
     # the first item carries the hostile payload: shown as text, never as markup
     review = page.locator(".under-review")
-    assert review.locator(".bubble").inner_text().strip() == "Sure!"  # Markdown reply: sanitised, tags dropped
+    assert (
+        review.locator(".bubble").inner_text().strip() == "Sure!"
+    )  # Markdown reply: sanitised, tags dropped
     assert review.locator("img, script").count() == 0
-    assert '<script>alert(\\"xss2\\")</script>' in review.locator(".toolcall pre").inner_text()  # shown as text
+    assert (
+        '<script>alert(\\"xss2\\")</script>' in review.locator(".toolcall pre").inner_text()
+    )  # shown as text
     assert page.locator("#cat-tree label:has-text('Evil <img src=x')").count() == 1
     assert page.locator("#cat-tree img").count() == 0
 
@@ -85,7 +100,10 @@ def test_annotator_and_lead_day(browser, live_server, setup, shot):
     assert all(lb.verdict == "unreasonable" and lb.categories.count() == 1 for lb in labels)
     fixed = [lb for lb in labels if hasattr(lb, "correction")]
     assert len(fixed) == 1
-    assert fixed[0].correction.message["tool_calls"][0]["function"]["arguments"] == '{"sku": "A-1", "quantity": 2}'
+    assert (
+        fixed[0].correction.message["tool_calls"][0]["function"]["arguments"]
+        == '{"sku": "A-1", "quantity": 2}'
+    )
 
     # reload mid-draft: the verdict and the note survive
     page.keyboard.press("y")

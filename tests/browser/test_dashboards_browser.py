@@ -25,14 +25,22 @@ def dashboard_data(project, members, make_user):
     base = b.version("base")
     sft = b.version("sft-1", parent=base, origin="sft")
     people = [members[Role.ANNOTATOR], members["annotator2"], make_user("a3")]
-    leaves = [cat(project, n) for n in ("Tool not called", "Wrong arguments", "Repetition", "Hallucinated fact")]
+    leaves = [
+        cat(project, n) for n in ("Tool not called", "Wrong arguments", "Repetition", "Hallucinated fact")
+    ]
     for i in range(40):
         mv = base if i % 3 else sft
         response = b.response(mv, split=["train", "eval"][i % 2])
         for j, who in enumerate(people[: 1 + (i % 3 == 0) * 2]):
             bad = (i + j) % 3 != 0
-            b.label(response, who, "unreasonable" if bad else "reasonable",
-                    [leaves[(i + j) % 4]] if bad else [], day=(DAY1, DAY2, DAY3)[i % 3], seconds=20 + i)
+            b.label(
+                response,
+                who,
+                "unreasonable" if bad else "reasonable",
+                [leaves[(i + j) % 4]] if bad else [],
+                day=(DAY1, DAY2, DAY3)[i % 3],
+                seconds=20 + i,
+            )
         if i % 4 == 0:
             conv = response.conversation
             other = b.response(sft if mv == base else base, conv)
@@ -70,9 +78,13 @@ def test_dashboards_draw_and_fit(chromium, live_server, settings, dashboard_data
             assert canvas.get_attribute("data-ready") == "1", (name, i)
             box = canvas.bounding_box()
             assert box["width"] > 280 and box["height"] > 150, (name, i, box)
-        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
         assert overflow <= 0, (name, width, overflow)
-        page.screenshot(path=str(SHOTS / f"dashboard-{(name.strip('/') or 'overview')}-{width}.png"), full_page=True)
+        page.screenshot(
+            path=str(SHOTS / f"dashboard-{(name.strip('/') or 'overview')}-{width}.png"), full_page=True
+        )
     assert errors == []
     context.close()
 

@@ -27,23 +27,38 @@ class Command(BaseCommand):
         path = Path(opts["path"])
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
-        job = ImportJob(project=project, original_name=path.name[:255], size_bytes=path.stat().st_size,
-                        default_split=opts["split"])
+        job = ImportJob(
+            project=project,
+            original_name=path.name[:255],
+            size_bytes=path.stat().st_size,
+            default_split=opts["split"],
+        )
         with path.open("rb") as fh:
             job.file.save(path.name, File(fh), save=False)
         job.save()
         if opts["queue"]:
             lifecycle.enqueue(job)
             job.refresh_from_db()
-            self.stdout.write(f"import {job.pk} {'waiting for the task queue' if job.waiting_for_queue else 'queued'}")
+            self.stdout.write(
+                f"import {job.pk} {'waiting for the task queue' if job.waiting_for_queue else 'queued'}"
+            )
             return
         job = run_import(job.pk)
         for issue in job.issues.order_by("line", "id")[: opts["show_issues"]]:
             self.stderr.write(f"line {issue.line}: {issue.field or '(line)'}: {issue.message}")
-        self.stdout.write(json.dumps({
-            "job": job.pk, "status": job.status, "lines": job.lines_read, "conversations": job.conversations_created,
-            "responses": job.responses_created, "duplicates": job.duplicates, "rejected_lines": job.error_count,
-            "message": job.message,
-        }))
+        self.stdout.write(
+            json.dumps(
+                {
+                    "job": job.pk,
+                    "status": job.status,
+                    "lines": job.lines_read,
+                    "conversations": job.conversations_created,
+                    "responses": job.responses_created,
+                    "duplicates": job.duplicates,
+                    "rejected_lines": job.error_count,
+                    "message": job.message,
+                }
+            )
+        )
         if job.status == ImportJob.State.FAILED:
             raise CommandError(job.message)

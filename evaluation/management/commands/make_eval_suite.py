@@ -1,9 +1,9 @@
 """Build an eval suite from the command line.
 
-    python manage.py make_eval_suite sales-agent "regression" --gold cases.jsonl
-    python manage.py make_eval_suite sales-agent "multi-turn" --scenarios scripted.jsonl
-    python manage.py make_eval_suite sales-agent "held-out" --snapshot 12
-    python manage.py make_eval_suite sales-agent "demo held-out" --demo 200 --seed 0 [--default]
+python manage.py make_eval_suite sales-agent "regression" --gold cases.jsonl
+python manage.py make_eval_suite sales-agent "multi-turn" --scenarios scripted.jsonl
+python manage.py make_eval_suite sales-agent "held-out" --snapshot 12
+python manage.py make_eval_suite sales-agent "demo held-out" --demo 200 --seed 0 [--default]
 """
 
 from django.core.management.base import BaseCommand, CommandError
@@ -23,7 +23,9 @@ class Command(BaseCommand):
         src.add_argument("--gold", metavar="FILE")
         src.add_argument("--scenarios", metavar="FILE")
         src.add_argument("--snapshot", type=int, metavar="ID")
-        src.add_argument("--conversations", action="store_true", help="the project's eval/holdout conversations")
+        src.add_argument(
+            "--conversations", action="store_true", help="the project's eval/holdout conversations"
+        )
         src.add_argument("--demo", type=int, metavar="N", help="N held-out demo-domain cases")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--split", choices=["seen", "unseen"], default="seen")
@@ -38,11 +40,14 @@ class Command(BaseCommand):
         try:
             if o["gold"]:
                 with open(o["gold"], "rb") as fh:
-                    suite, created = suites.suite_from_gold_jsonl(project, o["name"], fh, file_name=o["gold"], **kw)
+                    suite, created = suites.suite_from_gold_jsonl(
+                        project, o["name"], fh, file_name=o["gold"], **kw
+                    )
             elif o["scenarios"]:
                 with open(o["scenarios"], "rb") as fh:
-                    suite, created = suites.suite_from_scenarios(project, o["name"], fh, file_name=o["scenarios"],
-                                                                 **kw)
+                    suite, created = suites.suite_from_scenarios(
+                        project, o["name"], fh, file_name=o["scenarios"], **kw
+                    )
             elif o["snapshot"]:
                 snap = next((s for s in suites.eval_snapshots(project) if s.pk == o["snapshot"]), None)
                 if snap is None:
@@ -51,8 +56,9 @@ class Command(BaseCommand):
             elif o["conversations"]:
                 suite, created = suites.suite_from_conversations(project, o["name"], **kw)
             else:
-                suite, created = suites.suite_from_demo(project, o["name"], n=o["demo"], seed=o["seed"],
-                                                        split=o["split"], **kw)
+                suite, created = suites.suite_from_demo(
+                    project, o["name"], n=o["demo"], seed=o["seed"], split=o["split"], **kw
+                )
         except suites.SuiteError as exc:
             for e in exc.errors:
                 self.stderr.write(str(e))

@@ -67,10 +67,16 @@ from training.snapshots.build import build_snapshot, create_snapshot
 
 # failure -> default taxonomy category
 CATEGORY_FOR = {
-    "missed_call": "Tool not called", "false_call": "Unneeded tool call", "wrong_name": "Wrong tool",
-    "wrong_args": "Wrong arguments", "fabricated_tool_result": "Fabricated tool result",
-    "malformed_call": "Malformed tool call", "too_short": "Too short", "end_repetition": "Repetition",
-    "think_tags": "Think-tag or format defect", "template_leak": "Think-tag or format defect",
+    "missed_call": "Tool not called",
+    "false_call": "Unneeded tool call",
+    "wrong_name": "Wrong tool",
+    "wrong_args": "Wrong arguments",
+    "fabricated_tool_result": "Fabricated tool result",
+    "malformed_call": "Malformed tool call",
+    "too_short": "Too short",
+    "end_repetition": "Repetition",
+    "think_tags": "Think-tag or format defect",
+    "template_leak": "Think-tag or format defect",
 }
 
 
@@ -87,7 +93,9 @@ def judge(expected: dict, raw: str, tools: list) -> tuple[bool, list[str]]:
     elif s["tool_args_accuracy"] == 0 and "malformed_call" not in failures:
         failures.append("wrong_args")
     ok = s["tool_call_accuracy"] == 1 and s["response_quality"] == 1
-    return ok, sorted({CATEGORY_FOR[f] for f in failures if f in CATEGORY_FOR}) or ([] if ok else ["Hallucinated fact"])
+    return ok, sorted({CATEGORY_FOR[f] for f in failures if f in CATEGORY_FOR}) or (
+        [] if ok else ["Hallucinated fact"]
+    )
 
 
 def human_score(expected: dict, raw: str, tools: list) -> int:
@@ -107,15 +115,27 @@ class Command(BaseCommand):
         parser.add_argument("--project", default="demo-loop")
         parser.add_argument("--sft-epochs", type=float, default=3.0)
         parser.add_argument("--dpo-epochs", type=float, default=1.0)
-        parser.add_argument("--model-dir", default=None, help="an already built base model folder to use as is")
-        parser.add_argument("--online-rounds", type=int, default=2, help="online DPO rounds after SFT (0: none)")
+        parser.add_argument(
+            "--model-dir", default=None, help="an already built base model folder to use as is"
+        )
+        parser.add_argument(
+            "--online-rounds", type=int, default=2, help="online DPO rounds after SFT (0: none)"
+        )
         parser.add_argument("--samples", type=int, default=8, help="samples per prompt in each online round")
         parser.add_argument("--online-lr", type=float, default=1e-3)
         parser.add_argument("--online-epochs", type=float, default=2.0)
-        parser.add_argument("--judge", action=argparse.BooleanOptionalAction, default=True,
-                            help="train and evaluate a pairwise judge on scripted human comparisons")
-        parser.add_argument("--human-error", type=float, default=0.1,
-                            help="how often a scripted annotator picks the wrong answer of a pair")
+        parser.add_argument(
+            "--judge",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="train and evaluate a pairwise judge on scripted human comparisons",
+        )
+        parser.add_argument(
+            "--human-error",
+            type=float,
+            default=0.1,
+            help="how often a scripted annotator picks the wrong answer of a pair",
+        )
 
     def say(self, msg):
         self.stdout.write(f"[{time.strftime('%H:%M:%S')}] {msg}")
@@ -133,17 +153,35 @@ class Command(BaseCommand):
         users = {}
         for name in ("loop-annotator-1", "loop-annotator-2", "loop-lead"):
             users[name], _ = User.objects.get_or_create(username=name)
-        project, _ = Project.objects.get_or_create(slug=o["project"], defaults={
-            "name": "Demo loop", "tools": demo_domain.TOOLS, "overlap": 2,
-            "guidelines": "Scripted by `manage.py demo_loop`: annotators check each response strictly."})
+        project, _ = Project.objects.get_or_create(
+            slug=o["project"],
+            defaults={
+                "name": "Demo loop",
+                "tools": demo_domain.TOOLS,
+                "overlap": 2,
+                "guidelines": "Scripted by `manage.py demo_loop`: annotators check each response strictly.",
+            },
+        )
         seed_default_taxonomy(project)
-        for name, role in (("loop-annotator-1", Role.ANNOTATOR), ("loop-annotator-2", Role.ANNOTATOR),
-                           ("loop-lead", Role.LEAD)):
+        for name, role in (
+            ("loop-annotator-1", Role.ANNOTATOR),
+            ("loop-annotator-2", Role.ANNOTATOR),
+            ("loop-lead", Role.LEAD),
+        ):
             Membership.objects.get_or_create(user=users[name], project=project, defaults={"role": role})
-        base, _ = ModelVersion.objects.update_or_create(project=project, name="demo-base", defaults={
-            "path": str(model_dir), "origin": ModelVersion.Origin.BASE, "notes": "offline demo base model"})
+        base, _ = ModelVersion.objects.update_or_create(
+            project=project,
+            name="demo-base",
+            defaults={
+                "path": str(model_dir),
+                "origin": ModelVersion.Origin.BASE,
+                "notes": "offline demo base model",
+            },
+        )
         if TrainingJob.objects.filter(project=project).exists():
-            raise CommandError(f"Project {project.slug!r} already ran the loop; pass --project with a new slug.")
+            raise CommandError(
+                f"Project {project.slug!r} already ran the loop; pass --project with a new slug."
+            )
 
         # 1. the base model answers demo contexts
         cases = demo_domain.eval_prompts(o["contexts"], seed=o["seed"] + 500)
@@ -153,13 +191,23 @@ class Command(BaseCommand):
         outputs = generate(model, tok, [c["messages"] for c in cases], demo_domain.TOOLS, max_new_tokens=96)
         with transaction.atomic():
             for c, raw in zip(cases, outputs, strict=True):
-                conv, _ = Conversation.objects.get_or_create(project=project, external_id=c["external_id"], defaults={
-                    "messages": c["messages"], "tools": c["tools"], "content_hash": content_hash(c["messages"], c["tools"]),
-                    "metadata": {**c["metadata"], "expected": c["expected"]}})
-                ModelResponse.objects.get_or_create(conversation=conv, model_version=base,
-                                                    context_length=len(c["messages"]), response_hash=content_hash(raw),
-                                                    defaults={"raw_text": raw,
-                                                              "message": assistant_message_from_raw(raw, c["tools"])})
+                conv, _ = Conversation.objects.get_or_create(
+                    project=project,
+                    external_id=c["external_id"],
+                    defaults={
+                        "messages": c["messages"],
+                        "tools": c["tools"],
+                        "content_hash": content_hash(c["messages"], c["tools"]),
+                        "metadata": {**c["metadata"], "expected": c["expected"]},
+                    },
+                )
+                ModelResponse.objects.get_or_create(
+                    conversation=conv,
+                    model_version=base,
+                    context_length=len(c["messages"]),
+                    response_hash=content_hash(raw),
+                    defaults={"raw_text": raw, "message": assistant_message_from_raw(raw, c["tools"])},
+                )
         assignment.sync_tasks(project)
 
         # 2. scripted annotators in the real queue, then lead review
@@ -171,14 +219,22 @@ class Command(BaseCommand):
                 conv = task.response.conversation
                 expected = conv.metadata["expected"]
                 ok, categories = judge(expected, task.response.raw_text, conv.tools)
-                data = {"verdict": "reasonable" if ok else "unreasonable",
-                        "categories": [cats[c] for c in categories if c in cats]}
+                data = {
+                    "verdict": "reasonable" if ok else "unreasonable",
+                    "categories": [cats[c] for c in categories if c in cats],
+                }
                 if not ok:
                     fixed = normalise_assistant_message(expected)
                     data["correction_content"] = fixed.get("content") or ""
                     data["correction_tool_calls"] = json.dumps(
-                        [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
-                         for c in fixed.get("tool_calls", [])])
+                        [
+                            {
+                                "name": c["function"]["name"],
+                                "arguments": json.loads(c["function"]["arguments"]),
+                            }
+                            for c in fixed.get("tool_calls", [])
+                        ]
+                    )
                 submit_label(task, users[name], data)
                 labelled += 1
         for label in Label.objects.filter(project=project, status=Status.SUBMITTED):
@@ -188,7 +244,9 @@ class Command(BaseCommand):
 
         # 3. snapshots and jobs
         def snapshot(kind, filters):
-            snap = create_snapshot(project, users["loop-lead"], {"kind": kind, "filters": filters}, start=False)
+            snap = create_snapshot(
+                project, users["loop-lead"], {"kind": kind, "filters": filters}, start=False
+            )
             snap = build_snapshot(snap.pk) or snap
             snap.refresh_from_db()
             if snap.status != "ready":
@@ -197,52 +255,99 @@ class Command(BaseCommand):
             return snap
 
         sft_snap = snapshot("sft", {"include_reasonable": True, "splits": ["train"]})
-        sft_job = create_job(project, None, stage="sft", base_version=base, train_snapshot=sft_snap,
-                             preset="demo-tiny", overrides={"num_train_epochs": o["sft_epochs"]}, start=False)
+        sft_job = create_job(
+            project,
+            None,
+            stage="sft",
+            base_version=base,
+            train_snapshot=sft_snap,
+            preset="demo-tiny",
+            overrides={"num_train_epochs": o["sft_epochs"]},
+            start=False,
+        )
         sft_job = run_job(sft_job.pk)
         self.say(f"SFT job {sft_job.pk}: {sft_job.status} {sft_job.message} {sft_job.timings}")
         if sft_job.result_version is None:
             raise CommandError("SFT produced no model")
         dpo_snap = snapshot("dpo", {"splits": ["train"]})
-        dpo_job = create_job(project, None, stage="dpo", base_version=sft_job.result_version,
-                             train_snapshot=dpo_snap, preset="demo-tiny",
-                             overrides={"num_train_epochs": o["dpo_epochs"]}, start=False)
+        dpo_job = create_job(
+            project,
+            None,
+            stage="dpo",
+            base_version=sft_job.result_version,
+            train_snapshot=dpo_snap,
+            preset="demo-tiny",
+            overrides={"num_train_epochs": o["dpo_epochs"]},
+            start=False,
+        )
         dpo_job = run_job(dpo_job.pk)
         self.say(f"DPO job {dpo_job.pk}: {dpo_job.status} {dpo_job.message} {dpo_job.timings}")
 
         # 5. human comparisons of two base answers per context, and a pairwise judge trained on them
-        judge_figures = self.judge_stage(project, users, base, sft_job.result_version, cases, model, tok, o) \
-            if o["judge"] else None
+        judge_figures = (
+            self.judge_stage(project, users, base, sft_job.result_version, cases, model, tok, o)
+            if o["judge"]
+            else None
+        )
 
         # 6. held-out suites; online DPO rounds from the SFT model, gated on the seen suite
         suites = {}
         for split in ("seen", "unseen"):
             n = o["suite_cases"] if split == "seen" else max(50, o["suite_cases"] // 2)
-            records = [(i + 1, {"id": c["external_id"], "messages": c["messages"], "tools": c["tools"],
-                                "expected": c["expected"], "turn_depth": c["metadata"]["turn_depth"]})
-                       for i, c in enumerate(demo_domain.eval_prompts(n, seed=o["seed"] + 9000, split=split))]
-            suites[split], _ = create_suite(project, f"demo held-out ({split} phrasings)", records, source="gold")
+            records = [
+                (
+                    i + 1,
+                    {
+                        "id": c["external_id"],
+                        "messages": c["messages"],
+                        "tools": c["tools"],
+                        "expected": c["expected"],
+                        "turn_depth": c["metadata"]["turn_depth"],
+                    },
+                )
+                for i, c in enumerate(demo_domain.eval_prompts(n, seed=o["seed"] + 9000, split=split))
+            ]
+            suites[split], _ = create_suite(
+                project, f"demo held-out ({split} phrasings)", records, source="gold"
+            )
         online_run, online_rounds = None, []
         if o["online_rounds"]:
             online_run = online.create_run(
-                project, users["loop-lead"], start_version=sft_job.result_version, ranker="checker",
-                eval_suite=suites["seen"], rounds=o["online_rounds"],
-                options={"samples_per_prompt": o["samples"], "max_prompts": o["contexts"], "temperature": 1.0},
+                project,
+                users["loop-lead"],
+                start_version=sft_job.result_version,
+                ranker="checker",
+                eval_suite=suites["seen"],
+                rounds=o["online_rounds"],
+                options={
+                    "samples_per_prompt": o["samples"],
+                    "max_prompts": o["contexts"],
+                    "temperature": 1.0,
+                },
                 preset="demo-tiny",
                 overrides={"learning_rate": o["online_lr"], "num_train_epochs": o["online_epochs"]},
-                start=False)
-            self.say(f"online DPO run {online_run.pk}: {o['online_rounds']} round(s) from {sft_job.result_version.name}")
+                start=False,
+            )
+            self.say(
+                f"online DPO run {online_run.pk}: {o['online_rounds']} round(s) from {sft_job.result_version.name}"
+            )
             online_run = online.run_online(online_run.pk)
             self.say(f"online run: {online_run.status} — {online_run.message}")
             for r in online_run.round_set.select_related("job"):
-                online_rounds.append({"round": r.number, "pairs": r.pairs, "prompts": r.prompts,
-                                      "sample_accuracy": r.stats.get("sample_accuracy"),
-                                      "reference_chosen": r.stats.get("reference_chosen"),
-                                      "tool_call_accuracy": (r.gate.get("candidate") or {}).get("acc"),
-                                      "policy_accuracy": (r.gate.get("baseline") or {}).get("acc"),
-                                      "gate_passed": r.gate.get("passed"),
-                                      "job_status": r.job.status if r.job else None,
-                                      "seconds": r.gate.get("seconds")})
+                online_rounds.append(
+                    {
+                        "round": r.number,
+                        "pairs": r.pairs,
+                        "prompts": r.prompts,
+                        "sample_accuracy": r.stats.get("sample_accuracy"),
+                        "reference_chosen": r.stats.get("reference_chosen"),
+                        "tool_call_accuracy": (r.gate.get("candidate") or {}).get("acc"),
+                        "policy_accuracy": (r.gate.get("baseline") or {}).get("acc"),
+                        "gate_passed": r.gate.get("passed"),
+                        "job_status": r.job.status if r.job else None,
+                        "seconds": r.gate.get("seconds"),
+                    }
+                )
                 self.say(f"round {r.number}: {online_rounds[-1]}")
 
         # 7. held-out evaluation: seen phrasings and phrasings never used in training
@@ -250,8 +355,12 @@ class Command(BaseCommand):
         for split in ("seen", "unseen"):
             suite = suites[split]
             online_version = online_run.result_version if online_run else None
-            for label, version in (("base", base), ("sft", sft_job.result_version),
-                                   ("dpo", dpo_job.result_version), ("online_dpo", online_version)):
+            for label, version in (
+                ("base", base),
+                ("sft", sft_job.result_version),
+                ("dpo", dpo_job.result_version),
+                ("online_dpo", online_version),
+            ):
                 if version is None:
                     continue
                 run = latest_run(version, suite)
@@ -260,18 +369,34 @@ class Command(BaseCommand):
                     run = run_eval(run.pk) or EvalRun.objects.get(pk=run.pk)
                 s = run.summary
                 figures[f"{split}_{label}"] = {
-                    k: (s.get(k) or {}).get("value") for k in ("tool_call_accuracy", "tool_name_accuracy",
-                                                                "tool_args_accuracy", "response_quality")}
+                    k: (s.get(k) or {}).get("value")
+                    for k in (
+                        "tool_call_accuracy",
+                        "tool_name_accuracy",
+                        "tool_args_accuracy",
+                        "response_quality",
+                    )
+                }
                 figures[f"{split}_{label}"]["n"] = suite.case_count
                 self.say(f"{split} {label}: {figures[f'{split}_{label}']}")
-        result = {"bench": "demo_loop", "contexts": len(cases), "labels": labelled, "unreasonable": bad,
-                  "sft_rows": sft_snap.row_count, "dpo_rows": dpo_snap.row_count,
-                  "sft_job": {"status": sft_job.status, **sft_job.timings},
-                  "dpo_job": {"status": dpo_job.status, **dpo_job.timings},
-                  "figures": figures, "judge": judge_figures, "online_rounds": online_rounds,
-                  "online_status": online_run.status if online_run else None,
-                  "online_result": online_run.result_version.name if online_run and online_run.result_version else None,
-                  "minutes": round((time.monotonic() - t0) / 60, 1)}
+        result = {
+            "bench": "demo_loop",
+            "contexts": len(cases),
+            "labels": labelled,
+            "unreasonable": bad,
+            "sft_rows": sft_snap.row_count,
+            "dpo_rows": dpo_snap.row_count,
+            "sft_job": {"status": sft_job.status, **sft_job.timings},
+            "dpo_job": {"status": dpo_job.status, **dpo_job.timings},
+            "figures": figures,
+            "judge": judge_figures,
+            "online_rounds": online_rounds,
+            "online_status": online_run.status if online_run else None,
+            "online_result": online_run.result_version.name
+            if online_run and online_run.result_version
+            else None,
+            "minutes": round((time.monotonic() - t0) / 60, 1),
+        }
         from benchmarks._common import report
 
         report("demo_loop", {k: v for k, v in result.items() if k != "bench"})
@@ -287,15 +412,20 @@ class Command(BaseCommand):
         for c, g in zip(cases, outs, strict=True):
             conv = Conversation.objects.get(project=project, external_id=c["external_id"])
             _, created = ModelResponse.objects.get_or_create(
-                conversation=conv, model_version=sft_version, context_length=len(c["messages"]),
-                response_hash=content_hash(g.text), defaults={
-                    "raw_text": g.text, "message": assistant_message_from_raw(g.text, c["tools"])})
+                conversation=conv,
+                model_version=sft_version,
+                context_length=len(c["messages"]),
+                response_hash=content_hash(g.text),
+                defaults={"raw_text": g.text, "message": assistant_message_from_raw(g.text, c["tools"])},
+            )
             added += created
         assignment.sync_tasks(project)
         votes = 0
         for name in ("loop-annotator-1", "loop-annotator-2"):
             while (slot := assignment.next_task(project, users[name], Task.Kind.COMPARE)) is not None:
-                task = Task.objects.select_related("response__conversation", "response_b").get(pk=slot.task_id)
+                task = Task.objects.select_related("response__conversation", "response_b").get(
+                    pk=slot.task_id
+                )
                 conv = task.response.conversation
                 expected = conv.metadata["expected"]
                 sa = human_score(expected, task.response.raw_text, conv.tools)
@@ -306,22 +436,42 @@ class Command(BaseCommand):
                     choice = "b" if choice == "a" else "a"  # a human slip
                 submit_preference(task, users[name], {"choice": choice, "left_side": "a"})
                 votes += 1
-        for pref in Preference.objects.filter(response_a__conversation__project=project, status=Status.SUBMITTED):
+        for pref in Preference.objects.filter(
+            response_a__conversation__project=project, status=Status.SUBMITTED
+        ):
             apply_review(users["loop-lead"], pref, "approve")
         ceiling, pairs_with_two = human_agreement(project)
-        self.say(f"{added} candidate answers, {votes} comparisons; annotators agree on {ceiling} of "
-                 f"{pairs_with_two} pairs")
-        snap = create_snapshot(project, users["loop-lead"], {
-            "kind": "dpo", "filters": {"sources": ["preferences"], "splits": ["train"]},
-            "audit": {"checks": {"label_conflict": "warn"}},  # the annotators' slips stay in, as in real data
-            "note": "human comparisons for the judge"}, start=False)
+        self.say(
+            f"{added} candidate answers, {votes} comparisons; annotators agree on {ceiling} of "
+            f"{pairs_with_two} pairs"
+        )
+        snap = create_snapshot(
+            project,
+            users["loop-lead"],
+            {
+                "kind": "dpo",
+                "filters": {"sources": ["preferences"], "splits": ["train"]},
+                "audit": {
+                    "checks": {"label_conflict": "warn"}
+                },  # the annotators' slips stay in, as in real data
+                "note": "human comparisons for the judge",
+            },
+            start=False,
+        )
         snap = build_snapshot(snap.pk) or snap
         snap.refresh_from_db()
         if snap.status != "ready":
             self.say(f"judge snapshot failed: {snap.message}")
             return {"error": snap.message}
-        job = create_job(project, None, stage="judge", base_version=sft_version, train_snapshot=snap,
-                         preset="demo-tiny", start=False)
+        job = create_job(
+            project,
+            None,
+            stage="judge",
+            base_version=sft_version,
+            train_snapshot=snap,
+            preset="demo-tiny",
+            start=False,
+        )
         job = run_job(job.pk)
         self.say(f"judge job {job.pk}: {job.status} {job.message} {job.timings}")
         ev = JudgeEvaluation.objects.filter(job=job).first()
@@ -329,10 +479,20 @@ class Command(BaseCommand):
             return {"job_status": job.status, "message": job.message}
         assisted = suggest(project, job.result_version)  # what leads see on the comparison queue
         self.say(f"judge suggestions: {assisted}")
-        return {"job_status": job.status, "train_rows": snap.row_count, "held_out_pairs": ev.pairs,
-                "accuracy": ev.accuracy, "accuracy_se": ev.accuracy_se,
-                "single_order_accuracy": ev.single_order_accuracy, "position_bias_rate": ev.position_bias_rate,
-                "first_position_rate": ev.first_position_rate, "ece": ev.ece, "brier": ev.brier,
-                "human_agreement": ev.human_agreement, "human_pairs": ev.human_pairs, "comparisons": votes,
-                "suggestions": assisted,
-                "seconds": job.timings.get("total_s")}
+        return {
+            "job_status": job.status,
+            "train_rows": snap.row_count,
+            "held_out_pairs": ev.pairs,
+            "accuracy": ev.accuracy,
+            "accuracy_se": ev.accuracy_se,
+            "single_order_accuracy": ev.single_order_accuracy,
+            "position_bias_rate": ev.position_bias_rate,
+            "first_position_rate": ev.first_position_rate,
+            "ece": ev.ece,
+            "brier": ev.brier,
+            "human_agreement": ev.human_agreement,
+            "human_pairs": ev.human_pairs,
+            "comparisons": votes,
+            "suggestions": assisted,
+            "seconds": job.timings.get("total_s"),
+        }

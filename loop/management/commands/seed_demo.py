@@ -53,21 +53,33 @@ def scripted_response(case: dict, rng: random.Random) -> tuple[str, str]:
         fn = calls[0]["function"]
         args = json.loads(fn["arguments"])
         if roll < 0.35:
-            return "\n".join(demo_domain.call_text(c["function"]["name"], json.loads(c["function"]["arguments"]))
-                             for c in calls), "correct"
+            return "\n".join(
+                demo_domain.call_text(c["function"]["name"], json.loads(c["function"]["arguments"]))
+                for c in calls
+            ), "correct"
         if roll < 0.6:
             return "Yes, that is in stock and ready to ship today. Anything else?", "no_call"
         if roll < 0.85:
-            for kind, key in (("sku_lower", "sku"), ("qty_str", "quantity"), ("oid_digits", "order_id"),
-                              ("time_only", "time"), ("query_lower", "query"), ("cid_missing", "customer_id")):
+            for kind, key in (
+                ("sku_lower", "sku"),
+                ("qty_str", "quantity"),
+                ("oid_digits", "order_id"),
+                ("time_only", "time"),
+                ("query_lower", "query"),
+                ("cid_missing", "customer_id"),
+            ):
                 if key in args:
                     try:
-                        return demo_domain.call_text(fn["name"], demo_domain._corrupt(kind, args)), "wrong_args"
+                        return demo_domain.call_text(
+                            fn["name"], demo_domain._corrupt(kind, args)
+                        ), "wrong_args"
                     except (KeyError, IndexError, ValueError):
                         continue
             return demo_domain.call_text(fn["name"], {}), "wrong_args"
-        return (demo_domain.call_text(fn["name"], args)
-                + '\n<tool_response>\n{"in_stock": 12}\n</tool_response>\nGood news: 12 units are in stock.'), "fabricated"
+        return (
+            demo_domain.call_text(fn["name"], args)
+            + '\n<tool_response>\n{"in_stock": 12}\n</tool_response>\nGood news: 12 units are in stock.'
+        ), "fabricated"
     if roll < 0.5:
         return expected.get("content") or "", "correct"
     if roll < 0.8:
@@ -82,23 +94,30 @@ def demo_records(n: int, seed: int, model_responses=None) -> list[dict]:
     for i, case in enumerate(cases):
         responses = []
         if model_responses is not None:
-            responses.append({"model": model_responses["name"], "raw": model_responses["outputs"][i],
-                              "generation": model_responses["settings"]})
+            responses.append(
+                {
+                    "model": model_responses["name"],
+                    "raw": model_responses["outputs"][i],
+                    "generation": model_responses["settings"],
+                }
+            )
         else:
             raw, _what = scripted_response(case, rng)
             responses.append({"model": "sales-agent-v0 (scripted)", "raw": raw})
         if i % 3 == 0:  # a second opinion on the same context, for pairwise comparison
             raw2, _ = scripted_response(case, rng)
             responses.append({"model": "sales-agent-v1 (scripted)", "raw": raw2})
-        records.append({
-            "external_id": case["external_id"],
-            "messages": case["messages"],
-            "tools": case["tools"],
-            "metadata": {**case["metadata"], "expected": case["expected"]},
-            "split": "eval" if i % 10 == 0 else "train",
-            "priority": 1 if case["metadata"].get("expects_call") else 0,
-            "responses": responses,
-        })
+        records.append(
+            {
+                "external_id": case["external_id"],
+                "messages": case["messages"],
+                "tools": case["tools"],
+                "metadata": {**case["metadata"], "expected": case["expected"]},
+                "split": "eval" if i % 10 == 0 else "train",
+                "priority": 1 if case["metadata"].get("expects_call") else 0,
+                "responses": responses,
+            }
+        )
     return records
 
 
@@ -116,11 +135,14 @@ class Command(BaseCommand):
         if project.conversations.exists():
             self.stdout.write(f"demo project '{project.slug}' already has data; nothing to import")
         else:
-            model_responses = None if opts["scripted"] else self.model_responses(opts["conversations"], opts["seed"])
+            model_responses = (
+                None if opts["scripted"] else self.model_responses(opts["conversations"], opts["seed"])
+            )
             records = demo_records(opts["conversations"], opts["seed"], model_responses)
             data = ("\n".join(json.dumps(r) for r in records) + "\n").encode()
-            job = ImportJob(project=project, original_name="demo.jsonl", size_bytes=len(data),
-                            created_by=users["admin"])
+            job = ImportJob(
+                project=project, original_name="demo.jsonl", size_bytes=len(data), created_by=users["admin"]
+            )
             job.file.save("demo.jsonl", ContentFile(data), save=False)
             job.save()
             job = run_import(job.pk)
@@ -132,8 +154,9 @@ class Command(BaseCommand):
         User = get_user_model()
         users = {}
         for username, password, _role, staff in DEMO_USERS:
-            user, created = User.objects.get_or_create(username=username, defaults={"is_staff": staff,
-                                                                                   "is_superuser": staff})
+            user, created = User.objects.get_or_create(
+                username=username, defaults={"is_staff": staff, "is_superuser": staff}
+            )
             if created:
                 user.set_password(password)
                 user.save()
@@ -142,9 +165,15 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def ensure_project(self, users) -> Project:
-        project, created = Project.objects.get_or_create(slug="sales-agent", defaults={
-            "name": "Northwind sales agent", "guidelines": GUIDELINES, "tools": demo_domain.TOOLS, "overlap": 2,
-        })
+        project, created = Project.objects.get_or_create(
+            slug="sales-agent",
+            defaults={
+                "name": "Northwind sales agent",
+                "guidelines": GUIDELINES,
+                "tools": demo_domain.TOOLS,
+                "overlap": 2,
+            },
+        )
         if created:
             seed_default_taxonomy(project)
         for username, _pw, role, _ in DEMO_USERS:

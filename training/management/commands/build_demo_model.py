@@ -11,7 +11,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--force", action="store_true", help="rebuild even if a build with this seed exists")
+        parser.add_argument(
+            "--force", action="store_true", help="rebuild even if a build with this seed exists"
+        )
         parser.add_argument("--out", default=None, help="folder (default MODEL_DIR/demo-base)")
 
     def handle(self, *args, **opts):
