@@ -137,8 +137,19 @@ class CorrectionInline(admin.StackedInline):
     extra = 0
 
 
+class WrittenThroughTheQueue:
+    """Labels, corrections, preferences and reviews are written only by the queue's and the review's
+    service functions (claims, overlap, locks, label rules, roll-ups); the admin shows them."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(m.Label)
-class LabelAdmin(SimpleHistoryAdmin):
+class LabelAdmin(WrittenThroughTheQueue, SimpleHistoryAdmin):
     list_display = ["id", "response", "annotator", "verdict", "status", "updated_at"]
     list_filter = ["status", "verdict"]
     raw_id_fields = ["response"]
@@ -147,19 +158,19 @@ class LabelAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(m.Correction)
-class CorrectionAdmin(SimpleHistoryAdmin):
+class CorrectionAdmin(WrittenThroughTheQueue, SimpleHistoryAdmin):
     raw_id_fields = ["label"]
 
 
 @admin.register(m.Preference)
-class PreferenceAdmin(SimpleHistoryAdmin):
+class PreferenceAdmin(WrittenThroughTheQueue, SimpleHistoryAdmin):
     list_display = ["id", "response_a", "response_b", "annotator", "choice", "status"]
     list_filter = ["status", "choice"]
     raw_id_fields = ["response_a", "response_b"]
 
 
 @admin.register(m.Review)
-class ReviewAdmin(SimpleHistoryAdmin):
+class ReviewAdmin(WrittenThroughTheQueue, SimpleHistoryAdmin):
     list_display = ["id", "reviewer", "decision", "label", "preference", "created_at"]
     raw_id_fields = ["label", "preference"]
 

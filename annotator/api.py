@@ -29,7 +29,6 @@ from .models import (
     Project,
     Review,
     Role,
-    Status,
     TaxonomyCategory,
 )
 from .policy import (
@@ -128,44 +127,27 @@ class TaxonomyCategoryViewSet(ProjectScopedViewSet):
             )
 
 
-class OwnWorkViewSet(ProjectScopedViewSet):
-    """Labels, corrections, preferences: annotators see and change only their own."""
+class OwnWorkViewSet(viewsets.ReadOnlyModelViewSet):
+    """Labels, corrections, preferences, read-only: they are written only through the annotator
+    queue (pages or annotator/queue_api.py), which enforces claims, overlap, locks and the label
+    rules. Annotators see their own; leads and admins see all of their projects'."""
 
-    write_role = Role.ANNOTATOR
     owner_path = "annotator"
+    project_path = ""
+    base_queryset = None
 
     def get_queryset(self):
         user = self.request.user
-        qs = self.get_base_queryset()
+        qs = self.base_queryset.all()
         if getattr(self, "swagger_fake_view", False) or user.is_superuser:
             return qs
         lead_projects = projects_with_role(user, Role.LEAD).values("pk")
         return qs.filter(Q(**{self.owner_path: user}) | Q(**{f"{self.project_path}__in": lead_projects}))
 
-    def owner_of(self, obj):
-        for part in self.owner_path.split("__"):
-            obj = getattr(obj, part)
-        return obj
-
-    def check_owner(self, obj):
-        if self.owner_of(obj).pk != self.request.user.pk:
-            raise exceptions.PermissionDenied("Only its annotator can change this; leads review it instead.")
-
-    def update(self, request, *args, **kwargs):
-        self.check_owner(self.get_object())  # before validation: a stranger's edit is 403, not 400
-        return super().update(request, *args, **kwargs)
-
-    def perform_destroy(self, instance):
-        self.check_owner(instance)
-        if getattr(instance, "status", Status.DRAFT) == Status.APPROVED:
-            raise exceptions.PermissionDenied("Approved work cannot be deleted.")
-        super().perform_destroy(instance)
-
 
 class LabelViewSet(OwnWorkViewSet):
     """Labels, read-only: they are written through the queue endpoints (claims, overlap, rules)."""
 
-    http_method_names = ["get", "head", "options"]  # written only through the queue: annotator/queue_api.py
     serializer_class = s.LabelSerializer
     base_queryset = Label.objects.select_related("annotator").prefetch_related("categories")
     project_path = "response__conversation__project"
@@ -183,7 +165,6 @@ class LabelViewSet(OwnWorkViewSet):
 class CorrectionViewSet(OwnWorkViewSet):
     """Corrections, read-only: a correction is part of a label submitted through the queue."""
 
-    http_method_names = ["get", "head", "options"]  # written only through the queue: annotator/queue_api.py
     serializer_class = s.CorrectionSerializer
     base_queryset = Correction.objects.all()
     project_path = "label__response__conversation__project"
@@ -194,7 +175,6 @@ class CorrectionViewSet(OwnWorkViewSet):
 class PreferenceViewSet(OwnWorkViewSet):
     """Preferences, read-only: they are written through the queue endpoints (compare tasks)."""
 
-    http_method_names = ["get", "head", "options"]  # written only through the queue: annotator/queue_api.py
     serializer_class = s.PreferenceSerializer
     base_queryset = Preference.objects.select_related("annotator")
     project_path = "response_a__conversation__project"

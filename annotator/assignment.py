@@ -211,7 +211,8 @@ MAX_ASSIGN = 5000
 
 def assign(project: Project, annotator, kind: str, external_ids=(), count=0) -> int:
     """A lead hands items to a named annotator of the project: the tasks of these conversations (external
-    ids), or else the next `count` (at most MAX_ASSIGN) tasks with a free slot. Returns how many were reserved."""
+    ids), or else the next `count` (at most MAX_ASSIGN) tasks with a free slot. Returns how many were
+    reserved."""
     errors = {}
     if annotator is None or not Membership.objects.filter(project=project, user=annotator).exists():
         errors["annotator"] = ["Choose an annotator of this project."]
@@ -328,7 +329,8 @@ def _lock(slot: Slot, user, project, now) -> Slot:
 
 
 def heartbeat(task: Task, user):
-    """Renew the annotator's lock while the page is open: the new expiry, or None if it is no longer theirs."""
+    """Renew the annotator's lock while the page is open: the new expiry, or None if it is no longer
+    theirs."""
     until = timezone.now() + lock_ttl(task.project)
     renewed = Slot.objects.filter(task=task, annotator=user, state=Slot.State.LOCKED).update(
         locked_until=until
@@ -348,7 +350,8 @@ def handed_slot(task: Task, user) -> Slot | None:
 
 
 def skip(task: Task, user) -> None:
-    """Pass on a task the queue handed you: its slot goes back to the pool, the task to the back of your queue."""
+    """Pass on a task the queue handed you: its slot goes back to the pool, the task to the back of your
+    queue."""
     with transaction.atomic():
         held = (
             Slot.objects.select_for_update()

@@ -83,7 +83,8 @@ def work_state(task: Task, user) -> tuple[str, Label | Preference | None]:
 def _check_may_edit(task: Task, user, submitting: bool = False) -> tuple[str, Label | Preference | None]:
     """The one rule for drafts and submits: only a task the queue handed the annotator (or a lead reserved for
     them, or sent back to them) is theirs to write. A submit may also fill a still-free slot when their lock
-    lapsed: their draft proves the queue handed it to them (claim_for_submit refuses it if the slot is gone)."""
+    lapsed: their draft proves the queue handed it to them (claim_for_submit refuses it if the slot is
+    gone)."""
     mode, work = work_state(task, user)
     if mode == "done":
         if work is not None and work.status == Status.APPROVED:
@@ -185,7 +186,8 @@ def submit(task: Task, user, data: dict) -> Label | Preference:
 
 @retry_on_conflict
 def submit_label(task: Task, user, data: dict) -> Label:
-    """Validate and submit; fills this annotator's slot. Raises ValidationError (field -> messages) or QueueError."""
+    """Validate and submit; fills this annotator's slot. Raises ValidationError (field -> messages) or
+    QueueError."""
     _check_may_edit(task, user, submitting=True)
     errors: dict[str, list[str]] = {}
     verdict = data.get("verdict")
@@ -329,7 +331,8 @@ def time_spent_ms(value, strict: bool = False) -> int:
 
 def category_ids(project_id: int, raw, strict: bool = False) -> list[int]:
     """The active categories of the project among the ids a form or client sent (strings or numbers).
-    strict (a submit, a gold decision): anything else is a ValidationError on `categories`; an autosave drops it."""
+    strict (a submit, a gold decision): anything else is a ValidationError on `categories`; an autosave
+    drops it."""
     if raw is None or raw == "":
         raw = []
     elif isinstance(raw, (str, int)):

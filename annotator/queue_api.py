@@ -1,7 +1,8 @@
 """The annotator queue as REST endpoints, for annotation tools and scripts: the workspace pages' twins.
 
     GET  /api/projects/<slug>/queue/next/?kind=label|compare   claim your next task (204: nothing left)
-    GET  /api/projects/<slug>/queue/tasks/<id>/                the task: context, responses to judge, your draft
+    GET  /api/projects/<slug>/queue/tasks/<id>/                the task: context, responses to judge,
+                                                               your draft
     PUT  /api/projects/<slug>/queue/tasks/<id>/draft/          autosave what you have so far
     POST /api/projects/<slug>/queue/tasks/<id>/submit/         submit: fills your slot
     POST /api/projects/<slug>/queue/tasks/<id>/skip/           pass: the task goes to the back of your queue

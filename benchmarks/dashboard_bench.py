@@ -171,7 +171,8 @@ def seed(
     units = labels - 2 * n_multi  # exactly `labels` labels: n_multi units with 3 judges, the rest with 1
     n_pairs = preferences if preferences is not None else max(300, labels // 25)
     say(
-        f"seeding {units:,} responses, {labels:,} labels ({n_multi:,} items with 3 judges), {n_pairs:,} preferences"
+        f"seeding {units:,} responses, {labels:,} labels ({n_multi:,} items with 3 judges), "
+        f"{n_pairs:,} preferences"
     )
     made = 0
     conv_i = 0

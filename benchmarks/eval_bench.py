@@ -5,7 +5,8 @@
 Scoring: `toolcalls.score.score_case` over a realistic mix of outputs against demo-domain
 gold turns (right calls, wrong arguments, missed and false calls, malformed JSON, parallel
 calls, fabricated tool results, reasoning, long and repetitive replies), single process and
-single thread, timed in process CPU time (the one-core figure on a shared machine) and wall time; then `summarize` with category and turn-depth breakdowns. Target: 50,000 cases/s.
+single thread, timed in process CPU time (the one-core figure on a shared machine) and wall time;
+then `summarize` with category and turn-depth breakdowns. Target: 50,000 cases/s.
 
 Generation: `inference.generation.generate` (left-padded, greedy, stop at <|im_end|>) on the
 tiny demo model — `--model` (default: MODEL_DIR/demo-base when built, else a "test"-size model

@@ -22,7 +22,8 @@
    lock, at most one lock per annotator and kind, and as many new labels / preferences as submits
    answered 302.
 
-Prints one JSON line and writes benchmarks/results/load_run_<N>.json. Exit status 1 on any error or failed check.
+Prints one JSON line and writes benchmarks/results/load_run_<N>.json. Exit status 1 on any error or
+failed check.
 """
 
 import argparse
@@ -57,7 +58,8 @@ LEFT_SIDE_RE = re.compile(rb'name="left_side" value="([ab])"')
 
 
 def sessions(project, prefix: str, count: int) -> list[str]:
-    """Fresh database sessions for the project's users whose name starts with prefix (what auth.login() stores)."""
+    """Fresh database sessions for the project's users whose name starts with prefix (what auth.login()
+    stores)."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.sessions.backends.db import SessionStore
 
@@ -283,31 +285,44 @@ class LoadRun:
 # --- integrity ---------------------------------------------------------------------------------
 
 CHECKS = {
-    "tasks_over_overlap": """SELECT count(*) FROM annotator_task t LEFT JOIN (SELECT task_id, count(*) FILTER (
-        WHERE state = 'done') AS done FROM annotator_slot WHERE project_id = %(p)s GROUP BY task_id) s ON s.task_id = t.id
+    "tasks_over_overlap": """SELECT count(*) FROM annotator_task t
+        LEFT JOIN (SELECT task_id, count(*) FILTER (
+        WHERE state = 'done') AS done FROM annotator_slot WHERE project_id = %(p)s GROUP BY task_id) s
+        ON s.task_id = t.id
         WHERE t.project_id = %(p)s AND (t.completed > %(o)s OR coalesce(s.done, 0) > %(o)s)""",
-    "task_completed_mismatch": """SELECT count(*) FROM annotator_task t LEFT JOIN (SELECT task_id, count(*) FILTER (
-        WHERE state = 'done') AS done FROM annotator_slot WHERE project_id = %(p)s GROUP BY task_id) s ON s.task_id = t.id
+    "task_completed_mismatch": """SELECT count(*) FROM annotator_task t
+        LEFT JOIN (SELECT task_id, count(*) FILTER (
+        WHERE state = 'done') AS done FROM annotator_slot WHERE project_id = %(p)s GROUP BY task_id) s
+        ON s.task_id = t.id
         WHERE t.project_id = %(p)s AND t.completed <> coalesce(s.done, 0)""",
-    "tasks_without_overlap_slots": """SELECT count(*) FROM annotator_task t LEFT JOIN (SELECT task_id, count(*) AS n
+    "tasks_without_overlap_slots": """SELECT count(*) FROM annotator_task t
+        LEFT JOIN (SELECT task_id, count(*) AS n
         FROM annotator_slot WHERE project_id = %(p)s GROUP BY task_id) s ON s.task_id = t.id
         WHERE t.project_id = %(p)s AND coalesce(s.n, 0) <> %(o)s""",
     "annotator_twice_on_a_task": """SELECT count(*) FROM (SELECT task_id, annotator_id FROM annotator_slot
         WHERE project_id = %(p)s AND annotator_id IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1) x""",
     "duplicate_labels": """SELECT count(*) FROM (SELECT 1 FROM annotator_label WHERE project_id = %(p)s
         GROUP BY response_id, annotator_id HAVING count(*) > 1) x""",
-    "duplicate_preferences": """SELECT count(*) FROM (SELECT 1 FROM annotator_preference f JOIN annotator_task t
+    "duplicate_preferences": """SELECT count(*) FROM (SELECT 1 FROM annotator_preference f
+        JOIN annotator_task t
         ON t.kind = 'compare' AND t.response_id = f.response_a_id AND t.response_b_id = f.response_b_id
-        WHERE t.project_id = %(p)s GROUP BY f.annotator_id, f.response_a_id, f.response_b_id HAVING count(*) > 1) x""",
-    "done_label_slots_without_label": """SELECT count(*) FROM annotator_slot s JOIN annotator_task t ON t.id = s.task_id
+        WHERE t.project_id = %(p)s GROUP BY f.annotator_id, f.response_a_id, f.response_b_id
+        HAVING count(*) > 1) x""",
+    "done_label_slots_without_label": """SELECT count(*) FROM annotator_slot s
+        JOIN annotator_task t ON t.id = s.task_id
         WHERE s.project_id = %(p)s AND t.kind = 'label' AND s.state = 'done' AND NOT EXISTS (SELECT 1 FROM
-        annotator_label l WHERE l.response_id = t.response_id AND l.annotator_id = s.annotator_id AND l.status <> 'draft')""",
-    "labels_without_done_slot": """SELECT count(*) FROM annotator_label l JOIN annotator_task t ON t.kind = 'label'
+        annotator_label l WHERE l.response_id = t.response_id AND l.annotator_id = s.annotator_id
+        AND l.status <> 'draft')""",
+    "labels_without_done_slot": """SELECT count(*) FROM annotator_label l
+        JOIN annotator_task t ON t.kind = 'label'
         AND t.response_id = l.response_id WHERE l.project_id = %(p)s AND l.status <> 'draft' AND NOT EXISTS (
-        SELECT 1 FROM annotator_slot s WHERE s.task_id = t.id AND s.annotator_id = l.annotator_id AND s.state = 'done')""",
+        SELECT 1 FROM annotator_slot s WHERE s.task_id = t.id AND s.annotator_id = l.annotator_id
+        AND s.state = 'done')""",
     "done_compare_slots_without_preference": """SELECT count(*) FROM annotator_slot s JOIN annotator_task t
-        ON t.id = s.task_id WHERE s.project_id = %(p)s AND t.kind = 'compare' AND s.state = 'done' AND NOT EXISTS (
-        SELECT 1 FROM annotator_preference f WHERE f.response_a_id = t.response_id AND f.response_b_id = t.response_b_id
+        ON t.id = s.task_id WHERE s.project_id = %(p)s AND t.kind = 'compare' AND s.state = 'done'
+        AND NOT EXISTS (
+        SELECT 1 FROM annotator_preference f WHERE f.response_a_id = t.response_id
+        AND f.response_b_id = t.response_b_id
         AND f.annotator_id = s.annotator_id AND f.status <> 'draft')""",
     "preferences_without_done_slot": """SELECT count(*) FROM annotator_preference f JOIN annotator_task t
         ON t.kind = 'compare' AND t.response_id = f.response_a_id AND t.response_b_id = f.response_b_id
@@ -319,7 +334,8 @@ CHECKS = {
         (state = 'locked' AND (annotator_id IS NULL OR locked_until IS NULL))
         OR (state = 'free' AND (annotator_id IS NOT NULL OR locked_until IS NOT NULL))
         OR (state = 'done' AND annotator_id IS NULL))""",
-    "annotators_with_several_locks_per_kind": """SELECT count(*) FROM (SELECT s.annotator_id, t.kind FROM annotator_slot s
+    "annotators_with_several_locks_per_kind": """SELECT count(*) FROM (SELECT s.annotator_id, t.kind
+        FROM annotator_slot s
         JOIN annotator_task t ON t.id = s.task_id WHERE s.project_id = %(p)s AND s.state = 'locked'
         GROUP BY 1, 2 HAVING count(*) > 1) x""",
 }
@@ -348,7 +364,8 @@ def totals(project) -> dict:
 
 
 def rollup_checks(project) -> dict:
-    """The dashboard roll-ups written under load against the rows they count (each figure: the difference, 0 = exact)."""
+    """The dashboard roll-ups written under load against the rows they count (each figure: the difference,
+    0 = exact)."""
     from django.db.models import Sum
 
     from annotator.dashboards.filters import rollup_sum
@@ -460,7 +477,8 @@ def main():
         connections.close_all()
         proc, port = qb.start_server(url, args.workers, OUT_VAR / f"load-gunicorn-{args.conversations}.log")
         log(
-            f"load: {args.annotators} annotators + {args.leads} leads, {args.warmup:g} s warm-up + {args.seconds:g} s"
+            f"load: {args.annotators} annotators + {args.leads} leads, "
+            f"{args.warmup:g} s warm-up + {args.seconds:g} s"
         )
         load = LoadRun(
             port,
@@ -494,7 +512,8 @@ def main():
     with (
         connection.cursor() as cur
     ):  # queries of killed gunicorn workers still running on this (private) database
-        cur.execute("""SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()
+        cur.execute("""SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
+                       WHERE datname = current_database()
                        AND pid <> pg_backend_pid() AND state = 'active'""")
         orphaned_queries = cur.fetchone()[0]
     log("integrity check …")
@@ -509,8 +528,8 @@ def main():
         "annotators": args.annotators,
         "leads": args.leads,
         "compare_share": args.compare_share,
-        "server": f"gunicorn (benchmarks.queue_bench:application = config.wsgi + db timing), {args.workers} sync "
-        "workers, loopback, DEBUG=0; private redis-server as cache",
+        "server": "gunicorn (benchmarks.queue_bench:application = config.wsgi + db timing), "
+        f"{args.workers} sync workers, loopback, DEBUG=0; private redis-server as cache",
         "seconds": args.seconds,
         "warmup_s": args.warmup,
         "requests": requests,

@@ -86,7 +86,8 @@ def bench_env(url: str) -> dict:
 
 def seed(n: int, annotators: int):
     """N conversations with one response each, a label task each with OVERLAP slots, no labels yet
-    (benchmarks/seed_scale.py writes them with COPY); then `assignment.sync_tasks()` must find nothing to add."""
+    (benchmarks/seed_scale.py writes them with COPY); then `assignment.sync_tasks()` must find nothing to
+    add."""
     from annotator.assignment import sync_tasks
 
     project, t = seed_scale.seed(
@@ -247,7 +248,8 @@ def start_server(url: str, workers: int, log: Path, db_timing: bool = True):
 
 
 def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of the live processes in a process group (the gunicorn master and workers)."""
+    """User + system CPU seconds of the live processes in a process group (the gunicorn master and
+    workers)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in Path("/proc").iterdir():
@@ -368,7 +370,8 @@ class Load:
         self.samples[kind].append((client_ms, *timing))
 
     def form(self, rng, token: str, task_id: int) -> list[tuple[str, str]]:
-        """70 % reasonable; 30 % unreasonable with a category and a note, a third of those with a corrected tool call."""
+        """70 % reasonable; 30 % unreasonable with a category and a note, a third of those with a corrected
+        tool call."""
         fields = {
             "csrfmiddlewaretoken": token,
             "time_spent_ms": str(rng.randint(3000, 90000)),
@@ -569,12 +572,15 @@ def integrity(project) -> dict:
         "annotator_twice_on_a_task": """SELECT count(*) FROM (SELECT task_id, annotator_id FROM annotator_slot
             WHERE project_id = %(p)s AND annotator_id IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1) x""",
         "labels_without_done_slot": """SELECT count(*) FROM annotator_label l JOIN annotator_task t
-            ON t.response_id = l.response_id AND t.kind = 'label' WHERE t.project_id = %(p)s AND l.status = 'submitted'
-            AND NOT EXISTS (SELECT 1 FROM annotator_slot s WHERE s.task_id = t.id AND s.annotator_id = l.annotator_id
-                            AND s.state = 'done')""",
-        "done_slots_without_label": """SELECT count(*) FROM annotator_slot s JOIN annotator_task t ON t.id = s.task_id
+            ON t.response_id = l.response_id AND t.kind = 'label' WHERE t.project_id = %(p)s
+            AND l.status = 'submitted'
+            AND NOT EXISTS (SELECT 1 FROM annotator_slot s WHERE s.task_id = t.id
+                            AND s.annotator_id = l.annotator_id AND s.state = 'done')""",
+        "done_slots_without_label": """SELECT count(*) FROM annotator_slot s
+            JOIN annotator_task t ON t.id = s.task_id
             WHERE s.project_id = %(p)s AND s.state = 'done' AND NOT EXISTS (SELECT 1 FROM annotator_label l
-            WHERE l.response_id = t.response_id AND l.annotator_id = s.annotator_id AND l.status = 'submitted')""",
+            WHERE l.response_id = t.response_id AND l.annotator_id = s.annotator_id
+            AND l.status = 'submitted')""",
     }
     out = {}
     with connection.cursor() as cur:
@@ -619,7 +625,8 @@ def _query_kind(sql: str) -> str:
 
 
 def explain(project, out_path: Path) -> list[dict]:
-    """EXPLAIN ANALYZE every SELECT that next_task() and the labelling page's queue count run, in a rolled-back transaction."""
+    """EXPLAIN ANALYZE every SELECT that next_task() and the labelling page's queue count run, in a
+    rolled-back transaction."""
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
     from django.db.models import Count
@@ -696,9 +703,9 @@ def loadavg() -> list[float]:
 
 
 def run_from_snapshot(argv: list[str], commit: str = "HEAD", script: str = "queue_bench.py"):
-    """Re-run a benchmark script inside `git archive <commit>` under var/bench/, so that uncommitted edits others
-    are making in the working tree (a half-written model file) cannot break the server mid-benchmark. The
-    benchmarks' own files come from the working tree."""
+    """Re-run a benchmark script inside `git archive <commit>` under var/bench/, so that uncommitted edits
+    others are making in the working tree (a half-written model file) cannot break the server
+    mid-benchmark. The benchmarks' own files come from the working tree."""
     sha = subprocess.run(
         ["git", "rev-parse", "--verify", f"{commit}^{{commit}}"],
         cwd=ROOT,
@@ -806,7 +813,8 @@ def main():
     try:
         for flow in args.flows.split(","):
             print(
-                f"load: {flow} flow, {args.annotators} annotators, {args.warmup:g} s warm-up + {args.seconds:g} s",
+                f"load: {flow} flow, {args.annotators} annotators, "
+                f"{args.warmup:g} s warm-up + {args.seconds:g} s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -836,8 +844,8 @@ def main():
         "integrity": integ,
         "explain_next_task": findings,
         **timings,
-        "notes": "server_ms = Server-Timing app;dur (the whole Django stack from the first middleware); client_ms = "
-        "connect to last byte on loopback, so it includes waiting for a free gunicorn worker. "
+        "notes": "server_ms = Server-Timing app;dur (the whole Django stack from the first middleware); "
+        "client_ms = connect to last byte on loopback, so it includes waiting for a free gunicorn worker. "
         "Client, gunicorn and PostgreSQL share the machine's cores with other work: see each flow's cpu "
         "figures (server_cpu_ms_per_request far below server_ms p50 = waiting for a core).",
     }

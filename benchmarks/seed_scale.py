@@ -1,4 +1,5 @@
-"""A realistic project at scale on PostgreSQL, written with COPY: the data every load and fault figure runs on.
+"""A realistic project at scale on PostgreSQL, written with COPY: the data every load and fault figure
+runs on.
 
     python benchmarks/seed_scale.py [--conversations 1000000] [--database badcase_scale] [--reuse]
 
@@ -77,7 +78,8 @@ def copy_text(value: str) -> str:
 
 
 def mix(*parts: int) -> float:
-    """A fixed pseudo-random number in [0, 1) for the parts (a hash, no RNG state: any row can be recomputed)."""
+    """A fixed pseudo-random number in [0, 1) for the parts (a hash, no RNG state: any row can be
+    recomputed)."""
     x = 0x9E3779B9
     for p in parts:  # a murmur3-style finaliser per part, so neighbouring inputs do not correlate
         x = (x ^ p) * 0x85EBCA6B & 0xFFFFFFFF
@@ -355,7 +357,8 @@ class Seeder:
                 for g in range(n):
                     done = ov if g < ct else 0
                     yield (
-                        f"{t0 + n_resp + g}\t{p}\tcompare\t{r0 + g * rpc}\t{r0 + g * rpc + 1}\t{priority(g)}\t"
+                        f"{t0 + n_resp + g}\t{p}\tcompare\t"
+                        f"{r0 + g * rpc}\t{r0 + g * rpc + 1}\t{priority(g)}\t"
                         f"{done}\t{stamp(self.at(g))}\n"
                     )
 
@@ -368,7 +371,8 @@ class Seeder:
                 for i in range(ov):
                     annotator = self.annotator_of(task_id, i) if done else "\\N"
                     yield (
-                        f"{s0 + j * ov + i}\t{p}\t{task_id}\t{i}\t{'done' if done else 'free'}\t{annotator}\t\\N\t"
+                        f"{s0 + j * ov + i}\t{p}\t{task_id}\t{i}\t{'done' if done else 'free'}\t"
+                        f"{annotator}\t\\N\t"
                         f"\\N\t{priority(g)}\t{ov if done else 0}\t{float(task_id)}\t{when}\n"
                     )
 
@@ -389,7 +393,8 @@ class Seeder:
                     yield (
                         f"{l0 + j * ov + i}\t{r0 + j}\t{self.annotator_of(t0 + j, i)}\t{p}\t"
                         f"{self.model_version_ids[self.version_of(g, k)]}\t"
-                        f"{'unreasonable' if bad else 'reasonable'}\t{note}\t{int(5000 + 80000 * mix(j, i, 9))}\t"
+                        f"{'unreasonable' if bad else 'reasonable'}\t{note}\t"
+                        f"{int(5000 + 80000 * mix(j, i, 9))}\t"
                         f"{status}\t{{}}\t{when}\t{when}\t{when}\n"
                     )
 
@@ -424,8 +429,10 @@ class Seeder:
                     status = "approved" if mix(g, i, 14) < 0.6 else "submitted"
                     when = stamp(self.at(g) + timedelta(hours=7, minutes=i * 10))
                     yield (
-                        f"{f0 + g * ov + i}\t{r0 + g * rpc}\t{r0 + g * rpc + 1}\t{self.annotator_of(t0 + n_resp + g, i)}\t"
-                        f"{choice}\t\t{'a' if mix(g, i, 15) < 0.5 else 'b'}\t{int(4000 + 60000 * mix(g, i, 16))}\t"
+                        f"{f0 + g * ov + i}\t{r0 + g * rpc}\t{r0 + g * rpc + 1}\t"
+                        f"{self.annotator_of(t0 + n_resp + g, i)}\t"
+                        f"{choice}\t\t{'a' if mix(g, i, 15) < 0.5 else 'b'}\t"
+                        f"{int(4000 + 60000 * mix(g, i, 16))}\t"
                         f"{status}\t{when}\t{when}\t{when}\n"
                     )
 
@@ -626,8 +633,8 @@ def counts(project) -> dict:
         "preferences": "SELECT count(*) FROM annotator_preference f JOIN annotator_modelresponse r "
         "ON r.id = f.response_a_id JOIN annotator_conversation c ON c.id = r.conversation_id "
         "WHERE c.project_id = %(p)s",
-        "corrections": "SELECT count(*) FROM annotator_correction x JOIN annotator_label l ON l.id = x.label_id "
-        "WHERE l.project_id = %(p)s",
+        "corrections": "SELECT count(*) FROM annotator_correction x JOIN annotator_label l "
+        "ON l.id = x.label_id WHERE l.project_id = %(p)s",
     }
     out = {}
     with connection.cursor() as cur:
@@ -653,8 +660,8 @@ def find_seeded(n: int):
 
 
 def rebuild_rollups(project, only_if_missing: bool = False) -> float | None:
-    """Seconds `manage.py rebuild_rollups` took (the dashboards read roll-up tables the COPY bypassed), or None
-    where the command does not exist, or (only_if_missing) the project's roll-ups are already there."""
+    """Seconds `manage.py rebuild_rollups` took (the dashboards read roll-up tables the COPY bypassed), or
+    None where the command does not exist, or (only_if_missing) the project's roll-ups are already there."""
     from django.core.management import call_command, get_commands
 
     if "rebuild_rollups" not in get_commands():
@@ -678,12 +685,14 @@ def database_url(name: str) -> str:
 
 
 def default_database(n: int) -> str:
-    """badcase_scale for the million-row project, badcase_scale_<N> for other sizes (so they never wipe it)."""
+    """badcase_scale for the million-row project, badcase_scale_<N> for other sizes (so they never wipe
+    it)."""
     return "badcase_scale" if n == 1_000_000 else f"badcase_scale_{n}"
 
 
 def ensure(n: int, database: str | None = None, reuse: bool = True, log=print) -> tuple[object, dict]:
-    """Django set up on the scale database with the project of size n: reused when complete, else seeded fresh."""
+    """Django set up on the scale database with the project of size n: reused when complete, else seeded
+    fresh."""
     from django.db import connections
 
     url = database_url(database or default_database(n))

@@ -2,9 +2,10 @@
 
     python benchmarks/training_overhead.py [--model var/models/demo-base] [--steps 60] [--repeats 2]
 
-Both runs use the same model folder, rows, hyper-parameters and TRL trainer (training.finetune.build.build_trainer).
-The job run adds what the product adds: metric points and heartbeats in the database every step,
-cancel checks, checkpoints every `save_steps` with the brain-damage guard (perplexity + response quality).
+Both runs use the same model folder, rows, hyper-parameters and TRL trainer
+(training.finetune.build.build_trainer). The job run adds what the product adds: metric points and
+heartbeats in the database every step, cancel checks, checkpoints every `save_steps` with the
+brain-damage guard (perplexity + response quality).
 Target: job train time / bare train time <= 1.05.
 """
 

@@ -214,7 +214,6 @@ SPECTACULAR_SETTINGS = {
         "WorkStatusEnum": "annotator.models.Status",
         "ImportStatusEnum": "annotator.models.ImportJob.State",
         "RoleEnum": "annotator.models.Role",
-        "AnnotatorStatusEnum": ["draft", "submitted"],
         "SplitValueEnum": ["train", "eval", "holdout"],  # Split.values (labels = values)
         "EvalRunSourceEnum": "evaluation.models.EvalRun.Source",
         "JudgeSuggestedVerdictEnum": "training.models.JudgeVerdictSuggestion.Suggested",
@@ -261,7 +260,8 @@ IMPORT_BATCH_SIZE = env_int("IMPORT_BATCH_SIZE", 1000)
 IMPORT_MAX_STORED_ERRORS = env_int("IMPORT_MAX_STORED_ERRORS", 100_000)
 DATASET_EXPORT_CHUNK_SIZE = env_int("DATASET_EXPORT_CHUNK_SIZE", 2000)
 DATASET_EXPORT_PREFETCH = env_bool("DATASET_EXPORT_PREFETCH", True)
-# A running job (any kind) whose worker is silent this long is taken over by a redelivery or failed by the reaper.
+# A running job (any kind) whose worker is silent this long is taken over by a redelivery or failed by
+# the reaper.
 JOB_HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 120)
 DASHBOARD_CACHE_SECONDS = env_int("DASHBOARD_CACHE_SECONDS", 300)
 

@@ -431,7 +431,8 @@ class EvalRunViewSet(ProjectScopedViewSet):
     )
     @action(detail=True, methods=["post"], url_path="send-to-queue")
     def send_to_queue(self, request, pk=None):
-        """Close the loop: the run's failed (or regressed) cases become badcases in the annotator queue, once."""
+        """Close the loop: the run's failed (or regressed) cases become badcases in the annotator queue,
+        once."""
         run = self._admin_run()
         ser = LoopSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
@@ -597,7 +598,6 @@ class EvalSettingsSerializer(SameProjectMixin, serializers.ModelSerializer):
             "require_significance",
             "max_new_tokens",
             "batch_size",
-            "general_texts",
             "updated_at",
         ]
         read_only_fields = ["project", "updated_at"]
@@ -606,9 +606,6 @@ class EvalSettingsSerializer(SameProjectMixin, serializers.ModelSerializer):
         for key, hi in (("quality_margin", 1), ("perplexity_margin", 10)):
             if key in attrs and not 0 <= attrs[key] <= hi:
                 raise serializers.ValidationError({key: f"a fraction from 0 to {hi}"})
-        texts = attrs.get("general_texts")
-        if texts is not None and (not isinstance(texts, list) or not all(isinstance(t, str) for t in texts)):
-            raise serializers.ValidationError({"general_texts": "a list of strings"})
         return attrs
 
 

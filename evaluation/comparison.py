@@ -269,7 +269,8 @@ def _describe_cases(flips: list[Flip]):
 
 
 def lineage_runs(model_version, suite) -> list[tuple[object, EvalRun | None]]:
-    """(model version, its latest finished run on the suite) for the version and every ancestor, base first."""
+    """(model version, its latest finished run on the suite) for the version and every ancestor, base
+    first."""
     chain = model_version.lineage()
     latest = {}
     for run in (

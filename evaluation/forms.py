@@ -129,14 +129,6 @@ class LoopForm(forms.Form):
 
 
 class SettingsForm(forms.ModelForm):
-    general_texts_text = forms.CharField(
-        required=False,
-        label="General-text set",
-        widget=forms.Textarea(attrs={"rows": 5}),
-        help_text="One passage per line for the perplexity check; empty uses the built-in set. "
-        "Changing it makes earlier perplexities incomparable.",
-    )
-
     class Meta:
         model = EvalSettings
         fields = [
@@ -152,7 +144,6 @@ class SettingsForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["default_suite"].queryset = EvalSuite.objects.filter(project=self.instance.project)
-        self.fields["general_texts_text"].initial = "\n".join(self.instance.general_texts or [])
 
     def clean_quality_margin(self):
         v = self.cleaned_data["quality_margin"]
@@ -166,11 +157,6 @@ class SettingsForm(forms.ModelForm):
             raise forms.ValidationError("A fraction from 0 to 10 (0.05 = +5%).")
         return v
 
-    def save(self, commit=True):
-        self.instance.general_texts = [
-            t.strip() for t in self.cleaned_data["general_texts_text"].splitlines() if t.strip()
-        ]
-        return super().save(commit)
 
 
 class DecisionForm(forms.Form):

@@ -130,11 +130,6 @@ class EvalSettings(models.Model):
     )
     max_new_tokens = models.PositiveIntegerField(default=256)
     batch_size = models.PositiveIntegerField(default=16)
-    general_texts = models.JSONField(
-        default=list,
-        blank=True,
-        help_text="General-text passages for the perplexity check (empty: built-in set).",
-    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -191,7 +186,7 @@ class EvalRun(Job):
     cases_done = models.PositiveIntegerField(default=0)
 
     summary = models.JSONField(
-        default=dict, blank=True, help_text="evaluation.metrics.summarize() of the results."
+        default=dict, blank=True, help_text="toolcalls.score.summarize() of the results."
     )
     perplexity = models.FloatField(null=True, blank=True, help_text="General-text perplexity (local runs).")
     stats = models.JSONField(default=dict, blank=True, help_text="Throughput: seconds, tokens, device.")
@@ -266,7 +261,7 @@ class EvalResult(models.Model):
     tool_args_accuracy = models.PositiveSmallIntegerField(null=True, blank=True)
     response_quality = models.PositiveSmallIntegerField()
     defect_count = models.PositiveSmallIntegerField(default=0)
-    score = models.JSONField(help_text="evaluation.metrics.score_case() output.")
+    score = models.JSONField(help_text="toolcalls.score.score_case() output.")
 
     class Meta:
         ordering = ["run", "case__position"]

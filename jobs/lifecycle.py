@@ -75,7 +75,8 @@ def enqueue(job: Job) -> None:
                 model.objects.filter(pk=pk, status=QUEUED),
                 job,
                 FAILED,
-                f"{QUEUE_UNAVAILABLE} ({exc}). Nothing has run yet; it is queued again once the queue is back.",
+                f"{QUEUE_UNAVAILABLE} ({exc}). Nothing has run yet; "
+                "it is queued again once the queue is back.",
                 "waiting",
                 waiting_for_queue=True,
             )
@@ -310,7 +311,9 @@ def reap_stale(model: type[Job], **filters) -> int:
             model.objects.filter(pk=job.pk, status=RUNNING, run_token=job.run_token),
             job,
             FAILED,
-            f"The worker {job.worker or ''} stopped responding: no heartbeat {since}. {job.resume_hint}".strip(),
+            (
+                f"The worker {job.worker or ''} stopped responding: no heartbeat {since}. {job.resume_hint}"
+            ).strip(),
             "stale",
         )
     return reaped

@@ -64,7 +64,8 @@ class Job(models.Model):
         return self.status == RUNNING and (beat is None or timezone.now() - beat > heartbeat_timeout())
 
     def resume_problem(self) -> str:
-        """Why the job cannot be queued again ("" when it can): only a failed, cancelled or stalled one can."""
+        """Why the job cannot be queued again ("" when it can): only a failed, cancelled or stalled one
+        can."""
         if self.status in (FAILED, CANCELLED) or self.stalled:
             return ""
         return f"Only a failed, cancelled or stalled job can be queued again (this one is {self.status})."

@@ -304,7 +304,8 @@ def sample(
 
 
 def checker_score(expected: dict, raw: str, tools: list) -> float:
-    """2 for a strictly right and clean answer, 1 for right but with a defect or clean but wrong, 0 for both."""
+    """2 for a strictly right and clean answer, 1 for right but with a defect or clean but wrong, 0 for
+    both."""
     s = score_case(expected, raw, tools)
     return float((s["tool_call_accuracy"] or 0) + (s["response_quality"] or 0))
 
@@ -463,8 +464,8 @@ def _snapshot(run: OnlineRun, rnd: OnlineRound):
             {
                 "kind": "dpo",
                 "filters": {"sources": ["online"], "online_rounds": [rnd.pk]},
-                "note": f"Online DPO run {run.pk}, round {rnd.number}: {rnd.pairs} pairs from {rnd.policy.name}'s "
-                f"own samples, ranked by the {run.get_ranker_display()}.",
+                "note": f"Online DPO run {run.pk}, round {rnd.number}: {rnd.pairs} pairs "
+                f"from {rnd.policy.name}'s own samples, ranked by the {run.get_ranker_display()}.",
             },
             start=False,
         )

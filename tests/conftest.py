@@ -58,7 +58,9 @@ def conversation_record(i: int, **extra) -> dict:
         "responses": [
             {
                 "model": "agent-v1",
-                "raw": f'<tool_call>{{"name": "check_inventory", "arguments": {{"sku": "A-{i}"}}}}</tool_call>',
+                "raw": (
+                    f'<tool_call>{{"name": "check_inventory", "arguments": {{"sku": "A-{i}"}}}}</tool_call>'
+                ),
             }
         ],
     }

@@ -582,6 +582,7 @@ def test_finding5_one_policy_module():
     root = Path(__file__).resolve().parent.parent
     for module in API_MODULES:
         text = (root / module).read_text()
-        # the API asks the policy by name; has_role with a literal role lives in policy.py (and the base class)
+        # the API asks the policy by name; has_role with a literal role lives in policy.py (and the base
+        # class)
         assert "has_role(" not in text or module == "annotator/api_base.py", module
         assert "permissions import" not in text.replace("rest_framework.permissions", ""), module

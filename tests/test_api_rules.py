@@ -144,7 +144,10 @@ def test_drafts_cannot_be_reviewed(api, members, label):
 def test_responses_from_raw_text_are_parsed(api, members, project):
     conv, _ = make_conversation(project, 5, n_responses=0)
     mv = ModelVersion.objects.get(project=project)
-    raw = '<think>need stock</think><tool_call>{"name": "check_inventory", "arguments": "{\\"sku\\": \\"A-5\\"}"}</tool_call>'
+    raw = (
+        '<think>need stock</think><tool_call>{"name": "check_inventory", '
+        '"arguments": "{\\"sku\\": \\"A-5\\"}"}</tool_call>'
+    )
     response = api(members["admin"]).post(
         "/api/responses/",
         {"conversation": conv.pk, "model_version": mv.pk, "context_length": 1, "raw_text": raw},

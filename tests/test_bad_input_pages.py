@@ -151,7 +151,8 @@ def test_filter_dates_are_clamped_and_ids_bounded():
 def test_huge_date_range_is_bounded_in_buckets_queries_and_size(
     lead_client, project, members, labelled, django_assert_max_num_queries
 ):
-    """0001-01-01..9999-12-31 on a project with data over 26 years: monthly buckets, not 10,000 years of days."""
+    """0001-01-01..9999-12-31 on a project with data over 26 years: monthly buckets, not 10,000 years of
+    days."""
     old = Label.objects.get(pk=labelled["label"].pk)
     long_ago = timezone.make_aware(dt.datetime(2000, 1, 15, 12))
     type(project).objects.filter(pk=project.pk).update(created_at=long_ago)
@@ -500,7 +501,8 @@ def test_huge_ids_in_paths_are_not_found(client, project, members, url):
 
 
 def test_import_report_csv_neutralises_formulas(client, project, members):
-    """The import report repeats schema messages and field names: a cell starting with '-' or '=' is quoted."""
+    """The import report repeats schema messages and field names: a cell starting with '-' or '=' is
+    quoted."""
     from annotator.models import ImportJob
 
     client.force_login(members[Role.ADMIN])

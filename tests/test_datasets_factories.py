@@ -1,4 +1,5 @@
-"""Factories shared by the dataset-snapshot tests (no tests here): conversations, responses, labels, corrections, preferences."""
+"""Factories shared by the dataset-snapshot tests (no tests here): conversations, responses, labels,
+corrections, preferences."""
 
 import json
 

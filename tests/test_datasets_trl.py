@@ -30,7 +30,8 @@ pytestmark = pytest.mark.django_db
 CHAT_TEMPLATE = (
     "{%- if messages[0].role == 'system' or tools %}<|im_start|>system\n"
     "{%- if messages[0].role == 'system' %}{{ messages[0].content }}{% endif %}"
-    "{%- if tools %}\n# Tools{% for t in tools %}\n{{ (t.function if t.function is defined else t).name }}{% endfor %}"
+    "{%- if tools %}\n# Tools{% for t in tools %}\n"
+    "{{ (t.function if t.function is defined else t).name }}{% endfor %}"
     "{%- endif %}<|im_end|>\n{%- endif %}"
     "{%- for m in messages %}"
     "{%- if m.role == 'user' %}<|im_start|>user\n{{ m.content }}<|im_end|>\n"
@@ -39,7 +40,8 @@ CHAT_TEMPLATE = (
     "{%- for c in (m.tool_calls or []) %}<tool_call>\n"
     '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments }}}\n</tool_call>{% endfor %}'
     "<|im_end|>{% endgeneration %}\n"
-    "{%- elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n</tool_response><|im_end|>\n"
+    "{%- elif m.role == 'tool' %}<|im_start|>user\n"
+    "<tool_response>\n{{ m.content }}\n</tool_response><|im_end|>\n"
     "{%- endif %}{%- endfor %}"
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )

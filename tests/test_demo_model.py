@@ -152,7 +152,10 @@ def test_tokenizer_keeps_tags_whole_and_round_trips(tokenizer):
     for tag in SPECIAL_TOKENS + TAG_TOKENS:
         ids = tokenizer(tag, add_special_tokens=False)["input_ids"]
         assert len(ids) == 1 and tokenizer.convert_ids_to_tokens(ids) == [tag]
-    text = '<think>\nok\n</think>\n<tool_call>\n{"name": "check_inventory", "arguments": {"sku": "A-113"}}\n</tool_call>'
+    text = (
+        "<think>\nok\n</think>\n<tool_call>\n"
+        '{"name": "check_inventory", "arguments": {"sku": "A-113"}}\n</tool_call>'
+    )
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == text
     # the tags are not special: decoding for display keeps them, drops the template tokens

@@ -310,7 +310,7 @@ def api_writes(project, other_project, members):
         (
             "patch",
             "/api/eval-settings/sales/",
-            {"default_suite": suite.pk, "quality_margin": 0.1, "general_texts": ["a"]},
+            {"default_suite": suite.pk, "quality_margin": 0.1},
         ),
         ("post", "/api/auth/token/", {"username": "admin", "password": "pw-admin"}),
     ]

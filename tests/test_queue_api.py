@@ -1,4 +1,5 @@
-"""The annotator queue as REST endpoints (annotator/queue_api.py), and the one write path behind pages and API.
+"""The annotator queue as REST endpoints (annotator/queue_api.py), and the one write path behind pages
+and API.
 
 Regression tests for the API and URL bypasses: labels, corrections and preferences cannot be written
 outside the queue; a task the queue never handed you cannot be submitted, drafted or skipped, by page
@@ -104,6 +105,21 @@ def test_labels_corrections_preferences_cannot_be_written_through_the_api(api, m
         label.status == Status.DRAFT and Correction.objects.count() == 0 and Preference.objects.count() == 0
     )
     assert client.get(f"/api/labels/{label.pk}/").status_code == 200  # reading stays
+
+
+def test_the_admin_site_shows_labels_and_preferences_but_does_not_write_them(
+    client, make_user, members, queue
+):
+    """The admin is a second door around the queue's rules: it may read, never add or change."""
+    _, (r1, _) = make_conversation(queue, 51, n_responses=2)
+    label = Label.objects.create(response=r1, annotator=members["annotator"], verdict="reasonable")
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    assert client.get(f"/admin/annotator/label/{label.pk}/change/").status_code == 200  # read-only view
+    assert client.get("/admin/annotator/label/add/").status_code == 403
+    res = client.post(f"/admin/annotator/label/{label.pk}/change/", {"verdict": "unreasonable"})
+    label.refresh_from_db()
+    assert res.status_code == 403 and label.verdict == "reasonable"
+    assert client.get("/admin/annotator/preference/add/").status_code == 403
 
 
 def test_a_third_label_on_an_overlap_one_item_locked_by_someone_else_is_refused(api, members, project):

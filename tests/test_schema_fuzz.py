@@ -1,4 +1,5 @@
-"""schemathesis over the OpenAPI schema with each role's token (bounded; benchmarks/schema_fuzz.py runs more)."""
+"""schemathesis over the OpenAPI schema with each role's token (bounded; benchmarks/schema_fuzz.py runs
+more)."""
 
 import pytest
 

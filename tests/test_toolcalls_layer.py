@@ -23,7 +23,9 @@ import json, sys
 import toolcalls.parse, toolcalls.validate, toolcalls.match, toolcalls.defects, toolcalls.score
 import inference.loading, inference.generation, inference.perplexity
 from toolcalls.score import score_case
-score = score_case({"role": "assistant", "content": "Hello there, how can I help?"}, "Hello there, how can I help?", [])
+score = score_case(
+    {"role": "assistant", "content": "Hello there, how can I help?"}, "Hello there, how can I help?", []
+)
 loaded = sorted({name.split(".")[0] for name in sys.modules})
 print(json.dumps({"modules": loaded, "quality": score["response_quality"]}))
 """

@@ -575,7 +575,10 @@ class _Conversation:
         flaw = self.user("greeting")
         right = self.rng.choice(
             [
-                "Hello! I can help you find products, check stock, and place or track orders. What do you need?",
+                (
+                    "Hello! I can help you find products, check stock, and place or track orders. "
+                    "What do you need?"
+                ),
                 "Hi! How can I help you today?",
             ]
         )

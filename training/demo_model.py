@@ -71,7 +71,8 @@ CHAT_TEMPLATE = """\
                 {%- set call = tool_call.function if tool_call.function is defined else tool_call %}
                 {%- if message.content or not loop.first %}{{- '\\n' }}{%- endif %}
                 {{- '<tool_call>\\n{"name": "' + call.name + '", "arguments": ' }}
-                {%- if call.arguments is string %}{{- call.arguments }}{%- else %}{{- call.arguments | tojson }}{%- endif %}
+                {%- if call.arguments is string %}{{- call.arguments }}
+                {%- else %}{{- call.arguments | tojson }}{%- endif %}
                 {{- '}\\n</tool_call>' }}
             {%- endfor %}
             {{- '<|im_end|>' }}

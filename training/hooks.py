@@ -18,7 +18,8 @@ def on_version_trained(subscriber: Callable) -> Callable:
 
 
 def version_trained(job, version) -> list[str]:
-    """Run the subscribers; each one's failure is reported as a log line, never raised (training succeeded)."""
+    """Run the subscribers; each one's failure is reported as a log line, never raised (training
+    succeeded)."""
     lines = []
     for subscriber in _after_training:
         try:

@@ -111,7 +111,9 @@ def judge_evaluate(request, slug, pk):
             evaluate_judge,
             judge.pk,
             snap.pk,
-            done=f"{judge.name} is judging the pairs of {snap.name}; the report appears here when it is done.",
+            done=(
+                f"{judge.name} is judging the pairs of {snap.name}; the report appears here when it is done."
+            ),
         )
     return redirect("training-jobs:judges", slug=slug)
 

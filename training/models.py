@@ -11,7 +11,7 @@ class DatasetSnapshot(Job):
     """An immutable, content-hashed JSONL export (SFT, DPO or eval) built by a Celery worker.
 
     The row is created `queued` with its filter spec and audit settings; the build
-    (training/datasets.py) streams rows into a temp file, audits them, and only then
+    (training/snapshots/build.py) streams rows into a temp file, audits them, and only then
     renames the file into place and turns the row `ready` in one transaction. Once ready
     nothing about it changes (save() refuses); delete it and build another instead.
     """
@@ -43,7 +43,9 @@ class DatasetSnapshot(Job):
     version = models.PositiveIntegerField(help_text="1, 2, 3 … per project and kind.")
     layout = models.CharField(max_length=40, help_text="Row format, e.g. trl_messages or openai_preference.")
     note = models.TextField(blank=True)
-    filters = models.JSONField(default=dict, help_text="Normalised filter spec (see training/datasets.py).")
+    filters = models.JSONField(
+        default=dict, help_text="Normalised filter spec (see training/snapshots/spec.py)."
+    )
     audit_config = models.JSONField(default=dict, help_text="Mode per audit check and its thresholds.")
 
     status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
@@ -146,7 +148,7 @@ class TrainingJob(Job):
         default=False, help_text="DPO straight on a base model (not advised)."
     )
     params = models.JSONField(
-        default=dict, help_text="Hyper-parameters, preset applied (see training/trainer.py)."
+        default=dict, help_text="Hyper-parameters, preset applied (see training/finetune/params.py)."
     )
     guard = models.JSONField(default=dict, help_text="Brain-damage guard limits.")
     merge_weights = models.BooleanField(default=False, help_text="Also save merged full weights.")
@@ -315,7 +317,8 @@ class JudgeSuggestion(models.Model):
 
 class JudgeVerdictSuggestion(models.Model):
     """The judge's view of one response on a labelling task: compared with a known good answer in the same
-    context (a response the humans' majority found reasonable there), shown to leads and used to order the queue."""
+    context (a response the humans' majority found reasonable there), shown to leads and used to order the
+    queue."""
 
     class Suggested(models.TextChoices):
         REASONABLE = "reasonable"

@@ -32,9 +32,9 @@ class DatasetSnapshotSerializer(serializers.ModelSerializer):
     filters = serializers.JSONField(
         required=False,
         help_text=(
-            "include_submitted (bool), splits (list), categories (ids, children included), model_versions (ids), "
-            "date_from / date_to (YYYY-MM-DD, when labelled), include_reasonable (SFT/eval), "
-            "sources (DPO: preferences, corrections)."
+            "include_submitted (bool), splits (list), categories (ids, children included), "
+            "model_versions (ids), date_from / date_to (YYYY-MM-DD, when labelled), "
+            "include_reasonable (SFT/eval), sources (DPO: preferences, corrections)."
         ),
     )
     audit_config = serializers.JSONField(

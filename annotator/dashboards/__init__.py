@@ -11,7 +11,8 @@ write (day x model version, with split x status as columns; per annotator; per c
 page reads a few thousand rows instead of grouping every label. Agreement reads its own roll-ups
 (verdict units, per-category units, preference units and the disagreement-item index, per status set,
 each unit filed under the day it was complete; annotator pairs also per day of their later label);
-the cases and comparisons lists take their totals from the roll-ups where they hold them exactly. What still reads raw rows,
+the cases and comparisons lists take their totals from the roll-ups where they hold them exactly.
+What still reads raw rows,
 bounded by the filter: case totals under pair / disagreement / gold / annotator-and-category
 filters, preference reviews, the time-per-item percentiles under a model filter, and the
 overview / model pages filtered to one annotator (that annotator's labels, by index). agreement_core

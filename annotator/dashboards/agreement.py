@@ -104,7 +104,8 @@ def agreement_core(project, f: Filters, categories: bool = True, items: int = 0,
         mine = (
             "AND response_id IN (SELECT response_id FROM ml WHERE annotator_id = %s)" if f.annotator else ""
         )
-        parts.append(f"""SELECT 'item', response_id, n - u, u, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT) FROM (
+        parts.append(f"""SELECT 'item', response_id, n - u, u,
+                CAST(NULL AS BIGINT), CAST(NULL AS BIGINT) FROM (
                 SELECT response_id, n, u FROM units WHERE u > 0 AND u < n {mine}
                 ORDER BY (n - u) * u DESC, last DESC, response_id LIMIT %s) top""")
         params += [f.annotator] if f.annotator else []
@@ -196,7 +197,8 @@ def agreement_rolled_up(project, f: Filters, items: int = 0) -> dict:
 def preference_compositions(project, f: Filters, from_rollups: bool = True) -> list[tuple[dict, int]]:
     """Compositions of the (response a, response b) pairs compared two or more times: {choice: n}, units.
     From the preference-unit roll-up; under a date filter the pairs whose last comparison falls inside it.
-    `from_rollups=False` computes the same from the preferences (the reference the roll-ups are checked against)."""
+    `from_rollups=False` computes the same from the preferences (the reference the roll-ups are checked
+    against)."""
     choices = list(Preference.Choice.values)
     if from_rollups:
         rows = PreferenceUnit.objects.filter(

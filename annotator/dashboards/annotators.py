@@ -68,7 +68,8 @@ TIME_BINS = [
 
 
 def _work_stats(qs, time_field="time_spent_ms") -> dict[int, dict]:
-    """Per annotator: items, items with a recorded time, time spent, a one-second time histogram, first/last."""
+    """Per annotator: items, items with a recorded time, time spent, a one-second time histogram,
+    first/last."""
     seconds = Least(F(time_field) / 1000, Value(TIME_CAP_S), output_field=IntegerField())
     out: dict[int, dict] = {}
     for row in (
@@ -152,7 +153,8 @@ def _time_histograms(project, f: Filters) -> dict[int, Counter]:
 
 
 def annotators(project, f: Filters) -> dict:
-    """Throughput, time per item, skips, review outcomes and agreement (with peers and with gold) per annotator."""
+    """Throughput, time per item, skips, review outcomes and agreement (with peers and with gold) per
+    annotator."""
     mine = Q(project_id=project.pk) & (Q(annotator=f.annotator) if f.annotator else Q())
     labels = _rolled_up_work(
         AnnotatorDay.objects.filter(mine, Q(model_version__in=f.models) if f.models else Q()), f

@@ -1,9 +1,9 @@
 """REST API and CSV downloads behind the lead dashboards (same functions as the pages).
 
-    GET /api/projects/<slug>/dashboards/{overview,annotators,agreement,models}/      JSON
-    GET /api/projects/<slug>/dashboards/<page>/<table>.csv                            one chart's table
-    GET /api/projects/<slug>/dashboards/cases/          (+ cases.csv)                 labels behind a number
-    GET /api/projects/<slug>/dashboards/comparisons/    (+ comparisons.csv)           preferences behind a cell
+    GET /api/projects/<slug>/dashboards/{overview,annotators,agreement,models}/    JSON
+    GET /api/projects/<slug>/dashboards/<page>/<table>.csv                          one chart's table
+    GET /api/projects/<slug>/dashboards/cases/          (+ cases.csv)               labels behind a number
+    GET /api/projects/<slug>/dashboards/comparisons/    (+ comparisons.csv)         preferences behind a cell
 
 Leads and admins of the project only (annotators 403, non-members 404). Filters are query
 parameters: model (id, comma-separated for several), from, to (YYYY-MM-DD, inclusive), annotator

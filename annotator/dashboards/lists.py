@@ -242,7 +242,8 @@ def comparison_count_rolled_up(
 
 
 def comparison_page(project, f: Filters, model_a=None, model_b=None, outcome="", page=1, per_page=50) -> dict:
-    """One page of the comparisons behind a win-rate cell, newest first; the total from the roll-ups where they hold it."""
+    """One page of the comparisons behind a win-rate cell, newest first; the total from the roll-ups
+    where they hold it."""
     qs = comparison_queryset(project, f, model_a, model_b, outcome)
     total = comparison_count_rolled_up(project, f, model_a, model_b, outcome)
     if total is None:

@@ -739,9 +739,9 @@ def comparisons(request, slug):
             "model_a_id": model_a,
             "model_b_id": model_b,
             "hidden": [(k, v) for k, v in params.items() if k in ("model_a", "model_b", "outcome")],
-            "csv_url": f"/api/projects/{project.slug}/dashboards/comparisons.csv?{request.GET.urlencode()}".rstrip(
-                "?"
-            ),
+            "csv_url": (
+                f"/api/projects/{project.slug}/dashboards/comparisons.csv?{request.GET.urlencode()}"
+            ).rstrip("?"),
             "is_admin": has_role(request.user, project, Role.ADMIN),
             "tab": "models",
             "role": role_in(request.user, project),

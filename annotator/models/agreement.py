@@ -33,7 +33,8 @@ def _split_counters(name):
 
 
 class AgreementUnit(_split_counters("AgreementUnitCounters")):
-    """Responses judged two or more times (among labels of the status mask) by (judges, unreasonable verdicts)."""
+    """Responses judged two or more times (among labels of the status mask) by (judges, unreasonable
+    verdicts)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     statuses = models.SmallIntegerField()

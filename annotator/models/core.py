@@ -180,7 +180,8 @@ class Conversation(models.Model):
 class ModelResponse(models.Model):
     """What a model version said after the first `context_length` messages of a conversation."""
 
-    # neither key has an index of its own: response_unique_per_context and response_model_created start with them
+    # neither key has an index of its own: response_unique_per_context and response_model_created
+    # start with them
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="responses", db_index=False
     )
@@ -268,7 +269,8 @@ class Label(models.Model):
         REASONABLE = "reasonable"
         UNREASONABLE = "unreasonable"
 
-    # response, annotator and project have no index of their own: the unique constraint and the indexes start with them
+    # response, annotator and project have no index of their own: the unique constraint and the indexes
+    # start with them
     response = models.ForeignKey(
         ModelResponse, on_delete=models.CASCADE, related_name="labels", db_index=False
     )

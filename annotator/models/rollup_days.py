@@ -38,7 +38,8 @@ class LabelDay(_rollup_counters("LabelDayCounters", ("n", "bad"))):
 
 
 class AnnotatorDay(_rollup_counters("AnnotatorDayCounters", ("n", "bad", "timed", "ms"), big=("ms",))):
-    """Per annotator: labels, badcases, labels with a recorded time and milliseconds spent, per day and version."""
+    """Per annotator: labels, badcases, labels with a recorded time and milliseconds spent, per day and
+    version."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     annotator = models.IntegerField()
@@ -168,7 +169,8 @@ class ResponseJudges(models.Model):
 
 
 class GoldDay(_rollup_counters("GoldDayCounters", ("n",))):
-    """Labels on items with a lead's gold verdict: (the label's verdict, the gold verdict) per annotator and day."""
+    """Labels on items with a lead's gold verdict: (the label's verdict, the gold verdict) per annotator and
+    day."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     annotator = models.IntegerField()
@@ -186,7 +188,8 @@ class GoldDay(_rollup_counters("GoldDayCounters", ("n",))):
 
 
 class SkipDay(_rollup_counters("SkipDayCounters", ("n",), cells=tuple(Split.values))):
-    """Skips per annotator, local day of the skip and model version of the skipped item, one column per split."""
+    """Skips per annotator, local day of the skip and model version of the skipped item, one column per
+    split."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     annotator = models.IntegerField()
@@ -207,7 +210,8 @@ PAIR_CELLS = tuple(
 
 
 class _PairKey(_rollup_counters("PairCounters", ("n",), cells=PAIR_CELLS)):
-    """Two annotators who judged the same item (a < b) and their verdicts; columns: split and both labels' statuses."""
+    """Two annotators who judged the same item (a < b) and their verdicts; columns: split and both labels'
+    statuses."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     model_version = models.IntegerField()

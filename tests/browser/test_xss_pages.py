@@ -157,8 +157,10 @@ INJECTED = """() => ({
   handlers: [...document.querySelectorAll('*')].filter(e => [...e.attributes].some(
       a => a.name.startsWith('on') && /__xss|alert/.test(a.value))).map(e => e.outerHTML.slice(0, 120)),
   // data islands (json_script: type=application/json, < escaped) carry the text but never run
-  scripts: [...document.scripts].filter(s => !/json/.test(s.type) && /__xss|alert/.test(s.textContent)).length,
-  js_links: [...document.querySelectorAll('a[href]')].filter(a => a.href.trim().toLowerCase().startsWith('javascript:')).length,
+  scripts: [...document.scripts].filter(
+      s => !/json/.test(s.type) && /__xss|alert/.test(s.textContent)).length,
+  js_links: [...document.querySelectorAll('a[href]')].filter(
+      a => a.href.trim().toLowerCase().startsWith('javascript:')).length,
   iframes: document.querySelectorAll('iframe[srcdoc]').length,
 })"""
 

@@ -76,7 +76,8 @@ class Guard:
             tripped.append(f"perplexity ratio {ratio:.2f} > {self.limits['max_perplexity_ratio']}")
         if drop > self.limits["max_quality_drop"]:
             tripped.append(
-                f"response quality fell {100 * drop:.0f} points (limit {100 * self.limits['max_quality_drop']:.0f})"
+                f"response quality fell {100 * drop:.0f} points "
+                f"(limit {100 * self.limits['max_quality_drop']:.0f})"
             )
         return {
             **m,

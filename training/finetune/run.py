@@ -110,7 +110,8 @@ def _run(job: TrainingJob, started: float) -> None:
             lifecycle.finish(
                 job,
                 TrainingJob.State.STOPPED_BY_GUARD,
-                f"Stopped by the guard at step {callback.tripped['step']}: {'; '.join(callback.tripped['tripped'])}. "
+                f"Stopped by the guard at step {callback.tripped['step']}: "
+                f"{'; '.join(callback.tripped['tripped'])}. "
                 "No checkpoint was healthy, so no model was registered.",
                 guard_report=report,
                 timings=timings,
@@ -124,7 +125,8 @@ def _run(job: TrainingJob, started: float) -> None:
         lifecycle.finish(
             job,
             TrainingJob.State.STOPPED_BY_GUARD,
-            f"Stopped by the guard at step {callback.tripped['step']}: {'; '.join(callback.tripped['tripped'])}. "
+            f"Stopped by the guard at step {callback.tripped['step']}: "
+            f"{'; '.join(callback.tripped['tripped'])}. "
             f"The healthy checkpoint of step {healthy.step} is the result.",
             guard_report=report,
             timings=timings,
@@ -135,13 +137,17 @@ def _run(job: TrainingJob, started: float) -> None:
         lifecycle.finish(
             job,
             TrainingJob.State.CANCELLED,
-            f"Cancelled at step {trainer.state.global_step}; the checkpoint there is kept and Resume continues from it.",
+            f"Cancelled at step {trainer.state.global_step}; the checkpoint there is kept "
+            "and Resume continues from it.",
             timings=timings,
         )
         return
     adapter_dir = out / "adapter"
     trainer.save_model(str(adapter_dir))
-    note = f"{job.get_stage_display()} job {job.pk} on snapshot {job.train_snapshot.name}, {trainer.state.global_step} steps."
+    note = (
+        f"{job.get_stage_display()} job {job.pk} on snapshot {job.train_snapshot.name}, "
+        f"{trainer.state.global_step} steps."
+    )
     version = _register(job, str(adapter_dir), note)
     if job.merge_weights:
         merged = out / "merged"

@@ -59,7 +59,8 @@ def judge_prompt(context: list[dict], tools, first, second) -> list[dict]:
         body = "…" + body[-MAX_PROMPT_CHARS:]
     names = ", ".join(_tool_names(tools)) or "none"
     text = (
-        f"Tools: {names}\nConversation:\n{body}\n\n[A]\n{answer_text(first)}\n\n[B]\n{answer_text(second)}\n\n"
+        f"Tools: {names}\nConversation:\n{body}\n\n[A]\n{answer_text(first)}\n\n"
+        f"[B]\n{answer_text(second)}\n\n"
         f"{QUESTION}"
     )
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": text}]

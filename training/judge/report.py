@@ -43,7 +43,8 @@ def score_verdicts(verdicts: list[PairVerdict], bins: int = 10) -> Report:
     singles = [(v.p_first, True) for v in verdicts] + [(v.p_second, False) for v in verdicts]
     single_acc = sum(1 for p, _ in singles if p > 0.5) / (2 * n)
     flips = sum(1 for v in verdicts if not v.consistent) / n
-    # the first slot is picked when x shown first wins (p_first >= .5) or when y shown first wins (p_second < .5)
+    # the first slot is picked when x shown first wins (p_first >= .5) or when y shown first wins
+    # (p_second < .5)
     first = sum((1 if v.p_first >= 0.5 else 0) + (1 if v.p_second < 0.5 else 0) for v in verdicts) / (2 * n)
     table = [[0, 0.0, 0.0] for _ in range(bins)]  # count, sum of confidence, correct
     brier = 0.0

@@ -102,7 +102,8 @@ def suggest(project, judge_version, limit: int = 2000, judge=None) -> dict:
 
 
 def _store(model, rows, disagree: list[int], unsure: list[int]):
-    """Save the suggestions and raise the priority of their tasks (and the tasks' slots) in one transaction."""
+    """Save the suggestions and raise the priority of their tasks (and the tasks' slots) in one
+    transaction."""
     with transaction.atomic():
         model.objects.bulk_create(rows, ignore_conflicts=True)
         for ids, boost in ((disagree, DISAGREE_BOOST), (unsure, UNSURE_BOOST)):

@@ -19,12 +19,16 @@ Kind = DatasetSnapshot.Kind
 LAYOUTS = {
     Kind.SFT: {
         "trl_messages": "OpenAI chat messages + tools as a JSON string (TRL SFTTrainer)",
-        "trl_prompt_completion": "prompt / completion messages (TRL SFTTrainer, loss on the corrected turn only)",
+        "trl_prompt_completion": (
+            "prompt / completion messages (TRL SFTTrainer, loss on the corrected turn only)"
+        ),
         "openai_chat": "OpenAI chat fine-tuning (messages + tools as a list)",
     },
     Kind.DPO: {
         "trl_preference": "prompt / chosen / rejected messages (TRL DPOTrainer)",
-        "openai_preference": "OpenAI preference fine-tuning (input / preferred_output / non_preferred_output)",
+        "openai_preference": (
+            "OpenAI preference fine-tuning (input / preferred_output / non_preferred_output)"
+        ),
         "llamafactory": "LLaMA-Factory ShareGPT ranking (conversations / chosen / rejected / system / tools)",
     },
     Kind.EVAL: {

@@ -164,7 +164,8 @@ class Source:
         return self.queryset().count()
 
     def stream(self, size: int):
-        """(chunk, look-ups) in keyset chunks over id windows: `pk > last AND pk <= last + window … LIMIT size`.
+        """(chunk, look-ups) in keyset chunks over id windows:
+        `pk > last AND pk <= last + window … LIMIT size`.
 
         The upper bound keeps every chunk small and cheap to plan; the window grows where
         the project's rows are sparse among other projects' ids and shrinks back where

@@ -1,4 +1,5 @@
-"""Recompute the dashboard roll-ups from scratch: after an upgrade, a bulk load that bypassed the ORM, or a repair."""
+"""Recompute the dashboard roll-ups from scratch: after an upgrade, a bulk load that bypassed the ORM, or a
+repair."""
 
 import time
 

@@ -121,7 +121,8 @@ def crafted_cases():
             ask_ship,
             shop,
             reply(ship_reply),
-            f"<think>\nMaybe {block('search_product', {'query': 'shipping'})}? No, policy is known.\n</think>\n"
+            f"<think>\nMaybe {block('search_product', {'query': 'shipping'})}? "
+            "No, policy is known.\n</think>\n"
             f"{ship_reply}",
         )
     )

@@ -1,9 +1,10 @@
-"""Evaluate a model version on a suite from the command line.
+r"""Evaluate a model version on a suite from the command line.
 
 python manage.py run_eval sales-agent demo-base --suite 3            # queue it on the eval worker
 python manage.py run_eval sales-agent demo-base --suite 3 --now      # run here, print the summary
 python manage.py run_eval sales-agent agent-v3 --suite 3 --outputs outputs.jsonl --now
-python manage.py run_eval sales-agent qwen3-8b --suite 3 --endpoint http://gpu-1:8000/v1 --endpoint-model qwen3-8b
+python manage.py run_eval sales-agent qwen3-8b --suite 3 \
+    --endpoint http://gpu-1:8000/v1 --endpoint-model qwen3-8b
 """
 
 import json

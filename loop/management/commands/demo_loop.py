@@ -8,8 +8,8 @@
 3. an SFT snapshot (approved corrections + approved good responses) and an SFT job (LoRA);
 4. a DPO snapshot (correction chosen over the bad response) and a DPO job on top of the SFT model;
 5. the SFT model answers the same contexts; two scripted annotators (each wrong on ~10% of pairs) compare
-   its answer with the base model's in the real comparison queue; a pairwise judge is trained on those preferences and evaluated on
-   held-out pairs next to the annotators' agreement;
+   its answer with the base model's in the real comparison queue; a pairwise judge is trained on those
+   preferences and evaluated on held-out pairs next to the annotators' agreement;
 6. online DPO rounds from the SFT model: its own samples ranked by the strict checker, a DPO snapshot and
    job per round, an evaluation run and the gate after each (stops at the first failed gate);
 7. evaluation runs of base, SFT, DPO and online DPO on held-out suites (seen and unseen phrasings).
@@ -329,7 +329,8 @@ class Command(BaseCommand):
                 start=False,
             )
             self.say(
-                f"online DPO run {online_run.pk}: {o['online_rounds']} round(s) from {sft_job.result_version.name}"
+                f"online DPO run {online_run.pk}: {o['online_rounds']} round(s) "
+                f"from {sft_job.result_version.name}"
             )
             online_run = online.run_online(online_run.pk)
             self.say(f"online run: {online_run.status} — {online_run.message}")
@@ -402,8 +403,8 @@ class Command(BaseCommand):
         report("demo_loop", {k: v for k, v in result.items() if k != "bench"})
 
     def judge_stage(self, project, users, base, sft_version, cases, model, tok, o):
-        """The SFT model's answer beside the base model's, compared by two scripted annotators in the real queue;
-        a judge trained on the approved preferences and measured on held-out pairs."""
+        """The SFT model's answer beside the base model's, compared by two scripted annotators in the real
+        queue; a judge trained on the approved preferences and measured on held-out pairs."""
         # the candidate (the SFT model) answers the same contexts: base vs candidate, as in a model review
         path, adapters = model_paths(sft_version)
         loaded = load_model(path, adapters)
