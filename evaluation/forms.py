@@ -158,7 +158,6 @@ class SettingsForm(forms.ModelForm):
         return v
 
 
-
 class DecisionForm(forms.Form):
     suite = forms.ModelChoiceField(queryset=EvalSuite.objects.none(), required=False)
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
