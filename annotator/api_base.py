@@ -1,9 +1,13 @@
 """Shared REST plumbing: per-project permission checks."""
 
 from rest_framework import exceptions, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from jobs import lifecycle
 
 from .models import Project, Role
-from .policy import has_role, projects_with_role
+from .policy import can_run_pipeline, has_role, projects_with_role
 
 
 class ProjectScopedViewSet(viewsets.ModelViewSet):
@@ -73,3 +77,29 @@ class ProjectScopedViewSet(viewsets.ModelViewSet):
     def perform_destroy(self, instance):
         self.check_write(self.project_of(instance))
         instance.delete()
+
+
+class JobActionsMixin:
+    """POST …/cancel/ and …/resume/ on a worker job (training job, online run): the admin role in
+    the job's project, then the one lifecycle (jobs.lifecycle). A kind whose cancel does more (an
+    online run also cancels its round's training job) names its own `cancel_job`."""
+
+    cancel_job = staticmethod(lifecycle.cancel)
+
+    def job_for_admin(self):
+        job = self.get_object()
+        if not can_run_pipeline(self.request.user, job.project):
+            raise exceptions.PermissionDenied("This needs the admin role in the project.")
+        return job
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = self.job_for_admin()
+        self.cancel_job(job)
+        return Response(self.get_serializer(job).data)
+
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        job = self.job_for_admin()
+        lifecycle.resume(job)
+        return Response(self.get_serializer(job).data)

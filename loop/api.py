@@ -2,14 +2,12 @@
 
 from django.core.exceptions import ValidationError
 from rest_framework import exceptions, mixins, serializers, viewsets
-from rest_framework.decorators import action
-from rest_framework.response import Response
 
+from annotator.api_base import JobActionsMixin
 from annotator.models import ModelVersion, Project, Role
 from annotator.policy import can_run_pipeline, projects_with_role
 from annotator.serializers import SameProjectMixin, ScopedRelatedField
 from evaluation.models import EvalSuite
-from jobs import lifecycle
 from training.finetune.params import PRESETS
 from training.models import OnlineRound, OnlineRun
 
@@ -128,9 +126,14 @@ class OnlineRunSerializer(SameProjectMixin, serializers.ModelSerializer):
 
 
 class OnlineRunViewSet(
-    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    JobActionsMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
 ):
     serializer_class = OnlineRunSerializer
+    cancel_job = staticmethod(online.request_cancel)
     filterset_fields = {"project__slug": ["exact"], "status": ["exact"]}
 
     def get_queryset(self):
@@ -143,21 +146,3 @@ class OnlineRunViewSet(
             .select_related("project")
             .prefetch_related("round_set__job")
         )
-
-    def _admin_run(self):
-        run = self.get_object()
-        if not can_run_pipeline(self.request.user, run.project):
-            raise exceptions.PermissionDenied("This needs the admin role in the project.")
-        return run
-
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        run = self._admin_run()
-        online.request_cancel(run)
-        return Response(self.get_serializer(run).data)
-
-    @action(detail=True, methods=["post"])
-    def resume(self, request, pk=None):
-        run = self._admin_run()
-        lifecycle.resume(run)
-        return Response(self.get_serializer(run).data)

@@ -6,6 +6,7 @@ from rest_framework import exceptions, mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from annotator.api_base import JobActionsMixin
 from annotator.models import ModelVersion, Project, Role
 from annotator.policy import can_run_pipeline, projects_with_role
 from annotator.serializers import SameProjectMixin, ScopedRelatedField
@@ -125,7 +126,11 @@ class MetricPointSerializer(serializers.ModelSerializer):
 
 
 class TrainingJobViewSet(
-    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    JobActionsMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
 ):
     """Admins launch; leads and admins watch. Annotators do not see training."""
 
@@ -146,24 +151,6 @@ class TrainingJobViewSet(
     def list(self, request, *args, **kwargs):
         lifecycle.reap_stale(TrainingJob)
         return super().list(request, *args, **kwargs)
-
-    def _admin_job(self):
-        job = self.get_object()
-        if not can_run_pipeline(self.request.user, job.project):
-            raise exceptions.PermissionDenied("This needs the admin role in the project.")
-        return job
-
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        job = self._admin_job()
-        lifecycle.cancel(job)
-        return Response(self.get_serializer(job).data)
-
-    @action(detail=True, methods=["post"])
-    def resume(self, request, pk=None):
-        job = self._admin_job()
-        lifecycle.resume(job)
-        return Response(self.get_serializer(job).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("after", int, description="only steps after this one")],
