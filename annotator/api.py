@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from config.rest import BoundedJSONParser
 from jobs import lifecycle
 
+from . import members
 from . import serializers as s
 from .api_base import ProjectScopedViewSet
 from .csv_export import import_report
@@ -78,6 +79,16 @@ class MembershipViewSet(ProjectScopedViewSet):
             raise exceptions.PermissionDenied(
                 f"Managing members needs the admin role in project {project.slug!r}."
             )
+
+    def perform_update(self, serializer):
+        self.check_write(self.project_of(serializer.instance))
+        members.check_change(serializer.instance, serializer.validated_data)  # 400 by field (config.rest)
+        super().perform_update(serializer)
+
+    def perform_destroy(self, instance):
+        self.check_write(self.project_of(instance))
+        members.check_removal(instance)
+        super().perform_destroy(instance)
 
 
 class ModelVersionViewSet(ProjectScopedViewSet):

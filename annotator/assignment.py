@@ -24,9 +24,7 @@ from django.db.models.functions import Mod
 from django.utils import timezone
 
 from .bulk import bulk_insert
-from .models import Membership, ModelResponse, Project, Skip, Slot, Task
-
-STRATEGIES = ("sequential", "random", "uncertain")
+from .models import STRATEGIES, Membership, ModelResponse, Project, Skip, Slot, Task
 
 
 class QueueError(Exception):

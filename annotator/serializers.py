@@ -24,6 +24,7 @@ from .models import (
     Role,
     TaxonomyCategory,
     content_hash,
+    label_settings_errors,
 )
 from .policy import has_role, role_in, visible_projects
 from .taxonomy import seed_default_taxonomy
@@ -164,8 +165,9 @@ class ProjectSerializer(serializers.ModelSerializer):
         return value
 
     def validate_label_settings(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("must be an object")
+        errors = label_settings_errors(value)
+        if errors:
+            raise serializers.ValidationError([f"{key}: {message}" for key, message in errors.items()])
         return value
 
     @transaction.atomic

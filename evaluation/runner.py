@@ -57,7 +57,8 @@ def clean_settings(source: str, data: dict, defaults: EvalSettings) -> dict:
     out = {"max_new_tokens": given("max_new_tokens", defaults.max_new_tokens)}
     if source == EvalRun.Source.LOCAL:
         out["batch_size"] = given("batch_size", defaults.batch_size)
-        out["device"] = (data.get("device") or "auto").strip()
+        device = data.get("device") or "auto"
+        out["device"] = device.strip() if isinstance(device, str) else ""
         if out["device"] not in ("auto", "cpu", "cuda") and not out["device"].startswith("cuda:"):
             errors["device"] = "auto, cpu, cuda or cuda:N"
         kwargs = data.get("chat_template_kwargs") or {}

@@ -26,6 +26,8 @@ def check_model_folder(path: str, roots: Iterable[str | os.PathLike]) -> str:
     roots = [Path(r) for r in roots]
     if not text:
         raise ValueError("no folder given")
+    if text.startswith("~"):
+        raise ValueError("a path starting with ~ is not taken: give the folder's absolute path")
     if "\x00" in text:
         raise ValueError("the path holds a NUL character")
     if not roots:

@@ -17,6 +17,7 @@ from .agreement import (
 )
 from .core import (
     ROLE_RANK,
+    STRATEGIES,
     Conversation,
     Correction,
     ImportIssue,
@@ -35,6 +36,7 @@ from .core import (
     canonical_json,
     content_hash,
     default_label_settings,
+    label_settings_errors,
 )
 from .queue import Adjudication, Skip, Slot, Task
 from .rollup_days import (
@@ -102,5 +104,7 @@ __all__ = [
     "canonical_json",
     "content_hash",
     "default_label_settings",
+    "STRATEGIES",
+    "label_settings_errors",
     "status_mask",
 ]

@@ -11,6 +11,7 @@ from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
 from jobs.models import Job
+from toolcalls.validate import validate_assistant_message, validate_tool_specs
 
 
 def canonical_json(value) -> str:
@@ -29,6 +30,31 @@ def default_label_settings() -> dict:
         "blind": True,  # annotators do not see others' labels
         "require_preference_reason": False,
     }
+
+
+STRATEGIES = ("sequential", "random", "uncertain")  # the queue orders (annotator/assignment.py)
+LABEL_SETTING_RULES = {
+    # key: (type, check, what it must be)
+    "lock_ttl_minutes": (int, lambda v: 1 <= v <= 24 * 60, "a whole number of minutes from 1 to 1440"),
+    "strategy": (str, lambda v: v in STRATEGIES, "sequential, random or uncertain"),
+    "blind": (bool, lambda v: True, "true or false"),
+    "require_preference_reason": (bool, lambda v: True, "true or false"),
+}
+
+
+def label_settings_errors(value) -> dict[str, str]:
+    """{key: message} for a label_settings object the queue could not run with (API, admin, forms)."""
+    if not isinstance(value, dict):
+        return {"label_settings": "must be an object"}
+    errors = {}
+    for key, given in value.items():
+        if key not in LABEL_SETTING_RULES:
+            errors[key] = f"unknown setting (known: {', '.join(LABEL_SETTING_RULES)})"
+            continue
+        kind, check, what = LABEL_SETTING_RULES[key]
+        if type(given) is not kind or not check(given):  # type(): a bool is not a number of minutes
+            errors[key] = f"must be {what}"
+    return errors
 
 
 class Role(models.TextChoices):
@@ -59,11 +85,12 @@ class Project(models.Model):
         return self.name
 
     def clean(self):
-        from toolcalls.validate import validate_tool_specs
-
         errors = validate_tool_specs(self.tools)
         if errors:
             raise ValidationError({"tools": [f"{e.field}: {e.message}" for e in errors]})
+        setting_errors = label_settings_errors(self.label_settings)
+        if setting_errors:
+            raise ValidationError({"label_settings": [f"{k}: {m}" for k, m in setting_errors.items()]})
 
     def setting(self, key):
         return {**default_label_settings(), **(self.label_settings or {})}[key]
@@ -349,8 +376,6 @@ class Correction(models.Model):
         return [self.message]
 
     def clean(self):
-        from toolcalls.validate import validate_assistant_message
-
         tools = self.label.response.conversation.tools or self.label.response.conversation.project.tools
         errors = validate_assistant_message(self.message, tools, check_schema=True)
         if errors:

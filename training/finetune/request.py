@@ -80,6 +80,9 @@ def create_job(
     params, errors = clean_params(stage, preset, overrides or {})
     if stage not in TrainingJob.Stage.values:
         errors["stage"] = "sft, dpo or judge"
+    if guard is not None and not isinstance(guard, dict):
+        errors["guard"] = 'must be an object such as {"max_perplexity_ratio": 1.5}'
+        guard = None
     guard_cfg = {**(JUDGE_GUARD if stage == TrainingJob.Stage.JUDGE else DEFAULT_GUARD), **(guard or {})}
     for key in ("max_perplexity_ratio", "max_quality_drop"):
         try:

@@ -203,7 +203,10 @@ def clean_spec(project: Project, data: dict) -> dict:
         tokenizer = None
     else:
         mv = ModelVersion.objects.filter(
-            project=project, pk=tokenizer if str(tokenizer).isdigit() else None
+            project=project,
+            pk=int(tokenizer)
+            if str(tokenizer).isascii() and str(tokenizer).isdigit() and len(str(tokenizer)) < 19
+            else None,
         ).first()
         if mv is None:
             errors["audit.tokenizer"] = f"no model version with id {tokenizer!r} in this project"
