@@ -511,3 +511,10 @@ def test_import_report_csv_neutralises_formulas(client, project, members):
     for url in (f"/p/{job.project.slug}/imports/{job.pk}/report.csv", f"/api/imports/{job.pk}/report/"):
         body = b"".join(client.get(url).streaming_content).decode()
         assert "'=cmd" in body and "'-5 is less" in body and "\n=cmd" not in body, url
+
+
+def test_a_nul_character_in_a_query_parameter_is_a_400_on_pages_and_api(lead_client, project):
+    """PostgreSQL cannot hold NUL in text: found on the eval suite page's JSON category filter."""
+    for url in (f"/p/{project.slug}/eval/suites/1/?category=%00x", "/api/labels/?status=%00"):
+        res = lead_client.get(url)
+        assert res.status_code == 400 and b"NUL" in res.content, url
