@@ -216,7 +216,7 @@ def test_bucket_sizes_grow_with_the_span():
 # --- 2. run comparison --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("runs", [[HUGE], ["abc"], ["²"], ["1", HUGE], ["-1"], ["\x00"]])
+@pytest.mark.parametrize("runs", [[HUGE], ["abc"], ["²"], ["1", HUGE], ["-1"]])  # NUL: a 400 before the view
 def test_compare_with_bad_run_ids_is_a_message(lead_client, project, runs):
     res = lead_client.get(f"/p/{project.slug}/eval/compare/", {"runs": runs})
     assert res.status_code == 400
