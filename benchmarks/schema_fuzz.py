@@ -1,9 +1,10 @@
 """schemathesis over the whole API, every operation as every role, many examples each.
 
-    python benchmarks/schema_fuzz.py [--examples 10]
+    python benchmarks/schema_fuzz.py [--examples 50] [--positive-only]
 
 The same checks as tests/test_schema_fuzz.py (tests/schema_fuzzing.py): no 5xx, responses match
-the OpenAPI schema, no row of another project in any body; here every operation runs as the
+the OpenAPI schema, no row of another project in any body, and (negative data: values the schema
+forbids) a 4xx, never a 5xx; here every operation runs as the
 annotator, lead and admin of project A and as the admin of project B, on a fresh benchmark
 database (PostgreSQL by default). Prints one JSON line, kept in benchmarks/results/schemathesis.json.
 """
@@ -23,7 +24,10 @@ DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/badcase_schemafuzz"
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=10, help="examples per operation and role")
+    parser.add_argument("--examples", type=int, default=50, help="examples per operation, role and mode")
+    parser.add_argument(
+        "--positive-only", action="store_true", help="only data the schema allows (no negative data)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     setup_django(os.environ.get("SCHEMA_FUZZ_DATABASE_URL", DEFAULT_DB), fresh=True)
@@ -39,7 +43,7 @@ def main():
         lambda name: get_user_model().objects.create_user(username=name, password="pw-" + name)
     )
     start = time.perf_counter()
-    counts = run(world, max_examples=args.examples, roles=ROLES)
+    counts = run(world, max_examples=args.examples, roles=ROLES, negative=not args.positive_only)
     for f in counts["failures"]:
         print(f"{f['operation']} as {f['role']}: {f['error']}\n{f['detail']}\n", file=sys.stderr)
     report(
@@ -47,7 +51,8 @@ def main():
         {
             "operations": counts["operations"],
             "roles": counts["roles"],
-            "examples_per_operation_and_role": args.examples,
+            "examples_per_operation_role_and_mode": args.examples,
+            "modes": counts["modes"],
             "requests": counts["requests"],
             "checks_passed": counts["checks_passed"],
             "failures": len(counts["failures"]),

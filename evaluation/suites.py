@@ -36,6 +36,7 @@ from django.db import transaction
 from annotator.models import Conversation, Project, Split, canonical_json
 from toolcalls.match import expected_calls
 from toolcalls.validate import validate_assistant_message, validate_messages, validate_tool_specs
+from training import demo_domain
 from training.snapshots.layouts import display_row
 from training.snapshots.rows import prompt_hash
 from training.snapshots.storage import media_path, read_index
@@ -417,8 +418,6 @@ def suite_from_conversations(project, name, splits=(Split.EVAL, Split.HOLDOUT), 
 
 def suite_from_demo(project, name, n=100, seed=0, split="seen", user=None, description=""):
     """Held-out cases of the synthetic sales domain (never in the demo model's training stream)."""
-    from training import demo_domain
-
     records = []
     for i, case in enumerate(demo_domain.eval_prompts(n, seed=seed, split=split), 1):
         meta = case.get("metadata") or {}

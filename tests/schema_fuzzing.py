@@ -6,13 +6,16 @@ matches the schema (documented status codes, content type, body), and no row of 
 user is not a member of shows up anywhere in the body.
 """
 
+import itertools
 from dataclasses import dataclass, field
 
 import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
 from rest_framework.authtoken.models import Token
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
@@ -22,6 +25,9 @@ from annotator.taxonomy import seed_default_taxonomy
 from .conftest import TOOLS, make_conversation
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
+# negative data (values the schema forbids): the answer must be a 4xx, never a 5xx; a 4xx body need
+# not match the success schema
+NEGATIVE_CHECKS = [not_a_server_error]
 ROLES = ("annotator", "lead", "admin", "outsider")
 # Operations whose job is to start work on a worker or the GPU: a fuzzed request would queue real jobs.
 SKIP = {("POST", "/api/training-jobs/"), ("POST", "/api/online-runs/"), ("POST", "/api/eval-runs/")}
@@ -93,37 +99,45 @@ def operations(schema):
             yield op
 
 
-def run(world: World, max_examples: int, roles=ROLES, rotate: bool = False, only: str = "") -> dict:
+def run(
+    world: World, max_examples: int, roles=ROLES, rotate: bool = False, only: str = "", negative: bool = False
+) -> dict:
     """Fuzz every operation as every role; returns counts and the failures (never raises).
 
     rotate: the quick in-suite mode: each operation as one role in turn, plus every list
-    operation (where a leak would show) as every role."""
+    operation (where a leak would show) as every role. negative: also send data the schema forbids
+    (wrong types, out-of-range numbers, missing fields), which must be refused with a 4xx."""
     # Like Django's test client: the WSGI handler must not close the connection the test runs in.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        return _run(world, max_examples, roles, rotate, only)
+        return _run(world, max_examples, roles, rotate, only, negative)
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)
 
 
-def _run(world: World, max_examples: int, roles, rotate: bool, only: str) -> dict:
+def _run(world: World, max_examples: int, roles, rotate: bool, only: str, negative: bool) -> dict:
     schema = load_schema()
     ops = [op for op in operations(schema) if only in f"{op.method.upper()} {op.path}"]
     counts = {"operations": len(ops), "roles": list(roles), "requests": 0, "checks_passed": 0, "failures": []}
-    for i, op in enumerate(ops):
-        strategy = op.as_strategy()
+    modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE] if negative else [GenerationMode.POSITIVE]
+    counts["modes"] = [m.value for m in modes]
+    for (i, op), mode in itertools.product(enumerate(ops), modes):
+        strategy = op.as_strategy(generation_mode=mode)
+        checks = CHECKS if mode == GenerationMode.POSITIVE else NEGATIVE_CHECKS
         listing = op.method.upper() == "GET" and "{" not in op.path
         for role in roles if not rotate or listing else [roles[i % len(roles)]]:
             try:
-                _fuzz(strategy, role, world, max_examples, counts)()
+                _fuzz(strategy, role, world, max_examples, counts, checks)()
+            except Unsatisfiable:  # negative mode, an operation whose only input is a free string (a slug)
+                counts["no_negative_data"] = counts.get("no_negative_data", 0) + 1
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 (collected, reported together)
                 text = str(exc).strip().splitlines()
                 text = text[:12] + [line.strip() for line in text[12:] if "curl " in line]  # the reproduction
                 counts["failures"].append(
                     {
-                        "operation": f"{op.method.upper()} {op.path}",
+                        "operation": f"{op.method.upper()} {op.path} ({mode.value})",
                         "role": role,
                         "error": type(exc).__name__,
                         "detail": "\n".join(text),
@@ -132,7 +146,7 @@ def _run(world: World, max_examples: int, roles, rotate: bool, only: str) -> dic
     return counts
 
 
-def _fuzz(strategy, role, world, max_examples, counts):
+def _fuzz(strategy, role, world, max_examples, counts, checks):
     headers = {"Authorization": f"Token {world.tokens[role]}"}
 
     @settings(
@@ -147,8 +161,8 @@ def _fuzz(strategy, role, world, max_examples, counts):
     def check(case):
         response = case.call(headers=headers)
         counts["requests"] += 1
-        case.validate_response(response, checks=CHECKS)
-        counts["checks_passed"] += len(CHECKS)
+        case.validate_response(response, checks=checks)
+        counts["checks_passed"] += len(checks)
         if "json" in (response.headers.get("content-type") or [""])[0] and response.content:
             found = leaks(response.json(), world.member_of[role], world.projects)
             assert not found, f"{role} sees another project's rows: {found[:5]}"

@@ -12,8 +12,9 @@ from .schema_fuzzing import build_world, leaks, run
 def test_api_under_schemathesis_as_every_role(make_user):
     login_throttle.clear_all()
     world = build_world(make_user)
-    counts = run(world, max_examples=1, rotate=True)
-    assert counts["operations"] > 50 and counts["requests"] > counts["operations"]
+    counts = run(world, max_examples=1, rotate=True, negative=True)
+    assert counts["operations"] > 50 and counts["requests"] > 2 * counts["operations"]
+    assert counts["modes"] == ["positive", "negative"]
     assert counts["failures"] == [], "\n\n".join(
         f"{f['operation']} as {f['role']}: {f['error']}\n{f['detail']}" for f in counts["failures"]
     )
