@@ -188,7 +188,8 @@ def submit(task: Task, user, data: dict) -> Label | Preference:
 def submit_label(task: Task, user, data: dict) -> Label:
     """Validate and submit; fills this annotator's slot. Raises ValidationError (field -> messages) or
     QueueError."""
-    _check_may_edit(task, user, submitting=True)
+    # Who may submit is checked once, under the row locks of the transaction below (claim_for_submit,
+    # _refuse_final); the up-front check runs only before keeping a refused submission as a draft.
     errors: dict[str, list[str]] = {}
     verdict = data.get("verdict")
     if verdict not in Label.Verdict.values:
@@ -211,6 +212,7 @@ def submit_label(task: Task, user, data: dict) -> Label:
     for p in problems:
         errors.setdefault(p.field, []).append(p.message)
     if errors:
+        _check_may_edit(task, user, submitting=True)
         _write_label_draft(task, user, data)  # nothing typed is lost
         raise ValidationError(errors)
     if correction and same_message(correction, task.response.message):
@@ -238,7 +240,6 @@ def submit_label(task: Task, user, data: dict) -> Label:
 @retry_on_conflict
 def submit_preference(task: Task, user, data: dict) -> Preference:
     """Validate and submit a comparison; fills this annotator's slot. Raises ValidationError or QueueError."""
-    _check_may_edit(task, user, submitting=True)
     choice = data.get("choice")
     reason = _text(data.get("reason"), "").strip()
     errors = {}
@@ -253,6 +254,7 @@ def submit_preference(task: Task, user, data: dict) -> Preference:
         errors.update(exc.message_dict)
     left = data.get("left_side") if data.get("left_side") in ("a", "b") else "a"
     if errors:
+        _check_may_edit(task, user, submitting=True)
         _write_preference_draft(task, user, data)  # nothing typed is lost
         raise ValidationError(errors)
     with transaction.atomic(), batched():
