@@ -19,8 +19,8 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
-from django.db.models.functions import Mod
+from django.db.models import Exists, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce, Mod
 from django.utils import timezone
 
 from .bulk import bulk_insert
@@ -54,8 +54,29 @@ def lock_ttl(project: Project) -> timedelta:
 # --- building the queue ----------------------------------------------------------------------
 
 
-def sync_tasks(project: Project, max_pairs_per_context: int = 3) -> dict:
-    """Create label tasks for new responses and compare tasks for new pairs; then fill slots. Idempotent."""
+MAX_PAIRS_PER_CONTEXT = 3
+
+
+def context_pairs(members: list[tuple[int, str]], max_pairs: int = MAX_PAIRS_PER_CONTEXT):
+    """The compare pairs of one context (conversation + context length): its responses as (id, text
+    hash) in id order, paired in that order, the same text twice skipped, at most `max_pairs`. The one
+    pairing rule: sync_tasks and ingestion both call it."""
+    made = 0
+    for i, (a, digest_a) in enumerate(members):
+        for b, digest_b in members[i + 1 :]:
+            if made >= max_pairs:
+                return
+            if digest_a == digest_b:
+                continue  # the same text twice: nothing to compare
+            made += 1
+            yield a, b
+
+
+def sync_tasks(project: Project, max_pairs_per_context: int = MAX_PAIRS_PER_CONTEXT) -> dict:
+    """Create label tasks for new responses and compare tasks for new pairs; then fill slots. Idempotent.
+
+    One pass over the project's responses in context order (two streamed queries in all, whatever the
+    project's size), not a query per context."""
     created = {"label": 0, "compare": 0}
     fresh = (
         ModelResponse.objects.filter(conversation__project=project)
@@ -70,47 +91,42 @@ def sync_tasks(project: Project, max_pairs_per_context: int = 3) -> dict:
             batch = []
     created["label"] += len(bulk_insert(batch))
 
-    # Pairs: responses answering the same context (conversation + context length).
-    groups = (
-        ModelResponse.objects.filter(conversation__project=project)
-        .values("conversation_id", "context_length")
-        .annotate(n=Count("id"))
-        .filter(n__gte=2)
-    )
+    # Pairs: responses answering the same context, read once in context order and grouped in passing.
     existing = set(
         Task.objects.filter(project=project, kind=Task.Kind.COMPARE).values_list(
             "response_id", "response_b_id"
         )
     )
-    pairs = []
-    for group in groups.iterator(chunk_size=2000):
-        ids = list(
-            ModelResponse.objects.filter(
-                conversation_id=group["conversation_id"], context_length=group["context_length"]
-            )
-            .order_by("id")
-            .values_list("id", "conversation__priority", "response_hash")
-        )
-        made = 0
-        for i in range(len(ids)):
-            for j in range(i + 1, len(ids)):
-                if made >= max_pairs_per_context:
-                    break
-                if ids[i][2] == ids[j][2]:
-                    continue  # the same text twice: nothing to compare
-                made += 1
-                if (ids[i][0], ids[j][0]) not in existing:
-                    pairs.append(
-                        Task(
-                            project=project,
-                            kind=Task.Kind.COMPARE,
-                            response_id=ids[i][0],
-                            response_b_id=ids[j][0],
-                            priority=ids[i][1],
-                        )
+    responses = (
+        ModelResponse.objects.filter(conversation__project=project)
+        .order_by("conversation_id", "context_length", "id")
+        .values_list("id", "conversation_id", "context_length", "conversation__priority", "response_hash")
+    )
+    pairs, context, members, priority = [], None, [], 0
+
+    def flush():
+        for a, b in context_pairs(members, max_pairs_per_context):
+            if (a, b) not in existing:
+                pairs.append(
+                    Task(
+                        project=project,
+                        kind=Task.Kind.COMPARE,
+                        response_id=a,
+                        response_b_id=b,
+                        priority=priority,
                     )
-    for start in range(0, len(pairs), 5000):
-        created["compare"] += len(bulk_insert(pairs[start : start + 5000]))
+                )
+
+    for pk, conversation_id, context_length, conv_priority, digest in responses.iterator(chunk_size=5000):
+        if (conversation_id, context_length) != context:
+            flush()
+            context, members, priority = (conversation_id, context_length), [], conv_priority
+        members.append((pk, digest))
+        if len(pairs) >= 5000:
+            created["compare"] += len(bulk_insert(pairs))
+            pairs = []
+    flush()
+    created["compare"] += len(bulk_insert(pairs))
     created["slots"] = ensure_slots(project)
     return created
 
@@ -119,9 +135,6 @@ def _order_key(strategy: str):
     if strategy == "random":  # a fixed pseudo-random order (Knuth's multiplicative hash of the id)
         return Mod(F("task_id") * 2654435761, 4294967296) / 4294967296.0
     if strategy == "uncertain":  # most uncertain first: higher stored score, smaller key
-        from django.db.models import Subquery
-        from django.db.models.functions import Coalesce
-
         score = Subquery(ModelResponse.objects.filter(tasks=OuterRef("task_id")).values("uncertainty")[:1])
         return -Coalesce(score, 0.0)
     return F("task_id") * 1.0

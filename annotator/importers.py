@@ -8,6 +8,11 @@ One line = one conversation:
                     "message": {"role": "assistant", "content": ..., "tool_calls": [...]}}
                    | {"model": "agent-v3", "raw": "<think>..</think><tool_call>{...}</tool_call>"}]}
 
+Messages are read as OpenAI sends them today (content parts, developer role, legacy
+function_call; toolcalls.openai_format) and what was read how is noted in
+metadata["format_notes"]. A line may also be a chat-completion log record ({"request", "response"})
+or a BFCL test record (toolcalls.bfcl, gold from the job's possible-answers file): see parse_line.
+
 Without "responses", a conversation whose last message is from the assistant treats that
 last turn as the model's response to what came before (model from "model" or
 metadata.model). Lines are validated one by one; good lines are written in batches, each
@@ -25,6 +30,15 @@ from django.db.models import F
 
 from config.db import TableStats
 from jobs import lifecycle
+from toolcalls import bfcl
+from toolcalls.jsonl import iter_lines
+from toolcalls.openai_format import (
+    is_chat_log,
+    line_from_chat_log,
+    normalise_assistant_message,
+    normalise_messages,
+    remap_field,
+)
 from toolcalls.parse import parse_output, tool_names_of
 from toolcalls.validate import (
     MAX_JSON_DEPTH,
@@ -35,8 +49,8 @@ from toolcalls.validate import (
     validate_tool_specs,
 )
 
-from .bulk import bulk_insert
 from .models import Conversation, ImportIssue, ImportJob, ModelResponse, Project, Split, content_hash
+from .store import ModelVersionIds, write_parsed
 
 SPLITS = set(Split.values)
 UNKNOWN_MODEL = "unknown"
@@ -94,11 +108,13 @@ def _parse_response(item, i: int, messages: list, tools: list, default_model: st
     ):
         errors.append(FieldError(f"{where}.context_length", f"must be an integer from 1 to {len(messages)}"))
     raw, message = item.get("raw"), item.get("message")
+    message, notes, message_errors = normalise_assistant_message(message, f"{where}.message")
+    errors.extend(message_errors)
     if raw is None and message is None:
         errors.append(FieldError(where, 'needs "message" (OpenAI assistant message) or "raw" (model text)'))
     if raw is not None and not isinstance(raw, str):
         errors.append(FieldError(f"{where}.raw", "must be a string"))
-    if message is not None:
+    if message is not None and not message_errors:
         errors.extend(validate_assistant_message(message, tools, f"{where}.message"))
         if isinstance(message, dict) and message.get("role", "assistant") != "assistant":
             errors.append(FieldError(f"{where}.message.role", "must be assistant"))
@@ -118,20 +134,45 @@ def _parse_response(item, i: int, messages: list, tools: list, default_model: st
         "message": message,
         "settings": settings_,
         "hash": content_hash(raw if raw is not None else message),
+        "notes": notes,
     }, []
 
 
-def parse_line(data, project_tools: list, default_split: str) -> tuple[ParsedLine | None, list[FieldError]]:
-    """Validate one decoded JSONL record; return the parsed line or every error found."""
+def parse_line(
+    data, project_tools: list, default_split: str, *, dialect: str = "auto", answers: dict | None = None
+) -> tuple[ParsedLine | None, list[FieldError]]:
+    """Validate one decoded JSONL record; return the parsed line or every error found.
+
+    The record is a conversation line, a chat-completion log record (toolcalls.openai_format), or
+    a BFCL test record (toolcalls.bfcl; `answers` from bfcl.read_answers). Dialect "auto" tells
+    them apart per line, "openai" reads no BFCL, "bfcl" reads only BFCL. Errors name the fields of
+    the record as given (`request.messages[2].content`, `function[0].parameters…`)."""
+    field_map: list = []
+    errors: list[FieldError] = []
+    if dialect == "bfcl" or (dialect == "auto" and bfcl.is_bfcl_record(data)):
+        data, errors, field_map = bfcl.conversation_line(data, answers)
+    elif is_chat_log(data):
+        data, errors, field_map = line_from_chat_log(data)
+    if not errors:
+        parsed, errors = _parse_conversation(data, project_tools, default_split)
+        if parsed is not None:
+            return parsed, []
+    return None, [FieldError(remap_field(e.field, field_map), e.message) for e in errors]
+
+
+def _parse_conversation(data, project_tools: list, default_split: str) -> tuple[ParsedLine | None, list]:
     if not isinstance(data, dict):
         return None, [FieldError("", "each line must be a JSON object")]
     errors: list[FieldError] = []
     tools = data.get("tools", project_tools)
     tool_errors = validate_tool_specs(tools)
     errors.extend(tool_errors)
-    messages = data.get("messages")
+    messages, notes, message_errors = normalise_messages(data.get("messages"))
     if "messages" not in data:
-        errors.append(FieldError("messages", "is required"))
+        hint = " (this looks like a BFCL record: choose the BFCL format)" if bfcl.is_bfcl_record(data) else ""
+        errors.append(FieldError("messages", "is required" + hint))
+    elif message_errors:
+        errors.extend(message_errors)
     else:
         errors.extend(validate_messages(messages, None if tool_errors else tools))
     metadata = data.get("metadata", {})
@@ -180,6 +221,12 @@ def parse_line(data, project_tools: list, default_split: str) -> tuple[ParsedLin
             responses.append(parsed)
     if errors:
         return None, errors
+    for r in responses:
+        notes += r.pop("notes")
+    if notes:
+        known = metadata.get("format_notes")
+        known = known if isinstance(known, list) else []
+        metadata = {**metadata, "format_notes": known + [n for n in notes if n not in known]}
     digest = content_hash(conv_messages, tools)
     return ParsedLine(
         external_id=str(external_id) if external_id is not None else digest[:32],
@@ -191,6 +238,32 @@ def parse_line(data, project_tools: list, default_split: str) -> tuple[ParsedLin
         content_hash=digest,
         responses=responses,
     ), []
+
+
+def answers_error_text(errors) -> str:
+    """The first problems of a possible-answers file, as one line for a form, the API or a job."""
+    shown = "; ".join(
+        f"line {line}: {err.field + ': ' if err.field else ''}{err.message}" for line, err in errors[:3]
+    )
+    return shown + (f" (and {len(errors) - 3:,} more)" if len(errors) > 3 else "")
+
+
+def answers_upload_error(upload, dialect: str) -> str | None:
+    """What is wrong with a possible-answers file handed in with an import (form, API, command), or None.
+    The upload is read through once and rewound."""
+    if dialect == "openai":
+        return "possible answers are read only for BFCL lines: choose the BFCL or auto format"
+    _, errors = bfcl.read_answers(upload, settings.IMPORT_MAX_LINE_BYTES)
+    upload.seek(0)
+    return answers_error_text(errors) if errors else None
+
+
+def read_answers_file(fh, max_bytes: int) -> dict:
+    """A BFCL possible-answers file -> {id: (line, ground_truth)}; ValueError names its bad lines."""
+    answers, errors = bfcl.read_answers(fh, max_bytes)
+    if errors:
+        raise ValueError(f"the possible-answers file is not valid: {answers_error_text(errors)}")
+    return answers
 
 
 def decode_line(raw: bytes, max_bytes: int):
@@ -218,26 +291,6 @@ def _short_repr(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def iter_lines(fh, start_line: int, max_bytes: int):
-    """Yield (line_no, bytes_consumed, raw_line_or_None_if_oversize) without loading an oversize line."""
-    line_no = start_line
-    while True:
-        chunk = fh.readline(max_bytes + 1)
-        if not chunk:
-            return
-        consumed = len(chunk)
-        if len(chunk) > max_bytes and not chunk.endswith(b"\n"):
-            # Oversize: skip to the end of this line in bounded pieces.
-            while chunk and not chunk.endswith(b"\n"):
-                chunk = fh.readline(1 << 20)
-                consumed += len(chunk)
-            line_no += 1
-            yield line_no, consumed, None
-            continue
-        line_no += 1
-        yield line_no, consumed, chunk.rstrip(b"\r\n")
-
-
 class ImportCancelled(Exception):
     pass
 
@@ -255,16 +308,8 @@ class Importer:
         self.batch_size = batch_size or settings.IMPORT_BATCH_SIZE
         self.max_bytes = settings.IMPORT_MAX_LINE_BYTES
         self.max_issues = settings.IMPORT_MAX_STORED_ERRORS
-        self._models: dict[str, int] = {}
+        self.model_ids = ModelVersionIds(self.project)  # kept across batches
         self.stats = TableStats(Conversation, ModelResponse)  # fresh row estimates as the tables grow
-
-    def model_version_id(self, name: str) -> int:
-        from .models import ModelVersion
-
-        if name not in self._models:
-            mv, _ = ModelVersion.objects.get_or_create(project=self.project, name=name)
-            self._models[name] = mv.pk
-        return self._models[name]
 
     def run(self) -> ImportJob:
         job = self.job
@@ -272,6 +317,10 @@ class Importer:
         issues: list[ImportIssue] = []
         offset, lines = job.committed_offset, job.lines_read
         start_offset = offset
+        answers = None
+        if job.answers_file:
+            with job.answers_file.open("rb") as fh:
+                answers = read_answers_file(fh, self.max_bytes)
         with job.file.open("rb") as fh:
             fh.seek(offset)
             for line_no, consumed, raw in iter_lines(fh, lines, self.max_bytes):
@@ -288,7 +337,13 @@ class Importer:
                     if err:
                         issues.append(self._issue(line_no, err))
                     else:
-                        parsed, errors = parse_line(record, self.project.tools, job.default_split)
+                        parsed, errors = parse_line(
+                            record,
+                            self.project.tools,
+                            job.default_split,
+                            dialect=job.dialect,
+                            answers=answers,
+                        )
                         if errors:
                             issues.extend(self._issue(line_no, e) for e in errors)
                         else:
@@ -332,89 +387,10 @@ class Importer:
         self.job.refresh_from_db()
 
     def _write(self, batch):
-        if not batch:
-            return 0, 0, 0, []
-        project = self.project
-        ids = [p.external_id for _, p in batch]
-        existing = dict(
-            Conversation.objects.filter(project=project, external_id__in=ids).values_list("external_id", "id")
-        )
-        existing_hash = (
-            dict(
-                Conversation.objects.filter(project=project, external_id__in=ids).values_list(
-                    "external_id", "content_hash"
-                )
-            )
-            if existing
-            else {}
-        )
-        new_rows, seen, conflicts, duplicates = [], {}, [], 0
-        keep: list[tuple[int, ParsedLine]] = []
-        for line_no, p in batch:
-            known_hash = existing_hash.get(p.external_id) or seen.get(p.external_id)
-            if known_hash is not None:
-                if known_hash != p.content_hash:
-                    conflicts.append(
-                        self._issue(
-                            line_no,
-                            FieldError(
-                                "external_id",
-                                f"{p.external_id!r} already exists with different messages or tools",
-                            ),
-                        )
-                    )
-                    continue
-                duplicates += 1
-            else:
-                seen[p.external_id] = p.content_hash
-                new_rows.append(
-                    Conversation(
-                        project=project,
-                        external_id=p.external_id,
-                        messages=p.messages,
-                        tools=p.tools,
-                        metadata=p.metadata,
-                        content_hash=p.content_hash,
-                        split=p.split,
-                        priority=p.priority,
-                    )
-                )
-            keep.append((line_no, p))
-        for conv in bulk_insert(new_rows):
-            existing[conv.external_id] = conv.pk
-        created_responses = self._write_responses(keep, existing)
-        return len(new_rows), created_responses, duplicates, conflicts
-
-    def _write_responses(self, keep, conv_ids: dict) -> int:
-        wanted = []
-        for _, p in keep:
-            for r in p.responses:
-                wanted.append(
-                    ModelResponse(
-                        conversation_id=conv_ids[p.external_id],
-                        model_version_id=self.model_version_id(r["model"]),
-                        context_length=r["context_length"],
-                        raw_text=r["raw_text"],
-                        message=r["message"],
-                        generation_settings=r["settings"],
-                        response_hash=r["hash"],
-                    )
-                )
-        if not wanted:
-            return 0
-        have = set(
-            ModelResponse.objects.filter(conversation_id__in={w.conversation_id for w in wanted}).values_list(
-                "conversation_id", "model_version_id", "context_length", "response_hash"
-            )
-        )
-        fresh, keys = [], set()
-        for w in wanted:
-            key = (w.conversation_id, w.model_version_id, w.context_length, w.response_hash)
-            if key not in have and key not in keys:
-                keys.add(key)
-                fresh.append(w)
-        bulk_insert(fresh)
-        return len(fresh)
+        """The shared write path (store.write_parsed); conflicts become this job's issues."""
+        result = write_parsed(self.project, batch, self.model_ids)
+        conflicts = [self._issue(line_no, err) for line_no, err in result.conflicts]
+        return result.created, result.responses, result.duplicates, conflicts
 
 
 def run_import(job_id: int) -> ImportJob:

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.db import retry_on_conflict
+from toolcalls.openai_format import stored_assistant_message
 from toolcalls.validate import FieldError, loads_bounded, validate_assistant_message
 
 from . import assignment
@@ -48,9 +49,7 @@ def parse_correction(content: str, tool_calls_text: str, tools) -> tuple[dict | 
     errors = validate_assistant_message(message, tools, "correction", check_schema=True)
     if errors:
         return None, errors
-    from .serializers import normalise_assistant_message
-
-    return normalise_assistant_message(message), []
+    return stored_assistant_message(message), []
 
 
 # --- whose task it is ------------------------------------------------------------------------

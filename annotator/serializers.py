@@ -1,4 +1,3 @@
-import json
 
 from django.conf import settings
 from django.db import transaction
@@ -6,9 +5,10 @@ from rest_framework import serializers
 
 from inference.endpoints import check_endpoint_url
 from inference.model_folders import check_model_folder
+from toolcalls.openai_format import normalise_assistant_message, normalise_messages
 from toolcalls.validate import validate_assistant_message, validate_messages, validate_tool_specs
 
-from .importers import assistant_message_from_raw
+from .importers import answers_upload_error, assistant_message_from_raw
 from .models import (
     Conversation,
     Correction,
@@ -298,6 +298,13 @@ class ConversationSerializer(serializers.ModelSerializer):
         tools = attrs.get("tools", getattr(self.instance, "tools", None)) or project.tools
         messages = attrs.get("messages", getattr(self.instance, "messages", None))
         raise_field_errors(validate_tool_specs(tools))
+        if "messages" in attrs:  # today's OpenAI shapes (content parts, developer, legacy calls) as stored
+            messages, notes, errors = normalise_messages(messages)
+            raise_field_errors(errors)
+            attrs["messages"] = messages
+            metadata = attrs.get("metadata", getattr(self.instance, "metadata", None)) or {}
+            if notes and isinstance(metadata, dict):
+                attrs["metadata"] = {**metadata, "format_notes": notes}
         raise_field_errors(validate_messages(messages, tools))
         attrs["tools"] = tools
         attrs["content_hash"] = content_hash(messages, tools)
@@ -343,7 +350,10 @@ class ModelResponseSerializer(SameProjectMixin, serializers.ModelSerializer):
         if context_length is None or not 1 <= context_length <= n:
             raise serializers.ValidationError({"context_length": f"must be from 1 to {n}"})
         if "message" in attrs:
-            raise_field_errors(validate_assistant_message(attrs["message"], conv.tools, "message"))
+            message, _notes, errors = normalise_assistant_message(attrs["message"], "message")
+            raise_field_errors(errors)
+            raise_field_errors(validate_assistant_message(message, conv.tools, "message"))
+            attrs["message"] = message
         elif attrs.get("raw_text"):
             attrs["message"] = assistant_message_from_raw(attrs["raw_text"], conv.tools)
         elif instance is None or "raw_text" in attrs:
@@ -440,27 +450,6 @@ class CorrectionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-def normalise_assistant_message(message: dict) -> dict:
-    """Store tool-call arguments as JSON strings (OpenAI format), whatever the client sent."""
-    out = {"role": "assistant", "content": message.get("content") or None}
-    calls = []
-    for i, call in enumerate(message.get("tool_calls") or []):
-        fn = call["function"]
-        args = fn.get("arguments", {})
-        if not isinstance(args, str):
-            args = json.dumps(args, ensure_ascii=False)
-        calls.append(
-            {
-                "id": call.get("id") or f"call_{i}",
-                "type": "function",
-                "function": {"name": fn["name"], "arguments": args},
-            }
-        )
-    if calls:
-        out["tool_calls"] = calls
-    return out
-
-
 class PreferenceSerializer(serializers.ModelSerializer):
     """Read-only: comparisons are written through the queue (annotator/labelling.py), never here."""
 
@@ -530,6 +519,9 @@ class ReviewSerializer(serializers.ModelSerializer):
 class ImportJobSerializer(serializers.ModelSerializer):
     project = ProjectSlugField()
     file = serializers.FileField(write_only=True)
+    answers_file = serializers.FileField(
+        write_only=True, required=False, help_text="BFCL possible answers (the possible_answer file)."
+    )
     progress = serializers.FloatField(read_only=True)
 
     class Meta:
@@ -540,6 +532,8 @@ class ImportJobSerializer(serializers.ModelSerializer):
             "file",
             "original_name",
             "default_split",
+            "dialect",
+            "answers_file",
             "status",
             "progress",
             "size_bytes",
@@ -553,7 +547,17 @@ class ImportJobSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
         ]
-        read_only_fields = [f for f in fields if f not in ("project", "file", "default_split")]
+        read_only_fields = [
+            f for f in fields if f not in ("project", "file", "default_split", "dialect", "answers_file")
+        ]
+
+    def validate(self, attrs):
+        answers = attrs.get("answers_file")
+        if answers:
+            problem = answers_upload_error(answers, attrs.get("dialect", ImportJob.Dialect.AUTO))
+            if problem:
+                raise serializers.ValidationError({"answers_file": [problem]})
+        return attrs
 
 
 class ImportIssueSerializer(serializers.ModelSerializer):

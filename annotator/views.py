@@ -88,6 +88,8 @@ def import_create(request, slug):
                 original_name=upload.name[:255],
                 size_bytes=upload.size,
                 default_split=form.cleaned_data["default_split"],
+                dialect=form.cleaned_data["dialect"],
+                answers_file=form.cleaned_data["answers_file"] or "",
             )
             lifecycle.enqueue(job)
         return redirect("annotator:import-detail", slug=project.slug, pk=job.pk)

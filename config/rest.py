@@ -56,18 +56,31 @@ class BoundedJSONParser(parsers.JSONParser):
     from deep inside a serializer, a validator or the database driver. DRF reads the body stream
     itself, so Django's own size limit never sees it."""
 
+    def max_bytes(self) -> int:
+        return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    def too_large(self, size: int | None, limit: int) -> str:
+        return f"The JSON body is over {limit:,} bytes."
+
+    def decode(self, raw: bytes):
+        return load_json(raw)
+
     def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        limit = self.max_bytes()
+        request = (parser_context or {}).get("request")
+        declared = (request.META.get("CONTENT_LENGTH") or "") if request is not None else ""
+        if declared.isdigit() and int(declared) > limit:  # refused before reading a byte of it
+            raise RequestTooLarge(self.too_large(int(declared), limit))
         raw = stream.read(limit + 1)
         if len(raw) > limit:
-            raise RequestTooLarge(f"The JSON body is over {limit:,} bytes.")
+            raise RequestTooLarge(self.too_large(None, limit))
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         if encoding.lower().replace("-", "").replace("_", "") != "utf8":
             try:
                 raw = raw.decode(encoding).encode("utf-8", "surrogatepass")
             except (LookupError, UnicodeError) as exc:
                 raise exceptions.ParseError(f"JSON parse error - {exc}") from None
-        return load_json(raw)
+        return self.decode(raw)
 
 
 def load_json(raw: bytes | str):

@@ -210,6 +210,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # a project slug in a path is Django's slug: clients (and the schema fuzzer) learn its shape
+    "PATH_CONVERTER_OVERRIDES": {"slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"}},
     "ENUM_NAME_OVERRIDES": {
         "SplitEnum": "annotator.models.Split",
         "WorkStatusEnum": "annotator.models.Status",
@@ -259,6 +261,12 @@ MODEL_ENDPOINT_ALLOWED_HOSTS = [
 IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 1_000_000)
 IMPORT_BATCH_SIZE = env_int("IMPORT_BATCH_SIZE", 1000)
 IMPORT_MAX_STORED_ERRORS = env_int("IMPORT_MAX_STORED_ERRORS", 100_000)
+# POST /api/projects/<slug>/ingest/ (annotator/ingest_api.py): records per request, body size, and
+# requests per user ("120/min", "5/s", "10000/day"; empty: no limit), read on every request. Each
+# record also obeys IMPORT_MAX_LINE_BYTES, measured on its compact JSON.
+INGEST_MAX_RECORDS = env_int("INGEST_MAX_RECORDS", 1000)
+INGEST_MAX_BODY_BYTES = env_int("INGEST_MAX_BODY_BYTES", 20 * 1024 * 1024)
+INGEST_RATE = os.environ.get("INGEST_RATE", "120/min")
 DATASET_EXPORT_CHUNK_SIZE = env_int("DATASET_EXPORT_CHUNK_SIZE", 2000)
 DATASET_EXPORT_PREFETCH = env_bool("DATASET_EXPORT_PREFETCH", True)
 # A running job (any kind) whose worker is silent this long is taken over by a redelivery or failed by

@@ -71,8 +71,11 @@ class SuiteCreateSerializer(serializers.Serializer):
     project = ProjectSlugField()
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    source = serializers.ChoiceField(choices=["gold", "scenarios", "snapshot", "conversations", "demo"])
-    file = serializers.FileField(required=False, help_text="JSONL for gold or scenarios (multipart).")
+    source = serializers.ChoiceField(
+        choices=["gold", "scenarios", "bfcl", "snapshot", "conversations", "demo"]
+    )
+    file = serializers.FileField(required=False, help_text="JSONL for gold, scenarios or BFCL (multipart).")
+    answers_file = serializers.FileField(required=False, help_text="BFCL possible answers (multipart).")
     cases = serializers.ListField(
         child=serializers.DictField(),
         required=False,
@@ -156,6 +159,12 @@ class EvalSuiteViewSet(ProjectScopedViewSet):
                     suite, created = suites.create_suite(
                         project, d["name"], records, source="scenarios", **kw
                     )
+            elif d["source"] == "bfcl":
+                if not d.get("file"):
+                    raise serializers.ValidationError({"file": "upload the BFCL test records (JSONL)"})
+                suite, created = suites.suite_from_bfcl(
+                    project, d["name"], d["file"], d.get("answers_file"), file_name=d["file"].name, **kw
+                )
             elif d["source"] == "snapshot":
                 snap = next((s for s in suites.eval_snapshots(project) if s.pk == d.get("snapshot")), None)
                 if snap is None:

@@ -10,6 +10,7 @@ class SuiteForm(forms.Form):
     SOURCES = [
         ("gold", "Gold JSONL: one case per line"),
         ("scenarios", "Regression scenarios JSONL: every assistant turn of each conversation is a case"),
+        ("bfcl", "BFCL test records JSONL, with their possible-answers file as the gold"),
         ("snapshot", "An eval dataset snapshot (held-out, approved corrections and reasonable responses)"),
         ("conversations", "The project's held-out conversations (eval and holdout splits)"),
         ("demo", "Demo domain held-out cases (synthetic sales agent)"),
@@ -17,7 +18,8 @@ class SuiteForm(forms.Form):
     name = forms.CharField(max_length=200, help_text="Same name again = a new version of that suite.")
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     source = forms.ChoiceField(choices=SOURCES, widget=forms.RadioSelect, initial="gold")
-    file = forms.FileField(required=False, help_text="For gold and scenario suites.")
+    file = forms.FileField(required=False, help_text="For gold, scenario and BFCL suites.")
+    answers_file = forms.FileField(required=False, label="BFCL possible answers")
     snapshot = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
     demo_cases = forms.IntegerField(min_value=1, max_value=5000, initial=100, required=False)
     demo_seed = forms.IntegerField(initial=0, required=False)
@@ -34,7 +36,7 @@ class SuiteForm(forms.Form):
     def clean(self):
         data = super().clean()
         source = data.get("source")
-        if source in ("gold", "scenarios") and not data.get("file"):
+        if source in ("gold", "scenarios", "bfcl") and not data.get("file"):
             self.add_error("file", "Upload the JSONL file.")
         if source == "snapshot" and not data.get("snapshot"):
             self.add_error("snapshot", "Pick a ready eval snapshot.")

@@ -9,6 +9,7 @@ Sources:
 * ``suite_from_gold_jsonl`` — one case per line:
   ``{"id", "messages", "tools"?, "expected", "categories"?, "turn_depth"?, "metadata"?}``
   (``expected`` tool calls may carry ``optional`` and ``acceptable``, see metrics.md);
+* ``suite_from_bfcl`` — BFCL test records and their possible answers (toolcalls.bfcl);
 * ``suite_from_scenarios`` — scripted multi-turn conversations, one per line
   ``{"id", "messages", "tools"?, "categories"?}``: every assistant turn becomes a case
   whose context is everything before it;
@@ -34,6 +35,9 @@ from django.core.cache import cache
 from django.db import transaction
 
 from annotator.models import Conversation, Project, Split, canonical_json
+from toolcalls import bfcl
+from toolcalls.errors import FieldError
+from toolcalls.jsonl import decode_line, read_jsonl_lines, storage_problem
 from toolcalls.match import expected_calls
 from toolcalls.validate import validate_assistant_message, validate_messages, validate_tool_specs
 from training import demo_domain
@@ -47,6 +51,8 @@ log = logging.getLogger(__name__)
 
 MAX_CASES = getattr(settings, "EVAL_MAX_SUITE_CASES", 100_000)
 MAX_ERRORS = 200
+MAX_TURN_DEPTH = 32_767  # EvalCase.turn_depth, a PositiveSmallIntegerField
+MAX_CONTEXT_LENGTH = 2**31 - 1  # EvalCase.context_length, a PositiveIntegerField
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,15 @@ def turn_depth_of(messages: list) -> int:
 
 
 def _as_tools(value, project_tools):
+    """The case's tools, or the project's; raises ValueError for a string that holds no storable JSON."""
     if value is None or value == "":
         return project_tools or []
     if isinstance(value, str):  # TRL layouts keep tools as a JSON string
-        return json.loads(value)
+        tools, error = decode_line(value.encode("utf-8", "surrogatepass"), max_bytes=len(value) * 4 + 1)
+        error = error or storage_problem(tools)
+        if error:
+            raise ValueError(error.message)
+        return tools
     return value
 
 
@@ -91,13 +102,13 @@ def check_case(raw: dict, line: int, project_tools: list) -> tuple[dict | None, 
     errors: list[CaseError] = []
     try:
         tools = _as_tools(raw.get("tools"), project_tools)
-    except ValueError:
-        return None, [CaseError(line, "tools", "is a string that does not hold JSON")]
+    except ValueError as exc:
+        return None, [CaseError(line, "tools", f"is a string that does not hold JSON ({exc})")]
     errors += [CaseError(line, e.field, e.message) for e in validate_tool_specs(tools)]
+    # No tools or an empty list: call names are not checked (metrics.md), the expected calls decide.
+    names_from = tools if tools and not errors else None
     messages = raw.get("messages")
-    errors += [
-        CaseError(line, e.field, e.message) for e in validate_messages(messages, None if errors else tools)
-    ]
+    errors += [CaseError(line, e.field, e.message) for e in validate_messages(messages, names_from)]
     if (
         isinstance(messages, list)
         and messages
@@ -117,7 +128,7 @@ def check_case(raw: dict, line: int, project_tools: list) -> tuple[dict | None, 
     else:
         errors += [
             CaseError(line, e.field, e.message)
-            for e in validate_assistant_message(expected, tools, "expected")
+            for e in validate_assistant_message(expected, names_from, "expected")
         ]
         if isinstance(expected, dict) and expected.get("role", "assistant") != "assistant":
             errors.append(CaseError(line, "expected.role", "must be assistant"))
@@ -147,8 +158,14 @@ def check_case(raw: dict, line: int, project_tools: list) -> tuple[dict | None, 
         errors.append(CaseError(line, "metadata", "must be an object"))
         metadata = {}
     depth = raw.get("turn_depth", metadata.get("turn_depth"))
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-        errors.append(CaseError(line, "turn_depth", "must be a whole number"))
+    if depth is not None and not _whole(depth, MAX_TURN_DEPTH):
+        errors.append(CaseError(line, "turn_depth", f"must be a whole number from 0 to {MAX_TURN_DEPTH:,}"))
+    conversation_id = raw.get("conversation_id")
+    if conversation_id is not None and not _whole(conversation_id, 2**63 - 1):
+        errors.append(CaseError(line, "conversation_id", "must be a conversation id (a whole number)"))
+    context_length = raw.get("context_length")
+    if context_length is not None and not _whole(context_length, MAX_CONTEXT_LENGTH):
+        errors.append(CaseError(line, "context_length", "must be a whole number of messages"))
     if errors:
         return None, errors
     return {
@@ -159,9 +176,13 @@ def check_case(raw: dict, line: int, project_tools: list) -> tuple[dict | None, 
         "categories": sorted({c.strip() for c in categories}),
         "turn_depth": depth if depth is not None else turn_depth_of(messages),
         "metadata": metadata,
-        "conversation_id": raw.get("conversation_id"),
-        "context_length": raw.get("context_length"),
+        "conversation_id": conversation_id,
+        "context_length": context_length,
     }, []
+
+
+def _whole(value, most: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
 
 
 def cases_hash(cases: list[dict]) -> str:
@@ -294,25 +315,21 @@ def _attach_conversations(project, cases):
 # ============================================================================= sources
 
 
-def read_jsonl(fileobj, max_bytes: int | None = None):
-    """Yield (line number, record); undecodable lines raise SuiteError listing them all."""
+def read_jsonl(fileobj, max_bytes: int | None = None) -> list[tuple[int, object]]:
+    """[(line number, record)] of a JSONL upload; bad lines raise SuiteError listing every one.
+
+    Each line is read on its own (toolcalls.jsonl): an oversize line is skipped unread, and a
+    line that is not UTF-8, not strict JSON, nested too deeply, or holds what the database
+    cannot store (NUL, a lone surrogate, an integer over 64 bits) is one error with its number.
+    """
     max_bytes = max_bytes or settings.IMPORT_MAX_LINE_BYTES
     errors = []
     records = []
-    for n, raw in enumerate(fileobj, 1):
-        if isinstance(raw, str):
-            raw = raw.encode()
-        if len(raw) > max_bytes:
-            errors.append(CaseError(n, "", f"line is {len(raw):,} bytes, over the limit of {max_bytes:,}"))
-            continue
-        if not raw.strip():
-            continue
-        try:
-            records.append((n, json.loads(raw.decode("utf-8"))))
-        except UnicodeDecodeError:
-            errors.append(CaseError(n, "", "not valid UTF-8"))
-        except json.JSONDecodeError as exc:
-            errors.append(CaseError(n, "", f"invalid JSON: {exc.msg} at column {exc.colno}"))
+    for n, record in read_jsonl_lines(fileobj, max_bytes, storable=True):
+        if isinstance(record, FieldError):
+            errors.append(CaseError(n, record.field, record.message))
+        else:
+            records.append((n, record))
     if errors:
         raise SuiteError(errors)
     return records
@@ -326,6 +343,35 @@ def suite_from_gold_jsonl(project, name, fileobj, user=None, description="", fil
         records,
         source=EvalSuite.Source.GOLD,
         source_detail={"file": file_name},
+        description=description,
+        user=user,
+    )
+
+
+def suite_from_bfcl(project, name, fileobj, answers=None, user=None, description="", file_name=""):
+    """BFCL test records, each answer in `answers` (the possible-answers file) as the gold turn
+    (toolcalls.bfcl: irrelevance records expect no call; multi-turn records are refused)."""
+    index, answer_errors = (
+        bfcl.read_answers(answers, settings.IMPORT_MAX_LINE_BYTES) if answers is not None else (None, [])
+    )
+    errors = [
+        CaseError(0, f"answers file line {n}" + (f" {e.field}" if e.field else ""), e.message)
+        for n, e in answer_errors
+    ]
+    records = []
+    for line, record in read_jsonl(fileobj):
+        case, errs = bfcl.convert_record(record, index)
+        errors += [CaseError(line, e.field, e.message) for e in errs]
+        if case is not None:
+            records.append((line, bfcl.suite_record(case)))
+    if errors:
+        raise SuiteError(errors)
+    return create_suite(
+        project,
+        name,
+        records,
+        source=EvalSuite.Source.GOLD,
+        source_detail={"file": file_name, "format": "bfcl"},
         description=description,
         user=user,
     )

@@ -18,7 +18,8 @@ from annotator.models import ModelVersion, Role
 from annotator.policy import can_run_pipeline, has_role, project_for, role_in
 from jobs import lifecycle
 from toolcalls.defects import DEFECTS
-from toolcalls.match import expected_calls, values_equal
+from toolcalls.match import call_matches, expected_calls
+from toolcalls.parse import ToolCall
 from toolcalls.score import HEADLINE_METRICS
 
 from . import comparison, loop, promotion, runner, suites
@@ -130,6 +131,10 @@ def suite_create(request, slug):
             elif d["source"] == "scenarios":
                 suite, created = suites.suite_from_scenarios(
                     project, d["name"], d["file"], file_name=d["file"].name, **kwargs
+                )
+            elif d["source"] == "bfcl":
+                suite, created = suites.suite_from_bfcl(
+                    project, d["name"], d["file"], d["answers_file"], file_name=d["file"].name, **kwargs
                 )
             elif d["source"] == "snapshot":
                 snap = next((s for s in snapshots if s.pk == d["snapshot"]), None)
@@ -386,6 +391,27 @@ def run_results(request, slug, pk):
 _ABSENT = object()
 
 
+def _top_key(name: str, want: dict, have: dict) -> str:
+    """The argument a gold rule name sits under: itself when some side has that exact key, else the first
+    part of a dotted path (metrics.md: optional / acceptable may name paths into nested objects)."""
+    return name if name in want or name in have or "." not in name else name.split(".", 1)[0]
+
+
+def _argument_ok(e: dict, key: str, want, have) -> bool:
+    """One argument judged by the scorer's own rule: the call restricted to this key and its gold rules."""
+
+    def mine(name):
+        return name == key or name.startswith(key + ".")
+
+    sub = {
+        "name": e["name"],
+        "arguments": {} if want is _ABSENT else {key: want},
+        "optional": [n for n in e.get("optional") or () if mine(n)],
+        "acceptable": {n: v for n, v in (e.get("acceptable") or {}).items() if mine(n)},
+    }
+    return call_matches(ToolCall(e["name"], {} if have is _ABSENT else {key: have}), sub)
+
+
 def call_diff(expected_message: dict, calls: list[dict]) -> list[dict]:
     """Expected calls beside the model's, argument by argument, for reading a failure.
 
@@ -402,23 +428,16 @@ def call_diff(expected_message: dict, calls: list[dict]) -> list[dict]:
         if j is not None:
             used.add(j)
         have_args = (got or {}).get("arguments") or {}
-        keys = (
-            list(e["arguments"])
-            + [k for k in e.get("acceptable") or {} if k not in e["arguments"]]
-            + [k for k in have_args if k not in e["arguments"] and k not in (e.get("acceptable") or {})]
-        )
+        keys = list(e["arguments"])
+        ruled = [_top_key(n, e["arguments"], have_args) for n in e.get("acceptable") or {}]
+        for k in ruled + list(have_args):
+            if k not in keys:
+                keys.append(k)
         args = []
         for k in keys:
             want, have = e["arguments"].get(k, _ABSENT), have_args.get(k, _ABSENT)
             alts = (e.get("acceptable") or {}).get(k) or []
-            if have is _ABSENT:
-                ok = k in (e.get("optional") or ())
-            else:
-                ok = (
-                    (want is not _ABSENT and values_equal(have, want))
-                    or any(values_equal(have, a) for a in alts)
-                    or (want is _ABSENT and not alts and k in (e.get("optional") or ()))
-                )
+            ok = _argument_ok(e, k, want, have)
             args.append(
                 {
                     "key": k,

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from annotator import api as annotator_api
+from annotator import ingest_api
 from config import login_throttle
 from config.health import healthz
 from evaluation import api as evaluation_api
@@ -53,4 +54,5 @@ urlpatterns = [
     path("", include("loop.urls")),
     path("api/projects/<slug:slug>/dashboards/", include("annotator.dashboards.api")),
     path("api/projects/<slug:slug>/queue/", include("annotator.queue_api")),
+    path("api/projects/<slug:slug>/ingest/", ingest_api.IngestView.as_view(), name="api-ingest"),
 ]

@@ -98,8 +98,16 @@ def world(project, members):
 # ----------------------------------------------------------------------------- SFT rows
 
 
-def test_sft_rows_are_the_context_plus_the_correction_exactly(world, members, project):
+def test_the_default_sft_layout_trains_only_the_reviewed_turn(world, members, project):
     snap = build(project, members["admin"])
+    assert snap.layout == "trl_prompt_completion"
+    row = lines(snap)[0]
+    assert row["prompt"] == [SYSTEM, {"role": "user", "content": "Is A-1 in stock?"}]
+    assert row["completion"] == [{"role": "assistant", "content": None, "tool_calls": [CHECK_A1]}]
+
+
+def test_sft_rows_are_the_context_plus_the_correction_exactly(world, members, project):
+    snap = build(project, members["admin"], layout="trl_messages")
     assert snap.status == "ready", snap.message
     rows = lines(snap)
     assert len(rows) == snap.row_count == 2
@@ -136,7 +144,7 @@ def test_sft_rows_are_the_context_plus_the_correction_exactly(world, members, pr
 
 
 def test_reasonable_responses_are_an_optional_positive_example(world, members, project):
-    snap = build(project, members["admin"], filters={"include_reasonable": True})
+    snap = build(project, members["admin"], layout="trl_messages", filters={"include_reasonable": True})
     rows = lines(snap)
     assert len(rows) == 3
     assert rows[2]["messages"][-1] == {
@@ -173,7 +181,7 @@ def test_filters_by_category_with_children_model_version_date_and_split(world, m
     tool_use = category(project, "Tool use")  # the parent of both categories used in `world`
     assert build(project, admin, filters={"categories": [tool_use.pk]}).row_count == 2
     wrong_args = category(project, "Wrong arguments")
-    snap = build(project, admin, filters={"categories": [wrong_args.pk]})
+    snap = build(project, admin, layout="trl_messages", filters={"categories": [wrong_args.pk]})
     assert [r["messages"][-1]["tool_calls"][0]["function"]["name"] for r in lines(snap)] == ["create_order"]
     mv2 = world["r4b"].model_version
     assert (
@@ -185,7 +193,7 @@ def test_filters_by_category_with_children_model_version_date_and_split(world, m
     Label.objects.filter(pk=world["l1"].pk).update(created_at=timezone.now() - dt.timedelta(days=40))
     today = timezone.localdate().isoformat()
     snap = build(project, admin, filters={"date_from": today, "date_to": today})
-    assert snap.row_count == 1 and lines(snap)[0]["messages"][-1]["tool_calls"] == [ORDER_B2]
+    assert snap.row_count == 1 and lines(snap)[0]["completion"][-1]["tool_calls"] == [ORDER_B2]
     # split: an eval-split correction is not in a train snapshot unless asked for
     label(
         response(stock_question(project, 7, split="holdout"), raw="Yes."),
@@ -241,7 +249,8 @@ def test_ties_are_skipped_and_both_bad_is_paired_against_a_correction(project, m
     fix = assistant(None, [call("check_inventory", {"sku": "A-5"})])
     label(a, ann, correction=fix)  # a correction in the same context
     preference(a, b, ann, "both_bad")
-    preference(a, b, ann2, "tie")
+    # a tie on another pair (a tie by a second annotator on the same pair would be a disagreement)
+    preference(a, response(c, raw="Maybe, let me look.", model="agent-v3"), ann2, "tie")
     d = stock_question(project, 6)
     preference(
         response(d, raw="Yes."), response(d, raw="No.", model="agent-v2"), ann, "both_bad"
@@ -257,6 +266,7 @@ def test_ties_are_skipped_and_both_bad_is_paired_against_a_correction(project, m
     assert snap.stats["skipped"] == {
         "both_bad_pair_already_from_correction": 1,
         "both_bad_without_correction": 1,
+        "tie": 1,
     }
     only_prefs = build(project, members["admin"], kind="dpo", filters={"sources": ["preferences"]})
     assert only_prefs.row_count == 2  # now the pair against `a` comes from the both-bad preference
@@ -416,7 +426,7 @@ def test_clean_spec_errors_name_the_field(project):
         clean_spec(project, {"kind": "kto"})
     assert "kind" in err.value.message_dict
     spec = clean_spec(project, {"kind": "sft"})
-    assert spec["layout"] == "trl_messages" and spec["filters"]["splits"] == ["train"]
+    assert spec["layout"] == "trl_prompt_completion" and spec["filters"]["splits"] == ["train"]
     assert spec["audit_config"]["checks"]["leakage"] == "block"
 
 
@@ -513,7 +523,7 @@ def test_an_unexpected_error_fails_the_snapshot_and_removes_the_temp_file(
 ):
     snap = create_snapshot(project, members["admin"], {"kind": "sft"}, start=False)
     monkeypatch.setattr(
-        snapshot_build, "FORMATTERS", {**snapshot_build.FORMATTERS, "trl_messages": lambda r: 1 / 0}
+        snapshot_build, "FORMATTERS", {**snapshot_build.FORMATTERS, "trl_prompt_completion": lambda r: 1 / 0}
     )
     snap = build_snapshot(snap.pk)
     assert snap.status == "failed" and snap.failure == "error" and "ZeroDivisionError" in snap.message
@@ -550,21 +560,40 @@ def test_broker_outage_is_reported_on_the_snapshot(
 # ------------------------------------------------------------------------------ queries
 
 
-def test_queries_per_build_do_not_grow_with_rows(project, members, settings, django_assert_max_num_queries):
+def test_queries_per_build_do_not_grow_with_rows(project, members, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     settings.DATASET_EXPORT_CHUNK_SIZE = 1000
-    for i in range(60):
-        c = stock_question(project, 100 + i)
-        a = response(c, raw="Yes, in stock.")
-        b = response(c, raw="Out of stock today.", model="agent-v2")
-        label(
-            a,
-            members["annotator"],
-            categories=["Tool not called"],
-            correction=assistant(None, [call("check_inventory", {"sku": f"A-{100 + i}"})]),
-        )
-        preference(a, b, members["annotator2"], "b" if i % 2 else "both_bad")
+
+    def add_items(start, n):
+        for i in range(start, start + n):
+            c = stock_question(project, 100 + i)
+            a = response(c, raw="Yes, in stock.")
+            b = response(c, raw="Out of stock today.", model="agent-v2")
+            label(
+                a,
+                members["annotator"],
+                categories=["Tool not called"],
+                correction=assistant(None, [call("check_inventory", {"sku": f"A-{100 + i}"})]),
+            )
+            preference(a, b, members["annotator2"], "b" if i % 2 else "both_bad")
+
+    def queries_per_build():
+        counts = {}
+        for kind in ("sft", "dpo"):
+            snap = create_snapshot(project, members["admin"], {"kind": kind}, start=False)
+            with CaptureQueriesContext(connection) as ctx:
+                snap = build_snapshot(snap.pk)
+            assert snap.status == "ready", snap.message
+            counts[kind] = (len(ctx.captured_queries), snap.row_count)
+        return counts
+
+    add_items(0, 30)
+    small = queries_per_build()
+    add_items(30, 60)
+    large = queries_per_build()
     for kind in ("sft", "dpo"):
-        snap = create_snapshot(project, members["admin"], {"kind": kind}, start=False)
-        with django_assert_max_num_queries(40):
-            snap = build_snapshot(snap.pk)
-        assert snap.status == "ready" and snap.row_count >= 60, snap.message
+        assert large[kind][1] >= 3 * small[kind][1] >= 30, (small, large)
+        # a constant: the gold check, the items' votes per chunk (resolve.py), the bundle's few reads
+        assert large[kind][0] == small[kind][0] <= 50, (kind, small, large)

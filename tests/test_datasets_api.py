@@ -67,7 +67,7 @@ def test_only_admins_create_snapshots(
         assert (body["status"], body["name"], body["layout"], body["download_url"]) == (
             "queued",
             "sft-v1",
-            "trl_messages",
+            "trl_prompt_completion",
             None,
         )
         assert body["filters"]["splits"] == ["train"] and body["audit_config"]["checks"]["leakage"] == "block"
@@ -106,8 +106,11 @@ def test_a_ready_snapshot_cannot_be_edited_through_the_api(api, members, ready):
 def test_retrieve_download_and_preview(api, members, ready):
     client = as_user(api, members, "lead")
     body = client.get(f"/api/datasets/{ready.pk}/").json()
-    assert body["status"] == "ready" and body["progress"] == 1.0 and body["row_count"] == 6
-    assert body["stats"]["rows_by_source"] == {"correction": 3, "preference": 3}
+    # each correction says what the preferred response says: the preference and the correction
+    # are one pair, written once (resolve.py)
+    assert body["status"] == "ready" and body["progress"] == 1.0 and body["row_count"] == 3
+    assert body["stats"]["rows_by_source"] == {"preference": 3}
+    assert body["stats"]["resolution"]["merged_by"] == {"gold": 0, "majority": 3}
     assert body["audit"]["blocked"] is False and body["download_url"].endswith(
         f"/api/datasets/{ready.pk}/download/"
     )
@@ -115,9 +118,9 @@ def test_retrieve_download_and_preview(api, members, ready):
     content = b"".join(download.streaming_content)
     assert hashlib.sha256(content).hexdigest() == ready.sha256 == download["X-Content-SHA256"]
     assert 'filename="sales-dpo-v1.jsonl"' in download["Content-Disposition"]
-    assert len(content.splitlines()) == 6
+    assert len(content.splitlines()) == 3
     preview = client.get(f"/api/datasets/{ready.pk}/preview/").json()
-    assert len(preview) == 6 and preview[0]["source"] == "preference" and "rejected" in preview[0]
+    assert len(preview) == 3 and preview[0]["source"] == "preference" and "rejected" in preview[0]
 
 
 def test_a_snapshot_that_is_not_ready_has_no_download(api, members, labelled):
@@ -258,7 +261,8 @@ def test_detail_page_shows_stats_audit_and_a_chat_preview(client, members, ready
     client.force_login(members["lead"])
     html = client.get(f"/p/{ready.project.slug}/datasets/{ready.pk}/").content.decode()
     assert "Download JSONL" in html and ready.sha256 in html
-    assert html.count('class="row-card"') == 6 and "rejected" in html and "check_inventory" in html
+    assert html.count('class="row-card"') == 3 and "rejected" in html and "check_inventory" in html
+    assert "3 items judged by 2+ annotators merged into one row each (gold 0, majority 3)." in html
     assert "Tool not called" in html and "Delete" not in html  # leads read, admins delete
     audit = client.get(f"/p/{ready.project.slug}/datasets/{ready.pk}/audit/").content.decode()
     assert "Train/eval leakage" in audit and "mode: block" in audit

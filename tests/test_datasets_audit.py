@@ -2,7 +2,7 @@
 
 import pytest
 
-from annotator.models import Correction, Preference
+from annotator.models import Adjudication, Correction, Preference, Task
 from training.snapshots.build import build_snapshot, create_snapshot
 
 from .test_datasets_factories import (
@@ -102,16 +102,26 @@ def seed_short(project, members):
 
 
 def seed_exact_duplicate(project, members):
-    r = response(stock_question(project, 2), raw="Yes.")
+    # two responses to one context corrected alike: two items, one training example twice
+    # (two annotators on the *same* response are one item and make one row)
+    c = stock_question(project, 2)
     fix = assistant(None, [call("check_inventory", {"sku": "A-2"})])
-    label(r, members["annotator"], correction=fix)
-    label(r, members["annotator2"], correction=fix)
+    label(response(c, raw="Yes."), members["annotator"], correction=fix)
+    label(response(c, raw="Yes!", model="agent-v2"), members["annotator2"], correction=fix)
 
 
 def seed_normalised_duplicate(project, members):
-    r = response(stock_question(project, 2), raw="Yes.")
-    label(r, members["annotator"], correction=assistant("Let me check the stock of A-2 for you."))
-    label(r, members["annotator2"], correction=assistant("let me check  the stock of A-2\nfor you."))
+    c = stock_question(project, 2)
+    label(
+        response(c, raw="Yes."),
+        members["annotator"],
+        correction=assistant("Let me check the stock of A-2 for you."),
+    )
+    label(
+        response(c, raw="Yes!", model="agent-v2"),
+        members["annotator2"],
+        correction=assistant("let me check  the stock of A-2\nfor you."),
+    )
 
 
 def seed_chosen_equals_rejected(project, members):
@@ -164,7 +174,7 @@ CASES = [
         seed_conflict,
         {"filters": {"include_submitted": True}},
         1,
-        "no lead has decided",
+        "(1 reasonable, 1 unreasonable), no lead decision and no majority: left out",
     ),
     ("too_long", "sft", seed_too_long, {"audit": {"max_tokens": 600}}, 1, "(maximum 600)"),
     ("pair_context_mismatch", "dpo", seed_mismatched_pair, {}, 1, "answers 2 messages of conversation"),
@@ -216,22 +226,26 @@ def test_examples_point_at_the_row_and_its_source(project, members):
 
 def test_a_lead_decision_resolves_a_label_conflict(project, members):
     r = response(stock_question(project, 2), raw="Yes, in stock.")
-    label(
-        r,
-        members["annotator"],
-        status="approved",
-        correction=assistant(None, [call("check_inventory", {"sku": "A-2"})]),
-    )
-    label(r, members["annotator2"], verdict="reasonable", status="rejected")
+    fix = assistant(None, [call("check_inventory", {"sku": "A-2"})])
+    label(r, members["annotator"], status="approved", correction=fix)
+    label(r, members["annotator2"], verdict="reasonable", status="rejected")  # a rejected label has no vote
     snap = build(project, members["admin"], filters={"include_submitted": True})
     assert snap.status == "ready" and check(snap, "label_conflict")["count"] == 0
-    # approving the opposite verdict too is a contradiction the lead must settle
+    # an approved opposite verdict: 1 against 1 with no lead decision, so the item is left out
     label(r, members["lead"], verdict="reasonable", status="approved")
-    snap = build(project, members["admin"])
-    assert snap.failure == "audit_blocked"
-    assert check(snap, "label_conflict")["examples"][0]["detail"] == (
-        "a lead approved both a reasonable and an unreasonable label on this response"
+    snap = build(project, members["admin"], audit={"checks": {"label_conflict": "block"}})
+    assert snap.failure == "no_rows" and "1 left out: no majority" in snap.message
+    (example,) = check(snap, "label_conflict")["examples"]
+    assert example["row"] is None and example["detail"] == (
+        f"2 labels on response {r.pk} (1 reasonable, 1 unreasonable), "
+        "no lead decision and no majority: left out"
     )
+    # the lead's gold decision settles it
+    task = Task.objects.create(project=project, kind=Task.Kind.LABEL, response=r)
+    Adjudication.objects.create(task=task, lead=members["lead"], verdict="unreasonable")
+    snap = build(project, members["admin"], audit={"checks": {"label_conflict": "block"}})
+    assert snap.status == "ready" and check(snap, "label_conflict")["count"] == 0
+    assert snap.stats["resolution"]["merged_by"] == {"gold": 1, "majority": 0}
 
 
 def test_opposite_preferences_without_a_lead_decision_conflict(project, members):
@@ -240,17 +254,12 @@ def test_opposite_preferences_without_a_lead_decision_conflict(project, members)
     preference(a, b, members["annotator"], "a", status="submitted")
     preference(a, b, members["annotator2"], "b", status="submitted")
     snap = build(project, members["admin"], "dpo", filters={"include_submitted": True})
-    assert check(snap, "label_conflict")["count"] == 2
-    preference(a, b, members["lead"], "b", status="approved")  # the lead decides for b
-    snap = build(
-        project,
-        members["admin"],
-        "dpo",
-        filters={"include_submitted": True},
-        audit={"checks": {"exact_duplicate": "off"}},
-    )
-    conflict = check(snap, "label_conflict")
-    assert conflict["count"] == 1 and conflict["examples"][0]["detail"].startswith("overruled")
+    assert snap.failure == "no_rows" and check(snap, "label_conflict")["count"] == 1  # one pair, not two rows
+    assert snap.stats["resolution"]["excluded"] == {"mirrored_pair_unresolved": 1}
+    preference(a, b, members["lead"], "b", status="approved")  # a third opinion: 2 against 1 for b
+    snap = build(project, members["admin"], "dpo", filters={"include_submitted": True})
+    assert snap.status == "ready" and snap.row_count == 1 and check(snap, "label_conflict")["count"] == 0
+    assert snap.stats["resolution"]["merged_by"] == {"gold": 0, "majority": 1}
 
 
 def test_train_eval_leakage_by_id_and_by_normalised_prompt(project, members):

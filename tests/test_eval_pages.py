@@ -286,3 +286,30 @@ def test_call_diff_reads_parallel_optional_and_unexpected_calls():
     assert extra["unexpected"] and extra["args"][0]["have"] == '"B-2"'
     missing = call_diff(expected, [])
     assert not missing[0]["found"] and missing[0]["args"][0]["have"] == "(missing)"
+
+
+def test_call_diff_judges_dotted_optional_and_acceptable_paths_like_the_scorer():
+    from evaluation.views import call_diff
+    from toolcalls.score import score_case
+
+    expected = {
+        "role": "assistant",
+        "tool_calls": [
+            {
+                "function": {
+                    "name": "ship",
+                    "arguments": {"address": {"city": "Paris", "zip": "75001"}, "speed": "fast"},
+                },
+                "optional": ["address.zip"],
+                "acceptable": {"address.city": ["Paris", "paris"], "speed": ["fast", "express"]},
+            }
+        ],
+    }
+    good = {"name": "ship", "arguments": {"address": {"city": "paris"}, "speed": "express"}}
+    bad = {"name": "ship", "arguments": {"address": {"city": "Lyon", "zip": "75001"}, "speed": "fast"}}
+    for call, right in ((good, True), (bad, False)):
+        output = f"<tool_call>{json.dumps(call)}</tool_call>"
+        assert score_case(expected, output, None)["tool_call_accuracy"] == int(right)
+        rows = call_diff(expected, [call])
+        assert [a["key"] for a in rows[0]["args"]] == ["address", "speed"]  # no "address.city" row
+        assert rows[0]["args"][0]["ok"] is right and rows[0]["args"][1]["ok"] is True

@@ -1,6 +1,7 @@
 """Eval suites: gold JSONL, scenarios, held-out conversations, eval snapshots, the demo domain;
 versioning; every bad case reported; the training-overlap flag."""
 
+import io
 import json
 
 import pytest
@@ -220,3 +221,87 @@ def test_overlap_with_the_models_training_snapshots_is_found(project, tmp_path, 
     )
     assert suites.training_overlap(suite, by_job)["cases"] == 1
     assert suites.training_overlap(suite, base)["cases"] == 0  # the job trained a child, not the base
+
+
+# ------------------------------------------------------------------ hostile gold files
+
+
+def _raw(record) -> bytes:
+    return json.dumps(record).encode()
+
+
+def test_every_hostile_line_of_a_gold_file_is_one_error_with_its_line(project, settings):
+    settings.IMPORT_MAX_LINE_BYTES = 20_000
+    good = _raw(gold_record(1))
+    lines = [
+        good,
+        b"[" * 5000 + b"]" * 5000,  # deeper than the parser's recursion
+        _raw(gold_record(3, metadata={"n": json.loads("[" * 150 + "]" * 150)})),
+        good[:-1] + b', "n": ' + b"9" * 5000 + b"}",  # over Python's integer digit limit
+        good[:-1] + b', "n": 1e999}',
+        good[:-1] + b', "n": 18446744073709551616}',  # beyond 64 bits: the JSON encoder refuses it
+        good.replace(b"You sell things.", b"You sell \xff things."),
+        good.replace(b"You sell things.", b"You sell \\ud800 things."),
+        good.replace(b"You sell things.", b"You sell \\u0000 things."),
+        _raw(gold_record(10, metadata={"pad": "x" * 30_000})),
+        _raw(gold_record(11)),
+    ]
+    data = io.BytesIO(b"\n".join(lines) + b"\n")
+    with pytest.raises(suites.SuiteError) as exc:
+        suites.suite_from_gold_jsonl(project, "hostile", data)
+    errors = exc.value.errors
+    assert [e.line for e in errors] == list(range(2, 11))  # one error per bad line, none for 1 and 11
+    said = {e.line: f"{e.field} {e.message}" for e in errors}
+    assert "nested more than 100 levels" in said[2] and "nested more than 100 levels" in said[3]
+    assert "too many digits" in said[4] and "too large" in said[5] and "64 bits" in said[6]
+    assert "UTF-8" in said[7] and "surrogate" in said[8] and "NUL" in said[9]
+    assert "over the limit of 20,000" in said[10]
+    assert said[8].startswith("messages[0].content")
+    assert not EvalSuite.objects.exists()
+
+
+def test_case_fields_the_database_cannot_hold_are_errors_not_crashes(project):
+    deep_tools = gold_record(1, tools="[" * 5000 + "]" * 5000)
+    records = [
+        deep_tools,
+        gold_record(2, turn_depth=10**6),
+        gold_record(3, conversation_id="abc"),
+        gold_record(4, conversation_id={"id": 1}),
+        gold_record(5, context_length=-1),
+    ]
+    with pytest.raises(suites.SuiteError) as exc:
+        suites.create_suite(project, "bad", list(enumerate(records, 1)), source="gold")
+    assert [(e.line, e.field) for e in exc.value.errors] == [
+        (1, "tools"),
+        (2, "turn_depth"),
+        (3, "conversation_id"),
+        (4, "conversation_id"),
+        (5, "context_length"),
+    ]
+
+
+def test_a_case_with_an_empty_tools_list_leaves_names_to_the_expected_calls(project):
+    rec = gold_record(1, tools=[])
+    rec["expected"]["tool_calls"][0]["function"]["name"] = "lookup_anything"
+    suite, created = suites.create_suite(project, "no-tools", [(1, rec)], source="gold")
+    case = suite.cases.get()
+    assert (
+        created
+        and case.tools == []
+        and case.expected["tool_calls"][0]["function"]["name"] == "lookup_anything"
+    )
+    unknown = gold_record(2)  # the project's tools apply: an unknown name is still refused
+    unknown["expected"]["tool_calls"][0]["function"]["name"] = "lookup_anything"
+    with pytest.raises(suites.SuiteError, match="lookup_anything"):
+        suites.create_suite(project, "tools", [(1, unknown)], source="gold")
+
+
+def test_dotted_optional_and_acceptable_names_are_kept(project):
+    rec = gold_record(1)
+    call = rec["expected"]["tool_calls"][0]
+    call["function"]["arguments"] = json.dumps({"sku": "A-1", "filters": {"size": 42}})
+    call["optional"] = ["filters.color"]
+    call["acceptable"] = {"filters.size": [42, "42"]}
+    suite, _ = suites.create_suite(project, "dotted", [(1, rec)], source="gold")
+    kept = suite.cases.get().expected["tool_calls"][0]
+    assert kept["optional"] == ["filters.color"] and kept["acceptable"] == {"filters.size": [42, "42"]}

@@ -124,9 +124,21 @@ BAD_LINES = [
         "is not valid JSON",
     ),
     (
-        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "late"}]}),
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "function", "name": "f", "content": "1"},
+                ]
+            }
+        ),
         "messages[1].role",
-        "may only come first",
+        "must follow an assistant function_call of 'f'",
+    ),
+    (
+        json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]}),
+        "messages[0].content[0].text",
+        "must be a string",
     ),
     (
         json.dumps({"messages": [{"role": "user", "content": "hi"}], "split": "test"}),

@@ -1,14 +1,17 @@
 """The six defects of ``response_quality`` (metrics.md, "Per-case metrics").
 
-Choices where metrics.md leaves room (each has a test in tests/test_metrics.py):
+Choices where metrics.md leaves room (each has a test in tests/test_metrics.py or
+tests/test_metrics_hardening.py):
 
 * "Words" are whitespace-separated tokens, except that each CJK ideograph or kana
   counts as one word (Chinese/Japanese replies have no spaces).
-* The gzip test of ``end_repetition`` reads the whole answer, as metrics.md says,
-  well-formed tool-call blocks included. Known consequence: three or more correct
-  parallel calls to one tool compress about 2.5x and are flagged; setting
-  ``GZIP_INCLUDES_VALID_CALLS`` to False leaves valid blocks out of that test, for
-  teams that choose to depart from the definition.
+* ``end_repetition`` reads the reply text as metrics.md defines it for this defect: the
+  answer (stop token removed) with its well-formed tool-call blocks cut out, each block
+  replaced by a line break so the words on either side stay apart. Malformed blocks stay
+  in that text. Both the tail-run test and the gzip test (200+ characters of reply text)
+  read it, so correct parallel calls, however many, never trip the gzip test.
+* "The same call 3 or more times in a row" counts consecutive well-formed calls, text
+  between them included; "identical" is ``values_equal`` (JSON equality, as matching).
 * Any ``<|…|>`` token left in the answer once its stop token is removed is a
   ``template_leak``. ``</tool_response>`` counts like ``<tool_response>``.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import gzip
 import re
 
+from .match import values_equal
 from .parse import ParsedOutput
 
 DEFECTS = (
@@ -35,7 +39,6 @@ REPEAT_MAX_RUN = 20
 REPEAT_MIN_TIMES = 3
 GZIP_MIN_CHARS = 200
 GZIP_MAX_RATIO = 2.4
-GZIP_INCLUDES_VALID_CALLS = True
 
 _TEMPLATE_TOKEN_RE = re.compile(r"<\|[A-Za-z0-9_.:\-]{1,64}\|>|<｜[^｜<>\s]{1,64}｜>")
 _TOOL_RESPONSE_RE = re.compile(r"</?tool_response>")
@@ -85,24 +88,43 @@ def _gzip_ratio(s):
     return len(b) / len(gzip.compress(b, compresslevel=9, mtime=0))
 
 
-def _end_repetition(a, spans, stopped_at_limit):
+def _reply_without_calls(a, spans):
+    """The answer with its well-formed call blocks cut out (each leaves a line break)."""
+    if not spans:
+        return a
+    pieces = []
+    pos = 0
+    for start, end in spans:
+        pieces.append(a[pos:start])
+        pos = end
+    pieces.append(a[pos:])
+    return "\n".join(pieces)
+
+
+def _same_call_repeated(calls):
+    """The same call (name and JSON-equal arguments) REPEAT_MIN_TIMES or more times in a row."""
+    run = 1
+    for prev, cur in zip(calls, calls[1:], strict=False):
+        if cur.name == prev.name and values_equal(cur.arguments, prev.arguments):
+            run += 1
+            if run >= REPEAT_MIN_TIMES:
+                return True
+        else:
+            run = 1
+    return False
+
+
+def _end_repetition(a, spans, calls, stopped_at_limit):
     if stopped_at_limit:
         return True
-    if _ends_with_repeat(a):
+    if len(calls) >= REPEAT_MIN_TIMES and _same_call_repeated(calls):
         return True
-    if len(a) < GZIP_MIN_CHARS:
+    reply = _reply_without_calls(a, spans).strip()
+    if not reply:
         return False
-    if spans and not GZIP_INCLUDES_VALID_CALLS:
-        pieces = []
-        pos = 0
-        for s, e in spans:
-            pieces.append(a[pos:s])
-            pos = e
-        pieces.append(a[pos:])
-        a = "".join(pieces)
-        if len(a) < GZIP_MIN_CHARS:
-            return False
-    return _gzip_ratio(a) > GZIP_MAX_RATIO
+    if _ends_with_repeat(reply):
+        return True
+    return len(reply) >= GZIP_MIN_CHARS and _gzip_ratio(reply) > GZIP_MAX_RATIO
 
 
 def _template_leak(a):
@@ -118,7 +140,7 @@ def find_defects(
         "think_tags": int(not parsed.think_ok),
         "malformed_call": int(parsed.malformed),
         "too_short": int(not made_call and _too_short(parsed.reply_text)),
-        "end_repetition": int(_end_repetition(answer, spans, stopped_at_limit)),
+        "end_repetition": int(_end_repetition(answer, spans, parsed.calls, stopped_at_limit)),
         "fabricated_tool_result": int(
             trailing or ("tool_response>" in answer and _TOOL_RESPONSE_RE.search(answer) is not None)
         ),

@@ -13,7 +13,9 @@ Choices where metrics.md leaves room (each has a test in tests/test_metrics.py):
   attempted call; a ``<tool_call>`` opened while another is open closes the first
   one as unclosed (malformed).
 * A call to a tool missing from the case's tools list is malformed and is not
-  listed in ``ParsedOutput.calls``.
+  listed in ``ParsedOutput.calls``. ``tool_names=None`` skips that check; callers pass None
+  when the case has no tools or an empty list (metrics.md: then the expected calls decide),
+  see ``score_case`` and ``name_check``.
 * One end-of-turn token (``<|im_end|>``, ``<|endoftext|>``, ``<|eot_id|>`` …) at
   the very end is the stop token: it is removed before every other check.
 """
@@ -278,6 +280,12 @@ class ToolNames:
                 if n == name and isinstance(n, str):
                     return True
         return False
+
+
+def name_check(tools) -> ToolNames | None:
+    """What ``scan_output`` checks call names against for a case's tools: None (no check) when
+    the case has no tools or an empty list, as metrics.md says."""
+    return ToolNames(tools) if tools else None
 
 
 def tool_names_of(tools: list[dict] | None) -> set[str]:

@@ -10,9 +10,12 @@ Reading order: ``toolcalls.parse`` (text -> reasoning / reply / calls / malforme
 ``toolcalls.defects``) and ``summarize`` (rates with standard errors, per-call
 precision/recall/F1, breakdowns).
 
-Choice where metrics.md leaves room (tested in tests/test_metrics.py): per-call precision
-counts every attempted block (malformed ones too) as predicted; a malformed turn has no true
-positives.
+Choices where metrics.md leaves room (tested in tests/test_metrics.py and
+tests/test_metrics_hardening.py): per-call precision counts every attempted block (malformed
+ones too) as predicted; a malformed turn has no true positives. No input makes score_case
+recurse without bound: a call body nested too deeply to decode is malformed, gold arguments
+nested too deeply to decode raise ValueError (the case is an error), and decoded values of
+any depth compare without recursion (toolcalls.match).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import math
 
 from .defects import DEFECTS, find_defects
 from .match import expected_calls_cached, match_calls, names_matched
-from .parse import ToolNames, scan_output
+from .parse import name_check, scan_output
 
 HEADLINE_METRICS = (
     "tool_call_accuracy",
@@ -39,12 +42,12 @@ def score_case(
 ) -> dict:
     """Score one model output against one gold assistant message.
 
-    ``tools`` is the case's list of OpenAI tool specs (``None``: names are not
-    checked). ``stopped_at_limit`` is True when generation hit the token limit,
-    None when unknown.
+    ``tools`` is the case's list of OpenAI tool specs (``None`` or ``[]``: names are not
+    checked, the expected calls decide). ``stopped_at_limit`` is True when generation hit
+    the token limit, None when unknown.
     """
     exp = expected_calls_cached(expected_message) if expected_message else []
-    p, a, trailing, spans = scan_output(output, ToolNames(tools or ()) if tools is not None else None)
+    p, a, trailing, spans = scan_output(output, name_check(tools))
 
     calls = p.calls
     malformed = p.malformed
@@ -57,7 +60,7 @@ def score_case(
         name_matched = 0
         names_right = False
     elif calls and exp:
-        tp = match_calls(calls, exp)
+        tp = match_calls(calls, exp, tools)
         call_names = [c.name for c in calls]
         exp_names = [e["name"] for e in exp]
         name_matched = names_matched(call_names, exp_names)

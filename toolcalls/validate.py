@@ -8,13 +8,15 @@ jsonschema only, no Django.
 
 import json
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import best_match
 from jsonschema_specifications import REGISTRY as METASCHEMAS
 from referencing.exceptions import Unresolvable
+
+from .errors import FieldError
+from .openai_format import normalise_assistant_message
 
 # Deeper JSON is refused on import: the database's JSON encoder stops at 255 levels, jsonschema
 # and json.dumps recurse per level, and no real conversation comes near it.
@@ -44,15 +46,6 @@ def loads_bounded(text: str, max_depth: int = MAX_JSON_DEPTH, max_chars: int = M
         elif token in "]}":
             depth -= 1
     return json.loads(text)
-
-
-@dataclass(frozen=True)
-class FieldError:
-    field: str
-    message: str
-
-    def as_dict(self):
-        return {"field": self.field, "message": self.message}
 
 
 def tool_name(spec) -> str | None:
@@ -98,24 +91,133 @@ def validate_tool_specs(tools, path: str = "tools") -> list[FieldError]:
             if not isinstance(params, dict):
                 errors.append(FieldError(f"{where}.function.parameters", "must be a JSON schema object"))
             else:
-                problem = _schema_problem(json.dumps(params, sort_keys=True))
-                if problem:
+                for sub, problem in _schema_problems(json.dumps(params, sort_keys=True)):
                     errors.append(
-                        FieldError(f"{where}.function.parameters", f"invalid JSON schema: {problem}")
+                        FieldError(f"{where}.function.parameters{sub}", f"invalid JSON schema: {problem}")
                     )
     return errors
 
 
+JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
+# Type names other dialects use (BFCL, Python, Java) and the JSON-schema type each one means.
+TYPE_ALIASES = {
+    "dict": "object",
+    "hashmap": "object",
+    "float": "number",
+    "double": "number",
+    "int": "integer",
+    "long": "integer",
+    "str": "string",
+    "char": "string",
+    "bool": "boolean",
+    "list": "array",
+    "tuple": "array",
+    "arraylist": "array",
+}
+MAX_SCHEMA_PROBLEMS = 5  # per tool: enough to fix a file, short enough to read
+
+
+def json_path(parts) -> str:
+    """A jsonschema path (deque of keys and indexes) as the suffix of a field: `.properties.x[0]`."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def _type_problem(error) -> str | None:
+    """A clear message for a `type` keyword naming something JSON schema does not know."""
+    path = list(error.absolute_path)
+    named = path[-1] == "type" if path else False
+    in_list = len(path) >= 2 and path[-2] == "type" and isinstance(path[-1], int)
+    if not (named or in_list) or error.validator not in ("anyOf", "enum"):
+        return None
+    if not isinstance(error.instance, str) or error.instance in JSON_TYPES:
+        return None
+    hint = TYPE_ALIASES.get(error.instance.lower())
+    if error.instance.lower() in ("any", "anytype"):
+        hint = 'leave out "type" to allow any value'
+    elif hint:
+        hint = f"{error.instance!r} means {hint!r}"
+    return f"{error.instance!r} is not a JSON-schema type; use one of {', '.join(JSON_TYPES)}" + (
+        f" ({hint})" if hint else ""
+    )
+
+
+# Keywords whose values _plainly_valid checks itself; a schema using any other goes to the metaschema.
+_SCHEMA_TEXT = frozenset(("title", "description", "format", "$comment"))
+_SCHEMA_NUMBER = frozenset(("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"))
+_SCHEMA_COUNT = frozenset(
+    ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+)
+_SCHEMA_ANY = frozenset(("default", "examples", "const"))
+
+
+def _plainly_valid(schema, depth: int = 0) -> bool:
+    """True when the schema uses only the everyday keywords (type, properties, items, required, enum,
+    bounds, text) with values that are obviously right: then it satisfies the metaschema, and the full
+    check (milliseconds per schema, which files of ever-new tools such as BFCL's pay on every line) is
+    skipped. False means "not sure", never "invalid": the metaschema decides."""
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, dict) or depth > 32:
+        return False
+    for key, value in schema.items():
+        if key == "type":
+            types = value if isinstance(value, list) else [value]
+            if not types or not all(isinstance(t, str) and t in JSON_TYPES for t in types):
+                return False
+        elif key == "properties":
+            if not isinstance(value, dict) or not all(_plainly_valid(v, depth + 1) for v in value.values()):
+                return False
+        elif key in ("items", "additionalProperties"):
+            if not _plainly_valid(value, depth + 1):
+                return False
+        elif key == "required":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return False
+            if len(set(value)) != len(value):
+                return False
+        elif key in ("enum", "examples"):
+            if not isinstance(value, list):
+                return False
+        elif key in _SCHEMA_TEXT:
+            if not isinstance(value, str):
+                return False
+        elif key in _SCHEMA_NUMBER:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return False
+            if key == "multipleOf" and not value > 0:
+                return False
+        elif key in _SCHEMA_COUNT:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                return False
+        elif key not in _SCHEMA_ANY:
+            return False
+    return True
+
+
 @lru_cache(maxsize=1024)
-def _schema_problem(schema_json: str) -> str | None:
-    """Checking a schema against the metaschema is slow; files repeat the same tools on every line."""
+def _schema_problems(schema_json: str) -> tuple[tuple[str, str], ...]:
+    """(field suffix inside the schema, message) for each place the schema breaks the metaschema.
+
+    Cached: checking a schema against the metaschema is slow and files repeat the same tools on every
+    line. Each top-level failure is narrowed with best_match to the keyword that is wrong, so the
+    field says where inside the schema (`.properties.height.type`), not only which schema."""
+    schema = json.loads(schema_json)
+    if _plainly_valid(schema):
+        return ()
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
     try:
-        Draft202012Validator.check_schema(json.loads(schema_json))
-    except SchemaError as exc:
-        return exc.message
+        found = sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path])
     except RecursionError:
-        return "nested too deeply"
-    return None
+        return (("", "nested too deeply"),)
+    problems = []
+    for error in found[:MAX_SCHEMA_PROBLEMS]:
+        # the type check first: best_match would pick one branch of anyOf (string or list of strings)
+        message = _type_problem(error)
+        if message is None:
+            error = best_match([error])
+            message = _type_problem(error) or error.message
+        problems.append((json_path(error.absolute_path), message))
+    return tuple(problems)
 
 
 @lru_cache(maxsize=512)
@@ -136,8 +238,7 @@ def schema_errors(arguments: dict, parameters: dict | None, path: str) -> list[F
     except (Unresolvable, RecursionError) as exc:
         return [FieldError(path, f"the tool's parameters schema cannot be applied: {exc}")]
     for err in found:
-        sub = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
-        errors.append(FieldError(f"{path}{sub}", err.message))
+        errors.append(FieldError(f"{path}{json_path(err.absolute_path)}", err.message))
     return errors
 
 
@@ -188,9 +289,13 @@ def validate_tool_calls(tool_calls, tools, path: str, check_schema: bool) -> lis
 def validate_assistant_message(
     message, tools, path: str = "message", check_schema: bool = False
 ) -> list[FieldError]:
+    """An assistant message as OpenAI sends it today (content parts, legacy function_call, empty
+    arguments) is read the way the importer stores it (toolcalls.openai_format), then checked."""
     if not isinstance(message, dict):
         return [FieldError(path, "must be an object")]
-    errors = []
+    message, _, errors = normalise_assistant_message(message, path)
+    if errors:
+        return errors
     content = message.get("content")
     if content is not None and not isinstance(content, str):
         errors.append(FieldError(f"{path}.content", "must be a string or null"))
@@ -220,8 +325,10 @@ def validate_messages(messages, tools, path: str = "messages") -> list[FieldErro
         content = msg.get("content")
         if content is not None and not isinstance(content, str):
             errors.append(FieldError(f"{where}.content", "must be a string or null"))
-        if role == "system" and i != 0:
-            errors.append(FieldError(f"{where}.role", "a system message may only come first"))
+        if msg.get("name") is not None and not isinstance(msg["name"], str):
+            errors.append(FieldError(f"{where}.name", "must be a string"))
+        # A system message later on (an instruction injected mid-conversation) and an assistant that
+        # speaks first (a greeting) are real transcripts: accepted here, flagged by the importer.
         if role == "user" and content is None:
             errors.append(FieldError(f"{where}.content", "a user message needs content"))
         if role == "assistant":
@@ -235,7 +342,15 @@ def validate_messages(messages, tools, path: str = "messages") -> list[FieldErro
                         if isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]
                     }
             if content is None and not calls:
-                errors.append(FieldError(where, "an assistant message needs content or tool_calls"))
+                if msg.get("function_call") is not None:
+                    errors.append(
+                        FieldError(
+                            f"{where}.function_call",
+                            "the legacy function_call is read on import; here send tool_calls instead",
+                        )
+                    )
+                else:
+                    errors.append(FieldError(where, "an assistant message needs content or tool_calls"))
         if role == "tool":
             prev = messages[i - 1] if i else None
             if not isinstance(prev, dict) or prev.get("role") not in ("assistant", "tool"):
@@ -249,9 +364,6 @@ def validate_messages(messages, tools, path: str = "messages") -> list[FieldErro
                 errors.append(
                     FieldError(f"{where}.tool_call_id", f"{call_id!r} matches no preceding tool call")
                 )
-    first = next((m for m in messages if isinstance(m, dict) and m.get("role") != "system"), None)
-    if first is not None and first.get("role") not in ("user",):
-        errors.append(FieldError(path, "the first non-system message must be from the user"))
     return errors
 
 

@@ -14,6 +14,7 @@ from jobs import lifecycle
 from . import serializers as s
 from .models import DatasetSnapshot
 from .snapshots import storage
+from .snapshots.bundle import BundleError, ensure_bundle
 from .snapshots.selection import count_matching
 
 
@@ -30,9 +31,30 @@ def snapshot_download(snapshot: DatasetSnapshot) -> FileResponse:
     return response
 
 
+def snapshot_bundle_download(snapshot: DatasetSnapshot) -> FileResponse:
+    """The ready snapshot's bundle (.tar.gz: JSONL, Parquet, dataset card, manifest …), made first
+    when the build left none, with its sha256. Raises BundleError when it cannot be made."""
+    info = ensure_bundle(snapshot)
+    try:
+        fh = open(storage.bundle_path(storage.media_path(snapshot.file.name)), "rb")
+    except OSError as exc:  # deleted in between
+        raise BundleError(f"The bundle is gone ({exc.strerror}).") from exc
+    response = FileResponse(
+        fh, as_attachment=True, filename=info["download_name"], content_type="application/gzip"
+    )
+    response["X-Content-SHA256"] = info["sha256"]
+    response["ETag"] = f'"{info["sha256"]}"'
+    return response
+
+
 class NotReady(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "not_ready"
+
+
+class BundleUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "bundle_unavailable"
 
 
 class DatasetSnapshotViewSet(ProjectScopedViewSet):
@@ -46,13 +68,29 @@ class DatasetSnapshotViewSet(ProjectScopedViewSet):
     http_method_names = ["get", "post", "delete", "head", "options"]
     filterset_fields = {"project__slug": ["exact"], "kind": ["exact"], "status": ["exact"]}
 
-    @extend_schema(responses={(200, "application/x-ndjson"): bytes, 409: None})
-    @action(detail=True, methods=["get"])
-    def download(self, request, pk=None):
+    def _ready(self) -> DatasetSnapshot:
         snapshot = self.get_object()
         if snapshot.status != DatasetSnapshot.State.READY:
             raise NotReady(f"Only a ready snapshot can be downloaded (this one is {snapshot.status}).")
-        return snapshot_download(snapshot)
+        return snapshot
+
+    @extend_schema(responses={(200, "application/x-ndjson"): bytes, 409: None})
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        """The JSONL file, byte for byte (X-Content-SHA256 holds its hash)."""
+        return snapshot_download(self._ready())
+
+    @extend_schema(responses={(200, "application/gzip"): bytes, 409: None, 503: None})
+    @action(detail=True, methods=["get"])
+    def bundle(self, request, pk=None):
+        """The snapshot as a .tar.gz: the JSONL, a Parquet copy, a dataset card (README.md with the
+        Hugging Face YAML header), manifest.json (filters, counts, audit, hashes) and, for the
+        llamafactory layout, dataset_info.json. X-Content-SHA256 holds the archive's hash."""
+        snapshot = self._ready()
+        try:
+            return snapshot_bundle_download(snapshot)
+        except BundleError as exc:
+            raise BundleUnavailable(f"The bundle could not be made: {exc}") from exc
 
     @extend_schema(responses=s.PreviewRowSerializer(many=True))
     @action(detail=True, methods=["get"])

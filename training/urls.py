@@ -11,6 +11,7 @@ urlpatterns = [
     path("p/<slug:slug>/datasets/<int:pk>/", views.snapshot_detail, name="dataset-detail"),
     path("p/<slug:slug>/datasets/<int:pk>/audit/", views.snapshot_audit, name="dataset-audit"),
     path("p/<slug:slug>/datasets/<int:pk>/download/", views.snapshot_file, name="dataset-download"),
+    path("p/<slug:slug>/datasets/<int:pk>/bundle/", views.snapshot_bundle, name="dataset-bundle"),
     path("p/<slug:slug>/datasets/<int:pk>/delete/", views.snapshot_delete, name="dataset-delete"),
     path("p/<slug:slug>/datasets/<int:pk>/retry/", views.snapshot_retry, name="dataset-retry"),
 ]

@@ -15,10 +15,11 @@ from annotator.models import Role
 from annotator.policy import has_role, project_for, role_in
 from jobs import lifecycle
 
-from .api import snapshot_download
+from .api import snapshot_bundle_download, snapshot_download
 from .forms import SnapshotForm
 from .models import DatasetSnapshot
 from .snapshots.build import save_snapshot
+from .snapshots.bundle import BundleError, read_info
 from .snapshots.layouts import LAYOUTS, llamafactory_dataset_info
 from .snapshots.selection import count_matching
 from .snapshots.spec import DPO_SOURCES, describe_filters, filter_names
@@ -172,6 +173,7 @@ def snapshot_detail(request, slug, pk):
             "histogram": stats.get("token_histogram"),
             "checks": (snapshot.audit or {}).get("checks", []),
             "lf_info": llamafactory_dataset_info(snapshot) if snapshot.layout == "llamafactory" else "",
+            "bundle": read_info(snapshot),
             "token_rows": [
                 (label, stats.get(key))
                 for label, key in (
@@ -208,12 +210,28 @@ def snapshot_audit(request, slug, pk):
     )
 
 
-@login_required
-def snapshot_file(request, slug, pk):
-    _, snapshot = _snapshot(request, slug, pk)
+def _ready_snapshot(request, slug, pk):
+    project, snapshot = _snapshot(request, slug, pk)
     if snapshot.status != DatasetSnapshot.State.READY:
         raise Http404("Only a ready snapshot has a file.")
+    return project, snapshot
+
+
+@login_required
+def snapshot_file(request, slug, pk):
+    _, snapshot = _ready_snapshot(request, slug, pk)
     return snapshot_download(snapshot)
+
+
+@login_required
+def snapshot_bundle(request, slug, pk):
+    """The .tar.gz bundle (JSONL, Parquet, dataset card, manifest …), made now if the build did not."""
+    project, snapshot = _ready_snapshot(request, slug, pk)
+    try:
+        return snapshot_bundle_download(snapshot)
+    except BundleError as exc:
+        messages.error(request, f"The bundle could not be made: {exc}")
+        return redirect("training:dataset-detail", slug=project.slug, pk=snapshot.pk)
 
 
 @login_required

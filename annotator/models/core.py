@@ -465,6 +465,11 @@ class Review(models.Model):
 
 
 class ImportJob(Job):
+    class Dialect(models.TextChoices):
+        AUTO = "auto", "auto (each line's shape decides)"
+        OPENAI = "openai", "OpenAI chat (conversations and chat-completion logs)"
+        BFCL = "bfcl", "BFCL (test records + possible answers)"
+
     class State(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
@@ -477,6 +482,10 @@ class ImportJob(Job):
     file = models.FileField(upload_to="imports/%Y/%m/")
     original_name = models.CharField(max_length=255)
     default_split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN)
+    # How lines are read (importers.parse_line): auto tells conversation lines, chat-completion log
+    # records and BFCL test records apart per line; BFCL lines take their gold from answers_file.
+    dialect = models.CharField(max_length=10, choices=Dialect.choices, default=Dialect.AUTO)
+    answers_file = models.FileField(upload_to="imports/%Y/%m/", blank=True)
     status = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
     size_bytes = models.BigIntegerField(default=0)
     # Everything below is committed together with each batch, so a killed worker resumes exactly.

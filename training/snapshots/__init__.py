@@ -10,8 +10,14 @@ Reading order:
 * ``build.build_snapshot`` — the worker's job: stream rows from the database through the
   sources (``sources`` for SFT / eval, ``dpo_sources`` for pairs), the audit (``audit``) and
   the layout (``layouts``) into a temp file, check, then move it into place (``storage``).
+* ``resolve`` — one row per item: gold decision, else majority, else left out with a reason
+  (labels, corrections, preference pairs); the sources ask it which record speaks for an item.
 * ``rows`` — one row before layout: cleaned messages, prompt hash, token counts.
+* ``roundtrip`` — every written row read back into messages and compared with its source (an
+  audit check: nothing lost, nothing invented).
 * ``storage`` — the file, its row index, temp files, the preview.
+* ``bundle`` — the download: JSONL, Parquet copy, dataset card, manifest, LLaMA-Factory's
+  dataset_info.json, as one ``.tar.gz`` made once the snapshot is ready.
 
 Modules import each other directly (``from training.snapshots.build import build_snapshot``);
 this package exports nothing itself.

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from toolcalls.parse import parse_output
 from toolcalls.validate import decode_arguments, schema_errors, tool_parameters
 
+from . import roundtrip
+
 BLOCK, WARN, OFF = "block", "warn", "off"
 MODES = (BLOCK, WARN, OFF)
 MAX_EXAMPLES = 5
@@ -66,7 +68,11 @@ CHECKS = [
         WARN,
     ),
     Check(
-        "exact_duplicate", "Exact duplicates", "The row is byte-for-byte the same as an earlier row.", WARN
+        "exact_duplicate",
+        "Exact duplicates",
+        "The row teaches exactly what an earlier row does: the same bytes, or for an eval case the same "
+        "prompt, expected answer and tools whatever its case id and source.",
+        WARN,
     ),
     Check(
         "normalised_duplicate",
@@ -99,15 +105,26 @@ CHECKS = [
     Check(
         "label_conflict",
         "Unresolved label conflicts",
-        "Opposite verdicts (or opposite preferences) on the same response without a lead decision, "
-        "or a row from work a lead overruled.",
-        BLOCK,
+        "Items annotators disagree on (opposite verdicts, opposite or mirrored preferences, different "
+        "expected answers for one eval case) with no lead decision and no majority. Each item makes one "
+        "row (resolve.py), so such an item is left out of the file and counted here; set to block to "
+        "require a lead decision first.",
+        WARN,
     ),
     Check(
         "too_long",
         "Longer than max tokens",
         "Prompt plus target is longer than the configured maximum number of tokens.",
         WARN,
+    ),
+    Check(
+        "layout_roundtrip",
+        "Row loses something in its layout",
+        "The written row, read back as chat messages, differs from its source: reply text, a tool call or "
+        "its arguments, a tool result, their count or order, or the tools list (LLaMA-Factory rows are also "
+        f"checked against its sharegpt rules). Every row up to {roundtrip.FULL_ROWS:,} is read back, then "
+        f"every {roundtrip.STRIDE}th.",
+        BLOCK,
     ),
 ]
 CHECKS_BY_KEY = {c.key: c for c in CHECKS}
@@ -121,6 +138,7 @@ ROW_LEVEL = (
     "chosen_equals_rejected",
     "label_conflict",
     "too_long",
+    "layout_roundtrip",
 )
 
 
@@ -276,6 +294,8 @@ class Auditor:
         self.counts = {c.key: 0 for c in checks_for(kind)}
         self.examples: dict[str, list[dict]] = {c.key: [] for c in checks_for(kind)}
         self.active = {k for k, m in self.modes.items() if m != OFF}
+        # one row per item: what was merged and left out (resolve.Tally.stats), set by the build
+        self.resolution: dict | None = None
 
     def on(self, key: str) -> bool:
         return key in self.active
@@ -317,6 +337,13 @@ class Auditor:
         if tokens > self.max_tokens:
             self.flag("too_long", f"about {tokens:,} tokens (maximum {self.max_tokens:,})", row_no, **where)
 
+    def check_written(self, row_no: int, row, layout: str, text: str):
+        """The round-trip check on one written line (`text`, without its newline), sampled rows only."""
+        if "layout_roundtrip" in self.active and roundtrip.sampled(row_no):
+            problems = roundtrip.row_losses(layout, text, row)
+            if problems:
+                self.flag("layout_roundtrip", "; ".join(problems), row_no, **row.where())
+
     @property
     def blocking(self) -> list[str]:
         return [k for k, n in self.counts.items() if n and self.modes.get(k) == BLOCK]
@@ -347,6 +374,7 @@ class Auditor:
             "min_target_chars": self.min_chars,
             "max_tokens": self.max_tokens,
             "token_counter": token_counter,
+            "resolution": self.resolution,
         }
 
     def blocked_message(self) -> str:

@@ -11,6 +11,10 @@
 Determinism: rows come in source-id order and are serialised the same way every time, so
 the same spec over unchanged data gives the same bytes and the same sha256.
 
+One row per item (resolve.py): work of several annotators on one item is merged into one row
+(gold decision, else majority) or left out with a counted reason; ``Build.resolved`` counts it
+for the stats and the audit report (``resolution``) and flags the conflicts it left out.
+
 Speed (benchmarks/export_bench.py): each context is walked once; the cyclic GC is paused
 during the stream (it costs more than the work with this many objects).
 """
@@ -29,6 +33,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 from annotator.models import (
+    Adjudication,
     ModelVersion,
     Project,
     TaxonomyCategory,
@@ -37,9 +42,11 @@ from jobs import lifecycle
 
 from ..models import DatasetSnapshot
 from . import audit as audit_mod
+from .bundle import make_bundle_quietly
 from .dpo_sources import CorrectionPairSource, OnlinePairSource, PreferenceSource
 from .layouts import FORMATTERS
-from .rows import Contexts, Row, TokenCounter, _fast64, message_text, normalised
+from .resolve import Tally
+from .rows import _DUMPS, Contexts, Row, TokenCounter, _fast64, message_text, normalised
 from .sources import LabelledSource, ReasonableSource, Source, prefetched
 from .spec import clean_spec, describe_filters, filter_names
 from .storage import (
@@ -112,6 +119,8 @@ class Build:
         self.auditor = audit_mod.Auditor(self.kind, self.config)
         self.contexts = Contexts(self.project.tools)
         self.skipped: Counter = Counter()
+        self.resolved = Tally(self.auditor, "judged" if self.kind == Kind.DPO else "labelled")
+        self.has_gold = Adjudication.objects.filter(task__project_id=self.project.pk).exists()
         self.final = media_path(file_name_for(snapshot))
         self.tmp, self.tmp_index = _temp_paths(self.final, self.token)
         self._last_beat = 0.0
@@ -184,6 +193,7 @@ class Build:
         finally:
             if gc_was_enabled:
                 gc.enable()
+        self.auditor.resolution = self.resolved.stats(done)
         return {
             "rows": self.n,
             "records": done,
@@ -204,6 +214,8 @@ class Build:
         fmt = FORMATTERS[self.layout]
         exact_on = auditor.on("exact_duplicate") or auditor.on("normalised_duplicate")
         norm_on = auditor.on("normalised_duplicate")
+        # an eval line also names its case id and source: duplicates compare what it teaches
+        content = _eval_content if self.kind == Kind.EVAL else None
         by_source, by_split, by_mv, by_cat = (
             tally["by_source"],
             tally["by_split"],
@@ -215,9 +227,13 @@ class Build:
             self.n += 1
             auditor.check_row(self.n, row, pt + max(tt, rt), row.where())
             text = fmt(row)
+            auditor.check_written(self.n, row, self.layout, text)
             line = text.encode("utf-8") + b"\n"
             out.write(line)
             self.sha.update(line)
+            if content is not None and exact_on:
+                text = content(row)
+                line = text.encode("utf-8")
             records.append(
                 (
                     row.conversation_id,
@@ -265,11 +281,14 @@ class Build:
         if auditor.on("exact_duplicate") or auditor.on("normalised_duplicate"):
             exact_dup, exact_first = _duplicates(index["exact"])
             if auditor.on("exact_duplicate"):
+                same = "same bytes as row"
+                if self.kind == Kind.EVAL:
+                    same = "same prompt and expected answer as row"
                 self._flag_rows(
                     "exact_duplicate",
                     index,
                     np.nonzero(exact_dup)[0],
-                    lambda i: f"same bytes as row {exact_first[i] + 1}",
+                    lambda i: f"{same} {exact_first[i] + 1}",
                 )
             if auditor.on("normalised_duplicate"):
                 norm_dup, norm_first = _duplicates(index["normalised"])
@@ -366,6 +385,7 @@ class Build:
             ),
             "rows_by_category": dict(categories),
             "skipped": dict(sorted(self.skipped.items())),
+            "resolution": self.auditor.resolution,
             "tool_call_share": round(result["with_tool_calls"] / rows, 4) if rows else None,
             "token_counter": result["token_counter"],
             "prompt_tokens": _token_stats(index["prompt_tokens"]),
@@ -433,9 +453,15 @@ def _fail(build: Build, failure: str, message: str, **extra) -> None:
     lifecycle.finish(build.snapshot, State.FAILED, message, failure=failure, **extra)
 
 
+def _eval_content(row: Row) -> str:
+    """What an eval row teaches (context, expected answer, tools), without its case id and source."""
+    return _DUMPS([row.context, row.target]) + row.toolset.as_string
+
+
 def _no_rows_message(build: Build, result: dict) -> str:
     if result["records"]:
-        why = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in sorted(build.skipped.items()))
+        reasons = {**build.skipped, **{f"left out: {r}": n for r, n in build.resolved.excluded.items()}}
+        why = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in sorted(reasons.items()))
         return f"No rows: {result['records']:,} source records matched but none made a row" + (
             f" ({why})." if why else "."
         )
@@ -464,7 +490,12 @@ def build_snapshot(snapshot_id: int) -> DatasetSnapshot | None:
                     Failure.NO_ROWS,
                     _no_rows_message(build, result),
                     audit=build.auditor.report(0, result["token_counter"]),
-                    stats={"rows": 0, "source_records": result["records"], "skipped": dict(build.skipped)},
+                    stats={
+                        "rows": 0,
+                        "source_records": result["records"],
+                        "skipped": dict(build.skipped),
+                        "resolution": build.auditor.resolution,
+                    },
                 )
                 return _reload(snapshot_id)
             checked = build.end_checks(index)
@@ -499,7 +530,9 @@ def build_snapshot(snapshot_id: int) -> DatasetSnapshot | None:
             _cleanup(build)
             log.exception("snapshot %s failed", snapshot_id)
             _fail(build, Failure.ERROR, f"The build failed: {type(exc).__name__}: {exc}")
-    return _reload(snapshot_id)
+    snapshot = _reload(snapshot_id)
+    make_bundle_quietly(snapshot)  # the download bundle, once ready (bundle/)
+    return snapshot
 
 
 def _reload(pk: int) -> DatasetSnapshot | None:

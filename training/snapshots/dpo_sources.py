@@ -4,25 +4,35 @@
 Pairs come from pairwise preferences (winner over loser; ties skipped; *both bad* → the
 context's correction over each response), from corrections (the correction over the
 response it corrects) and from online DPO rounds.
+
+One row per item (resolve.py): the preferences on one unordered pair of responses, and the
+corrections that say what the other response of that pair says, are the votes on the pair
+(decided by the compare task's gold choice, else the majority, else left out); the labels of
+one corrected response make one correction pair. A correction that voted on a pair makes no
+row of its own: the preference source, which runs first, records it (``resolve.Tally.absorb``).
 """
 
 from __future__ import annotations
 
 from annotator.models import (
+    Adjudication,
     Correction,
     Label,
     ModelResponse,
     Preference,
     Status,
+    Task,
 )
 
+from .audit import same_message
+from .resolve import GOLD, MAJORITY, UNREASONABLE, Gold, decide, resolve_response
 from .rows import Row, _loads, clean_message, response_output
-from .selection import corrections_qs, online_qs, preferences_qs, statuses
-from .sources import Source, _col, _label_conflict, ids_in
+from .selection import as_flag, corrections_qs, online_qs, preference_work_q, preferences_qs, statuses
+from .sources import Source, _col, ids_in
 
 
 class CorrectionPairSource(Source):
-    """DPO: a correction (chosen) over the unreasonable response it corrects (rejected)."""
+    """DPO: a correction (chosen) over the unreasonable response it corrects (rejected); one per response."""
 
     conversation_path = "label__response__conversation"
     fields = (
@@ -44,20 +54,19 @@ class CorrectionPairSource(Source):
         return corrections_qs(self.build.project.pk, self.f, unreasonable_only=True)
 
     def lookups(self, chunk):
-        return {
-            "cats": self.label_categories([r[2] for r in chunk]),
-            "live": self.live_labels([r[4] for r in chunk]),
-        }
+        return self.vote_details(self.label_votes({r[4] for r in chunk}), outputs=False)
 
     def rows(self, chunk, aux):
-        cats, live = aux["cats"], aux["live"]
+        votes, gold, cats, texts = aux["votes"], aux["gold"], aux["cats"], aux["texts"]
+        build = self.build
+        absorbed = build.resolved.absorbed_among([r[0] for r in chunk])
         out = []
         for rec in chunk:
             (
                 pk,
                 msg,
                 label_id,
-                verdict,
+                _verdict,
                 response_id,
                 length,
                 mv,
@@ -69,43 +78,69 @@ class CorrectionPairSource(Source):
                 messages_text,
                 tools_text,
             ) = rec
+            item = votes.get(response_id) or ()
+            alone = not item or (len(item) == 1 and item[0].label_id == label_id)
+            if alone and response_id not in gold:
+                if pk in absorbed:
+                    continue  # it voted on a preference pair, which made the row (or overruled it)
+                build.resolved.row(1, MAJORITY)
+                chosen, chosen_label = clean_message({**_loads(msg), "role": "assistant"}), label_id
+                source_id, votes_n, how, g = pk, 1, MAJORITY, None
+            else:
+                owners = [
+                    v.correction_id
+                    for v in item
+                    if v.selected and v.correction_id and v.verdict == UNREASONABLE
+                ]
+                if min(owners, default=None) != pk:
+                    continue  # another correction of this response writes its row
+                g = gold.get(response_id)
+                skip = build.resolved.absorbed_among([v.correction_id for v in item if v.correction_id])
+                outcome = resolve_response(item, g, texts, allow_reasonable=False, pairs_only=True, skip=skip)
+                if not outcome.source:
+                    if outcome.how:
+                        build.resolved.left_out(
+                            outcome.how,
+                            outcome.detail,
+                            source=self.name,
+                            source_id=pk,
+                            conversation_id=conv_id,
+                            external_id=ext,
+                        )
+                    continue
+                source_id, chosen_label, votes_n, how = (
+                    outcome.source_id,
+                    outcome.label_id,
+                    outcome.votes,
+                    outcome.how,
+                )
+                chosen = clean_message({**texts[source_id][0], "role": "assistant"})
+                build.resolved.row(votes_n, how)
             out.append(
                 Row(
                     source=self.name,
-                    source_id=pk,
+                    source_id=source_id,
                     conversation_id=conv_id,
                     external_id=ext,
                     context_length=length,
                     split=split,
                     model_version_id=mv,
-                    ctx=self.build.contexts.context(conv_id, length, messages_text),
-                    toolset=self.build.contexts.tools(tools_text),
-                    target=clean_message({**_loads(msg), "role": "assistant"}),
+                    ctx=build.contexts.context(conv_id, length, messages_text),
+                    toolset=build.contexts.tools(tools_text),
+                    target=chosen,
                     rejected=response_output(_loads(resp_msg), raw),
-                    categories=cats.get(label_id, ()),
-                    conflict=_label_conflict(verdict, live.get(response_id, [])),
+                    categories=g.categories if g else cats.get(chosen_label, ()),
                 )
             )
         return out
 
 
-def _preference_conflict(winner: int, live: list[tuple[int, str]]) -> str | None:
-    """`live`: (winning response id, status) of the pair's submitted/approved A-or-B preferences."""
-    winners = {w for w, _ in live}
-    if len(winners) < 2:
-        return None
-    approved = {w for w, s in live if s == Status.APPROVED}
-    if len(approved) == 1:
-        return (
-            None if winner in approved else "overruled: a lead approved the opposite preference on this pair"
-        )
-    if len(approved) > 1:
-        return "a lead approved opposite preferences on this pair"
-    return "annotators prefer opposite responses of this pair and no lead has decided"
-
-
 class PreferenceSource(Source):
-    """DPO: winner over loser; "both bad" → the context's correction over each response; ties skipped."""
+    """DPO: winner over loser; "both bad" → the context's correction over each response; ties skipped.
+
+    One row (or one both-bad set) per unordered pair, written by the pair's owner: its first
+    selected preference by id.
+    """
 
     conversation_path = "response_a__conversation"
     fields = (
@@ -128,7 +163,7 @@ class PreferenceSource(Source):
     name = "preference"
 
     def queryset(self):
-        return preferences_qs(self.build.project.pk, self.f).filter(choice__in=["a", "b", "both_bad"])
+        return preferences_qs(self.build.project.pk, self.f).exclude(choice="")
 
     def corrections_for(self, contexts: set[tuple[int, int]]) -> dict[tuple, tuple]:
         """The best correction per (conversation, context length): approved first, then the earliest."""
@@ -156,14 +191,53 @@ class PreferenceSource(Source):
                     best[key] = candidate
         return best
 
-    def live_preferences(self, response_ids) -> dict[frozenset, list[tuple[int, str]]]:
-        out: dict[frozenset, list] = {}
-        for a, b, choice, status in Preference.objects.filter(
+    def pair_votes(self, response_ids) -> dict[frozenset, list[tuple]]:
+        """The admitted preferences on pairs touching these responses: pair -> [(id, vote, selected)],
+        a vote being the winning response id, "tie" or "both_bad"."""
+        qs = Preference.objects.filter(
             ids_in(_col(Preference, "response_a_id"), _col(Preference, "response_b_id"), ids=response_ids),
-            status__in=[Status.SUBMITTED, Status.APPROVED],
-            choice__in=["a", "b"],
-        ).values_list("response_a_id", "response_b_id", "choice", "status"):
-            out.setdefault(frozenset((a, b)), []).append((a if choice == "a" else b, status))
+            status__in=statuses(self.f),
+        ).exclude(choice="")
+        work = preference_work_q(self.f)
+        if work:
+            qs = qs.annotate(selected=as_flag(work))
+            rows = qs.values_list("pk", "response_a_id", "response_b_id", "choice", "selected")
+        else:
+            rows = ((*r, True) for r in qs.values_list("pk", "response_a_id", "response_b_id", "choice"))
+        out: dict[frozenset, list] = {}
+        for pk, a, b, choice, selected in rows:
+            vote = a if choice == "a" else b if choice == "b" else choice
+            out.setdefault(frozenset((a, b)), []).append((pk, vote, selected))
+        return out
+
+    def pair_gold(self, response_ids) -> dict[frozenset, Gold]:
+        """The leads' gold choices on compare tasks touching these responses, as votes."""
+        if not self.build.has_gold:
+            return {}
+        rows = list(
+            Adjudication.objects.filter(
+                ids_in(_col(Task, "response_id"), _col(Task, "response_b_id"), ids=response_ids),
+                task__kind=Task.Kind.COMPARE,
+            )
+            .exclude(choice="")
+            .values_list("pk", "task__response_id", "task__response_b_id", "choice", "lead_id")
+        )
+        cats = self.gold_categories([r[0] for r in rows])
+        out = {}
+        for pk, a, b, choice, lead in rows:
+            vote = a if choice == "a" else b if choice == "b" else choice
+            out[frozenset((a, b))] = Gold(vote, lead, cats.get(pk, ()))
+        return out
+
+    def correction_votes(self, response_ids) -> dict[int, list[tuple]]:
+        """Admitted corrections of unreasonable labels on these responses: response id -> [(id, message)]."""
+        out: dict[int, list] = {}
+        for pk, rid, msg in Correction.objects.filter(
+            ids_in(_col(Label, "response_id"), ids=response_ids),
+            label__status__in=statuses(self.f),
+            label__verdict=Label.Verdict.UNREASONABLE,
+        ).values_list("pk", "label__response_id", "message"):
+            out.setdefault(rid, []).append((pk, msg))
         return out
 
     def response_categories(self, response_ids) -> dict[int, set[int]]:
@@ -181,9 +255,21 @@ class PreferenceSource(Source):
     def lookups(self, chunk):
         good = [r for r in chunk if self.same_context(r)]
         ids = {r[2] for r in good} | {r[3] for r in good}
+        if not ids:
+            return {"votes": {}, "gold": {}, "fixes": {}, "corrections": {}, "cats": {}}
+        votes = self.pair_votes(ids)
+        gold = self.pair_gold(ids)
+        both_bad = set()
+        for r in good:
+            key = frozenset((r[2], r[3]))
+            g = gold.get(key)
+            if (g and g.value == "both_bad") or any(v[1] == "both_bad" for v in votes.get(key, ())):
+                both_bad.add((r[6], r[4]))
         return {
-            "live": self.live_preferences(ids) if any(r[1] != "both_bad" for r in good) else {},
-            "corrections": self.corrections_for({(r[6], r[4]) for r in good if r[1] == "both_bad"}),
+            "votes": votes,
+            "gold": gold,
+            "fixes": self.correction_votes(ids) if "corrections" in self.f["sources"] else {},
+            "corrections": self.corrections_for(both_bad),
             "cats": self.response_categories(ids),
         }
 
@@ -206,8 +292,7 @@ class PreferenceSource(Source):
                 )
                 continue
             good.append(rec)
-        live, corrections, cats = aux["live"], aux["corrections"], aux["cats"]
-        skip_own = "corrections" in self.f["sources"]
+        votes, gold, fixes, cats = aux["votes"], aux["gold"], aux["fixes"], aux["cats"]
         out = []
         for rec in good:
             (
@@ -230,6 +315,34 @@ class PreferenceSource(Source):
                 messages_text,
                 tools_text,
             ) = rec
+            key = frozenset((a, b))
+            prefs = votes.get(key) or [(pk, a if choice == "a" else b if choice == "b" else choice, True)]
+            g = gold.get(key)
+            fix = fixes.get(a, ()) or fixes.get(b, ())
+            if (len(prefs) > 1 or g or fix) and min((p[0] for p in prefs if p[2]), default=pk) != pk:
+                continue  # the pair's first selected preference writes its row
+            out_a, out_b = response_output(_loads(msg_a), raw_a), response_output(_loads(msg_b), raw_b)
+            pair = [p[1] for p in prefs]
+            fixed_by = {}  # correction id -> the response it votes for
+            for rid, other, out_other in ((a, b, out_b), (b, a, out_a)):
+                for cid, cmsg in fixes.get(rid, ()):
+                    if same_message(clean_message({**cmsg, "role": "assistant"}), out_other):
+                        fixed_by[cid] = other
+            said = pair + list(fixed_by.values())
+            decided, how = decide(said, g.value if g else None)
+            build.resolved.absorb(fixed_by)
+            n = len(said)
+            if decided is None:
+                reason = "mirrored_pair_unresolved" if a in said and b in said else "no_majority"
+                build.resolved.left_out(
+                    reason,
+                    _describe_pair(a, b, pair, fixed_by),
+                    source=self.name,
+                    source_id=pk,
+                    conversation_id=conv_id,
+                    external_id=ext,
+                )
+                continue
             common = dict(
                 conversation_id=conv_id,
                 external_id=ext,
@@ -238,45 +351,71 @@ class PreferenceSource(Source):
                 ctx=build.contexts.context(conv_id, length, messages_text),
                 toolset=build.contexts.tools(tools_text),
             )
-            out_a, out_b = response_output(_loads(msg_a), raw_a), response_output(_loads(msg_b), raw_b)
-            if choice in ("a", "b"):
-                win, lose = (a, b) if choice == "a" else (b, a)
-                chosen, rejected = (out_a, out_b) if choice == "a" else (out_b, out_a)
-                out.append(
-                    Row(
-                        source="preference",
-                        source_id=pk,
-                        model_version_id=mv_b if lose == b else mv_a,
-                        target=chosen,
-                        rejected=rejected,
-                        categories=sorted(cats.get(lose, ())),
-                        conflict=_preference_conflict(win, live.get(frozenset((a, b)), [])),
-                        **common,
-                    )
-                )
+            if decided == "tie":
+                build.skipped["tie"] += 1
+                build.resolved.no_row()
                 continue
-            best = corrections.get((conv_id, length))
-            if best is None:
-                build.skipped["both_bad_without_correction"] += 1
+            if decided == "both_bad":
+                made = self.both_bad_rows(pk, a, b, out_a, out_b, mv_a, mv_b, aux, common)
+                if made:
+                    build.resolved.row(n, how)
+                else:
+                    build.resolved.no_row()
+                out.extend(made)
                 continue
-            _rank, _cpk, cmsg, corrected_rid, verdict = best
-            chosen = clean_message({**cmsg, "role": "assistant"})
-            for rid, rejected, mv in ((a, out_a, mv_a), (b, out_b, mv_b)):
-                if skip_own and rid == corrected_rid and verdict == Label.Verdict.UNREASONABLE:
-                    build.skipped["both_bad_pair_already_from_correction"] += 1
-                    continue  # the corrections source emits exactly this pair
-                out.append(
-                    Row(
-                        source="both_bad",
-                        source_id=pk,
-                        model_version_id=mv,
-                        target=chosen,
-                        rejected=rejected,
-                        categories=sorted(cats.get(rid, ())),
-                        **common,
-                    )
+            win, lose = decided, (b if decided == a else a)
+            by_preference = decided in pair or how == GOLD or not fixed_by
+            build.resolved.row(n, how)
+            out.append(
+                Row(
+                    source=self.name if by_preference else "correction",
+                    source_id=pk if by_preference else min(c for c, w in fixed_by.items() if w == win),
+                    model_version_id=mv_b if lose == b else mv_a,
+                    target=out_a if win == a else out_b,
+                    rejected=out_b if lose == b else out_a,
+                    categories=g.categories if g and g.categories else sorted(cats.get(lose, ())),
+                    **common,
                 )
+            )
         return out
+
+    def both_bad_rows(self, pk, a, b, out_a, out_b, mv_a, mv_b, aux, common) -> list[Row]:
+        """The context's correction over each response of a "both bad" pair."""
+        build = self.build
+        best = aux["corrections"].get((common["conversation_id"], common["context_length"]))
+        if best is None:
+            build.skipped["both_bad_without_correction"] += 1
+            return []
+        _rank, _cpk, cmsg, corrected_rid, verdict = best
+        chosen = clean_message({**cmsg, "role": "assistant"})
+        skip_own = "corrections" in self.f["sources"]
+        made = []
+        for rid, rejected, mv in ((a, out_a, mv_a), (b, out_b, mv_b)):
+            if skip_own and rid == corrected_rid and verdict == Label.Verdict.UNREASONABLE:
+                build.skipped["both_bad_pair_already_from_correction"] += 1
+                continue  # the corrections source emits exactly this pair
+            made.append(
+                Row(
+                    source="both_bad",
+                    source_id=pk,
+                    model_version_id=mv,
+                    target=chosen,
+                    rejected=rejected,
+                    categories=sorted(aux["cats"].get(rid, ())),
+                    **common,
+                )
+            )
+        return made
+
+
+def _describe_pair(a: int, b: int, pair: list, fixed_by: dict) -> str:
+    def words(vote) -> str:
+        return f"response {vote} better" if isinstance(vote, int) else str(vote).replace("_", " ")
+
+    said = [words(v) for v in pair] + [f"a correction says response {w} better" for w in fixed_by.values()]
+    return (
+        f"pair of responses {min(a, b)} and {max(a, b)} ({'; '.join(said)}), no lead decision and no majority"
+    )
 
 
 class OnlinePairSource(Source):
@@ -305,6 +444,7 @@ class OnlinePairSource(Source):
             (pk, chosen, _rid, length, mv, conv_id, ext, split, resp_msg, raw, messages_text, tools_text) = (
                 rec
             )
+            self.build.resolved.row(1, MAJORITY)  # a round's pair: one item, no annotators to merge
             out.append(
                 Row(
                     source=self.name,

@@ -1,12 +1,19 @@
 """What a spec selects: the source querysets (corrections, reasonable responses, preferences,
-online pairs) under its filters, and ``count_matching`` for the create form's live count.
+online pairs) under its filters, the votes behind an item (``statuses``: the work a snapshot
+admits; resolve.py decides between annotators), and ``count_matching`` for the create form's
+live count.
+
+Filters are of two kinds. Item-level filters (project, split, model version) keep or drop an
+item whole. Work-level filters (status, labelling date, categories) pick which pieces of work
+an item is selected by; the votes that decide an item are all its work with an admitted
+status, whatever its date or categories (a late second opinion still counts).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import BooleanField, Case, Count, Exists, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from annotator.models import (
@@ -55,6 +62,23 @@ def _date_q(f: dict, field: str) -> Q:
     return q
 
 
+def label_work_q(project_id: int, f: dict, prefix: str = "", outer: str = "pk") -> Q:
+    """The work-level filters of a label (or of a correction's label through `prefix`): labelling
+    date and categories. Empty (``Q()``) when the spec sets neither."""
+    q = _date_q(f, f"{prefix}created_at")
+    if f["categories"]:
+        through = Label.categories.through.objects.filter(
+            label_id=OuterRef(outer), taxonomycategory_id__in=expand_categories(project_id, f["categories"])
+        )
+        q &= Exists(through)
+    return q
+
+
+def as_flag(q: Q):
+    """`q` as a boolean column (True where a row passes it), to select from an item's votes."""
+    return Case(When(q, then=Value(True)), default=Value(False), output_field=BooleanField())
+
+
 def _label_scope(project_id: int, f: dict, prefix: str, outer: str) -> Q:
     """Labels (or corrections through `prefix`) of the project that pass the filters."""
     q = Q(
@@ -66,13 +90,7 @@ def _label_scope(project_id: int, f: dict, prefix: str, outer: str) -> Q:
     )
     if f["model_versions"]:
         q &= Q(**{f"{prefix}response__model_version_id__in": f["model_versions"]})
-    q &= _date_q(f, f"{prefix}created_at")
-    if f["categories"]:
-        through = Label.categories.through.objects.filter(
-            label_id=OuterRef(outer), taxonomycategory_id__in=expand_categories(project_id, f["categories"])
-        )
-        q &= Exists(through)
-    return q
+    return q & label_work_q(project_id, f, prefix, outer)
 
 
 def corrections_qs(project_id: int, f: dict, unreasonable_only: bool = False):
@@ -122,13 +140,32 @@ def online_qs(project_id: int, f: dict):
     )
 
 
+def preference_work_q(f: dict) -> Q:
+    """The work-level filter of a preference: its date. Empty when the spec sets none."""
+    return _date_q(f, "created_at")
+
+
+def sft_items_qs(project_id: int, f: dict):
+    """The labels an SFT / eval snapshot is selected by: those with a correction, and approved
+    reasonable ones when asked for (one item per response; per context for eval)."""
+    has_correction = Exists(Correction.objects.filter(label_id=OuterRef("pk")))
+    which = Q(has_correction)
+    if f.get("include_reasonable"):
+        which |= Q(verdict=Label.Verdict.REASONABLE)
+    return Label.objects.filter(_label_scope(project_id, f, "", "pk"), which)
+
+
 def count_matching(project_id: int, kind: str, f: dict) -> dict:
     """What a spec would export, by source, for the live count on the create form.
 
-    `rows` is exact for SFT and eval; for DPO "both bad" preferences count two pairs each
-    when the context has a correction (an upper bound: the build may skip some).
+    For SFT and eval `rows` is the number of items (one row each: a response, or a context for
+    eval), an upper bound: an item whose annotators disagree with no lead decision and no
+    majority is left out; `merged` is how many more records than items there are (work of 2+
+    annotators on one item). For DPO "both bad" preferences count two pairs each when the
+    context has a correction (an upper bound too: the build may skip or merge some).
     """
     parts, skipped = [], []
+    merged = 0
     if kind in (Kind.SFT, Kind.EVAL):
         n = corrections_qs(project_id, f).count()
         parts.append({"source": "correction", "label": "corrections", "count": n})
@@ -140,7 +177,13 @@ def count_matching(project_id: int, kind: str, f: dict) -> dict:
                     "count": reasonable_qs(project_id, f).count(),
                 }
             )
-        rows = sum(p["count"] for p in parts)
+        item = (
+            ("response_id",)
+            if kind == Kind.SFT
+            else ("response__conversation_id", "response__context_length")
+        )
+        rows = sft_items_qs(project_id, f).values_list(*item).distinct().count()
+        merged = max(0, sum(p["count"] for p in parts) - rows)
     else:
         rows = 0
         if "preferences" in f["sources"]:
@@ -172,4 +215,10 @@ def count_matching(project_id: int, kind: str, f: dict) -> dict:
             n = online_qs(project_id, f).count()
             parts.append({"source": "online", "label": "pairs from online rounds", "count": n})
             rows += n
-    return {"rows": rows, "parts": parts, "skipped": skipped, "records": sum(p["count"] for p in parts)}
+    return {
+        "rows": rows,
+        "parts": parts,
+        "skipped": skipped,
+        "records": sum(p["count"] for p in parts),
+        "merged": merged,
+    }

@@ -8,6 +8,10 @@ eval     held-out cases: ``messages`` (the context) and the ``expected`` assista
          rows are ``{"id": "<external id>@<context length>", "messages", "expected", "source":
          "correction:<id>" | "reasonable:<label id>", "tools"}`` (evaluation/suites.py reads them).
 
+One row per item (resolve.py): each chunk looks up the admitted labels of its items
+(``label_votes``), their gold decisions (``label_gold``) and, for items with more than one
+label, the candidates' texts (``vote_details``); the item's owner record writes its row.
+
 DPO pairs are in dpo_sources.py.
 """
 
@@ -21,34 +25,24 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, connections, transaction
-from django.db.models import BooleanField, Max
+from django.db.models import BooleanField, Max, Value
 from django.db.models.expressions import RawSQL
 
 from annotator.models import (
+    Adjudication,
+    Correction,
     Label,
-    Status,
+    ModelResponse,
+    Task,
 )
 
+from ..models import DatasetSnapshot
+from .resolve import MAJORITY, REASONABLE, Gold, LabelVote, Outcome, resolve_context, resolve_response
 from .rows import Row, _loads, clean_message, response_output
-from .selection import corrections_qs, reasonable_qs
+from .selection import as_flag, corrections_qs, label_work_q, reasonable_qs, statuses
 
 if TYPE_CHECKING:
     from .build import Build
-
-
-def _label_conflict(own: str, live: list[tuple[str, str]]) -> str | None:
-    """Is the verdict behind this row contested? `live`: (verdict, status) of the response's
-    submitted and approved labels. Approved labels are the lead's decision."""
-    verdicts = {v for v, _ in live}
-    if len(verdicts) < 2:
-        return None
-    approved = {v for v, s in live if s == Status.APPROVED}
-    if len(approved) == 1:
-        (decided,) = approved
-        return None if own == decided else f"overruled: a lead approved a {decided!r} label on this response"
-    if len(approved) > 1:
-        return "a lead approved both a reasonable and an unreasonable label on this response"
-    return "annotators disagree (reasonable vs unreasonable) and no lead has decided"
 
 
 class _Failed:
@@ -232,22 +226,104 @@ class Source:
             out.setdefault(label_id, []).append(cat)
         return out
 
-    def live_labels(self, response_ids) -> dict[int, list[tuple[str, str]]]:
-        out: dict[int, list] = {}
-        for rid, verdict, status in (
-            Label.objects.filter(
-                ids_in(_col(Label, "response_id"), ids=response_ids),
-                status__in=[Status.SUBMITTED, Status.APPROVED],
+    # one row per item: the votes of a chunk's items ----------------------------------
+    def label_votes(self, ids, by_context: bool = False) -> dict:
+        """The admitted labels of the items with these ids (see resolve.py): response id ->
+        [LabelVote], or with `by_context` (eval) the labels of these conversations' responses,
+        (conversation id, context length) -> [LabelVote]. `selected`: passes the work-level filters."""
+        f = self.f
+        column = _col(ModelResponse, "conversation_id") if by_context else _col(Label, "response_id")
+        qs = Label.objects.filter(ids_in(column, ids=ids), status__in=statuses(f)).exclude(verdict="")
+        if by_context and f["model_versions"]:
+            qs = qs.filter(model_version_id__in=f["model_versions"])
+        work = label_work_q(self.build.project.pk, f)
+        qs = qs.annotate(selected=as_flag(work) if work else Value(True, output_field=BooleanField()))
+        fields = [
+            "pk",
+            "verdict",
+            "annotator_id",
+            "correction__id",
+            "selected",
+            "response_id",
+            "model_version_id",
+        ]
+        out: dict = {}
+        if by_context:
+            for *vote, conv, length in qs.order_by().values_list(
+                *fields, "response__conversation_id", "response__context_length"
+            ):
+                out.setdefault((conv, length), []).append(LabelVote(*vote))
+        else:
+            for vote in qs.order_by().values_list(*fields):
+                out.setdefault(vote[5], []).append(LabelVote(*vote))
+        return out
+
+    def label_gold(self, response_ids) -> dict[int, Gold]:
+        """The leads' gold verdicts on these responses' label tasks."""
+        if not self.build.has_gold or not response_ids:
+            return {}
+        rows = list(
+            Adjudication.objects.filter(
+                ids_in(_col(Task, "response_id"), ids=response_ids), task__kind=Task.Kind.LABEL
             )
             .exclude(verdict="")
-            .values_list("response_id", "verdict", "status")
+            .values_list("pk", "task__response_id", "verdict", "lead_id")
+        )
+        cats = self.gold_categories([r[0] for r in rows])
+        return {rid: Gold(verdict, lead, cats.get(pk, ())) for pk, rid, verdict, lead in rows}
+
+    def gold_categories(self, adjudication_ids) -> dict[int, tuple]:
+        if not adjudication_ids:
+            return {}
+        out: dict[int, list] = {}
+        for adj, cat in (
+            Adjudication.categories.through.objects.filter(adjudication_id__in=adjudication_ids)
+            .values_list("adjudication_id", "taxonomycategory_id")
+            .order_by("adjudication_id", "taxonomycategory_id")
         ):
-            out.setdefault(rid, []).append((verdict, status))
-        return out
+            out.setdefault(adj, []).append(cat)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def vote_details(self, votes: dict, outputs: bool) -> dict:
+        """Gold decisions, label categories and, for the items with more than one label (or a
+        gold decision), their corrections' (message, edited at) and (`outputs`) their responses."""
+        gold = {}
+        if self.build.has_gold:
+            gold = self.label_gold({v.response_id for vs in votes.values() for v in vs})
+        contested = [
+            vs for vs in votes.values() if len(vs) > 1 or (gold and any(v.response_id in gold for v in vs))
+        ]
+        texts, outs = {}, {}
+        cids = {v.correction_id for vs in contested for v in vs if v.correction_id}
+        if cids:
+            texts = {
+                pk: (msg, at)
+                for pk, msg, at in Correction.objects.filter(
+                    ids_in(_col(Correction, "id"), ids=cids)
+                ).values_list("pk", "message", "updated_at")
+            }
+        if outputs and contested:
+            rids = {v.response_id for vs in contested for v in vs}
+            outs = {
+                pk: response_output(msg, raw)
+                for pk, msg, raw in ModelResponse.objects.filter(
+                    ids_in(_col(ModelResponse, "id"), ids=rids)
+                ).values_list("pk", "message", "raw_text")
+            }
+        cats = self.label_categories({v.label_id for vs in votes.values() for v in vs})
+        return {"votes": votes, "gold": gold, "texts": texts, "outputs": outs, "cats": cats}
+
+
+Kind = DatasetSnapshot.Kind
 
 
 class LabelledSource(Source):
-    """SFT/eval rows whose target is a correction (any verdict: the correction is the better answer)."""
+    """SFT/eval rows whose target is a correction (any verdict: the correction is the better answer).
+
+    Together with ReasonableSource: one row per item (a response; a context for eval), written
+    by the item's owner, the first of its selected records in stream order (corrections by id,
+    then reasonable labels by id).
+    """
 
     conversation_path = "label__response__conversation"
     fields = (
@@ -269,36 +345,105 @@ class LabelledSource(Source):
     def target(self, rec) -> dict:
         return clean_message({**_loads(rec[1]), "role": "assistant"})
 
+    @property
+    def by_context(self) -> bool:
+        return self.build.kind == Kind.EVAL
+
     def lookups(self, chunk):
-        return {
-            "cats": self.label_categories([r[2] for r in chunk]),
-            "live": self.live_labels([r[4] for r in chunk]),
-        }
+        ids = {r[7] for r in chunk} if self.by_context else {r[4] for r in chunk}
+        return self.vote_details(
+            self.label_votes(ids, self.by_context), bool(self.f.get("include_reasonable"))
+        )
+
+    def owner(self, votes: list[LabelVote]) -> tuple[str, int] | None:
+        """(source name, record id) of the record that writes the item's row."""
+        cids = [v.correction_id for v in votes if v.selected and v.correction_id]
+        if cids:
+            return ("correction", min(cids))
+        if self.f.get("include_reasonable"):
+            lids = [v.label_id for v in votes if v.selected and v.verdict == REASONABLE]
+            if lids:
+                return ("reasonable", min(lids))
+        return None
 
     def rows(self, chunk, aux):
-        cats, live = aux["cats"], aux["live"]
-        contexts = self.build.contexts
+        votes, gold, cats = aux["votes"], aux["gold"], aux["cats"]
+        contexts, build, name = self.build.contexts, self.build, self.name
+        by_context = self.by_context
+        allow_reasonable = bool(self.f.get("include_reasonable"))
         out = []
         for rec in chunk:
-            pk, _msg, label_id, verdict, response_id, length, mv, conv_id, ext, split = rec[:10]
-            messages_text, tools_text = rec[-2:]
+            pk, _msg, label_id, _verdict, response_id, length, mv, conv_id, ext, split = rec[:10]
+            item = votes.get((conv_id, length) if by_context else response_id) or ()
+            if (not item or (len(item) == 1 and item[0].label_id == label_id)) and response_id not in gold:
+                # one label, the record's own: the record is the item
+                build.resolved.row(1, MAJORITY)
+                out.append(
+                    Row(
+                        source=name,
+                        source_id=pk,
+                        conversation_id=conv_id,
+                        external_id=ext,
+                        context_length=length,
+                        split=split,
+                        model_version_id=mv,
+                        ctx=contexts.context(conv_id, length, rec[-2]),
+                        toolset=contexts.tools(rec[-1]),
+                        target=self.target(rec),
+                        categories=cats.get(label_id, ()),
+                    )
+                )
+                continue
+            if self.owner(item) != (name, pk):
+                continue  # another record of this item writes its row
+            outcome = self.resolve(item, aux, allow_reasonable)
+            if not outcome.source:
+                build.resolved.left_out(
+                    outcome.how,
+                    outcome.detail,
+                    source=name,
+                    source_id=pk,
+                    conversation_id=conv_id,
+                    external_id=ext,
+                )
+                continue
+            build.resolved.row(outcome.votes, outcome.how)
+            g = gold.get(outcome.response_id)
             out.append(
                 Row(
-                    source=self.name,
-                    source_id=pk,
+                    source=outcome.source,
+                    source_id=outcome.source_id,
                     conversation_id=conv_id,
                     external_id=ext,
                     context_length=length,
                     split=split,
-                    model_version_id=mv,
-                    ctx=contexts.context(conv_id, length, messages_text),
-                    toolset=contexts.tools(tools_text),
-                    target=self.target(rec),
-                    categories=cats.get(label_id, ()),
-                    conflict=_label_conflict(verdict, live.get(response_id, [])),
+                    model_version_id=next(
+                        v.model_version_id for v in item if v.response_id == outcome.response_id
+                    ),
+                    ctx=contexts.context(conv_id, length, rec[-2]),
+                    toolset=contexts.tools(rec[-1]),
+                    target=self.outcome_target(outcome, aux),
+                    categories=g.categories if g else cats.get(outcome.label_id, ()),
                 )
             )
         return out
+
+    def resolve(self, item: list[LabelVote], aux: dict, allow_reasonable: bool) -> Outcome:
+        gold, texts = aux["gold"], aux["texts"]
+        if not self.by_context:
+            return resolve_response(item, gold.get(item[0].response_id), texts, allow_reasonable)
+        by_response: dict[int, list] = {}
+        for v in item:
+            by_response.setdefault(v.response_id, []).append(v)
+        return resolve_context(
+            by_response, gold, texts, allow_reasonable, lambda o: self.outcome_target(o, aux)
+        )
+
+    @staticmethod
+    def outcome_target(outcome: Outcome, aux: dict) -> dict:
+        if outcome.source == "correction":
+            return clean_message({**aux["texts"][outcome.source_id][0], "role": "assistant"})
+        return aux["outputs"][outcome.response_id]
 
 
 class ReasonableSource(LabelledSource):

@@ -1,5 +1,6 @@
 """A snapshot's files: the JSONL under MEDIA_ROOT, its row index beside it (``*.rows.bin``,
-INDEX_DTYPE), the temp files of a build in flight, and the preview read back from both.
+INDEX_DTYPE), its download bundle (``*.bundle.tar.gz`` and its record ``*.bundle.json``, see
+bundle/), the temp files of a build in flight, and the preview read back from the JSONL and index.
 
 The row index keeps, per row, its source, conversation, prompt hash (stable: the leakage
 check compares it across snapshots), duplicate hashes (valid within one build only) and
@@ -61,6 +62,21 @@ def index_path(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".jsonl") + ".rows.bin")
 
 
+def bundle_path(path: Path) -> Path:
+    """The download bundle beside the JSONL (training/snapshots/bundle)."""
+    return path.with_name(path.name.removesuffix(".jsonl") + ".bundle.tar.gz")
+
+
+def bundle_info_path(path: Path) -> Path:
+    """The bundle's record (manifest, size, sha256); present only once the bundle is complete."""
+    return path.with_name(path.name.removesuffix(".jsonl") + ".bundle.json")
+
+
+def bundle_temp(path: Path, token: str) -> Path:
+    """A temp file of a bundle in the making (removed with the snapshot's other temp files)."""
+    return path.with_name(f".{path.name}.{token}.bundle.tmp")
+
+
 def _temp_paths(final: Path, token: str) -> tuple[Path, Path]:
     return final.with_name(f".{final.name}.{token}.tmp"), final.with_name(
         f".{index_path(final).name}.{token}.tmp"
@@ -68,7 +84,12 @@ def _temp_paths(final: Path, token: str) -> tuple[Path, Path]:
 
 
 def _remove_temps(final: Path):
-    for pattern in (f".{final.name}.*.tmp", f".{index_path(final).name}.*.tmp"):
+    for pattern in (
+        f".{final.name}.*.tmp",
+        f".{index_path(final).name}.*.tmp",
+        f".{bundle_path(final).name}.*.tmp",
+        f".{bundle_info_path(final).name}.*.tmp",
+    ):
         for p in final.parent.glob(pattern):
             p.unlink(missing_ok=True)
 
@@ -85,6 +106,8 @@ def remove_files(snapshot: DatasetSnapshot):
         return
     final.unlink(missing_ok=True)
     index_path(final).unlink(missing_ok=True)
+    bundle_info_path(final).unlink(missing_ok=True)  # first: a bundle without its record is no bundle
+    bundle_path(final).unlink(missing_ok=True)
     if final.parent.exists():
         _remove_temps(final)
 

@@ -46,7 +46,6 @@ from annotator.models import (
     content_hash,
 )
 from annotator.review import apply_review
-from annotator.serializers import normalise_assistant_message
 from annotator.taxonomy import seed_default_taxonomy
 from evaluation.models import EvalRun
 from evaluation.promotion import latest_run
@@ -55,6 +54,7 @@ from evaluation.suites import create_suite
 from inference.generation import generate as generate_batched
 from inference.loading import load_model
 from loop import online
+from toolcalls.openai_format import stored_assistant_message
 from toolcalls.score import score_case
 from training import demo_domain
 from training.demo_model import build_demo_model, generate
@@ -224,7 +224,7 @@ class Command(BaseCommand):
                     "categories": [cats[c] for c in categories if c in cats],
                 }
                 if not ok:
-                    fixed = normalise_assistant_message(expected)
+                    fixed = stored_assistant_message(expected)
                     data["correction_content"] = fixed.get("content") or ""
                     data["correction_tool_calls"] = json.dumps(
                         [
