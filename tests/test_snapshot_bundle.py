@@ -11,8 +11,10 @@ import tarfile
 import pytest
 import yaml
 
+from training import tasks
+from training.models import DatasetSnapshot
 from training.snapshots import bundle, layouts, storage
-from training.snapshots.build import build_snapshot, create_snapshot
+from training.snapshots.build import create_snapshot
 from training.snapshots.bundle.parquet import JSON_TEXT_COLUMNS
 
 from .test_datasets_factories import assistant, call, label, preference, response, stock_question
@@ -55,7 +57,10 @@ def world(project, members):
 
 
 def build(project, user, kind, layout):
-    snap = build_snapshot(create_snapshot(project, user, {"kind": kind, "layout": layout}, start=False).pk)
+    """As the exports worker does: the build, then the bundle (training.tasks.build_snapshot)."""
+    pk = create_snapshot(project, user, {"kind": kind, "layout": layout}, start=False).pk
+    tasks.build_snapshot.apply(args=[pk]).get()
+    snap = DatasetSnapshot.objects.get(pk=pk)
     assert snap.status == "ready", snap.message
     return snap
 

@@ -12,6 +12,7 @@ from .judge.report import evaluate
 from .judge.suggestions import suggest
 from .models import DatasetSnapshot, TrainingJob
 from .snapshots import build as snapshot_build
+from .snapshots.bundle import make_bundle_quietly
 
 
 @shared_task(
@@ -25,8 +26,11 @@ from .snapshots import build as snapshot_build
 )
 def build_snapshot(self, snapshot_id: int):
     """Build one dataset snapshot. A redelivery (worker killed) or a retry takes the build over
-    from scratch; a finished snapshot is left alone."""
+    from scratch; a finished snapshot is left alone. Once ready, the same worker makes the download
+    bundle (Parquet copy, card, manifest): the snapshot is usable before it, and a download makes it
+    if this step failed."""
     snapshot = snapshot_build.build_snapshot(snapshot_id)
+    make_bundle_quietly(snapshot)
     return {"snapshot": snapshot_id, "status": snapshot.status if snapshot else "deleted"}
 
 

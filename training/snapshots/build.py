@@ -42,7 +42,6 @@ from jobs import lifecycle
 
 from ..models import DatasetSnapshot
 from . import audit as audit_mod
-from .bundle import make_bundle_quietly
 from .dpo_sources import CorrectionPairSource, OnlinePairSource, PreferenceSource
 from .layouts import FORMATTERS
 from .resolve import Tally
@@ -530,9 +529,7 @@ def build_snapshot(snapshot_id: int) -> DatasetSnapshot | None:
             _cleanup(build)
             log.exception("snapshot %s failed", snapshot_id)
             _fail(build, Failure.ERROR, f"The build failed: {type(exc).__name__}: {exc}")
-    snapshot = _reload(snapshot_id)
-    make_bundle_quietly(snapshot)  # the download bundle, once ready (bundle/)
-    return snapshot
+    return _reload(snapshot_id)
 
 
 def _reload(pk: int) -> DatasetSnapshot | None:
