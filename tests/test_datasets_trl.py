@@ -318,9 +318,10 @@ def test_trl_preference_rows_train_with_dpo_trainer(exported, tokenizer, tmp_pat
 def test_openai_preference_and_llamafactory_rows_train_with_dpo_trainer(exported, tokenizer, tmp_path):
     from datasets import Dataset, load_dataset
 
-    from training.snapshots.bundle import read_info
+    from training.snapshots.bundle import ensure_bundle, read_info
 
     _, snap = exported("dpo", "openai_preference")
+    ensure_bundle(snap)  # what the exports worker does once the snapshot is ready
     folder = tmp_path / "bundle"
     with tarfile.open(storage.bundle_path(storage.media_path(snap.file.name))) as tar:
         tar.extractall(folder, filter="data")

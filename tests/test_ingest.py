@@ -563,7 +563,8 @@ def test_many_new_model_names_cost_a_constant_number_of_queries(admin_api, proje
     def records(start, names):
         return [
             conversation_record(
-                i, responses=[{"model": f"m-{i}-{k}", "raw": f"Answer number {k} here."} for k in range(names)]
+                i,
+                responses=[{"model": f"m-{i}-{k}", "raw": f"Answer number {k} here."} for k in range(names)],
             )
             for i in range(start, start + 4)
         ]

@@ -36,6 +36,8 @@ def loads_bounded(text: str, max_depth: int = MAX_JSON_DEPTH, max_chars: int = M
     """
     if len(text) > max_chars:
         raise json.JSONDecodeError(f"longer than {max_chars:,} characters", text, max_chars)
+    if text.count("[") + text.count("{") <= max_depth:  # cannot nest deeper than it has openers
+        return json.loads(text)
     depth = 0
     for m in _STRING_OR_BRACKET.finditer(text):
         token = m.group()

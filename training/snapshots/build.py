@@ -221,15 +221,14 @@ class Build:
             tally["by_model_version"],
             tally["by_category"],
         )
-        records = []
+        records, lines = [], []
         for row, pt, tt, rt in zip(rows, prompt_tokens, target_tokens, rejected_tokens, strict=True):
             self.n += 1
             auditor.check_row(self.n, row, pt + max(tt, rt), row.where())
             text = fmt(row)
             auditor.check_written(self.n, row, self.layout, text)
             line = text.encode("utf-8") + b"\n"
-            out.write(line)
-            self.sha.update(line)
+            lines.append(line)
             if content is not None and exact_on:
                 text = content(row)
                 line = text.encode("utf-8")
@@ -258,6 +257,9 @@ class Build:
                 tally["with_tool_calls"] += 1
             if row.rejected is not None and row.rejected.get("tool_calls"):
                 tally["rejected_with_tool_calls"] += 1
+        block = b"".join(lines)  # one write and one hash update per chunk, not per row
+        out.write(block)
+        self.sha.update(block)
         np.array(records, dtype=INDEX_DTYPE).tofile(idx)
 
     def _prompt_tokens(self, rows: list[Row], counter: TokenCounter) -> list[int]:

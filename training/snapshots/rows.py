@@ -11,20 +11,28 @@ from __future__ import annotations
 import hashlib
 import json
 
-_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+import orjson
+
+_JSON_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-_SCAN = json.JSONDecoder().scan_once
+def _DUMPS(value) -> str:  # noqa: N802 (a function standing where an encoder's bound method stood)
+    """Compact JSON text, UTF-8 unescaped: orjson (several times faster, the same text for what a
+    database hands back), else the standard encoder for what orjson refuses (an integer beyond 64
+    bits, a lone surrogate SQLite kept)."""
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return _JSON_DUMPS(value)
 
 
 def _loads(text: str):
-    """json.loads for database JSON text, minus the whitespace regexes json.loads runs per call
-    (four calls a row add up); anything unusual goes through json.loads itself."""
+    """json.loads for database JSON text, through orjson (this runs several times a row); what orjson
+    refuses (an integer beyond 64 bits, nesting past its limit) goes through json.loads itself."""
     try:
-        value, end = _SCAN(text, 0)
-    except (StopIteration, ValueError, TypeError):
+        return orjson.loads(text)
+    except (orjson.JSONDecodeError, TypeError):
         return json.loads(text)
-    return value if end == len(text) else json.loads(text)
 
 
 def _arguments_string(args) -> str:
