@@ -21,11 +21,12 @@ killed worker resumes at the last committed byte and nothing is half-written.
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 
 import orjson
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 
 from config.db import TableStats
@@ -52,6 +53,7 @@ from toolcalls.validate import (
 from .models import Conversation, ImportIssue, ImportJob, ModelResponse, Project, Split, content_hash
 from .store import ModelVersionIds, write_parsed
 
+log = logging.getLogger(__name__)
 SPLITS = set(Split.values)
 UNKNOWN_MODEL = "unknown"
 MODEL_NAME_MAX = 200  # ModelVersion.name
@@ -411,6 +413,18 @@ def run_import(job_id: int) -> ImportJob:
         return ImportJob.objects.get(pk=job_id)  # the other attempt owns the job now
     except (OSError, ValueError) as exc:
         lifecycle.finish(job, ImportJob.State.FAILED, f"Could not read the file: {exc}")
+        return job
+    except DatabaseError:
+        raise  # the database went away: the task's retry or a redelivery resumes at the last batch
+    except Exception as exc:  # noqa: BLE001 - a fault of ours must end the job, not leave it "running"
+        log.exception("import %s stopped", job_id)
+        job.refresh_from_db()
+        lifecycle.finish(
+            job,
+            ImportJob.State.FAILED,
+            f"The import stopped on an unexpected error after line {job.lines_read:,} "
+            f"({type(exc).__name__}: {str(exc)[:200]}); the lines before it were kept.",
+        )
         return job
     job.refresh_from_db()
     if job.lines_read == 0:

@@ -278,3 +278,25 @@ def test_finished_job_is_not_run_twice(project):
     job = run_import(make_job(project, jsonl([conversation_record(1)])).pk)
     again = run_import(job.pk)
     assert again.attempts == 1 and Conversation.objects.count() == 1
+
+
+def test_an_unexpected_fault_fails_the_job_with_a_message_instead_of_leaving_it_running(
+    project, tmp_path, monkeypatch, settings
+):
+    from annotator import importers
+    from annotator.models import ImportJob
+
+    settings.MEDIA_ROOT = tmp_path
+
+    def broken(*args, **kwargs):
+        raise TypeError("unhashable type: 'list'")
+
+    monkeypatch.setattr(importers, "parse_line", broken)
+    from django.core.files.base import ContentFile
+
+    job = ImportJob.objects.create(project=project, original_name="x.jsonl")
+    job.file.save("x.jsonl", ContentFile(b'{"messages": [{"role": "user", "content": "hi"}]}\n'))
+    job = importers.run_import(job.pk)
+    job.refresh_from_db()
+    assert job.status == ImportJob.State.FAILED
+    assert "unexpected error" in job.message and "TypeError" in job.message
