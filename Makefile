@@ -39,9 +39,10 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "browser tests need Debian's chromium: sudo apt-get install -y chromium"; exit 1; fi; }
 
-# two pytest-xdist workers (the machine has two cores); each gets its own test database
+# two pytest-xdist workers (the machine has two cores), each with its own test database; work stealing
+# keeps the slow tests near the end from running on one worker while the other idles
 test: install browser-deps
-	$(BIN)/python -m pytest -p no:cacheprovider -n 2
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist worksteal --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not integration and not browser"
