@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError
+from django.db import DataError, connection, transaction
 from rest_framework import exceptions, parsers, status
 from rest_framework.pagination import CursorPagination
 
@@ -124,7 +124,10 @@ def exception_handler(exc, context):
     elif isinstance(exc, (DataError, OverflowError)):
         # A value the database cannot hold (found by schemathesis: a filter datetime with a +17:34
         # UTC offset, which PostgreSQL refuses; SQLite raises OverflowError on a 20-digit filter id):
-        # the request is at fault, not the server.
+        # the request is at fault, not the server. On PostgreSQL the failed statement aborts the open
+        # transaction: inside an atomic block (a view's, a test's savepoint) it must roll back.
+        if isinstance(exc, DataError) and connection.in_atomic_block:
+            transaction.set_rollback(True)
         exc = exceptions.ValidationError(
             {"non_field_errors": [f"Value out of range: {str(exc).splitlines()[0]}"]}
         )
