@@ -14,6 +14,7 @@ Rules (see the annotator workspace issue):
   annotators asking at once never get the same slot and a lock never hides the rest of the queue.
 """
 
+from collections import defaultdict
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
@@ -149,6 +150,73 @@ def order_key_value(strategy: str, task_id: int, uncertainty: float | None) -> f
     return float(task_id)
 
 
+def new_slot(project, task_id, index, priority, completed, strategy, uncertainty) -> Slot:
+    """One of a task's `overlap` slots, placed in the queue by the project's strategy."""
+    return Slot(
+        project_id=project.pk,
+        task_id=task_id,
+        index=index,
+        priority=priority,
+        progress=completed,
+        order_key=order_key_value(strategy, task_id, uncertainty),
+    )
+
+
+def queue_responses(project: Project, fresh: list, existed: set, priorities: dict) -> dict:
+    """Label and compare tasks, with their slots, for responses just stored (`fresh`, ids ascending), by the
+    rules sync_tasks applies to the whole project: a label task each, compare pairs by context_pairs,
+    `overlap` slots per task. Its cost follows the batch, not the project (ingestion calls it per request).
+
+    Pairs between older responses are left to sync_tasks, whose job they were; a pair with a new response
+    in it cannot exist yet. Only conversations in `existed` (stored before the batch) are read back: the
+    responses of the batch's new conversations are all in `fresh`. `priorities`: conversation id ->
+    priority."""
+    if not fresh:
+        return {"label": 0, "compare": 0, "slots": 0}
+    new = {r.pk for r in fresh}
+    groups = defaultdict(list)  # (conversation, context length) -> [(response id, hash)]
+    uncertainty = dict.fromkeys(new)
+    known = {r.conversation_id for r in fresh} & existed
+    if known:
+        for pk, conversation_id, context_length, digest, score in ModelResponse.objects.filter(
+            conversation_id__in=known
+        ).values_list("pk", "conversation_id", "context_length", "response_hash", "uncertainty"):
+            groups[(conversation_id, context_length)].append((pk, digest))
+            uncertainty[pk] = score
+    for r in fresh:
+        if r.conversation_id not in known:
+            groups[(r.conversation_id, r.context_length)].append((r.pk, r.response_hash))
+    label, compare = [], []
+    for (conversation_id, _), members in groups.items():
+        members.sort()
+        priority = priorities[conversation_id]
+        label.extend(
+            Task(project_id=project.pk, kind=Task.Kind.LABEL, response_id=pk, priority=priority)
+            for pk, _ in members
+            if pk in new
+        )
+        compare.extend(
+            Task(
+                project_id=project.pk,
+                kind=Task.Kind.COMPARE,
+                response_id=a,
+                response_b_id=b,
+                priority=priority,
+            )
+            for a, b in context_pairs(members)
+            if a in new or b in new
+        )
+    tasks = bulk_insert(label + compare)
+    overlap, strategy = project.overlap, project.setting("strategy")
+    slots = [
+        new_slot(project, task.pk, index, task.priority, 0, strategy, uncertainty[task.response_id])
+        for task in tasks
+        for index in range(overlap)
+    ]
+    bulk_insert(slots)
+    return {"label": len(label), "compare": len(compare), "slots": len(slots)}
+
+
 def ensure_slots(project: Project) -> int:
     """Give every task exactly `overlap` slots; surplus slots are removed only while free and unreserved.
 
@@ -164,16 +232,7 @@ def ensure_slots(project: Project) -> int:
         )
         batch = []
         for pk, priority, completed, uncertainty in missing.iterator(chunk_size=5000):
-            batch.append(
-                Slot(
-                    project=project,
-                    task_id=pk,
-                    index=index,
-                    priority=priority,
-                    progress=completed,
-                    order_key=order_key_value(strategy, pk, uncertainty),
-                )
-            )
+            batch.append(new_slot(project, pk, index, priority, completed, strategy, uncertainty))
             if len(batch) >= 5000:
                 added += len(bulk_insert(batch))
                 batch = []

@@ -12,17 +12,14 @@ Annotation tasks. The file import ends with `assignment.sync_tasks(project)`, wh
 project (every response without a label task, every context with two or more responses, every task
 without its slots): its cost grows with the project, not with the batch (benchmarks/ingest_bench.py
 measures it), which a steady stream of small batches cannot afford. Ingestion builds the tasks of its
-own new responses only, by the same rules: a label task each; compare tasks by
-`assignment.context_pairs` (the one pairing rule); `overlap` slots per
-task, ordered by the project's strategy. `sync_tasks` run afterwards finds nothing left to add
-(tests/test_ingest.py checks it).
+own new responses only, by the same rules (`assignment.queue_responses`, beside sync_tasks: a label task
+each, compare tasks by the one pairing rule, `overlap` slots per task in the project's order).
+`sync_tasks` run afterwards finds nothing left to add (tests/test_ingest.py checks it).
 
 History. A project's ingestions of one UTC day are one ImportJob without a file, "API ingestion
 <date> (UTC)": its counters add up every request's, and issue "line" N is the day's N-th record, so the
 import pages and the CSV report show what came in and what was refused.
 """
-
-from collections import defaultdict
 
 import orjson
 from django.conf import settings
@@ -32,10 +29,9 @@ from django.utils import timezone
 
 from toolcalls.validate import FieldError
 
-from .assignment import context_pairs, order_key_value
-from .bulk import bulk_insert
+from .assignment import queue_responses
 from .importers import decode_line, parse_line
-from .models import ImportIssue, ImportJob, ModelResponse, Project, Slot, Split, Task
+from .models import ImportIssue, ImportJob, Project, Split
 from .store import ModelVersionIds, WriteResult, lock_project_writes, write_parsed
 
 # A running agent speaks OpenAI chat: conversation lines and chat-completion log records. BFCL test
@@ -115,64 +111,9 @@ def shown_errors(errors: list[FieldError]) -> list[dict]:
 
 
 def queue_new_responses(project: Project, written: WriteResult) -> dict:
-    """Label and compare tasks, with their slots, for the responses `written` just stored (see the
-    module's docstring).
-
-    Pairs between older responses are left to `assignment.sync_tasks`, whose job they were; a pair with a
-    new response in it cannot exist yet, so nothing here can collide with another writer. Responses of
-    conversations created by this batch are all new: only known conversations are read back."""
-    fresh = written.new_responses
-    if not fresh:
-        return {"label": 0, "compare": 0, "slots": 0}
-    new = {r.pk for r in fresh}
-    groups = defaultdict(list)  # (conversation, context length) -> [(response id, hash)]
-    uncertainty = dict.fromkeys(new)
-    known = {r.conversation_id for r in fresh} & written.existed
-    if known:
-        for pk, conversation_id, context_length, digest, score in ModelResponse.objects.filter(
-            conversation_id__in=known
-        ).values_list("pk", "conversation_id", "context_length", "response_hash", "uncertainty"):
-            groups[(conversation_id, context_length)].append((pk, digest))
-            uncertainty[pk] = score
-    for r in fresh:
-        if r.conversation_id not in known:
-            groups[(r.conversation_id, r.context_length)].append((r.pk, r.response_hash))
-    label, compare = [], []
-    for (conversation_id, _), members in groups.items():
-        members.sort()
-        priority = written.priorities[conversation_id]
-        label.extend(
-            Task(project_id=project.pk, kind=Task.Kind.LABEL, response_id=pk, priority=priority)
-            for pk, _ in members
-            if pk in new
-        )
-        compare.extend(
-            Task(
-                project_id=project.pk,
-                kind=Task.Kind.COMPARE,
-                response_id=a,
-                response_b_id=b,
-                priority=priority,
-            )
-            for a, b in context_pairs(members)
-            if a in new or b in new
-        )
-    tasks = bulk_insert(label + compare)
-    overlap, strategy = project.overlap, project.setting("strategy")
-    slots = [
-        Slot(
-            project_id=project.pk,
-            task_id=task.pk,
-            index=index,
-            priority=task.priority,
-            progress=0,
-            order_key=order_key_value(strategy, task.pk, uncertainty[task.response_id]),
-        )
-        for task in tasks
-        for index in range(overlap)
-    ]
-    bulk_insert(slots)
-    return {"label": len(label), "compare": len(compare), "slots": len(slots)}
+    """Label and compare tasks, with their slots, for the responses `written` just stored: the queue's own
+    rule for new responses (assignment.queue_responses)."""
+    return queue_responses(project, written.new_responses, written.existed, written.priorities)
 
 
 def record_history(
