@@ -24,9 +24,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo model's build (minutes on one core, cached under var/models) runs beside the migrations. The seed
+# registers demo-base, imports its answers, adds three weeks of scripted history and queues the lineage
+# (SFT -> DPO, evaluated) that the worker started by serve.sh trains in the background.
 demo: install
-	DEBUG=1 $(BIN)/python manage.py migrate --noinput
-	DEBUG=1 $(BIN)/python manage.py build_demo_model
+	DEBUG=1 $(BIN)/python manage.py build_demo_model & build=$$!; \
+	  DEBUG=1 $(BIN)/python manage.py migrate --noinput || { kill $$build; exit 1; }; \
+	  wait $$build
 	DEBUG=1 $(BIN)/python manage.py seed_demo
 	DEBUG=1 PORT=$(PORT) HOST=$(HOST) BIN=$(BIN) ./scripts/serve.sh
 

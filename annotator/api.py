@@ -6,15 +6,16 @@ only their own labels, corrections and preferences; leads and admins see all of 
 
 from django.db import transaction
 from django.db.models import Q
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, mixins, parsers, viewsets
+from rest_framework import serializers as rf
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from config.rest import BoundedJSONParser
 from jobs import lifecycle
 
-from . import members
+from . import members, review
 from . import serializers as s
 from .api_base import ProjectScopedViewSet
 from .csv_export import import_report
@@ -37,6 +38,7 @@ from .policy import (
     can_edit_taxonomy,
     can_manage_members,
     can_manage_project,
+    has_role,
     projects_with_role,
     visible_projects,
 )
@@ -197,6 +199,25 @@ class PreferenceViewSet(OwnWorkViewSet):
     }
 
 
+class ReviewListSerializer(rf.Serializer):
+    """Which review list (the filters of the review page)."""
+
+    project = rf.SlugField(help_text="The project's slug.")
+    what = rf.ChoiceField(choices=review.WHATS, default="labels", required=False)
+    annotator = rf.CharField(required=False, help_text="Only this annotator's work (username).")
+    category = rf.IntegerField(required=False, help_text="Labels in this category or one below it.")
+    verdict = rf.CharField(
+        required=False, help_text="Labels: reasonable or unreasonable; preferences: a, b, tie or both_bad."
+    )
+    disagreement = rf.BooleanField(
+        required=False, help_text="Only items whose submitted or approved judgements disagree."
+    )
+
+
+class BulkApproveSerializer(ReviewListSerializer):
+    ids = rf.ListField(child=rf.IntegerField(), help_text="The ids a GET of the same list returned.")
+
+
 class ReviewViewSet(
     mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -217,6 +238,55 @@ class ReviewViewSet(
             | Q(label__response__conversation__project__in=lead_projects)
             | Q(preference__response_a__conversation__project__in=lead_projects)
         )
+
+    @extend_schema(
+        parameters=[ReviewListSerializer],
+        request=BulkApproveSerializer,
+        responses={
+            (200, "application/json"): inline_serializer(
+                "BulkApproveResult",
+                {
+                    "count": rf.IntegerField(
+                        help_text="GET: how many items the list holds (up to the limit)."
+                    ),
+                    "more": rf.BooleanField(help_text="GET: the list holds more than `limit` items."),
+                    "limit": rf.IntegerField(),
+                    "ids": rf.ListField(child=rf.IntegerField(), help_text="GET: the items, oldest first."),
+                    "approved": rf.IntegerField(help_text="POST: how many were approved."),
+                },
+            ),
+            409: inline_serializer("BulkApproveChanged", {"ids": rf.CharField()}),
+        },
+    )
+    @action(detail=False, methods=["get", "post"], url_path="bulk-approve")
+    def bulk_approve(self, request):
+        """Approve a filtered review list at once (leads of the project only). GET lists the ids that wait
+        for review under the filters; POST them back as `ids` with the same filters to approve exactly
+        those. If the list changed in between (an item reviewed elsewhere, a new submission), nothing is
+        approved: 409, GET it again. The same rule as the review page (annotator.review.approve_many)."""
+        params = request.query_params if request.method == "GET" else request.data
+        if not hasattr(params, "get"):
+            raise exceptions.ValidationError({"non_field_errors": ["Send an object of filters and ids."]})
+        slug = params.get("project")
+        project = visible_projects(request.user).filter(slug=str(slug or "")[:100]).first()
+        if project is None:
+            raise exceptions.ValidationError(
+                {"project": ["Name a project you are a member of, by its slug."]}
+            )
+        if not has_role(request.user, project, Role.LEAD):
+            raise exceptions.PermissionDenied("Approving needs the lead role in this project.")
+        f = review.QueueFilters.parse(project, params)
+        if request.method == "GET":
+            ids = list(review.review_queue(project, f).values_list("pk", flat=True)[: review.BULK_LIMIT + 1])
+            limit = review.BULK_LIMIT
+            return Response(
+                {"count": min(len(ids), limit), "more": len(ids) > limit, "limit": limit, "ids": ids[:limit]}
+            )
+        try:
+            approved = review.approve_many(request.user, project, f, params.get("ids"))
+        except review.ListChanged as exc:
+            return Response(exc.message_dict, status=409)
+        return Response({"approved": approved})
 
 
 class ImportJobViewSet(

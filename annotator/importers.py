@@ -30,6 +30,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import F
 
 from config.db import TableStats
+from config.text import counted
 from jobs import lifecycle
 from toolcalls import bfcl
 from toolcalls.jsonl import iter_lines
@@ -431,20 +432,28 @@ def run_import(job_id: int) -> ImportJob:
         lifecycle.finish(job, ImportJob.State.FAILED, "The file is empty: no lines to import.")
     elif job.conversations_created == 0 and job.duplicates == 0 and job.responses_created == 0:
         lifecycle.finish(
-            job, ImportJob.State.FAILED, f"No valid lines: all {job.error_count:,} lines were rejected."
+            job,
+            ImportJob.State.FAILED,
+            "No valid lines: the only line was rejected."
+            if job.error_count == 1
+            else f"No valid lines: all {job.error_count:,} lines were rejected.",
         )
     else:
         parts = [
-            f"{job.conversations_created:,} conversations and {job.responses_created:,} responses imported"
+            f"{counted(job.conversations_created, 'conversation')} and "
+            f"{counted(job.responses_created, 'response')} imported"
         ]
         if job.duplicates:
             parts.append(f"{job.duplicates:,} already present")
         if job.error_count:
-            parts.append(f"{job.error_count:,} lines rejected")
+            parts.append(f"{counted(job.error_count, 'line')} rejected")
         from .assignment import sync_tasks
 
         made = sync_tasks(job.project)
         if made["label"] or made["compare"]:
-            parts.append(f"{made['label']:,} labelling and {made['compare']:,} comparison tasks queued")
+            parts.append(
+                f"{counted(made['label'], 'labelling task')} and "
+                f"{counted(made['compare'], 'comparison task')} queued"
+            )
         lifecycle.finish(job, ImportJob.State.DONE, "; ".join(parts) + ".")
     return job

@@ -16,10 +16,14 @@ from .models import Correction, Label, Preference, Slot, Status, Task, TaxonomyC
 from .rollups.signals import batched
 
 
-def parse_correction(content: str, tool_calls_text: str, tools) -> tuple[dict | None, list[FieldError]]:
+def parse_correction(
+    content: str, tool_calls_text: str, tools, original: dict | None = None
+) -> tuple[dict | None, list[FieldError]]:
     """The correction editor's two fields -> an assistant message, or the errors to show beside them.
 
     `tool_calls_text` is a JSON list of {"name", "arguments"} (or OpenAI tool_call objects); empty means none.
+    `original`: the response under review. The editor starts from it, and an editor left as it was is no
+    correction (None, no errors), even where the response itself breaks the tools' schemas.
     """
     content = (content or "").strip()
     text = (tool_calls_text or "").strip()
@@ -46,6 +50,8 @@ def parse_correction(content: str, tool_calls_text: str, tools) -> tuple[dict | 
     message = {"role": "assistant", "content": content or None}
     if calls:
         message["tool_calls"] = calls
+    if original is not None and same_message(message, original):
+        return None, []
     errors = validate_assistant_message(message, tools, "correction", check_schema=True)
     if errors:
         return None, errors
@@ -67,11 +73,14 @@ def work_of(task: Task, user) -> Label | Preference | None:
 def work_state(task: Task, user) -> tuple[str, Label | Preference | None]:
     """Where the annotator stands with a task, and their work on it. One of:
     editable (the queue handed it to them: they hold its lock), reserved (a lead reserved one of its free
-    slots for them), fix (a lead sent their work back), done (submitted or approved), none (not theirs)."""
+    slots for them), fix (a lead sent their work back), submitted (waiting for a lead's review: still theirs
+    to change), done (approved: final), none (not theirs)."""
     work = work_of(task, user)
     if work is not None and work.status == Status.REJECTED:
         return "fix", work
-    if work is not None and work.status in (Status.SUBMITTED, Status.APPROVED):
+    if work is not None and work.status == Status.SUBMITTED:
+        return "submitted", work
+    if work is not None and work.status == Status.APPROVED:
         return "done", work
     slot = assignment.handed_slot(task, user)
     if slot is None:
@@ -79,16 +88,22 @@ def work_state(task: Task, user) -> tuple[str, Label | Preference | None]:
     return {Slot.State.LOCKED: "editable", Slot.State.FREE: "reserved"}.get(slot.state, "done"), work
 
 
+APPROVED_IS_FINAL = "This item was approved and is final."
+SUBMIT_TO_CHANGE = "You submitted this item: to change it, submit it again (drafts are not saved over it)."
+
+
 def _check_may_edit(task: Task, user, submitting: bool = False) -> tuple[str, Label | Preference | None]:
     """The one rule for drafts and submits: only a task the queue handed the annotator (or a lead reserved for
-    them, or sent back to them) is theirs to write. A submit may also fill a still-free slot when their lock
-    lapsed: their draft proves the queue handed it to them (claim_for_submit refuses it if the slot is
-    gone)."""
+    them, or sent back to them) is theirs to write, and their own submitted work until a lead reviews it
+    (changed by submitting again: a draft never overwrites what a lead may be reviewing). A submit may also
+    fill a still-free slot when their lock lapsed: their draft proves the queue handed it to them
+    (claim_for_submit refuses it if the slot is gone)."""
     mode, work = work_state(task, user)
     if mode == "done":
-        if work is not None and work.status == Status.APPROVED:
-            raise assignment.QueueError("This item was approved and is final.")
-        raise assignment.QueueError(assignment.ALREADY_SUBMITTED)
+        final = work is not None and work.status == Status.APPROVED
+        raise assignment.QueueError(APPROVED_IS_FINAL if final else assignment.ALREADY_SUBMITTED)
+    if mode == "submitted" and not submitting:
+        raise assignment.QueueError(SUBMIT_TO_CHANGE)
     if mode == "none" and not (submitting and work is not None):
         raise assignment.NotHanded(assignment.NOT_HANDED)
     return mode, work
@@ -185,8 +200,9 @@ def submit(task: Task, user, data: dict) -> Label | Preference:
 
 @retry_on_conflict
 def submit_label(task: Task, user, data: dict) -> Label:
-    """Validate and submit; fills this annotator's slot. Raises ValidationError (field -> messages) or
-    QueueError."""
+    """Validate and submit; fills this annotator's slot (or replaces their sent-back or not yet reviewed
+    submission). Raises ValidationError (field -> messages) or QueueError. data["expected_status"], when
+    given, is the status the work had when the annotator opened it: a change since is refused (409)."""
     # Who may submit is checked once, under the row locks of the transaction below (claim_for_submit,
     # _refuse_final); the up-front check runs only before keeping a refused submission as a draft.
     errors: dict[str, list[str]] = {}
@@ -205,8 +221,12 @@ def submit_label(task: Task, user, data: dict) -> Label:
         spent = time_spent_ms(data.get("time_spent_ms"), strict=True)
     except ValidationError as exc:
         errors.update(exc.message_dict)
+    expected = _expected_status(data, errors)
     correction, problems = parse_correction(
-        data.get("correction_content"), data.get("correction_tool_calls"), task.response.conversation.tools
+        data.get("correction_content"),
+        data.get("correction_tool_calls"),
+        task.response.conversation.tools,
+        original=task.response.message,  # the editor starts from it: unchanged is not a correction
     )
     for p in problems:
         errors.setdefault(p.field, []).append(p.message)
@@ -214,13 +234,11 @@ def submit_label(task: Task, user, data: dict) -> Label:
         _check_may_edit(task, user, submitting=True)
         _write_label_draft(task, user, data)  # nothing typed is lost
         raise ValidationError(errors)
-    if correction and same_message(correction, task.response.message):
-        correction = None  # the editor starts from the response itself: unchanged is not a correction
     with transaction.atomic(), batched():  # the label, its categories: one roll-up pass
         label = Label.objects.select_for_update().filter(response=task.response, annotator=user).first()
-        resubmission = label is not None and label.status == Status.REJECTED
-        _refuse_final(label)
-        slot = None if resubmission else assignment.claim_for_submit(task, user, lapsed_ok=label is not None)
+        _refuse_final(label, expected)
+        filled = _filled(label)
+        slot = None if filled else assignment.claim_for_submit(task, user, lapsed_ok=label is not None)
         label = label or Label(response=task.response, annotator=user)
         label.verdict, label.note, label.draft = verdict, _text(data.get("note"), ""), {}
         label.status, label.submitted_at = Status.SUBMITTED, timezone.now()
@@ -238,7 +256,8 @@ def submit_label(task: Task, user, data: dict) -> Label:
 
 @retry_on_conflict
 def submit_preference(task: Task, user, data: dict) -> Preference:
-    """Validate and submit a comparison; fills this annotator's slot. Raises ValidationError or QueueError."""
+    """Validate and submit a comparison, as submit_label does a label. Raises ValidationError or
+    QueueError."""
     choice = data.get("choice")
     reason = _text(data.get("reason"), "").strip()
     errors = {}
@@ -252,6 +271,7 @@ def submit_preference(task: Task, user, data: dict) -> Preference:
     except ValidationError as exc:
         errors.update(exc.message_dict)
     left = data.get("left_side") if data.get("left_side") in ("a", "b") else "a"
+    expected = _expected_status(data, errors)
     if errors:
         _check_may_edit(task, user, submitting=True)
         _write_preference_draft(task, user, data)  # nothing typed is lost
@@ -262,9 +282,9 @@ def submit_preference(task: Task, user, data: dict) -> Preference:
             .filter(annotator=user, response_a=task.response, response_b=task.response_b)
             .first()
         )
-        resubmission = pref is not None and pref.status == Status.REJECTED
-        _refuse_final(pref)
-        slot = None if resubmission else assignment.claim_for_submit(task, user, lapsed_ok=pref is not None)
+        _refuse_final(pref, expected)
+        filled = _filled(pref)
+        slot = None if filled else assignment.claim_for_submit(task, user, lapsed_ok=pref is not None)
         pref = pref or Preference(annotator=user, response_a=task.response, response_b=task.response_b)
         pref.choice, pref.reason, pref.left_side = choice, reason, left
         pref.status, pref.submitted_at = Status.SUBMITTED, timezone.now()
@@ -275,12 +295,40 @@ def submit_preference(task: Task, user, data: dict) -> Preference:
     return pref
 
 
-def _refuse_final(work: Label | Preference | None):
-    """Under the row lock: a second tab may have submitted since the check before validation."""
-    if work is not None and work.status == Status.APPROVED:
-        raise assignment.QueueError("This item was approved and is final.")
-    if work is not None and work.status == Status.SUBMITTED:
-        raise assignment.QueueError(assignment.ALREADY_SUBMITTED)
+def _expected_status(data: dict, errors: dict) -> str | None:
+    """The status the annotator's work had when their page (or API client) loaded it, if they say."""
+    value = data.get("expected_status")
+    if value is None or value == "":
+        return None
+    if value not in Status.values:
+        errors["expected_status"] = [f"Choose one of {', '.join(Status.values)}."]
+        return None
+    return value
+
+
+def _filled(work: Label | Preference | None) -> bool:
+    """Work that already filled its slot: a fix of sent-back work, or a change to submitted work."""
+    return work is not None and work.status in (Status.REJECTED, Status.SUBMITTED)
+
+
+def _refuse_final(work: Label | Preference | None, expected: str | None = None):
+    """Under the row lock, so a lead's review and the annotator's change never cross: approved work is
+    final; and a submit from a page that showed the work in another state (a second tab submitted it, a
+    lead sent it back meanwhile) is refused instead of saved over what the annotator has not seen."""
+    status = work.status if work is not None else Status.DRAFT
+    if status == Status.APPROVED:
+        raise assignment.QueueError(APPROVED_IS_FINAL)
+    if expected is None or expected == status:
+        return
+    if status == Status.SUBMITTED:
+        raise assignment.QueueError(
+            f"{assignment.ALREADY_SUBMITTED} (in another tab?) Open it from your history to change it."
+        )
+    if status == Status.REJECTED:
+        raise assignment.QueueError(
+            "A lead sent this item back while you were changing it: read their comment, then submit again."
+        )
+    raise assignment.QueueError(f"This item changed since you opened it (it is now {status}): reload it.")
 
 
 def editor_calls(message: dict | None) -> list[dict]:
@@ -292,7 +340,7 @@ def editor_calls(message: dict | None) -> list[dict]:
         args = fn.get("arguments", {})
         if isinstance(args, str):
             try:
-                args = json.loads(args)
+                args = loads_bounded(args)  # may be typed text: "[" * 100_000 must not recurse
             except json.JSONDecodeError:
                 pass
         calls.append({"name": fn.get("name"), "arguments": args})

@@ -1,5 +1,6 @@
 """Who may do what, per project. Pages and API both call these functions."""
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
@@ -38,13 +39,18 @@ def projects_with_role(user, minimum: str) -> QuerySet:
     return Project.objects.filter(memberships__user=user, memberships__role__in=allowed)
 
 
-def project_for(user, slug: str, minimum: str = Role.ANNOTATOR) -> Project:
-    """The project by slug if the user holds at least `minimum` in it; 404 otherwise (no existence leak)."""
-    from django.core.exceptions import PermissionDenied
+# who holds at least a role, in words, for "Only ... of <project> can ..."
+ROLE_HOLDERS = {Role.ANNOTATOR: "members", Role.LEAD: "leads and admins", Role.ADMIN: "admins"}
 
+
+def project_for(user, slug: str, minimum: str = Role.ANNOTATOR, action: str = "") -> Project:
+    """The project by slug if the user holds at least `minimum` in it; 404 otherwise (no existence leak).
+
+    A member below `minimum` gets PermissionDenied saying who may, e.g. "Only admins of Northwind can
+    train a judge." (`action`, default "do this"); the 403 page shows it."""
     project = get_object_or_404(visible_projects(user), slug=slug)
     if not has_role(user, project, minimum):
-        raise PermissionDenied(f"This needs the {minimum} role in {project.name}.")
+        raise PermissionDenied(f"Only {ROLE_HOLDERS[minimum]} of {project.name} can {action or 'do this'}.")
     return project
 
 

@@ -4,13 +4,15 @@
     GET  /api/projects/<slug>/queue/tasks/<id>/                the task: context, responses to judge,
                                                                your draft
     PUT  /api/projects/<slug>/queue/tasks/<id>/draft/          autosave what you have so far
-    POST /api/projects/<slug>/queue/tasks/<id>/submit/         submit: fills your slot
+    POST /api/projects/<slug>/queue/tasks/<id>/submit/         submit: fills your slot (again: changes
+                                                               your work until a lead reviews it)
     POST /api/projects/<slug>/queue/tasks/<id>/skip/           pass: the task goes to the back of your queue
     POST /api/projects/<slug>/queue/tasks/<id>/heartbeat/      keep your lock while you work
 
 Each view calls the function the page calls (assignment.py, labelling.py), so the claim, overlap, lock,
 category and stale-submit rules are the same ones. Only a task the queue handed you (or a lead reserved
-for you, or sent back to you) is yours to read and write. Bad input answers 400 {field: [messages]}; a
+for you, or sent back to you) is yours to read and write, and your submitted work stays yours to change
+until a lead reviews it. Bad input answers 400 {field: [messages]}; a
 queue rule that refuses answers 409 {"detail", "code"}. Any member of the project may call them; for
 others the project does not exist (404).
 """
@@ -64,6 +66,12 @@ class QueueWorkSerializer(serializers.Serializer):
         required=False,
         help_text="Which response you showed on the left (the task's left_side).",
     )
+    expected_status = serializers.ChoiceField(
+        choices=Status.choices,
+        required=False,
+        help_text="Submit only: the status your work had when you read the task (draft for new work). "
+        "If it changed since (submitted elsewhere, reviewed by a lead) the submit is refused (409).",
+    )
 
 
 class QueueResponseSerializer(serializers.Serializer):
@@ -108,7 +116,8 @@ class QueueTaskSerializer(serializers.Serializer):
     kind = serializers.CharField(help_text="label or compare.")
     mode = serializers.CharField(
         help_text="editable (you hold its lock), reserved (a lead reserved it for you), "
-        "fix (sent back by a lead) or done (submitted)."
+        "fix (sent back by a lead), submitted (waiting for review: submit again to change it) "
+        "or done (approved: final)."
     )
     locked_until = serializers.DateTimeField(
         allow_null=True, help_text="Your lock's expiry; renew it by heartbeat."
@@ -153,8 +162,8 @@ class QueueRefusalSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField(
         help_text="not_handed (not your task), stale (your lock went to another "
-        "annotator), lock_lost (heartbeat too late) or refused (e.g. already "
-        "submitted)."
+        "annotator), lock_lost (heartbeat too late) or refused (e.g. approved and "
+        "final)."
     )
 
 
@@ -320,7 +329,9 @@ def task_draft(request, slug, task_id):
 @extend_schema(
     tags=["queue"],
     summary="Submit your label or comparison",
-    description="Validates and fills your slot of the task. A 400 keeps what you sent as your draft.",
+    description="Validates and fills your slot of the task. Submitting again changes your submitted work "
+    "until a lead reviews it (approved work is final; rejected work comes back as mode fix). A 400 keeps "
+    "what you sent as your draft.",
     request=QueueWorkSerializer,
     responses={200: SubmittedSerializer, 400: BAD_INPUT, 404: NOT_FOUND, 409: REFUSED},
 )

@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.db import transaction
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 
 from inference.endpoints import check_endpoint_url
 from inference.model_folders import check_model_folder
@@ -26,6 +26,7 @@ from .models import (
     label_settings_errors,
 )
 from .policy import has_role, role_in, visible_projects
+from .review import apply_review
 from .taxonomy import seed_default_taxonomy
 
 
@@ -484,10 +485,18 @@ class ReviewSerializer(serializers.ModelSerializer):
         allow_null=True,
     )
     reviewer = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    seen = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=40,
+        help_text="The work's `version` as the reviewer saw it (submitted_at as 'seconds.microseconds'); "
+        "if the annotator changed the work since, the review is refused with 409.",
+    )
 
     class Meta:
         model = Review
-        fields = ["id", "label", "preference", "reviewer", "decision", "comment", "created_at"]
+        fields = ["id", "label", "preference", "reviewer", "decision", "comment", "seen", "created_at"]
         read_only_fields = ["created_at"]
 
     def validate(self, attrs):
@@ -498,20 +507,17 @@ class ReviewSerializer(serializers.ModelSerializer):
         target = attrs.get("label") or attrs.get("preference")
         project = (target.response if isinstance(target, Label) else target.response_a).conversation.project
         if not has_role(self.context["request"].user, project, Role.LEAD):
-            from rest_framework.exceptions import PermissionDenied
-
-            raise PermissionDenied("Reviewing needs the lead role in this project.")
+            raise exceptions.PermissionDenied("Reviewing needs the lead role in this project.")
         attrs["target"] = target
         return attrs
 
     def create(self, validated_data):
-        from .review import apply_review
-
         return apply_review(
             self.context["request"].user,
             validated_data["target"],
             validated_data["decision"],
             validated_data.get("comment", ""),
+            seen=validated_data.get("seen") or None,
         )
 
 

@@ -3,16 +3,18 @@
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import requires_csrf_token
 from django.views.decorators.http import require_POST
 
+from config import errors
 from jobs import lifecycle
 
-from . import assignment, csv_export
+from . import csv_export, workspace
 from .forms import ImportForm
 from .models import Conversation, ImportJob, Label, ModelResponse, Role, Split, Status, Task
-from .policy import has_role, project_for, role_in, visible_projects
+from .policy import can_manage_project, has_role, project_for, role_in, visible_projects
 
 
 @login_required
@@ -26,14 +28,7 @@ def project_list(request):
 def project_home(request, slug):
     project = project_for(request.user, slug)
     role = role_in(request.user, project)
-    my_labels = Label.objects.filter(annotator=request.user, response__conversation__project=project)
-    mine = my_labels.aggregate(
-        total=Count("id"),
-        submitted=Count("id", filter=Q(status=Status.SUBMITTED)),
-        approved=Count("id", filter=Q(status=Status.APPROVED)),
-        rejected=Count("id", filter=Q(status=Status.REJECTED)),
-        drafts=Count("id", filter=Q(status=Status.DRAFT)),
-    )
+    progress = workspace.progress(project, request.user)
     counts = {
         "conversations": Conversation.objects.filter(project=project).count(),
         "responses": ModelResponse.objects.filter(conversation__project=project).count(),
@@ -53,17 +48,14 @@ def project_home(request, slug):
             kind=Task.Kind.LABEL, response__in=[lb.response_id for lb in sent_back]
         ).values_list("response_id", "pk")
     )
-    queues = {
-        "label": assignment.queue_size_by_kind(project, request.user, Task.Kind.LABEL),
-        "compare": assignment.queue_size_by_kind(project, request.user, Task.Kind.COMPARE),
-    }
+    queues = {kind: p["left"] for kind, p in progress.items()}
     return render(
         request,
         "annotator/project_home.html",
         {
             "project": project,
             "role": role,
-            "mine": mine,
+            "progress": progress,
             "counts": counts,
             "imports": imports,
             "queues": queues,
@@ -76,7 +68,7 @@ def project_home(request, slug):
 
 @login_required
 def import_create(request, slug):
-    project = project_for(request.user, slug, Role.ADMIN)
+    project = project_for(request.user, slug, Role.ADMIN, action="import conversations")
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
@@ -97,7 +89,7 @@ def import_create(request, slug):
 
 
 def _project_import(request, slug, pk):
-    project = project_for(request.user, slug, Role.LEAD)
+    project = project_for(request.user, slug, Role.LEAD, action="see imports")
     return project, get_object_or_404(ImportJob, project=project, pk=pk)
 
 
@@ -110,7 +102,13 @@ def import_detail(request, slug, pk):
         if request.headers.get("HX-Request")
         else "annotator/import_detail.html"
     )
-    return render(request, template, {"project": project, "job": job, "issues": issues})
+    context = {
+        "project": project,
+        "job": job,
+        "issues": issues,
+        "can_cancel": can_manage_project(request.user, project),
+    }
+    return render(request, template, context)
 
 
 @login_required
@@ -122,7 +120,7 @@ def import_report(request, slug, pk):
 @login_required
 @require_POST
 def import_cancel(request, slug, pk):
-    project = project_for(request.user, slug, Role.ADMIN)
+    project = project_for(request.user, slug, Role.ADMIN, action="cancel an import")
     lifecycle.cancel(get_object_or_404(ImportJob, project=project, pk=pk))
     return redirect("annotator:import-detail", slug=slug, pk=pk)
 
@@ -156,3 +154,39 @@ def conversation_detail(request, slug, pk):
             "responses": responses,
         },
     )
+
+
+# --- error pages (studio/urls.py names these as handler403 / handler404) ---------------------------
+
+
+def _error_page(request, status: int, template: str, message: str):
+    """A styled error page that says what happened and links back: to the project the URL names when
+    the viewer can see it (with its navigation), else to the project list."""
+    user = getattr(request, "user", None)
+    match = getattr(request, "resolver_match", None)
+    slug = match.kwargs.get("slug") if match else None
+    project = None
+    if slug and user is not None and user.is_authenticated:
+        project = visible_projects(user).filter(slug=slug).first()
+    context = {
+        "project": project,
+        "role": role_in(user, project) if project else None,
+        "message": message,
+    }
+    return render(request, template, context, status=status)
+
+
+@requires_csrf_token
+def permission_denied(request, exception=None):
+    message = str(exception or "")
+    if errors.is_api(request):
+        return errors.api_error(403, message)
+    return _error_page(request, 403, "403.html", message)
+
+
+@requires_csrf_token
+def page_not_found(request, exception=None):
+    if errors.is_api(request):
+        return errors.api_error(404)
+    # Http404's own text names models and query internals: the page says it in plain words instead.
+    return _error_page(request, 404, "404.html", "")

@@ -4,16 +4,20 @@ Views stay thin: queue rules live in assignment.py, submission rules in labellin
 for the same actions (annotator/queue_api.py) call the same functions.
 """
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import CharField, Count, Value
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from . import assignment, hints, labelling
-from .models import Review, Role, Slot, Task, TaxonomyCategory
+from .models import Label, Preference, Review, Role, Slot, Status, Task, TaxonomyCategory
 from .policy import has_role, project_for
 
 
@@ -59,6 +63,103 @@ def _category_tree(project):
     return rows
 
 
+RECENT_MESSAGES = 4
+
+
+def split_context(context: list) -> tuple[list, list]:
+    """The context as (earlier, recent): recent is the turn the response answers (from the last user
+    message, at most RECENT_MESSAGES), shown in full above the response; earlier starts collapsed, so the
+    response under review is on screen when the page opens."""
+    users = [i for i, m in enumerate(context) if isinstance(m, dict) and m.get("role") == "user"]
+    start = users[-1] if users else max(0, len(context) - 2)
+    start = max(start, len(context) - RECENT_MESSAGES)
+    if start <= 1:  # one hidden message is not worth a click
+        start = 0
+    return context[:start], context[start:]
+
+
+def progress(project, user, current: str | None = None) -> dict:
+    """Per kind (label, compare): the annotator's submitted work (done: submitted or approved; sent back:
+    to fix) and what is left for them: the item they hold and what the queue still has (counted up to
+    QUEUE_COUNT_CAP). `current`: the kind of the item on screen while it is still to do ("n of N")."""
+    work = {
+        Task.Kind.LABEL: Label.objects.filter(project=project, annotator=user),
+        Task.Kind.COMPARE: Preference.objects.filter(
+            annotator=user, response_a__conversation__project=project
+        ),
+    }
+    held = dict(
+        Slot.objects.filter(project=project, annotator=user, state=Slot.State.LOCKED)
+        .values_list("task__kind")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    out = {}
+    for kind, qs in work.items():
+        counted = qs.exclude(status=Status.DRAFT).values_list("status").annotate(n=Count("id")).order_by()
+        by_status = dict(counted)
+        done = by_status.get(Status.SUBMITTED, 0) + by_status.get(Status.APPROVED, 0)
+        sent_back = by_status.get(Status.REJECTED, 0)
+        queued = assignment.queue_size_by_kind(project, user, kind)
+        left = queued + held.get(kind, 0)
+        total = done + sent_back + left
+        out[kind] = {
+            "done": done,
+            "sent_back": sent_back,
+            "left": left,
+            "capped": queued >= assignment.QUEUE_COUNT_CAP,
+            "total": total,
+            "position": done + 1 if kind == current else None,
+        }
+    return out
+
+
+def _arguments_text(key, value) -> str:
+    body = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+    return f"  {json.dumps(key, ensure_ascii=False)}: {body}"
+
+
+def _call_view(call: dict | None, other: dict | None) -> dict:
+    """One tool call as the compare page shows it: its name, and its arguments one row per argument, each
+    row marked where the call on the other side differs (another value, or no such argument)."""
+    if call is None:
+        return {}
+    args, theirs = call["arguments"], (other or {}).get("arguments")
+    if isinstance(args, dict):
+        theirs = theirs if isinstance(theirs, dict) else {}
+        rows = [
+            {
+                "text": _arguments_text(k, v),
+                "differs": other is not None and (k not in theirs or theirs[k] != v),
+            }
+            for k, v in args.items()
+        ]
+        missing = [k for k in theirs if k not in args] if other is not None else []
+    else:
+        text = args if isinstance(args, str) else json.dumps(args, indent=2, ensure_ascii=False)
+        rows, missing = [{"text": text, "differs": other is not None and args != theirs}], []
+    return {  # a call with none opposite is marked as a whole (only_here), not argument by argument
+        "name": call["name"],
+        "name_differs": other is not None and other["name"] != call["name"],
+        "only_here": other is None,
+        "object": isinstance(args, dict),
+        "rows": rows,
+        "missing": missing,
+    }
+
+
+def compare_calls(left: dict, right: dict) -> tuple[list, list]:
+    """The tool calls of two responses, paired by position, with what differs between them marked per
+    argument (templates escape every row: model text never becomes markup)."""
+    a, b = labelling.editor_calls(left), labelling.editor_calls(right)
+    n = max(len(a), len(b))
+    a, b = a + [None] * (n - len(a)), b + [None] * (n - len(b))
+    return (
+        [_call_view(x, y) for x, y in zip(a, b, strict=True) if x is not None],
+        [_call_view(y, x) for x, y in zip(a, b, strict=True) if y is not None],
+    )
+
+
 @login_required
 def task_page(request, slug, task_id, errors=None, status=200, form=None):
     project, task = _task(request, slug, task_id)
@@ -69,7 +170,7 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
             reverse("annotator:next", args=[slug]) + ("?kind=compare" if task.kind == "compare" else "")
         )
     response = task.response
-    context_messages = response.conversation.messages[: response.context_length]
+    earlier, recent = split_context(response.conversation.messages[: response.context_length])
     reviews = []
     if work is not None and work.pk:
         reviews = Review.objects.filter(
@@ -81,15 +182,18 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
         "mode": mode,
         "work": work,
         "errors": errors or {},
-        "context_messages": context_messages,
+        "earlier_messages": earlier,
+        "context_messages": recent,
         "tools": response.conversation.tools,
         "reviews": reviews,
-        "queue_left": assignment.queue_size_by_kind(project, request.user, task.kind),
+        "progress": progress(project, request.user, task.kind if mode == "editable" else None),
+        "expected_status": work.status if work is not None else Status.DRAFT,
         "slot": Slot.objects.filter(task=task, annotator=request.user).first(),
         "lead": has_role(request.user, project, Role.LEAD),
     }
     if task.kind == Task.Kind.LABEL:
         editor = labelling.label_editor(task, work)
+        pristine = labelling.label_editor(task, None)  # the response itself: not a correction
         ctx.update(
             {
                 "response": response,
@@ -102,6 +206,10 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
                 "draft_saved_at": editor["saved_at"],
             }
         )
+        ctx["correction_open"] = any("correction" in k for k in ctx["errors"]) or (
+            ctx["correction_content"],
+            ctx["correction_tool_calls"],
+        ) != (pristine["content"], pristine["tool_calls"])
         if form is not None:
             ctx["chosen"] = {int(c) for c in form.getlist("categories") if c.isdigit()}
         if ctx["lead"] or not project.setting("blind"):  # never shown to annotators in blind mode
@@ -111,10 +219,14 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
         # Left/right is randomised per annotator and item, and recorded with the choice.
         flip = labelling.shown_left(task, request.user, work) == "b"
         a, b = task.response, task.response_b
+        left, right = (b, a) if flip else (a, b)
+        left_calls, right_calls = compare_calls(left.message, right.message)
         ctx.update(
             {
-                "left": b if flip else a,
-                "right": a if flip else b,
+                "left": left,
+                "right": right,
+                "left_calls": left_calls,
+                "right_calls": right_calls,
                 "left_side": "b" if flip else "a",
                 "left_key": "b" if flip else "a",
                 "right_key": "a" if flip else "b",
@@ -151,6 +263,7 @@ def _form_data(request) -> dict:
             "choice",
             "reason",
             "left_side",
+            "expected_status",
         )
     }
     return {**data, "categories": post.getlist("categories"), "time_spent_ms": post.get("time_spent_ms")}
@@ -163,8 +276,10 @@ def _next_url(slug, task) -> str:
 
 
 @login_required
-@require_POST
 def task_submit(request, slug, task_id):
+    if request.method != "POST":  # a reload of the page a refused submit rendered: show the task again
+        _task(request, slug, task_id)
+        return redirect("annotator:task", slug=slug, task_id=task_id)
     project, task = _task(request, slug, task_id)
     try:
         labelling.submit(task, request.user, _form_data(request))
@@ -178,6 +293,9 @@ def task_submit(request, slug, task_id):
         return task_page(
             request, slug, task_id, errors={"general": [str(exc)]}, status=409, form=request.POST
         )
+    if request.POST.get("expected_status") == Status.SUBMITTED:  # a change to submitted work, from history
+        messages.success(request, "Your changes are saved.")
+        return redirect("annotator:history", slug=slug)
     messages.success(request, "Submitted.")
     return redirect(_next_url(slug, task))
 
@@ -219,9 +337,101 @@ def task_heartbeat(request, slug, task_id):
 def check_correction(request, slug, task_id):
     """Live validation of the correction editor against the tools' JSON schemas (htmx fragment)."""
     project, task = _task(request, slug, task_id)
-    _, problems = labelling.parse_correction(
-        request.POST.get("correction_content", ""),
-        request.POST.get("correction_tool_calls", ""),
-        task.response.conversation.tools,
+    content = request.POST.get("correction_content", "")
+    calls = request.POST.get("correction_tool_calls", "")
+    message, problems = labelling.parse_correction(
+        content, calls, task.response.conversation.tools, original=task.response.message
     )
+    if message is None and not problems and (content.strip() or calls.strip()):
+        problems = None  # the response itself, unchanged: no correction, nothing to check
     return render(request, "annotator/_correction_errors.html", {"problems": problems})
+
+
+HISTORY_PAGE = 25
+
+
+@login_required
+def history(request, slug):
+    """The annotator's submitted labels and comparisons, newest first: each reopens its task, to change
+    it while no lead has reviewed it, to fix it when sent back, to read it when approved."""
+    project = project_for(request.user, slug, Role.ANNOTATOR)
+    what = request.GET.get("what") if request.GET.get("what") in ("label", "compare") else ""
+    status = request.GET.get("status") if request.GET.get("status") in Status.values[1:] else ""
+    kinds = {
+        "label": Label.objects.filter(project=project, annotator=request.user),
+        "compare": Preference.objects.filter(
+            annotator=request.user, response_a__conversation__project=project
+        ),
+    }
+    rows = None
+    for kind, qs in kinds.items():
+        if what and kind != what:
+            continue
+        qs = qs.filter(status=status) if status else qs.exclude(status=Status.DRAFT)
+        qs = qs.annotate(kind=Value(kind, output_field=CharField())).values_list("kind", "pk", "submitted_at")
+        rows = qs.order_by() if rows is None else rows.union(qs.order_by(), all=True)
+    page = Paginator(rows.order_by("-submitted_at", "-pk"), HISTORY_PAGE).get_page(request.GET.get("page"))
+    items = _history_items(list(page.object_list))
+    return render(
+        request,
+        "annotator/history.html",
+        {
+            "project": project,
+            "page": page,
+            "items": items,
+            "what": what,
+            "status": status,
+            "statuses": Status.values[1:],
+            "progress": progress(project, request.user),
+        },
+    )
+
+
+def _history_items(rows: list[tuple]) -> list[dict]:
+    """The page's rows as objects, with their task (to reopen) and their latest review."""
+    label_ids = [pk for kind, pk, _ in rows if kind == "label"]
+    pref_ids = [pk for kind, pk, _ in rows if kind == "compare"]
+    labels = Label.objects.select_related("response__conversation").prefetch_related("categories")
+    labels = labels.in_bulk(label_ids)
+    prefs = Preference.objects.select_related("response_a__conversation").in_bulk(pref_ids)
+    label_tasks = dict(
+        Task.objects.filter(
+            kind=Task.Kind.LABEL, response_id__in=[x.response_id for x in labels.values()]
+        ).values_list("response_id", "pk")
+    )
+    pair_tasks = {
+        (a, b): pk
+        for a, b, pk in Task.objects.filter(
+            kind=Task.Kind.COMPARE, response_id__in=[x.response_a_id for x in prefs.values()]
+        ).values_list("response_id", "response_b_id", "pk")
+    }
+    latest = {}
+    reviews = Review.objects.select_related("reviewer").order_by("created_at", "pk")
+    for review in reviews.filter(label_id__in=label_ids):
+        latest["label", review.label_id] = review
+    for review in reviews.filter(preference_id__in=pref_ids):
+        latest["compare", review.preference_id] = review
+    items = []
+    for kind, pk, _ in rows:
+        work = labels.get(pk) if kind == "label" else prefs.get(pk)
+        if work is None:  # deleted since the page was counted
+            continue
+        if kind == "label":
+            conversation, task_id = work.response.conversation, label_tasks.get(work.response_id)
+        else:
+            conversation = work.response_a.conversation
+            task_id = pair_tasks.get((work.response_a_id, work.response_b_id))
+            if work.choice in ("a", "b"):  # as the annotator saw it: sides, not the task's a and b
+                work.shown_choice = "left" if work.choice == work.left_side else "right"
+            else:
+                work.shown_choice = work.get_choice_display()
+        items.append(
+            {
+                "kind": kind,
+                "work": work,
+                "conversation": conversation,
+                "task_id": task_id,
+                "review": latest.get((kind, pk)),
+            }
+        )
+    return items

@@ -118,7 +118,11 @@ def exception_handler(exc, context):
 
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        # a rule that refuses because the data moved on (a review of work changed since it was seen)
+        # names its own status on the exception class: 409, not 400
+        status = getattr(exc, "status_code", exceptions.ValidationError.status_code)
         exc = exceptions.ValidationError(detail)
+        exc.status_code = status
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
     elif isinstance(exc, (DataError, OverflowError)):

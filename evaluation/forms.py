@@ -1,9 +1,11 @@
 from django import forms
 
-from annotator.models import Split
+from annotator.model_lineage import check_folders
+from annotator.models import ModelVersion, Split
 
 from .loop import DEFAULT_PRIORITY, SCOPES
 from .models import EvalRun, EvalSettings, EvalSuite
+from .suites import default_suite
 
 
 class SuiteForm(forms.Form):
@@ -41,6 +43,36 @@ class SuiteForm(forms.Form):
         if source == "snapshot" and not data.get("snapshot"):
             self.add_error("snapshot", "Pick a ready eval snapshot.")
         return data
+
+
+def runnable_versions(project) -> list:
+    """The project's agent versions a local run can load (their folders are here), newest first."""
+    versions = ModelVersion.objects.filter(project=project).exclude(
+        origin__in=[ModelVersion.Origin.JUDGE, ModelVersion.Origin.EXTERNAL]
+    )
+    return [v for v in versions.order_by("-id") if not check_folders(v)]
+
+
+def run_initial(project, query) -> dict:
+    """What the new-run form pre-selects so that Start works at once: the project's default suite (else
+    its newest), the newest version a local run can load, the local runner and the project's generation
+    settings; a suite, version or source the query names (?model_version=, from "Evaluate this model")
+    wins."""
+    cfg = EvalSettings.for_project(project)
+    suite = default_suite(project)
+    version = next(iter(runnable_versions(project)), None)
+    initial = {
+        "suite": suite.pk if suite else None,
+        "model_version": version.pk if version else None,
+        "source": EvalRun.Source.LOCAL,
+        "max_new_tokens": cfg.max_new_tokens,
+        "batch_size": cfg.batch_size,
+        "device": "auto",
+    }
+    for key in ("suite", "model_version", "source"):
+        if query.get(key):
+            initial[key] = query[key]
+    return initial
 
 
 class RunForm(forms.Form):
@@ -84,13 +116,17 @@ class RunForm(forms.Form):
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
     def __init__(self, *args, project=None, **kwargs):
-        from annotator.models import ModelVersion
-
         super().__init__(*args, **kwargs)
         self.fields["suite"].queryset = EvalSuite.objects.filter(project=project).order_by("name", "-version")
         self.fields["suite"].label_from_instance = lambda s: f"{s.label} · {s.case_count} cases"
         self.fields["model_version"].queryset = ModelVersion.objects.filter(project=project).order_by("name")
-        self.fields["model_version"].label_from_instance = lambda m: f"{m.name} ({m.origin}, {m.stage})"
+        loadable = {v.pk for v in runnable_versions(project)}
+
+        def label(m):
+            folder = m.pk in loadable or m.origin == ModelVersion.Origin.JUDGE
+            return f"{m.name} ({m.origin}, {m.stage})" + ("" if folder else " · no model folder here")
+
+        self.fields["model_version"].label_from_instance = label
 
     def run_settings(self) -> dict:
         d = self.cleaned_data

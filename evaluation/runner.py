@@ -35,7 +35,7 @@ from jobs import lifecycle
 from toolcalls.score import score_case, summarize
 
 from .models import EvalCase, EvalResult, EvalRun, EvalSettings, EvalSuite
-from .suites import CaseError, SuiteError, read_jsonl
+from .suites import CaseError, SuiteError, default_suite, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -251,11 +251,7 @@ def request_eval(
     """A local run of `suite` (default: the project's default suite, else its newest) for a model
     version. None when the project has no suite."""
     project = model_version.project
-    suite = (
-        suite
-        or EvalSettings.for_project(project).default_suite
-        or EvalSuite.objects.filter(project=project).order_by("-created_at", "-id").first()
-    )
+    suite = suite or default_suite(project)
     if suite is None:
         return None
     return create_run(

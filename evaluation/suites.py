@@ -45,7 +45,7 @@ from training.snapshots.layouts import display_row
 from training.snapshots.rows import prompt_hash
 from training.snapshots.storage import media_path, read_index
 
-from .models import EvalCase, EvalSuite
+from .models import EvalCase, EvalSettings, EvalSuite
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,14 @@ MAX_CASES = getattr(settings, "EVAL_MAX_SUITE_CASES", 100_000)
 MAX_ERRORS = 200
 MAX_TURN_DEPTH = 32_767  # EvalCase.turn_depth, a PositiveSmallIntegerField
 MAX_CONTEXT_LENGTH = 2**31 - 1  # EvalCase.context_length, a PositiveIntegerField
+
+
+def default_suite(project) -> EvalSuite | None:
+    """The suite a run uses when none is named: the project's default suite, else its newest."""
+    return (
+        EvalSettings.for_project(project).default_suite
+        or EvalSuite.objects.filter(project=project).order_by("-created_at", "-id").first()
+    )
 
 
 @dataclass(frozen=True)

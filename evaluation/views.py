@@ -23,7 +23,7 @@ from toolcalls.parse import ToolCall
 from toolcalls.score import HEADLINE_METRICS
 
 from . import comparison, loop, promotion, runner, suites
-from .forms import DecisionForm, LoopForm, RunForm, SettingsForm, SuiteForm
+from .forms import DecisionForm, LoopForm, RunForm, SettingsForm, SuiteForm, run_initial
 from .models import EvalBadcase, EvalResult, EvalRun, EvalSettings, EvalSuite, PromotionDecision
 
 METRIC_HELP = {
@@ -205,15 +205,7 @@ def _json_contains_ok() -> bool:
 @login_required
 def run_create(request, slug):
     project = project_for(request.user, slug, Role.ADMIN)
-    cfg = EvalSettings.for_project(project)
-    initial = {
-        "suite": cfg.default_suite_id,
-        "max_new_tokens": cfg.max_new_tokens,
-        "batch_size": cfg.batch_size,
-    }
-    for key in ("suite", "model_version", "source"):
-        if request.GET.get(key):
-            initial[key] = request.GET[key]
+    initial = run_initial(project, request.GET)
     form = RunForm(request.POST or None, request.FILES or None, project=project, initial=initial)
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
@@ -241,8 +233,7 @@ def run_create(request, slug):
                 for e in errs:
                     form.add_error(target if target in form.fields else None, e)
         else:
-            messages.success(request, f"Run {run.pk} queued: {run.model_version.name} on {run.suite.label}.")
-            return redirect("evaluation:run-detail", slug=slug, pk=run.pk)
+            return redirect("evaluation:run-detail", slug=slug, pk=run.pk)  # its page shows it live
     return render(request, "evaluation/run_form.html", _ctx(request, project, form=form, tab="new-run"))
 
 
@@ -267,7 +258,8 @@ def worst_results(run, n=20):
 def run_detail(request, slug, pk):
     project, run = _run(request, slug, pk)
     if request.headers.get("HX-Request") and request.GET.get("part") == "progress":
-        response = render(request, "evaluation/_run_progress.html", _ctx(request, project, run=run))
+        # the progress card, with the run-details card swapped in out of band
+        response = render(request, "evaluation/_run_progress.html", _ctx(request, project, run=run, oob=True))
         if run.finished:
             response["HX-Refresh"] = "true"  # the report appears with the whole page
         return response

@@ -68,7 +68,8 @@ class Job(models.Model):
         can."""
         if self.status in (FAILED, CANCELLED) or self.stalled:
             return ""
-        return f"Only a failed, cancelled or stalled job can be queued again (this one is {self.status})."
+        state = self.status.replace("_", " ")
+        return f"Only a failed, cancelled or stalled job can be queued again; this one's status is {state}."
 
     @property
     def resumable(self) -> bool:

@@ -8,8 +8,10 @@ from django.views.decorators.http import require_POST
 
 from annotator.models import ModelVersion, Role
 from annotator.policy import has_role, project_for
+from evaluation.forms import default_suite
 from evaluation.models import EvalSuite
 from jobs import lifecycle
+from training.forms import JobChoices, default_preset
 from training.models import OnlineRun, judges_of
 
 from . import online
@@ -49,7 +51,7 @@ def online_create(request, slug):
     )
     judges = judges_of(project)
     suites = EvalSuite.objects.filter(project=project).order_by("name", "-version")
-    errors, form = {}, request.POST if request.method == "POST" else {}
+    errors, form = {}, request.POST if request.method == "POST" else _initial(project)
 
     def chosen(qs, field):  # a posted id that is not a number (or too big to be a key) chooses nothing
         raw = form.get(field) or ""
@@ -69,14 +71,13 @@ def online_create(request, slug):
                 rounds=form.get("rounds") or 2,
                 options={f: form.get(f) for f in ONLINE_OPTION_FIELDS if form.get(f)}
                 | {"use_reference": form.get("use_reference") == "on"},
-                preset=form.get("preset", "lora-r8"),
+                preset=form.get("preset") or default_preset(),
                 overrides={f: form.get(f) for f in DPO_FIELDS if form.get(f)},
                 name=form.get("name", ""),
             )
         except ValidationError as exc:
             errors = {k.split(".")[-1]: v for k, v in exc.message_dict.items()}
-        else:
-            messages.success(request, f"Online run {run.pk} queued on the training queue.")
+        else:  # no flash: the run's page says live what it is doing
             return redirect("loop:online-detail", slug=slug, pk=run.pk)
     return render(
         request,
@@ -96,6 +97,21 @@ def online_create(request, slug):
     )
 
 
+def _initial(project) -> dict:
+    """What the new-run form pre-selects so that Launch works at once: the newest loadable version with an
+    SFT stage (else a base model), the checker, the default suite and the preset for this machine."""
+    choices = JobChoices(project)
+    start = choices.start_version("dpo") or choices.start_version("sft")
+    suite = default_suite(project)
+    return {
+        "start_version": str(start.pk) if start else "",
+        "ranker": "checker",
+        "eval_suite": str(suite.pk) if suite else "",
+        "preset": default_preset(),
+        "use_reference": "on",
+    }
+
+
 @login_required
 def online_detail(request, slug, pk):
     project = project_for(request.user, slug, Role.LEAD)
@@ -108,7 +124,8 @@ def online_detail(request, slug, pk):
     rounds = run.round_set.select_related(
         "policy", "snapshot", "job__result_version", "eval_run", "baseline_run"
     )
-    template = "loop/_online_status.html" if request.headers.get("HX-Request") else "loop/online_detail.html"
+    # the page polls _online_live: the status and rounds, with set-up and figures swapped in out of band
+    template = "loop/_online_live.html" if request.headers.get("HX-Request") else "loop/online_detail.html"
     return render(
         request,
         template,
@@ -127,10 +144,7 @@ def online_detail(request, slug, pk):
 def online_cancel(request, slug, pk):
     project = project_for(request.user, slug, Role.ADMIN)
     run = get_object_or_404(OnlineRun, project=project, pk=pk)
-    online.request_cancel(run)
-    messages.info(
-        request, "Cancel requested: the run stops after its current phase (a training job at its next step)."
-    )
+    online.request_cancel(run)  # the live status card says "cancel requested" until the run stops
     return redirect("loop:online-detail", slug=slug, pk=pk)
 
 
@@ -143,6 +157,4 @@ def online_resume(request, slug, pk):
         lifecycle.resume(run)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
-    else:
-        messages.success(request, "Queued again: it continues with its unfinished round.")
     return redirect("loop:online-detail", slug=slug, pk=pk)

@@ -56,3 +56,8 @@ urlpatterns = [
     path("api/projects/<slug:slug>/queue/", include("annotator.queue_api")),
     path("api/projects/<slug:slug>/ingest/", ingest_api.IngestView.as_view(), name="api-ingest"),
 ]
+
+# Error answers: JSON under /api/, styled pages elsewhere (config/errors.py, annotator/views.py).
+handler403 = "annotator.views.permission_denied"
+handler404 = "annotator.views.page_not_found"
+handler500 = "config.errors.server_error"

@@ -407,7 +407,8 @@ PAGES_WITH_PARAMS = {
     "/p/{slug}/imports/{job}/": ["page"],
     "/p/{slug}/next/": ["kind"],
     "/p/{slug}/tasks/{task}/": ["kind"],
-    "/p/{slug}/review/": ["what", "page"],
+    "/p/{slug}/review/": ["what", "page", "view", "at", "annotator", "category", "verdict", "disagreement"],
+    "/p/{slug}/review/bulk-approve/": ["what", "annotator", "category", "verdict", "disagreement"],
     "/p/{slug}/disagreements/": ["page"],
     "/p/{slug}/assign/": ["page"],
     "/p/{slug}/dashboards/": [

@@ -354,9 +354,21 @@ def test_label_flow_next_detail_draft_submit_until_empty(api, members, project):
     assert (
         Correction.objects.get(label=label).message["tool_calls"][0]["function"]["name"] == "check_inventory"
     )
+    # not reviewed yet: submitting again changes it (a draft does not: it would write over the submission)
+    assert client.get(f"{q()}/tasks/{task['id']}/").json()["mode"] == "submitted"
+    refused = client.put(f"{q()}/tasks/{task['id']}/draft/", {"verdict": "reasonable"}, format="json")
+    assert refused.status_code == 409 and refused.json()["code"] == "refused"
     again = client.post(f"{q()}/tasks/{task['id']}/submit/", {"verdict": "reasonable"}, format="json")
-    assert again.status_code == 409 and again.json()["code"] == "refused"
-    assert client.get(f"{q()}/tasks/{task['id']}/").json()["mode"] == "done"
+    assert again.status_code == 200 and again.json()["label"] == label.pk
+    label.refresh_from_db()
+    assert (label.verdict, label.status) == ("reasonable", Status.SUBMITTED)
+    assert not Correction.objects.filter(label=label).exists()
+    stale = client.post(
+        f"{q()}/tasks/{task['id']}/submit/",
+        {"verdict": "reasonable", "expected_status": "draft"},  # what a second tab still shows
+        format="json",
+    )
+    assert stale.status_code == 409 and "already submitted" in stale.json()["detail"]
     second = take(client)
     assert second["id"] != task["id"]
     assert client.post(f"{q()}/tasks/{second['id']}/skip/").status_code == 204
@@ -460,13 +472,14 @@ def test_real_answers_match_the_openapi_schema(members, queue):
                     ("/tasks/{task_id}/heartbeat/", "POST", None),
                     ("/tasks/{task_id}/submit/", "POST", bad),
                     ("/tasks/{task_id}/submit/", "POST", good),
-                    ("/tasks/{task_id}/submit/", "POST", good),
+                    ("/tasks/{task_id}/submit/", "POST", good),  # a change: not reviewed yet
+                    ("/tasks/{task_id}/submit/", "POST", {**good, "expected_status": "draft"}),
                     ("/tasks/{task_id}/skip/", "POST", None),
                     ("/tasks/{task_id}/heartbeat/", "POST", None),
                     ("/tasks/{task_id}/", "GET", None),
                 )
             ]
-            assert statuses == [200, 200, 200, 400, 200, 409, 409, 409, 200], (kind, statuses)
+            assert statuses == [200, 200, 200, 400, 200, 200, 409, 409, 409, 200], (kind, statuses)
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)

@@ -317,7 +317,7 @@ TOOLS = [{"type": "function", "function": {"name": "create_order", "parameters":
         ),
         (
             lambda d: d["messages"][-1]["tool_calls"].append(d["messages"][-1]["tool_calls"][0]),
-            "target message 1 (assistant): 1 tool call(s) read back as 2",
+            "target message 1 (assistant): 1 tool call read back as 2",
         ),
         (
             lambda d: d["messages"][0].update(role="system"),

@@ -171,7 +171,7 @@ def test_lead_review_and_gold_decision(client, queue, members, project):
     login(client, members["annotator"])
     assert client.get("/p/sales/review/").status_code == 403
     login(client, members["lead"])
-    page = client.get("/p/sales/review/").content.decode()
+    page = client.get("/p/sales/review/?view=list").content.decode()
     assert page.count("review-card") == 2 and "2 waiting" in page  # the count comes from the day roll-ups
     first, second = Label.objects.order_by("id")
     assert first.response_id == second.response_id  # breadth first: both annotators got the same item
@@ -207,7 +207,7 @@ def test_lead_review_and_gold_decision(client, queue, members, project):
     second.refresh_from_db()
     assert second.status == Status.SUBMITTED
     login(client, members["lead"])
-    page = client.get("/p/sales/review/").content.decode()
+    page = client.get("/p/sales/review/?view=list").content.decode()
     assert (
         "1 waiting" in page and page.count("review-card") == 1
     )  # approved work left the queue, the fix is back

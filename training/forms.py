@@ -1,9 +1,15 @@
+from functools import lru_cache
+from pathlib import Path
+
 from django import forms
 from django.core.exceptions import ValidationError
 
+from annotator.model_lineage import check_folders
 from annotator.models import ModelVersion, Split, TaxonomyCategory
 
-from .models import DatasetSnapshot
+from .finetune.params import STAGE_DATA
+from .finetune.request import order_problems
+from .models import DatasetSnapshot, TrainingJob
 from .snapshots import audit
 from .snapshots.layouts import LAYOUTS
 from .snapshots.spec import DPO_SOURCES, clean_spec
@@ -158,3 +164,91 @@ class SnapshotForm(forms.Form):
                     field = None
                 self.add_error(field if field in self.fields else None, messages)
         return cleaned
+
+
+# --- the new-job form's defaults ---------------------------------------------------------------
+
+STAGES = ("sft", "dpo", "judge")
+NOT_A_START = (ModelVersion.Origin.JUDGE, ModelVersion.Origin.EXTERNAL)
+
+
+@lru_cache(maxsize=1)
+def default_preset() -> str:
+    """The preset a form pre-selects: lora-r8 (a real model on a GPU) where this machine has CUDA, else
+    demo-tiny (tuned for the offline demo model on a CPU core)."""
+    from inference.loading import pick_device
+
+    return "lora-r8" if pick_device("auto").startswith("cuda") else "demo-tiny"
+
+
+def as_pk(raw) -> int | None:
+    raw = str(raw or "")
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+
+class JobChoices:
+    """What the new-job form offers, and what it pre-selects for each stage so that Launch works at once:
+    the newest ready snapshot the stage trains on, and a start version whose folders load (for SFT and a
+    judge a base model; for DPO one with an SFT stage in its lineage). `base`: the version to start from
+    when it was named (?base=<id>, e.g. "Train DPO on this model")."""
+
+    def __init__(self, project, base=None):
+        self.versions = list(ModelVersion.objects.filter(project=project).order_by("name"))
+        ready = DatasetSnapshot.objects.filter(project=project, status=DatasetSnapshot.State.READY)
+        self.snapshots = list(ready.order_by("-id"))
+        self.loadable = {v.pk for v in self.versions if v.origin not in NOT_A_START and not check_folders(v)}
+        wanted = as_pk(base)
+        self.base = next((v for v in self.versions if v.pk == wanted), None)
+
+    def start_version(self, stage: str):
+        if self.base is not None:
+            return self.base
+        newest_first = sorted((v for v in self.versions if v.pk in self.loadable), key=lambda v: -v.pk)
+        if stage == TrainingJob.Stage.DPO:
+            return next((v for v in newest_first if not order_problems(stage, v, False)), None)
+        return next((v for v in newest_first if v.origin == ModelVersion.Origin.BASE), None) or next(
+            iter(newest_first), None
+        )
+
+    def train_snapshot(self, stage: str):
+        kind, layouts = STAGE_DATA[stage]
+        return next(
+            (
+                s
+                for s in self.snapshots
+                if s.kind == kind and s.layout in layouts and s.file and Path(s.file.path).is_file()
+            ),
+            None,
+        )
+
+    def defaults(self, stage: str) -> dict:
+        """The form's values for `stage` (ids as strings, as a posted form has them)."""
+        base, snap = self.start_version(stage), self.train_snapshot(stage)
+        missing = []
+        if base is None:
+            missing.append(
+                "No model version with an SFT stage yet: run SFT first."
+                if stage == TrainingJob.Stage.DPO
+                else "No model version whose folder is on this machine yet: register a base model first."
+            )
+        if snap is None:
+            missing.append(f"No ready {STAGE_DATA[stage][0].upper()} snapshot yet: build one under Datasets.")
+        return {
+            "stage": stage,
+            "base_version": str(base.pk) if base else "",
+            "train_snapshot": str(snap.pk) if snap else "",
+            "missing": " ".join(missing),
+        }
+
+    def all_defaults(self) -> dict:
+        """Every stage's defaults, for the script that switches them with the stage."""
+        return {stage: self.defaults(stage) for stage in STAGES}
+
+    def initial(self, query) -> dict:
+        """The form of a GET: the defaults of ?stage= (SFT when absent), any field the query names kept."""
+        stage = query.get("stage") if query.get("stage") in STAGES else TrainingJob.Stage.SFT
+        form = {**self.defaults(stage), "preset": default_preset()}
+        for key in ("name", "train_snapshot", "preset"):
+            if query.get(key):
+                form[key] = query.get(key)
+        return form

@@ -12,6 +12,7 @@ from jobs import lifecycle
 
 from .finetune.params import DEFAULT_GUARD, JUDGE_GUARD, PRESETS
 from .finetune.request import create_job
+from .forms import JobChoices, as_pk, default_preset
 from .models import DatasetSnapshot, TrainingJob
 
 OVERRIDE_FIELDS = [
@@ -47,25 +48,25 @@ def job_list(request, slug):
 
 @login_required
 def job_create(request, slug):
-    project = project_for(request.user, slug, Role.ADMIN)
-    versions = ModelVersion.objects.filter(project=project).order_by("name")
-    snapshots = DatasetSnapshot.objects.filter(project=project, status=DatasetSnapshot.State.READY).order_by(
-        "-id"
+    stage = (request.POST if request.method == "POST" else request.GET).get("stage")
+    project = project_for(
+        request.user, slug, Role.ADMIN, action="train a judge" if stage == "judge" else "launch training jobs"
     )
-    errors, form = {}, request.POST if request.method == "POST" else request.GET  # ?stage=judge preselects
+    choices = JobChoices(project, base=request.GET.get("base"))
+    versions = ModelVersion.objects.filter(project=project)
+    snapshots = DatasetSnapshot.objects.filter(project=project, status=DatasetSnapshot.State.READY)
+    errors = {}
     if request.method == "POST":
-        stage = form.get("stage", "sft")
+        form = request.POST
         try:
             job = create_job(
                 project,
                 request.user,
-                stage=stage,
-                base_version=versions.filter(pk=form.get("base_version") or 0).first()
-                or _missing("base_version"),
-                train_snapshot=snapshots.filter(pk=form.get("train_snapshot") or 0).first()
-                or _missing("train_snapshot"),
-                eval_snapshot=snapshots.filter(pk=form.get("eval_snapshot") or 0).first(),
-                preset=form.get("preset", "lora-r8"),
+                stage=form.get("stage", "sft"),
+                base_version=_chosen(versions, form.get("base_version")) or _missing("base_version"),
+                train_snapshot=_chosen(snapshots, form.get("train_snapshot")) or _missing("train_snapshot"),
+                eval_snapshot=_chosen(snapshots, form.get("eval_snapshot")),
+                preset=form.get("preset") or default_preset(),
                 overrides={f: form.get(f) for f in OVERRIDE_FIELDS if form.get(f)},
                 allow_raw_base=form.get("allow_raw_base") == "on",
                 merge_weights=form.get("merge_weights") == "on",
@@ -77,25 +78,33 @@ def job_create(request, slug):
             errors = {("general" if k == "__all__" else k): v for k, v in exc.message_dict.items()}
         except ValueError:
             errors = {"max_quality_drop_points": ["must be a number"]}
-        else:
-            messages.success(request, f"Job {job.pk} queued on the training queue.")
+        else:  # no flash: the job page says live what the job is doing
             return redirect("training-jobs:detail", slug=slug, pk=job.pk)
+    else:
+        form = choices.initial(request.GET)
     return render(
         request,
         "training/job_form.html",
         {
             "project": project,
-            "versions": versions,
-            "snapshots": snapshots,
+            "choices": choices,
+            "stage_defaults": choices.all_defaults(),
             "errors": errors,
             "form": form,
             "presets": PRESETS,
+            "default_preset": default_preset(),
             "guard": DEFAULT_GUARD,
             "judge_guard": JUDGE_GUARD,
             "override_fields": OVERRIDE_FIELDS,
         },
         status=422 if errors else 200,
     )
+
+
+def _chosen(queryset, raw):
+    """The row a posted id names, or None (also for an id that is not a number)."""
+    pk = as_pk(raw)
+    return queryset.filter(pk=pk).first() if pk is not None else None
 
 
 def _guard_overrides(form) -> dict:
@@ -124,9 +133,8 @@ def job_detail(request, slug, pk):
         project=project,
         pk=pk,
     )
-    template = (
-        "training/_job_status.html" if request.headers.get("HX-Request") else "training/job_detail.html"
-    )
+    # the page polls _job_live: the status card, with every other live panel swapped in out of band
+    template = "training/_job_live.html" if request.headers.get("HX-Request") else "training/job_detail.html"
     return render(
         request,
         template,
@@ -146,8 +154,7 @@ def job_detail(request, slug, pk):
 def job_cancel(request, slug, pk):
     project = project_for(request.user, slug, Role.ADMIN)
     job = get_object_or_404(TrainingJob, project=project, pk=pk)
-    lifecycle.cancel(job)
-    messages.info(request, "Cancel requested: the job stops at its next step and keeps its last checkpoint.")
+    lifecycle.cancel(job)  # the live status card says "cancel requested" until the job stops
     return redirect("training-jobs:detail", slug=slug, pk=pk)
 
 
@@ -160,6 +167,4 @@ def job_resume(request, slug, pk):
         lifecycle.resume(job)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
-    else:
-        messages.success(request, "Queued again: it continues from its last checkpoint.")
     return redirect("training-jobs:detail", slug=slug, pk=pk)

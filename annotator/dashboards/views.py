@@ -21,6 +21,8 @@ TABS = [
     ("annotators", "Annotators"),
     ("agreement", "Agreement"),
     ("models", "Model versions"),
+    ("cases", "Cases"),  # the labels behind a number (every chart and table links here, filtered)
+    ("comparisons", "Comparisons"),  # the preferences behind a win rate
 ]
 
 
@@ -194,8 +196,10 @@ def _overview_charts(data, links, f):
                     "hrefs": [links.cases(category=p["category"], direct="1", **bad) for p in pareto],
                 },
             ],
-            "yTitle": "badcase labels",
-            "y2Title": "cumulative % of category assignments",
+            "yTitle": "badcase labels (bars)",
+            "y2Title": "cumulative share (line)",
+            # slanted category names need room below the bars
+            "height": 300 if len(pareto) <= 5 else 380,
         }
     )
     models = data["by_model"]
@@ -743,7 +747,7 @@ def comparisons(request, slug):
                 f"/api/projects/{project.slug}/dashboards/comparisons.csv?{request.GET.urlencode()}"
             ).rstrip("?"),
             "is_admin": has_role(request.user, project, Role.ADMIN),
-            "tab": "models",
+            "tab": "comparisons",
             "role": role_in(request.user, project),
             "tabs": [(name, title, links.page(name)) for name, title in TABS],
         },

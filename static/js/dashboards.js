@@ -1,7 +1,9 @@
 /* Lead dashboards: draws the charts the server describes in <script id="dash-charts"> with the
  * vendored Chart.js. Readable without colour: bars carry their value as text and a fill pattern per
  * series, lines a marker shape and dash pattern per series plus their name at the line's end.
- * Every bar, point and range is a link to the cases behind it (the same links are in the tables). */
+ * Every bar, point and range is a link to the cases behind it (the same links are in the tables).
+ * Each value axis is scaled to the series drawn on it (a Pareto's cumulative % has its own 0-100 %
+ * axis); category names wrap rather than being cut, and tooltips always carry the full name. */
 (function () {
   "use strict";
   var specsNode = document.getElementById("dash-charts");
@@ -32,6 +34,23 @@
     text = String(text);
     return text.length > n ? text.slice(0, n - 1) + "…" : text;
   }
+
+  // Breaks a name into lines of at most `width` characters at spaces, hyphens or before a bracket,
+  // keeping at most `most` lines (only a name longer than that is shortened, and the tooltip has it).
+  function wrap(text, width, most) {
+    var words = String(text).split(/(?<=[\s\-_\/])|(?=[(\[])/), lines = [], line = "";
+    words.forEach(function (w) {
+      if (line && (line + w).trim().length > width) { lines.push(line.trim()); line = ""; }
+      line += w;
+    });
+    if (line.trim()) lines.push(line.trim());
+    lines = lines.map(function (l) { return short(l, width + 2); });
+    if (lines.length > most) { lines = lines.slice(0, most); lines[most - 1] = short(lines[most - 1] + "…", width + 1); }
+    return lines.length === 1 ? lines[0] : lines;
+  }
+
+  var measurer = document.createElement("canvas").getContext("2d");
+  function textWidth(text, font) { measurer.font = font; return measurer.measureText(text).width; }
 
   function fmt(spec, v) {
     if (v === null || v === undefined) return "";
@@ -101,17 +120,24 @@
         if (type === "line" && spec.kind === "line" && chart.data.datasets.length > 1) {
           for (var i = meta.data.length - 1; i >= 0; i--) {
             if (ds.data[i] !== null && ds.data[i] !== undefined) {
-              ends.push({ y: meta.data[i].y, x: meta.data[i].x, text: ds.label, colour: ds.borderColor });
+              ends.push({ y: meta.data[i].y, lines: ds.endLines || [ds.label], style: ds.pointStyle });
               break;
             }
           }
         }
       });
-      if (ends.length) {  // series names at their last point, nudged apart so they never overlap
+      if (ends.length) {  // series names (and marker) at their last point, nudged apart so they never overlap
+        var LINE = 13;
         ends.sort(function (a, b) { return a.y - b.y; });
-        for (var k = 1; k < ends.length; k++) if (ends[k].y - ends[k - 1].y < 13) ends[k].y = ends[k - 1].y + 13;
+        for (var k = 1; k < ends.length; k++) {
+          var gap = (ends[k - 1].lines.length + ends[k].lines.length) * LINE / 2;
+          if (ends[k].y - ends[k - 1].y < gap) ends[k].y = ends[k - 1].y + gap;
+        }
         ctx.textAlign = "left"; ctx.textBaseline = "middle";
-        ends.forEach(function (e) { ctx.fillStyle = INK; ctx.fillText(e.text, chart.chartArea.right + 6, e.y); });
+        ends.forEach(function (e) {
+          var top = e.y - (e.lines.length - 1) * LINE / 2;
+          e.lines.forEach(function (line, n) { ctx.fillStyle = INK; ctx.fillText(line, chart.chartArea.right + 8, top + n * LINE); });
+        });
       }
       ctx.restore();
     }
@@ -141,7 +167,7 @@
     }
     return Object.assign(out, {
       type: "bar", backgroundColor: pattern(colour, i % 5), borderColor: colour, borderWidth: 1.2,
-      maxBarThickness: 34, noValues: spec.kind === "range", order: 1
+      maxBarThickness: 34, noValues: spec.kind === "range", order: 1, pointStyle: "rect"
     });
   }
 
@@ -151,43 +177,77 @@
     if (spec.height) canvas.parentNode.style.height = spec.height + "px";
     var horizontal = spec.kind === "hbar" || spec.kind === "range";
     var valueAxis = horizontal ? "x" : "y", catAxis = horizontal ? "y" : "x";
+    var boxWidth = canvas.parentNode.clientWidth || 600;
+    // Category names: wrapped beside horizontal bars; under vertical bars written level and wrapped
+    // when each has room, else slanted in full (up to 30 characters).
+    var slot = (boxWidth - 100) / Math.max(1, spec.labels.length);
+    var level = horizontal || spec.kind === "line" || slot >= 64;
+    var lineChars = horizontal ? 28 : Math.max(8, Math.floor(slot / 6.8));
     var scales = {};
     scales[catAxis] = {
-      ticks: { color: INK, autoSkip: spec.kind === "line", maxRotation: horizontal ? 0 : 50,
-               callback: function (value) { return short(this.getLabelForValue(value), horizontal ? 26 : 18); } },
+      ticks: { color: INK, autoSkip: spec.kind === "line", maxRotation: level ? 0 : 60,
+               callback: function (value) {
+                 var name = this.getLabelForValue(value);
+                 if (spec.kind === "line") return short(name, 18);
+                 return level ? wrap(name, lineChars, 3) : short(name, 30);
+               } },
       grid: { display: false }
     };
-    var top = null;  // room above whiskers for their value labels
-    spec.datasets.forEach(function (ds) {
+    var top = null, integers = true;  // the value axis fits only its own series (and their whiskers)
+    spec.datasets.forEach(function (ds, i) {
+      if (spec.kind === "pareto" && i === 1) return;  // the cumulative % has its own axis
       (ds.errors || []).forEach(function (e) { if (e && e[1] !== null) top = Math.max(top || 0, e[1]); });
-      ds.data.forEach(function (v) { if (typeof v === "number") top = Math.max(top || 0, v); });
+      ds.data.forEach(function (v) {
+        if (typeof v === "number") { top = Math.max(top || 0, v); integers = integers && Number.isInteger(v); }
+      });
     });
+    var ceiling, max = spec.max;
+    if (max === undefined && top !== null && spec.kind !== "range") {
+      ceiling = top > 0 ? top * 1.12 : (spec.percent ? 10 : 5);  // all zero: still a readable scale
+      if (spec.percent && ceiling >= 90) { max = 100; ceiling = undefined; }  // a share never passes 100 %
+    }
     scales[valueAxis] = {
-      beginAtZero: spec.min === undefined && spec.kind !== "range", min: spec.min, max: spec.max,
-      suggestedMax: spec.max === undefined && top !== null && spec.kind !== "range" ? top * 1.12 : undefined,
+      beginAtZero: spec.min === undefined && spec.kind !== "range", min: spec.min, max: max,
+      suggestedMax: ceiling,
       title: { display: !!(spec.xTitle || spec.yTitle), text: horizontal ? spec.xTitle : spec.yTitle, color: MUTED },
-      ticks: { color: MUTED, callback: function (v) { return spec.percent ? v + "%" : v; } },
+      ticks: { color: MUTED, precision: integers && !spec.percent && spec.min === undefined ? 0 : undefined,
+               callback: function (v) { return spec.percent ? v + "%" : v; } },
       grace: "8%"
     };
     if (spec.kind === "pareto") {
+      scales.y.position = "left";
       scales.y2 = { position: "right", min: 0, max: 100, grid: { display: false },
                     title: { display: true, text: spec.y2Title, color: MUTED },
-                    ticks: { color: MUTED, callback: function (v) { return v + "%"; } } };
+                    ticks: { color: MUTED, stepSize: 25, callback: function (v) { return v + "%"; } } };
     }
     var datasets = spec.datasets.map(function (ds, i) { return dataset(spec, ds, i); });
-    var longest = 0;
-    datasets.forEach(function (ds) { if (ds.type === "line" && spec.kind === "line") longest = Math.max(longest, String(ds.label).length); });
+    // Series names at the lines' ends: measured, wrapped onto two lines when long, never cut.
+    var endRoom = 8;
+    if (spec.kind === "line" && datasets.length > 1) {
+      var font = "12px system-ui, sans-serif", most = Math.max(90, Math.min(170, boxWidth * 0.3));
+      datasets.forEach(function (ds) {
+        var lines = [String(ds.label)];
+        if (textWidth(lines[0], font) > most) {
+          var wrapped = wrap(ds.label, Math.max(8, Math.floor(most / 6.6)), 2);
+          lines = Array.isArray(wrapped) ? wrapped : [wrapped];
+        }
+        ds.endLines = lines;
+        lines.forEach(function (l) { endRoom = Math.max(endRoom, textWidth(l, font) + 14); });
+      });
+    } else if (horizontal) {
+      endRoom = 46;
+    }
     var chart = new Chart(canvas, {
       type: datasets[0].type === "line" ? "line" : "bar",
       data: { labels: spec.labels, datasets: datasets },
       options: {
         responsive: true, maintainAspectRatio: false, animation: false, indexAxis: horizontal ? "y" : "x",
-        layout: { padding: { right: spec.kind === "line" && datasets.length > 1 ? Math.min(140, 7 * longest + 10) : (horizontal ? 46 : 8), top: 18 } },
+        layout: { padding: { right: endRoom, top: 18 } },
         interaction: { mode: "nearest", intersect: true },
         scales: scales,
         plugins: {
           legend: { display: datasets.length > 1, position: "bottom",
-                    labels: { usePointStyle: spec.kind === "line" || spec.kind === "range", color: INK, boxWidth: 18 } },
+                    labels: { usePointStyle: true, color: INK, boxWidth: 18, padding: 14 } },
           tooltip: {
             callbacks: {
               title: function (items) { return items.length ? spec.labels[items[0].dataIndex] : ""; },

@@ -1,4 +1,7 @@
-// Live training chart: polls the job's metric stream and appends points (Chart.js, no CDN).
+// Training pages: the live loss chart of a job, the new-job form's stage defaults, and the online DPO
+// run's rounds chart kept current while htmx swaps its figures in.
+
+// The live training chart: polls the job's metric stream and appends points (Chart.js, no CDN).
 (function () {
   "use strict";
   const script = document.getElementById("training-js");
@@ -28,6 +31,9 @@
       },
     },
   });
+  // the words of templates/training/_job_outcome.html
+  const OUTCOME = { succeeded: "the job succeeded", failed: "the job failed", cancelled: "the job was cancelled",
+    stopped_by_guard: "the guard stopped the job" };
   const table = document.querySelector("#metric-table tbody");
   let after = -1;
   function fmt(v) { return v === undefined ? "" : (Math.abs(v) < 0.01 && v !== 0 ? v.toExponential(2) : v.toFixed(4)); }
@@ -46,8 +52,56 @@
       chart.data.datasets.forEach((d) => { d.hidden = d.data.length === 0; });
       chart.update();
       if (body.status === "queued" || body.status === "running") setTimeout(poll, 2000);
-      else document.getElementById("chart-note").textContent = "Final: the job is " + body.status.replace(/_/g, " ") + ".";
+      else document.getElementById("chart-note").textContent = "Finished: " + (OUTCOME[body.status] || "the job ended (" + body.status.replace(/_/g, " ") + ")") + ".";
     }).catch(() => setTimeout(poll, 5000));
   }
   poll();
+})();
+
+// The new-job form: choosing a stage selects that stage's defaults (computed by the server, in
+// #stage-defaults: the newest ready snapshot of the kind the stage trains on and a start version that
+// loads) and hides the snapshots the stage cannot train on.
+(function () {
+  "use strict";
+  const form = document.getElementById("job-form");
+  const data = document.getElementById("stage-defaults");
+  if (!form || !data) return;
+  const defaults = JSON.parse(data.textContent);
+  const snapshot = form.elements.train_snapshot, base = form.elements.base_version;
+  function showSnapshotsFor(stage) {
+    const kind = stage === "sft" ? "sft" : "dpo";
+    Array.from(snapshot.options).forEach((o) => { o.hidden = o.value !== "" && o.dataset.kind !== kind; });
+  }
+  function choose(select, value) {  // "" (nothing fits this stage) selects the "—" placeholder
+    select.value = Array.from(select.options).some((o) => o.value === value) ? value : "";
+  }
+  form.querySelectorAll("input[name=stage]").forEach((radio) => radio.addEventListener("change", () => {
+    const d = defaults[radio.value];
+    if (!radio.checked || !d) return;
+    choose(base, d.base_version);
+    choose(snapshot, d.train_snapshot);
+    const missing = document.getElementById("stage-missing");
+    missing.textContent = d.missing;
+    missing.hidden = !d.missing;
+    showSnapshotsFor(radio.value);
+  }));
+  const checked = form.querySelector("input[name=stage]:checked");
+  if (checked) showSnapshotsFor(checked.value);
+})();
+
+// The online DPO run page: htmx swaps in the new #round-data after each poll; redraw the chart from it.
+(function () {
+  "use strict";
+  document.body.addEventListener("htmx:afterSettle", () => {
+    const canvas = document.getElementById("rounds-chart"), data = document.getElementById("round-data");
+    const chart = canvas && window.Chart && window.Chart.getChart(canvas);
+    if (!chart || !data) return;
+    const rounds = JSON.parse(data.textContent);
+    // each series is labelled with its figure's name ("tool-call accuracy" draws tool_call_accuracy)
+    chart.data.datasets.forEach((ds) => {
+      const key = ds.label.replace(/[- ]/g, "_");
+      ds.data = rounds.map((r) => ({ x: r.round, y: r[key] }));
+    });
+    chart.update();
+  });
 })();

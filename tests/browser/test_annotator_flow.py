@@ -138,17 +138,18 @@ def test_annotator_and_lead_day(browser, live_server, setup, shot):
 
     # the lead approves one label and rejects another
     lead, lead_dialogs = login(browser, live_server, "lead", "lead-pass-123")
-    lead.goto(f"{live_server.url}/p/sales/review/")
-    cards = lead.locator("article.review-card")
-    assert cards.count() == 4
+    lead.goto(f"{live_server.url}/p/sales/review/")  # the stream: one item at a time
+    assert "of 4 waiting" in lead.locator(".stream-pos").inner_text()
     shot(lead, "06-review")
-    first_id = cards.nth(0).get_attribute("id").split("-")[1]
-    second_id = cards.nth(1).get_attribute("id").split("-")[1]
-    cards.nth(0).locator("button[value=approve]").click()
-    lead.wait_for_selector(f"#labels-{first_id} .review-done")
-    cards.nth(1).locator("textarea[name=comment]").fill("Wrong category: this is a missing tool call")
-    cards.nth(1).locator("button[value=reject]").click()
-    lead.wait_for_selector(f"#labels-{second_id} .review-done")
+    first_id = lead.locator("article.review-card").get_attribute("id").split("-")[1]
+    lead.locator("article.review-card button[value=approve]").click()
+    lead.wait_for_selector(f".review-done:has-text('label {first_id} saved')")
+    item = lead.locator("article.review-card")
+    second_id = item.get_attribute("id").split("-")[1]
+    assert second_id != first_id
+    item.locator("textarea[name=comment]").fill("Wrong category: this is a missing tool call")
+    item.locator("button[value=reject]").click()
+    lead.wait_for_selector(f".review-done:has-text('label {second_id} saved')")
     assert Label.objects.get(pk=first_id).status == Status.APPROVED
     assert Label.objects.get(pk=second_id).status == Status.REJECTED
     assert lead_dialogs == []

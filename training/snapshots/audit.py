@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from config.text import counted
 from toolcalls.parse import parse_output
 from toolcalls.validate import decode_arguments, schema_errors, tool_parameters
 
@@ -256,7 +257,7 @@ def target_length_problem(message: dict, min_chars: int) -> tuple[str, str] | No
     if not text:
         return ("empty_target", "no reply text and no tool call")
     if len(text) < min_chars:
-        return ("short_target", f"reply is {len(text)} characters (minimum {min_chars}): {text!r}")
+        return ("short_target", f"reply is {counted(len(text), 'character')} (minimum {min_chars}): {text!r}")
     return None
 
 

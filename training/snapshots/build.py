@@ -38,6 +38,7 @@ from annotator.models import (
     Project,
     TaxonomyCategory,
 )
+from config.text import counted
 from jobs import lifecycle
 
 from ..models import DatasetSnapshot
@@ -463,7 +464,7 @@ def _no_rows_message(build: Build, result: dict) -> str:
     if result["records"]:
         reasons = {**build.skipped, **{f"left out: {r}": n for r, n in build.resolved.excluded.items()}}
         why = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in sorted(reasons.items()))
-        return f"No rows: {result['records']:,} source records matched but none made a row" + (
+        return f"No rows: {counted(result['records'], 'source record')} matched but none made a row" + (
             f" ({why})." if why else "."
         )
     words = "; ".join(describe_filters(build.kind, build.filters, filter_names(build.project.pk)))
@@ -579,7 +580,7 @@ def _finalise(build: Build, result: dict, stats: dict, checked: list[int]):
         _fsync_dir(build.final.parent)
         report = build.auditor.report(result["rows"], result["token_counter"])
         warnings = [c for c in report["checks"] if c["outcome"] == "warning"]
-        message = f"{result['rows']:,} rows written"
+        message = f"{counted(result['rows'], 'row')} written"
         if warnings:
             message += "; audit warnings: " + ", ".join(f"{c['count']:,} × {c['title']}" for c in warnings)
         lifecycle.finish(

@@ -59,6 +59,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from config.text import counted
+
 from .audit import semantic_form
 
 GOLD, MAJORITY = "gold", "majority"
@@ -150,7 +152,8 @@ def describe_verdicts(labels: list[LabelVote]) -> str:
     counts = Counter(v.verdict for v in labels)
     said = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
     return (
-        f"{len(labels)} labels on response {labels[0].response_id} ({said}), no lead decision and no majority"
+        f"{counted(len(labels), 'label')} on response {labels[0].response_id} ({said}), "
+        "no lead decision and no majority"
     )
 
 

@@ -25,6 +25,8 @@ import json
 
 import orjson
 
+from config.text import counted
+
 from .layouts import LF_EVEN, LF_ODD, display_row, stored_tools
 
 FULL_ROWS = 10_000
@@ -95,7 +97,8 @@ def _differs(part: str, expected: list, got: list) -> str | None:
     """The first difference between two message lists, in words, or None."""
     if len(expected) != len(got):
         return (
-            f"{part}: {len(expected)} messages read back as {len(got)} ({_roles(expected)} → {_roles(got)})"
+            f"{part}: {counted(len(expected), 'message')} read back as {len(got)} "
+            f"({_roles(expected)} → {_roles(got)})"
         )
     for i, (a, b) in enumerate(zip(expected, got, strict=True), 1):
         if _same(a, b):
@@ -109,7 +112,7 @@ def _differs(part: str, expected: list, got: list) -> str | None:
         if fa[1] != fb[1]:
             return f"{where}: text {_clip(fa[1])} read back as {_clip(fb[1])}"
         if len(fa[2]) != len(fb[2]):
-            return f"{where}: {len(fa[2])} tool call(s) read back as {len(fb[2])}"
+            return f"{where}: {counted(len(fa[2]), 'tool call')} read back as {len(fb[2])}"
         for j, (ca, cb) in enumerate(zip(fa[2], fb[2], strict=True), 1):
             if ca[0] != cb[0]:
                 return f"{where}: call {j} name {ca[0]!r} read back as {cb[0]!r}"
@@ -146,8 +149,8 @@ def lf_rule_problems(data: dict) -> list[str]:
             break
     if len(turns) % 2 == 0:
         problems.append(
-            f"LLaMA-Factory skips this row: {len(turns)} turns before the answers (a ranking row needs an "
-            "odd number, ending on human or observation)"
+            f"LLaMA-Factory skips this row: {counted(len(turns), 'turn')} before the answers "
+            "(a ranking row needs an odd number, ending on human or observation)"
         )
     for side in ("chosen", "rejected"):
         turn = data.get(side)

@@ -68,6 +68,21 @@
     return { min: 0, max: 1, ticks: { callback: function (v) { return Math.round(v * 100) + "%"; } },
              title: { display: true, text: "rate (± standard error)" } };
   }
+  // Category names (runs, model versions, categories): written level and wrapped at spaces when each
+  // has room under the plot, else left to Chart.js to slant; the tooltip always has the full name.
+  function categoryAxis(canvas, labels) {
+    var slot = ((canvas.parentNode.clientWidth || 600) - 80) / Math.max(1, labels.length);
+    if (slot < 70) { return { ticks: { maxRotation: 50 } }; }
+    var width = Math.max(8, Math.floor(slot / 6.8));
+    return { ticks: { maxRotation: 0, autoSkip: false, callback: function (value) {
+      var words = String(this.getLabelForValue(value)).split(" "), lines = [], line = "";
+      words.forEach(function (w) {
+        if (line && (line + " " + w).length > width) { lines.push(line); line = w; } else { line = line ? line + " " + w : w; }
+      });
+      lines.push(line);
+      return lines.length > 3 ? lines.slice(0, 2).concat([lines.slice(2).join(" ").slice(0, width - 1) + "…"]) : lines;
+    } } };
+  }
   function tooltip() {
     return { callbacks: { label: function (c) {
       var e = c.dataset.errors ? c.dataset.errors[c.dataIndex] : null;
@@ -81,14 +96,15 @@
     var datasets = data.metrics.map(function (m, i) {
       return { label: m.name.replace(/_/g, " "), data: m.values, errors: m.se,
                borderColor: COLOURS[i], backgroundColor: COLOURS[i], pointStyle: POINTS[i],
-               pointRadius: 6, pointHoverRadius: 8, borderDash: DASHES[i], borderWidth: 2, spanGaps: true };
+               pointRadius: 6, pointHoverRadius: 8, borderDash: DASHES[i], borderWidth: 2, spanGaps: true,
+               clip: 10 };
     });
     new window.Chart(canvas, {
       type: "line",
       data: { labels: data.labels, datasets: datasets },
       plugins: [whiskers, valueLabels],
       options: { responsive: true, maintainAspectRatio: false, animation: false, layout: { padding: { top: 18 } },
-                 scales: { y: percentAxis() },
+                 scales: { x: categoryAxis(canvas, data.labels), y: percentAxis() },
                  plugins: { legend: { labels: { usePointStyle: true } }, tooltip: tooltip(),
                             valueLabels: { display: data.labels.length <= 6 && datasets.length <= 2 } } }
     });
@@ -104,7 +120,7 @@
       plugins: [whiskers, valueLabels],
       options: { responsive: true, maintainAspectRatio: false, animation: false, indexAxis: "x",
                  layout: { padding: { top: 18 } },
-                 scales: { y: percentAxis() },
+                 scales: { x: categoryAxis(canvas, data.labels), y: percentAxis() },
                  plugins: { legend: { display: false }, tooltip: tooltip(), valueLabels: { display: true } } }
     });
   }

@@ -18,7 +18,6 @@ Prints the figures as one JSON line and keeps them in benchmarks/results/demo_lo
 
 import argparse
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -54,8 +53,7 @@ from evaluation.suites import create_suite
 from inference.generation import generate as generate_batched
 from inference.loading import load_model
 from loop import online
-from toolcalls.openai_format import stored_assistant_message
-from toolcalls.score import score_case
+from loop.demo_history import correction_fields, human_score, judge
 from training import demo_domain
 from training.demo_model import build_demo_model, generate
 from training.finetune.request import create_job
@@ -64,45 +62,6 @@ from training.judge.report import human_agreement
 from training.judge.suggestions import suggest
 from training.models import JudgeEvaluation, TrainingJob
 from training.snapshots.build import build_snapshot, create_snapshot
-
-# failure -> default taxonomy category
-CATEGORY_FOR = {
-    "missed_call": "Tool not called",
-    "false_call": "Unneeded tool call",
-    "wrong_name": "Wrong tool",
-    "wrong_args": "Wrong arguments",
-    "fabricated_tool_result": "Fabricated tool result",
-    "malformed_call": "Malformed tool call",
-    "too_short": "Too short",
-    "end_repetition": "Repetition",
-    "think_tags": "Think-tag or format defect",
-    "template_leak": "Think-tag or format defect",
-}
-
-
-def judge(expected: dict, raw: str, tools: list) -> tuple[bool, list[str]]:
-    """What a careful annotator decides: reasonable only if strictly right and free of defects."""
-    s = score_case(expected, raw, tools)
-    failures = [d for d, v in s["defects"].items() if v]
-    if s["false_call"]:
-        failures.append("false_call")
-    if s["missed_call"]:
-        failures.append("missed_call")
-    if s["tool_name_accuracy"] == 0:
-        failures.append("wrong_name")
-    elif s["tool_args_accuracy"] == 0 and "malformed_call" not in failures:
-        failures.append("wrong_args")
-    ok = s["tool_call_accuracy"] == 1 and s["response_quality"] == 1
-    return ok, sorted({CATEGORY_FOR[f] for f in failures if f in CATEGORY_FOR}) or (
-        [] if ok else ["Hallucinated fact"]
-    )
-
-
-def human_score(expected: dict, raw: str, tools: list) -> int:
-    """How a careful annotator ranks two answers: right call first, then the right tool at least, then
-    a clean answer (0-4; equal scores are a tie, or "both bad" when neither is right)."""
-    s = score_case(expected, raw, tools)
-    return 2 * (s["tool_call_accuracy"] or 0) + (s["tool_name_accuracy"] or 0) + (s["response_quality"] or 0)
 
 
 class Command(BaseCommand):
@@ -224,17 +183,7 @@ class Command(BaseCommand):
                     "categories": [cats[c] for c in categories if c in cats],
                 }
                 if not ok:
-                    fixed = stored_assistant_message(expected)
-                    data["correction_content"] = fixed.get("content") or ""
-                    data["correction_tool_calls"] = json.dumps(
-                        [
-                            {
-                                "name": c["function"]["name"],
-                                "arguments": json.loads(c["function"]["arguments"]),
-                            }
-                            for c in fixed.get("tool_calls", [])
-                        ]
-                    )
+                    data.update(correction_fields(expected))
                 submit_label(task, users[name], data)
                 labelled += 1
         for label in Label.objects.filter(project=project, status=Status.SUBMITTED):

@@ -1,15 +1,22 @@
-"""Demo data: users, a sales-agent project, conversations with real badcases, through the real importer.
+"""Demo data: users, a sales-agent project, conversations with real badcases, through the real importer;
+then three weeks of history and a model lineage, so that every page has something to show.
 
 Responses come from the offline demo base model when it has been built (what the model
 really said); otherwise from a scripted unreliable agent whose mistakes are the ones the
-demo model is pre-trained to make. Idempotent: running it again changes nothing.
+demo model is pre-trained to make. With the model built, demo-base is registered with its folder.
+
+History (loop/demo_history.py): scripted annotators (maria, tomas, li) label and compare through the
+real queue, the lead reviews and records gold decisions, all moved back in time. Lineage
+(loop/demo_lineage.py): SFT and DPO snapshots, a held-out eval suite, and with the model built an SFT job
+and a base-model eval run queued for the worker; the DPO job and the other eval runs follow on their own.
+
+Idempotent: running it again changes nothing and queues nothing.
 """
 
 import json
 import random
-from pathlib import Path
+import time
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.management.base import BaseCommand
@@ -18,8 +25,10 @@ from django.db import transaction
 from annotator.importers import run_import
 from annotator.models import ImportJob, Membership, Project, Role
 from annotator.taxonomy import seed_default_taxonomy
+from inference.generation import generate
+from inference.loading import load_model
+from loop import demo_history, demo_lineage
 from training import demo_domain
-from training.demo_model import generate
 
 DEMO_USERS = [
     # username, password, role, staff
@@ -129,6 +138,10 @@ class Command(BaseCommand):
         parser.add_argument("--conversations", type=int, default=300)
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--scripted", action="store_true", help="do not use the demo model even if built")
+        parser.add_argument("--no-history", action="store_true", help="import only: no scripted history")
+        parser.add_argument(
+            "--no-lineage", action="store_true", help="no snapshots, eval suite or training jobs"
+        )
 
     def handle(self, *args, **opts):
         users = self.ensure_users()
@@ -146,10 +159,52 @@ class Command(BaseCommand):
             )
             job.file.save("demo.jsonl", ContentFile(data), save=False)
             job.save()
+            started = time.perf_counter()
             job = run_import(job.pk)
-            self.stdout.write(f"imported: {job.message}")
+            self.stdout.write(f"imported: {job.message} ({time.perf_counter() - started:.1f} s)")
+        base = demo_lineage.register_base(project)
+        if base is not None and base.path:
+            self.stdout.write(f"model version {base.name}: base model in {base.path}")
+        if not opts["no_history"]:
+            self.seed_history(project, users, opts["seed"])
+        if not opts["no_lineage"]:
+            self.seed_lineage(project, users["admin"], base)
         for username, password, role, _ in DEMO_USERS:
             self.stdout.write(f"  login {username:<11} password {password:<20} ({role})")
+
+    def seed_history(self, project, users, seed):
+        if demo_history.has_history(project):
+            self.stdout.write("history: already seeded")
+            return
+        started = time.perf_counter()
+        counts = demo_history.seed_history(project, users["lead"], newcomer=users["annotator"], seed=seed)
+        self.stdout.write(
+            f"history: {counts['labels']} labels and {counts['comparisons']} comparisons by "
+            f"{', '.join(demo_history.SCRIPTED_NAMES)} over {demo_history.DAYS} days, {counts['reviews']} "
+            f"reviews, {counts['gold']} gold decisions; {counts['newcomer_labels']} labels by annotator "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+
+    def seed_lineage(self, project, admin, base):
+        started = time.perf_counter()
+        suite = demo_lineage.ensure_suite(project, admin)
+        snapshots = demo_lineage.ensure_snapshots(project, admin)
+        for snap in snapshots.values():
+            self.stdout.write(f"snapshot {snap.name}: {snap.status} — {snap.message}")
+        if base is None or not base.path:
+            self.stdout.write("demo model not built: no training lineage")
+            return
+        queued = demo_lineage.queue_lineage(project, admin, base, snapshots, suite)
+        if queued.get("already"):
+            self.stdout.write("lineage: already queued")
+        elif queued.get("not_ready"):
+            self.stdout.write(f"no training lineage: snapshot {', '.join(queued['not_ready'])} is not ready")
+        else:
+            self.stdout.write(
+                f"queued for the worker: SFT job {queued['sft_job']} from {base.name} and eval run "
+                f"{queued['base_eval_run']} of it on {suite.name}; DPO and the other eval runs follow "
+                f"({time.perf_counter() - started:.1f} s)"
+            )
 
     def ensure_users(self) -> dict:
         User = get_user_model()
@@ -183,11 +238,15 @@ class Command(BaseCommand):
 
     def model_responses(self, n: int, seed: int):
         """The demo base model's own greedy outputs for the demo contexts, if the model is built."""
-        model_dir = Path(settings.MODEL_DIR) / "demo-base"
+        model_dir = demo_lineage.model_folder()
         if not (model_dir / "config.json").exists():
             self.stdout.write("demo model not built: using the scripted agent's responses")
             return None
         cases = demo_domain.eval_prompts(n, seed=seed + 1000)
         self.stdout.write(f"generating {n} responses with the demo model in {model_dir} ...")
-        outputs = generate(str(model_dir), None, [c["messages"] for c in cases], demo_domain.TOOLS)
+        started = time.perf_counter()
+        loaded = load_model(str(model_dir))
+        # the evaluation runner's generation (one CPU thread for a tiny model: several are far slower)
+        outputs = [g.text for g in generate(loaded, [(c["messages"], demo_domain.TOOLS) for c in cases], 128)]
+        self.stdout.write(f"generated in {time.perf_counter() - started:.1f} s")
         return {"name": "demo-base", "outputs": outputs, "settings": {"decoding": "greedy"}}

@@ -37,6 +37,8 @@ import secrets
 import tarfile
 from pathlib import Path
 
+from config.text import counted
+
 from ...models import DatasetSnapshot
 from .. import storage
 from ..layouts import llamafactory_dataset_info
@@ -127,7 +129,9 @@ def make_bundle(snapshot: DatasetSnapshot) -> dict:
         except ParquetError as exc:
             raise BundleError(f"The Parquet copy failed: {exc}") from exc
         if pq["rows"] != snapshot.row_count:
-            raise BundleError(f"The file has {pq['rows']:,} rows, the snapshot says {snapshot.row_count:,}.")
+            raise BundleError(
+                f"The file has {counted(pq['rows'], 'row')}, the snapshot says {snapshot.row_count:,}."
+            )
         files = [
             {
                 "path": f"{stem}.jsonl",

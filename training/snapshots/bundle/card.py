@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 
+from config.text import counted
+
 from ...models import DatasetSnapshot
 from ..layouts import LAYOUTS
 from ..spec import describe_filters, filter_names
@@ -206,8 +208,8 @@ def dataset_card(snapshot: DatasetSnapshot, header: dict, files: list[dict]) -> 
         f"# {_md(snapshot.project.name)}: {snapshot.get_kind_display()} snapshot {snapshot.name}",
         "",
         f"Exported by Badcase Studio from the reviewed work of project `{snapshot.project.slug}`: "
-        f"{snapshot.row_count:,} rows in the `{snapshot.layout}` layout. Set the license in the header "
-        "before publishing it.",
+        f"{counted(snapshot.row_count, 'row')} in the `{snapshot.layout}` layout. "
+        "Set the license in the header before publishing it.",
         "",
         "## Files",
         "",

@@ -1,0 +1,364 @@
+"""Every first action of an admin works with the form's defaults, and the live pages never go stale.
+
+The newcomer's path: launch SFT with the new-job form's defaults and watch it succeed, train DPO on it
+from the job page's next-step link, then evaluate the result, touching no field but the name."""
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from django.utils.timezone import now
+
+from annotator.models import ModelVersion, Role
+from evaluation.models import EvalRun, EvalSettings
+from evaluation.runner import run_eval
+from evaluation.suites import suite_from_demo
+from training.finetune.params import PRESETS
+from training.finetune.run import run_job
+from training.forms import default_preset
+from training.models import Checkpoint, TrainingJob
+
+from .test_training import base, dpo_snapshot, sft_snapshot, tiny_model  # noqa: F401  fixtures
+
+pytestmark = pytest.mark.django_db
+
+
+class _Forms(HTMLParser):
+    """The values a browser would submit for each form of a page, as it stands (nothing touched)."""
+
+    def __init__(self):
+        super().__init__()
+        self.forms, self._form, self._select, self._first = [], None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self._form = {"id": a.get("id"), "action": a.get("action"), "fields": {}}
+            self.forms.append(self._form)
+        elif self._form is None or not a.get("name") and tag != "option":
+            return
+        elif tag == "input" and a.get("type") not in ("file", "submit"):
+            if a.get("type") in ("radio", "checkbox"):
+                if "checked" in a:
+                    self._form["fields"][a["name"]] = a.get("value", "on")
+            else:
+                self._form["fields"][a["name"]] = a.get("value") or ""
+        elif tag == "select":
+            self._select, self._first = a["name"], None
+        elif tag == "option" and self._select:
+            if self._first is None:
+                self._first = a.get("value", "")
+                self._form["fields"].setdefault(self._select, self._first)
+            if "selected" in a:
+                self._form["fields"][self._select] = a.get("value", "")
+        elif tag == "textarea":
+            self._form["fields"][a["name"]] = ""
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+        elif tag == "form":
+            self._form = None
+
+
+def form_values(html: str, has: str) -> dict:
+    """The untouched values of the page's form that has a field named `has`."""
+    parser = _Forms()
+    parser.feed(html)
+    return next(f["fields"] for f in parser.forms if has in f["fields"])
+
+
+@pytest.fixture
+def admin(client, members):
+    client.force_login(members[Role.ADMIN])
+    return client
+
+
+@pytest.fixture
+def ghost(project, base):  # noqa: F811
+    """A newer base version whose folder is not on this machine: never a default."""
+    return ModelVersion.objects.create(
+        project=project, name="ghost", path="/nonexistent/model", origin="base"
+    )
+
+
+@pytest.fixture
+def adapter(tmp_path_factory):
+    """An adapter folder (only what check_folders looks at), under the test's allowed model roots."""
+    path = tmp_path_factory.mktemp("adapters") / "sft"
+    path.mkdir()
+    (path / "adapter_config.json").write_text("{}")
+    return str(path)
+
+
+def new_job_url(project, query=""):
+    return f"/p/{project.slug}/training/new/{query}"
+
+
+def test_the_new_job_form_preselects_a_consistent_sft_job_that_launches_unchanged(
+    admin,
+    project,
+    base,  # noqa: F811
+    ghost,
+    sft_snapshot,  # noqa: F811
+    dpo_snapshot,  # noqa: F811
+):
+    html = admin.get(new_job_url(project)).content.decode()
+    values = form_values(html, "stage")
+    assert values["stage"] == "sft"
+    assert values["base_version"] == str(base.pk)  # the base whose folder loads, not the newer ghost
+    assert values["train_snapshot"] == str(sft_snapshot.pk)  # not the newer DPO snapshot
+    assert values["preset"] == default_preset() == ("lora-r8" if torch.cuda.is_available() else "demo-tiny")
+    assert "no model folder to train" in html and 'class="subnav"' in html
+    response = admin.post(new_job_url(project), {**values, "name": "first"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    job = TrainingJob.objects.get(name="first")
+    assert (job.stage, job.base_version, job.train_snapshot) == ("sft", base, sft_snapshot)
+    assert job.params["learning_rate"] == PRESETS[default_preset()]["sft"]["learning_rate"]
+
+
+def test_each_stage_has_its_own_consistent_defaults(
+    admin,
+    project,
+    base,  # noqa: F811
+    ghost,
+    sft_snapshot,  # noqa: F811
+    dpo_snapshot,  # noqa: F811
+    adapter,
+):
+    sft_model = ModelVersion.objects.create(
+        project=project, name="tiny-sft", parent=base, adapter_path=adapter, origin="sft"
+    )
+    page = admin.get(new_job_url(project, "?stage=dpo")).content.decode()
+    values = form_values(page, "stage")
+    assert (values["stage"], values["base_version"], values["train_snapshot"]) == (
+        "dpo",
+        str(sft_model.pk),  # DPO starts from a version that went through SFT
+        str(dpo_snapshot.pk),
+    )
+    judge = form_values(admin.get(new_job_url(project, "?stage=judge")).content.decode(), "stage")
+    assert (judge["base_version"], judge["train_snapshot"]) == (str(base.pk), str(dpo_snapshot.pk))
+    named = form_values(
+        admin.get(new_job_url(project, f"?stage=dpo&base={base.pk}")).content.decode(), "stage"
+    )
+    assert named["base_version"] == str(base.pk)  # a named start version wins
+    # the script that switches the defaults with the stage reads the server's defaults for every stage
+    opening = '<script id="stage-defaults" type="application/json">'
+    stage_defaults = json.loads(page.split(opening)[1].split("</script>")[0])
+    assert stage_defaults == {
+        "sft": {
+            "stage": "sft",
+            "base_version": str(base.pk),
+            "train_snapshot": str(sft_snapshot.pk),
+            "missing": "",
+        },
+        "dpo": {
+            "stage": "dpo",
+            "base_version": str(sft_model.pk),
+            "train_snapshot": str(dpo_snapshot.pk),
+            "missing": "",
+        },
+        "judge": {
+            "stage": "judge",
+            "base_version": str(base.pk),
+            "train_snapshot": str(dpo_snapshot.pk),
+            "missing": "",
+        },
+    }
+    response = admin.post(new_job_url(project), {**values, "name": "dpo on sft"})
+    assert response.status_code == 302
+    assert TrainingJob.objects.get(name="dpo on sft").base_version == sft_model
+    for garbage in ("x", "-1", "9" * 30, "1.5"):
+        assert admin.get(new_job_url(project, f"?stage=dpo&base={garbage}")).status_code == 200
+
+
+def test_nothing_to_train_yet_says_so_and_posting_it_names_the_fields(admin, project):
+    html = admin.get(new_job_url(project)).content.decode()
+    assert "No ready SFT snapshot yet" in html and "register a base model first" in html
+    response = admin.post(new_job_url(project), form_values(html, "stage"))
+    assert response.status_code == 422
+    assert "Choose one." in response.content.decode()
+
+
+def test_the_eval_form_preselects_a_suite_a_loadable_version_and_the_local_runner(
+    admin,
+    project,
+    base,  # noqa: F811
+    ghost,
+):
+    ModelVersion.objects.create(project=project, name="a-judge", parent=base, origin="judge", path=base.path)
+    suite, _ = suite_from_demo(project, "demo", n=3)
+    values = form_values(admin.get(f"/p/{project.slug}/eval/runs/new/").content.decode(), "suite")
+    assert (values["suite"], values["model_version"], values["source"]) == (
+        str(suite.pk),
+        str(base.pk),
+        "local",
+    )
+    assert values["device"] == "auto"
+    response = admin.post(f"/p/{project.slug}/eval/runs/new/", values)
+    assert response.status_code == 302
+    run = EvalRun.objects.get()
+    assert (run.suite, run.model_version, run.source) == (suite, base, "local")
+    asked = form_values(
+        admin.get(f"/p/{project.slug}/eval/runs/new/?model_version={ghost.pk}").content.decode(), "suite"
+    )
+    assert asked["model_version"] == str(ghost.pk)  # "Evaluate this model" names the version
+
+
+def test_the_online_form_preselects_a_run_that_launches(
+    admin,
+    project,
+    base,  # noqa: F811
+    adapter,
+):
+    sft_model = ModelVersion.objects.create(
+        project=project, name="tiny-sft", parent=base, adapter_path=adapter, origin="sft"
+    )
+    suite, _ = suite_from_demo(project, "demo", n=3)
+    html = admin.get(f"/p/{project.slug}/training/online/new/").content.decode()
+    values = form_values(html, "start_version")
+    assert (values["start_version"], values["eval_suite"], values["preset"], values["ranker"]) == (
+        str(sft_model.pk),
+        str(suite.pk),
+        default_preset(),
+        "checker",
+    )
+    assert values["use_reference"] == "on" and 'class="subnav"' in html
+    assert admin.post(f"/p/{project.slug}/training/online/new/", values).status_code == 302
+
+
+def test_the_live_job_page_updates_every_panel_and_stops_polling_when_final(
+    client,
+    members,
+    project,
+    base,  # noqa: F811
+    sft_snapshot,  # noqa: F811
+):
+    from .test_training import job as make_job
+
+    job = make_job(project, base, sft_snapshot)
+    client.force_login(members[Role.LEAD])
+    url = f"/p/{project.slug}/training/{job.pk}/"
+    first = client.get(url).content.decode()
+    assert "No checkpoint yet" in first and "Queued: waiting for a worker" in first
+    assert 'hx-trigger="every 2s"' in first and 'class="subnav"' in first
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status="running",
+        device="cpu",
+        worker="host:42",
+        attempts=1,
+        step=10,
+        max_steps=20,
+        heartbeat_at=now(),
+    )
+    Checkpoint.objects.create(job=job, step=10, path="/tmp/ckpt-10", healthy=True, guard={"quality": 0.9})
+    live = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="job-status"' in live and 'hx-trigger="every 2s"' in live
+    assert 'id="job-checkpoints" hx-swap-oob="true"' in live and 'id="job-setup" hx-swap-oob="true"' in live
+    assert "No checkpoint yet" not in live and "healthy" in live and "/tmp/ckpt-10" in live
+    assert '<dd id="job-device">cpu</dd>' in live and '<dd id="job-worker">host:42</dd>' in live
+    assert '<dd id="job-attempts">1</dd>' in live and "Queued" not in live and "step 10 of 20" in live
+    TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", result_version=base)
+    final = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "Finished: the job succeeded." in final and "hx-trigger" not in final
+    assert "Train DPO on this model" not in final  # leads do not launch jobs
+    client.force_login(members[Role.ADMIN])
+    final = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert f"/training/new/?stage=dpo&amp;base={base.pk}" in final and "Train DPO on this model →" in final
+    assert f"/eval/runs/new/?model_version={base.pk}" in final and "Evaluate this model →" in final
+
+
+def test_no_stale_wording_in_the_chart_script():
+    script = (Path(__file__).resolve().parents[1] / "static" / "js" / "training.js").read_text()
+    assert "the job is" not in script and "Finished: " in script
+
+
+def test_leads_see_no_admin_only_buttons_and_every_training_page_has_the_project_navigation(
+    client,
+    members,
+    project,
+    sft_snapshot,  # noqa: F811
+):
+    client.force_login(members[Role.LEAD])
+    judges = client.get(f"/p/{project.slug}/training/judges/").content.decode()
+    assert "Train a judge" not in judges and "Add an external judge" not in judges
+    for url in (
+        f"/p/{project.slug}/datasets/{sft_snapshot.pk}/",
+        f"/p/{project.slug}/datasets/{sft_snapshot.pk}/audit/",
+    ):
+        assert 'class="subnav"' in client.get(url).content.decode(), url
+    client.force_login(members[Role.ADMIN])
+    assert "Train a judge" in client.get(f"/p/{project.slug}/training/judges/").content.decode()
+    assert 'class="subnav"' in client.get(f"/p/{project.slug}/datasets/new/").content.decode()
+
+
+def test_a_newcomer_trains_sft_then_dpo_then_evaluates_touching_only_the_name(
+    admin,
+    project,
+    base,  # noqa: F811
+    sft_snapshot,  # noqa: F811
+    dpo_snapshot,  # noqa: F811
+):
+    EvalSettings.objects.update_or_create(project=project, defaults={"max_new_tokens": 24})
+    suite_from_demo(project, "demo", n=4)
+    values = form_values(admin.get(new_job_url(project)).content.decode(), "stage")
+    assert admin.post(new_job_url(project), {**values, "name": "my sft"}).status_code == 302
+    sft = run_job(TrainingJob.objects.get(name="my sft").pk)
+    assert sft.status == "succeeded", sft.message
+    page = admin.get(f"/p/{project.slug}/training/{sft.pk}/").content.decode()
+    assert "Finished: the job succeeded." in page
+    next_dpo = new_job_url(project, f"?stage=dpo&base={sft.result_version.pk}")
+    assert next_dpo.replace("&", "&amp;") in page
+    values = form_values(admin.get(next_dpo).content.decode(), "stage")
+    assert (values["stage"], values["train_snapshot"]) == ("dpo", str(dpo_snapshot.pk))
+    assert admin.post(new_job_url(project), {**values, "name": "my dpo"}).status_code == 302
+    dpo = run_job(TrainingJob.objects.get(name="my dpo").pk)
+    assert dpo.status == "succeeded", dpo.message
+    page = admin.get(f"/p/{project.slug}/training/{dpo.pk}/").content.decode()
+    next_eval = f"/p/{project.slug}/eval/runs/new/?model_version={dpo.result_version.pk}"
+    assert next_eval in page
+    values = form_values(admin.get(next_eval).content.decode(), "suite")
+    assert admin.post(next_eval, values).status_code == 302
+    run = run_eval(EvalRun.objects.get(model_version=dpo.result_version, trigger="manual").pk)
+    assert run.status == "done", run.message
+    assert run.cases_done == 4
+
+
+def test_the_live_eval_run_and_online_run_pages_swap_in_every_panel(
+    client,
+    members,
+    project,
+    base,  # noqa: F811
+):
+    from loop import online
+
+    suite, _ = suite_from_demo(project, "demo", n=3)
+    client.force_login(members[Role.LEAD])
+    run = EvalRun.objects.create(project=project, suite=suite, model_version=base, cases_total=3)
+    url = f"/p/{project.slug}/eval/runs/{run.pk}/"
+    assert "Queued: waiting for a worker on the eval queue." in client.get(url).content.decode()
+    EvalRun.objects.filter(pk=run.pk).update(
+        status="running",
+        attempts=1,
+        worker="host:7",
+        heartbeat_at=now(),
+        cases_done=1,
+        stats={"device": "cpu"},
+    )
+    live = client.get(url + "?part=progress", HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="run-details" hx-swap-oob="true"' in live and '<dd id="run-attempts">1</dd>' in live
+    assert '<dd id="run-worker">host:7</dd>' in live and "1 of 3 cases" in live and "Queued" not in live
+
+    online_run = online.create_run(project, None, start_version=base, eval_suite=suite, start=False)
+    url = f"/p/{project.slug}/training/online/{online_run.pk}/"
+    page = client.get(url).content.decode()
+    assert 'class="subnav"' in page and "Queued: waiting for a worker" in page and "js/training.js" in page
+    type(online_run).objects.filter(pk=online_run.pk).update(
+        status="running", attempts=1, worker="host:9", heartbeat_at=now()
+    )
+    live = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="online-setup" hx-swap-oob="true"' in live and 'id="online-figures" hx-swap-oob="true"' in live
+    assert '<dd id="online-worker">host:9</dd>' in live and '<dd id="online-attempts">1</dd>' in live
+    assert 'id="round-data"' in live and 'hx-trigger="every 3s"' in live
