@@ -64,6 +64,8 @@ bench: install
 	$(BIN)/python benchmarks/dashboard_bench.py --runs 10
 	$(BIN)/python benchmarks/seed_scale.py --reuse
 	$(BIN)/python benchmarks/load_run.py --conversations 1000000 --seconds 60
+	$(BIN)/python benchmarks/page_load.py --conversations 1000000 --runs 60
+	$(BIN)/python benchmarks/annotate_keys.py
 	$(BIN)/python benchmarks/faults.py
 
 # The whole loop on the demo model: label -> SFT -> DPO -> evaluate (several minutes on a CPU).

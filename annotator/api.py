@@ -38,7 +38,7 @@ from .policy import (
     can_edit_taxonomy,
     can_manage_members,
     can_manage_project,
-    has_role,
+    can_review,
     projects_with_role,
     visible_projects,
 )
@@ -216,6 +216,11 @@ class ReviewListSerializer(rf.Serializer):
 
 class BulkApproveSerializer(ReviewListSerializer):
     ids = rf.ListField(child=rf.IntegerField(), help_text="The ids a GET of the same list returned.")
+    seen = rf.CharField(
+        required=False,
+        help_text="The `seen` that GET returned: if an annotator changed a listed item since, nothing is "
+        "approved (409).",
+    )
 
 
 class ReviewViewSet(
@@ -252,18 +257,20 @@ class ReviewViewSet(
                     "more": rf.BooleanField(help_text="GET: the list holds more than `limit` items."),
                     "limit": rf.IntegerField(),
                     "ids": rf.ListField(child=rf.IntegerField(), help_text="GET: the items, oldest first."),
+                    "seen": rf.CharField(help_text="GET: the version of these items, to POST back."),
                     "approved": rf.IntegerField(help_text="POST: how many were approved."),
                 },
             ),
-            409: inline_serializer("BulkApproveChanged", {"ids": rf.CharField()}),
+            409: inline_serializer("BulkApproveChanged", {"ids": rf.CharField(), "seen": rf.CharField()}),
         },
     )
     @action(detail=False, methods=["get", "post"], url_path="bulk-approve")
     def bulk_approve(self, request):
         """Approve a filtered review list at once (leads of the project only). GET lists the ids that wait
-        for review under the filters; POST them back as `ids` with the same filters to approve exactly
-        those. If the list changed in between (an item reviewed elsewhere, a new submission), nothing is
-        approved: 409, GET it again. The same rule as the review page (annotator.review.approve_many)."""
+        for review under the filters; POST them back as `ids` (and `seen`) with the same filters to approve
+        exactly those. If the list changed in between (an item reviewed elsewhere, a new submission, an
+        item its annotator changed), nothing is approved: 409, GET it again. The same rule as the review
+        page (annotator.review.approve_many)."""
         params = request.query_params if request.method == "GET" else request.data
         if not hasattr(params, "get"):
             raise exceptions.ValidationError({"non_field_errors": ["Send an object of filters and ids."]})
@@ -273,17 +280,28 @@ class ReviewViewSet(
             raise exceptions.ValidationError(
                 {"project": ["Name a project you are a member of, by its slug."]}
             )
-        if not has_role(request.user, project, Role.LEAD):
+        if not can_review(request.user, project):
             raise exceptions.PermissionDenied("Approving needs the lead role in this project.")
         f = review.QueueFilters.parse(project, params)
         if request.method == "GET":
-            ids = list(review.review_queue(project, f).values_list("pk", flat=True)[: review.BULK_LIMIT + 1])
+            rows = list(
+                review.review_queue(project, f).values_list("pk", "submitted_at")[: review.BULK_LIMIT + 1]
+            )
             limit = review.BULK_LIMIT
             return Response(
-                {"count": min(len(ids), limit), "more": len(ids) > limit, "limit": limit, "ids": ids[:limit]}
+                {
+                    "count": min(len(rows), limit),
+                    "more": len(rows) > limit,
+                    "limit": limit,
+                    "ids": [pk for pk, _ in rows[:limit]],
+                    "seen": review.list_version(rows[:limit]),
+                }
             )
+        seen = params.get("seen")
         try:
-            approved = review.approve_many(request.user, project, f, params.get("ids"))
+            approved = review.approve_many(
+                request.user, project, f, params.get("ids"), seen=None if seen is None else str(seen)
+            )
         except review.ListChanged as exc:
             return Response(exc.message_dict, status=409)
         return Response({"approved": approved})

@@ -76,6 +76,12 @@ def can_edit_taxonomy(user, project: Project | int) -> bool:
     return has_role(user, project, Role.LEAD)
 
 
+def can_review(user, project: Project | int) -> bool:
+    """Approve or reject submitted labels and comparisons (one by one or a filtered list at once), decide
+    gold on disagreements."""
+    return has_role(user, project, Role.LEAD)
+
+
 def can_see_pipeline(user, project: Project | int) -> bool:
     """Read datasets, training jobs, judges, online runs, eval suites and runs, check the promotion gate."""
     return has_role(user, project, Role.LEAD)

@@ -2,6 +2,7 @@
 used by pages, API and commands alike. The review queue (what waits, narrowed by QueueFilters) and its
 bulk approval live here too, so the review page and the REST endpoint share them."""
 
+import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -22,13 +23,12 @@ from .models import (
     Membership,
     Preference,
     Review,
-    Role,
     Status,
     Task,
     TaxonomyCategory,
     status_mask,
 )
-from .policy import has_role
+from .policy import can_review
 from .rollups.contributions import contributions, refresh_items
 from .rollups.signals import batched
 from .rollups.store import apply, diff, lock_units
@@ -44,6 +44,13 @@ def version(work: Label | Preference) -> str:
     """Which submission of a work a reviewer is looking at: its submit time, as 'seconds.microseconds'
     (the review form sends it back as `seen`; the template writes it with the same format)."""
     return dateformat.format(work.submitted_at, "U.u") if work.submitted_at else ""
+
+
+def list_version(rows) -> str:
+    """Which submissions a list of work holds, from (id, submitted_at) pairs: the lead's bulk confirmation
+    sends it back as `seen`, so an item an annotator changed since (same id, submitted again) is caught."""
+    pairs = sorted((pk, dateformat.format(t, "U.u") if t else "") for pk, t in rows)
+    return hashlib.sha256(repr(pairs).encode()).hexdigest()[:32]
 
 
 @retry_on_conflict  # outside the transaction: a deadlock victim runs again from the start
@@ -282,14 +289,15 @@ def _as_ids(raw) -> list[int]:
 
 @retry_on_conflict
 @transaction.atomic
-def approve_many(reviewer, project, f: QueueFilters, ids, comment: str = "") -> int:
+def approve_many(reviewer, project, f: QueueFilters, ids, comment: str = "", seen: str | None = None) -> int:
     """Approve every item of a filtered review list at once, if it is still exactly the list the lead
-    confirmed (`ids`): an item reviewed elsewhere or newly submitted since makes it refuse (ListChanged),
-    so nothing is approved unseen. Leads of the project only; rows of other projects are never read.
+    confirmed (`ids`, and `seen`: its list_version() as listed): an item reviewed elsewhere, newly
+    submitted or changed by its annotator since makes it refuse (ListChanged), so nothing is approved
+    unseen. Leads of the project only; rows of other projects are never read.
 
     A fixed number of statements for the whole list (one update, one insert of reviews, their history
     rows, one roll-up pass), as apply_review does per item."""
-    if not has_role(reviewer, project, Role.LEAD):
+    if not can_review(reviewer, project):
         raise PermissionDenied("Approving needs the lead role in this project.")
     wanted = set(_as_ids(ids))
     if not wanted:
@@ -307,6 +315,13 @@ def approve_many(reviewer, project, f: QueueFilters, ids, comment: str = "") -> 
             {
                 "ids": f"The list changed since you confirmed it: it now holds {holds} items, "
                 f"you confirmed {len(wanted)}. Look at it again before approving."
+            }
+        )
+    if seen is not None and seen != list_version((i.pk, i.submitted_at) for i in items):
+        raise ListChanged(
+            {
+                "seen": "An annotator changed an item of this list since you confirmed it. Look at it "
+                "again before approving."
             }
         )
     if isinstance(items[0], Label):

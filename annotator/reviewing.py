@@ -359,7 +359,9 @@ def review_bulk(request, slug):
     error, status = None, 200
     if request.method == "POST":
         try:
-            n = review.approve_many(request.user, project, f, request.POST.get("ids", ""))
+            n = review.approve_many(
+                request.user, project, f, request.POST.get("ids", ""), seen=request.POST.get("seen")
+            )
         except review.ListChanged as exc:
             error, status = " ".join(sum(exc.message_dict.values(), [])), 409
         except ValidationError as exc:
@@ -381,6 +383,7 @@ def review_bulk(request, slug):
             "items": items,
             "too_many": too_many,
             "ids": ",".join(str(i.pk) for i in items),
+            "seen": review.list_version((i.pk, i.submitted_at) for i in items),
             "error": error,
             "stream_url": _stream_url(project, f),
             "bulk_limit": review.BULK_LIMIT,
@@ -454,24 +457,24 @@ def disagreements(request, slug):
     open_items = [i for i in items if not hasattr(i["task"], "adjudication")]
     decided = [i for i in items if hasattr(i["task"], "adjudication")]
     pref_rows = list(_preference_conflicts(project)[:100])
-    pairs = []
-    for row in pref_rows:
-        task = (
-            Task.objects.filter(
-                kind=Task.Kind.COMPARE, response_id=row["response_a_id"], response_b_id=row["response_b_id"]
-            )
-            .select_related("adjudication")
-            .first()
+    pair_keys = [(r["response_a_id"], r["response_b_id"]) for r in pref_rows]
+    a_ids = {a for a, _ in pair_keys}
+    pair_tasks = {
+        (t.response_id, t.response_b_id): t
+        for t in Task.objects.filter(kind=Task.Kind.COMPARE, response_id__in=a_ids).select_related(
+            "adjudication", "response__model_version", "response_b__model_version"
         )
-        prefs = list(
-            Preference.objects.filter(
-                response_a_id=row["response_a_id"],
-                response_b_id=row["response_b_id"],
-                status__in=[Status.SUBMITTED, Status.APPROVED],
-            ).select_related("annotator")
-        )
-        if task:
-            pairs.append({"task": task, "prefs": prefs})
+    }
+    prefs_by_pair: dict[tuple[int, int], list] = {}
+    for pref in Preference.objects.filter(
+        response_a_id__in=a_ids, status__in=[Status.SUBMITTED, Status.APPROVED]
+    ).select_related("annotator"):
+        prefs_by_pair.setdefault((pref.response_a_id, pref.response_b_id), []).append(pref)
+    pairs = [
+        {"task": pair_tasks[key], "prefs": prefs_by_pair.get(key, [])}
+        for key in pair_keys
+        if key in pair_tasks
+    ]
     verdicts = hints.verdict_suggestions(project, [i["task"].response_id for i in open_items])
     for item in open_items:
         item["suggestion"] = verdicts.get(item["task"].response_id)

@@ -25,7 +25,7 @@ from .models import (
     content_hash,
     label_settings_errors,
 )
-from .policy import has_role, role_in, visible_projects
+from .policy import can_review, role_in, visible_projects
 from .review import apply_review
 from .taxonomy import seed_default_taxonomy
 
@@ -506,7 +506,7 @@ class ReviewSerializer(serializers.ModelSerializer):
             )
         target = attrs.get("label") or attrs.get("preference")
         project = (target.response if isinstance(target, Label) else target.response_a).conversation.project
-        if not has_role(self.context["request"].user, project, Role.LEAD):
+        if not can_review(self.context["request"].user, project):
             raise exceptions.PermissionDenied("Reviewing needs the lead role in this project.")
         attrs["target"] = target
         return attrs

@@ -16,6 +16,8 @@ from .forms import ImportForm
 from .models import Conversation, ImportJob, Label, ModelResponse, Role, Split, Status, Task
 from .policy import can_manage_project, has_role, project_for, role_in, visible_projects
 
+HOME_COUNT_CAP = 100_000  # the project home's data counts read "100,000+" beyond it
+
 
 @login_required
 def project_list(request):
@@ -29,9 +31,15 @@ def project_home(request, slug):
     project = project_for(request.user, slug)
     role = role_in(request.user, project)
     progress = workspace.progress(project, request.user)
+    # counted up to a cap: an exact COUNT over millions of responses takes seconds on every visit
     counts = {
-        "conversations": Conversation.objects.filter(project=project).count(),
-        "responses": ModelResponse.objects.filter(conversation__project=project).count(),
+        "conversations": Conversation.objects.filter(project=project)
+        .values("pk")[: HOME_COUNT_CAP + 1]
+        .count(),
+        "responses": ModelResponse.objects.filter(conversation__project=project)
+        .values("pk")[: HOME_COUNT_CAP + 1]
+        .count(),
+        "cap": HOME_COUNT_CAP,
     }
     imports = (
         ImportJob.objects.filter(project=project)[:5] if has_role(request.user, project, Role.LEAD) else []

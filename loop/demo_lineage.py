@@ -176,7 +176,8 @@ def continue_lineage(job, version) -> str | None:
         mark = ((base.metadata or {}).get(MARK) if base else None) or {}
         if mark.get("sft_job") != job.pk or mark.get("dpo_job"):
             return None
-        snapshot = DatasetSnapshot.objects.filter(pk=mark.get("dpo_snapshot")).first()
+        # the mark is metadata an admin can write: only a snapshot of the job's own project
+        snapshot = DatasetSnapshot.objects.filter(pk=mark.get("dpo_snapshot"), project=job.project_id).first()
         if snapshot is None:
             return "demo lineage: its DPO snapshot is gone; no DPO job"
         dpo = create_job(

@@ -90,3 +90,18 @@ def test_a_lead_sees_no_cancel_button_on_a_running_import_an_admin_does(client, 
     cancel = f"/p/sales/imports/{job.pk}/cancel/"
     assert cancel not in get(client, members[Role.LEAD], f"/p/sales/imports/{job.pk}/")
     assert cancel in get(client, members[Role.ADMIN], f"/p/sales/imports/{job.pk}/")
+
+
+def test_project_home_counts_data_up_to_a_cap_and_progress_per_kind(client, project, members, monkeypatch):
+    from annotator import views
+
+    for i in range(3):
+        make_conversation(project, i, n_responses=2)
+    html = get(client, members[Role.ANNOTATOR], f"/p/{project.slug}/")
+    assert re.search(r"<dt>Conversations</dt><dd>3</dd>", html)
+    assert re.search(r"<dt>Responses</dt><dd>6</dd>", html)
+    assert 'data-kind="label"' in html and 'data-kind="compare"' in html  # labels and comparisons
+    monkeypatch.setattr(views, "HOME_COUNT_CAP", 2)
+    html = get(client, members[Role.ANNOTATOR], f"/p/{project.slug}/")
+    assert re.search(r"<dt>Conversations</dt><dd>2\+</dd>", html)
+    assert re.search(r"<dt>Responses</dt><dd>2\+</dd>", html)

@@ -513,3 +513,17 @@ def test_disagreements_offer_grouped_categories_with_full_names(client, world, p
         w.leaf_a.pk,
         w.leaf_b.pk,
     }
+
+
+def test_the_disagreements_page_costs_the_same_with_one_disputed_pair_or_five(client, world, project):
+    w = world
+    client.force_login(w.lead)
+    one = stream_queries(client, "/p/sales/disagreements/")
+    page = client.get("/p/sales/disagreements/").content.decode()
+    assert page.count('class="pair') >= 1 or "pair" in page
+    for i in range(4):  # four more pairs the two annotators disagree on
+        a, b = make_conversation(project, 30 + i, n_responses=2)[1]
+        w.pref(a, b, w.a1, "a")
+        w.pref(a, b, w.a2, "b")
+    assignment.sync_tasks(project)
+    assert stream_queries(client, "/p/sales/disagreements/") == one

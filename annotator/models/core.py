@@ -336,6 +336,8 @@ class Label(models.Model):
         ]
         indexes = [
             models.Index(fields=["annotator", "status"], name="label_annotator_status"),
+            # the annotator's history page: their work, newest first
+            models.Index(fields=["annotator", "-submitted_at"], name="label_annotator_submitted"),
             models.Index(fields=["status", "submitted_at"], name="label_status_submitted"),
             models.Index(fields=["project", "status", "submitted_at"], name="label_project_status_time"),
             models.Index(fields=["project", "model_version", "verdict"], name="label_project_model"),
@@ -418,6 +420,7 @@ class Preference(models.Model):
         ]
         indexes = [
             models.Index(fields=["annotator", "status"], name="pref_annotator_status"),
+            models.Index(fields=["annotator", "-submitted_at"], name="pref_annotator_submitted"),
             # newest first per status: the review queue and the comparisons list walk it
             models.Index(fields=["status", "submitted_at", "id"], name="pref_status_submitted"),
         ]

@@ -84,6 +84,13 @@ def queue_count(n) -> str:
     return f"{QUEUE_COUNT_CAP:,}+" if n is not None and n >= QUEUE_COUNT_CAP else f"{n:,}"
 
 
+@register.filter
+def capped(n, cap) -> str:
+    """A count taken up to `cap`: more than the cap reads as "100,000+"."""
+    cap = int(cap)
+    return f"{cap:,}+" if n is not None and n > cap else f"{n:,}"
+
+
 @register.simple_tag(takes_context=True)
 def project_role(context, project) -> str:
     """The viewer's role in `project` ('' for none), for navigation that adapts to it."""
