@@ -16,7 +16,7 @@ from .forms import ImportForm
 from .models import Conversation, ImportJob, Label, ModelResponse, Role, Split, Status, Task
 from .policy import can_manage_project, has_role, project_for, role_in, visible_projects
 
-HOME_COUNT_CAP = 100_000  # the project home's data counts read "100,000+" beyond it
+HOME_COUNT_CAP = 10_000  # the project home's data counts read "10,000+" beyond it
 
 
 @login_required
