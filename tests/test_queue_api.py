@@ -546,10 +546,10 @@ def test_twenty_concurrent_annotators_through_the_api_and_pages(make_user, mode)
     half of them through the pages; every integrity check of benchmarks/queue_bench.py stays at 0."""
     project = Project.objects.create(name="Race", slug="race", tools=TOOLS, overlap=2)
     seed_default_taxonomy(project)
-    # 400 items on PostgreSQL (800 submissions by 20 threads at once) to keep CI under its 10 minutes: the
-    # service-level race drains 1,000 in tests/test_queue.py, and benchmarks/queue_bench.py drives the API
+    # 250 items on PostgreSQL (500 submissions by 20 threads at once) to keep CI under its 10 minutes: the
+    # service-level race drains 600 in tests/test_queue.py, and benchmarks/queue_bench.py drives the API
     # at 10,000 items with the same integrity checks
-    n_items = 400 if connection.vendor == "postgresql" else 300
+    n_items = 250 if connection.vendor == "postgresql" else 300
     build(project, n_items, overlap=2, n_responses=1)
     leaves = list(
         TaxonomyCategory.objects.filter(project=project, parent__isnull=False).values_list("pk", flat=True)
