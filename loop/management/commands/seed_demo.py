@@ -49,8 +49,9 @@ The agent answers shoppers and **must use its tools** for anything live: stock, 
    arguments: SKUs are case-sensitive (`A-113`, not `a113`), quantities are integers.
 4. **Pairs** — pick the better response and say why in one line. *Both bad* is allowed.
 
-Keyboard: `Y`/`N` verdict, `1`–`9` categories, `A`/`B`/`T`/`X` in comparisons, `Ctrl+Enter` submit, \
-`S` skip, `?` for all keys.
+Keyboard: `Y`/`N` verdict, a category's number (`12` = `1` then `2`; `/` filters the list), `A`/`B`/`T`/`X` \
+in comparisons, `Ctrl+Enter` submit, `S` skip, `?` for all keys. *History* reopens what you submitted \
+until a lead reviews it.
 """
 
 
