@@ -15,6 +15,7 @@ from django.utils import dateformat, timezone
 
 from config.db import retry_on_conflict
 
+from .dashboards.lookups import CategoryTree
 from .labelling import MAX_ID, category_ids
 from .models import (
     Adjudication,
@@ -25,7 +26,6 @@ from .models import (
     Review,
     Status,
     Task,
-    TaxonomyCategory,
     status_mask,
 )
 from .policy import can_review
@@ -40,16 +40,21 @@ class WorkChanged(ValidationError):
     status_code = 409
 
 
+def _stamp(submitted_at) -> str:
+    """A submit time as 'seconds.microseconds' (the review form's template writes it with the same format)."""
+    return dateformat.format(submitted_at, "U.u") if submitted_at else ""
+
+
 def version(work: Label | Preference) -> str:
-    """Which submission of a work a reviewer is looking at: its submit time, as 'seconds.microseconds'
-    (the review form sends it back as `seen`; the template writes it with the same format)."""
-    return dateformat.format(work.submitted_at, "U.u") if work.submitted_at else ""
+    """Which submission of a work a reviewer is looking at: its submit time (the review form sends it back
+    as `seen`)."""
+    return _stamp(work.submitted_at)
 
 
 def list_version(rows) -> str:
     """Which submissions a list of work holds, from (id, submitted_at) pairs: the lead's bulk confirmation
     sends it back as `seen`, so an item an annotator changed since (same id, submitted again) is caught."""
-    pairs = sorted((pk, dateformat.format(t, "U.u") if t else "") for pk, t in rows)
+    pairs = sorted((pk, _stamp(t)) for pk, t in rows)
     return hashlib.sha256(repr(pairs).encode()).hexdigest()[:32]
 
 
@@ -180,11 +185,11 @@ class QueueFilters:
         raw = one("category")
         if raw and what == "labels":
             number = int(raw) if re.fullmatch(r"[0-9]{1,18}", raw) else None
-            tree = dict(TaxonomyCategory.objects.filter(project=project).values_list("id", "parent_id"))
-            if number not in tree:
+            tree = CategoryTree.load(project)
+            if number not in tree.nodes:
                 errors["category"] = f"{_shown(raw)} is not a category of this project."
             else:
-                category, under = number, _subtree(tree, number)
+                category, under = number, tuple(tree.subtree(number))
         verdict = one("verdict")
         choices = Label.Verdict.values if what == "labels" else Preference.Choice.values
         if verdict and verdict not in choices:
@@ -210,19 +215,6 @@ class QueueFilters:
     @property
     def narrowed(self) -> bool:
         return bool(self.annotator_id or self.under or self.verdict or self.disagreement)
-
-
-def _subtree(parents: dict[int, int | None], root: int) -> tuple[int, ...]:
-    children: dict[int | None, list[int]] = {}
-    for pk, parent in parents.items():
-        children.setdefault(parent, []).append(pk)
-    out, todo = [], [root]
-    while todo:
-        node = todo.pop()
-        if node not in out:
-            out.append(node)
-            todo.extend(children.get(node, []))
-    return tuple(out)
 
 
 def review_queue(project, f: QueueFilters):

@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from . import assignment, hints, review
+from . import assignment, hints, review, taxonomy
 from .dashboards.filters import as_id, rollup_sum
 from .models import (
     Label,
@@ -173,25 +173,6 @@ def _stream_context(project, f, at=None, after=None) -> dict:
     return ctx
 
 
-def category_rows(project, active_only=True) -> list[dict]:
-    """The project's categories in tree order: {"cat", "depth", "leaf", "group"} (group: its top ancestor)."""
-    cats = TaxonomyCategory.objects.filter(project=project).order_by("position", "name")
-    if active_only:
-        cats = cats.filter(active=True)
-    children: dict[int | None, list] = {}
-    for c in cats:
-        children.setdefault(c.parent_id, []).append(c)
-    rows: list[dict] = []
-
-    def walk(parent, depth, group):
-        for c in children.get(parent, []):
-            rows.append({"cat": c, "depth": depth, "leaf": c.pk not in children, "group": group or c})
-            walk(c.pk, depth + 1, group or c)
-
-    walk(None, 0, None)
-    return rows
-
-
 def _asked(response) -> str:
     """The user's last message before the response, as one short line (for list rows)."""
     for message in reversed(response.context):
@@ -218,7 +199,7 @@ def _filter_options(project, f) -> dict:
             .order_by("user__username")
             .values_list("user__username", flat=True)
         ),
-        "category_options": category_rows(project) if f.what == "labels" else [],
+        "category_options": taxonomy.category_rows(project) if f.what == "labels" else [],
         "verdicts": Label.Verdict.choices if f.what == "labels" else Preference.Choice.choices,
         "bulk_limit": review.BULK_LIMIT,
         "list_url": _stream_url(project, f, view="list"),
@@ -507,7 +488,7 @@ def category_groups(project) -> list[dict]:
     [{"group": category, "rows": [{"cat", "depth", "label"}]}]; a top-level category without children is
     its own only row."""
     groups: list[dict] = []
-    for row in category_rows(project):
+    for row in taxonomy.category_rows(project):
         if row["depth"] == 0:
             groups.append({"group": row["cat"], "rows": [] if not row["leaf"] else [row]})
         else:

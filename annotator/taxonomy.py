@@ -134,3 +134,21 @@ def seed_default_taxonomy(project) -> int:
             )
             created += 1
     return created
+
+
+def category_rows(project) -> list[dict]:
+    """The project's active categories in tree order, for pickers: {"cat", "depth", "leaf", "group"} (group:
+    its top-level ancestor)."""
+    cats = TaxonomyCategory.objects.filter(project=project, active=True).order_by("position", "name")
+    children: dict[int | None, list] = {}
+    for c in cats:
+        children.setdefault(c.parent_id, []).append(c)
+    rows: list[dict] = []
+
+    def walk(parent, depth, group):
+        for c in children.get(parent, []):
+            rows.append({"cat": c, "depth": depth, "leaf": c.pk not in children, "group": group or c})
+            walk(c.pk, depth + 1, group or c)
+
+    walk(None, 0, None)
+    return rows

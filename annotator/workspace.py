@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from . import assignment, hints, labelling
+from . import assignment, hints, labelling, taxonomy
 from .dashboards.filters import rollup_sum
 from .models import (
     AnnotatorDay,
@@ -30,7 +30,6 @@ from .models import (
     Split,
     Status,
     Task,
-    TaxonomyCategory,
 )
 from .policy import has_role, project_for
 
@@ -59,22 +58,6 @@ def next_item(request, slug):
     if slot is None:
         return render(request, "annotator/queue_empty.html", {"project": project, "kind": kind})
     return redirect("annotator:task", slug=slug, task_id=slot.task_id)
-
-
-def _category_tree(project):
-    cats = list(TaxonomyCategory.objects.filter(project=project, active=True).order_by("position", "name"))
-    children: dict[int | None, list] = {}
-    for c in cats:
-        children.setdefault(c.parent_id, []).append(c)
-    rows = []
-
-    def walk(parent, depth):
-        for c in children.get(parent, []):
-            rows.append({"cat": c, "depth": depth, "leaf": c.pk not in children})
-            walk(c.pk, depth + 1)
-
-    walk(None, 0)
-    return rows
 
 
 RECENT_MESSAGES = 4
@@ -222,7 +205,7 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
         ctx.update(
             {
                 "response": response,
-                "categories": _category_tree(project),
+                "categories": taxonomy.category_rows(project),
                 "chosen": set(work.categories.values_list("pk", flat=True)) if work and work.pk else set(),
                 "verdict": (form or {}).get("verdict") or (work.verdict if work else ""),
                 "note": (form or {}).get("note", work.note if work else ""),
