@@ -127,8 +127,8 @@ class ModelResponseAdmin(admin.ModelAdmin):
 
 @admin.register(m.TaxonomyCategory)
 class TaxonomyCategoryAdmin(SimpleHistoryAdmin):
-    list_display = ["name", "project", "parent", "active", "position"]
-    list_filter = ["project", "active"]
+    list_display = ["name", "project", "parent", "fix_route", "active", "position"]
+    list_filter = ["project", "fix_route", "active"]
     search_fields = ["name"]
 
 

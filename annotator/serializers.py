@@ -27,7 +27,7 @@ from .models import (
 )
 from .policy import can_review, role_in, visible_projects
 from .review import apply_review
-from .taxonomy import seed_default_taxonomy
+from .taxonomy import create_category, fix_routes, seed_default_taxonomy, update_category
 
 
 def raise_field_errors(errors):
@@ -384,6 +384,10 @@ class TaxonomyCategorySerializer(SameProjectMixin, serializers.ModelSerializer):
     parent = ScopedRelatedField(
         "project", queryset=TaxonomyCategory.objects.all(), allow_null=True, required=False
     )
+    effective_fix_route = serializers.SerializerMethodField(
+        help_text="The route in force: fix_route, else the nearest ancestor's; empty when none has one "
+        "(not routed: its corrections go to SFT and DPO)."
+    )
 
     class Meta:
         model = TaxonomyCategory
@@ -395,27 +399,29 @@ class TaxonomyCategorySerializer(SameProjectMixin, serializers.ModelSerializer):
             "description",
             "root_cause",
             "recommended_fix",
+            "fix_route",
+            "effective_fix_route",
             "active",
             "position",
         ]
+        # no generated unique-together check: a unique name is create_category's rule, said on `name`
+        validators = []
 
-    def validate(self, attrs):
-        project = attrs.get("project") or self.instance.project
-        parent = attrs.get("parent", getattr(self.instance, "parent", None))
-        node = parent
-        while node is not None:
-            if self.instance is not None and node.pk == self.instance.pk:
-                raise serializers.ValidationError({"parent": "A category cannot be its own ancestor."})
-            node = node.parent
-        name = attrs.get("name")
-        if (
-            name
-            and TaxonomyCategory.objects.filter(project=project, name=name)
-            .exclude(pk=getattr(self.instance, "pk", None))
-            .exists()
-        ):
-            raise serializers.ValidationError({"name": f"A category named {name!r} already exists."})
-        return attrs
+    def get_effective_fix_route(self, obj) -> str:
+        # one query per project and request, shared by the categories of a list
+        routes = self.context.setdefault("_fix_routes", {})
+        if obj.project_id not in routes:
+            routes[obj.project_id] = fix_routes(obj.project_id)
+        return routes[obj.project_id].get(obj.pk, obj.fix_route)
+
+    # the rules (a unique name, a parent of the project and not below the category, a known route) are
+    # the taxonomy's service functions', the taxonomy page's too: a refusal is a 400 by field (config.rest)
+    def create(self, validated_data):
+        return create_category(**validated_data)
+
+    def update(self, instance, validated_data):
+        validated_data.pop("project", None)  # the same project: the viewset refuses a move
+        return update_category(instance, **validated_data)
 
 
 class LabelSerializer(serializers.ModelSerializer):

@@ -36,7 +36,15 @@ def media(settings, tmp_path):
     return settings.MEDIA_ROOT
 
 
+# The corrections here are tool-behaviour fixes ("Tool not called", "Wrong arguments"), which the
+# default taxonomy routes to DPO only. These tests are about rows, layouts, filters and the build
+# itself, so their SFT snapshots take every correction; routing is tests/test_fix_routing.py's.
+EVERY_CORRECTION = {"routing": "all"}
+
+
 def build(project, user, kind="sft", **data):
+    if kind == "sft":
+        data["filters"] = {**EVERY_CORRECTION, **data.get("filters", {})}
     snapshot = create_snapshot(project, user, {"kind": kind, **data}, start=False)
     return build_snapshot(snapshot.pk)
 
@@ -205,10 +213,14 @@ def test_filters_by_category_with_children_model_version_date_and_split(world, m
 
 
 def test_live_count_matches_what_the_build_writes(world, members, project):
-    spec = clean_spec(project, {"kind": "sft", "filters": {"include_reasonable": True}})
-    count = count_matching(project.pk, "sft", spec["filters"])
-    assert count["rows"] == 3 and [p["count"] for p in count["parts"]] == [2, 1]
-    assert build(project, members["admin"], filters={"include_reasonable": True}).row_count == count["rows"]
+    # routed by the taxonomy (the default), both tool fixes go to DPO: only the reasonable answer stays
+    for routing, parts in (("all", [2, 1]), ("taxonomy", [0, 1])):
+        filters = {"include_reasonable": True, "routing": routing}
+        count = count_matching(
+            project.pk, "sft", clean_spec(project, {"kind": "sft", "filters": filters})["filters"]
+        )
+        assert count["rows"] == sum(parts) and [p["count"] for p in count["parts"]] == parts
+        assert build(project, members["admin"], filters=filters).row_count == count["rows"]
     dpo = clean_spec(project, {"kind": "dpo"})
     assert count_matching(project.pk, "dpo", dpo["filters"])["rows"] == 3  # 1 preference + 2 corrections
 
@@ -507,7 +519,9 @@ def test_deleting_a_snapshot_mid_build_stops_the_build_and_leaves_no_file(
 
 
 def test_repeated_worker_deaths_give_up_with_a_message(world, members, project):
-    snap = create_snapshot(project, members["admin"], {"kind": "sft"}, start=False)
+    snap = create_snapshot(
+        project, members["admin"], {"kind": "sft", "filters": EVERY_CORRECTION}, start=False
+    )
     DatasetSnapshot.objects.filter(pk=snap.pk).update(status="running", attempts=lifecycle.MAX_ATTEMPTS)
     snap = build_snapshot(snap.pk)
     assert (
@@ -521,7 +535,9 @@ def test_repeated_worker_deaths_give_up_with_a_message(world, members, project):
 def test_an_unexpected_error_fails_the_snapshot_and_removes_the_temp_file(
     world, members, project, media, monkeypatch
 ):
-    snap = create_snapshot(project, members["admin"], {"kind": "sft"}, start=False)
+    snap = create_snapshot(
+        project, members["admin"], {"kind": "sft", "filters": EVERY_CORRECTION}, start=False
+    )
     monkeypatch.setattr(
         snapshot_build, "FORMATTERS", {**snapshot_build.FORMATTERS, "trl_prompt_completion": lambda r: 1 / 0}
     )
@@ -571,10 +587,10 @@ def test_queries_per_build_do_not_grow_with_rows(project, members, settings):
             c = stock_question(project, 100 + i)
             a = response(c, raw="Yes, in stock.")
             b = response(c, raw="Out of stock today.", model="agent-v2")
-            label(
+            label(  # routed to both SFT and DPO: every build below routes its corrections
                 a,
                 members["annotator"],
-                categories=["Tool not called"],
+                categories=["Tool not called", "Hallucinated fact"],
                 correction=assistant(None, [call("check_inventory", {"sku": f"A-{100 + i}"})]),
             )
             preference(a, b, members["annotator2"], "b" if i % 2 else "both_bad")

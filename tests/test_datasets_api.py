@@ -249,8 +249,11 @@ def test_live_count_fragment(client, members, labelled):
     client.force_login(members["admin"])
     url = f"/p/{labelled.slug}/datasets/count/"
     base = {"kind": "sft", "layout": "trl_messages", "min_target_chars": 10, "max_tokens": 4096}
-    html = client.post(url, {**base, "splits": ["train"]}).content.decode()
+    html = client.post(url, {**base, "splits": ["train"], "routing": "all"}).content.decode()
     assert '<div class="count-big">3</div>' in html and "corrections" in html
+    # routed by the taxonomy (the form's default), the "Tool not called" fixes go to DPO, not SFT
+    html = client.post(url, {**base, "splits": ["train"]}).content.decode()
+    assert "corrections routed to SFT" in html and "No rows match these filters" in html
     html = client.post(url, {**base, "splits": ["holdout"]}).content.decode()
     assert "No rows match these filters" in html
     html = client.post(url, {**base, "date_from": "2026-02-30"}).content.decode()

@@ -57,8 +57,12 @@ def world(project, members):
 
 
 def build(project, user, kind, layout):
-    """As the exports worker does: the build, then the bundle (training.tasks.build_snapshot)."""
-    pk = create_snapshot(project, user, {"kind": kind, "layout": layout}, start=False).pk
+    """As the exports worker does: the build, then the bundle (training.tasks.build_snapshot).
+
+    SFT takes every correction (routing "all"): the world's "Tool not called" fix, which the taxonomy
+    routes to DPO, is the row these tests read in both kinds (routing: tests/test_fix_routing.py)."""
+    filters = {"routing": "all"} if kind == "sft" else {}
+    pk = create_snapshot(project, user, {"kind": kind, "layout": layout, "filters": filters}, start=False).pk
     tasks.build_snapshot.apply(args=[pk]).get()
     snap = DatasetSnapshot.objects.get(pk=pk)
     assert snap.status == "ready", snap.message

@@ -12,7 +12,7 @@ from .finetune.request import order_problems
 from .models import DatasetSnapshot, TrainingJob
 from .snapshots import audit
 from .snapshots.layouts import LAYOUTS
-from .snapshots.spec import DPO_SOURCES, clean_spec
+from .snapshots.spec import DPO_SOURCES, ROUTING_CHOICES, clean_spec
 
 MODE_CHOICES = [(audit.BLOCK, "block"), (audit.WARN, "warn"), (audit.OFF, "off")]
 Kind = DatasetSnapshot.Kind
@@ -66,6 +66,17 @@ class SnapshotForm(forms.Form):
         initial=list(DPO_SOURCES),
         widget=forms.CheckboxSelectMultiple,
         label="DPO pairs from",
+    )
+    routing = forms.ChoiceField(
+        choices=[
+            ("taxonomy", "By the taxonomy: " + ROUTING_CHOICES["taxonomy"]),
+            ("all", "All: " + ROUTING_CHOICES["all"]),
+        ],
+        initial="taxonomy",
+        required=False,
+        widget=forms.RadioSelect,
+        label="Corrections",
+        help_text="Each category's fix route is part of the taxonomy. Preferences are not routed.",
     )
     min_target_chars = forms.IntegerField(min_value=0, initial=10, label="Minimum target characters")
     max_tokens = forms.IntegerField(min_value=1, initial=4096, label="Maximum tokens per row")
@@ -138,6 +149,7 @@ class SnapshotForm(forms.Form):
                     if kind == Kind.DPO
                     else {"include_reasonable": d.get("include_reasonable", False)}
                 ),
+                **({"routing": d.get("routing") or None} if kind != Kind.EVAL else {}),
             },
             "audit": {
                 "checks": {

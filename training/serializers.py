@@ -34,7 +34,10 @@ class DatasetSnapshotSerializer(serializers.ModelSerializer):
         help_text=(
             "include_submitted (bool), splits (list), categories (ids, children included), "
             "model_versions (ids), date_from / date_to (YYYY-MM-DD, when labelled), "
-            "include_reasonable (SFT/eval), sources (DPO: preferences, corrections)."
+            "include_reasonable (SFT/eval), sources (DPO: preferences, corrections), "
+            "routing (SFT/DPO: taxonomy, the default, takes the corrections whose categories' fix route "
+            "feeds this kind; all takes every correction). The build counts where the corrections went "
+            "in stats.routing (by reason and category, and a summary in words)."
         ),
     )
     audit_config = serializers.JSONField(

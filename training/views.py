@@ -98,6 +98,8 @@ def _initial_from(snapshot: DatasetSnapshot | None) -> dict:
         "date_to": f.get("date_to"),
         "include_reasonable": f.get("include_reasonable", False),
         "sources": f.get("sources", list(DPO_SOURCES)),
+        # a snapshot made before routing existed took every correction
+        "routing": f.get("routing") or ("all" if snapshot.kind != DatasetSnapshot.Kind.EVAL else "taxonomy"),
         "min_target_chars": a.get("min_target_chars"),
         "max_tokens": a.get("max_tokens"),
         "tokenizer": str(a["tokenizer"]) if a.get("tokenizer") else "",

@@ -253,6 +253,15 @@ class ModelResponse(models.Model):
 
 
 class TaxonomyCategory(models.Model):
+    class FixRoute(models.TextChoices):
+        """Which training data a category's corrections feed (training/snapshots/routing.py reads it)."""
+
+        INHERIT = "", "as its parent (a top-level category: not routed)"
+        SFT = "sft", "SFT: the correction as a training example"
+        DPO = "dpo", "DPO: the correction over the model's output"
+        BOTH = "both", "both SFT and DPO"
+        NONE = "none", "neither (fixed outside the training data)"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="categories")
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
@@ -261,6 +270,14 @@ class TaxonomyCategory(models.Model):
     description = models.TextField(blank=True)
     root_cause = models.TextField(blank=True)
     recommended_fix = models.TextField(blank=True)
+    fix_route = models.CharField(
+        max_length=4,
+        choices=FixRoute.choices,
+        blank=True,
+        default=FixRoute.INHERIT,
+        help_text="Which snapshots a correction in this category feeds when routed by the taxonomy. "
+        "Empty: the parent's route.",
+    )
     active = models.BooleanField(default=True)
     position = models.PositiveIntegerField(default=0)
     history = HistoricalRecords()

@@ -15,6 +15,11 @@ One row per item (resolve.py): work of several annotators on one item is merged 
 (gold decision, else majority) or left out with a counted reason; ``Build.resolved`` counts it
 for the stats and the audit report (``resolution``) and flags the conflicts it left out.
 
+Fixes routed by taxonomy (routing.py): under ``filters.routing`` "taxonomy" an SFT snapshot takes
+the corrections whose categories' fix route is SFT (or both), a DPO snapshot those routed to DPO;
+``Build.router`` drops the others as the rows stream by and counts them, by reason and category,
+for ``stats["routing"]``.
+
 Speed (benchmarks/export_bench.py): each context is walked once; the cyclic GC is paused
 during the stream (it costs more than the work with this many objects).
 """
@@ -46,6 +51,7 @@ from . import audit as audit_mod
 from .dpo_sources import CorrectionPairSource, OnlinePairSource, PreferenceSource
 from .layouts import FORMATTERS
 from .resolve import Tally
+from .routing import Router
 from .rows import _DUMPS, Contexts, Row, TokenCounter, _fast64, message_text, normalised
 from .sources import LabelledSource, ReasonableSource, Source, prefetched
 from .spec import clean_spec, describe_filters, filter_names
@@ -120,6 +126,7 @@ class Build:
         self.contexts = Contexts(self.project.tools)
         self.skipped: Counter = Counter()
         self.resolved = Tally(self.auditor, "judged" if self.kind == Kind.DPO else "labelled")
+        self.router = Router(self.project.pk, self.kind, self.filters)
         self.has_gold = Adjudication.objects.filter(task__project_id=self.project.pk).exists()
         self.final = media_path(file_name_for(snapshot))
         self.tmp, self.tmp_index = _temp_paths(self.final, self.token)
@@ -178,7 +185,7 @@ class Build:
             with open(self.tmp, "wb") as out, open(self.tmp_index, "wb") as idx:
                 for source in sources:
                     for chunk, aux in prefetched(source.stream, chunk_size()):
-                        rows = source.rows(chunk, aux)
+                        rows = self.router.keep(source.rows(chunk, aux))
                         if rows:
                             self._write_rows(rows, out, idx)
                         done += len(chunk)
@@ -394,6 +401,9 @@ class Build:
             "target_tokens": _token_stats(index["target_tokens"]),
             "token_histogram": _histogram(index["prompt_tokens"].astype(np.int64) + index["target_tokens"]),
         }
+        routing = self.router.stats()
+        if routing:
+            stats["routing"] = routing
         if self.kind == Kind.DPO:
             stats["rejected_tokens"] = _token_stats(index["rejected_tokens"])
             stats["rejected_tool_call_share"] = (
@@ -463,6 +473,8 @@ def _eval_content(row: Row) -> str:
 def _no_rows_message(build: Build, result: dict) -> str:
     if result["records"]:
         reasons = {**build.skipped, **{f"left out: {r}": n for r, n in build.resolved.excluded.items()}}
+        if build.router.left_out:
+            reasons["routed elsewhere by their categories' fix (routing: taxonomy)"] = build.router.left_out
         why = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in sorted(reasons.items()))
         return f"No rows: {counted(result['records'], 'source record')} matched but none made a row" + (
             f" ({why})." if why else "."
@@ -497,6 +509,7 @@ def build_snapshot(snapshot_id: int) -> DatasetSnapshot | None:
                         "source_records": result["records"],
                         "skipped": dict(build.skipped),
                         "resolution": build.auditor.resolution,
+                        **({"routing": build.router.stats()} if build.router.mode else {}),
                     },
                 )
                 return _reload(snapshot_id)

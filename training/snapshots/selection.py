@@ -23,8 +23,10 @@ from annotator.models import (
     Status,
     TaxonomyCategory,
 )
+from annotator.taxonomy import ROUTE_KINDS, fix_routes
 
 from ..models import DatasetSnapshot, OnlinePair
+from . import routing
 
 Kind = DatasetSnapshot.Kind
 
@@ -100,6 +102,22 @@ def corrections_qs(project_id: int, f: dict, unreasonable_only: bool = False):
     return qs
 
 
+def routed_q(project_id: int, kind: str, f: dict, outer: str = "pk") -> Q:
+    """Labels (`outer`: the label id column) whose categories route their correction to `kind`
+    (routing.py): one of their routed categories feeds it, or none of their categories has a route.
+    Empty (``Q()``) unless the spec routes by taxonomy. For the live count only: the build routes by
+    the row's categories, which are the gold decision's where a lead decided the item."""
+    if routing.mode_of(kind, f) != routing.TAXONOMY:
+        return Q()
+    routes = fix_routes(project_id)
+    through = Label.categories.through.objects.filter(label_id=OuterRef(outer))
+    feeds = [pk for pk, route in routes.items() if route and kind in ROUTE_KINDS[route]]
+    routed = [pk for pk, route in routes.items() if route]
+    return Q(Exists(through.filter(taxonomycategory_id__in=feeds))) | ~Exists(
+        through.filter(taxonomycategory_id__in=routed)
+    )
+
+
 def reasonable_qs(project_id: int, f: dict):
     # NOT EXISTS rather than a LEFT JOIN … IS NULL: PostgreSQL then walks the label ids in
     # order for each keyset chunk instead of anti-joining every label and sorting them.
@@ -145,11 +163,12 @@ def preference_work_q(f: dict) -> Q:
     return _date_q(f, "created_at")
 
 
-def sft_items_qs(project_id: int, f: dict):
-    """The labels an SFT / eval snapshot is selected by: those with a correction, and approved
-    reasonable ones when asked for (one item per response; per context for eval)."""
+def sft_items_qs(project_id: int, f: dict, kind: str = Kind.SFT):
+    """The labels an SFT / eval snapshot is selected by: those with a correction (routed to SFT when
+    the spec routes by taxonomy), and approved reasonable ones when asked for (one item per response;
+    per context for eval)."""
     has_correction = Exists(Correction.objects.filter(label_id=OuterRef("pk")))
-    which = Q(has_correction)
+    which = Q(has_correction) & routed_q(project_id, kind, f)
     if f.get("include_reasonable"):
         which |= Q(verdict=Label.Verdict.REASONABLE)
     return Label.objects.filter(_label_scope(project_id, f, "", "pk"), which)
@@ -166,9 +185,11 @@ def count_matching(project_id: int, kind: str, f: dict) -> dict:
     """
     parts, skipped = [], []
     merged = 0
+    routed = routed_q(project_id, kind, f, "label_id")
+    routed_words = f" routed to {kind.upper()}" if routed else ""
     if kind in (Kind.SFT, Kind.EVAL):
-        n = corrections_qs(project_id, f).count()
-        parts.append({"source": "correction", "label": "corrections", "count": n})
+        n = corrections_qs(project_id, f).filter(routed).count()
+        parts.append({"source": "correction", "label": "corrections" + routed_words, "count": n})
         if f.get("include_reasonable"):
             parts.append(
                 {
@@ -182,7 +203,7 @@ def count_matching(project_id: int, kind: str, f: dict) -> dict:
             if kind == Kind.SFT
             else ("response__conversation_id", "response__context_length")
         )
-        rows = sft_items_qs(project_id, f).values_list(*item).distinct().count()
+        rows = sft_items_qs(project_id, f, kind).values_list(*item).distinct().count()
         merged = max(0, sum(p["count"] for p in parts) - rows)
     else:
         rows = 0
@@ -206,9 +227,13 @@ def count_matching(project_id: int, kind: str, f: dict) -> dict:
                 skipped.append({"label": "ties (skipped)", "count": agg["tie"]})
             rows += agg["ab"] + 2 * agg["both_bad"]
         if "corrections" in f["sources"]:
-            n = corrections_qs(project_id, f, unreasonable_only=True).count()
+            n = corrections_qs(project_id, f, unreasonable_only=True).filter(routed).count()
             parts.append(
-                {"source": "correction", "label": "corrections of unreasonable responses", "count": n}
+                {
+                    "source": "correction",
+                    "label": "corrections of unreasonable responses" + routed_words,
+                    "count": n,
+                }
             )
             rows += n
         if "online" in f["sources"]:

@@ -1,6 +1,9 @@
 """The snapshot request: ``clean_spec`` checks and normalises kind, layout, note, filters and
 audit settings (every error names its field; used by the form, the API and tests), and
 ``describe_filters`` puts a spec in words.
+
+``filters.routing`` (SFT and DPO): "taxonomy", the default, sends each correction where its
+categories' fix route says; "all" takes every correction (routing.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from annotator.models import (
 
 from ..models import DatasetSnapshot, OnlineRound
 from . import audit as audit_mod
+from . import routing
 from .layouts import DEFAULT_LAYOUT, LAYOUTS
 
 Kind = DatasetSnapshot.Kind
@@ -89,11 +93,36 @@ def _as_int(value, field, errors, default: int, minimum: int) -> int:
     return n
 
 
+ROUTING_CHOICES = {
+    routing.TAXONOMY: "each correction goes where its categories' fix route says (SFT, DPO, both or neither)",
+    routing.ALL: "every correction, whatever its categories",
+}
+
+
+def _routing(kind: str, value, f: dict, errors: dict) -> None:
+    """filters.routing: for SFT and DPO, "taxonomy" (the default) or "all"; an eval snapshot takes
+    every held-out correction, so it has none."""
+    if kind not in routing.ROUTED_KINDS:
+        if value not in (None, ""):
+            errors["filters.routing"] = (
+                "only for SFT and DPO snapshots: an eval snapshot takes every held-out correction"
+            )
+        return
+    value = routing.TAXONOMY if value in (None, "") else value
+    if not isinstance(value, str) or value not in routing.MODES:
+        errors["filters.routing"] = (
+            f"must be {routing.TAXONOMY!r} (each correction goes where its categories' fix route says) "
+            f"or {routing.ALL!r} (every correction), not {value!r}"
+        )
+        value = routing.TAXONOMY
+    f["routing"] = value
+
+
 def clean_spec(project: Project, data: dict) -> dict:
     """Validate and normalise a snapshot request.
 
     ``data``: kind, layout, note, filters {include_submitted, splits, categories,
-    model_versions, date_from, date_to, include_reasonable, sources}, audit {checks
+    model_versions, date_from, date_to, include_reasonable, sources, routing}, audit {checks
     {key: block|warn|off}, min_target_chars, max_tokens, tokenizer}. Unknown keys are
     refused (a typo must not silently widen a dataset). Raises ValidationError whose keys
     are the fields ("filters.categories", "audit.checks.leakage" …).
@@ -127,6 +156,7 @@ def clean_spec(project: Project, data: dict) -> dict:
         "include_reasonable",
         "sources",
         "online_rounds",
+        "routing",
     }
     if set(raw) - known:
         errors["filters"] = f"unknown filter(s): {', '.join(sorted(set(raw) - known))}"
@@ -178,6 +208,7 @@ def clean_spec(project: Project, data: dict) -> dict:
         f["include_reasonable"] = _as_bool(
             raw.get("include_reasonable", False), "filters.include_reasonable", errors
         )
+    _routing(kind, raw.get("routing"), f, errors)
 
     raw_audit = data.get("audit") or {}
     if not isinstance(raw_audit, dict):
@@ -249,6 +280,11 @@ def describe_filters(kind: str, f: dict, names: dict | None = None) -> list[str]
             parts.append("online rounds " + ", ".join(f"#{r}" for r in f["online_rounds"]))
     elif f.get("include_reasonable"):
         parts.append("plus approved reasonable responses")
+    mode = routing.mode_of(kind, f)
+    if mode == routing.TAXONOMY:
+        parts.append("corrections routed by their categories' fix (routing: taxonomy)")
+    elif mode == routing.ALL:
+        parts.append("every correction, whatever its categories' fix (routing: all)")
     return parts
 
 

@@ -91,6 +91,7 @@ def manifest(snapshot: DatasetSnapshot, files: list[dict]) -> dict:
                 "rows_by_category",
                 "rows_by_model_version",
                 "skipped",
+                "routing",
                 "tool_call_share",
                 "rejected_tool_call_share",
             )
@@ -253,8 +254,11 @@ def dataset_card(snapshot: DatasetSnapshot, header: dict, files: list[dict]) -> 
     ]
     if snapshot.note:
         lines.append(f"- Note: {_md(snapshot.note)}")
+    lines.append("- Filters: " + _md("; ".join(m["filters_in_words"])))
+    routing = m["counts"].get("routing") or {}
+    if routing.get("mode") == "taxonomy":
+        lines.append("- Fixes routed by taxonomy: " + _md(routing["summary"]))
     lines += [
-        "- Filters: " + _md("; ".join(m["filters_in_words"])),
         "",
         "## Label counts",
         "",
