@@ -29,6 +29,7 @@ OVERRIDE_FIELDS = [
     "save_steps",
     "beta",
     "loss_type",
+    "num_processes",
 ]
 
 

@@ -36,7 +36,8 @@ def build_snapshot(self, snapshot_id: int):
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_training(self, job_id: int):
-    """Run one training job on the `training` queue (GPU hosts consume it). A duplicate delivery is a
+    """Run one training job on the `training` queue (GPU hosts consume it). A job with num_processes > 1
+    is a torchrun group this task starts and supervises (finetune/group.py). A duplicate delivery is a
     no-op."""
     job = run_job(job_id)
     return {"job": job_id, "status": job.status if job else "not claimed"}

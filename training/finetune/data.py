@@ -1,21 +1,16 @@
 """The rows a job trains on: its snapshot's columns for SFT and DPO, both orders of each human pair
-for a judge (with the pairs kept back to evaluate it)."""
+for a judge (with the pairs kept back to calibrate and to evaluate it)."""
 
-from ..judge.pairs import HELD_OUT_SHARE, read_pairs, split_pairs, training_rows
+from ..judge.pairs import job_pairs, training_rows
 from ..models import TrainingJob
 
 
 def judge_data(job: TrainingJob):
-    """A judge trains on both orders of each human pair; some pairs are kept back to evaluate it."""
+    """A judge trains on both orders of each human pair; some pairs are kept back to calibrate it and
+    some to evaluate it (training/judge/pairs.py job_pairs)."""
     from datasets import Dataset
 
-    pairs = read_pairs(job.train_snapshot.file.path)
-    if job.eval_snapshot_id:
-        train, held = pairs, read_pairs(job.eval_snapshot.file.path)
-        source = f"held-out pairs of snapshot {job.eval_snapshot.name}"
-    else:
-        train, held = split_pairs(pairs)
-        source = f"{int(100 * HELD_OUT_SHARE)}% of the pairs of {job.train_snapshot.name}, by context"
+    train, _calibration, held, source = job_pairs(job)
     rows = training_rows(train, reasons=bool(job.params.get("judge_reasons")))
     return Dataset.from_list(rows), held, source
 

@@ -1,7 +1,14 @@
-"""Presets and hyper-parameters of a training job, each override checked."""
+"""Presets and hyper-parameters of a training job, each override checked.
+
+`num_processes` > 1 trains one job data-parallel over that many processes (one per GPU on a GPU host,
+gloo processes on a CPU): training/finetune/group.py. The per-device batch is kept, so a step sees
+per_device_train_batch_size x gradient_accumulation_steps x num_processes rows, and an epoch has
+num_processes times fewer steps than on one process.
+"""
 
 import json
 import math
+import os
 
 COMMON = {
     "lora_r": 8,
@@ -17,13 +24,20 @@ COMMON = {
     "save_steps": 50,
     "warmup_ratio": 0.03,
     "seed": 42,
+    "num_processes": 1,
+    # Both apply on CUDA only (a CPU trains in float32, without either).
+    "gradient_checkpointing": False,
+    "load_in_4bit": False,
 }
+# A real model (e.g. an 8B agent model) on a GPU: bf16 (build.py, where the GPU has it), gradient
+# checkpointing, and the frozen base loaded in 4 bits (QLoRA) when bitsandbytes is installed.
+GPU = {**COMMON, "gradient_checkpointing": True, "load_in_4bit": True}
 PRESETS = {
-    # A real model (e.g. an 8B agent model) on a GPU: rank 8 is usually enough when the base knows the domain.
+    # Rank 8 is usually enough when the base knows the domain.
     "lora-r8": {
-        "sft": {**COMMON, "learning_rate": 2e-4},
-        "dpo": {**COMMON, "learning_rate": 5e-6, "beta": 0.1, "loss_type": ["sigmoid"]},
-        "judge": {**COMMON, "learning_rate": 1e-4, "num_train_epochs": 2.0, "judge_reasons": False},
+        "sft": {**GPU, "learning_rate": 2e-4},
+        "dpo": {**GPU, "learning_rate": 5e-6, "beta": 0.1, "loss_type": ["sigmoid"]},
+        "judge": {**GPU, "learning_rate": 1e-4, "num_train_epochs": 2.0, "judge_reasons": False},
     },
     # The offline demo model (a few hundred thousand parameters) on a CPU core.
     "demo-tiny": {
@@ -90,6 +104,7 @@ PARAM_SPEC = {
     "seed": (int, 0, 2**31 - 1),
     "beta": (float, 1e-4, 100.0),
 }
+BOOLEAN_PARAMS = {"gradient_checkpointing", "load_in_4bit"}
 LOSS_TYPES = {
     "sigmoid",
     "ipo",
@@ -106,6 +121,15 @@ SFT_LAYOUTS = {"trl_messages", "trl_prompt_completion"}
 DPO_LAYOUTS = {"trl_preference"}
 # what each stage trains on: (snapshot kind, layouts)
 STAGE_DATA = {"sft": ("sft", SFT_LAYOUTS), "dpo": ("dpo", DPO_LAYOUTS), "judge": ("dpo", DPO_LAYOUTS)}
+
+
+def max_processes() -> int:
+    """The most processes one job may ask for: TRAINING_MAX_PROCESSES (the GPUs of a training host; on a
+    CPU, gloo processes), 8 when unset. The worker that runs the job checks its own GPUs again."""
+    try:
+        return max(1, int(os.environ.get("TRAINING_MAX_PROCESSES", "8")))
+    except ValueError:
+        return 8
 
 
 def default_params(stage: str, preset: str = "lora-r8") -> dict:
@@ -147,6 +171,30 @@ def clean_params(stage: str, preset: str, overrides: dict) -> tuple[dict, dict]:
                 errors[name] = "only DPO jobs have a loss type"
             elif not isinstance(value, list) or not value or set(value) - LOSS_TYPES:
                 errors[name] = f"one or more of {', '.join(sorted(LOSS_TYPES))}"
+            else:
+                params[name] = value
+            continue
+        if name in BOOLEAN_PARAMS:
+            if raw not in (True, False, "true", "false", "on", "off", "1", "0", 1, 0):
+                errors[name] = "true or false"
+            else:
+                params[name] = raw in (True, "true", "on", "1", 1)
+            continue
+        if name == "num_processes":
+            limit = max_processes()
+            value = (
+                raw
+                if isinstance(raw, int) and not isinstance(raw, bool)
+                else int(raw.strip())
+                if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit()
+                else None
+            )
+            if value is None:
+                errors[name] = f"a whole number of processes, 1 to {limit}"
+            elif not 1 <= value <= limit:
+                errors[name] = (
+                    f"must be between 1 and {limit} (TRAINING_MAX_PROCESSES: the GPUs of a training host)"
+                )
             else:
                 params[name] = value
             continue
