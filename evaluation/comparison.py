@@ -359,3 +359,74 @@ def model_table(project, default_suite=None) -> tuple[object, list[ModelRow]]:
         pk, same = chosen.get(mv.pk, (None, False))
         rows.append(ModelRow(mv, runs.get(pk), same, pending.get(mv.pk)))
     return suite, rows
+
+
+@dataclass
+class MatrixCell:
+    run_id: int
+    tool_call_accuracy: dict
+    response_quality: dict
+    knowledge_accuracy: dict | None
+
+
+@dataclass
+class SuiteMatrix:
+    suites: list  # EvalSuite, newest first
+    rows: list[tuple[object, list[MatrixCell | None]]]  # (ModelVersion, one cell per suite)
+
+    @property
+    def knowledge(self) -> list[bool]:
+        """Per suite: whether any cell has a knowledge figure (cases with gold facts)."""
+        return [
+            any(cells[i] and cells[i].knowledge_accuracy for _, cells in self.rows)
+            for i in range(len(self.suites))
+        ]
+
+
+def suite_matrix(project, max_suites: int = 6, max_versions: int = 12) -> SuiteMatrix:
+    """Versions side by side on several suites (e.g. seen / unseen phrasings, multi-turn, knowledge): the
+    newest suites with finished runs, the versions most recently run on them, each cell the latest
+    finished run. A fixed number of queries, whatever the number of runs."""
+    from annotator.models import ModelVersion
+
+    from .models import EvalSuite
+
+    done = list(
+        EvalRun.objects.filter(project=project, status=EvalRun.State.DONE)
+        .order_by("-id")
+        .values_list("pk", "model_version_id", "suite_id")[:2000]
+    )
+    suite_ids: list[int] = []
+    for _, _, sid in done:
+        if sid not in suite_ids and len(suite_ids) < max_suites:
+            suite_ids.append(sid)
+    latest: dict[tuple[int, int], int] = {}
+    version_ids: list[int] = []
+    for pk, mv_id, sid in done:
+        if sid in suite_ids:
+            latest.setdefault((mv_id, sid), pk)
+            if mv_id not in version_ids and len(version_ids) < max_versions:
+                version_ids.append(mv_id)
+    if not suite_ids or len({sid for _, sid in latest}) < 2:
+        return SuiteMatrix([], [])  # one suite: the model table above already says it all
+    summaries = {
+        pk: s or {}
+        for pk, s in EvalRun.objects.filter(pk__in=list(latest.values())).values_list("pk", "summary")
+    }
+    suites = sorted(EvalSuite.objects.filter(pk__in=suite_ids), key=lambda s: s.name)
+    versions = sorted(ModelVersion.objects.filter(pk__in=version_ids), key=lambda v: (v.created_at, v.pk))
+
+    def cell(mv, suite):
+        pk = latest.get((mv.pk, suite.pk))
+        if pk is None:
+            return None
+        s = summaries.get(pk, {})
+        knowledge = s.get("knowledge_accuracy") or {}
+        return MatrixCell(
+            pk,
+            s.get("tool_call_accuracy") or {},
+            s.get("response_quality") or {},
+            knowledge if knowledge.get("n") else None,
+        )
+
+    return SuiteMatrix(suites, [(mv, [cell(mv, s) for s in suites]) for mv in versions])

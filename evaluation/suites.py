@@ -8,7 +8,8 @@ Sources:
   approved corrections and approved reasonable responses; training/snapshots/);
 * ``suite_from_gold_jsonl`` — one case per line:
   ``{"id", "messages", "tools"?, "expected", "categories"?, "turn_depth"?, "metadata"?}``
-  (``expected`` tool calls may carry ``optional`` and ``acceptable``, see metrics.md);
+  (``expected`` tool calls may carry ``optional`` and ``acceptable``, see metrics.md; ``expected.facts``, a
+  list of texts the right reply must state, gives the knowledge_accuracy metric);
 * ``suite_from_bfcl`` — BFCL test records and their possible answers (toolcalls.bfcl);
 * ``suite_from_scenarios`` — scripted multi-turn conversations, one per line
   ``{"id", "messages", "tools"?, "categories"?}``: every assistant turn becomes a case
@@ -144,6 +145,13 @@ def check_case(raw: dict, line: int, project_tools: list) -> tuple[dict | None, 
             expected_calls(expected)
         except ValueError as exc:
             errors.append(CaseError(line, "expected", str(exc)))
+        facts = expected.get("facts") if isinstance(expected, dict) else None
+        if facts is not None and (
+            not isinstance(facts, list) or not all(isinstance(f, str) and f.strip() for f in facts)
+        ):
+            errors.append(
+                CaseError(line, "expected.facts", "must be a list of texts the right answer states")
+            )
     external_id = raw.get("id", raw.get("external_id"))
     if external_id is None:
         external_id = f"case-{line}"

@@ -90,6 +90,7 @@ def eval_home(request, slug):
         EvalSuite.objects.filter(project=project).annotate(n_runs=Count("runs")).order_by("name", "-version")
     )
     table_suite, models = comparison.model_table(project, cfg.default_suite)
+    matrix = comparison.suite_matrix(project)
     suites.with_overlap([*page.object_list, *(row.run for row in models if row.run)])
     decisions = PromotionDecision.objects.filter(project=project).select_related(
         "model_version", "decided_by", "previous_production"
@@ -104,6 +105,7 @@ def eval_home(request, slug):
             suites=suite_list,
             models=models,
             table_suite=table_suite,
+            matrix=matrix,
             cfg=cfg,
             decisions=decisions,
             tab="home",

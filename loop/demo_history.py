@@ -74,8 +74,10 @@ def judge(expected: dict, raw: str, tools: list) -> tuple[bool, list[str]]:
         failures.append("wrong_name")
     elif s["tool_args_accuracy"] == 0 and "malformed_call" not in failures:
         failures.append("wrong_args")
-    ok = s["tool_call_accuracy"] == 1 and s["response_quality"] == 1
-    return ok, sorted({CATEGORY_FOR[f] for f in failures if f in CATEGORY_FOR}) or (
+    if s["facts_right"] == 0:  # an outdated or wrong fact (e.g. the old policy): a knowledge fix
+        failures.append("wrong_fact")
+    ok = s["tool_call_accuracy"] == 1 and s["response_quality"] == 1 and s["facts_right"] != 0
+    return ok, sorted({CATEGORY_FOR.get(f, "Hallucinated fact") for f in failures}) if failures else (
         [] if ok else ["Hallucinated fact"]
     )
 

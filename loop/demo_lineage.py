@@ -19,7 +19,7 @@ from annotator.models import Conversation, ModelVersion, Project
 from evaluation.models import EvalRun, EvalSettings, EvalSuite
 from evaluation.runner import create_run
 from evaluation.suites import create_suite
-from training import demo_domain
+from loop import demo_suites
 from training.finetune.request import create_job
 from training.models import DatasetSnapshot, TrainingJob
 from training.snapshots.build import build_snapshot, create_snapshot
@@ -31,19 +31,18 @@ PRESET = "demo-tiny"
 # stops it and no DPO model is left to evaluate); 1e-3 trains the whole epoch with clean answers
 DPO_OVERRIDES = {"learning_rate": 1e-3}
 MARK = "demo_lineage"
-SUITE_NAME = "demo held-out (seen phrasings)"
-SUITE_CASES = 100
+SUITE_CASES = {"unseen": 100, "seen": 100, "multiturn": 90, "knowledge": 40}
 SUITE_SEED = 9000  # never the seeds of the demo conversations (seed + 1000) nor of the model's training
 SNAPSHOTS = {
     "sft": {
         "kind": "sft",
-        "filters": {"include_reasonable": True, "splits": ["train"]},
-        "note": "demo: approved corrections and approved good answers",
+        "filters": {"include_reasonable": True, "splits": ["train"], "routing": "taxonomy"},
+        "note": "demo: knowledge corrections (routed to SFT by their category) and approved good answers",
     },
     "dpo": {
         "kind": "dpo",
-        "filters": {"splits": ["train"]},
-        "note": "demo: corrections over the bad answers, and approved comparisons",
+        "filters": {"splits": ["train"], "routing": "taxonomy"},
+        "note": "demo: tool-behaviour corrections over the bad answers (routed to DPO), approved comparisons",
     },
 }
 
@@ -71,49 +70,61 @@ def register_base(project: Project) -> ModelVersion | None:
     return version
 
 
-def ensure_suite(project: Project, user) -> EvalSuite:
-    """The held-out demo suite, as the project's default (automatic runs and the promotion gate use it):
+def ensure_suites(project: Project, user) -> dict[str, EvalSuite]:
+    """The held-out demo suites (loop.demo_suites: unseen and seen phrasings, multi-turn dialogues, policy
+    knowledge), the unseen one as the project's default (automatic runs and the promotion gate use it):
     synthetic cases the demo model never trained on, none with the prompt of a project conversation (so
-    no snapshot of the project can leak into it). Made once; a later seed keeps it."""
-    suite = EvalSuite.objects.filter(project=project, name=SUITE_NAME).order_by("-version").first()
-    if suite is None:
-        project_prompts = Conversation.objects.filter(project=project).values_list("messages", flat=True)
-        taken = {prompt_hash(m) for m in project_prompts}
-        cases = []
-        for c in demo_domain.eval_prompts(2 * SUITE_CASES, seed=SUITE_SEED, split="seen"):
-            digest = prompt_hash(c["messages"])
-            if digest not in taken and len(cases) < SUITE_CASES:
-                taken.add(digest)  # nor one prompt twice
-                cases.append(c)
-        records = [
-            (
-                i,
-                {
-                    "id": c["external_id"],
-                    "messages": c["messages"],
-                    "tools": c["tools"],
-                    "expected": c["expected"],
-                    "categories": [c["metadata"]["scenario"]] if c["metadata"].get("scenario") else [],
-                    "turn_depth": c["metadata"].get("turn_depth"),
-                    "metadata": c["metadata"],
-                },
+    no snapshot of the project can leak into them). Made once; a later seed keeps them."""
+    suites = {}
+    taken = None
+    for kind, n in SUITE_CASES.items():
+        name = demo_suites.SUITES[kind]
+        suite = EvalSuite.objects.filter(project=project, name=name).order_by("-version").first()
+        if suite is None:
+            if taken is None:
+                project_prompts = Conversation.objects.filter(project=project).values_list(
+                    "messages", flat=True
+                )
+                taken = {prompt_hash(m) for m in project_prompts}
+            cases = []
+            for c in demo_suites.suite_cases(kind, 2 * n, SUITE_SEED):
+                digest = prompt_hash(c["messages"])
+                if digest not in taken and len(cases) < n:
+                    taken.add(digest)  # nor one prompt twice
+                    cases.append(c)
+            suite, _ = create_suite(
+                project,
+                name,
+                demo_suites.records(cases),
+                source=EvalSuite.Source.DEMO,
+                source_detail={"seed": SUITE_SEED, "kind": kind, "without": "the project's prompts"},
+                description="Synthetic sales-agent cases the demo model and the project's data never saw.",
+                user=user,
             )
-            for i, c in enumerate(cases, 1)
-        ]
-        suite, _ = create_suite(
-            project,
-            SUITE_NAME,
-            records,
-            source=EvalSuite.Source.DEMO,
-            source_detail={"seed": SUITE_SEED, "split": "seen", "without": "the project's prompts"},
-            description="Synthetic sales-agent cases the demo model and the project's datasets never saw.",
-            user=user,
-        )
+        suites[kind] = suite
     cfg = EvalSettings.for_project(project)
     if cfg.default_suite_id is None:
-        cfg.default_suite = suite
+        cfg.default_suite = suites["unseen"]
         cfg.save(update_fields=["default_suite", "updated_at"])
-    return suite
+    return suites
+
+
+def other_suites(project: Project) -> list[EvalSuite]:
+    """The demo suites beside the default one (newest version of each)."""
+    default_id = EvalSettings.for_project(project).default_suite_id
+    out = []
+    for name in demo_suites.SUITES.values():
+        suite = EvalSuite.objects.filter(project=project, name=name).order_by("-version").first()
+        if suite is not None and suite.pk != default_id:
+            out.append(suite)
+    return out
+
+
+def _evaluate_on_the_other_suites(version, user, note) -> list[int]:
+    return [
+        create_run(version.project, s, version, user=user, trigger=EvalRun.Trigger.TRAINING, note=note).pk
+        for s in other_suites(version.project)
+    ]
 
 
 def ensure_snapshots(project: Project, user) -> dict[str, DatasetSnapshot]:
@@ -130,7 +141,7 @@ def ensure_snapshots(project: Project, user) -> dict[str, DatasetSnapshot]:
     return out
 
 
-def queue_lineage(project: Project, user, base: ModelVersion, snapshots: dict, suite: EvalSuite) -> dict:
+def queue_lineage(project: Project, user, base: ModelVersion, snapshots: dict, suites: dict) -> dict:
     """Queue the SFT job from demo-base and the base model's eval run, once (the mark says it was done).
     Returns their ids, or {"already": True}, or {"not_ready": [snapshot names]}."""
     with transaction.atomic():
@@ -150,14 +161,18 @@ def queue_lineage(project: Project, user, base: ModelVersion, snapshots: dict, s
             evaluate_after=True,
             name=f"Demo lineage: SFT from {base.name} on {snapshots['sft'].name}",
         )
-        run = create_run(
-            project,
-            suite,
-            base,
-            user=user,
-            trigger=EvalRun.Trigger.MANUAL,
-            note="demo lineage: the base model, before any fine-tuning",
-        )
+        runs = [
+            create_run(
+                project,
+                suite,
+                base,
+                user=user,
+                trigger=EvalRun.Trigger.MANUAL,
+                note="demo lineage: the base model, before any fine-tuning",
+            )
+            for suite in suites.values()
+        ]
+        run = runs[0]
         base.metadata = {
             **(base.metadata or {}),
             MARK: {"sft_job": sft.pk, "dpo_snapshot": snapshots["dpo"].pk, "base_eval_run": run.pk},
@@ -168,8 +183,13 @@ def queue_lineage(project: Project, user, base: ModelVersion, snapshots: dict, s
 
 def continue_lineage(job, version) -> str | None:
     """Subscribed to training.hooks: when the demo lineage's SFT job has trained `version`, queue the DPO
-    job on it (once). Any other job: nothing."""
-    if getattr(job, "stage", None) != TrainingJob.Stage.SFT:  # a judge, a DPO job (or a stand-in in tests)
+    job on it (once) and its runs on the demo suites beside the default one (the project's "evaluate after
+    training" runs the default); when its DPO job has, those runs for the DPO model. Any other job:
+    nothing."""
+    stage = getattr(job, "stage", None)
+    if stage == TrainingJob.Stage.DPO:
+        return _after_dpo(job, version)
+    if stage != TrainingJob.Stage.SFT:  # a judge (or a stand-in in tests)
         return None
     with transaction.atomic():
         base = ModelVersion.objects.select_for_update().filter(pk=job.base_version_id).first()
@@ -191,6 +211,21 @@ def continue_lineage(job, version) -> str | None:
             evaluate_after=True,
             name=f"Demo lineage: DPO from {version.name} on {snapshot.name}",
         )
+        runs = _evaluate_on_the_other_suites(version, job.created_by, "demo lineage: the SFT model")
         base.metadata = {**base.metadata, MARK: {**mark, "dpo_job": dpo.pk}}
         base.save(update_fields=["metadata"])
-    return f"demo lineage: DPO job {dpo.pk} queued on {version.name}"
+    return f"demo lineage: DPO job {dpo.pk} queued on {version.name}; eval runs {', '.join(map(str, runs))}"
+
+
+def _after_dpo(job, version) -> str | None:
+    """The lineage's DPO model on the demo suites beside the default one (once: the mark records it)."""
+    with transaction.atomic():
+        sft = ModelVersion.objects.filter(pk=job.base_version_id).values_list("parent_id", flat=True).first()
+        base = ModelVersion.objects.select_for_update().filter(pk=sft).first() if sft else None
+        mark = ((base.metadata or {}).get(MARK) if base else None) or {}
+        if mark.get("dpo_job") != job.pk or mark.get("dpo_runs"):
+            return None
+        runs = _evaluate_on_the_other_suites(version, job.created_by, "demo lineage: the DPO model")
+        base.metadata = {**base.metadata, MARK: {**mark, "dpo_runs": runs}}
+        base.save(update_fields=["metadata"])
+    return f"demo lineage: eval runs {', '.join(map(str, runs))} of {version.name} on the other demo suites"

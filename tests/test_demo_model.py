@@ -58,7 +58,6 @@ def test_domain_is_deterministic_and_writes_valid_openai_messages():
         assert conv["metadata"]["turn_depth"] == sum(m["role"] == "user" for m in conv["messages"])
         assert_valid_openai_conversation(conv["messages"])
     assert {c["metadata"]["turn_depth"] for c in conversations} >= {1, 2, 3}
-    assert any(len(m.get("tool_calls", [])) == 2 for c in conversations for m in c["messages"])
     assert any(not c["messages"][2].get("tool_calls") for c in conversations)  # greetings, policy
     assert len({c["external_id"] for c in conversations}) == 60
 
@@ -77,22 +76,62 @@ def test_tool_specs_are_openai_function_schemas():
         assert set(params["required"]) <= set(params["properties"])
 
 
-def test_unseen_split_uses_only_held_out_phrasings():
-    seen = generate_conversations(80, seed=0, split="seen")
-    unseen = generate_conversations(80, seed=0, split="unseen")
+def test_unseen_split_uses_only_held_out_combinations_of_known_parts():
+    seen = generate_conversations(200, seed=0, split="seen")
+    unseen = generate_conversations(200, seed=0, split="unseen")
     seen_users = {m["content"] for c in seen for m in c["messages"] if m["role"] == "user"}
     unseen_users = {m["content"] for c in unseen for m in c["messages"] if m["role"] == "user"}
     assert not seen_users & unseen_users
-    assert all(":unseen" in t for c in unseen for t in c["metadata"]["templates"])
+    for intent, (parts_a, parts_b) in demo_domain.CORES.items():
+        held = set(demo_domain.combinations(intent, "unseen"))
+        kept = set(demo_domain.combinations(intent, "seen"))
+        assert not held & kept and len(held | kept) == len(parts_a) * len(parts_b)
+        assert len(held) == len(parts_a) * len(parts_b) // 4
+        # every part still occurs in a seen combination: an unseen prompt is a new composition
+        assert {a for a, _ in kept} == set(range(len(parts_a)))
+        assert {b for _, b in kept} == set(range(len(parts_b)))
+    for c in unseen:
+        for template in c["metadata"]["templates"]:
+            intent, _, ab = template.partition(":")
+            a, b = map(int, ab.split("x"))
+            assert (a, b) in demo_domain.combinations(intent, "unseen")
     with pytest.raises(ValueError):
         generate_conversations(1, split="test")
 
 
-def test_flawed_conversations_carry_the_designated_mistakes():
-    flawed = generate_conversations(200, seed=1, flaw_rate=0.8)
-    assert flawed == generate_conversations(200, seed=1, flaw_rate=0.8)
-    flaws = {f.split(":")[0] for c in flawed for f in c["metadata"]["flaws"]}
-    assert {"no_call", "fabricate", "wrong_args", "wrong_tool", "false_call"} <= flaws
+def test_the_unseen_suites_are_disjoint_from_the_built_demo_data():
+    """Against the base model's whole pre-training set (the recipe's size and seed) and the contexts
+    demo_loop labels: no unseen case's request equals a training turn once slot values are masked, and
+    most hold a 4-gram no training turn has."""
+    from training.demo_model import SIZES
+
+    recipe = SIZES["base"]
+    pretraining = generate_conversations(recipe["conversations"], seed=0, flaw_rate=recipe["flaw_rate"])
+    trained_on = pretraining + eval_prompts(600, seed=500)
+    for cases in (
+        eval_prompts(200, seed=9000, split="unseen"),
+        demo_domain.multiturn_cases(50, seed=9000),
+        demo_domain.knowledge_cases(100, seed=9000),
+    ):
+        report = demo_domain.disjointness(trained_on, cases)
+        assert report["equal_to_a_training_turn"] == 0, report
+        assert report["with_an_unseen_4gram"] >= 0.4, report
+    # the control: the seen suite's requests are phrasings the model was trained on
+    seen = demo_domain.disjointness(trained_on, eval_prompts(200, seed=9000))
+    assert seen["equal_to_a_training_turn"] > 0.3
+
+
+def test_the_base_model_data_ties_mistakes_to_context_and_knows_the_old_policy():
+    flawed = generate_conversations(300, seed=1, flaw_rate=0.85)
+    assert flawed == generate_conversations(300, seed=1, flaw_rate=0.85)
+    in_context = 0
+    for c in flawed:
+        assert_valid_openai_conversation(c["messages"])
+        in_context += sum(k in demo_domain.FAILURES for k in c["metadata"]["contexts"])
+    flaws = [f for c in flawed for f in c["metadata"]["flaws"]]
+    assert set(flaws) == set(demo_domain.FAILURES.values())
+    # mistakes only where their context is (a first request is never flawed), most of the time there
+    assert 0.75 * in_context < len(flaws) <= in_context
     fabricated = [
         m["content"]
         for c in flawed
@@ -100,6 +139,23 @@ def test_flawed_conversations_carry_the_designated_mistakes():
         if m["role"] == "assistant" and "<tool_response>" in m["content"]
     ]
     assert fabricated and all(text.startswith("<tool_response>\n") for text in fabricated)
+    said = " ".join(m["content"] for c in flawed for m in c["messages"] if m["role"] == "assistant")
+    assert "30 days" in said and "60 days" not in said  # the base's world: the policy before it changed
+    right = generate_conversations(300, seed=1)
+    said = " ".join(m["content"] for c in right for m in c["messages"] if m["role"] == "assistant")
+    assert "60 days" in said and "30 days" not in said
+
+
+def test_knowledge_and_multiturn_cases_carry_what_they_measure():
+    for case in demo_domain.knowledge_cases(20, seed=3):
+        facts = case["expected"]["facts"]
+        assert facts and all(f in case["expected"]["content"] for f in facts)
+        assert case["messages"][-1]["role"] == "user"
+    turns = demo_domain.multiturn_cases(10, seed=3)
+    assert {c["metadata"]["context"] for c in turns} >= {"clean", "reply"}
+    for c in turns:
+        expected = {k: v for k, v in c["expected"].items() if k != "facts"}
+        assert_valid_openai_conversation(c["messages"] + [expected])
 
 
 def test_eval_prompts_end_where_the_agent_must_answer():

@@ -25,7 +25,7 @@ from annotator.models import (
 )
 from annotator.models.rollup_days import AnnotatorDay
 from evaluation.models import EvalRun, EvalSettings, EvalSuite
-from loop import demo_history, demo_lineage
+from loop import demo_history, demo_lineage, demo_suites
 from training import hooks
 from training.finetune.params import default_params
 from training.models import DatasetSnapshot, TrainingJob
@@ -149,7 +149,12 @@ def test_demo_opens_full_and_a_second_seed_adds_nothing(settings, built_model_di
     assert {k: s.status for k, s in snaps.items()} == {"sft": "ready", "dpo": "ready"}
     assert snaps["sft"].row_count > 0 and snaps["dpo"].row_count > 0
     suite = EvalSettings.for_project(project).default_suite
-    assert suite.name == demo_lineage.SUITE_NAME and suite.case_count == demo_lineage.SUITE_CASES
+    assert suite.name == demo_suites.SUITES["unseen"]
+    assert suite.case_count == demo_lineage.SUITE_CASES["unseen"]
+    others = {s.name: s.case_count for s in demo_lineage.other_suites(project)}
+    assert others == {
+        demo_suites.SUITES[k]: demo_lineage.SUITE_CASES[k] for k in ("seen", "multiturn", "knowledge")
+    }
     project_prompts = {
         prompt_hash(m)
         for m in Conversation.objects.filter(project=project).values_list("messages", flat=True)
@@ -165,7 +170,9 @@ def test_demo_opens_full_and_a_second_seed_adds_nothing(settings, built_model_di
     )
     assert job.params == default_params("sft", demo_lineage.PRESET)
     assert job.evaluate_after
-    run = EvalRun.objects.get(project=project)
+    runs = EvalRun.objects.filter(project=project).order_by("pk")
+    assert {r.suite.name for r in runs} == set(demo_suites.SUITES.values())  # the base on every demo suite
+    run = runs[0]
     assert (run.model_version, run.suite, run.status, run.source) == (base, suite, "queued", "local")
     base.refresh_from_db()
     assert base.metadata[demo_lineage.MARK] == {
@@ -209,13 +216,24 @@ def test_the_lineage_sft_job_queues_its_dpo_job_once(settings, built_model_dir, 
 
     lines = hooks.version_trained(sft_job, sft_version)  # what the worker calls when the job succeeds
     dpo = TrainingJob.objects.get(project=project, stage="dpo")
-    assert f"demo lineage: DPO job {dpo.pk} queued on {sft_version.name}" in lines
+    assert any(
+        line.startswith(f"demo lineage: DPO job {dpo.pk} queued on {sft_version.name}") for line in lines
+    )
     assert any("evaluation run" in line for line in lines)  # evaluate after training: the SFT model
     assert (dpo.base_version, dpo.train_snapshot.kind, dpo.status) == (sft_version, "dpo", "queued")
     assert dpo.params == {**default_params("dpo", demo_lineage.PRESET), **demo_lineage.DPO_OVERRIDES}
-    assert EvalRun.objects.filter(model_version=sft_version).count() == 1
+    # the default suite (evaluate after training) and the three other demo suites
+    assert EvalRun.objects.filter(model_version=sft_version).count() == 4
     base.refresh_from_db()
     assert base.metadata[demo_lineage.MARK]["dpo_job"] == dpo.pk
+
+    # the DPO model: on the other demo suites once (the default one is its evaluate-after run)
+    dpo_version = ModelVersion.objects.create(
+        project=project, name="demo-dpo", parent=sft_version, adapter_path=str(adapter), origin="dpo"
+    )
+    line = demo_lineage.continue_lineage(dpo, dpo_version)
+    assert line and EvalRun.objects.filter(model_version=dpo_version).count() == 3
+    assert demo_lineage.continue_lineage(dpo, dpo_version) is None
 
     assert demo_lineage.continue_lineage(sft_job, sft_version) is None  # once
     assert TrainingJob.objects.filter(stage="dpo").count() == 1

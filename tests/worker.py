@@ -56,6 +56,15 @@ def celery_worker(queues: str | None = None, extra_env: dict | None = None):
             stderr=subprocess.STDOUT,
         )
     try:
+        # Publish only once the worker consumes: a message sent while it still starts has been seen to
+        # go unanswered on a loaded machine (the task never reached the worker's log).
+        wait_for(
+            lambda: proc.poll() is not None or " ready." in log.read_text(),
+            timeout=60,
+            interval=0.1,
+            what=f"worker {queue} to start",
+            log_queue=queue,
+        )
         yield queue, proc
     finally:
         proc.terminate()

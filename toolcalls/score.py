@@ -84,12 +84,16 @@ def score_case(
 
     defects = find_defects(p, a, trailing, spans, stopped_at_limit)
     response_quality = int(not any(defects.values()))
+    facts = (expected_message or {}).get("facts") or []
+    # a gold answer's `facts` (domain knowledge it must state, e.g. a policy's terms): all in the reply
+    facts_right = int(all(_squeeze(f) in _squeeze(p.reply_text) for f in facts)) if facts else None
 
     return {
         "tool_call_accuracy": tool_call_accuracy,
         "tool_name_accuracy": tool_name_accuracy,
         "tool_args_accuracy": tool_args_accuracy,
         "response_quality": response_quality,
+        "facts_right": facts_right,
         "defects": defects,
         "expected_call": expected_call,
         "made_call": made_call,
@@ -107,6 +111,10 @@ def score_case(
             "malformed_reasons": p.malformed_reasons,
         },
     }
+
+
+def _squeeze(text: str) -> str:
+    return " ".join((text or "").split())
 
 
 def standard_error(p: float | None, n: int) -> float | None:
@@ -158,6 +166,7 @@ def summarize(
     out["false_call_rate"] = _rate(s.get("false_call") for s in scores)
     out["missed_call_rate"] = _rate(s.get("missed_call") for s in scores)
     out["args_accuracy_given_name"] = _rate(s.get("name_right_args_right") for s in scores)
+    out["knowledge_accuracy"] = _rate(s.get("facts_right") for s in scores)  # cases with gold facts only
 
     tp = sum(s.get("calls_tp", 0) for s in scores)
     pred = sum(s.get("calls_predicted", 0) for s in scores)

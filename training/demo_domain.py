@@ -56,12 +56,6 @@ _UNKNOWN_TYPES = ["hammock", "air fryer", "bike helmet", "yoga mat", "smart watc
 _PEOPLE = ["Maria", "John", "Aiko", "Pedro", "Fatima", "Liam", "Chen", "Olga", "Samir", "Grace"]
 _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 _NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
-_POLICIES = {
-    "returns": "You can return any item within 30 days of delivery for a full refund.",
-    "shipping": "Shipping is free on orders over $50 and takes 2 to 4 working days.",
-    "warranty": "Every product carries a two-year warranty against defects.",
-    "payment": "We accept credit cards, PayPal and bank transfer.",
-}
 
 
 def _build_catalogue():
@@ -215,6 +209,7 @@ def run_tool(name, args, rng):
         return {
             "order_id": _order_id(rng),
             "status": "confirmed",
+            "customer_id": args["customer_id"],
             "total": round(product["price"] * args["quantity"], 2),
         }
     if name == "get_order_status":
@@ -228,7 +223,7 @@ def run_tool(name, args, rng):
     if name == "schedule_callback":
         if len(args["time"].split()) != 2:
             return {"error": "time needs a day and an hour"}
-        return {"status": "scheduled", "time": args["time"]}
+        return {"status": "scheduled", "customer_id": args["customer_id"], "time": args["time"]}
     if name == "track_parcel":
         return {"error": f"unknown tracking number: {args['tracking_number']}"}
     return {"status": "sent"}  # send_marketing_email
@@ -256,179 +251,215 @@ def _time(rng):
     return f"{rng.choice(_DAYS)} {rng.choice(TIME_SLOTS)}"
 
 
-# --- phrasing templates -------------------------------------------------------------
-# intent -> {"seen": [(template, flaw)], "unseen": [template]}
-# Flaws: None (reliable), "no_call" (answers without calling, inventing the result),
-# "fabricate" (writes a made-up <tool_response> and answer instead of calling),
-# "wrong_args:<kind>", "wrong_tool", "false_call" (calls when no call is due),
-# "skip_check" (answers after the search without checking stock), "single_call"
-# (one call where two were due), "too_short" and "repeat" (format defects).
+# --- phrasings ------------------------------------------------------------------------------
+# A user turn is opener + core + suffix. The core is one "A" part x one "B" part of its intent
+# (e.g. "have you got {sku}" + " on hand"). A quarter of each intent's A x B combinations is held
+# out: the "unseen" split uses only those, and nothing the base, SFT or DPO train on does. Every
+# A part and every B part still occurs in seen combinations, so an unseen prompt is a new
+# composition of known pieces, the way a real user rephrases.
 
-TEMPLATES = {
-    "greeting": {
-        "seen": [
-            ("Hi!", None),
-            ("Hello there.", "too_short"),
-            ("Good morning!", None),
-            ("Hey, is anyone there?", "too_short"),
-            ("Hello, I have a question.", None),
+OPENERS = [
+    "",
+    "Hi, ",
+    "Hello, ",
+    "Quick question: ",
+    "Hey, ",
+    "Excuse me, ",
+    "Right, ",
+    "OK, ",
+    "Sorry, ",
+    "Good day, ",
+]
+SUFFIXES = ["", " please", " thanks", " if you can", " thank you", " today", " if possible"]
+
+CORES = {
+    "search": (
+        [
+            "do you sell a {type}",
+            "I'm looking for a {type}",
+            "have you got a {type}",
+            "show me a {type}",
+            "I need a {type}",
+            "can I see a {type}",
+            "find me a {type}",
+            "what about a {type}",
         ],
-        "unseen": ["Good afternoon, hello!", "Hiya, can you help me today?"],
-    },
-    "greeting_customer": {
-        "seen": [
-            ("Hi, I'm {person}, customer {cid}.", "false_call"),
-            ("Hello! {person} here, my customer ID is {cid}.", None),
-            ("Good morning, this is {person} ({cid}).", "false_call"),
+        ["", " in your shop", " from the catalogue", " that you carry", " on your site", " for my home"],
+    ),
+    "stock_sku": (
+        [
+            "is {sku}",
+            "have you got {sku}",
+            "do you still have {sku}",
+            "can you check if {sku} is",
+            "I wonder if {sku} is",
+            "tell me if {sku} is",
+            "check that {sku} is",
+            "is item {sku}",
         ],
-        "unseen": ["Hey there, {person} speaking, account {cid}."],
-    },
-    "policy": {
-        "seen": [
-            ("What is your {topic} policy?", None),
-            ("Can you tell me about {topic}?", "false_call"),
-            ("Quick question about {topic}.", "repeat"),
-            ("How does {topic} work with you?", "false_call"),
-            ("I'd like to know your {topic} terms.", "false_call"),
+        [" in stock", " on hand", " available", " left in the warehouse", " ready to ship", " on the shelf"],
+    ),
+    "order_sku": (  # the customer id is in the same turn
+        [
+            "please order {qty} of {sku}",
+            "I'd like {qty} x {sku}",
+            "buy {qty} units of {sku}",
+            "put {qty} {sku} on order",
+            "I want {qty} of {sku}",
+            "place an order for {qty} {sku}",
+            "get me {qty} {sku}",
+            "send {qty} of {sku}",
         ],
-        "unseen": ["Could you explain {topic} to me?", "What are the rules for {topic}?"],
-    },
-    "search": {
-        "seen": [
-            ("I'm looking for a {type}.", None),
-            ("Do you sell any {type}?", "no_call"),
-            ("Can you show me {type} options?", "wrong_args:add_category"),
-            ("What {type} models do you carry?", "fabricate"),
-            ("I need a new {type}. What have you got?", "no_call"),
-            ("Got anything like a {type}?", "wrong_args:plural"),
-            ("Show me your {type} range.", "wrong_tool"),
+        [
+            " for customer {cid}",
+            ", my customer ID is {cid}",
+            ", I'm {cid}",
+            " on account {cid}",
+            " for {cid}",
+            ", customer number {cid}",
         ],
-        "unseen": ["Is there a {type} I could buy?", "Which {type} do you stock?"],
-    },
-    "search_category": {
-        "seen": [
-            ("Search for a {type} in {category}, please.", "fabricate"),
-            ("Any {type} in the {category} department?", None),
-            ("From your {category} range, I want a {type}.", "wrong_args:drop_category"),
+    ),
+    "order_known": (  # the customer gave their id in an earlier turn
+        [
+            "please order {qty} of {sku}",
+            "I'd like {qty} x {sku}",
+            "buy {qty} units of {sku}",
+            "put {qty} {sku} on order",
+            "I want {qty} of {sku}",
+            "place an order for {qty} {sku}",
+            "get me {qty} {sku}",
+            "send {qty} of {sku}",
         ],
-        "unseen": ["Find me a {type} from {category}."],
-    },
-    "stock_sku": {
-        "seen": [
-            ("Is {sku} in stock?", None),
-            ("How many {sku} do you have left?", "no_call"),
-            ("Check stock for {sku}, please.", "wrong_args:sku_lower"),
-            ("Can you check availability of item {sku}?", "fabricate"),
-            ("Do you still have {sku}?", "wrong_tool"),
-            ("Stock level for {sku}?", "wrong_args:sku_nodash"),
+        ["", " for me", " on my account", " as well", " under my name", " to my address"],
+    ),
+    "order_status": (
+        [
+            "where is order {oid}",
+            "what's the status of {oid}",
+            "any news on {oid}",
+            "can you look up {oid}",
+            "I'm waiting for {oid}",
+            "tell me about order {oid}",
+            "check order {oid}",
+            "how is {oid} doing",
         ],
-        "unseen": ["I want to know if {sku} is available.", "Any units of {sku} left?"],
-    },
-    "stock_name": {
-        "seen": [
-            ("Is the {name} in stock?", None),
-            ("Do you have the {name} available?", "no_call"),
-            ("How many {name} units are left?", "skip_check"),
-            ("Can you check the {name} for me?", "fabricate"),
-            ("I'd like to know if the {name} is available.", "wrong_args:query_lower"),
+        ["", " now", " at the moment", " this week", " so far", " by any chance"],
+    ),
+    "callback": (
+        [
+            "please call me back on {time}",
+            "can someone phone me on {time}",
+            "book a call for {time}",
+            "I'd like a callback on {time}",
+            "ring me on {time}",
+            "schedule a call on {time}",
+            "have a sales person call me on {time}",
+            "set up a phone call on {time}",
         ],
-        "unseen": ["Is there any {name} left in the warehouse?", "Check if you have the {name}."],
-    },
-    "compare_stock": {
-        "seen": [
-            ("Do you have {sku} and {sku2} in stock?", None),
-            ("Check stock for {sku} and {sku2}.", "single_call"),
-            ("How many {sku} and {sku2} are left?", "no_call"),
+        [
+            ", I'm {cid}",
+            ", customer {cid}",
+            " for customer {cid}",
+            ", my ID is {cid}",
+            " on account {cid}",
+            ", customer number {cid}",
         ],
-        "unseen": ["Are {sku} and {sku2} both available?"],
-    },
-    "order_sku": {
-        "seen": [
-            ("Please order {qty} of {sku} for customer {cid}.", None),
-            ("I'd like to buy {qty} x {sku}. My customer ID is {cid}.", "wrong_args:qty_str"),
-            ("Order {sku}, quantity {qty}, customer {cid}.", "fabricate"),
-            ("Customer {cid} here, I want {qty} units of {sku}.", "no_call"),
-            ("Can you place an order for {qty_word} {sku}? I'm {cid}.", "wrong_args:cid_missing"),
-            ("Put {qty} {sku} on order for {cid}.", "wrong_args:sku_lower"),
+    ),
+    "policy": (
+        [
+            "what is your {topic} policy",
+            "tell me about {topic}",
+            "how does {topic} work",
+            "explain {topic}",
+            "what are the rules for {topic}",
+            "I have a question about {topic}",
+            "what should I know about {topic}",
+            "how do you handle {topic}",
         ],
-        "unseen": [
-            "Buy {qty} pieces of {sku} for account {cid}.",
-            "{cid} wants {qty} of {sku}, please order them.",
+        ["", " with you", " at Northwind", " these days", " for my order", " in general"],
+    ),
+    "greeting_customer": (
+        [
+            "I'm {person}",
+            "{person} here",
+            "this is {person}",
+            "my name is {person}",
+            "{person} speaking",
+            "it's {person}",
+            "{person} calling",
+            "you're talking to {person}",
         ],
-    },
-    "order_sku_known": {  # the customer gave their ID earlier in the conversation
-        "seen": [
-            ("Please order {qty} of {sku} for me.", None),
-            ("I'll have {qty} units of {sku}.", "wrong_args:cid_missing"),
-            ("Order {qty} {sku} on my account.", "no_call"),
+        [
+            ", customer {cid}",
+            ", my customer ID is {cid}",
+            " ({cid})",
+            ", account {cid}",
+            ", ID {cid}",
+            ", customer number {cid}",
         ],
-        "unseen": ["Get me {qty} of {sku}, please."],
-    },
-    "order_after_search": {  # follows a search: the SKU is in an earlier tool result
-        "seen": [
-            ("I'll take {qty} of the {name}. Customer ID {cid}.", None),
-            ("Order {qty} {name} for {cid}, please.", "wrong_args:sku_nodash"),
-            ("Great, get me {qty} of the {name}; I'm customer {cid}.", "no_call"),
-            ("Let's go with the {name}, {qty} units, account {cid}.", "wrong_args:qty_str"),
-        ],
-        "unseen": ["Please buy {qty} {name} for me, customer {cid}."],
-    },
-    "order_name": {  # search first, ask for the missing details, then order
-        "seen": [
-            ("I want to order the {name}.", None),
-            ("Can I buy the {name}?", "no_call"),
-            ("I'd like to purchase the {name}.", "fabricate"),
-        ],
-        "unseen": ["Put the {name} in an order for me."],
-    },
-    "order_details": {  # the answer to "how many, and your customer ID?"
-        "seen": [
-            ("{qty}, customer {cid}.", None),
-            ("{qty} please, my ID is {cid}.", "wrong_args:qty_str"),
-            ("I'll take {qty}. Customer {cid}.", "wrong_args:cid_missing"),
-            ("Make it {qty}; customer ID {cid}.", "no_call"),
-        ],
-        "unseen": ["{qty} units for {cid}."],
-    },
-    "order_status": {
-        "seen": [
-            ("Where is my order {oid}?", None),
-            ("What's the status of {oid}?", "wrong_args:oid_key"),
-            ("Has order {oid} shipped yet?", "no_call"),
-            ("Track {oid} for me.", "wrong_tool"),
-            ("Any update on order {oid}?", "fabricate"),
-        ],
-        "unseen": ["Can you look up order {oid}?", "I'm waiting for {oid}, what's happening?"],
-    },
-    "callback": {
-        "seen": [
-            ("Please call me back on {time}. I'm {cid}.", None),
-            ("Can someone phone me on {time}? Customer {cid}.", "wrong_args:time_only"),
-            ("Schedule a callback for {cid} on {time}.", "fabricate"),
-            ("I'd like a call on {time}, my ID is {cid}.", "no_call"),
-            ("Customer {cid}: callback {time}, please.", "wrong_args:cid_missing"),
-        ],
-        "unseen": ["Ring me on {time}, customer number {cid}.", "Book a phone call for {time}, ID {cid}."],
-    },
+    ),
 }
+_QUESTIONS = {"search", "stock_sku", "order_status", "policy"}
 
-# how often each task opens an episode
-_TASK_WEIGHTS = {
-    "search": 19,
-    "stock_sku": 12,
-    "stock_name": 10,
-    "compare_stock": 5,
-    "order_sku": 12,
-    "order_name": 8,
-    "order_status": 10,
-    "callback": 8,
-    "policy": 8,
+
+def _held_out(a: int, b: int) -> bool:
+    """The fixed quarter of an intent's A x B combinations kept for the unseen split: every A part and
+    every B part keeps seen combinations."""
+    return (a + 2 * b) % 4 == 0
+
+
+def combinations(intent: str, split: str) -> list[tuple[int, int]]:
+    parts_a, parts_b = CORES[intent]
+    return [
+        (a, b)
+        for a in range(len(parts_a))
+        for b in range(len(parts_b))
+        if _held_out(a, b) == (split == "unseen")
+    ]
+
+
+def phrase(intent: str, a: int, b: int, opener: int, suffix: int, **slots) -> str:
+    parts_a, parts_b = CORES[intent]
+    text = OPENERS[opener] + parts_a[a] + parts_b[b] + SUFFIXES[suffix]
+    text = text[0].upper() + text[1:]
+    return text.format(**slots) + ("?" if intent in _QUESTIONS else ".")
+
+
+# --- the shop's policy: what the base model learnt (old) and what changed since (new) ----------
+# The base model is pre-trained on the old policy only. Annotators correct outdated answers with the
+# new one (a knowledge fix: SFT); `facts` are what a right answer must say.
+POLICY_OLD = {
+    "returns": ("You can return any item within 30 days of delivery for a full refund.", ["30 days"]),
+    "shipping": ("Shipping is free on orders over $50 and takes 2 to 4 working days.", ["over $50"]),
+    "warranty": ("Every product carries a two-year warranty against defects.", ["two-year"]),
+    "payment": ("We accept credit cards, PayPal and bank transfer.", ["bank transfer"]),
+}
+POLICY_NEW = {
+    "returns": ("You can return any item within 60 days of delivery for a full refund.", ["60 days"]),
+    "shipping": ("Shipping is free on orders over $35 and takes 1 to 3 working days.", ["over $35"]),
+    "warranty": ("Every product carries a three-year warranty against defects.", ["three-year"]),
+    "payment": ("We accept credit cards, PayPal, bank transfer and Apple Pay.", ["Apple Pay"]),
+}
+POLICY_TOPICS = sorted(POLICY_NEW)
+
+# --- mistakes tied to context ------------------------------------------------------------------
+# The unreliable base agent's failures depend on where a request comes in the conversation, never on
+# its phrasing: so a fix learnt on seen phrasings can carry over to unseen ones.
+#   stock follow-up      -> answers from memory instead of calling check_inventory   (Tool not called)
+#   status follow-up     -> calls track_parcel instead of get_order_status            (Wrong tool)
+#   order, id from before-> quantity written as a string                              (Wrong arguments)
+#   search follow-up     -> writes a made-up <tool_response> instead of calling       (Fabricated tool result)
+FAILURES = {
+    "stock_followup": "no_call",
+    "status_followup": "wrong_tool",
+    "order_known": "wrong_args:qty_str",
+    "search_followup": "fabricate",
 }
 SPLITS = ("seen", "unseen")
 
 
 def _corrupt(kind, args):
-    """The systematic argument mistakes of the unreliable agent (each really wrong)."""
+    """The systematic argument mistakes of an unreliable agent (each really wrong)."""
     args = dict(args)
     if kind == "sku_lower":
         args["sku"] = args["sku"].lower()
@@ -448,21 +479,11 @@ def _corrupt(kind, args):
         args["query"] += "s"
     elif kind == "query_lower":
         args["query"] = args["query"].lower()
-    elif kind == "add_category":
-        args["category"] = (
-            next(p["category"] for p in PRODUCTS if p["type"] == args["query"])
-            if args["query"] in PRODUCT_TYPES
-            else "office"
-        )
     elif kind == "drop_category":
-        del args["category"]
+        args.pop("category", None)
     else:
         raise ValueError(kind)
     return args
-
-
-def _args_json(args):
-    return json.dumps(args)
 
 
 def call_text(name, args):
@@ -471,7 +492,8 @@ def call_text(name, args):
 
 
 class _Conversation:
-    """Builds one conversation; `flaw` turns are written only when flaw_rate > 0."""
+    """Builds one conversation. With flaw_rate > 0 the failure contexts get the unreliable agent's
+    mistake with that probability, and policy answers are the old policy (the base model's world)."""
 
     def __init__(self, rng, split, flaw_rate):
         self.rng, self.split, self.flaw_rate = rng, split, flaw_rate
@@ -480,20 +502,20 @@ class _Conversation:
         self.last_results = []  # products of the last search
         self.flaws = []
         self.templates = []
+        self.contexts = []  # per user turn: the failure context it is in, or None
+        self.facts = []  # per user turn: facts a right answer must state
 
     # -- primitives --
-    def user(self, intent, **slots):
-        if self.split == "seen":
-            template, flaw = self.rng.choice(TEMPLATES[intent]["seen"])
-            index = TEMPLATES[intent]["seen"].index((template, flaw))
-        else:
-            template, flaw = self.rng.choice(TEMPLATES[intent]["unseen"]), None
-            index = TEMPLATES[intent]["unseen"].index(template)
-        text = template.format(**slots)
-        self.messages.append({"role": "user", "content": text})
-        self.templates.append(f"{intent}:{self.split}{index}")
-        active = flaw if (flaw and self.flaw_rate and self.rng.random() < self.flaw_rate) else None
-        return active
+    def user(self, intent, context=None, facts=(), **slots):
+        a, b = self.rng.choice(combinations(intent, self.split))
+        opener = self.rng.randrange(len(OPENERS)) if self.rng.random() < 0.6 else 0
+        suffix = self.rng.randrange(len(SUFFIXES)) if self.rng.random() < 0.5 else 0
+        self.messages.append({"role": "user", "content": phrase(intent, a, b, opener, suffix, **slots)})
+        self.templates.append(f"{intent}:{a}x{b}")
+        self.contexts.append(context)
+        self.facts.append(list(facts))
+        flaw = FAILURES.get(context)
+        return flaw if (flaw and self.flaw_rate and self.rng.random() < self.flaw_rate) else None
 
     def say(self, text):
         self.messages.append({"role": "assistant", "content": text})
@@ -504,7 +526,7 @@ class _Conversation:
             {
                 "id": f"call_{self.rng.randrange(16**8):08x}",
                 "type": "function",
-                "function": {"name": name, "arguments": _args_json(args)},
+                "function": {"name": name, "arguments": json.dumps(args)},
             }
             for name, args in calls
         ]
@@ -518,103 +540,52 @@ class _Conversation:
             results.append(result)
         return results
 
-    def flawed(self, flaw, calls, invented_answer, fake_result=None, wrong_tool=None, label=None):
-        """Writes the designated mistake instead of the right turn (and, after a wrong
-        call, the shop's answer and a reply); the episode ends there."""
+    def flawed(self, flaw, call, invented_answer, fake_result=None, wrong_tool=None):
+        """Writes the designated mistake instead of the right turn (after a wrong call, the shop's answer
+        and a reply too)."""
         kind, _, detail = flaw.partition(":")
-        name, args = calls[0] if calls else (None, None)
+        name, args = call
         if kind == "no_call":
             self.say(invented_answer)
         elif kind == "fabricate":
-            # invents the tool's answer instead of calling: wrong from the first token
             result = fake_result if fake_result is not None else run_tool(name, args, self.rng)
             self.say("<tool_response>\n" + json.dumps(result) + "\n</tool_response>\n" + invented_answer)
-        elif kind in ("wrong_args", "wrong_tool", "single_call"):
-            wrong = {
-                "wrong_args": [(name, _corrupt(detail, args) if detail else args)] + calls[1:],
-                "wrong_tool": [wrong_tool],
-                "single_call": calls[:1],
-            }[kind]
-            results = self.call(*wrong)
-            self.say(" ".join(_generic_reply(n, r) for (n, _), r in zip(wrong, results, strict=True)))
+        elif kind in ("wrong_args", "wrong_tool"):
+            wrong = wrong_tool if kind == "wrong_tool" else (name, _corrupt(detail, args))
+            (result,) = self.call(wrong)
+            self.say(_generic_reply(wrong[0], result))
         else:
             raise ValueError(flaw)
-        self.flaws.append(label or flaw)
-
-    def text_flaw(self, flaw, right_text):
-        """Format defects and false calls on turns that need no call."""
-        if flaw == "too_short":
-            self.say(self.rng.choice(["Hello!", "Sure.", "Yes?"]))
-        elif flaw == "repeat":
-            self.say(right_text + " Anything else?" * 4)
-        else:
-            return False
         self.flaws.append(flaw)
-        return True
 
     # -- episodes --
     def greeting(self):
-        if self.rng.random() < 0.5:
-            self.customer_id = _customer_id(self.rng)
-            person = self.rng.choice(_PEOPLE)
-            flaw = self.user("greeting_customer", person=person, cid=self.customer_id)
-            if flaw == "false_call":
-                self.flawed(
-                    "wrong_tool",
-                    [],
-                    "",
-                    label=flaw,
-                    wrong_tool=(
-                        "send_marketing_email",
-                        {"customer_id": self.customer_id, "subject": "Welcome"},
-                    ),
-                )
-                return
-            self.say(f"Hello {person}! How can I help you today?")
-            return
-        flaw = self.user("greeting")
-        right = self.rng.choice(
-            [
-                (
-                    "Hello! I can help you find products, check stock, and place or track orders. "
-                    "What do you need?"
-                ),
-                "Hi! How can I help you today?",
-            ]
-        )
-        if not (flaw and self.text_flaw(flaw, right)):
-            self.say(right)
+        self.customer_id = _customer_id(self.rng)
+        person = self.rng.choice(_PEOPLE)
+        self.user("greeting_customer", person=person, cid=self.customer_id)
+        self.say(f"Hello {person} ({self.customer_id})! How can I help you today?")
 
-    def policy(self):
-        topic = self.rng.choice(sorted(_POLICIES))
-        flaw = self.user("policy", topic=topic)
-        right = _POLICIES[topic] + " Anything else I can help with?"
-        if flaw == "false_call":
-            self.flawed("wrong_tool", [], "", label=flaw, wrong_tool=("search_product", {"query": topic}))
-        elif not (flaw and self.text_flaw(flaw, right)):
-            self.say(right)
+    def policy(self, follow_up):
+        topic = self.rng.choice(POLICY_TOPICS)
+        text, facts = POLICY_NEW[topic]
+        self.user("policy", facts=facts, topic=topic)
+        if self.flaw_rate:  # the base model's world: the policy before it changed
+            text = POLICY_OLD[topic][0]
+        self.say(text + " Anything else I can help with?")
 
-    def search(self):
-        with_category = self.rng.random() < 0.25
+    def search(self, follow_up):
         if self.rng.random() < 0.1:
             ptype = self.rng.choice(_UNKNOWN_TYPES)
-            category = self.rng.choice(sorted(_CATEGORIES))
         else:
             ptype = self.rng.choice(PRODUCT_TYPES)
-            category = next(p["category"] for p in PRODUCTS if p["type"] == ptype)
         args = {"query": ptype}
-        if with_category:
-            args["category"] = category
-            flaw = self.user("search_category", type=ptype, category=category)
-        else:
-            flaw = self.user("search", type=ptype)
+        flaw = self.user("search", context="search_followup" if follow_up else None, type=ptype)
         if flaw:
             self.flawed(
                 flaw,
-                [("search_product", args)],
-                f"Yes, we have several {ptype} models in stock! The best seller is $49.99.",
+                ("search_product", args),
+                f"We have a {ptype} for $49.99.",
                 fake_result=[{"sku": "L-100", "name": f"Premium {ptype.title()}", "price": 49.99}],
-                wrong_tool=("check_inventory", {"sku": ptype}),
             )
             return
         (results,) = self.call(("search_product", args))
@@ -625,62 +596,20 @@ class _Conversation:
             listing = "; ".join(f"{r['name']} ({r['sku']}, ${r['price']:.2f})" for r in results)
             self.say(f"We have {len(results)} option{'s' if len(results) > 1 else ''}: {listing}.")
 
-    def stock_sku(self):
+    def stock_sku(self, follow_up):
         product = self.rng.choice(PRODUCTS)
         sku = product["sku"]
-        flaw = self.user("stock_sku", sku=sku)
+        flaw = self.user("stock_sku", context="stock_followup" if follow_up else None, sku=sku)
         if flaw:
-            self.flawed(
-                flaw,
-                [("check_inventory", {"sku": sku})],
-                f"Yes, {sku} is in stock and ready to ship.",
-                fake_result={"sku": sku, "in_stock": 10},
-                wrong_tool=("search_product", {"query": sku}),
-            )
+            self.flawed(flaw, ("check_inventory", {"sku": sku}), f"Yes, {sku} is in stock and ready to ship.")
             return
         (result,) = self.call(("check_inventory", {"sku": sku}))
         self.say(_stock_reply(sku, result["in_stock"]))
 
-    def stock_name(self):
-        product = self.rng.choice(PRODUCTS)
-        name, sku = product["name"], product["sku"]
-        flaw = self.user("stock_name", name=name)
-        if flaw and flaw != "skip_check":
-            self.flawed(
-                flaw,
-                [("search_product", {"query": name})],
-                f"Yes, the {name} is available.",
-                fake_result=[{"sku": sku, "name": name, "price": 9.99}],
-            )
-            return
-        (results,) = self.call(("search_product", {"query": name}))
-        self.last_results = results
-        if flaw == "skip_check":
-            self.say(f"The {name} ({sku}) is in stock.")
-            self.flaws.append(flaw)
-            return
-        (result,) = self.call(("check_inventory", {"sku": sku}))
-        self.say(_stock_reply(f"the {name} ({sku})", result["in_stock"]))
-
-    def compare_stock(self):
-        first, second = self.rng.sample(PRODUCTS, 2)
-        flaw = self.user("compare_stock", sku=first["sku"], sku2=second["sku"])
-        calls = [("check_inventory", {"sku": first["sku"]}), ("check_inventory", {"sku": second["sku"]})]
-        if flaw:
-            self.flawed(flaw, calls, f"Both {first['sku']} and {second['sku']} are in stock.")
-            return
-        results = self.call(*calls)
-        self.say("; ".join(f"{r['sku']}: {r['in_stock']} in stock" for r in results) + ".")
-
     def _order(self, flaw, sku, qty, cid):
         args = {"sku": sku, "quantity": qty, "customer_id": cid}
         if flaw:
-            self.flawed(
-                flaw,
-                [("create_order", args)],
-                f"Done! Your order for {qty} x {sku} has been placed.",
-                fake_result={"order_id": "ORD-10000", "status": "confirmed", "total": 99.0},
-            )
+            self.flawed(flaw, ("create_order", args), "")
             return
         (result,) = self.call(("create_order", args))
         if "error" in result:
@@ -690,64 +619,29 @@ class _Conversation:
             )
         else:
             self.say(
-                f"Your order {result['order_id']} for {qty} x {sku} is confirmed. "
+                f"Your order {result['order_id']} for {qty} x {sku} is confirmed for customer {cid}. "
                 f"Total: ${result['total']:.2f}."
             )
 
-    def _quantity(self):
-        return self.rng.choice([1, 1, 2, 2, 3, 4, 5, 6, 8, 10, 12])
-
-    def order_sku(self):
+    def order(self, follow_up):
         product = self.rng.choice(PRODUCTS)
-        if self.customer_id and self.rng.random() < 0.7:
-            qty = self._quantity()
-            flaw = self.user("order_sku_known", qty=qty, sku=product["sku"])
+        qty = self.rng.choice([1, 1, 2, 2, 3, 4, 5])
+        if self.customer_id:
+            flaw = self.user("order_known", context="order_known", qty=qty, sku=product["sku"])
             self._order(flaw, product["sku"], qty, self.customer_id)
             return
-        cid = self.customer_id or _customer_id(self.rng)
-        qty = self.rng.randint(1, 5)
-        flaw = self.user("order_sku", qty=qty, qty_word=_NUMBER_WORDS[qty], sku=product["sku"], cid=cid)
+        cid = _customer_id(self.rng)
+        flaw = self.user("order_sku", qty=qty, sku=product["sku"], cid=cid)
         self._order(flaw, product["sku"], qty, cid)
 
-    def order_after_search(self):
-        product = PRODUCT_BY_SKU[self.rng.choice(self.last_results)["sku"]]
-        cid = self.customer_id or _customer_id(self.rng)
-        qty = self._quantity()
-        flaw = self.user("order_after_search", qty=qty, name=product["name"], cid=cid)
-        self._order(flaw, product["sku"], qty, cid)
-
-    def order_name(self):
-        product = self.rng.choice(PRODUCTS)
-        name, sku = product["name"], product["sku"]
-        flaw = self.user("order_name", name=name)
-        if flaw:
-            self.flawed(
-                flaw,
-                [("search_product", {"query": name})],
-                "Sure! How many would you like?",
-                fake_result=[{"sku": "X-000", "name": name, "price": 9.99}],
-            )
-            return
-        (results,) = self.call(("search_product", {"query": name}))
-        self.last_results = results
-        self.say(
-            f"Found it: {name} ({sku}), ${product['price']:.2f}. "
-            "How many would you like, and what is your customer ID?"
-        )
-        cid = self.customer_id or _customer_id(self.rng)
-        qty = self._quantity()
-        flaw = self.user("order_details", qty=qty, cid=cid)
-        self._order(flaw, sku, qty, cid)
-
-    def order_status(self):
+    def order_status(self, follow_up):
         oid = _order_id(self.rng)
-        flaw = self.user("order_status", oid=oid)
+        flaw = self.user("order_status", context="status_followup" if follow_up else None, oid=oid)
         if flaw:
             self.flawed(
                 flaw,
-                [("get_order_status", {"order_id": oid})],
-                f"Your order {oid} has shipped and will arrive in two days.",
-                fake_result={"order_id": oid, "status": "shipped", "eta": "Friday"},
+                ("get_order_status", {"order_id": oid}),
+                "",
                 wrong_tool=("track_parcel", {"tracking_number": oid}),
             )
             return
@@ -757,21 +651,12 @@ class _Conversation:
         else:
             self.say(f"Order {oid} is {result['status']}; expected delivery on {result['eta']}.")
 
-    def callback(self):
+    def callback(self, follow_up):
         cid = self.customer_id or _customer_id(self.rng)
         when = _time(self.rng)
-        flaw = self.user("callback", time=when, cid=cid)
-        args = {"customer_id": cid, "time": when}
-        if flaw:
-            self.flawed(
-                flaw,
-                [("schedule_callback", args)],
-                "Sure, we'll call you then!",
-                fake_result={"status": "scheduled", "time": when},
-            )
-            return
-        self.call(("schedule_callback", args))
-        self.say(f"Done: a sales person will call you on {when}.")
+        self.user("callback", time=when, cid=cid)
+        self.call(("schedule_callback", {"customer_id": cid, "time": when}))
+        self.say(f"Done: a sales person will call customer {cid} on {when}.")
 
 
 def _generic_reply(name, result):
@@ -799,22 +684,24 @@ def _stock_reply(what, units):
     return f"Yes, {what} is in stock: {units} units available."
 
 
-def _one_conversation(rng, split, flaw_rate):
+# how often each task comes up; follow-ups are common (most conversations hold several requests)
+_TASK_WEIGHTS = {"search": 16, "stock_sku": 20, "order": 16, "order_status": 18, "callback": 8, "policy": 12}
+
+
+def _one_conversation(rng, split, flaw_rate, n_tasks=None):
     conv = _Conversation(rng, split, flaw_rate)
     episodes = []
-    if rng.random() < 0.3:
+    if rng.random() < 0.4:
         conv.greeting()
         episodes.append("greeting")
-    n_tasks = rng.choices([1, 2, 3, 4], weights=[45, 35, 15, 5])[0]
+    n_tasks = n_tasks or rng.choices([1, 2, 3, 4], weights=[30, 38, 22, 10])[0]
     tasks, weights = list(_TASK_WEIGHTS), list(_TASK_WEIGHTS.values())
-    while len(episodes) < n_tasks + (episodes[:1] == ["greeting"]):
-        if conv.last_results and episodes[-1] in ("search", "stock_name") and rng.random() < 0.6:
-            task = "order_after_search"
-        else:
-            task = rng.choices(tasks, weights=weights)[0]
-        conv.last_results = [] if task != "order_after_search" else conv.last_results
-        getattr(conv, task)()
+    done = 0
+    while done < n_tasks:
+        task = rng.choices(tasks, weights=weights)[0]
+        getattr(conv, task)(follow_up=done > 0)
         episodes.append(task)
+        done += 1
     return conv, episodes
 
 
@@ -824,8 +711,8 @@ def _check_split(split):
 
 
 def generate_conversations(n, seed=0, split="seen", flaw_rate=0.0):
-    """n OpenAI-format conversations. flaw_rate > 0 writes the unreliable agent's
-    designated mistakes (the demo base model's pre-training data)."""
+    """n OpenAI-format conversations. flaw_rate > 0 writes the unreliable agent's mistakes in their
+    contexts and the old policy (the demo base model's pre-training data)."""
     _check_split(split)
     rng = random.Random(f"conversations-{split}-{seed}-{flaw_rate}")
     out = []
@@ -841,6 +728,7 @@ def generate_conversations(n, seed=0, split="seen", flaw_rate=0.0):
                     "episodes": episodes,
                     "split": split,
                     "templates": conv.templates,
+                    "contexts": conv.contexts,
                     "flaws": conv.flaws,
                     "turn_depth": sum(m["role"] == "user" for m in conv.messages),
                 },
@@ -849,35 +737,141 @@ def generate_conversations(n, seed=0, split="seen", flaw_rate=0.0):
     return out
 
 
+def _case(conv, j, external_id, split, kind):
+    messages = conv.messages
+    user_turns = [k for k, m in enumerate(messages[:j]) if m["role"] == "user"]
+    turn = len(user_turns) - 1
+    expected = dict(messages[j])
+    facts = conv.facts[turn] if messages[j - 1]["role"] == "user" else []
+    if facts:
+        expected["facts"] = facts
+    return {
+        "external_id": external_id,
+        "messages": messages[:j],
+        "tools": TOOLS,
+        "expected": expected,
+        "metadata": {
+            "scenario": conv.templates[turn].split(":")[0],
+            "split": split,
+            "kind": kind,
+            "template": conv.templates[turn],
+            "context": "reply" if messages[j - 1]["role"] == "tool" else (conv.contexts[turn] or "clean"),
+            "turn_depth": len(user_turns),
+            "expects_call": bool(messages[j].get("tool_calls")),
+        },
+    }
+
+
 def eval_prompts(n, seed=0, split="seen"):
-    """n held-out cases: a correct context ending in a user or tool turn, and the
-    assistant turn that should follow. Drawn from a stream separate from
-    generate_conversations, so the same seed never repeats a training conversation."""
+    """n held-out cases: a correct context ending in a user or tool turn, and the assistant turn that
+    should follow (policy answers carry the new policy's `facts`). Drawn from a stream separate from
+    generate_conversations, so the same seed never repeats a training conversation. Mostly turns that
+    answer the user, often the last request of the conversation: where the agent decides to call."""
     _check_split(split)
     rng = random.Random(f"eval-{split}-{seed}")
     cases = []
     for i in range(n):
-        conv, episodes = _one_conversation(rng, split, 0.0)
+        conv, _ = _one_conversation(rng, split, 0.0)
         messages = conv.messages
-        turns = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
-        # mostly turns that answer the user: that is where the agent decides to call
-        weights = [6 if messages[j - 1]["role"] == "user" else 1 for j in turns]
-        j = rng.choices(turns, weights=weights)[0]
-        context = messages[:j]
-        user_turns = [k for k, m in enumerate(context) if m["role"] == "user"]
+        answers = [
+            j
+            for j, m in enumerate(messages)
+            if m["role"] == "assistant" and messages[j - 1]["role"] == "user"
+        ]
+        answers = [
+            j
+            for j in answers
+            if conv.templates[sum(m["role"] == "user" for m in messages[:j]) - 1].split(":")[0]
+            != "greeting_customer"
+        ]
+        replies = [
+            j
+            for j, m in enumerate(messages)
+            if m["role"] == "assistant" and messages[j - 1]["role"] == "tool"
+        ]
+        roll = rng.random()
+        if roll < 0.15 and replies:
+            j = rng.choice(replies)
+        elif roll < 0.6:
+            j = answers[-1]
+        else:
+            j = rng.choice(answers)
+        cases.append(_case(conv, j, f"eval-{split}-{seed}-{i:05d}", split, "decision"))
+    return cases
+
+
+def multiturn_cases(n_dialogues, seed=0, split="unseen"):
+    """Every assistant turn of n held-out dialogues of two or more requests, each with its gold
+    context: the calls and the replies that follow tool results (where a damaged model garbles text)."""
+    _check_split(split)
+    rng = random.Random(f"multiturn-{split}-{seed}")
+    cases = []
+    for i in range(n_dialogues):
+        conv, _ = _one_conversation(rng, split, 0.0, n_tasks=rng.choice([2, 3, 4]))
+        for j, m in enumerate(conv.messages):
+            if m["role"] == "assistant":
+                cases.append(_case(conv, j, f"multiturn-{split}-{seed}-{i:04d}-{j:02d}", split, "multiturn"))
+    return cases
+
+
+def knowledge_cases(n, seed=0, split="unseen"):
+    """n policy questions (as first or follow-up requests) whose right answer states the new policy."""
+    _check_split(split)
+    rng = random.Random(f"knowledge-{split}-{seed}")
+    cases = []
+    while len(cases) < n:
+        conv = _Conversation(rng, split, 0.0)
+        if rng.random() < 0.4:
+            conv.greeting()
+        if rng.random() < 0.5:
+            getattr(conv, rng.choice(["search", "stock_sku", "order_status"]))(follow_up=False)
+        conv.policy(follow_up=True)
         cases.append(
-            {
-                "external_id": f"eval-{split}-{seed}-{i:05d}",
-                "messages": context,
-                "tools": TOOLS,
-                "expected": messages[j],
-                "metadata": {
-                    "scenario": conv.templates[len(user_turns) - 1].split(":")[0],
-                    "split": split,
-                    "template": conv.templates[len(user_turns) - 1],
-                    "turn_depth": len(user_turns),
-                    "expects_call": bool(messages[j].get("tool_calls")),
-                },
-            }
+            _case(
+                conv, len(conv.messages) - 1, f"knowledge-{split}-{seed}-{len(cases):04d}", split, "knowledge"
+            )
         )
     return cases
+
+
+# --- disjointness of the held-out suites -------------------------------------------------------
+
+_SLOT = re.compile(
+    r"\b[A-Z]-\d{3}\b|\bC-\d{4}\b|\bORD-\d{5}\b|\b\d{2}:\d{2}\b|\b\d+\b"
+    r"|\b(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday)\b"
+)
+
+
+def mask_slots(text: str) -> str:
+    """A user turn with its slot values (SKUs, ids, times, numbers, days, product types, names,
+    topics) replaced by placeholders: what a phrasing is, apart from its values."""
+    text = _SLOT.sub("#", text)
+    for word in sorted(PRODUCT_TYPES + _UNKNOWN_TYPES + _PEOPLE + POLICY_TOPICS, key=len, reverse=True):
+        text = text.replace(word, "@")
+    return text
+
+
+def _grams(words, n=4):
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def disjointness(train_conversations, cases) -> dict:
+    """How far held-out cases are from the training turns: the share of cases whose last user turn
+    equals a training user turn once slots are masked (must be 0), and the share holding a 4-gram
+    (slots masked) that no training user turn has."""
+    train_turns = {
+        mask_slots(m["content"]) for c in train_conversations for m in c["messages"] if m["role"] == "user"
+    }
+    train_grams = set().union(*(_grams(t.split()) for t in train_turns)) if train_turns else set()
+    equal = novel = 0
+    for case in cases:
+        last = next(m["content"] for m in reversed(case["messages"]) if m["role"] == "user")
+        masked = mask_slots(last)
+        equal += masked in train_turns
+        novel += bool(_grams(masked.split()) - train_grams)
+    n = len(cases)
+    return {
+        "cases": n,
+        "equal_to_a_training_turn": equal / n if n else None,
+        "with_an_unseen_4gram": novel / n if n else None,
+    }

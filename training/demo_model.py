@@ -26,7 +26,13 @@ import torch
 from training import demo_domain
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-WHOLE_TOKENS = demo_domain.CUSTOMER_IDS + demo_domain.ORDER_IDS + demo_domain.TIME_SLOTS + ["10", "11", "12"]
+WHOLE_TOKENS = (
+    [p["sku"] for p in demo_domain.PRODUCTS]
+    + demo_domain.CUSTOMER_IDS
+    + demo_domain.ORDER_IDS
+    + demo_domain.TIME_SLOTS
+    + ["10", "11", "12"]
+)
 TAG_TOKENS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
 
 # Qwen-style template. The tools block is compact (name and argument names, `?` for
@@ -98,16 +104,16 @@ CHAT_TEMPLATE = """\
 SIZES = {
     "base": {
         "vocab_size": 1024,
-        "conversations": 12000,
-        "steps": 1000,
-        "batch_size": 12,
+        "conversations": 14000,
+        "steps": 800,
+        "batch_size": 16,
         "lr": 5e-3,
         "max_length": 512,
-        "flaw_rate": 0.8,
+        "flaw_rate": 0.85,
         "model": {
             "hidden_size": 128,
             "intermediate_size": 384,
-            "num_hidden_layers": 2,
+            "num_hidden_layers": 4,
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
             "head_dim": 32,
@@ -132,7 +138,7 @@ SIZES = {
     },
 }
 # Bump when the data, template or training recipe changes: it invalidates cached builds.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 6
 
 
 WORD_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[\p{L}_]+| ?\p{N}+| ?[^\s\p{L}\p{N}_]+|\s+(?!\S)|\s+"""

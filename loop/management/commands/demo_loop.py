@@ -3,16 +3,19 @@
     python manage.py demo_loop [--contexts 600] [--suite-cases 200]
 
 1. the demo base model answers demo contexts (its real outputs become badcases);
-2. two scripted annotators label them in the real queue (strict tool-call check against the known
-   right answer; the right answer as the correction), a lead approves;
-3. an SFT snapshot (approved corrections + approved good responses) and an SFT job (LoRA);
-4. a DPO snapshot (correction chosen over the bad response) and a DPO job on top of the SFT model;
-5. the SFT model answers the same contexts; two scripted annotators (each wrong on ~10% of pairs) compare
+2. two scripted annotators label them in the real queue (strict tool-call check and the new policy's facts
+   against the known right answer; the right answer as the correction), a lead approves;
+3. snapshots routed by the taxonomy's fixes: SFT gets the knowledge corrections (outdated policy) and the
+   approved good responses, DPO the tool-behaviour corrections (chosen = correction, rejected = the base's
+   output); an SFT job (LoRA) on the base, a DPO job on the SFT model;
+4. the SFT model answers the same contexts; two scripted annotators (each wrong on ~10% of pairs) compare
    its answer with the base model's in the real comparison queue; a pairwise judge is trained on those
    preferences and evaluated on held-out pairs next to the annotators' agreement;
-6. online DPO rounds from the SFT model: its own samples ranked by the strict checker, a DPO snapshot and
-   job per round, an evaluation run and the gate after each (stops at the first failed gate);
-7. evaluation runs of base, SFT, DPO and online DPO on held-out suites (seen and unseen phrasings).
+5. four held-out suites, checked disjoint from everything trained on: seen phrasings, unseen phrasings
+   (held-out combinations of phrase parts), whole unseen dialogues turn by turn, and policy knowledge;
+6. online DPO from the DPO model: its own samples ranked by the strict checker, a DPO snapshot and job
+   per round, an evaluation run and the gate after each (stops at the first failed gate);
+7. evaluation runs of base, SFT, DPO and online DPO on every suite.
 Prints the figures as one JSON line and keeps them in benchmarks/results/demo_loop.json.
 """
 
@@ -51,17 +54,35 @@ from evaluation.promotion import latest_run
 from evaluation.runner import create_run, run_eval
 from evaluation.suites import create_suite
 from inference.generation import generate as generate_batched
+from inference.generation import threads_for
 from inference.loading import load_model
-from loop import online
+from loop import demo_suites, online
 from loop.demo_history import correction_fields, human_score, judge
 from training import demo_domain
-from training.demo_model import build_demo_model, generate
+from training.demo_model import SIZES, build_demo_model, generate
 from training.finetune.request import create_job
 from training.finetune.run import run_job
 from training.judge.report import human_agreement
 from training.judge.suggestions import suggest
 from training.models import JudgeEvaluation, TrainingJob
 from training.snapshots.build import build_snapshot, create_snapshot
+
+# Snapshot requests follow the taxonomy's fix routes (knowledge -> SFT, tool behaviour -> DPO); said
+# explicitly, though it is the default.
+ROUTED = {"routing": "taxonomy"}
+DPO_LR = 5e-3
+DPO_BETA = 0.1
+HEADLINE = ("tool_call_accuracy", "tool_name_accuracy", "tool_args_accuracy", "response_quality")
+
+
+def _by_context(run) -> dict:
+    """tool_call_accuracy by the case's context: a failure context of the base, a clean request, a reply."""
+    groups = (run.summary or {}).get("by_category") or {}
+    return {
+        k.removeprefix("context: "): {"n": g["n"], "acc": g["tool_call_accuracy"]["value"]}
+        for k, g in sorted(groups.items())
+        if k.startswith("context: ")
+    }
 
 
 class Command(BaseCommand):
@@ -74,11 +95,13 @@ class Command(BaseCommand):
         parser.add_argument("--project", default="demo-loop")
         parser.add_argument("--sft-epochs", type=float, default=3.0)
         parser.add_argument("--dpo-epochs", type=float, default=1.0)
+        parser.add_argument("--dpo-lr", type=float, default=DPO_LR)
+        parser.add_argument("--dpo-beta", type=float, default=DPO_BETA)
         parser.add_argument(
             "--model-dir", default=None, help="an already built base model folder to use as is"
         )
         parser.add_argument(
-            "--online-rounds", type=int, default=2, help="online DPO rounds after SFT (0: none)"
+            "--online-rounds", type=int, default=1, help="online DPO rounds after DPO (0: none)"
         )
         parser.add_argument("--samples", type=int, default=8, help="samples per prompt in each online round")
         parser.add_argument("--online-lr", type=float, default=1e-3)
@@ -147,7 +170,10 @@ class Command(BaseCommand):
         self.say(f"generating {len(cases)} base-model responses")
         loaded = load_model(str(model_dir))
         model, tok = loaded.model, loaded.tokenizer
-        outputs = generate(model, tok, [c["messages"] for c in cases], demo_domain.TOOLS, max_new_tokens=96)
+        with threads_for(loaded):  # one thread for a tiny model: more are far slower
+            outputs = generate(
+                model, tok, [c["messages"] for c in cases], demo_domain.TOOLS, max_new_tokens=96
+            )
         with transaction.atomic():
             for c, raw in zip(cases, outputs, strict=True):
                 conv, _ = Conversation.objects.get_or_create(
@@ -191,10 +217,11 @@ class Command(BaseCommand):
         bad = Label.objects.filter(project=project, verdict="unreasonable").count()
         self.say(f"{labelled} labels, {bad} unreasonable, all approved")
 
-        # 3. snapshots and jobs
+        # 3. snapshots routed by the taxonomy's fixes: knowledge corrections (+ the base's good answers) to
+        # SFT, tool-behaviour corrections to DPO (chosen = the correction, rejected = the base's output)
         def snapshot(kind, filters):
             snap = create_snapshot(
-                project, users["loop-lead"], {"kind": kind, "filters": filters}, start=False
+                project, users["loop-lead"], {"kind": kind, "filters": {**filters, **ROUTED}}, start=False
             )
             snap = build_snapshot(snap.pk) or snap
             snap.refresh_from_db()
@@ -204,33 +231,15 @@ class Command(BaseCommand):
             return snap
 
         sft_snap = snapshot("sft", {"include_reasonable": True, "splits": ["train"]})
-        sft_job = create_job(
-            project,
-            None,
-            stage="sft",
-            base_version=base,
-            train_snapshot=sft_snap,
-            preset="demo-tiny",
-            overrides={"num_train_epochs": o["sft_epochs"]},
-            start=False,
-        )
-        sft_job = run_job(sft_job.pk)
-        self.say(f"SFT job {sft_job.pk}: {sft_job.status} {sft_job.message} {sft_job.timings}")
-        if sft_job.result_version is None:
-            raise CommandError("SFT produced no model")
+        sft_job = self.train(project, "sft", base, sft_snap, {"num_train_epochs": o["sft_epochs"]})
         dpo_snap = snapshot("dpo", {"splits": ["train"]})
-        dpo_job = create_job(
+        dpo_job = self.train(
             project,
-            None,
-            stage="dpo",
-            base_version=sft_job.result_version,
-            train_snapshot=dpo_snap,
-            preset="demo-tiny",
-            overrides={"num_train_epochs": o["dpo_epochs"]},
-            start=False,
+            "dpo",
+            sft_job.result_version,
+            dpo_snap,
+            {"num_train_epochs": o["dpo_epochs"], "learning_rate": o["dpo_lr"], "beta": o["dpo_beta"]},
         )
-        dpo_job = run_job(dpo_job.pk)
-        self.say(f"DPO job {dpo_job.pk}: {dpo_job.status} {dpo_job.message} {dpo_job.timings}")
 
         # 5. human comparisons of two base answers per context, and a pairwise judge trained on them
         judge_figures = (
@@ -239,78 +248,39 @@ class Command(BaseCommand):
             else None
         )
 
-        # 6. held-out suites; online DPO rounds from the SFT model, gated on the seen suite
-        suites = {}
-        for split in ("seen", "unseen"):
-            n = o["suite_cases"] if split == "seen" else max(50, o["suite_cases"] // 2)
-            records = [
-                (
-                    i + 1,
-                    {
-                        "id": c["external_id"],
-                        "messages": c["messages"],
-                        "tools": c["tools"],
-                        "expected": c["expected"],
-                        "turn_depth": c["metadata"]["turn_depth"],
-                    },
-                )
-                for i, c in enumerate(demo_domain.eval_prompts(n, seed=o["seed"] + 9000, split=split))
-            ]
-            suites[split], _ = create_suite(
-                project, f"demo held-out ({split} phrasings)", records, source="gold"
-            )
-        online_run, online_rounds = None, []
-        if o["online_rounds"]:
-            online_run = online.create_run(
-                project,
-                users["loop-lead"],
-                start_version=sft_job.result_version,
-                ranker="checker",
-                eval_suite=suites["seen"],
-                rounds=o["online_rounds"],
-                options={
-                    "samples_per_prompt": o["samples"],
-                    "max_prompts": o["contexts"],
-                    "temperature": 1.0,
-                },
-                preset="demo-tiny",
-                overrides={"learning_rate": o["online_lr"], "num_train_epochs": o["online_epochs"]},
-                start=False,
-            )
-            self.say(
-                f"online DPO run {online_run.pk}: {o['online_rounds']} round(s) "
-                f"from {sft_job.result_version.name}"
-            )
-            online_run = online.run_online(online_run.pk)
-            self.say(f"online run: {online_run.status} — {online_run.message}")
-            for r in online_run.round_set.select_related("job"):
-                online_rounds.append(
-                    {
-                        "round": r.number,
-                        "pairs": r.pairs,
-                        "prompts": r.prompts,
-                        "sample_accuracy": r.stats.get("sample_accuracy"),
-                        "reference_chosen": r.stats.get("reference_chosen"),
-                        "tool_call_accuracy": (r.gate.get("candidate") or {}).get("acc"),
-                        "policy_accuracy": (r.gate.get("baseline") or {}).get("acc"),
-                        "gate_passed": r.gate.get("passed"),
-                        "job_status": r.job.status if r.job else None,
-                        "seconds": r.gate.get("seconds"),
-                    }
-                )
-                self.say(f"round {r.number}: {online_rounds[-1]}")
+        # 6. held-out suites: seen phrasings, unseen phrasings (held-out combinations), whole unseen
+        # dialogues turn by turn, and the new policy's facts
+        pretraining = demo_domain.generate_conversations(
+            SIZES["base"]["conversations"], seed=o["seed"], flaw_rate=SIZES["base"]["flaw_rate"]
+        )
+        trained_on = pretraining + [{"messages": c["messages"]} for c in cases]
+        n = o["suite_cases"]
+        sizes = {"unseen": n, "seen": n, "multiturn": n, "knowledge": n // 2}
+        suite_cases = {kind: demo_suites.suite_cases(kind, sizes[kind], o["seed"] + 9000) for kind in sizes}
+        disjoint = {kind: demo_domain.disjointness(trained_on, c) for kind, c in suite_cases.items()}
+        self.say(f"held-out suites against everything trained on: {disjoint}")
+        suites = {
+            kind: create_suite(project, demo_suites.SUITES[kind], demo_suites.records(c), source="gold")[0]
+            for kind, c in suite_cases.items()
+        }
 
-        # 7. held-out evaluation: seen phrasings and phrasings never used in training
-        figures = {}
-        for split in ("seen", "unseen"):
-            suite = suites[split]
-            online_version = online_run.result_version if online_run else None
-            for label, version in (
-                ("base", base),
-                ("sft", sft_job.result_version),
-                ("dpo", dpo_job.result_version),
-                ("online_dpo", online_version),
-            ):
+        # 7. online DPO from the DPO model: its own samples ranked by the strict checker, gated on seen
+        online_run, online_rounds = None, []
+        if o["online_rounds"] and dpo_job.result_version:
+            online_run, online_rounds = self.online_stage(project, users, dpo_job.result_version, suites, o)
+
+        # 8. every version on every suite
+        versions = {
+            "base": base,
+            "sft": sft_job.result_version,
+            "dpo": dpo_job.result_version,
+            "online": online_run.result_version if online_run else None,
+        }
+        if versions["online"] == versions["dpo"]:
+            versions["online"] = None  # no round passed its gate
+        figures, by_context = {}, {}
+        for kind, suite in suites.items():
+            for label, version in versions.items():
                 if version is None:
                     continue
                 run = latest_run(version, suite)
@@ -318,38 +288,91 @@ class Command(BaseCommand):
                     run = create_run(project, suite, version, start=False, note="demo_loop")
                     run = run_eval(run.pk) or EvalRun.objects.get(pk=run.pk)
                 s = run.summary
-                figures[f"{split}_{label}"] = {
-                    k: (s.get(k) or {}).get("value")
-                    for k in (
-                        "tool_call_accuracy",
-                        "tool_name_accuracy",
-                        "tool_args_accuracy",
-                        "response_quality",
-                    )
+                figures[f"{kind}_{label}"] = {
+                    k: (s.get(k) or {}).get("value") for k in (*HEADLINE, "knowledge_accuracy")
                 }
-                figures[f"{split}_{label}"]["n"] = suite.case_count
-                self.say(f"{split} {label}: {figures[f'{split}_{label}']}")
+                figures[f"{kind}_{label}"]["n"] = suite.case_count
+                by_context[f"{kind}_{label}"] = _by_context(run)
+                self.say(f"{kind} {label}: {figures[f'{kind}_{label}']}")
         result = {
-            "bench": "demo_loop",
             "contexts": len(cases),
             "labels": labelled,
             "unreasonable": bad,
             "sft_rows": sft_snap.row_count,
             "dpo_rows": dpo_snap.row_count,
+            "routing": {
+                "sft": (sft_snap.stats or {}).get("routing"),
+                "dpo": (dpo_snap.stats or {}).get("routing"),
+            },
             "sft_job": {"status": sft_job.status, **sft_job.timings},
             "dpo_job": {"status": dpo_job.status, **dpo_job.timings},
-            "figures": figures,
+            **figures,
+            "by_context": by_context,
+            "disjointness": disjoint,
             "judge": judge_figures,
             "online_rounds": online_rounds,
             "online_status": online_run.status if online_run else None,
-            "online_result": online_run.result_version.name
-            if online_run and online_run.result_version
-            else None,
             "minutes": round((time.monotonic() - t0) / 60, 1),
         }
         from benchmarks._common import report
 
-        report("demo_loop", {k: v for k, v in result.items() if k != "bench"})
+        report("demo_loop", result)
+
+    def train(self, project, stage, base_version, snap, overrides):
+        job = create_job(
+            project,
+            None,
+            stage=stage,
+            base_version=base_version,
+            train_snapshot=snap,
+            preset="demo-tiny",
+            overrides=overrides,
+            start=False,
+        )
+        job = run_job(job.pk)
+        self.say(f"{stage.upper()} job {job.pk}: {job.status} {job.message} {job.timings}")
+        if job.result_version is None:
+            raise CommandError(f"{stage.upper()} produced no model")
+        return job
+
+    def online_stage(self, project, users, start_version, suites, o):
+        run = online.create_run(
+            project,
+            users["loop-lead"],
+            start_version=start_version,
+            ranker="checker",
+            eval_suite=suites["seen"],
+            rounds=o["online_rounds"],
+            options={"samples_per_prompt": o["samples"], "max_prompts": o["contexts"], "temperature": 1.0},
+            preset="demo-tiny",
+            overrides={
+                "learning_rate": o["online_lr"],
+                "num_train_epochs": o["online_epochs"],
+                "beta": o["dpo_beta"],
+            },
+            start=False,
+        )
+        self.say(f"online DPO run {run.pk}: {o['online_rounds']} round(s) from {start_version.name}")
+        run = online.run_online(run.pk)
+        self.say(f"online run: {run.status} — {run.message}")
+        rounds = []
+        for r in run.round_set.select_related("job"):
+            rounds.append(
+                {
+                    "round": r.number,
+                    "pairs": r.pairs,
+                    "prompts": r.prompts,
+                    "sample_accuracy": r.stats.get("sample_accuracy"),
+                    "reference_chosen": r.stats.get("reference_chosen"),
+                    "tool_call_accuracy": (r.gate.get("candidate") or {}).get("acc"),
+                    "policy_accuracy": (r.gate.get("baseline") or {}).get("acc"),
+                    "gate_passed": r.gate.get("passed"),
+                    "job_status": r.job.status if r.job else None,
+                    "seconds": r.gate.get("seconds"),
+                }
+            )
+            self.say(f"round {r.number}: {rounds[-1]}")
+        return run, rounds
 
     def judge_stage(self, project, users, base, sft_version, cases, model, tok, o):
         """The SFT model's answer beside the base model's, compared by two scripted annotators in the real
@@ -433,13 +456,20 @@ class Command(BaseCommand):
             "job_status": job.status,
             "train_rows": snap.row_count,
             "held_out_pairs": ev.pairs,
-            "accuracy": ev.accuracy,
-            "accuracy_se": ev.accuracy_se,
+            "accuracy": ev.symmetric_accuracy,  # the symmetric verdict, an unsure pair counting half
+            "accuracy_se": ev.symmetric_accuracy_se,
+            "decision_margin": ev.decision_margin,
+            "coverage": ev.coverage,
+            "unsure": ev.pairs - ev.decided,
+            "decided_accuracy": ev.decided_accuracy,
+            "flip_rate": ev.position_bias_rate,
+            "ece": ev.averaged_ece,
+            "brier": ev.averaged_brier,
+            "temperature": ev.temperature,
+            "forced_choice_accuracy": ev.accuracy,
             "single_order_accuracy": ev.single_order_accuracy,
-            "position_bias_rate": ev.position_bias_rate,
+            "single_order_ece": ev.ece,
             "first_position_rate": ev.first_position_rate,
-            "ece": ev.ece,
-            "brier": ev.brier,
             "human_agreement": ev.human_agreement,
             "human_pairs": ev.human_pairs,
             "comparisons": votes,

@@ -188,14 +188,14 @@ class Command(BaseCommand):
 
     def seed_lineage(self, project, admin, base):
         started = time.perf_counter()
-        suite = demo_lineage.ensure_suite(project, admin)
+        suites = demo_lineage.ensure_suites(project, admin)
         snapshots = demo_lineage.ensure_snapshots(project, admin)
         for snap in snapshots.values():
             self.stdout.write(f"snapshot {snap.name}: {snap.status} — {snap.message}")
         if base is None or not base.path:
             self.stdout.write("demo model not built: no training lineage")
             return
-        queued = demo_lineage.queue_lineage(project, admin, base, snapshots, suite)
+        queued = demo_lineage.queue_lineage(project, admin, base, snapshots, suites)
         if queued.get("already"):
             self.stdout.write("lineage: already queued")
         elif queued.get("not_ready"):
@@ -203,7 +203,8 @@ class Command(BaseCommand):
         else:
             self.stdout.write(
                 f"queued for the worker: SFT job {queued['sft_job']} from {base.name} and eval run "
-                f"{queued['base_eval_run']} of it on {suite.name}; DPO and the other eval runs follow "
+                f"{queued['base_eval_run']} of it on {suites['unseen'].name} (and on the other demo "
+                "suites); DPO and the other eval runs follow "
                 f"({time.perf_counter() - started:.1f} s)"
             )
 
