@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import reviewing, views, workspace
+from . import reviewing, taxonomy_views, views, workspace
 from .dashboards import views as dashboard_views
 
 app_name = "annotator"
@@ -14,6 +14,11 @@ urlpatterns = [
     path("p/<slug:slug>/imports/<int:pk>/cancel/", views.import_cancel, name="import-cancel"),
     path("p/<slug:slug>/conversations/", views.conversation_list, name="conversation-list"),
     path("p/<slug:slug>/conversations/<int:pk>/", views.conversation_detail, name="conversation-detail"),
+    path("p/<slug:slug>/taxonomy/", taxonomy_views.taxonomy_page, name="taxonomy"),
+    path("p/<slug:slug>/taxonomy/new/", taxonomy_views.category_create, name="taxonomy-create"),
+    path("p/<slug:slug>/taxonomy/<int:pk>/edit/", taxonomy_views.category_edit, name="taxonomy-edit"),
+    path("p/<slug:slug>/taxonomy/<int:pk>/route/", taxonomy_views.category_route, name="taxonomy-route"),
+    path("p/<slug:slug>/taxonomy/<int:pk>/active/", taxonomy_views.category_active, name="taxonomy-active"),
     path("p/<slug:slug>/next/", workspace.next_item, name="next"),
     path("p/<slug:slug>/history/", workspace.history, name="history"),
     path("p/<slug:slug>/tasks/<int:task_id>/", workspace.task_page, name="task"),
