@@ -27,9 +27,8 @@ from training.snapshots.rows import prompt_hash
 
 DEMO_BASE = "demo-base"
 PRESET = "demo-tiny"
-# the preset's DPO rate (5e-3) damages the SFT model on a set this small about half the time (the guard
-# stops it and no DPO model is left to evaluate); 1e-3 trains the whole epoch with clean answers
-DPO_OVERRIDES = {"learning_rate": 1e-3}
+# the demo lineage trains with the preset as it is (the same recipe as `make demo-loop`)
+DPO_OVERRIDES: dict = {}
 MARK = "demo_lineage"
 SUITE_CASES = {"unseen": 100, "seen": 100, "multiturn": 90, "knowledge": 40}
 SUITE_SEED = 9000  # never the seeds of the demo conversations (seed + 1000) nor of the model's training

@@ -53,7 +53,24 @@ _BRANDS = [
 ]
 # types a customer may ask for that the shop does not carry (search returns nothing)
 _UNKNOWN_TYPES = ["hammock", "air fryer", "bike helmet", "yoga mat", "smart watch", "rice cooker"]
-_PEOPLE = ["Maria", "John", "Aiko", "Pedro", "Fatima", "Liam", "Chen", "Olga", "Samir", "Grace"]
+_PEOPLE = [
+    "Maria",
+    "John",
+    "Aiko",
+    "Pedro",
+    "Fatima",
+    "Liam",
+    "Chen",
+    "Olga",
+    "Samir",
+    "Grace",
+    "Tariq",
+    "Nina",
+    "Bruno",
+    "Ines",
+    "Kofi",
+    "Mei",
+]
 _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 _NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 
@@ -237,6 +254,10 @@ _ID_RNG = random.Random(7)
 CUSTOMER_IDS = [f"C-{n}" for n in _ID_RNG.sample(range(1000, 10000), 16)]
 ORDER_IDS = [f"ORD-{n}" for n in _ID_RNG.sample(range(10000, 100000), 24)]
 TIME_SLOTS = [f"{h:02d}:{m}" for h in range(9, 18) for m in ("00", "15", "30", "45")]
+# The shop's customer directory: each id belongs to one person, and the agent addresses them by name.
+# That gives every id a meaning of its own (a tiny model learns to tell tokens apart only when telling
+# them apart predicts something), which it needs before it can copy an id from the context.
+CUSTOMERS = dict(zip(CUSTOMER_IDS, _PEOPLE, strict=True))
 
 
 def _order_id(rng):
@@ -561,9 +582,9 @@ class _Conversation:
     # -- episodes --
     def greeting(self):
         self.customer_id = _customer_id(self.rng)
-        person = self.rng.choice(_PEOPLE)
+        person = CUSTOMERS[self.customer_id]
         self.user("greeting_customer", person=person, cid=self.customer_id)
-        self.say(f"Hello {person} ({self.customer_id})! How can I help you today?")
+        self.say(f"Hello {person}! How can I help you today?")
 
     def policy(self, follow_up):
         topic = self.rng.choice(POLICY_TOPICS)
@@ -619,7 +640,7 @@ class _Conversation:
             )
         else:
             self.say(
-                f"Your order {result['order_id']} for {qty} x {sku} is confirmed for customer {cid}. "
+                f"Your order {result['order_id']} for {qty} x {sku} is confirmed, {CUSTOMERS[cid]}. "
                 f"Total: ${result['total']:.2f}."
             )
 
@@ -656,7 +677,8 @@ class _Conversation:
         when = _time(self.rng)
         self.user("callback", time=when, cid=cid)
         self.call(("schedule_callback", {"customer_id": cid, "time": when}))
-        self.say(f"Done: a sales person will call customer {cid} on {when}.")
+        part = "morning" if when.split()[1] < "12:00" else "afternoon"
+        self.say(f"Done: a sales person will call you, {CUSTOMERS[cid]}, on {when} ({part}).")
 
 
 def _generic_reply(name, result):

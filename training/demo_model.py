@@ -138,7 +138,7 @@ SIZES = {
     },
 }
 # Bump when the data, template or training recipe changes: it invalidates cached builds.
-RECIPE_VERSION = 6
+RECIPE_VERSION = 7
 
 
 WORD_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[\p{L}_]+| ?\p{N}+| ?[^\s\p{L}\p{N}_]+|\s+(?!\S)|\s+"""
