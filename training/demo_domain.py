@@ -293,6 +293,16 @@ OPENERS = [
 ]
 SUFFIXES = ["", " please", " thanks", " if you can", " thank you", " today", " if possible"]
 
+_ORDER_PARTS = [  # an order's "A" parts, whether or not the customer id is in the same turn
+    "please order {qty} of {sku}",
+    "I'd like {qty} x {sku}",
+    "buy {qty} units of {sku}",
+    "put {qty} {sku} on order",
+    "I want {qty} of {sku}",
+    "place an order for {qty} {sku}",
+    "get me {qty} {sku}",
+    "send {qty} of {sku}",
+]
 CORES = {
     "search": (
         [
@@ -321,16 +331,7 @@ CORES = {
         [" in stock", " on hand", " available", " left in the warehouse", " ready to ship", " on the shelf"],
     ),
     "order_sku": (  # the customer id is in the same turn
-        [
-            "please order {qty} of {sku}",
-            "I'd like {qty} x {sku}",
-            "buy {qty} units of {sku}",
-            "put {qty} {sku} on order",
-            "I want {qty} of {sku}",
-            "place an order for {qty} {sku}",
-            "get me {qty} {sku}",
-            "send {qty} of {sku}",
-        ],
+        _ORDER_PARTS,
         [
             " for customer {cid}",
             ", my customer ID is {cid}",
@@ -341,16 +342,7 @@ CORES = {
         ],
     ),
     "order_known": (  # the customer gave their id in an earlier turn
-        [
-            "please order {qty} of {sku}",
-            "I'd like {qty} x {sku}",
-            "buy {qty} units of {sku}",
-            "put {qty} {sku} on order",
-            "I want {qty} of {sku}",
-            "place an order for {qty} {sku}",
-            "get me {qty} {sku}",
-            "send {qty} of {sku}",
-        ],
+        _ORDER_PARTS,
         ["", " for me", " on my account", " as well", " under my name", " to my address"],
     ),
     "order_status": (
