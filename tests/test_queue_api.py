@@ -540,10 +540,13 @@ def _page_worker(user, slug, done, lock, leaves):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("mode", ["api", "mixed"])
+# "mixed" only in CI: its ten API threads race one another as well as the ten page threads ("api", all
+# twenty through the REST endpoints, is the same race again and cost CI 45 s; benchmarks/queue_bench.py
+# drives the API alone at 10,000 items)
+@pytest.mark.parametrize("mode", ["mixed"])
 def test_twenty_concurrent_annotators_through_the_api_and_pages(make_user, mode):
-    """20 threads, each with its own connection, drain the queue (overlap 2) through the REST endpoints, or
-    half of them through the pages; every integrity check of benchmarks/queue_bench.py stays at 0."""
+    """20 threads, each with its own connection, drain the queue (overlap 2): half of them through the REST
+    endpoints, half through the pages; every integrity check of benchmarks/queue_bench.py stays at 0."""
     project = Project.objects.create(name="Race", slug="race", tools=TOOLS, overlap=2)
     seed_default_taxonomy(project)
     # 250 items on PostgreSQL (500 submissions by 20 threads at once) to keep CI under its 10 minutes: the
