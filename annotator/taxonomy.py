@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from .models import TaxonomyCategory
+from .models import Project, TaxonomyCategory
 
 # (name, description, root cause, recommended fix, children)
 DEFAULT_TAXONOMY = [
@@ -227,11 +227,16 @@ def update_category(category: TaxonomyCategory, **changes) -> TaxonomyCategory:
     unknown = set(changes) - EDITABLE
     if unknown:
         raise TypeError(f"update_category() cannot change {', '.join(sorted(unknown))}")
-    for field, value in changes.items():
-        setattr(category, field, value)
-    _check(category)
-    if changes:
-        _save(category, update_fields=list(changes))
+    with transaction.atomic():
+        if "parent" in changes:
+            # moves of one project's categories one at a time: two leads moving A under B and B under A
+            # at once would both pass the cycle check
+            Project.objects.select_for_update().filter(pk=category.project_id).first()
+        for field, value in changes.items():
+            setattr(category, field, value)
+        _check(category)
+        if changes:
+            _save(category, update_fields=list(changes))
     return category
 
 

@@ -159,7 +159,9 @@ def category_edit(request, slug, pk):
         form = CategoryForm(project, request.POST)
         if form.is_valid():
             try:
-                taxonomy.update_category(category, **{f: form.cleaned_data[f] for f in fields})
+                # only the fields the form sent: a partial post (a script, a stale form) changes no others
+                sent = [f for f in fields if f in request.POST]
+                taxonomy.update_category(category, **{f: form.cleaned_data[f] for f in sent})
             except ValidationError as exc:
                 form.refused(exc)
             else:
@@ -197,8 +199,10 @@ def _saved(request, project, category, *, error=None, note=""):
 def category_route(request, slug, pk):
     project = _project_to_edit(request, slug)
     category = get_object_or_404(TaxonomyCategory, project=project, pk=pk)
+    if "fix_route" not in request.POST:
+        return _saved(request, project, category, error="Send fix_route: sft, dpo, both, none, or empty.")
     try:
-        taxonomy.update_category(category, fix_route=request.POST.get("fix_route", ""))
+        taxonomy.update_category(category, fix_route=request.POST["fix_route"])
     except ValidationError as exc:
         error = " ".join(exc.message_dict.get("fix_route", exc.messages))
         return _saved(request, project, category, error=error)
@@ -215,7 +219,10 @@ def category_active(request, slug, pk):
     if value not in ("0", "1"):
         error = "Send active=1 to reactivate or active=0 to deactivate."
         return _saved(request, project, category, error=error)
-    taxonomy.update_category(category, active=value == "1")
+    try:
+        taxonomy.update_category(category, active=value == "1")
+    except ValidationError as exc:  # the row itself breaks a rule (e.g. a legacy name): say so, no 500
+        return _saved(request, project, category, error=" ".join(exc.messages))
     if category.active:
         note = f"{category.name} is active again: annotators can pick it."
     else:

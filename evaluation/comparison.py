@@ -374,14 +374,6 @@ class SuiteMatrix:
     suites: list  # EvalSuite, newest first
     rows: list[tuple[object, list[MatrixCell | None]]]  # (ModelVersion, one cell per suite)
 
-    @property
-    def knowledge(self) -> list[bool]:
-        """Per suite: whether any cell has a knowledge figure (cases with gold facts)."""
-        return [
-            any(cells[i] and cells[i].knowledge_accuracy for _, cells in self.rows)
-            for i in range(len(self.suites))
-        ]
-
 
 def suite_matrix(project, max_suites: int = 6, max_versions: int = 12) -> SuiteMatrix:
     """Versions side by side on several suites (e.g. seen / unseen phrasings, multi-turn, knowledge): the

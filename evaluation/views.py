@@ -32,6 +32,8 @@ METRIC_HELP = {
     "tool_name_accuracy": "Among cases where the model called a tool: the called names are right.",
     "tool_args_accuracy": "Among cases where the model called a tool: names and arguments all right.",
     "response_quality": "Free of every format defect below.",
+    "knowledge_accuracy": "Among cases whose gold answer lists facts (e.g. the current policy's terms): the "
+    "reply states every one of them, as whole words, whitespace and case free.",
 }
 DEFECT_HELP = {
     "think_tags": "<think> tags unbalanced, nested or out of order",
@@ -267,6 +269,8 @@ def run_detail(request, slug, pk):
         return response
     s = run.summary or {}
     headline = [_rate_row(m, s.get(m)) for m in HEADLINE_METRICS] if s else []
+    if (s.get("knowledge_accuracy") or {}).get("n"):  # a suite whose gold answers carry facts
+        headline.append(_rate_row("knowledge_accuracy", s["knowledge_accuracy"]))
     defects = [_rate_row(d, (s.get("defects") or {}).get(d)) for d in DEFECTS] if s else []
     secondary = (
         [_rate_row(m, s.get(m)) for m in ("false_call_rate", "missed_call_rate", "args_accuracy_given_name")]

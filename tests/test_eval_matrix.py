@@ -65,6 +65,9 @@ def test_knowledge_accuracy_counts_only_cases_with_facts():
     summary = summarize([right, half, plain])
     assert summary["knowledge_accuracy"] == {"n": 2, "count": 1, "value": 0.5, "se": 0.3535533905932738}
     assert summarize([plain])["knowledge_accuracy"]["value"] is None  # no facts: missing, never 0
+    # whole words, case free: "160 days" does not state "60 days"
+    assert score_case(expected, "Returns within 160 days, a full refund.", None)["facts_right"] == 0
+    assert score_case(expected, "Returns within 60 Days, a Full Refund.", None)["facts_right"] == 1
 
 
 def test_facts_must_be_a_list_of_texts(project):
@@ -96,6 +99,10 @@ def test_home_shows_every_version_on_every_suite_with_knowledge(project, members
     assert "unseen phrasings" in matrix and "policy knowledge" in matrix
     assert "knowledge 0.0%" in matrix and "knowledge 75.0%" in matrix
     assert "62.5%" in matrix  # sft, 5 of 8 on the tool suite
+    # the run's own report shows the figure too
+    run = EvalRun.objects.get(suite=knowledge, model_version=sft)
+    report = client.get(f"/p/{project.slug}/eval/runs/{run.pk}/").content.decode()
+    assert "knowledge_accuracy" in report and "3 of 4 cases" in report
 
 
 def test_the_matrix_costs_the_same_queries_for_more_versions(project):

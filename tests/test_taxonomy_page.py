@@ -230,6 +230,19 @@ def test_add_edit_deactivate_and_reactivate(client, project, members):
     assert lead.post(f"/p/sales/taxonomy/{tool_use.pk}/active/", {"active": "1"}).status_code == 302
     assert cat(project, "Tool use").active
 
+    # a partial post (a script, a stale form) changes what it sent and nothing else
+    assert lead.post(edit, {"name": "Calls in the wrong order"}).status_code == 302
+    new.refresh_from_db()
+    assert (new.name, new.parent_id, new.description, new.fix_route) == (
+        "Calls in the wrong order",
+        tool_use.pk,
+        "d",
+        "sft",
+    )
+    # a route post without a route is refused, the route kept
+    assert lead.post(f"/p/sales/taxonomy/{new.pk}/route/", {}).status_code == 400
+    assert cat(project, "Calls in the wrong order").fix_route == "sft"
+
 
 def test_posts_need_the_csrf_token(project, members):
     browser = Client(enforce_csrf_checks=True)

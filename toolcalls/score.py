@@ -21,6 +21,7 @@ any depth compare without recursion (toolcalls.match).
 from __future__ import annotations
 
 import math
+import re
 
 from .defects import DEFECTS, find_defects
 from .match import expected_calls_cached, match_calls, names_matched
@@ -86,7 +87,7 @@ def score_case(
     response_quality = int(not any(defects.values()))
     facts = (expected_message or {}).get("facts") or []
     # a gold answer's `facts` (domain knowledge it must state, e.g. a policy's terms): all in the reply
-    facts_right = int(all(_squeeze(f) in _squeeze(p.reply_text) for f in facts)) if facts else None
+    facts_right = int(all(_states(p.reply_text, f) for f in facts)) if facts else None
 
     return {
         "tool_call_accuracy": tool_call_accuracy,
@@ -113,8 +114,11 @@ def score_case(
     }
 
 
-def _squeeze(text: str) -> str:
-    return " ".join((text or "").split())
+def _states(reply: str, fact: str) -> bool:
+    """The reply states the fact as whole words ("60 days" is not in "160 days"); whitespace and case free."""
+    text = " ".join((reply or "").split()).casefold()
+    words = " ".join(fact.split()).casefold()
+    return re.search(r"(?<!\w)" + re.escape(words) + r"(?!\w)", text) is not None
 
 
 def standard_error(p: float | None, n: int) -> float | None:

@@ -31,7 +31,10 @@ from jobs import lifecycle
 from ..models import TrainingJob
 from .worker_main import SUPERVISOR_PID_ENV
 
-STOP_GRACE_S = 60.0  # how long a cancelled or finished group may take to save and exit before it is killed
+STOP_GRACE_S = 60.0  # how long a cancelled or stopped group may take to save and exit before it is killed
+# after rank 0 marked the job succeeded it still works (a judge's held-out evaluation, the hooks): a
+# success is given this long to finish before the group is killed
+AFTER_SUCCESS_S = 3600.0
 LOG_NAME = "processes.log"  # the group's own output (tracebacks), in the job's output folder
 
 logger = logging.getLogger(__name__)
@@ -165,9 +168,10 @@ def _watch(job: TrainingJob, proc: subprocess.Popen) -> str:
         if status == TrainingJob.State.RUNNING and not cancel:
             continue
         stopping_since = stopping_since or time.monotonic()
-        if time.monotonic() - stopping_since > STOP_GRACE_S:
+        grace = AFTER_SUCCESS_S if status == TrainingJob.State.SUCCEEDED and not cancel else STOP_GRACE_S
+        if time.monotonic() - stopping_since > grace:
             _kill(proc)
-            return f"the training processes did not stop within {STOP_GRACE_S:.0f}s and were killed"
+            return f"the training processes did not stop within {grace:.0f}s and were killed"
 
 
 def _kill(proc: subprocess.Popen) -> None:
