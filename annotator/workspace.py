@@ -247,8 +247,11 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
             s = hints.pair_suggestions(project, [(a.pk, b.pk)]).get((a.pk, b.pk))
             if s is not None:
                 left_prob = 1 - s.prob_a if flip else s.prob_a
-                ctx["suggestion"] = {
-                    "side": "left" if left_prob >= 0.5 else "right",
+                ctx["suggestion"] = {  # the judge's own verdict, "" when it is unsure
+                    "side": {"a": "right" if flip else "left", "b": "left" if flip else "right"}.get(
+                        s.verdict, ""
+                    ),
+                    "left_prob": left_prob,
                     "confidence": max(left_prob, 1 - left_prob),
                     "judge": s.judge.name,
                     "reason": s.reason,

@@ -43,7 +43,7 @@ from toolcalls.score import score_case
 from training.finetune.params import clean_params
 from training.finetune.request import create_job
 from training.finetune.run import run_job
-from training.judge.judges import judge_pairs, load_judge
+from training.judge.judges import UNSURE, X, Y, judge_pairs, load_judge
 from training.models import DatasetSnapshot, OnlinePair, OnlineRound, OnlineRun, TrainingJob
 from training.snapshots.build import build_snapshot, create_snapshot
 
@@ -315,7 +315,8 @@ def rank_with_checker(prompt: dict, samples: list[str]) -> list[float]:
 
 
 def rank_with_judge(judge, prompt: dict, samples: list[str]) -> list[float]:
-    """Round robin: each sample's total win probability against the others (both orders)."""
+    """Round robin on the judge's symmetric verdicts (both orders): a win scores 1, an unsure pair
+    half to each, so a sample is never ranked on an order the judge happened to see it in."""
     n = len(samples)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     verdicts = judge_pairs(
@@ -323,8 +324,9 @@ def rank_with_judge(judge, prompt: dict, samples: list[str]) -> list[float]:
     )
     scores = [0.0] * n
     for (i, j), v in zip(pairs, verdicts, strict=True):
-        scores[i] += v.prob
-        scores[j] += 1 - v.prob
+        won = {X: 1.0, Y: 0.0, UNSURE: 0.5}[v.verdict]
+        scores[i] += won
+        scores[j] += 1 - won
     return scores
 
 

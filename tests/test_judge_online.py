@@ -97,17 +97,20 @@ def dpo_of_preferences(project, user):
 
 
 def test_score_verdicts_by_hand():
+    def verdict(p_first, p_second):  # P(x better) with x shown first, and with x shown second
+        return PairVerdict(x_first=p_first, y_first=1 - p_second)
+
     v = [
-        PairVerdict(0.9, 0.7),  # right in both orders
-        PairVerdict(0.6, 0.2),  # flips with the order: averaged 0.4, wrong
-        PairVerdict(0.3, 0.1),  # wrong in both orders
-        PairVerdict(0.8, 0.5),
+        verdict(0.9, 0.7),  # right in both orders
+        verdict(0.6, 0.2),  # flips with the order: averaged 0.4, wrong
+        verdict(0.3, 0.1),  # wrong in both orders
+        verdict(0.8, 0.5),
     ]  # averaged 0.65, right; the 0.5 is a tie
     rep = score_verdicts(v)
     assert rep.pairs == 4
     assert rep.accuracy == 0.5 and math.isclose(rep.accuracy_se, math.sqrt(0.25 / 4))
     assert rep.single_order_accuracy == 4 / 8  # 0.9 0.7 0.6 0.8 over 0.5
-    assert rep.position_bias_rate == 0.25  # only the second pair flips; 0.5 counts as picking x
+    assert rep.position_bias_rate == 0.25  # only the second pair flips; a 0.5 names neither answer
     # first slot: pair1 (x first wins, y first loses) → 1; pair2: 1 + 1; pair3: 0 + 1; pair4: 1 + 0
     assert rep.first_position_rate == 5 / 8
     assert math.isclose(rep.brier, sum((1 - p) ** 2 for p in (0.9, 0.7, 0.6, 0.2, 0.3, 0.1, 0.8, 0.5)) / 8)
@@ -542,7 +545,7 @@ def test_ranking_with_a_judge_uses_round_robin_scores(project, base, labelled):
     prompt = {"messages": stock_context(1), "tools": [], "expected": None}
     samples = [WRONG, RIGHT % "SKU-1", "Maybe."]
     scores = online.rank_with_judge(FixedJudge(), prompt, samples)
-    assert scores[1] == max(scores) and scores[1] == pytest.approx(0.9 + 0.9)
+    assert scores == [0.5, 2.0, 0.5]  # the call wins both its pairs; the other pair is unsure
     assert online.choose_pair(prompt, samples, scores, [True] * 3, use_reference=True)[:2] in ((1, 0), (1, 2))
     # a malformed answer is never chosen, however the ranker scored it
     assert online.choose_pair(prompt, samples, [0.0, 0.5, 2.0], [True, True, False], use_reference=False)[

@@ -29,6 +29,15 @@ class JudgeEvaluationSerializer(serializers.ModelSerializer):
             "job",
             "source",
             "pairs",
+            "decision_margin",
+            "temperature",
+            "decided",
+            "coverage",
+            "decided_accuracy",
+            "symmetric_accuracy",
+            "symmetric_accuracy_se",
+            "averaged_ece",
+            "averaged_brier",
             "accuracy",
             "accuracy_se",
             "single_order_accuracy",
@@ -112,7 +121,6 @@ class JudgeViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class JudgeSuggestionSerializer(serializers.ModelSerializer):
-    verdict = serializers.CharField(read_only=True)
     confidence = serializers.FloatField(read_only=True)
 
     class Meta:

@@ -31,27 +31,32 @@ def judges(request, slug):
     for ev in JudgeEvaluation.objects.filter(judge__in=judges).select_related("job").order_by("-id"):
         latest.setdefault(ev.judge_id, ev)
 
-    def counts(model):  # {judge: (suggestions, disputed)}, one grouped query per kind
+    def counts(model, unsure: Q):  # {judge: (suggestions, disputed, unsure)}, one grouped query per kind
         return {
-            r["judge"]: (r["n"], r["d"])
+            r["judge"]: (r["n"], r["d"], r["u"])
             for r in model.objects.filter(project=project)
             .values("judge")
-            .annotate(n=Count("id"), d=Count("id", filter=Q(disagrees=True)))
+            .annotate(n=Count("id"), d=Count("id", filter=Q(disagrees=True)), u=Count("id", filter=unsure))
             .order_by()
         }
 
-    pairs, single = counts(JudgeSuggestion), counts(JudgeVerdictSuggestion)
+    pairs = counts(JudgeSuggestion, Q(verdict=JudgeSuggestion.Verdict.UNSURE))
+    single = counts(JudgeVerdictSuggestion, Q(suggested=JudgeVerdictSuggestion.Suggested.UNSURE))
     rows = []
     for judge in judges:
-        (n, d), (vn, vd) = pairs.get(judge.pk, (0, 0)), single.get(judge.pk, (0, 0))
+        (n, d, u), (vn, vd, vu) = pairs.get(judge.pk, (0, 0, 0)), single.get(judge.pk, (0, 0, 0))
+        ev = latest.get(judge.pk)
         rows.append(
             {
                 "judge": judge,
-                "ev": latest.get(judge.pk),
+                "ev": ev,
+                "unsure": ev.pairs - ev.decided if ev and ev.decided is not None else None,
                 "suggestions": n,
                 "disagree": d,
+                "suggestions_unsure": u,
                 "verdicts": vn,
                 "verdicts_disagree": vd,
+                "verdicts_unsure": vu,
             }
         )
     disputed = (

@@ -247,21 +247,51 @@ class JudgeEvaluation(models.Model):
     )
     source = models.CharField(max_length=200, help_text="Which held-out pairs were judged.")
     pairs = models.PositiveIntegerField(default=0)
+    # The symmetric judge (both orders; training/judge/judges.py decide()): what leads and rankers get.
+    decision_margin = models.FloatField(
+        null=True, blank=True, help_text="Each order must give the same side P >= 0.5 + this margin."
+    )
+    temperature = models.FloatField(
+        null=True, blank=True, help_text="The temperature the judge's probabilities were scaled by."
+    )
+    decided = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Pairs with a verdict; the others are unsure."
+    )
+    coverage = models.FloatField(null=True, blank=True, help_text="Share of the pairs decided.")
+    decided_accuracy = models.FloatField(
+        null=True, blank=True, help_text="Symmetric verdict vs the human winner, on the decided pairs."
+    )
+    symmetric_accuracy = models.FloatField(
+        null=True, blank=True, help_text="Symmetric verdict vs the human winner, an unsure pair as half."
+    )
+    symmetric_accuracy_se = models.FloatField(null=True, blank=True)
+    averaged_ece = models.FloatField(
+        null=True, blank=True, help_text="Expected calibration error of the order-averaged probability."
+    )
+    averaged_brier = models.FloatField(
+        null=True, blank=True, help_text="Brier score of the order-averaged probability."
+    )
     accuracy = models.FloatField(
-        null=True, blank=True, help_text="Order-averaged verdict vs the human winner."
+        null=True, blank=True, help_text="Forced choice: the order-averaged probability vs the human winner."
     )
     accuracy_se = models.FloatField(null=True, blank=True)
     single_order_accuracy = models.FloatField(
         null=True, blank=True, help_text="Each order counted on its own."
     )
     position_bias_rate = models.FloatField(
-        null=True, blank=True, help_text="Share of pairs whose verdict flips when A and B swap."
+        null=True,
+        blank=True,
+        help_text="Flip rate: share of pairs whose two single-order verdicts name different answers.",
     )
     first_position_rate = models.FloatField(
         null=True, blank=True, help_text="How often it picks the first slot."
     )
-    ece = models.FloatField(null=True, blank=True, help_text="Expected calibration error, 10 bins.")
-    brier = models.FloatField(null=True, blank=True)
+    ece = models.FloatField(
+        null=True, blank=True, help_text="Expected calibration error of the single-order probabilities."
+    )
+    brier = models.FloatField(
+        null=True, blank=True, help_text="Brier score of the single-order probabilities."
+    )
     human_agreement = models.FloatField(
         null=True, blank=True, help_text="Annotator-vs-annotator agreement on the same pairs (the ceiling)."
     )
@@ -285,7 +315,19 @@ class JudgeSuggestion(models.Model):
     judge = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="suggestions")
     response_a = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
     response_b = models.ForeignKey("annotator.ModelResponse", on_delete=models.CASCADE, related_name="+")
+
+    class Verdict(models.TextChoices):
+        A = "a", "A is better"
+        B = "b", "B is better"
+        UNSURE = "", "unsure"
+
     prob_a = models.FloatField(help_text="P(A is better), averaged over both orders.")
+    verdict = models.CharField(
+        max_length=1,
+        choices=Verdict.choices,
+        blank=True,
+        help_text="The judge's verdict (both orders agreeing beyond its margin), or unsure.",
+    )
     position_consistent = models.BooleanField(default=True)
     reason = models.TextField(blank=True)
     human_choice = models.CharField(
@@ -304,11 +346,10 @@ class JudgeSuggestion(models.Model):
         indexes = [models.Index(fields=["project", "response_a", "response_b"], name="judgesuggestion_pair")]
 
     def __str__(self):
-        return f"judge {self.judge_id} on responses {self.response_a_id}/{self.response_b_id}: {self.verdict}"
-
-    @property
-    def verdict(self) -> str:
-        return "a" if self.prob_a >= 0.5 else "b"
+        return (
+            f"judge {self.judge_id} on responses {self.response_a_id}/{self.response_b_id}: "
+            f"{self.verdict or 'unsure'}"
+        )
 
     @property
     def confidence(self) -> float:

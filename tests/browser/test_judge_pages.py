@@ -41,8 +41,16 @@ def judged(project, members):
         judge=judge,
         source="20% held out",
         pairs=40,
-        accuracy=0.75,
-        accuracy_se=0.068,
+        decision_margin=0.05,
+        decided=34,
+        coverage=0.85,
+        decided_accuracy=0.794,
+        symmetric_accuracy=0.75,
+        symmetric_accuracy_se=0.068,
+        averaged_ece=0.04,
+        averaged_brier=0.16,
+        accuracy=0.77,
+        accuracy_se=0.066,
         single_order_accuracy=0.71,
         position_bias_rate=0.15,
         first_position_rate=0.56,
@@ -61,6 +69,7 @@ def judged(project, members):
         response_a=a,
         response_b=b,
         prob_a=0.82,
+        verdict="a",
         reason="calls the tool " + XSS,
         human_choice="b",
         disagrees=True,
@@ -126,6 +135,7 @@ def test_judge_and_online_pages_draw_their_charts_and_keep_text_inert(
     )
     assert page.locator("#judges").inner_text().count("0.750 ± 0.068") == 1
     assert "0.830" in page.locator("#judges").inner_text()
+    assert "Decided 34 of 40 pairs (0.850)" in page.locator("#judges").inner_text()  # unsure: counted
     disputed = page.locator("#disputed-responses").inner_text()
     assert "Unreasonable" in disputed and "0.12" in disputed and XSS in disputed  # shown as text, not run
     shot(page, f"judges-{width}")

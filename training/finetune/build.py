@@ -111,7 +111,9 @@ def build_trainer(job: TrainingJob, model, tokenizer, dataset, device: str, call
     if job.stage == TrainingJob.Stage.JUDGE:
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**common, completion_only_loss=True)
+        # rows come pair by pair, both orders side by side (judge/pairs.py training_rows): read in that
+        # order, every batch holds both orders of its pairs, so what a slot alone would teach cancels
+        args = SFTConfig(**common, completion_only_loss=True, train_sampling_strategy="sequential")
         return SFTTrainer(
             model=model,
             args=args,

@@ -11,7 +11,7 @@ def judge_data(job: TrainingJob):
     from datasets import Dataset
 
     train, _calibration, held, source = job_pairs(job)
-    rows = training_rows(train, reasons=bool(job.params.get("judge_reasons")))
+    rows = training_rows(train, reasons=bool(job.params.get("judge_reasons")), seed=job.params.get("seed", 0))
     return Dataset.from_list(rows), held, source
 
 

@@ -10,12 +10,10 @@ from django.db.models import Count, Exists, F, OuterRef, Q
 from annotator.models import Label, ModelResponse, Preference, Slot, Status, Task
 
 from ..models import JudgeSuggestion, JudgeVerdictSuggestion
-from .judges import judge_pairs, load_judge
+from .judges import UNSURE, X, Y, judge_pairs, load_judge
 
 DISAGREE_BOOST = 20
 UNSURE_BOOST = 10
-UNSURE_BELOW = 0.6
-WORSE_BELOW = 1 - UNSURE_BELOW  # a response judged against a known good answer: clearly worse below this
 
 
 def _context_of(response) -> tuple[list, list]:
@@ -32,7 +30,8 @@ def _majority(choices: list[str]) -> str:
 
 
 def suggest(project, judge_version, limit: int = 2000, judge=None) -> dict:
-    """Judge open and labelled comparison tasks that have no suggestion from this judge yet, then
+    """Judge open and labelled comparison tasks that have no suggestion from this judge yet (the
+    symmetric verdict: A, B, or unsure when the two orders do not agree beyond the judge's margin), then
     raise the queue priority of the ones where the judge disagrees with the humans (first) or is
     unsure, so that the next annotator's vote goes where it settles most. Labelling tasks get the
     same through suggest_verdicts (their counts under "responses_*")."""
@@ -76,8 +75,8 @@ def suggest(project, judge_version, limit: int = 2000, judge=None) -> dict:
         disagree, unsure, rows = [], [], []
         for t, v in zip(tasks, verdicts, strict=True):
             human = _majority(humans.get((t.response_id, t.response_b_id), []))
-            verdict = "a" if v.prob >= 0.5 else "b"
-            differs = bool(human) and human != verdict
+            verdict = {X: "a", Y: "b", UNSURE: ""}[v.verdict]
+            differs = bool(human and verdict) and human != verdict
             rows.append(
                 JudgeSuggestion(
                     project=project,
@@ -85,6 +84,7 @@ def suggest(project, judge_version, limit: int = 2000, judge=None) -> dict:
                     response_a_id=t.response_id,
                     response_b_id=t.response_b_id,
                     prob_a=round(v.prob, 6),
+                    verdict=verdict,
                     position_consistent=v.consistent,
                     reason=v.reason,
                     human_choice=human,
@@ -93,7 +93,7 @@ def suggest(project, judge_version, limit: int = 2000, judge=None) -> dict:
             )
             if differs:
                 disagree.append(t.pk)
-            elif max(v.prob, 1 - v.prob) < UNSURE_BELOW or not v.consistent:
+            elif not verdict:
                 unsure.append(t.pk)
         _store(JudgeSuggestion, rows, disagree, unsure)
         out = {"judged": len(rows), "disagree": len(disagree), "unsure": len(unsure)}
@@ -143,10 +143,10 @@ def references(contexts: set[tuple[int, int]]) -> tuple[dict, dict]:
 
 def suggest_verdicts(project, judge_version, limit: int, the_judge) -> dict:
     """Judge labelling tasks' responses that have no suggestion from this judge yet, each against a known
-    good answer in its context (see references; a response with none is left for later). P(at least as
-    good as the reference) >= 0.5 suggests reasonable, below WORSE_BELOW unreasonable, between unsure.
-    Disagreeing with the humans' majority verdict raises the task's priority by DISAGREE_BOOST, unsure
-    (or flipping with the order) by UNSURE_BOOST, as for comparisons."""
+    good answer in its context (see references; a response with none is left for later). The symmetric
+    verdict decides: the response better suggests reasonable, the reference better unreasonable, an
+    unsure judge suggests nothing. Disagreeing with the humans' majority verdict raises the task's
+    priority by DISAGREE_BOOST, unsure by UNSURE_BOOST, as for comparisons."""
     done = JudgeVerdictSuggestion.objects.filter(judge=judge_version, response=OuterRef("response_id"))
     tasks = list(
         Task.objects.filter(project=project, kind=Task.Kind.LABEL)
@@ -191,13 +191,11 @@ def suggest_verdicts(project, judge_version, limit: int, the_judge) -> dict:
     verdicts = judge_pairs(the_judge(), items)
     rows, disagree, unsure = [], [], []
     for (t, ref), v in zip(picked, verdicts, strict=True):
-        suggested = (
-            JudgeVerdictSuggestion.Suggested.REASONABLE
-            if v.prob >= 0.5
-            else JudgeVerdictSuggestion.Suggested.UNREASONABLE
-            if v.prob < WORSE_BELOW
-            else JudgeVerdictSuggestion.Suggested.UNSURE
-        )
+        suggested = {
+            X: JudgeVerdictSuggestion.Suggested.REASONABLE,
+            Y: JudgeVerdictSuggestion.Suggested.UNREASONABLE,
+            UNSURE: JudgeVerdictSuggestion.Suggested.UNSURE,
+        }[v.verdict]
         human = majority.get(t.response_id, "")
         differs = bool(suggested and human) and suggested != human
         rows.append(
@@ -216,7 +214,7 @@ def suggest_verdicts(project, judge_version, limit: int, the_judge) -> dict:
         )
         if differs:
             disagree.append(t.pk)
-        elif not suggested or not v.consistent:
+        elif not suggested:
             unsure.append(t.pk)
     _store(JudgeVerdictSuggestion, rows, disagree, unsure)
     out.update(responses_judged=len(rows), responses_disagree=len(disagree), responses_unsure=len(unsure))
@@ -249,7 +247,8 @@ def suggestions_for(project, pairs: list[tuple[int, int]]) -> dict[tuple[int, in
             continue
         if key in pairs:
             out[key] = s
-        else:  # stored the other way round: flip it for the caller
+        else:  # stored the other way round: the mirror verdict for the caller
             s.prob_a, s.response_a_id, s.response_b_id = 1 - s.prob_a, s.response_b_id, s.response_a_id
+            s.verdict = {"a": "b", "b": "a"}.get(s.verdict, s.verdict)
             out[key[::-1]] = s
     return out
