@@ -125,7 +125,8 @@ def demo_records(n: int, seed: int, model_responses=None) -> list[dict]:
                 "tools": case["tools"],
                 "metadata": {**case["metadata"], "expected": case["expected"]},
                 "split": "eval" if i % 10 == 0 else "train",
-                "priority": 1 if case["metadata"].get("expects_call") else 0,
+                # calls and policy answers first: the demo's tool and knowledge fixes both get labelled
+                "priority": 1 if case["metadata"].get("expects_call") or case["expected"].get("facts") else 0,
                 "responses": responses,
             }
         )
