@@ -123,7 +123,13 @@ def test_a_lead_reviews_five_items_with_the_keyboard(browser, live_server, setup
         in page.locator("article.stream-item .review-form p.error:not(.comment-required)").inner_text()
     )
     assert current_id(page) == labels[3].pk
-    page.keyboard.type("Wrong category")  # the focus is back in the comment box
+    # the focus comes back to the comment box once the swapped-in form settles: wait for it before typing
+    # (a key typed a moment earlier went elsewhere, and CI saw "rong category")
+    page.wait_for_function(
+        "() => document.activeElement && document.activeElement.matches("
+        "'article.stream-item textarea[name=comment]')"
+    )
+    page.keyboard.type("Wrong category")
     page.keyboard.press("Enter")
     wait_for_item(page, labels[4].pk)
     assert Label.objects.get(pk=labels[3].pk).reviews.get().comment.strip() == "Wrong category"
