@@ -16,7 +16,6 @@ The model is MODEL_DIR/demo-base when it is built, else the test-size demo model
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -44,37 +43,18 @@ def main():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRAINING_THREADS", "1")
     from django.conf import settings
-    from django.core.files.base import ContentFile
 
-    from annotator.models import ModelVersion, Project
-    from training import demo_domain
+    from benchmarks._training_fixtures import bench_project
     from training.demo_model import build_demo_model
     from training.finetune.request import create_job
     from training.finetune.run import run_job
-    from training.models import DatasetSnapshot
 
     model = args.model or str(Path(settings.MODEL_DIR) / "demo-base")
     if not (Path(model) / "config.json").exists():
         model = str(bench / "demo-test-size")
         build_demo_model(model, seed=0, size="test", log=lambda *a: None)
     slug = f"train-processes-{int(time.time())}"
-    project = Project.objects.create(name=slug, slug=slug, tools=demo_domain.TOOLS)
-    base = ModelVersion.objects.create(project=project, name="base", path=model, origin="base")
-    rows = [
-        {"messages": c["messages"], "tools": json.dumps(c["tools"])}
-        for c in demo_domain.generate_conversations(400, seed=11)
-    ]
-    snap = DatasetSnapshot(
-        project=project,
-        kind="sft",
-        version=1,
-        layout="trl_messages",
-        status="ready",
-        row_count=len(rows),
-        sha256="bench",
-    )
-    snap.file.save("bench-sft.jsonl", ContentFile("\n".join(json.dumps(r) for r in rows) + "\n"), save=False)
-    snap.save()
+    project, base, snap = bench_project(slug, model)
 
     def run(processes: int, per_device: int) -> dict:
         steps = args.samples // (processes * per_device)

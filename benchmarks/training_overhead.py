@@ -10,7 +10,6 @@ Target: job train time / bare train time <= 1.05.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,38 +31,20 @@ def main():
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from django.core.files.base import ContentFile
 
-    from annotator.models import ModelVersion, Project
-    from training import demo_domain
+    from benchmarks._training_fixtures import bench_project
     from training.demo_model import build_demo_model
     from training.finetune.build import build_trainer, load_for_training
     from training.finetune.data import train_dataset
     from training.finetune.params import clean_params
     from training.finetune.request import create_job
     from training.finetune.run import run_job
-    from training.models import DatasetSnapshot, TrainingJob
+    from training.models import TrainingJob
 
     if not (Path(args.model) / "config.json").exists():
         build_demo_model(args.model, seed=0)
     slug = f"train-bench-{int(time.time())}"
-    project = Project.objects.create(name=slug, slug=slug, tools=demo_domain.TOOLS)
-    base = ModelVersion.objects.create(project=project, name="base", path=args.model, origin="base")
-    rows = [
-        {"messages": c["messages"], "tools": json.dumps(c["tools"])}
-        for c in demo_domain.generate_conversations(400, seed=11)
-    ]
-    snap = DatasetSnapshot(
-        project=project,
-        kind="sft",
-        version=1,
-        layout="trl_messages",
-        status="ready",
-        row_count=len(rows),
-        sha256="bench",
-    )
-    snap.file.save("bench-sft.jsonl", ContentFile("\n".join(json.dumps(r) for r in rows) + "\n"), save=False)
-    snap.save()
+    project, base, snap = bench_project(slug, args.model)
     overrides = {"max_steps": args.steps, "save_steps": args.save_steps, "logging_steps": 5}
 
     def bare_run(i):
