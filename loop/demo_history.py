@@ -86,7 +86,11 @@ def human_score(expected: dict, raw: str, tools: list) -> int:
     """How a careful annotator ranks two answers: right call first, then the right tool at least, then
     a clean answer (0-4; equal scores are a tie, or "both bad" when neither is right)."""
     s = score_case(expected, raw, tools)
-    return 2 * (s["tool_call_accuracy"] or 0) + (s["tool_name_accuracy"] or 0) + (s["response_quality"] or 0)
+    right = s["tool_call_accuracy"] or 0
+    # no call made: the tool name is right exactly when no call was due (a right answer scores 4, a tie)
+    name = s["tool_name_accuracy"] if s["tool_name_accuracy"] is not None else right
+    stale = 2 if s["facts_right"] == 0 else 0  # an outdated fact (the old policy) is a wrong answer
+    return max(0, 2 * right + name + (s["response_quality"] or 0) - stale)
 
 
 def correction_fields(expected: dict) -> dict:

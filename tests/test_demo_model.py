@@ -299,3 +299,19 @@ def test_build_is_cached_per_recipe(tiny_dir):
     assert not other["cached"] and other["seed"] == 1
     # built beside the target and renamed into place: nothing half-written is left
     assert sorted(p.name for p in tiny_dir.parent.iterdir() if not p.name.startswith(".")) == ["tiny"]
+
+
+def test_the_scripted_comparer_ties_two_right_answers_and_ranks_a_stale_fact_below_the_new_one():
+    from loop.demo_history import human_score
+
+    policy = demo_domain.knowledge_cases(1, seed=4)[0]
+    expected, tools = policy["expected"], policy["tools"]
+    topic = next(t for t, (text, _) in demo_domain.POLICY_NEW.items() if text in expected["content"])
+    new, old = expected["content"], demo_domain.POLICY_OLD[topic][0]
+    assert human_score(expected, new, tools) == 4  # right, no call due: two such answers tie
+    assert human_score(expected, old, tools) < human_score(expected, new, tools)
+    call = next(c for c in eval_prompts(40, seed=4) if c["metadata"]["expects_call"])
+    fn = call["expected"]["tool_calls"][0]["function"]
+    right = demo_domain.call_text(fn["name"], json.loads(fn["arguments"]))
+    assert human_score(call["expected"], right, call["tools"]) == 4
+    assert human_score(call["expected"], "I think so.", call["tools"]) < 4

@@ -288,7 +288,7 @@ class Command(BaseCommand):
 
         # 5. human comparisons of two base answers per context, and a pairwise judge trained on them
         judge_figures = (
-            self.judge_stage(project, users, base, sft_job.result_version, cases, model, tok, o)
+            self.judge_stage(project, users, base, dpo_job.result_version, cases, model, tok, o)
             if o["judge"]
             else None
         )
@@ -420,11 +420,12 @@ class Command(BaseCommand):
             self.say(f"round {r.number}: {rounds[-1]}")
         return run, rounds
 
-    def judge_stage(self, project, users, base, sft_version, cases, model, tok, o):
-        """The SFT model's answer beside the base model's, compared by two scripted annotators in the real
-        queue; a judge trained on the approved preferences and measured on held-out pairs."""
-        # the candidate (the SFT model) answers the same contexts: base vs candidate, as in a model review
-        path, adapters = model_paths(sft_version)
+    def judge_stage(self, project, users, base, candidate, cases, model, tok, o):
+        """The candidate's answer (the DPO model: the SFT model answers almost as the base does) beside the
+        base model's, compared by two scripted annotators in the real queue; a judge trained on the approved
+        preferences and measured on held-out pairs."""
+        # the candidate answers the same contexts: base vs candidate, as in a model review
+        path, adapters = model_paths(candidate)
         loaded = load_model(path, adapters)
         outs = generate_batched(loaded, [(c["messages"], c["tools"]) for c in cases], max_new_tokens=96)
         added = 0
@@ -432,7 +433,7 @@ class Command(BaseCommand):
             conv = Conversation.objects.get(project=project, external_id=c["external_id"])
             _, created = ModelResponse.objects.get_or_create(
                 conversation=conv,
-                model_version=sft_version,
+                model_version=candidate,
                 context_length=len(c["messages"]),
                 response_hash=content_hash(g.text),
                 defaults={"raw_text": g.text, "message": assistant_message_from_raw(g.text, c["tools"])},
@@ -486,7 +487,7 @@ class Command(BaseCommand):
             project,
             None,
             stage="judge",
-            base_version=sft_version,
+            base_version=candidate,
             train_snapshot=snap,
             preset="demo-tiny",
             start=False,
