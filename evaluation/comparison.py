@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from annotator.models import ModelVersion
 from toolcalls.defects import DEFECTS
 from toolcalls.score import HEADLINE_METRICS
 
-from .models import EvalResult, EvalRun
+from .models import EvalResult, EvalRun, EvalSuite
 
 ALPHA = 0.05
 EXACT_BELOW = 25  # discordant pairs; the usual rule of thumb for McNemar's exact test
@@ -315,10 +316,6 @@ def model_table(project, default_suite=None) -> tuple[object, list[ModelRow]]:
     finished run there shows its latest finished run on another suite, marked as such; "not
     run" is only said of a version that has no finished run at all.
     """
-    from annotator.models import ModelVersion
-
-    from .models import EvalSuite
-
     versions = list(ModelVersion.objects.filter(project=project).select_related("parent").order_by("name"))
     done = list(
         EvalRun.objects.filter(project=project, status=EvalRun.State.DONE)
@@ -379,10 +376,6 @@ def suite_matrix(project, max_suites: int = 6, max_versions: int = 12) -> SuiteM
     """Versions side by side on several suites (e.g. seen / unseen phrasings, multi-turn, knowledge): the
     newest suites with finished runs, the versions most recently run on them, each cell the latest
     finished run. A fixed number of queries, whatever the number of runs."""
-    from annotator.models import ModelVersion
-
-    from .models import EvalSuite
-
     done = list(
         EvalRun.objects.filter(project=project, status=EvalRun.State.DONE)
         .order_by("-id")
