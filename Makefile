@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo demo-loop serve test test-fast browser-deps bench lint clean
+.PHONY: install demo demo-loop serve tour test test-fast browser-deps bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ demo: install
 
 serve: install
 	DEBUG=1 PORT=$(PORT) HOST=$(HOST) BIN=$(BIN) ./scripts/serve.sh
+
+# A newcomer's first hour against the running demo (another terminal, after make demo): each role's first
+# job in Chromium with the defaults, every page type shot at 1400x900 and 1024x768 under var/screenshots/tour.
+tour: install browser-deps
+	$(BIN)/python scripts/newcomer_tour.py --url http://$(HOST):$(PORT)
 
 # Debian's Chromium for the Playwright browser tests (never a downloaded browser).
 browser-deps:

@@ -154,6 +154,34 @@ def order_by_lineage(runs: list[EvalRun]) -> tuple[list[EvalRun], bool]:
     return runs, False
 
 
+def default_runs(project) -> list[int]:
+    """What the compare page shows when no run is picked: on the project's default suite (else the suite
+    with the newest finished run), the newest finished run and, for each model before it in its lineage
+    (base → SFT → DPO), that model's newest finished run on the same suite. With no lineage behind it, the
+    newest finished run of another model instead. Fewer than two runs: nothing to compare ([])."""
+    done = EvalRun.objects.filter(project=project, status=EvalRun.State.DONE)
+    settings = getattr(project, "eval_settings", None)
+    newest = None
+    if settings is not None and settings.default_suite_id:
+        newest = done.filter(suite_id=settings.default_suite_id).select_related("model_version").first()
+    if newest is None:
+        newest = done.select_related("model_version").order_by("-finished_at", "-id").first()
+    if newest is None:
+        return []
+    on_suite = done.filter(suite_id=newest.suite_id).order_by("-id")
+    ancestors = [mv.pk for mv in newest.model_version.lineage() if mv.pk != newest.model_version_id]
+    picked = [newest.pk]
+    for version in ancestors:
+        run = on_suite.filter(model_version_id=version).values_list("pk", flat=True).first()
+        if run:
+            picked.append(run)
+    if len(picked) == 1:
+        other = on_suite.exclude(model_version_id=newest.model_version_id).values_list("pk", flat=True).first()
+        if other:
+            picked.append(other)
+    return picked if len(picked) > 1 else []
+
+
 def _paired(run_ids: list[int]) -> dict[int, dict[int, tuple]]:
     """{run id: {case id: (tca, tna, taa, rq, defects)}}."""
     out: dict[int, dict[int, tuple]] = {rid: {} for rid in run_ids}

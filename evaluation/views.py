@@ -627,6 +627,16 @@ def compare(request, slug):
             _ctx(request, project, cmp=None, error=error, chart=None, ids=[], candidates=[], charts=True),
             status=400,
         )
+    if not ids:  # nothing picked: the newest run on the default suite against its lineage, if there is one
+        picked = comparison.default_runs(project)
+        if picked:
+            query = "&".join(f"runs={pk}" for pk in picked)
+            return redirect(f"{reverse('evaluation:compare', args=[project.slug])}?{query}")
+        return render(
+            request,
+            "evaluation/compare.html",
+            _ctx(request, project, cmp=None, error=None, chart=None, ids=[], candidates=[], charts=True),
+        )
     runs = list(EvalRun.objects.filter(project=project, pk__in=ids).select_related("suite", "model_version"))
     runs.sort(key=lambda r: ids.index(r.pk))
     suites.with_overlap(runs)

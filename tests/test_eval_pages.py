@@ -103,6 +103,31 @@ def test_compare_page(project, members, client, finished):
     assert "Cannot compare" in html
 
 
+def test_compare_with_nothing_picked_opens_the_newest_run_against_its_lineage(project, members, client):
+    client.force_login(members["lead"])
+    url = f"/p/{project.slug}/eval/compare/"
+    html = client.get(url).content.decode()  # no run yet: a way forward, not an error
+    assert 'id="compare-empty"' in html and "Cannot compare" not in html
+    suite, other_suite = make_suite(project, 12), make_suite(project, 12, name="other")
+    base = model(project, "base", origin="base")
+    sft = model(project, "sft", parent=base, origin="sft")
+    dpo = model(project, "dpo", parent=sft, origin="dpo")
+    side = model(project, "side", origin="base")
+    run_base = crafted_run(project, suite, base, {1, 2, 3})
+    assert 'id="compare-empty"' in client.get(url).content.decode()  # one run: still nothing to compare
+    run_side = crafted_run(project, suite, side, {1})
+    assert client.get(url)["Location"] == f"{url}?runs={run_side.pk}&runs={run_base.pk}"  # no lineage
+    crafted_run(project, suite, sft, {1, 2})  # an older SFT run: the newest one is taken
+    run_sft = crafted_run(project, suite, sft, {1, 2, 3, 5})
+    run_dpo = crafted_run(project, suite, dpo, {1, 2, 3, 5, 6})
+    crafted_run(project, other_suite, dpo, {1})  # newer, but not on the default suite
+    EvalSettings.objects.update_or_create(project=project, defaults={"default_suite": suite})
+    res = client.get(url)
+    assert res["Location"] == f"{url}?runs={run_dpo.pk}&runs={run_base.pk}&runs={run_sft.pk}"
+    html = client.get(res["Location"]).content.decode()
+    assert "Baseline: <strong>base</strong>" in html and "runs in lineage order" in html
+
+
 def test_progress_fragment_reloads_the_page_when_the_run_ends(project, members, client, finished):
     _, run_base, _ = finished
     client.force_login(members["lead"])

@@ -260,9 +260,15 @@ def test_the_live_job_page_updates_every_panel_and_stops_polling_when_final(
     assert "No checkpoint yet" not in live and "healthy" in live and "/tmp/ckpt-10" in live
     assert '<dd id="job-device">cpu</dd>' in live and '<dd id="job-worker">host:42</dd>' in live
     assert '<dd id="job-attempts">1</dd>' in live and "Queued" not in live and "step 10 of 20" in live
-    TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", result_version=base)
+    timings = {"load_s": 0.47, "train_s": 9.93, "steps": 22, "s_per_step": 0.4513, "processes": 2}
+    timings |= {"samples_per_s": 17.73, "total_s": 10.85, "group_start_s": 8}
+    TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", result_version=base, timings=timings)
     final = client.get(url, HTTP_HX_REQUEST="true").content.decode()
     assert "Finished: the job succeeded." in final and "hx-trigger" not in final
+    assert (  # the timings in words, not a dump of keys; a key the page does not know still shows
+        '<dd id="job-timings">loaded in 0.5 s · 22 steps in 9.9 s (0.45 s a step, 17.7 rows/s) · '
+        "2 processes · 10.8 s in all · group_start_s 8</dd>"
+    ) in final
     assert "Train DPO on this model" not in final  # leads do not launch jobs
     client.force_login(members[Role.ADMIN])
     final = client.get(url, HTTP_HX_REQUEST="true").content.decode()

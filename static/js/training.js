@@ -18,7 +18,7 @@
   const chart = new Chart(canvas, {
     type: "line",
     data: { datasets: series.map((s, i) => ({ label: s.label, data: [], yAxisID: s.axis, borderColor: colors[i],
-      backgroundColor: colors[i], borderDash: s.dash, pointStyle: s.point, pointRadius: 3, tension: 0.15, spanGaps: true })) },
+      backgroundColor: colors[i], borderDash: s.dash, pointStyle: s.point, pointRadius: 3, tension: 0, spanGaps: true })) },
     options: {
       animation: false, maintainAspectRatio: false, parsing: false,
       interaction: { mode: "nearest", axis: "x", intersect: false },

@@ -120,7 +120,9 @@ def demo_records(n: int, seed: int, model_responses=None) -> list[dict]:
             responses.append({"model": "sales-agent-v1 (scripted)", "raw": raw2})
         records.append(
             {
-                "external_id": case["external_id"],
+                # the agent's own chat ids (the cases come from the demo world's held-out stream; an
+                # "eval-…" id on a project conversation would read as an evaluation case)
+                "external_id": f"chat-{seed}-{i + 1:04d}",
                 "messages": case["messages"],
                 "tools": case["tools"],
                 "metadata": {**case["metadata"], "expected": case["expected"]},
