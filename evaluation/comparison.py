@@ -176,7 +176,8 @@ def default_runs(project) -> list[int]:
         if run:
             picked.append(run)
     if len(picked) == 1:
-        other = on_suite.exclude(model_version_id=newest.model_version_id).values_list("pk", flat=True).first()
+        others = on_suite.exclude(model_version_id=newest.model_version_id)
+        other = others.values_list("pk", flat=True).first()
         if other:
             picked.append(other)
     return picked if len(picked) > 1 else []
