@@ -16,6 +16,7 @@ from annotator.models import (
     Adjudication,
     Conversation,
     Label,
+    ModelResponse,
     ModelVersion,
     Preference,
     Project,
@@ -93,6 +94,13 @@ def test_demo_opens_full_and_a_second_seed_adds_nothing(settings, built_model_di
     base = ModelVersion.objects.get(project=project, name="demo-base")
     assert base.origin == ModelVersion.Origin.BASE
     assert base.path == str((built_model_dir / "demo-base").resolve())
+
+    # a second response on a context always says something else (no comparison of a text with itself,
+    # no two items teaching the same dataset row)
+    responses = ModelResponse.objects.filter(conversation__project=project).order_by()
+    pairs = responses.values("conversation_id", "raw_text")
+    assert pairs.annotate(n=Count("id")).filter(n__gt=1).count() == 0
+    assert pairs.values("conversation_id").annotate(n=Count("id")).filter(n=2).count() >= CONVERSATIONS // 4
 
     # the scripted annotators' three weeks, through the queue: overlap 2, every status, each their own pace
     scripted = Label.objects.filter(project=project, annotator__username__in=demo_history.SCRIPTED_NAMES)

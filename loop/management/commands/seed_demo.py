@@ -116,8 +116,14 @@ def demo_records(n: int, seed: int, model_responses=None) -> list[dict]:
             raw, _what = scripted_response(case, rng)
             responses.append({"model": "sales-agent-v0 (scripted)", "raw": raw})
         if i % 3 == 0:  # a second opinion on the same context, for pairwise comparison
-            raw2, _ = scripted_response(case, rng)
-            responses.append({"model": "sales-agent-v1 (scripted)", "raw": raw2})
+            # one that differs from the first: the same text twice is no comparison, and two items that
+            # teach the same row are what the dataset audit flags as exact duplicates
+            retry = random.Random(f"{seed}-{i}")  # retries draw apart: the rest of the demo stays as it was
+            for attempt in range(8):
+                raw2, _ = scripted_response(case, rng if attempt == 0 else retry)
+                if raw2 != responses[0]["raw"]:
+                    responses.append({"model": "sales-agent-v1 (scripted)", "raw": raw2})
+                    break
         records.append(
             {
                 # the agent's own chat ids (the cases come from the demo world's held-out stream; an
