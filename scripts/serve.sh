@@ -9,6 +9,7 @@ PORT=${PORT:-8000}
 HOST=${HOST:-127.0.0.1}
 LOG_DIR=${VAR_DIR:-var}/log
 mkdir -p "$LOG_DIR"
+"$BIN/python" manage.py check --fail-level ERROR > /dev/null  # loads the settings: makes var/secret_key once
 "$BIN/celery" -A config worker -B -Q default,exports,training,eval --pool=solo --loglevel=INFO \
   -n "demo@%h" > "$LOG_DIR/worker.log" 2>&1 &
 WORKER=$!
@@ -22,4 +23,11 @@ echo "  on the first start the worker trains the demo lineage (SFT, then DPO; ba
 echo "  in the background, a few minutes: http://$HOST:$PORT/p/sales-agent/training/"
 echo "  Ctrl+C stops the web server and the worker."
 echo
-"$BIN/python" manage.py runserver "$HOST:$PORT" --noreload
+# The web server runs as it would in production, DEBUG off: the product's own 404 and 500 pages, no
+# tracebacks in the browser. It serves plain HTTP on this machine, so its cookies go without Secure and
+# there is no HTTPS redirect; runserver --insecure serves the static files. WEB_DEBUG=1 gives Django's debug
+# pages instead. The secret key is the one the DEBUG steps before it kept under var/ (SECRET_KEY wins).
+SECRET_KEY=${SECRET_KEY:-$(cat "${VAR_DIR:-var}/secret_key")} DEBUG=${WEB_DEBUG:-0} SECURE_COOKIES=0 \
+  SECURE_SSL_REDIRECT=0 SECURE_HSTS_SECONDS=0 \
+  MODEL_ENDPOINT_ALLOWED_HOSTS=${MODEL_ENDPOINT_ALLOWED_HOSTS:-localhost,127.0.0.1,::1} \
+  "$BIN/python" manage.py runserver "$HOST:$PORT" --noreload --insecure
