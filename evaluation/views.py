@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from annotator.agreement import wilson_interval
 from annotator.models import ModelVersion, Role
 from annotator.policy import can_run_pipeline, has_role, project_for, role_in
 from jobs import lifecycle
@@ -58,6 +59,8 @@ def _ctx(request, project, **extra):
 def _rate_row(name, rate):
     rate = rate or {}
     value, se = rate.get("value"), rate.get("se")
+    n = rate.get("n", 0)
+    interval = None if value is None else wilson_interval(rate.get("count", value * n), n)
     return {
         "name": name,
         "help": METRIC_HELP.get(name, DEFECT_HELP.get(name, "")),
@@ -65,8 +68,9 @@ def _rate_row(name, rate):
         "se": se,
         "n": rate.get("n", 0),
         "count": rate.get("count", 0),
-        "lo": None if value is None else max(0.0, value - 1.96 * (se or 0)),
-        "hi": None if value is None else min(1.0, value + 1.96 * (se or 0)),
+        # Wilson's interval, as the dashboards give: it stays honest at 0 % and 100 % (value ± 1.96 se
+        # would claim "100.0 %–100.0 %" from 40 cases)
+        **dict(zip(("lo", "hi"), interval or (None, None), strict=True)),
     }
 
 

@@ -53,6 +53,17 @@ LAYOUT_JS = """() => {
     const right = Math.round(r.right);
     if (!clipped && right > vw + 1) out.push(`${el.tagName} "${text}" ends at ${right} > ${vw}`);
   }
+  // a table in an inner scroll box cuts rows off; an ellipsis with no title hides text for good
+  for (const box of document.querySelectorAll('.table-wrap')) {
+    const inner = box.scrollHeight > box.clientHeight + 2;
+    if (inner) out.push(`table scrolls inside a ${box.clientHeight}px box`);
+  }
+  for (const el of document.querySelectorAll('td,th,a,span,strong,label')) {
+    const s = getComputedStyle(el);
+    const cut = s.textOverflow === 'ellipsis' && el.scrollWidth > el.clientWidth + 1;
+    const text = (el.innerText || '').slice(0, 30);
+    if (cut && !el.title && !el.closest('[title]')) out.push(`"${text}" cut by an ellipsis`);
+  }
   return out.slice(0, 5);
 }"""
 

@@ -338,3 +338,12 @@ def test_call_diff_judges_dotted_optional_and_acceptable_paths_like_the_scorer()
         rows = call_diff(expected, [call])
         assert [a["key"] for a in rows[0]["args"]] == ["address", "speed"]  # no "address.city" row
         assert rows[0]["args"][0]["ok"] is right and rows[0]["args"][1]["ok"] is True
+
+
+def test_a_perfect_score_gets_an_honest_interval(project, members, client):
+    suite = make_suite(project, 12)
+    run = crafted_run(project, suite, model(project, "perfect", origin="base"), set(range(1, 13)))
+    client.force_login(members["lead"])
+    html = client.get(f"/p/{project.slug}/eval/runs/{run.pk}/").content.decode()
+    # Wilson's interval for 12 of 12 (not "100.0%–100.0%", which value ± 1.96 se gives)
+    assert "12 of 12 cases · 95% CI 75.8%–100.0%" in html
