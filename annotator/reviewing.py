@@ -28,6 +28,7 @@ from .models import (
     TaxonomyCategory,
 )
 from .policy import project_for
+from .workspace import split_context
 
 
 def awaiting_review(rollup, project) -> int:
@@ -413,6 +414,9 @@ def _preference_conflicts(project):
     )
 
 
+GOLD_REFUSED = "gold_refused"  # session key: the gold decision the server refused, shown at its item
+
+
 @login_required
 def disagreements(request, slug):
     project = project_for(request.user, slug, Role.LEAD)
@@ -443,7 +447,7 @@ def disagreements(request, slug):
     pair_tasks = {
         (t.response_id, t.response_b_id): t
         for t in Task.objects.filter(kind=Task.Kind.COMPARE, response_id__in=a_ids).select_related(
-            "adjudication", "response__model_version", "response_b__model_version"
+            "adjudication", "response__conversation", "response__model_version", "response_b__model_version"
         )
     }
     prefs_by_pair: dict[tuple[int, int], list] = {}
@@ -470,6 +474,15 @@ def disagreements(request, slug):
             for c in label.categories.all():
                 picked.setdefault(c.pk, []).append(label.annotator.username)
         item["picked"] = {pk: ", ".join(names) for pk, names in picked.items()}
+    # what the response answers, above it: the last user turn in full, the earlier messages collapsed
+    for entry in open_items + pairs:
+        entry["earlier"], entry["recent"] = split_context(entry["task"].response.context)
+    # a refused decision (POST, then redirect here): its message and what was typed, beside its form
+    refused = request.session.pop(GOLD_REFUSED, None)
+    if refused:
+        for entry in open_items + pairs:
+            if entry["task"].pk == refused.get("task"):
+                entry["refused"] = refused
     return render(
         request,
         "annotator/disagreements.html",
@@ -479,6 +492,7 @@ def disagreements(request, slug):
             "decided": decided,
             "pairs": pairs,
             "category_groups": category_groups(project),
+            "pair_choices": Preference.Choice.choices,  # no choice is pre-set: the lead picks one
         },
     )
 
@@ -511,8 +525,13 @@ def adjudicate(request, slug, task_id):
             note=request.POST.get("note", ""),
         )
     except ValidationError as exc:
-        messages.error(request, " ".join(sum(exc.message_dict.values(), [])))
-        return redirect("annotator:disagreements", slug=slug)
+        # said beside the item's own form (the disagreements page reads it once), with what was typed
+        request.session[GOLD_REFUSED] = {
+            "task": task.pk,
+            "errors": {k: " ".join(v) for k, v in exc.message_dict.items()},
+            "note": request.POST.get("note", "")[:2000],
+        }
+        return redirect(reverse("annotator:disagreements", args=[slug]) + f"#item-{task.pk}")
     messages.success(request, f"Gold decision recorded for item {task.pk}.")
     return redirect("annotator:disagreements", slug=slug)
 

@@ -5,6 +5,7 @@ for the same actions (annotator/queue_api.py) call the same functions.
 """
 
 import json
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -15,6 +16,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from . import assignment, hints, labelling, taxonomy
@@ -61,6 +63,16 @@ def next_item(request, slug):
 
 
 RECENT_MESSAGES = 4
+
+
+def submitted_ago(when) -> str:
+    """When work was submitted, in words: "just now" under a minute (timesince would say "0 minutes"),
+    else "5 minutes ago", "1 hour, 5 minutes ago"."""
+    if when is None:
+        return ""
+    if timezone.now() - when < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(when)} ago"
 
 
 def split_context(context: list) -> tuple[list, list]:
@@ -196,6 +208,7 @@ def task_page(request, slug, task_id, errors=None, status=200, form=None):
         "reviews": reviews,
         "progress": progress(project, request.user, task.kind if mode == "editable" else None),
         "expected_status": work.status if work is not None else Status.DRAFT,
+        "submitted_ago": submitted_ago(work.submitted_at if work is not None else None),
         "slot": Slot.objects.filter(task=task, annotator=request.user).first(),
         "lead": has_role(request.user, project, Role.LEAD),
     }
@@ -430,7 +443,8 @@ def _history_items(rows: list[tuple]) -> list[dict]:
     """The page's rows as objects, with their task (to reopen) and their latest review."""
     label_ids = [pk for kind, pk, _ in rows if kind == "label"]
     pref_ids = [pk for kind, pk, _ in rows if kind == "compare"]
-    labels = Label.objects.select_related("response__conversation").prefetch_related("categories")
+    labels = Label.objects.select_related("response__conversation", "response__model_version")
+    labels = labels.prefetch_related("categories")
     labels = labels.in_bulk(label_ids)
     prefs = Preference.objects.select_related("response_a__conversation").in_bulk(pref_ids)
     label_tasks = dict(
@@ -455,8 +469,10 @@ def _history_items(rows: list[tuple]) -> list[dict]:
         work = labels.get(pk) if kind == "label" else prefs.get(pk)
         if work is None:  # deleted since the page was counted
             continue
+        model = None  # a comparison's two models stay hidden, as on its blind compare page
         if kind == "label":
             conversation, task_id = work.response.conversation, label_tasks.get(work.response_id)
+            model = work.response.model_version  # tells apart two responses of one conversation
         else:
             conversation = work.response_a.conversation
             task_id = pair_tasks.get((work.response_a_id, work.response_b_id))
@@ -469,6 +485,7 @@ def _history_items(rows: list[tuple]) -> list[dict]:
                 "kind": kind,
                 "work": work,
                 "conversation": conversation,
+                "model": model,
                 "task_id": task_id,
                 "review": latest.get((kind, pk)),
             }

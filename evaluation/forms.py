@@ -178,6 +178,11 @@ class SettingsForm(forms.ModelForm):
             "max_new_tokens",
             "batch_size",
         ]
+        help_texts = {
+            # in points, as the training guard's limit reads; the field itself stores a fraction of 1
+            "quality_margin": "How many points of response quality a candidate may lose against production, "
+            "typed as a fraction of 1: 0.02 means quality may drop at most 2 points.",
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

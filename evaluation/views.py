@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from annotator.agreement import wilson_interval
 from annotator.models import ModelVersion, Role
 from annotator.policy import can_run_pipeline, has_role, project_for, role_in
+from config.text import counted
 from jobs import lifecycle
 from toolcalls.defects import DEFECTS
 from toolcalls.match import call_matches, expected_calls
@@ -567,12 +568,15 @@ def run_loop(request, slug, pk):
         if out["sent"]:
             messages.success(
                 request,
-                f"{out['sent']} badcase(s) sent to the annotator queue "
+                f"{counted(out['sent'], 'badcase')} sent to the annotator queue "
                 f"({out['label_tasks']} labelling and {out['compare_tasks']} comparison tasks); "
-                f"{out['already']} were already there.",
+                f"{out['already']} {'was' if out['already'] == 1 else 'were'} already there.",
             )
         else:
-            messages.info(request, f"Nothing new to send: {out['already']} case(s) were sent before.")
+            sent_before = "was" if out["already"] == 1 else "were"
+            messages.info(
+                request, f"Nothing new to send: {counted(out['already'], 'case')} {sent_before} sent before."
+            )
     return redirect("evaluation:run-detail", slug=slug, pk=pk)
 
 

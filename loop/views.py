@@ -34,10 +34,23 @@ def online_list(request, slug):
     runs = OnlineRun.objects.filter(project=project).select_related(
         "start_version", "result_version", "eval_suite"
     )
+    runs = list(runs[:100])
+    missing = []  # with no run yet: what a first run still lacks, as the new-run form would find it
+    if not runs:
+        initial = _initial(project)
+        if not initial["start_version"]:
+            missing.append("a model to start from whose folders are on this machine (register a base model)")
+        if not initial["eval_suite"]:
+            missing.append("an evaluation suite to gate each round on (create one under Evaluation)")
     return render(
         request,
         "loop/online_list.html",
-        {"project": project, "runs": runs[:100], "is_admin": has_role(request.user, project, Role.ADMIN)},
+        {
+            "project": project,
+            "runs": runs,
+            "missing": missing,
+            "is_admin": has_role(request.user, project, Role.ADMIN),
+        },
     )
 
 

@@ -4,7 +4,8 @@
 
 Each role does its first job with the defaults, as a new user would:
 - admin: Training -> New job (SFT, every field as the form offers it but the name) -> watch it succeed ->
-  "Train DPO on this model" -> succeed -> "Evaluate this model" -> the report -> the compare page;
+  "Train DPO on this model" -> succeed -> "See its evaluation" (the run the project starts after training;
+  "Evaluate this model" with the form's defaults where there is none) -> the report -> the compare page;
 - lead: the review stream, five items with the keyboard only (A approves, R + a reason + Enter rejects);
 - annotator: label one item with keys, reopen it from history, change it, save.
 
@@ -17,6 +18,7 @@ newcomer would (new jobs, a few reviews, a label): run it on a demo, not on a pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import re
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "var" / "screenshots" / "tour"
@@ -145,10 +148,17 @@ class Tour:
         self.shoot(page, "training-dpo-succeeded")
 
         started = time.monotonic()
-        page.click("#next-eval")
-        page.wait_for_url(re.compile(r"/runs/new/\?model_version="))
-        self.shoot(page, "eval-new-run")
-        page.click("main form button.primary")
+        # the project evaluates every trained model on its default suite: follow that run when the page
+        # offers it (it can take a few seconds to be queued), else start one with the form's defaults
+        with contextlib.suppress(PlaywrightTimeout):
+            page.wait_for_selector("#next-eval-run", timeout=70_000)
+        if page.locator("#next-eval-run").count():
+            page.click("#next-eval-run")
+        else:
+            page.click("#next-eval")
+            page.wait_for_url(re.compile(r"/runs/new/\?model_version="))
+            self.shoot(page, "eval-new-run")
+            page.click("main form button.primary")
         page.wait_for_url(re.compile(r"/runs/\d+/$"))
         expect(page.locator("#run-outcome")).to_have_text(
             re.compile(r"Finished: the run (is complete|failed|was cancelled)\."), timeout=timeout_s * 1000
@@ -298,6 +308,7 @@ class Tour:
             (f"/p/{SLUG}/training/online/", "online-runs"),
             (f"/p/{SLUG}/eval/settings/", "eval-settings"),
             (f"/p/{SLUG}/imports/new/", "import-form"),
+            (f"/p/{SLUG}/eval/runs/new/", "eval-new-run"),
         ):
             self.visit(page, path, name)
         page.context.close()

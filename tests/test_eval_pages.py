@@ -179,9 +179,9 @@ def test_admin_sends_failures_to_the_queue_from_the_report(project, members, cli
     client.force_login(members["admin"])
     url = f"/p/{project.slug}/eval/runs/{run_sft.pk}/send-to-queue/"
     html = client.post(url, {"scope": "failed", "priority": 10}, follow=True).content.decode()
-    assert "5 badcase(s) sent to the annotator queue" in html
+    assert "5 badcases sent to the annotator queue" in html
     html = client.post(url, {"scope": "failed", "priority": 10}, follow=True).content.decode()
-    assert "Nothing new to send: 5 case(s) were sent before" in html
+    assert "Nothing new to send: 5 cases were sent before" in html
 
 
 def test_api_suites_runs_results_settings(project, members, api):

@@ -15,7 +15,7 @@ from annotator.models import ModelVersion, Role
 from evaluation.models import EvalRun, EvalSettings
 from evaluation.runner import run_eval
 from evaluation.suites import suite_from_demo
-from training.finetune.params import PRESETS
+from training.finetune.params import JUDGE_GUARD, PRESETS
 from training.finetune.run import run_job
 from training.forms import default_preset
 from training.models import Checkpoint, TrainingJob
@@ -368,3 +368,175 @@ def test_the_live_eval_run_and_online_run_pages_swap_in_every_panel(
     assert 'id="online-setup" hx-swap-oob="true"' in live and 'id="online-figures" hx-swap-oob="true"' in live
     assert '<dd id="online-worker">host:9</dd>' in live and '<dd id="online-attempts">1</dd>' in live
     assert 'id="round-data"' in live and 'hx-trigger="every 3s"' in live
+
+
+# --- the job page and the new-job form after the outside review of the tour's screenshots --------------
+
+
+def job_page(client, project, job, **headers):
+    return client.get(f"/p/{project.slug}/training/{job.pk}/", **headers).content.decode()
+
+
+def finished(project, start, snap, stage, result, **fields):
+    """A job of `stage` that succeeded a minute and more ago with `result` as its model."""
+    from datetime import timedelta
+
+    return TrainingJob.objects.create(
+        project=project,
+        name=f"my {stage}",
+        stage=stage,
+        base_version=start,
+        train_snapshot=snap,
+        params={"save_steps": 10},
+        status="succeeded",
+        result_version=result,
+        finished_at=now() - timedelta(minutes=5),
+        **fields,
+    )
+
+
+def test_a_queued_job_says_no_steps_and_no_log_yet_instead_of_empty_boxes(
+    admin,
+    project,
+    base,  # noqa: F811
+    sft_snapshot,  # noqa: F811
+):
+    from .test_training import job as make_job
+
+    job = make_job(project, base, sft_snapshot)
+    page = job_page(admin, project, job)
+    assert '<div class="chart-box" id="chart-box" hidden>' in page
+    assert '<p class="empty" id="chart-empty" >No steps logged yet.</p>' in page
+    assert '<p class="muted" id="job-log-empty">No log yet.</p>' in page and 'class="log"' not in page
+    TrainingJob.objects.filter(pk=job.pk).update(status="running", log_tail="[12:00] step 1\n")
+    job.metrics.create(step=2, values={"loss": 1.0})
+    page = job_page(admin, project, job)
+    assert '<div class="chart-box" id="chart-box" >' in page and 'id="chart-empty" hidden' in page
+    assert '<pre class="log">[12:00] step 1\n</pre>' in page and "No log yet" not in page
+
+
+def test_the_guard_limit_reads_in_points_and_checkpoints_show_their_folder(
+    admin,
+    project,
+    base,  # noqa: F811
+    sft_snapshot,  # noqa: F811
+    dpo_snapshot,  # noqa: F811
+):
+    job = finished(project, base, sft_snapshot, "sft", base)
+    TrainingJob.objects.filter(pk=job.pk).update(
+        guard_report={"baseline": {"perplexity": 12.0, "quality": 0.9}},
+        guard={**job.guard, "max_perplexity_ratio": 1.3, "max_quality_drop": 0.1},
+    )
+    Checkpoint.objects.create(
+        job=job, step=10, path="/srv/var/media/training/job-3/checkpoint-10", healthy=True
+    )
+    page = job_page(admin, project, job)
+    assert "Limits: perplexity may rise at most × 1.3; quality may drop at most 10 points." in page
+    assert "quality drop 0.1" not in page
+    assert '<code title="/srv/var/media/training/job-3/checkpoint-10">checkpoint-10</code>' in page
+    assert "<th>Folder</th>" in page
+    judge = finished(project, base, dpo_snapshot, "judge", base, guard=JUDGE_GUARD)
+    TrainingJob.objects.filter(pk=judge.pk).update(
+        guard_report={"baseline": {"perplexity": 12.0, "quality": 1}}
+    )
+    assert "; no quality limit." in job_page(admin, project, judge)  # a judge's guard has none
+
+
+def test_a_dpo_result_leads_to_its_evaluation_and_an_existing_run_is_shown_not_duplicated(
+    client,
+    members,
+    project,
+    base,  # noqa: F811
+    sft_snapshot,  # noqa: F811
+    dpo_snapshot,  # noqa: F811
+):
+    suite, _ = suite_from_demo(project, "demo", n=3)
+    other, _ = suite_from_demo(project, "other", n=3)
+    EvalSettings.objects.update_or_create(project=project, defaults={"default_suite": suite})
+    sft_model = ModelVersion.objects.create(project=project, name="m-sft", parent=base, origin="sft")
+    dpo_model = ModelVersion.objects.create(project=project, name="m-dpo", parent=sft_model, origin="dpo")
+    sft = finished(project, base, sft_snapshot, "sft", sft_model)
+    dpo = finished(project, base, dpo_snapshot, "dpo", dpo_model)
+    client.force_login(members[Role.ADMIN])
+    new_run = f"/p/{project.slug}/eval/runs/new/?model_version={dpo_model.pk}"
+
+    page = job_page(client, project, dpo)  # no run yet: evaluating it is the next step
+    assert f'<a class="button primary" id="next-eval" href="{new_run}">Evaluate this model →</a>' in page
+    assert "Train DPO" not in page and "next-dpo" not in page
+    page = job_page(client, project, sft)  # an SFT model: DPO on top first, its evaluation beside
+    assert 'class="button primary" id="next-dpo"' in page and 'class="button" id="next-eval"' in page
+
+    # runs that do not count: another suite's, a failed one, another model's
+    elsewhere = EvalRun.objects.create(project=project, suite=other, model_version=dpo_model, status="done")
+    EvalRun.objects.create(project=project, suite=suite, model_version=dpo_model, status="failed")
+    EvalRun.objects.create(project=project, suite=suite, model_version=sft_model, status="queued")
+    assert "See its evaluation" not in job_page(client, project, dpo)
+    # the automatic run after training, on the default suite: shown, and no second one offered
+    run = EvalRun.objects.create(project=project, suite=suite, model_version=dpo_model, status="queued")
+    page = job_page(client, project, dpo)
+    run_url = f"/p/{project.slug}/eval/runs/{run.pk}/"
+    assert f'class="button primary" id="next-eval-run" href="{run_url}"' in page
+    assert "See its evaluation →" in page and "Evaluate this model" not in page
+    assert f'id="next-eval" style="align-self:center" href="{new_run}">Evaluate on another suite</a>' in page
+    EvalRun.objects.filter(pk=run.pk).update(status="done")
+    page = job_page(client, project, dpo, HTTP_HX_REQUEST="true")
+    assert run_url in page  # the live card too
+    # no default suite set: the newest suite is the one the automatic run takes
+    # no default suite set: the automatic run takes the newest suite, "other"
+    EvalSettings.objects.filter(project=project).update(default_suite=None)
+    page = job_page(client, project, dpo)
+    assert f"/eval/runs/{elsewhere.pk}/" in page and run_url not in page
+
+    client.force_login(members[Role.LEAD])  # a lead may read the run, not start one
+    page = job_page(client, project, dpo)
+    assert "See its evaluation →" in page and "Evaluate on another suite" not in page
+    assert "Train DPO" not in job_page(client, project, sft)
+
+
+def test_a_just_finished_job_keeps_polling_until_its_automatic_evaluation_is_queued(
+    admin,
+    project,
+    base,  # noqa: F811
+    sft_snapshot,  # noqa: F811
+):
+    suite, _ = suite_from_demo(project, "demo", n=3)
+    result = ModelVersion.objects.create(project=project, name="m-sft", parent=base, origin="sft")
+    job = finished(project, base, sft_snapshot, "sft", result)
+    assert "hx-trigger" not in job_page(admin, project, job, HTTP_HX_REQUEST="true")  # long done
+    TrainingJob.objects.filter(pk=job.pk).update(finished_at=now())
+    # the worker queues the evaluation right after it marks the job done: wait for it a little
+    assert 'hx-trigger="every 2s"' in job_page(admin, project, job, HTTP_HX_REQUEST="true")
+    EvalRun.objects.create(project=project, suite=suite, model_version=result, status="queued")
+    final = job_page(admin, project, job, HTTP_HX_REQUEST="true")
+    assert "hx-trigger" not in final and "See its evaluation →" in final
+    EvalRun.objects.all().delete()
+    EvalSettings.objects.update_or_create(project=project, defaults={"auto_eval_after_training": False})
+    assert "hx-trigger" not in job_page(admin, project, job, HTTP_HX_REQUEST="true")  # none is coming
+
+
+def test_the_new_job_form_shows_the_presets_values_and_reads_quality_in_points(
+    admin,
+    project,
+    base,  # noqa: F811
+    sft_snapshot,  # noqa: F811
+):
+    html = admin.get(new_job_url(project)).content.decode()
+    preset = PRESETS[default_preset()]
+    lr = f"{preset['sft']['learning_rate']:g}"
+    assert f'<input name="learning_rate" value="" placeholder="{lr}">' in html
+    assert '<input name="lora_r" value="" placeholder="8">' in html
+    assert '<input name="beta" value="" placeholder="DPO only">' in html
+    dpo = admin.get(new_job_url(project, "?stage=dpo")).content.decode()
+    assert f'<input name="beta" value="" placeholder="{preset["dpo"]["beta"]:g}">' in dpo
+    assert f'placeholder="{", ".join(preset["dpo"]["loss_type"])}"' in dpo
+    # every preset's values for every stage, for the script that follows the preset and the stage
+    opening = '<script id="preset-placeholders" type="application/json">'
+    values = json.loads(html.split(opening)[1].split("</script>")[0])
+    assert set(values) == set(PRESETS) and values["lora-r8"]["dpo"]["learning_rate"] == "5e-06"
+    assert values["lora-r8"]["sft"]["max_steps"] == "0 (the epochs decide)"
+    # the judge's note is a hint under the choices, not a fourth choice
+    assert '<p class="muted small" id="stage-hint">A judge trains on' in html
+    assert "Pairwise judge on preferences</label>" in html
+    assert "(points)" not in html and "drops by more than this many points" in html
+    settings = admin.get(f"/p/{project.slug}/eval/settings/").content.decode()
+    assert "quality may drop at most 2 points" in settings and "(0.02 = 2 points)" not in settings

@@ -527,3 +527,91 @@ def test_the_disagreements_page_costs_the_same_with_one_disputed_pair_or_five(cl
         w.pref(a, b, w.a2, "b")
     assignment.sync_tasks(project)
     assert stream_queries(client, "/p/sales/disagreements/") == one
+
+
+def _article(html: str, task_pk: int) -> str:
+    """The disagreements page's card of one item."""
+    start = html.index(f'id="item-{task_pk}"')
+    return html[start : html.index("</article>", start)]
+
+
+def test_a_disputed_pair_shows_its_context_and_no_choice_is_pre_set(client, world, project):
+    w = world
+    client.force_login(w.lead)
+    a, b = w.p1[0].response_a, w.p1[0].response_b
+    task = Task.objects.get(kind=Task.Kind.COMPARE, response=a, response_b=b)
+    card = _article(client.get("/p/sales/disagreements/").content.decode(), task.pk)
+    # what A and B answer, above them, and from which conversation
+    assert "Is A-10 in stock?" in card and a.conversation.external_id in card
+    assert card.index("Is A-10 in stock?") < card.index("Answer 0 about A-10")
+    assert "<select" not in card and "checked" not in card and "selected" not in card
+    for value in ("a", "b", "tie", "both_bad"):
+        assert f'name="choice" value="{value}" required' in card
+
+
+def test_a_gold_decision_without_a_choice_is_refused_beside_its_form(client, world, project):
+    w = world
+    client.force_login(w.lead)
+    task = Task.objects.get(kind=Task.Kind.COMPARE, response=w.p1[0].response_a)
+    res = client.post(f"/p/sales/disagreements/{task.pk}/", {"note": "looked twice"})
+    assert res.status_code == 302 and res["Location"].endswith(f"#item-{task.pk}")
+    assert not Adjudication.objects.filter(task=task).exists()
+    page = client.get("/p/sales/disagreements/").content.decode()
+    card = _article(page, task.pk)
+    assert "Not recorded: Choose the gold preference." in card and 'value="looked twice"' in card
+    assert page.count("Not recorded:") == 1  # only at the item it belongs to
+    assert "Not recorded:" not in client.get("/p/sales/disagreements/").content.decode()  # said once
+    # a label's gold decision without a verdict: the same, at its own card
+    label_task = Task.objects.get(kind=Task.Kind.LABEL, response=w.responses[0])
+    client.post(f"/p/sales/disagreements/{label_task.pk}/", {"categories": [w.leaf_a.pk]})
+    assert not Adjudication.objects.exists()
+    page = client.get("/p/sales/disagreements/").content.decode()
+    assert "Not recorded: Choose the gold verdict." in _article(page, label_task.pk)
+    ok = client.post(f"/p/sales/disagreements/{task.pk}/", {"choice": "b"})
+    assert ok.status_code == 302 and Adjudication.objects.get(task=task).choice == "b"
+
+
+# --- two responses of one conversation are told apart by their model ---------------------------------
+
+
+def _second_model_answer(project, w, i):
+    """Another model's response in conversation conv-{i} (the world's responses are agent-v1's)."""
+    from annotator.models import ModelResponse, ModelVersion, content_hash
+
+    first = w.responses[i]
+    mv, _ = ModelVersion.objects.get_or_create(project=project, name=f"agent-v{i + 2}")
+    msg = {"role": "assistant", "content": f"Another answer about A-{i}."}
+    return ModelResponse.objects.create(
+        conversation=first.conversation,
+        model_version=mv,
+        context_length=first.context_length,
+        message=msg,
+        response_hash=content_hash(msg),
+    )
+
+
+def _row(html: str, row_id: str) -> str:
+    start = html.index(f'id="{row_id}"')
+    return html[start : html.index("</tr>", start)]
+
+
+def test_the_list_and_the_bulk_page_name_each_responses_model_at_a_constant_cost(client, world, project):
+    w = world
+    client.force_login(w.lead)
+    other = w.label(_second_model_answer(project, w, 1), w.a1, "unreasonable", [w.leaf_a])
+    url = "/p/sales/review/?view=list&annotator=annotator"
+    for page in (
+        client.get(url).content.decode(),
+        client.get("/p/sales/review/bulk-approve/?annotator=annotator").content.decode(),
+    ):
+        assert "<th>Model</th>" in page
+        same = _row(page, f"label-{w.l1[1].pk}")
+        theirs = _row(page, f"label-{other.pk}")
+        assert "conv-1" in same and "conv-1" in theirs  # one conversation, two responses
+        assert "agent-v1" in same and "agent-v3" in theirs and "agent-v3" not in same
+    pairs = client.get("/p/sales/review/?view=list&what=preferences").content.decode()
+    assert "A: agent-v1<br>B: agent-v1" in _row(pairs, f"preference-{w.p1[0].pk}")
+    few = stream_queries(client, url)
+    for i in range(2, 5):  # more rows, each from another model
+        w.label(_second_model_answer(project, w, i), w.a1, "reasonable", [])
+    assert stream_queries(client, url) == few

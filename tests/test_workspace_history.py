@@ -3,6 +3,7 @@ lead reviews it (then final, or sent back), with the day roll-ups still counting
 per kind; the context split; the per-argument difference on the compare page; a GET on a submit URL."""
 
 import json
+import re
 
 import pytest
 from django.db.models import Sum
@@ -426,3 +427,48 @@ def test_a_review_of_work_changed_since_the_lead_saw_it_is_refused(client, api, 
     assert ok.status_code == 201
     label.refresh_from_db()
     assert label.status == Status.APPROVED
+
+
+def test_history_names_the_model_of_each_labelled_response_at_a_constant_cost(client, project, members):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    conv, (first,) = make_conversation(project, 1, n_responses=1)
+    versions = [ModelVersion.objects.create(project=project, name=f"other-v{i}") for i in range(4)]
+
+    def answer(mv, k):
+        msg = {"role": "assistant", "content": f"Answer {k} of {mv.name}."}
+        return ModelResponse.objects.create(
+            conversation=conv,
+            model_version=mv,
+            context_length=1,
+            message=msg,
+            response_hash=content_hash(msg),
+        )
+
+    ann = members["annotator"]
+    client.force_login(ann)
+    Label.objects.create(response=first, annotator=ann, verdict="reasonable", status=Status.SUBMITTED)
+    Label.objects.create(
+        response=answer(versions[0], 0), annotator=ann, verdict="unreasonable", status=Status.SUBMITTED
+    )
+    assignment.sync_tasks(project)
+
+    def page():
+        with CaptureQueriesContext(connection) as ctx:
+            html = client.get("/p/sales/history/").content.decode()
+        return html, len(ctx.captured_queries)
+
+    html, few = page()
+    rows = re.findall(r'<tr data-kind="label".*?</tr>', html, re.S)
+    assert len(rows) == 2 and all("conv-1" in r for r in rows)  # one conversation twice ...
+    assert sorted(re.search(r'model-name"[^>]*>([^<]+)<', r).group(1) for r in rows) == [
+        "agent-v1",
+        "other-v0",
+    ]  # ... told apart by the model that answered
+    for k, mv in enumerate(versions[1:], start=1):
+        Label.objects.create(
+            response=answer(mv, k), annotator=ann, verdict="reasonable", status=Status.SUBMITTED
+        )
+    html, more = page()
+    assert html.count('<tr data-kind="label"') == 5 and more == few

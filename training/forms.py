@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from annotator.model_lineage import check_folders
 from annotator.models import ModelVersion, Split, TaxonomyCategory
 
-from .finetune.params import STAGE_DATA
+from .finetune.params import PRESETS, STAGE_DATA
 from .finetune.request import order_problems
 from .models import DatasetSnapshot, TrainingJob
 from .snapshots import audit
@@ -264,3 +264,32 @@ class JobChoices:
             if query.get(key):
                 form[key] = query.get(key)
         return form
+
+
+def preset_value_text(value) -> str:
+    """A preset's value as a box of the new-job form takes it (lists comma-separated)."""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def preset_placeholders(fields) -> dict:
+    """{preset: {stage: {field: placeholder}}}: what each override box of the new-job form uses when left
+    empty, for the script that updates them with the preset and the stage. A field the stage has no use
+    for (beta and loss_type outside DPO) says so."""
+
+    def text(values, field):
+        if field not in values:
+            return "DPO only" if field in ("beta", "loss_type") else ""
+        if field == "max_steps" and not values[field]:
+            return "0 (the epochs decide)"
+        return preset_value_text(values[field])
+
+    return {
+        preset: {stage: {f: text(values, f) for f in fields} for stage, values in stages.items()}
+        for preset, stages in PRESETS.items()
+    }

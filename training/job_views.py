@@ -1,9 +1,13 @@
 """Training pages: the job list, the launch form, and the live job page."""
 
+from datetime import timedelta
+from pathlib import PurePath
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from annotator.models import ModelVersion, Role
@@ -12,7 +16,7 @@ from jobs import lifecycle
 
 from .finetune.params import DEFAULT_GUARD, JUDGE_GUARD, PRESETS
 from .finetune.request import create_job
-from .forms import JobChoices, as_pk, default_preset
+from .forms import STAGES, JobChoices, as_pk, default_preset, preset_placeholders
 from .models import DatasetSnapshot, TrainingJob
 
 OVERRIDE_FIELDS = [
@@ -83,6 +87,9 @@ def job_create(request, slug):
             return redirect("training-jobs:detail", slug=slug, pk=job.pk)
     else:
         form = choices.initial(request.GET)
+    placeholders = preset_placeholders(OVERRIDE_FIELDS)
+    preset = form.get("preset") if form.get("preset") in placeholders else default_preset()
+    stage = form.get("stage") if form.get("stage") in STAGES else TrainingJob.Stage.SFT
     return render(
         request,
         "training/job_form.html",
@@ -97,6 +104,8 @@ def job_create(request, slug):
             "guard": DEFAULT_GUARD,
             "judge_guard": JUDGE_GUARD,
             "override_fields": OVERRIDE_FIELDS,
+            "placeholders": placeholders,  # every preset's, for the script
+            "placeholder": placeholders[preset][stage],  # the chosen preset's for the chosen stage
         },
         status=422 if errors else 200,
     )
@@ -136,18 +145,86 @@ def job_detail(request, slug, pk):
     )
     # the page polls _job_live: the status card, with every other live panel swapped in out of band
     template = "training/_job_live.html" if request.headers.get("HX-Request") else "training/job_detail.html"
+    checkpoints = list(job.checkpoints.all())
+    for c in checkpoints:  # the table shows the folder's name; the full path is its title
+        c.folder = PurePath(c.path).name or c.path
+    see_eval = _evaluation_of(job, project)
     return render(
         request,
         template,
         {
             "project": project,
             "job": job,
-            "checkpoints": job.checkpoints.all(),
+            "checkpoints": checkpoints,
             "is_admin": has_role(request.user, project, Role.ADMIN),
             "lineage": job.base_version.lineage(),
             "params": sorted(job.params.items()),
+            "has_points": job.metrics.exists(),
+            "guard_limits": guard_limits(job.guard),
+            "see_eval": see_eval,
+            "awaiting_eval": see_eval is None and _evaluation_due(job, project),
         },
     )
+
+
+def points(fraction) -> str:
+    """A fraction of response quality in points: 0.1 -> "10", 0.025 -> "2.5"."""
+    return f"{round(float(fraction) * 100, 2):g}"
+
+
+def guard_limits(guard: dict) -> str:
+    """The guard's limits in words, quality in points as the new-job form takes it."""
+    parts = []
+    if guard.get("max_perplexity_ratio") is not None:
+        parts.append(f"perplexity may rise at most × {guard['max_perplexity_ratio']:g}")
+    drop = guard.get("max_quality_drop")
+    if drop is not None:
+        parts.append("no quality limit" if drop >= 1 else f"quality may drop at most {points(drop)} points")
+    return "; ".join(parts)
+
+
+# The evaluation that follows training (evaluation.runner.evaluate_after_training) is read through the
+# reverse relations of its models: training sits below evaluation and imports none of it.
+EVAL_LIVE = ("queued", "running", "done")
+EVAL_GRACE = timedelta(seconds=60)
+
+
+def _default_suite(project):
+    """The suite an automatic run uses: the project's default suite, else its newest."""
+    settings = getattr(project, "eval_settings", None)
+    if settings is not None and settings.default_suite_id:
+        return settings.default_suite
+    suites = getattr(project, "eval_suites", None)
+    return suites.order_by("-created_at", "-id").first() if suites is not None else None
+
+
+def _evaluation_of(job, project):
+    """The newest queued, running or finished run of the job's model on the default suite: there is no
+    need to start another one ("See its evaluation" instead of "Evaluate this model")."""
+    version = job.result_version
+    if version is None or job.stage == TrainingJob.Stage.JUDGE or not hasattr(version, "eval_runs"):
+        return None
+    suite = _default_suite(project)
+    if suite is None:
+        return None
+    return (
+        version.eval_runs.filter(suite=suite, status__in=EVAL_LIVE)
+        .select_related("suite")
+        .order_by("-id")
+        .first()
+    )
+
+
+def _evaluation_due(job, project) -> bool:
+    """The job has just succeeded and its automatic evaluation is about to be queued (the worker queues it
+    right after marking the job done): the status card keeps polling for a minute to show its link."""
+    if job.status != TrainingJob.State.SUCCEEDED or job.stage == TrainingJob.Stage.JUDGE:
+        return False
+    if job.finished_at is None or timezone.now() - job.finished_at > EVAL_GRACE:
+        return False
+    settings = getattr(project, "eval_settings", None)
+    auto = settings.auto_eval_after_training if settings is not None else True  # the setting's default
+    return (job.evaluate_after or auto) and _default_suite(project) is not None
 
 
 @login_required

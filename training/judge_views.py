@@ -12,6 +12,7 @@ from annotator.models import Role
 from annotator.policy import has_role, project_for
 from inference.endpoints import check_endpoint_url
 
+from .forms import JobChoices
 from .models import (
     DatasetSnapshot,
     JudgeEvaluation,
@@ -70,6 +71,14 @@ def judges(request, slug):
         .order_by("-id")[:50]
     )
     chart = [{"judge": r["judge"].name, "bins": r["ev"].details.get("bins", [])} for r in rows if r["ev"]]
+    first = None  # with no judge yet: what training a first one would use, or what it still lacks
+    if not rows:
+        choices = JobChoices(project)
+        first = {
+            "base": choices.start_version("judge"),
+            "snapshot": choices.train_snapshot("judge"),
+            "missing": choices.defaults("judge")["missing"],
+        }
     return render(
         request,
         "training/judges.html",
@@ -79,6 +88,7 @@ def judges(request, slug):
             "disputed": disputed,
             "disputed_verdicts": disputed_verdicts,
             "chart": chart,
+            "first": first,
             "can_run": has_role(request.user, project, Role.LEAD),
             "is_admin": has_role(request.user, project, Role.ADMIN),
             "pair_snapshots": DatasetSnapshot.objects.filter(

@@ -11,7 +11,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from annotator.models import Role
+from annotator.models import Conversation, Role
 from annotator.policy import has_role, project_for, role_in
 from jobs import lifecycle
 
@@ -20,6 +20,7 @@ from .forms import SnapshotForm
 from .models import DatasetSnapshot
 from .snapshots.build import save_snapshot
 from .snapshots.bundle import BundleError, read_info
+from .snapshots.dpo_sources import SKIP_REASONS
 from .snapshots.layouts import LAYOUTS, llamafactory_dataset_info
 from .snapshots.selection import count_matching
 from .snapshots.spec import DPO_SOURCES, describe_filters, filter_names
@@ -154,6 +155,12 @@ def snapshot_detail(request, slug, pk):
             .only("pk", "kind", "version")
         )
     stats = snapshot.stats or {}
+    rows = preview(snapshot)
+    external_ids = dict(  # the preview links each row's conversation by its external id, as everywhere
+        Conversation.objects.filter(
+            project=project, pk__in={r["conversation_id"] for r in rows if r.get("conversation_id")}
+        ).values_list("pk", "external_id")
+    )
     context.update(
         {
             "filters_words": describe_filters(snapshot.kind, snapshot.filters, names),
@@ -163,8 +170,9 @@ def snapshot_detail(request, slug, pk):
                     **row,
                     "target_list": [row["target"]],
                     "rejected_list": [row["rejected"]] if row.get("rejected") else [],
+                    "external_id": external_ids.get(row.get("conversation_id"), ""),
                 }
-                for row in preview(snapshot)
+                for row in rows
             ],
             "same_content": same,
             "categories": _bars(stats.get("rows_by_category", {})),
@@ -172,6 +180,9 @@ def snapshot_detail(request, slug, pk):
                 {SOURCE_LABELS.get(k, k): n for k, n in stats.get("rows_by_source", {}).items()}
             ),
             "versions": _bars(stats.get("rows_by_model_version", {})),
+            "skipped": [  # the build's reason keys, in words (an unknown key as it is)
+                (n, SKIP_REASONS.get(k, k.replace("_", " "))) for k, n in (stats.get("skipped") or {}).items()
+            ],
             "histogram": stats.get("token_histogram"),
             "checks": (snapshot.audit or {}).get("checks", []),
             "lf_info": llamafactory_dataset_info(snapshot) if snapshot.layout == "llamafactory" else "",

@@ -142,9 +142,9 @@ def test_the_live_job_page_updates_every_panel_without_a_reload(
     lead.goto(f"{live_server.url}/p/{project.slug}/training/{job.pk}/")
     assert lead.locator("#next-dpo").count() == 0
     lead.goto(f"{live_server.url}/p/{project.slug}/training/judges/")
-    assert lead.get_by_role("link", name="Train a judge").count() == 0
+    assert lead.get_by_role("link", name="Train a judge", exact=True).count() == 0
     page.goto(f"{live_server.url}/p/{project.slug}/training/judges/")
-    assert page.get_by_role("link", name="Train a judge").count() == 1
+    assert page.get_by_role("link", name="Train a judge", exact=True).count() == 1
     assert members[Role.LEAD].username == "lead"
     lead.context.close()
     page.context.close()
@@ -189,4 +189,150 @@ def test_the_online_run_page_redraws_its_rounds_chart_and_set_up_without_a_reloa
     accuracy = "() => Chart.getChart(document.getElementById('rounds-chart')).data.datasets[0].data[1].y"
     assert page.evaluate(accuracy) == 0.5  # round 1: 4 of 8 right
     assert page.evaluate("window.__notReloaded") is True
+    page.context.close()
+
+
+# --- the job chart: only this job's series, each on an axis named after it -------------------------------
+
+CHART = "Chart.getChart(document.getElementById('loss-chart'))"
+# each drawn series' label -> the title of the axis it is drawn on; the x axis' bounds; the legend's entries
+CHART_FACTS = f"""() => {{
+  const c = {CHART};
+  if (!c) return null;
+  const on = {{}};
+  const title = (s) => s.options.title.text;
+  c.data.datasets.forEach((d, i) => {{
+    if (c.isDatasetVisible(i)) on[d.label] = title(c.scales[d.yAxisID]);
+  }});
+  const axes = Object.values(c.scales).filter((s) => s.axis === "y" && s._isVisible()).map(title);
+  return {{ on, axes, legend: c.legend.legendItems.map((i) => i.text), xMax: c.scales.x.max,
+    accuracyMax: c.scales.yAccuracy.max, tension: c.data.datasets.map((d) => d.tension),
+    points: c.data.datasets.map((d) => d.pointStyle), points_n: c.data.datasets.map((d) => d.data.length) }};
+}}"""
+
+
+def test_a_queued_job_says_no_steps_yet_then_charts_sft_with_the_learning_rate_on_its_own_axis(
+    browser, live_server, insecure_cookies, project, members, trained, shot
+):
+    from training.models import MetricPoint
+
+    job = TrainingJob.objects.create(
+        project=project,
+        name="chart",
+        stage="sft",
+        base_version=trained["base"],
+        train_snapshot=trained["sft"],
+        params={"save_steps": 10},
+    )
+    page, _ = login(browser, live_server, "admin", "pw-admin")
+    page.goto(f"{live_server.url}/p/{project.slug}/training/{job.pk}/")
+    page.evaluate("window.__notReloaded = true")
+    expect(page.locator("#chart-empty")).to_have_text("No steps logged yet.")
+    expect(page.locator("#chart-box")).to_be_hidden()
+    expect(page.locator("#job-log-empty")).to_have_text("No log yet.")
+    assert page.locator("pre.log").count() == 0  # no empty dark box
+    assert page.evaluate(f"() => {CHART} === undefined")  # no empty 0-1 chart
+
+    TrainingJob.objects.filter(pk=job.pk).update(status="running", step=6, max_steps=15, heartbeat_at=now())
+    for step in (2, 4, 6):
+        MetricPoint.objects.create(
+            job=job, step=step, values={"loss": 1 / step, "learning_rate": 3e-3 * (1 - step / 15)}
+        )
+    page.wait_for_function(f"() => {CHART} && {CHART}.data.datasets[0].data.length === 3", timeout=10000)
+    expect(page.locator("#chart-empty")).to_be_hidden()
+    facts = page.evaluate(CHART_FACTS)
+    assert facts["on"] == {"loss": "loss / margin", "learning rate": "learning rate"}
+    assert facts["legend"] == ["loss", "learning rate"]  # no struck-through DPO entries
+    assert sorted(facts["axes"]) == ["learning rate", "loss / margin"]  # no "accuracy" axis on an SFT job
+    assert facts["xMax"] == 15  # the job's max_steps, not a rounded-up 16
+    assert set(facts["tension"]) == {0} and len(set(facts["points"])) == 4  # straight; shapes, not colours
+    shot(page, "first-actions-chart-sft-running")
+
+    TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", step=15, finished_at=now())
+    MetricPoint.objects.create(job=job, step=15, values={"loss": 0.05, "learning_rate": 0.0})
+    expect(page.locator("#chart-note")).to_have_text("Finished: the job succeeded.", timeout=8000)
+    assert page.evaluate(CHART_FACTS)["points_n"][0] == 4
+    assert page.evaluate("window.__notReloaded") is True
+    page.context.close()
+
+
+def test_a_dpo_chart_keeps_reward_accuracy_of_one_inside_its_own_axis(
+    browser, live_server, insecure_cookies, project, members, trained, shot
+):
+    from evaluation.models import EvalRun
+    from evaluation.suites import suite_from_demo
+    from training.models import MetricPoint
+
+    result = ModelVersion.objects.create(
+        project=project, name="tiny-dpo", parent=trained["sft_model"], adapter_path="/x", origin="dpo"
+    )
+    job = TrainingJob.objects.create(
+        project=project,
+        name="dpo chart",
+        stage="dpo",
+        base_version=trained["sft_model"],
+        train_snapshot=trained["dpo"],
+        params={"save_steps": 10},
+        status="succeeded",
+        step=15,
+        max_steps=15,
+        finished_at=now(),
+        result_version=result,
+    )
+    suite, _ = suite_from_demo(project, "demo", n=3)
+    run = EvalRun.objects.create(project=project, suite=suite, model_version=result, status="running")
+    for step in (2, 4, 6, 8, 10, 12, 14, 15):
+        MetricPoint.objects.create(
+            job=job,
+            step=step,
+            values={
+                "loss": 0.7 / step,
+                "rewards/margins": step / 3,
+                "rewards/accuracies": 1.0 if step > 4 else 0.5,
+                "learning_rate": 2e-3 * (1 - step / 15),
+            },
+        )
+    page, _ = login(browser, live_server, "admin", "pw-admin")
+    page.goto(f"{live_server.url}/p/{project.slug}/training/{job.pk}/")
+    page.wait_for_function(f"() => {CHART} && {CHART}.data.datasets[2].data.length === 8", timeout=10000)
+    facts = page.evaluate(CHART_FACTS)
+    assert facts["on"] == {
+        "loss": "loss / margin",
+        "reward margin (DPO)": "loss / margin",
+        "reward accuracy (DPO)": "reward accuracy",
+        "learning rate": "learning rate",
+    }
+    assert facts["legend"] == ["loss", "reward margin (DPO)", "reward accuracy (DPO)", "learning rate"]
+    assert facts["accuracyMax"] > 1  # a line at 1.0 is drawn whole, below the chart's edge
+    assert facts["xMax"] == 15
+    # the automatic evaluation of the DPO model is running: the page leads there, not to a second run
+    expect(page.locator("#next-steps a.primary")).to_have_text("See its evaluation →")
+    assert page.get_attribute("#next-eval-run", "href").endswith(f"/eval/runs/{run.pk}/")
+    expect(page.locator("#next-eval")).to_have_text("Evaluate on another suite")
+    assert page.locator("#next-dpo").count() == 0
+    shot(page, "first-actions-chart-dpo")
+    page.context.close()
+
+
+def test_the_hyper_parameter_boxes_show_the_chosen_presets_values(
+    browser, live_server, insecure_cookies, project, members, trained, shot
+):
+    from training.finetune.params import PRESETS
+
+    page, _ = login(browser, live_server, "admin", "pw-admin")
+    page.goto(f"{live_server.url}/p/{project.slug}/training/new/")
+    shot(page, "first-actions-job-form-placeholders")
+
+    def placeholder(name):
+        return page.get_attribute(f"#job-form input[name={name}]", "placeholder")
+
+    other = next(p for p in PRESETS if p != default_preset())
+    assert placeholder("learning_rate") == f"{PRESETS[default_preset()]['sft']['learning_rate']:g}"
+    assert placeholder("beta") == "DPO only"
+    page.select_option("#job-form select[name=preset]", other)
+    assert placeholder("learning_rate") == f"{PRESETS[other]['sft']['learning_rate']:g}"
+    page.check("#job-form input[name=stage][value=dpo]")
+    assert placeholder("learning_rate") == f"{PRESETS[other]['dpo']['learning_rate']:g}"
+    assert placeholder("beta") == f"{PRESETS[other]['dpo']['beta']:g}"
+    assert page.input_value("#job-form input[name=learning_rate]") == ""  # still the preset's
     page.context.close()

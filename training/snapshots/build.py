@@ -48,7 +48,7 @@ from jobs import lifecycle
 
 from ..models import DatasetSnapshot
 from . import audit as audit_mod
-from .dpo_sources import CorrectionPairSource, OnlinePairSource, PreferenceSource
+from .dpo_sources import SKIP_REASONS, CorrectionPairSource, OnlinePairSource, PreferenceSource
 from .layouts import FORMATTERS
 from .resolve import Tally
 from .routing import Router
@@ -475,7 +475,9 @@ def _no_rows_message(build: Build, result: dict) -> str:
         reasons = {**build.skipped, **{f"left out: {r}": n for r, n in build.resolved.excluded.items()}}
         if build.router.left_out:
             reasons["routed elsewhere by their categories' fix (routing: taxonomy)"] = build.router.left_out
-        why = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in sorted(reasons.items()))
+        why = ", ".join(
+            f"{n:,} {SKIP_REASONS.get(k, k.replace('_', ' '))}" for k, n in sorted(reasons.items())
+        )
         return f"No rows: {counted(result['records'], 'source record')} matched but none made a row" + (
             f" ({why})." if why else "."
         )

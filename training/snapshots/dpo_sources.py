@@ -30,6 +30,17 @@ from .rows import Row, _loads, clean_message, response_output
 from .selection import as_flag, corrections_qs, online_qs, preference_work_q, preferences_qs, statuses
 from .sources import Source, _col, ids_in
 
+# Why a preference made no row (Build.skipped's keys, counted below), in words for the snapshot page
+# ("<words>: <count>").
+SKIP_REASONS = {
+    "tie": "ties (a tie prefers neither answer)",
+    "context_mismatch": "pairs whose two responses answer different contexts",
+    "both_bad_without_correction": "“both bad” with no correction in that context to prefer",
+    "both_bad_pair_already_from_correction": (
+        "“both bad” pairs already taught by a correction (the corrections source made that row)"
+    ),
+}
+
 
 class CorrectionPairSource(Source):
     """DPO: a correction (chosen) over the unreasonable response it corrects (rejected); one per response."""
