@@ -178,21 +178,24 @@ class SettingsForm(forms.ModelForm):
             "max_new_tokens",
             "batch_size",
         ]
-        help_texts = {
-            # in points, as the training guard's limit reads; the field itself stores a fraction of 1
-            "quality_margin": "How many points of response quality a candidate may lose against production, "
-            "typed as a fraction of 1: 0.02 means quality may drop at most 2 points.",
-        }
+
+    # typed in points, as the training guard's limit reads; stored (and in the API) as a fraction of 1
+    quality_margin = forms.FloatField(
+        label="Quality margin (points)",
+        min_value=0,
+        max_value=100,
+        help_text="How many points of response quality a candidate may lose against production: "
+        "2 means quality may drop at most 2 points.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["default_suite"].queryset = EvalSuite.objects.filter(project=self.instance.project)
+        if not self.is_bound:
+            self.initial["quality_margin"] = round(self.instance.quality_margin * 100, 4)
 
     def clean_quality_margin(self):
-        v = self.cleaned_data["quality_margin"]
-        if not 0 <= v <= 1:
-            raise forms.ValidationError("A fraction from 0 to 1 (0.02 = 2 points).")
-        return v
+        return self.cleaned_data["quality_margin"] / 100
 
     def clean_perplexity_margin(self):
         v = self.cleaned_data["perplexity_margin"]

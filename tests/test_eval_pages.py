@@ -163,7 +163,7 @@ def test_admin_builds_a_suite_and_starts_runs_from_the_pages(project, members, c
         f"/p/{project.slug}/eval/settings/",
         {
             "default_suite": suite.pk,
-            "quality_margin": 0.03,
+            "quality_margin": 3,  # points
             "perplexity_margin": 0.1,
             "max_new_tokens": 128,
             "batch_size": 8,
@@ -172,6 +172,15 @@ def test_admin_builds_a_suite_and_starts_runs_from_the_pages(project, members, c
     )
     cfg = EvalSettings.for_project(project)
     assert res.status_code == 302 and cfg.default_suite == suite and cfg.auto_eval_after_training
+    assert cfg.quality_margin == pytest.approx(0.03)  # stored as a fraction, as the API gives it
+    page = client.get(f"/p/{project.slug}/eval/settings/").content.decode()
+    assert 'name="quality_margin" value="3.0"' in page and "Quality margin (points)" in page
+    html = client.post(
+        f"/p/{project.slug}/eval/settings/", {"default_suite": suite.pk, "quality_margin": 300}
+    ).content.decode()
+    assert "less than or equal to 100" in html and EvalSettings.for_project(project).quality_margin == (
+        pytest.approx(0.03)
+    )
 
 
 def test_admin_sends_failures_to_the_queue_from_the_report(project, members, client, finished):
