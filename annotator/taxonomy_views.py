@@ -7,11 +7,13 @@ Every write is a small POST form that works without JavaScript (a redirect back,
 with the error beside its field and a 400); with htmx the route select and the (de)activate button
 save in place and get the tree back, descendants' inherited routes included."""
 
+from collections import defaultdict
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count
+from django.db import connection
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -65,25 +67,63 @@ def _project_to_edit(request, slug) -> Project:
     return project
 
 
-def _label_counts(project) -> dict[int, int]:
-    """Submitted labels (drafts aside) per category, in one aggregate query."""
-    through = Label.categories.through
-    return dict(
-        through.objects.filter(label__project=project)
+def _label_counts(project, rows: list[dict]) -> tuple[dict[int, int], dict[int, int]]:
+    """Submitted labels (drafts aside) per category, in one query: `direct`, the labels that name the
+    category itself, and `under`, for a category with subcategories, the labels that name it or any
+    category below it, each label once (so a parent's count is its subtree's, as on the dashboards).
+
+    `rows` are category_rows() in tree order. Categories at one depth have disjoint subtrees, so one
+    CASE per depth maps a label's category to its ancestor there (one UNION ALL branch per depth)."""
+    base = (
+        Label.categories.through.objects.filter(label__project=project)
         .exclude(label__status=Status.DRAFT)
-        .values("taxonomycategory_id")
-        .annotate(n=Count("label_id"))
-        .values_list("taxonomycategory_id", "n")
+        .values_list("label_id", "taxonomycategory_id")
+        .order_by()
     )
+    sql, params = base.query.sql_with_params()
+    params = list(params)
+    subtree: dict[int, list[int]] = defaultdict(list)
+    chain: list[int] = []
+    for row in rows:
+        del chain[row["depth"] :]
+        chain.append(row["cat"].pk)
+        for node in chain:
+            subtree[node].append(row["cat"].pk)
+    by_depth: dict[int, list[int]] = defaultdict(list)
+    for row in rows:
+        if not row["leaf"]:
+            by_depth[row["depth"]].append(row["cat"].pk)
+    parts = ["SELECT 0 AS kind, cat, COUNT(*) AS n FROM bl GROUP BY cat"]
+    for _depth, nodes in sorted(by_depth.items()):
+        whens = []
+        for node in nodes:
+            whens.append(f"WHEN cat IN ({', '.join(['%s'] * len(subtree[node]))}) THEN %s")
+            params += [*subtree[node], node]
+        parts.append(
+            f"SELECT 1 AS kind, node, COUNT(DISTINCT label_id) AS n FROM (SELECT label_id, "
+            f"CASE {' '.join(whens)} END AS node FROM bl) s WHERE node IS NOT NULL GROUP BY node"
+        )
+    direct: dict[int, int] = {}
+    under: dict[int, int] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH bl(label_id, cat) AS ({sql}) "
+            + " UNION ALL ".join(f"SELECT * FROM ({p}) q{i}" for i, p in enumerate(parts)),
+            params,
+        )
+        for kind, cat, n in cursor.fetchall():
+            (under if kind else direct)[cat] = n
+    return direct, under
 
 
 def _tree(project) -> list[dict]:
     """Every category in tree order with the route in force (and the category it comes from), its
-    submitted labels and the key the labelling page gives it. Three queries, however many categories."""
+    submitted labels (a parent's: its subtree's) and the key the labelling page gives it. Three
+    queries, however many categories."""
     rows = taxonomy.category_rows(project, inactive=True)
     by_pk = {row["cat"].pk: row["cat"] for row in rows}
     routes = taxonomy.resolve_routes((c.pk, c.parent_id, c.fix_route) for c in by_pk.values())
-    counts = _label_counts(project)
+    direct, under = _label_counts(project, rows)
     # the labelling page's picker numbers its (active) leaves in this order: type the number to tick one
     picker = taxonomy.category_rows(project)
     keys = {row["cat"].pk: n for n, row in enumerate((r for r in picker if r["leaf"]), 1)}
@@ -94,7 +134,9 @@ def _tree(project) -> list[dict]:
         row.update(
             route=route,
             inherited_from=by_pk[origin] if origin is not None and origin != cat.pk else None,
-            labels=counts.get(cat.pk, 0),
+            labels=under.get(cat.pk, 0) if not row["leaf"] else direct.get(cat.pk, 0),
+            # a parent's count is its subtree's; the page says so, and how many name the parent itself
+            labels_direct=direct.get(cat.pk, 0),
             key=keys.get(cat.pk),
             hidden_by_parent=cat.active and cat.pk not in in_picker,
         )

@@ -922,3 +922,140 @@ def test_headline_counts_have_thousands_separators(client, project, members):
     client.force_login(members[Role.LEAD])
     page = client.get(f"/p/{project.slug}/dashboards/").content.decode()
     assert "<dt>Labels</dt><dd>1,200</dd>" in page
+
+
+# --- what each number is of (issue #17's screenshot review) ---------------------------------------
+
+
+def _between(html, start, end="</table>"):
+    i = html.index(start)
+    return html[i : html.index(end, i)]
+
+
+def test_review_decisions_count_re_reviews_and_the_page_says_so(client, project, members):
+    """A label rejected, fixed and approved is one item and two review decisions: the column says
+    "Review decisions", not "Reviewed", and its hint explains why it can exceed Items."""
+    b = Builder(project)
+    mv = b.version("v1")
+    a1, lead = members[Role.ANNOTATOR], members[Role.LEAD]
+    label = b.label(b.response(mv), a1, U, [cat(project, "Wrong tool")], status="approved")
+    for decision in ("reject", "approve"):  # rejected, then re-reviewed after the fix
+        Review.objects.create(reviewer=lead, label=label, decision=decision, comment="")
+    row = by_name(annotators(project, Filters())["rows"])["annotator"]
+    assert (row["items"], row["reviewed"], row["approved"], row["rejected"]) == (1, 2, 1, 1)
+    assert row["rejection_rate"] == pytest.approx(0.5)
+
+    client.force_login(lead)
+    response = client.get(f"/p/{project.slug}/dashboards/annotators/")
+    table = _between(response.content.decode(), 'id="table-annotators"')
+    assert ">Review decisions</th>" in table and ">Reviewed</th>" not in table
+    assert "re-review after a rejection included" in table and "can exceed Items" in table
+    rates = next(c for c in response.context["charts"] if c["id"] == "rates")
+    assert rates["datasets"][1]["label"] == "rejection rate (of review decisions)"
+
+
+def test_category_and_pareto_shares_name_their_denominators(client, project, members, overview_world):
+    """The category table's % is of badcase labels (4 here), the Pareto's of category filings (5: L1
+    is filed under two categories); the page names both, and each set of shares adds up accordingly."""
+    data = overview(project, Filters())
+    assert data["totals"]["all_badcases"] == 4 and data["pareto_filings"] == 5
+    cats = by_name(data["categories"])
+    pareto = by_name(data["pareto"])
+    assert cats["Tool not called"]["share_of_badcases"] == pytest.approx(2 / 4)
+    assert pareto["Tool not called"]["share"] == pytest.approx(2 / 5)
+    assert sum(p["share"] for p in data["pareto"]) == pytest.approx(1)
+    assert data["pareto"][-1]["cumulative"] == pytest.approx(1)
+
+    client.force_login(members[Role.LEAD])
+    response = client.get(f"/p/{project.slug}/dashboards/")
+    html = response.content.decode()
+    categories = _between(html, 'id="table-categories"')
+    assert ">% of badcase labels</th>" in categories and "share of all 4 badcase labels" in categories
+    assert re.search(
+        r"Tool not called</td>\s*<td class=\"num\"><a [^>]*>2</a></td>\s*<td class=\"num\">50\.0%", categories
+    )
+    pareto_table = _between(html, 'id="table-pareto"')
+    assert "% of filings</th>" in pareto_table and ">Share</th>" not in pareto_table
+    assert "of the 5 category filings, not of the 4 badcase labels" in pareto_table
+    assert re.search(
+        r">Tool not called</td>\s*<td class=\"num\"><a [^>]*>2</a></td>\s*<td class=\"num\">40\.0%",
+        pareto_table,
+    )
+    chart = next(c for c in response.context["charts"] if c["id"] == "pareto")
+    assert chart["datasets"][1]["label"] == "cumulative % of filings"
+
+
+def test_agreement_page_says_a_parent_row_is_about_the_parent_itself(client, project, members, team_world):
+    """Annotators file items under subcategories; the agreement roll-up counts the chosen categories,
+    so a parent's row shows "—" and points to its subcategories instead of a bare 0."""
+    client.force_login(members[Role.LEAD])
+    response = client.get(f"/p/{project.slug}/dashboards/agreement/")
+    html = response.content.decode()
+    tool_use = cat(project, "Tool use")
+    rows = {c["name"]: c for c in response.context["cat_rows"]}
+    assert rows["Tool use"]["has_children"] and rows["Tool use"]["units"] == 0
+    assert not rows["Tool not called"]["has_children"] and rows["Tool not called"]["units"] == 2
+    parent = re.search(rf'<tr class="[^"]*" data-category="{tool_use.pk}">.*?</tr>', html, re.S).group(0)
+    assert "— filed under its subcategories, below" in parent and "parent-row" in parent
+    assert '<td class="num">0</td>' not in parent
+    assert "counts only items filed under the parent itself" in html
+    leaf = re.search(
+        rf'<tr class="[^"]*" data-category="{cat(project, "Tool not called").pk}">.*?</tr>', html, re.S
+    ).group(0)
+    assert '<td class="num">2</td>' in leaf
+
+
+def test_choice_agreement_alphas_and_shares_are_over_the_same_pairs(client, project, members, make_user):
+    """A tie against a "both bad" disagrees on the four choices and agrees on "which is better":
+    alpha 1.000 next to 50% of judge pairs agreeing is right when the page says which is which.
+    Both alphas match the krippendorff package; both shares are over the same compared pairs."""
+    b = Builder(project)
+    v1, v2 = b.version("v1"), b.version("v2")
+    a1, a2 = members[Role.ANNOTATOR], members["annotator2"]
+    votes = [("tie", "both_bad"), ("a", "a"), ("b", "b")]
+    for first, second in votes:
+        conv = b.conversation()
+        x, y = b.response(v1, conv), b.response(v2, conv)
+        b.prefer(x, y, a1, first)
+        b.prefer(x, y, a2, second)
+    p = agreement(project, Filters())["preferences"]
+    codes = {"a": 0, "b": 1, "tie": 2, "both_bad": 3}
+    four = np.array([[codes[v[0]] for v in votes], [codes[v[1]] for v in votes]], dtype=float)
+    better = np.array([[min(codes[v[i]], 2) for v in votes] for i in (0, 1)], dtype=float)
+    assert p["units"] == 3
+    assert p["alpha"] == pytest.approx(
+        krippendorff.alpha(reliability_data=four, level_of_measurement="nominal")
+    )
+    assert p["alpha_better"] == pytest.approx(
+        krippendorff.alpha(reliability_data=better, level_of_measurement="nominal")
+    )
+    assert p["alpha_better"] == pytest.approx(1) and p["alpha"] < 1
+    assert p["pairwise_agreement"] == pytest.approx(2 / 3)  # 2 of the 3 pairs' judges agree
+    assert p["pairwise_agreement_better"] == pytest.approx(1)
+
+    client.force_login(members[Role.LEAD])
+    html = client.get(f"/p/{project.slug}/dashboards/agreement/").content.decode()
+    kpis = _between(html, 'class="stats dash-kpis"', "</dl>")
+    assert "same pairs; ties and both-bad as “neither”: 100.0% of judge pairs agree" in kpis
+    assert "<dd>66.7%</dd>" in kpis and "giving the same of A/B/tie/both bad" in kpis
+    header, rows = tables("agreement", agreement(project, Filters()))["summary"]
+    summary = {r[0]: r[1] for r in rows}
+    assert summary["choice_pairwise_agreement_better_only"] == pytest.approx(1)
+
+
+def test_comparisons_list_shows_choices_in_words(client, project, members):
+    b = Builder(project)
+    v1, v2 = b.version("v1"), b.version("v2")
+    conv = b.conversation()
+    x, y = b.response(v1, conv), b.response(v2, conv)
+    b.prefer(x, y, members[Role.ANNOTATOR], "both_bad")
+    b.prefer(x, y, members["annotator2"], "tie")
+    client.force_login(members[Role.LEAD])
+    html = client.get(f"/p/{project.slug}/dashboards/comparisons/").content.decode()
+    table = _between(html, 'id="table-comparisons"')
+    assert "<td>both bad</td>" in table and "<td>tie</td>" in table
+    assert "both_bad" not in table
+    ties = client.get(
+        f"/p/{project.slug}/dashboards/comparisons/?model_a={v1.pk}&model_b={v2.pk}&outcome=tie"
+    ).content.decode()
+    assert "ties and “both bad” for" in ties and ">ties and both bad</a>" in ties

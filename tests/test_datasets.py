@@ -401,8 +401,7 @@ def test_only_ties_say_why_there_are_no_rows(project, members):
     snap = build(project, members["admin"], kind="dpo", filters={"sources": ["preferences"]})
     assert snap.failure == "no_rows"
     assert (
-        snap.message
-        == "No rows: 1 source record matched but none made a row "
+        snap.message == "No rows: 1 source record matched but none made a row "
         "(1 “both bad” with no correction in that context to prefer)."
     )
 

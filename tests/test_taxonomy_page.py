@@ -297,3 +297,33 @@ def test_the_page_reads_a_constant_number_of_queries(client, members):
         assert html.count('<tr id="cat-') == n and '<td class="num">1</td>' in html
         counts[n] = len(ctx.captured_queries)
     assert counts[3] == counts[12] <= 8, counts  # session, user, role, project, tree, picker, labels
+
+
+def test_a_parents_label_count_is_its_subtrees_each_label_once(client, project, members):
+    """The dashboards count a parent's badcases over its subtree (Tool use = its subcategories'), so the
+    taxonomy page does too and says so: a label naming two siblings counts once for their parent, a
+    grandchild's label for every ancestor, drafts for none. Leaves keep their own count."""
+    tool_use, not_called, wrong_args = (
+        cat(project, "Tool use"),
+        cat(project, "Tool not called"),
+        cat(project, "Wrong arguments"),
+    )
+    deep = create_category(project, name="Called too late", parent=not_called)
+    annotator = members["annotator"]
+    label(make_conversation(project, 0)[1][0], annotator, not_called, wrong_args)  # two siblings
+    label(make_conversation(project, 1)[1][0], annotator, wrong_args)
+    label(make_conversation(project, 2)[1][0], annotator, deep, status="approved")  # a grandchild
+    label(make_conversation(project, 3)[1][0], annotator, deep, status="draft")  # not counted
+
+    html = login(client, members[Role.LEAD]).get(PAGE).content.decode()
+    note = r'<span class="from" title="{} of them name {} itself">incl\. subcategories</span></td>'
+    assert re.search(r'<td class="num">3' + note.format(0, "Tool use"), row(html, tool_use))
+    # "Tool not called" is now a parent too: its own label (1) and its grandchild's (1)
+    assert re.search(r'<td class="num">2' + note.format(1, "Tool not called"), row(html, not_called))
+    assert '<td class="num">2</td>' in row(html, wrong_args)
+    assert '<td class="num">1</td>' in row(html, deep)
+    assert "incl. subcategories" not in row(html, deep)
+    assert re.search(
+        r'<td class="num">0<span class="from"[^>]*>incl\. subcategories', row(html, cat(project, "Format"))
+    )
+    assert "a parent's include its subcategories" in html

@@ -309,6 +309,9 @@ def agreement(project, f: Filters) -> dict:
                 "name": tree.nodes[node_id]["name"],
                 "path": tree.path(node_id),
                 "depth": depth,
+                # the roll-up counts the categories annotators chose, not their ancestors: a parent's
+                # row is about the parent itself (annotators pick subcategories, which carry agreement)
+                "has_children": bool(tree.children.get(node_id)),
                 "units": sum(sizes.values()),
                 "choices": chose,
                 "split_units": split_units,
@@ -372,8 +375,11 @@ def agreement(project, f: Filters) -> dict:
         "preferences": {
             "alpha": pref_alpha.alpha,
             "units": pref_alpha.units,
+            # both over the same pairs compared twice or more: the first on all four choices, the
+            # second on "which is better" (a tie against a "both bad" agrees there)
             "pairwise_agreement": pairwise_agreement(pref_comps),
             "alpha_better": stats.alpha_nominal(coarse).alpha,
+            "pairwise_agreement_better": pairwise_agreement(coarse),
         },
         "items": disagreement_items(project, f, core["items"]),
     }

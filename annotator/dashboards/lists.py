@@ -272,6 +272,7 @@ def comparison_page(project, f: Filters, model_a=None, model_b=None, outcome="",
                 "model_a": ma.name if ma else None,
                 "model_b": mb.name if mb else None,
                 "choice": p.choice,
+                "choice_display": p.get_choice_display(),  # "both bad", "tie": the app's words
                 "winner": {"a": ma.name if ma else "A", "b": mb.name if mb else "B"}.get(p.choice),
                 "reason": p.reason,
                 "annotator": p.annotator.username,

@@ -168,6 +168,9 @@ def overview(project, f: Filters) -> dict:
             "rows": drill,
         },
         "pareto": pareto,
+        # the Pareto's shares are of these filings (a label with two categories is filed twice), the
+        # category table's "% of badcase labels" of totals.all_badcases: different denominators
+        "pareto_filings": assignments,
         "over_time": _over_time(days, present, f, floor=timezone.localdate(project.created_at)),
         "models": [{"id": v["id"], "name": v["name"]} for v in present],
     }

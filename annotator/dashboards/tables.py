@@ -256,6 +256,7 @@ def tables(page: str, data: dict) -> dict[str, tuple[list[str], list[list]]]:
                 ["choice_alpha", _pct(p["alpha"]), p["units"]],
                 ["choice_alpha_better_only", _pct(p["alpha_better"]), p["units"]],
                 ["choice_pairwise_agreement", _pct(p["pairwise_agreement"]), p["units"]],
+                ["choice_pairwise_agreement_better_only", _pct(p["pairwise_agreement_better"]), p["units"]],
             ],
         )
     elif page == "models":

@@ -84,6 +84,7 @@ PCT_KEYS = {
     "gold_agreement",
     "specific_agreement",
     "pairwise_agreement",
+    "pairwise_agreement_better",
     "win_rate",
     "decisive_win_rate",
     "low",
@@ -191,13 +192,13 @@ def _overview_charts(data, links, f):
                     "hrefs": [links.cases(category=p["category"], direct="1", **bad) for p in pareto],
                 },
                 {
-                    "label": "cumulative share",
+                    "label": "cumulative % of filings",
                     "data": [_pct(p["cumulative"]) for p in pareto],
                     "hrefs": [links.cases(category=p["category"], direct="1", **bad) for p in pareto],
                 },
             ],
             "yTitle": "badcase labels (bars)",
-            "y2Title": "cumulative share (line)",
+            "y2Title": "cumulative % of filings (line)",
             # slanted category names need room below the bars
             "height": 300 if len(pareto) <= 5 else 380,
         }
@@ -366,7 +367,7 @@ def _annotator_charts(data, links, f):
             "datasets": [
                 {"label": "skip rate", "data": [_pct(r["skip_rate"]) for r in rows], "hrefs": own},
                 {
-                    "label": "rejection rate (of reviewed)",
+                    "label": "rejection rate (of review decisions)",
                     "data": [_pct(r["rejection_rate"]) for r in rows],
                     "hrefs": [links.cases(annotator=r["annotator"], statuses=("rejected",)) for r in rows],
                 },

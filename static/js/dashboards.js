@@ -3,7 +3,8 @@
  * series, lines a marker shape and dash pattern per series plus their name at the line's end.
  * Every bar, point and range is a link to the cases behind it (the same links are in the tables).
  * Each value axis is scaled to the series drawn on it (a Pareto's cumulative % has its own 0-100 %
- * axis); category names wrap rather than being cut, and tooltips always carry the full name. */
+ * axis); category names wrap rather than being cut (a model version's name one "+" stage a line),
+ * and tooltips always carry the full name. */
 (function () {
   "use strict";
   var specsNode = document.getElementById("dash-charts");
@@ -30,27 +31,34 @@
     return g.createPattern(c, "repeat");
   }
 
-  function short(text, n) {
-    text = String(text);
-    return text.length > n ? text.slice(0, n - 1) + "…" : text;
-  }
-
-  // Breaks a name into lines of at most `width` characters at spaces, hyphens or before a bracket,
-  // keeping at most `most` lines (only a name longer than that is shortened, and the tooltip has it).
-  function wrap(text, width, most) {
-    var words = String(text).split(/(?<=[\s\-_\/])|(?=[(\[])/), lines = [], line = "";
-    words.forEach(function (w) {
-      if (line && (line + w).trim().length > width) { lines.push(line.trim()); line = ""; }
-      line += w;
-    });
-    if (line.trim()) lines.push(line.trim());
-    lines = lines.map(function (l) { return short(l, width + 2); });
-    if (lines.length > most) { lines = lines.slice(0, most); lines[most - 1] = short(lines[most - 1] + "…", width + 1); }
-    return lines.length === 1 ? lines[0] : lines;
-  }
-
   var measurer = document.createElement("canvas").getContext("2d");
   function textWidth(text, font) { measurer.font = font; return measurer.measureText(text).width; }
+  var TICK_FONT = (Chart.defaults.font.size || 12) + "px " + Chart.defaults.font.family;
+  var END_FONT = "12px system-ui, sans-serif";
+
+  // A name as the lines of a label, no word ever cut: a model-version name breaks before each "+"
+  // (demo-base / +sft-job1 / +dpo-job2; with `plus` always, else only when it does not fit), then
+  // any line wider than `px` at spaces, hyphens, slashes, commas or before a bracket. A word wider
+  // than `px` keeps its line (Chart.js slants the axis labels then). Past `most` lines the last ends
+  // in "…"; the tooltip always has the full name.
+  function lines(text, px, most, plus, font) {
+    text = String(text);
+    font = font || TICK_FONT;
+    var whole = textWidth(text, font) <= px;
+    var parts = /[^\s+]\+[^\s+]/.test(text) && (plus || !whole) ? text.split(/(?=\+)/) : [text];
+    var out = [];
+    parts.forEach(function (part) {
+      if (textWidth(part, font) <= px) { out.push(part); return; }
+      var line = "";
+      part.split(/(?<=[\s\-_\/,])|(?=[(\[])/).forEach(function (w) {
+        if (line.trim() && textWidth((line + w).trim(), font) > px) { out.push(line.trim()); line = ""; }
+        line += w;
+      });
+      if (line.trim()) out.push(line.trim());
+    });
+    if (out.length > most) { out = out.slice(0, most); out[most - 1] += "…"; }
+    return out.length === 1 ? out[0] : out;
+  }
 
   function fmt(spec, v) {
     if (v === null || v === undefined) return "";
@@ -178,19 +186,20 @@
     var horizontal = spec.kind === "hbar" || spec.kind === "range";
     var valueAxis = horizontal ? "x" : "y", catAxis = horizontal ? "y" : "x";
     var boxWidth = canvas.parentNode.clientWidth || 600;
-    // Category names: wrapped beside horizontal bars; under vertical bars written level and wrapped
-    // when each has room, else slanted in full (up to 30 characters).
+    // Category names as lines (Chart.js draws an array as one line each), words never cut: beside
+    // horizontal bars wrapped to a third of the box; under vertical bars and along a line chart
+    // wrapped to the room each has, version names one stage ("+...") a line, and slanted when even
+    // that does not fit (many bars: one or two lines, slanted). Tooltips carry the full name.
     var slot = (boxWidth - 100) / Math.max(1, spec.labels.length);
+    var many = spec.kind === "line" && spec.labels.length > 12;  // time buckets: Chart.js skips some
     var level = horizontal || spec.kind === "line" || slot >= 64;
-    var lineChars = horizontal ? 28 : Math.max(8, Math.floor(slot / 6.8));
+    var labelPx = horizontal ? Math.max(120, Math.min(190, boxWidth * 0.32)) : level && !many ? slot - 8 : 190;
+    var shown = spec.labels.map(function (name) {
+      return lines(name, labelPx, level ? 4 : 2, !horizontal);
+    });
     var scales = {};
     scales[catAxis] = {
-      ticks: { color: INK, autoSkip: spec.kind === "line", maxRotation: level ? 0 : 60,
-               callback: function (value) {
-                 var name = this.getLabelForValue(value);
-                 if (spec.kind === "line") return short(name, 18);
-                 return level ? wrap(name, lineChars, 3) : short(name, 30);
-               } },
+      ticks: { color: INK, autoSkip: many, minRotation: 0, maxRotation: horizontal || many ? 0 : level ? 45 : 60 },
       grid: { display: false }
     };
     var top = null, integers = true;  // the value axis fits only its own series (and their whiskers)
@@ -224,22 +233,18 @@
     // Series names at the lines' ends: measured, wrapped onto two lines when long, never cut.
     var endRoom = 8;
     if (spec.kind === "line" && datasets.length > 1) {
-      var font = "12px system-ui, sans-serif", most = Math.max(90, Math.min(170, boxWidth * 0.3));
+      var most = Math.max(90, Math.min(170, boxWidth * 0.3));
       datasets.forEach(function (ds) {
-        var lines = [String(ds.label)];
-        if (textWidth(lines[0], font) > most) {
-          var wrapped = wrap(ds.label, Math.max(8, Math.floor(most / 6.6)), 2);
-          lines = Array.isArray(wrapped) ? wrapped : [wrapped];
-        }
-        ds.endLines = lines;
-        lines.forEach(function (l) { endRoom = Math.max(endRoom, textWidth(l, font) + 14); });
+        var end = lines(ds.label, most, 3, false, END_FONT);
+        ds.endLines = Array.isArray(end) ? end : [end];
+        ds.endLines.forEach(function (l) { endRoom = Math.max(endRoom, textWidth(l, END_FONT) + 14); });
       });
     } else if (horizontal) {
       endRoom = 46;
     }
     var chart = new Chart(canvas, {
       type: datasets[0].type === "line" ? "line" : "bar",
-      data: { labels: spec.labels, datasets: datasets },
+      data: { labels: shown, datasets: datasets },
       options: {
         responsive: true, maintainAspectRatio: false, animation: false, indexAxis: horizontal ? "y" : "x",
         layout: { padding: { right: endRoom, top: 18 } },
@@ -267,6 +272,16 @@
       },
       plugins: [directLabels(spec)]
     });
+    // The axes beside the plot (a Pareto has two) leave each name less room than estimated: when
+    // Chart.js had to slant the names, wrap them again to the room it measured.
+    var axis = chart.scales.x;
+    if (!horizontal && level && !many && axis && axis.labelRotation > 0) {
+      var room = (axis.right - axis.left) / Math.max(1, spec.labels.length) - 8;
+      if (room < labelPx) {
+        chart.data.labels = spec.labels.map(function (name) { return lines(name, room, 4, true); });
+        chart.update();
+      }
+    }
     canvas.dataset.ready = "1";
   }
 

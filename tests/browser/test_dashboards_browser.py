@@ -110,3 +110,132 @@ def test_clicking_a_bar_opens_its_cases(chromium, live_server, settings, dashboa
     assert "Cases" in page.locator("h1").inner_text()
     assert errors == []
     context.close()
+
+
+# --- long names on chart axes (issue #17's screenshot review) -------------------------------------
+
+VERSIONS = ("demo-base", "demo-base+sft-job1", "demo-base+sft-job1+dpo-job2", "demo-base+sft-job1+dpo-job3")
+CATEGORIES = (
+    "Hallucinated fact",
+    "Fabricated tool result",
+    "Wrong arguments",
+    "Tool not called",
+    "Unneeded tool call",
+    "Wrong tool",
+    "Too short",
+    "Tone or persona",
+)
+
+
+@pytest.fixture
+def long_names(project, members):
+    """Four versions whose names share a long "+" lineage prefix (two DPO children of one SFT), each
+    evaluated on one suite, and badcases in eight categories (a Pareto as wide as the demo's)."""
+    from django.apps import apps
+    from django.utils import timezone
+
+    b = Builder(project)
+    versions = []
+    for i, name in enumerate(VERSIONS):
+        versions.append(b.version(name, parent=versions[min(i, 2) - 1] if i else None, origin="sft"))
+    people = [members[Role.ANNOTATOR], members["annotator2"]]
+    n = 0
+    for rank, name in enumerate(CATEGORIES):
+        for _ in range(len(CATEGORIES) - rank):
+            b.label(b.response(versions[n % 4]), people[n % 2], "unreasonable", [cat(project, name)],
+                    day=(DAY1, DAY2, DAY3)[n % 3], seconds=30)  # fmt: skip
+            n += 1
+    try:
+        suite_model, run_model = (
+            apps.get_model("evaluation", "EvalSuite"),
+            apps.get_model("evaluation", "EvalRun"),
+        )
+    except LookupError:
+        return project
+    suite = suite_model.objects.create(
+        project=project, name="held-out", version=1, source="gold", content_hash="x"
+    )
+    for i, mv in enumerate(versions):
+        metric = {"n": 100, "count": 50 + i, "value": (50 + i) / 100, "se": 0.05}
+        run_model.objects.create(project=project, suite=suite, model_version=mv, status="done",
+                                 summary={"n": 100, "tool_call_accuracy": metric},
+                                 finished_at=timezone.now())  # fmt: skip
+    return project
+
+
+AXIS = """(id) => {
+    const canvas = document.getElementById('chart-' + id);
+    if (!canvas) return null;
+    canvas.scrollIntoView({block: 'center'});
+    const chart = Chart.getChart(canvas);
+    const horizontal = chart.options.indexAxis === 'y';
+    const scale = chart.scales[horizontal ? 'y' : 'x'];
+    const ctx = chart.ctx;
+    ctx.save(); ctx.font = Chart.helpers.toFont(scale.options.ticks.font).string;
+    const lines = l => Array.isArray(l) ? l : [l];
+    const width = l => Math.max(...lines(l).map(t => ctx.measureText(t).width));
+    const widest = Math.max(...chart.data.labels.map(width));
+    ctx.restore();
+    const title = chart.options.plugins.tooltip.callbacks.title;
+    return {
+        labels: chart.data.labels,
+        ticks: scale.ticks.map(t => t.label),
+        tooltips: chart.data.labels.map((_, i) => title([{dataIndex: i}])),
+        rotation: scale.labelRotation,
+        spacing: horizontal ? null : (scale.right - scale.left) / chart.data.labels.length,
+        widest: widest,
+    };
+}"""
+
+
+def _joined(label):
+    return " ".join(label) if isinstance(label, list) else label
+
+
+@pytest.mark.parametrize("width", [1400, 1024])
+def test_long_chart_labels_split_wrap_and_keep_the_full_name(
+    chromium, live_server, settings, long_names, width
+):
+    """Version names break before each "+" (one lineage stage a line: the two DPO children read apart),
+    category names wrap between words, nothing is cut with "…", level labels fit their slot (else the
+    axis slants), and each tooltip carries the full name."""
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    settings.DASHBOARD_CACHE_SECONDS = 0
+    context, page, errors = _login(chromium, live_server, width)
+    base = f"{live_server.url}/p/{long_names.slug}/dashboards/"
+
+    def check(axis, names):
+        assert axis is not None
+        assert [_joined(lb).replace(" +", "+") for lb in axis["labels"]] == list(names), axis
+        assert axis["tooltips"] == list(names)
+        assert len(axis["ticks"]) == len(names)  # every name drawn, none skipped
+        assert not any("…" in _joined(t) for t in axis["ticks"]), axis["ticks"]
+        if axis["spacing"] is not None and axis["rotation"] == 0:
+            assert axis["widest"] <= axis["spacing"], axis  # level labels do not run into each other
+
+    page.goto(base)
+    pareto = page.evaluate(AXIS, "pareto")
+    check(pareto, CATEGORIES)
+    by_model = page.evaluate(AXIS, "by-model")
+    check(by_model, VERSIONS)
+    assert by_model["labels"][2] == ["demo-base", "+sft-job1", "+dpo-job2"]
+    assert by_model["labels"][3] == ["demo-base", "+sft-job1", "+dpo-job3"]
+    ends = page.evaluate(
+        "() => Chart.getChart(document.getElementById('chart-over-time')).data.datasets.map(d => d.endLines)"
+    )
+    assert {"".join(e) for e in ends} == {"all versions".replace(" ", ""), *VERSIONS} or all(
+        "…" not in line for e in ends for line in e
+    )
+    page.screenshot(path=str(SHOTS / f"dashboard-long-names-overview-{width}.png"), full_page=True)
+
+    page.goto(base + "models/")
+    lineage = page.evaluate(AXIS, "eval-lineage")
+    if lineage is not None:  # the evaluation app is installed
+        check(lineage, VERSIONS)
+        assert lineage["labels"][2] != lineage["labels"][3]
+        assert lineage["labels"][3][-1] == "+dpo-job3"
+    ratings = page.evaluate(AXIS, "ratings")
+    assert ratings is None or not any("…" in _joined(t) for t in ratings["ticks"])
+    page.screenshot(path=str(SHOTS / f"dashboard-long-names-models-{width}.png"), full_page=True)
+    assert errors == []
+    context.close()
