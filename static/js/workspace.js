@@ -316,7 +316,7 @@
   }
   const MAX_CELLS = 4000000;
   function markCommon(a, b) {
-    // common prefix and suffix first, then a longest common subsequence of what is left
+    // common prefix and suffix first, then a common subsequence of what is left, heaviest by characters
     let lo = 0;
     while (lo < a.length && lo < b.length && a[lo].word === b[lo].word) { a[lo].differs = b[lo].differs = false; lo++; }
     let ea = a.length, eb = b.length;
@@ -328,8 +328,10 @@
     const table = new Uint32Array((n + 1) * width);
     for (let i = n - 1; i >= 0; i--) {
       for (let j = m - 1; j >= 0; j--) {
+        // a match weighs its word's length: of two equally long alignments the one keeping the longer
+        // words wins ("sorry" over "for"), whichever side each answer was shown on
         table[i * width + j] = a[lo + i].word === b[lo + j].word
-          ? table[(i + 1) * width + j + 1] + 1
+          ? table[(i + 1) * width + j + 1] + a[lo + i].word.length
           : Math.max(table[(i + 1) * width + j], table[i * width + j + 1]);
       }
     }
