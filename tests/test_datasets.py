@@ -20,6 +20,7 @@ from .test_datasets_factories import (
     SYSTEM,
     assistant,
     call,
+    category,
     label,
     order_dialogue,
     preference,
@@ -282,6 +283,35 @@ def test_ties_are_skipped_and_both_bad_is_paired_against_a_correction(project, m
     }
     only_prefs = build(project, members["admin"], kind="dpo", filters={"sources": ["preferences"]})
     assert only_prefs.row_count == 2  # now the pair against `a` comes from the both-bad preference
+
+
+def test_both_bad_never_doubles_a_pair_the_corrections_already_teach(project, members):
+    """Two annotators mark a pair "both bad" and each corrected response has its own correction (the
+    demo's overlap of two): one row per response, from its own correction, not a second one from the
+    preference; where the taxonomy routes a response's correction to SFT, the "both bad" row stays."""
+    ann, ann2 = members["annotator"], members["annotator2"]
+    c = stock_question(project, 5)
+    a = response(c, raw="In stock!", model="agent-v1")
+    b = response(c, raw="Out of stock, sorry about that.", model="agent-v2")
+    fix = assistant(None, [call("check_inventory", {"sku": "A-5"})])
+    label(a, ann, correction=fix)
+    label(b, ann2, correction=fix)
+    preference(a, b, ann, "both_bad")
+
+    snap = build(project, members["admin"], kind="dpo")
+    rejected = sorted(r["rejected"][0]["content"] for r in lines(snap))
+    assert rejected == ["In stock!", "Out of stock, sorry about that."]  # each once
+    assert snap.stats["rows_by_source"] == {"correction": 2}
+    assert snap.stats["skipped"] == {"both_bad_pair_already_from_correction": 2}
+    duplicates = next(c for c in snap.audit["checks"] if c["key"] == "exact_duplicate")
+    assert duplicates["count"] == 0
+
+    # b's label names a fact error, which the taxonomy fixes with SFT: its correction is not in a DPO
+    # snapshot, so the "both bad" preference is what pairs b with the context's correction
+    b.labels.get().categories.set([category(project, "Hallucinated fact")])
+    snap = build(project, members["admin"], kind="dpo")
+    assert sorted(r["rejected"][0]["content"] for r in lines(snap)) == rejected
+    assert snap.stats["rows_by_source"] == {"both_bad": 1, "correction": 1}
 
 
 def test_a_malformed_rejected_response_is_exported_verbatim(project, members):

@@ -26,6 +26,7 @@ from annotator.models import (
 
 from .audit import same_message
 from .resolve import GOLD, MAJORITY, UNREASONABLE, Gold, decide, resolve_response
+from .routing import route_of
 from .rows import Row, _loads, clean_message, response_output
 from .selection import as_flag, corrections_qs, online_qs, preference_work_q, preferences_qs, statuses
 from .sources import Source, _col, ids_in
@@ -390,6 +391,19 @@ class PreferenceSource(Source):
             )
         return out
 
+    def taught_by_its_correction(self, rid: int, aux) -> bool:
+        """Whether the corrections source of this build pairs response `rid` with its own correction: it
+        has an admitted correction of an unreasonable label (aux["fixes"], filled only when corrections
+        are a source) that the taxonomy routes to this snapshot. A "both bad" row against it would teach
+        that pair twice (the same bytes when the corrections agree: the demo's overlap of two did)."""
+        if rid not in aux["fixes"]:
+            return False
+        router = self.build.router
+        if router.active:
+            _reason, kinds = route_of(tuple(sorted(aux["cats"].get(rid, ()))), router.routes)
+            return router.kind in kinds
+        return True
+
     def both_bad_rows(self, pk, a, b, out_a, out_b, mv_a, mv_b, aux, common) -> list[Row]:
         """The context's correction over each response of a "both bad" pair."""
         build = self.build
@@ -397,14 +411,13 @@ class PreferenceSource(Source):
         if best is None:
             build.skipped["both_bad_without_correction"] += 1
             return []
-        _rank, _cpk, cmsg, corrected_rid, verdict = best
+        _rank, _cpk, cmsg, _corrected_rid, _verdict = best
         chosen = clean_message({**cmsg, "role": "assistant"})
-        skip_own = "corrections" in self.f["sources"]
         made = []
         for rid, rejected, mv in ((a, out_a, mv_a), (b, out_b, mv_b)):
-            if skip_own and rid == corrected_rid and verdict == Label.Verdict.UNREASONABLE:
+            if self.taught_by_its_correction(rid, aux):
                 build.skipped["both_bad_pair_already_from_correction"] += 1
-                continue  # the corrections source emits exactly this pair
+                continue  # the corrections source pairs this response with its own correction
             made.append(
                 Row(
                     source="both_bad",
