@@ -540,3 +540,24 @@ def test_the_new_job_form_shows_the_presets_values_and_reads_quality_in_points(
     assert "(points)" not in html and "drops by more than this many points" in html
     settings = admin.get(f"/p/{project.slug}/eval/settings/").content.decode()
     assert "quality may drop at most 2 points" in settings and "(0.02 = 2 points)" not in settings
+
+
+def test_one_odd_reply_among_the_guard_prompts_does_not_stop_a_healthy_job(monkeypatch):
+    """The demo's first SFT was stopped at step 10 of 22 for one garbled reply in eight (12.5 points
+    against a 10-point limit). With the default number of prompts, one odd reply passes; three stop it."""
+    import types
+
+    from training.finetune import guard as guard_mod
+    from training.finetune.params import DEFAULT_GUARD
+
+    n = DEFAULT_GUARD["prompts"]
+    monkeypatch.setattr(guard_mod, "perplexity", lambda model, tokenizer: 100.0)
+    guard = guard_mod.Guard(None, prompts=[{"messages": [{"role": "user", "content": "hi"}]}] * n, limits={})
+    guard.base_ppl, guard.base_quality = 100.0, 1.0
+    bad_replies = iter([1, 3])
+    monkeypatch.setattr(guard, "_quality", lambda model: ((n - next(bad_replies)) / n, []))
+    model = types.SimpleNamespace(training=False, eval=lambda: None, train=lambda mode: None)
+    one_bad = guard.check(model, step=10)
+    assert one_bad["ok"], one_bad["tripped"]
+    three_bad = guard.check(model, step=20)
+    assert not three_bad["ok"] and "response quality fell 15 points (limit 10)" in three_bad["tripped"]

@@ -84,7 +84,10 @@ PRESETS = {
         },
     },
 }
-DEFAULT_GUARD = {"max_perplexity_ratio": 1.3, "max_quality_drop": 0.10, "prompts": 8, "max_new_tokens": 64}
+# Response quality is the mean over the guard's prompts: with 8, one reply in eight (12.5 points) was
+# already past the 10-point limit, so a single odd sample stopped a healthy job (the demo's first SFT
+# did, at step 10 of 22). With 20 a step is 5 points: it takes three damaged replies to stop a job.
+DEFAULT_GUARD = {"max_perplexity_ratio": 1.3, "max_quality_drop": 0.10, "prompts": 20, "max_new_tokens": 64}
 # A judge is never used as the agent: its guard only stops a run that diverges outright (its worth is
 # measured on held-out human pairs instead), so the agent-answer quality check is off for it.
 JUDGE_GUARD = {**DEFAULT_GUARD, "max_perplexity_ratio": 50.0, "max_quality_drop": 1.0}
