@@ -23,6 +23,7 @@ ALPHA = 0.05
 EXACT_BELOW = 25  # discordant pairs; the usual rule of thumb for McNemar's exact test
 EXACT_MAX_N = 20000  # above this, the binomial sum is slow and the chi-square is exact enough
 METRIC_COLUMNS = {m: m for m in HEADLINE_METRICS}
+LOWER_IS_BETTER = frozenset({"false_call_rate", "missed_call_rate"})
 
 
 class ComparisonError(ValueError):
@@ -81,6 +82,7 @@ class Delta:
 class MetricRow:
     name: str
     cells: list[Delta] = field(default_factory=list)
+    lower_is_better: bool = False  # a rate of mistakes: a fall is the good news
 
 
 @dataclass
@@ -265,6 +267,8 @@ def compare_runs(runs: list[EvalRun], keep_order: bool = False) -> Comparison:
         lambda r, m: r.summary.get(m),
         None,
     )
+    for row in secondary:
+        row.lower_is_better = row.name in LOWER_IS_BETTER
     flips = []
     for r in runs[1:]:
         for metric in ("tool_call_accuracy", "response_quality"):

@@ -99,6 +99,9 @@ def test_compare_page(project, members, client, finished):
         and "McNemar p = 0.125 (exact; 4 fixed, 0 broken)" in html
         and "within noise" in html
     )
+    secondary = html.split('id="compare-secondary"')[1].split("</table>")[0]
+    missed = secondary.split("<code>missed_call_rate</code>")[1].split("</tr>")[0]
+    assert '<span class="delta-down">▲ +11.1 pts' in missed  # more missed calls is bad news, drawn as such
     html = client.get(f"/p/{project.slug}/eval/compare/?runs={run_sft.pk}").content.decode()
     assert "Cannot compare" in html
 
