@@ -286,9 +286,10 @@ def test_ties_are_skipped_and_both_bad_is_paired_against_a_correction(project, m
 
 
 def test_both_bad_never_doubles_a_pair_the_corrections_already_teach(project, members):
-    """Two annotators mark a pair "both bad" and each corrected response has its own correction (the
-    demo's overlap of two): one row per response, from its own correction, not a second one from the
-    preference; where the taxonomy routes a response's correction to SFT, the "both bad" row stays."""
+    """Two annotators mark a pair "both bad" and each corrected both answers alike (the demo's overlap
+    of two): each answer is paired with the correction once, not a second time by the preference; where
+    the other row is not written (the taxonomy routes that correction to SFT, a filter leaves it out),
+    the "both bad" row still teaches the pair."""
     ann, ann2 = members["annotator"], members["annotator2"]
     c = stock_question(project, 5)
     a = response(c, raw="In stock!", model="agent-v1")
@@ -301,10 +302,18 @@ def test_both_bad_never_doubles_a_pair_the_corrections_already_teach(project, me
     snap = build(project, members["admin"], kind="dpo")
     rejected = sorted(r["rejected"][0]["content"] for r in lines(snap))
     assert rejected == ["In stock!", "Out of stock, sorry about that."]  # each once
-    assert snap.stats["rows_by_source"] == {"correction": 2}
-    assert snap.stats["skipped"] == {"both_bad_pair_already_from_correction": 2}
+    assert snap.stats["rows_by_source"] == {"both_bad": 1, "correction": 1}
+    assert snap.stats["skipped"] == {
+        "both_bad_pair_already_from_correction": 1,
+        "correction_pair_already_from_both_bad": 1,
+    }
     duplicates = next(c for c in snap.audit["checks"] if c["key"] == "exact_duplicate")
     assert duplicates["count"] == 0
+
+    # only agent-v1's corrections: b's is not written, and the preference's row is the one for b
+    agent_v1 = a.model_version_id
+    snap = build(project, members["admin"], kind="dpo", filters={"model_versions": [agent_v1]})
+    assert sorted(r["rejected"][0]["content"] for r in lines(snap)) == rejected
 
     # b's label names a fact error, which the taxonomy fixes with SFT: its correction is not in a DPO
     # snapshot, so the "both bad" preference is what pairs b with the context's correction
@@ -312,6 +321,7 @@ def test_both_bad_never_doubles_a_pair_the_corrections_already_teach(project, me
     snap = build(project, members["admin"], kind="dpo")
     assert sorted(r["rejected"][0]["content"] for r in lines(snap)) == rejected
     assert snap.stats["rows_by_source"] == {"both_bad": 1, "correction": 1}
+    assert snap.stats["skipped"] == {"both_bad_pair_already_from_correction": 1}
 
 
 def test_a_malformed_rejected_response_is_exported_verbatim(project, members):

@@ -125,6 +125,7 @@ class Build:
         self.auditor = audit_mod.Auditor(self.kind, self.config)
         self.contexts = Contexts(self.project.tools)
         self.skipped: Counter = Counter()
+        self.both_bad_pairs: set[int] = set()  # what the "both bad" rows taught (DPO), see once()
         self.resolved = Tally(self.auditor, "judged" if self.kind == Kind.DPO else "labelled")
         self.router = Router(self.project.pk, self.kind, self.filters)
         self.has_gold = Adjudication.objects.filter(task__project_id=self.project.pk).exists()
@@ -185,7 +186,7 @@ class Build:
             with open(self.tmp, "wb") as out, open(self.tmp_index, "wb") as idx:
                 for source in sources:
                     for chunk, aux in prefetched(source.stream, chunk_size()):
-                        rows = self.router.keep(source.rows(chunk, aux))
+                        rows = self.once(self.router.keep(source.rows(chunk, aux)))
                         if rows:
                             self._write_rows(rows, out, idx)
                         done += len(chunk)
@@ -208,6 +209,27 @@ class Build:
             "token_counter": self.counter.label,
             **self.tally,
         }
+
+    def once(self, rows: list[Row]) -> list[Row]:
+        """DPO: a correction row is not written when a "both bad" row (the preferences come first) has
+        already paired the same answer with the same correction in the same context: two annotators who
+        each corrected both answers of a pair they found both bad taught the pair twice. Only the bytes
+        are compared, so nothing that no other row teaches is dropped."""
+        if self.kind != Kind.DPO or not rows:
+            return rows
+        out = []
+        for row in rows:
+            if row.source in ("both_bad", "correction"):
+                key = _fast64(
+                    f"{row.conversation_id}:{row.context_length}:{_DUMPS(row.target)}:{_DUMPS(row.rejected)}".encode()
+                )
+                if row.source == "both_bad":
+                    self.both_bad_pairs.add(key)
+                elif key in self.both_bad_pairs:
+                    self.skipped["correction_pair_already_from_both_bad"] += 1
+                    continue
+            out.append(row)
+        return out
 
     def _write_rows(self, rows: list[Row], out, idx):
         counter, auditor, tally = self.counter, self.auditor, self.tally

@@ -26,7 +26,6 @@ from annotator.models import (
 
 from .audit import same_message
 from .resolve import GOLD, MAJORITY, UNREASONABLE, Gold, decide, resolve_response
-from .routing import route_of
 from .rows import Row, _loads, clean_message, response_output
 from .selection import as_flag, corrections_qs, online_qs, preference_work_q, preferences_qs, statuses
 from .sources import Source, _col, ids_in
@@ -39,6 +38,9 @@ SKIP_REASONS = {
     "both_bad_without_correction": "“both bad” with no correction in that context to prefer",
     "both_bad_pair_already_from_correction": (
         "“both bad” pairs already taught by a correction (the corrections source made that row)"
+    ),
+    "correction_pair_already_from_both_bad": (
+        "corrections that a “both bad” preference already paired with the same answer, word for word"
     ),
 }
 
@@ -391,19 +393,6 @@ class PreferenceSource(Source):
             )
         return out
 
-    def taught_by_its_correction(self, rid: int, aux) -> bool:
-        """Whether the corrections source of this build pairs response `rid` with its own correction: it
-        has an admitted correction of an unreasonable label (aux["fixes"], filled only when corrections
-        are a source) that the taxonomy routes to this snapshot. A "both bad" row against it would teach
-        that pair twice (the same bytes when the corrections agree: the demo's overlap of two did)."""
-        if rid not in aux["fixes"]:
-            return False
-        router = self.build.router
-        if router.active:
-            _reason, kinds = route_of(tuple(sorted(aux["cats"].get(rid, ()))), router.routes)
-            return router.kind in kinds
-        return True
-
     def both_bad_rows(self, pk, a, b, out_a, out_b, mv_a, mv_b, aux, common) -> list[Row]:
         """The context's correction over each response of a "both bad" pair."""
         build = self.build
@@ -411,13 +400,16 @@ class PreferenceSource(Source):
         if best is None:
             build.skipped["both_bad_without_correction"] += 1
             return []
-        _rank, _cpk, cmsg, _corrected_rid, _verdict = best
+        _rank, _cpk, cmsg, corrected_rid, verdict = best
         chosen = clean_message({**cmsg, "role": "assistant"})
+        skip_own = "corrections" in self.f["sources"]
         made = []
         for rid, rejected, mv in ((a, out_a, mv_a), (b, out_b, mv_b)):
-            if self.taught_by_its_correction(rid, aux):
+            if skip_own and rid == corrected_rid and verdict == Label.Verdict.UNREASONABLE:
                 build.skipped["both_bad_pair_already_from_correction"] += 1
-                continue  # the corrections source pairs this response with its own correction
+                continue  # the corrections source emits exactly this pair
+            # (the other response's own correction, when it says the same, is dropped where the
+            # corrections source's rows are written: Build.once)
             made.append(
                 Row(
                     source="both_bad",
