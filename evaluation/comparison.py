@@ -23,6 +23,7 @@ ALPHA = 0.05
 EXACT_BELOW = 25  # discordant pairs; the usual rule of thumb for McNemar's exact test
 EXACT_MAX_N = 20000  # above this, the binomial sum is slow and the chi-square is exact enough
 METRIC_COLUMNS = {m: m for m in HEADLINE_METRICS}
+MAX_COMPARED_RUNS = 20  # each run's per-case results are read; more would not fit a table anyway
 LOWER_IS_BETTER = frozenset({"false_call_rate", "missed_call_rate"})
 
 
@@ -159,8 +160,9 @@ def order_by_lineage(runs: list[EvalRun]) -> tuple[list[EvalRun], bool]:
 def default_runs(project) -> list[int]:
     """What the compare page shows when no run is picked: on the project's default suite (else the suite
     with the newest finished run), the newest finished run and, for each model before it in its lineage
-    (base → SFT → DPO), that model's newest finished run on the same suite. With no lineage behind it, the
-    newest finished run of another model instead. Fewer than two runs: nothing to compare ([])."""
+    (base → SFT → DPO → …), that model's newest finished run on the same suite; in a lineage longer than
+    a comparison holds, the base and the nearest ancestors. With no lineage behind it, the newest
+    finished run of another model instead. Fewer than two runs: nothing to compare ([])."""
     done = EvalRun.objects.filter(project=project, status=EvalRun.State.DONE)
     settings = getattr(project, "eval_settings", None)
     newest = None
@@ -172,11 +174,13 @@ def default_runs(project) -> list[int]:
         return []
     on_suite = done.filter(suite_id=newest.suite_id).order_by("-id")
     ancestors = [mv.pk for mv in newest.model_version.lineage() if mv.pk != newest.model_version_id]
-    picked = [newest.pk]
-    for version in ancestors:
-        run = on_suite.filter(model_version_id=version).values_list("pk", flat=True).first()
-        if run:
-            picked.append(run)
+    latest: dict[int, int] = {}
+    for pk, version in on_suite.filter(model_version_id__in=ancestors).values_list("pk", "model_version_id"):
+        latest.setdefault(version, pk)  # newest first
+    behind = [latest[v] for v in ancestors if v in latest]  # base first
+    if len(behind) > MAX_COMPARED_RUNS - 1:
+        behind = behind[:1] + behind[-(MAX_COMPARED_RUNS - 2) :]
+    picked = [newest.pk, *behind]
     if len(picked) == 1:
         others = on_suite.exclude(model_version_id=newest.model_version_id)
         other = others.values_list("pk", flat=True).first()

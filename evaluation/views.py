@@ -610,7 +610,7 @@ def run_export(request, slug, pk):
 # =========================================================================== compare
 
 
-MAX_COMPARED_RUNS = 20  # each run's per-case results are read; more would not fit a table anyway
+MAX_COMPARED_RUNS = comparison.MAX_COMPARED_RUNS
 
 
 @login_required

@@ -70,8 +70,11 @@ def online_create(request, slug):
         raw = form.get(field) or ""
         return qs.filter(pk=int(raw)).first() if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
+    margin = _points(form.get("quality_margin")) if request.method == "POST" else None
     if request.method == "POST" and len(form.get("name", "")) > OnlineRun._meta.get_field("name").max_length:
         errors = {"name": [f"at most {OnlineRun._meta.get_field('name').max_length} characters"]}
+    elif request.method == "POST" and margin is False:
+        errors = {"quality_margin": ["points from 0 to 100 (2 means quality may drop at most 2 points)"]}
     elif request.method == "POST":
         try:
             run = online.create_run(
@@ -83,7 +86,8 @@ def online_create(request, slug):
                 eval_suite=chosen(suites, "eval_suite"),
                 rounds=form.get("rounds") or 2,
                 options={f: form.get(f) for f in ONLINE_OPTION_FIELDS if form.get(f)}
-                | {"use_reference": form.get("use_reference") == "on"},
+                | {"use_reference": form.get("use_reference") == "on"}
+                | ({"quality_margin": margin} if margin is not None else {}),
                 preset=form.get("preset") or default_preset(),
                 overrides={f: form.get(f) for f in DPO_FIELDS if form.get(f)},
                 name=form.get("name", ""),
@@ -108,6 +112,18 @@ def online_create(request, slug):
         },
         status=422 if errors else 200,
     )
+
+
+def _points(raw) -> float | None | bool:
+    """The form's quality margin, typed in points as on the evaluation settings, as the fraction of 1 the
+    run stores (and the API takes); None when left blank (the project's setting), False when not 0–100."""
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return False
+    return value / 100 if 0 <= value <= 100 else False
 
 
 def _initial(project) -> dict:

@@ -131,6 +131,24 @@ def test_compare_with_nothing_picked_opens_the_newest_run_against_its_lineage(pr
     assert "Baseline: <strong>base</strong>" in html and "runs in lineage order" in html
 
 
+def test_compare_with_nothing_picked_fits_a_long_lineage_in_one_comparison(project, members, client):
+    from evaluation.comparison import MAX_COMPARED_RUNS
+
+    suite = make_suite(project, 4)
+    EvalSettings.objects.update_or_create(project=project, defaults={"default_suite": suite})
+    parent, runs = None, []
+    for i in range(MAX_COMPARED_RUNS + 3):  # base, SFT, DPO and online rounds, each evaluated
+        parent = model(project, f"v{i}", parent=parent, origin="base" if parent is None else "dpo")
+        runs.append(crafted_run(project, suite, parent, {1, 2}))
+    client.force_login(members["lead"])
+    res = client.get(f"/p/{project.slug}/eval/compare/")
+    picked = [int(p) for p in res["Location"].split("?")[1].replace("runs=", "").split("&")]
+    assert len(picked) == MAX_COMPARED_RUNS
+    assert picked[:2] == [runs[-1].pk, runs[0].pk]  # the newest, the base, then the nearest ancestors
+    assert picked[2:] == [r.pk for r in runs[-MAX_COMPARED_RUNS + 1 : -1]]
+    assert client.get(res["Location"]).status_code == 200
+
+
 def test_progress_fragment_reloads_the_page_when_the_run_ends(project, members, client, finished):
     _, run_base, _ = finished
     client.force_login(members["lead"])

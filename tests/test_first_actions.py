@@ -18,7 +18,7 @@ from evaluation.suites import suite_from_demo
 from training.finetune.params import JUDGE_GUARD, PRESETS
 from training.finetune.run import run_job
 from training.forms import default_preset
-from training.models import Checkpoint, TrainingJob
+from training.models import Checkpoint, OnlineRun, TrainingJob
 
 from .test_training import base, dpo_snapshot, sft_snapshot, tiny_model  # noqa: F401  fixtures
 
@@ -226,7 +226,12 @@ def test_the_online_form_preselects_a_run_that_launches(
         "checker",
     )
     assert values["use_reference"] == "on" and 'class="subnav"' in html
-    assert admin.post(f"/p/{project.slug}/training/online/new/", values).status_code == 302
+    assert "quality margin, points" in html  # as on the evaluation settings
+    url = f"/p/{project.slug}/training/online/new/"
+    refused = admin.post(url, {**values, "quality_margin": "150"})
+    assert refused.status_code == 422 and "points from 0 to 100" in refused.content.decode()
+    assert admin.post(url, {**values, "quality_margin": "2"}).status_code == 302
+    assert OnlineRun.objects.get().options["quality_margin"] == pytest.approx(0.02)  # stored as a fraction
 
 
 def test_the_live_job_page_updates_every_panel_and_stops_polling_when_final(
