@@ -106,6 +106,15 @@ class Tour:
         page.set_viewport_size({"width": SIZES[0][0], "height": SIZES[0][1]})
         self.pages.append(name)
 
+    def follow_first(self, page: Page, path: str, link: str, name: str) -> None:
+        """Open a list and the first item it links to, and shoot that page."""
+        page.goto(f"{self.url}{path}")
+        first = page.locator(link).first
+        if first.count():
+            first.click()
+            page.wait_for_load_state()
+            self.shoot(page, name)
+
     def visit(self, page: Page, path: str, name: str) -> None:
         response = page.goto(f"{self.url}{path}")
         if response is None or response.status >= 400:
@@ -169,14 +178,10 @@ class Tour:
             return
         page.wait_for_selector("#defects", timeout=30_000)
         self.shoot(page, "eval-run-report")
-        run_url = page.url
-        page.goto(run_url + "cases/")
+        cases = page.url.removeprefix(self.url) + "cases/"
+        page.goto(f"{self.url}{cases}")
         self.shoot(page, "eval-run-cases")
-        first_case = page.locator("table a[href*='/cases/']").first
-        if first_case.count():
-            first_case.click()
-            page.wait_for_load_state()
-            self.shoot(page, "eval-case")
+        self.follow_first(page, cases, "table a[href*='/cases/']", "eval-case")
         page.goto(f"{self.url}/p/{SLUG}/eval/compare/")
         self.shoot(page, "eval-compare")
         page.context.close()
@@ -280,24 +285,11 @@ class Tour:
                 self.shoot(page, name)
                 continue
             self.visit(page, path, name)
-        page.goto(f"{self.url}/p/{SLUG}/conversations/")
-        link = page.locator("table a[href*='/conversations/']").first
-        if link.count():
-            link.click()
-            page.wait_for_load_state()
-            self.shoot(page, "conversation")
-        page.goto(f"{self.url}/p/{SLUG}/datasets/")
-        link = page.locator("table a[href*='/datasets/']").first
-        if link.count():
-            link.click()
-            page.wait_for_load_state()
-            self.shoot(page, "dataset")
-        page.goto(f"{self.url}/p/{SLUG}/disagreements/")
-        link = page.locator("main a[href*='/disagreements/']").first
-        if link.count():
-            link.click()
-            page.wait_for_load_state()
-            self.shoot(page, "adjudicate")
+        for listing, link, name in (
+            ("conversations/", "table a[href*='/conversations/']", "conversation"),
+            ("datasets/", "table a[href*='/datasets/']", "dataset"),
+        ):
+            self.follow_first(page, f"/p/{SLUG}/{listing}", link, name)
         response = page.goto(f"{self.url}/p/{SLUG}/training/online/new/")  # admin only: a styled 403
         if response is not None and response.status != 403:
             self.problems.append(f"a lead opening the online-run form got {response.status}, not 403")
