@@ -530,6 +530,13 @@ def adjudicate(request, slug, task_id):
             "task": task.pk,
             "errors": {k: " ".join(v) for k, v in exc.message_dict.items()},
             "note": request.POST.get("note", "")[:2000],
+            # what was picked stays picked (only ids of this project's categories are kept: they are
+            # rendered against the page's own list)
+            "verdict": request.POST.get("verdict", "")[:20],
+            "choice": request.POST.get("choice", "")[:20],
+            "categories": [
+                c for c in request.POST.getlist("categories")[:200] if c.isascii() and c.isdigit()
+            ],
         }
         return redirect(reverse("annotator:disagreements", args=[slug]) + f"#item-{task.pk}")
     messages.success(request, f"Gold decision recorded for item {task.pk}.")

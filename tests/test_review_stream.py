@@ -567,6 +567,7 @@ def test_a_gold_decision_without_a_choice_is_refused_beside_its_form(client, wor
     assert not Adjudication.objects.exists()
     page = client.get("/p/sales/disagreements/").content.decode()
     assert "Not recorded: Choose the gold verdict." in _article(page, label_task.pk)
+    assert f'value="{w.leaf_a.pk}" checked' in _article(page, label_task.pk)  # what was ticked stays ticked
     ok = client.post(f"/p/sales/disagreements/{task.pk}/", {"choice": "b"})
     assert ok.status_code == 302 and Adjudication.objects.get(task=task).choice == "b"
 
