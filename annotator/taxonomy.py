@@ -303,30 +303,25 @@ def seed_default_taxonomy(project) -> int:
     """Create the default categories for a project that has none. Returns how many were created."""
     if TaxonomyCategory.objects.filter(project=project).exists():
         return 0
-    created = 0
-    for pos, (name, desc, cause, fix, children) in enumerate(DEFAULT_TAXONOMY):
-        parent = TaxonomyCategory.objects.create(
+
+    def make(name, desc, cause, fix, position, parent=None):
+        return TaxonomyCategory.objects.create(
             project=project,
+            parent=parent,
             name=name,
             description=desc,
             root_cause=cause,
             recommended_fix=fix,
             fix_route=DEFAULT_ROUTES.get(name, FixRoute.INHERIT),
-            position=pos,
+            position=position,
         )
-        created += 1
+
+    created = 0
+    for pos, (name, desc, cause, fix, children) in enumerate(DEFAULT_TAXONOMY):
+        parent = make(name, desc, cause, fix, pos)
         for cpos, (cname, cdesc, ccause, cfix) in enumerate(children):
-            TaxonomyCategory.objects.create(
-                project=project,
-                parent=parent,
-                name=cname,
-                description=cdesc,
-                root_cause=ccause,
-                recommended_fix=cfix,
-                fix_route=DEFAULT_ROUTES.get(cname, FixRoute.INHERIT),
-                position=cpos,
-            )
-            created += 1
+            make(cname, cdesc, ccause, cfix, cpos, parent)
+        created += 1 + len(children)
     return created
 
 

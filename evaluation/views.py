@@ -61,17 +61,19 @@ def _rate_row(name, rate):
     rate = rate or {}
     value, se = rate.get("value"), rate.get("se")
     n = rate.get("n", 0)
+    # Wilson's interval, as the dashboards give: it stays honest at 0 % and 100 % (value ± 1.96 se would
+    # claim "100.0 %–100.0 %" from 40 cases)
     interval = None if value is None else wilson_interval(rate.get("count", value * n), n)
+    lo, hi = interval or (None, None)
     return {
         "name": name,
         "help": METRIC_HELP.get(name, DEFECT_HELP.get(name, "")),
         "value": value,
         "se": se,
-        "n": rate.get("n", 0),
+        "n": n,
         "count": rate.get("count", 0),
-        # Wilson's interval, as the dashboards give: it stays honest at 0 % and 100 % (value ± 1.96 se
-        # would claim "100.0 %–100.0 %" from 40 cases)
-        **dict(zip(("lo", "hi"), interval or (None, None), strict=True)),
+        "lo": lo,
+        "hi": hi,
     }
 
 

@@ -121,40 +121,38 @@ class Tour:
             self.problems.append(f"{name}: {path} answered {response.status if response else 'nothing'}")
         self.shoot(page, name)
 
+    def launch_and_follow(self, page: Page, stage: str, name: str, started: float, timeout_s: int) -> bool:
+        """On the new-job form: type only the name, launch, follow the job page until the job ends."""
+        page.fill("#job-form input[name=name]", name)
+        page.click("#job-form button.primary")
+        page.wait_for_url(re.compile(r"/training/\d+/$"))
+        if stage == "SFT":
+            self.shoot(page, "training-job-running")
+        expect(page.locator("#job-outcome")).to_have_text(
+            re.compile(r"Finished: the job (succeeded|failed|was cancelled)\."), timeout=timeout_s * 1000
+        )
+        self.timed(f"admin_{stage.lower()}_s", started)
+        shot = "training-job" if stage == "SFT" else "training-dpo"
+        if "succeeded" not in page.locator("#job-outcome").inner_text():
+            self.problems.append(f"the {stage} job with the defaults did not succeed: {page.url}")
+            self.shoot(page, f"{shot}-failed")
+            return False
+        self.shoot(page, f"{shot}-succeeded")
+        return True
+
     # --- admin: SFT -> DPO -> evaluation with the defaults ------------------------------------------------
     def admin_first_jobs(self, timeout_s: int) -> None:
         page = self.login("admin")
         started = time.monotonic()
         page.goto(f"{self.url}/p/{SLUG}/training/new/")
         self.shoot(page, "training-new-job")
-        page.fill("#job-form input[name=name]", "my first sft")
-        page.click("#job-form button.primary")
-        page.wait_for_url(re.compile(r"/training/\d+/$"))
-        self.shoot(page, "training-job-running")
-        expect(page.locator("#job-outcome")).to_have_text(
-            re.compile(r"Finished: the job (succeeded|failed|was cancelled)\."), timeout=timeout_s * 1000
-        )
-        self.timed("admin_sft_s", started)
-        if "succeeded" not in page.locator("#job-outcome").inner_text():
-            self.problems.append(f"the SFT job with the defaults did not succeed: {page.url}")
-            self.shoot(page, "training-job-failed")
+        if not self.launch_and_follow(page, "SFT", "my first sft", started, timeout_s):
             return
-        self.shoot(page, "training-job-succeeded")
-
         started = time.monotonic()
         page.click("#next-dpo")
         page.wait_for_url(re.compile(r"/training/new/\?stage=dpo"))
-        page.fill("#job-form input[name=name]", "my first dpo")
-        page.click("#job-form button.primary")
-        page.wait_for_url(re.compile(r"/training/\d+/$"))
-        expect(page.locator("#job-outcome")).to_have_text(
-            re.compile(r"Finished: the job (succeeded|failed|was cancelled)\."), timeout=timeout_s * 1000
-        )
-        self.timed("admin_dpo_s", started)
-        if "succeeded" not in page.locator("#job-outcome").inner_text():
-            self.problems.append(f"the DPO job with the defaults did not succeed: {page.url}")
+        if not self.launch_and_follow(page, "DPO", "my first dpo", started, timeout_s):
             return
-        self.shoot(page, "training-dpo-succeeded")
 
         started = time.monotonic()
         # the project evaluates every trained model on its default suite: follow that run when the page

@@ -148,7 +148,10 @@ def job_detail(request, slug, pk):
     checkpoints = list(job.checkpoints.all())
     for c in checkpoints:  # the table shows the folder's name; the full path is its title
         c.folder = PurePath(c.path).name or c.path
-    see_eval = _evaluation_of(job, project)
+    # only a trained agent model has an evaluation to show or to wait for (the page polls: no query else)
+    trained = job.status == TrainingJob.State.SUCCEEDED and job.stage != TrainingJob.Stage.JUDGE
+    suite = _default_suite(project) if trained else None
+    see_eval = _evaluation_of(job, suite)
     return render(
         request,
         template,
@@ -162,7 +165,7 @@ def job_detail(request, slug, pk):
             "has_points": job.metrics.exists(),
             "guard_limits": guard_limits(job.guard),
             "see_eval": see_eval,
-            "awaiting_eval": see_eval is None and _evaluation_due(job, project),
+            "awaiting_eval": see_eval is None and _evaluation_due(job, project, suite),
         },
     )
 
@@ -198,14 +201,11 @@ def _default_suite(project):
     return suites.order_by("-created_at", "-id").first() if suites is not None else None
 
 
-def _evaluation_of(job, project):
+def _evaluation_of(job, suite):
     """The newest queued, running or finished run of the job's model on the default suite: there is no
     need to start another one ("See its evaluation" instead of "Evaluate this model")."""
-    version = job.result_version
-    if version is None or job.stage == TrainingJob.Stage.JUDGE or not hasattr(version, "eval_runs"):
-        return None
-    suite = _default_suite(project)
-    if suite is None:
+    version = job.result_version  # `suite` is None unless the job trained an agent model
+    if suite is None or version is None or not hasattr(version, "eval_runs"):
         return None
     return (
         version.eval_runs.filter(suite=suite, status__in=EVAL_LIVE)
@@ -215,16 +215,14 @@ def _evaluation_of(job, project):
     )
 
 
-def _evaluation_due(job, project) -> bool:
+def _evaluation_due(job, project, suite) -> bool:
     """The job has just succeeded and its automatic evaluation is about to be queued (the worker queues it
     right after marking the job done): the status card keeps polling for a minute to show its link."""
-    if job.status != TrainingJob.State.SUCCEEDED or job.stage == TrainingJob.Stage.JUDGE:
-        return False
-    if job.finished_at is None or timezone.now() - job.finished_at > EVAL_GRACE:
-        return False
+    if suite is None or job.finished_at is None or timezone.now() - job.finished_at > EVAL_GRACE:
+        return False  # `suite` is None unless the job trained an agent model
     settings = getattr(project, "eval_settings", None)
     auto = settings.auto_eval_after_training if settings is not None else True  # the setting's default
-    return (job.evaluate_after or auto) and _default_suite(project) is not None
+    return job.evaluate_after or auto
 
 
 @login_required

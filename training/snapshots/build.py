@@ -217,15 +217,17 @@ class Build:
         are compared, so nothing that no other row teaches is dropped."""
         if self.kind != Kind.DPO or not rows:
             return rows
+        seen = self.both_bad_pairs
         out = []
         for row in rows:
-            if row.source in ("both_bad", "correction"):
+            # a correction is keyed only when some "both bad" row was written (they all come first)
+            if row.source == "both_bad" or (row.source == "correction" and seen):
                 key = _fast64(
                     f"{row.conversation_id}:{row.context_length}:{_DUMPS(row.target)}:{_DUMPS(row.rejected)}".encode()
                 )
                 if row.source == "both_bad":
-                    self.both_bad_pairs.add(key)
-                elif key in self.both_bad_pairs:
+                    seen.add(key)
+                elif key in seen:
                     self.skipped["correction_pair_already_from_both_bad"] += 1
                     continue
             out.append(row)
